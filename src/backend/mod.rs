@@ -1,0 +1,246 @@
+//! Storage backends: Redis (single node or cluster) and in-memory, behind one [`Backend`].
+//!
+//! The layers talk to [`Backend`]; its operations mean the same on both stores (one
+//! conformance suite in `tests/` runs against memory, Redis and a 3-node cluster).
+
+mod health;
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+pub use health::{BreakerState, Health};
+pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use self::redis::{LuaScript, RedisStore};
+
+use crate::config::{Config, RedisMode};
+use crate::keys::{KeyPattern, RedisKey};
+use crate::metrics::{BackendLabels, Metrics};
+
+/// Errors of backend operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// Redis is considered down (circuit breaker open); nothing was sent.
+    #[error("Redis unavailable (circuit breaker open; last error: {0})")]
+    Unavailable(String),
+    /// A command did not complete within the command timeout.
+    #[error("Redis command timed out after {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error, or the connection failed.
+    #[cfg(feature = "redis")]
+    #[error("Redis error: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// The value is larger than the memory backend may hold.
+    #[error("entry of {size} bytes exceeds the memory backend's limit of {limit} bytes")]
+    TooLarge {
+        /// Bytes of key and value.
+        size: u64,
+        /// `TG_MEMORY_MAX_BYTES`.
+        limit: u64,
+    },
+    /// The operation is not available on this backend or configuration.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+}
+
+impl BackendError {
+    /// Whether the error means the backend is unreachable (as opposed to a rejected
+    /// command), i.e. whether an outage policy should apply.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Unavailable(_) | Self::Timeout(_) => true,
+            #[cfg(feature = "redis")]
+            Self::Redis(e) => e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped(),
+            Self::TooLarge { .. } | Self::Unsupported(_) => false,
+        }
+    }
+}
+
+/// Remaining lifetime of a key (`PTTL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTtl {
+    /// The key does not exist.
+    Missing,
+    /// The key exists and never expires.
+    Persistent,
+    /// The key expires after this long.
+    Expires(Duration),
+}
+
+/// Which backend is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// In-process memory.
+    Memory,
+    /// One Redis server.
+    Redis,
+    /// A Redis Cluster.
+    RedisCluster,
+}
+
+/// The store the layers use: memory or Redis. Cheap to clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use tenant_guard::{backend::Backend, config::Config, keys::Keys, metrics::Metrics, tenant::TenantId};
+///
+/// let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+/// let backend = Backend::from_config(&config, &Metrics::new())?;
+/// let key = Keys::default().query(&TenantId::new("acme")?, "abc123");
+/// backend.set(&key, b"rows", Some(Duration::from_secs(300))).await?;
+/// assert_eq!(backend.get(&key).await?.as_deref(), Some(&b"rows"[..]));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The in-memory store.
+    Memory(MemoryStore),
+    /// Redis, single node or cluster.
+    #[cfg(feature = "redis")]
+    Redis(RedisStore),
+}
+
+impl Backend {
+    /// The backend the configuration asks for. Redis is connected lazily: this succeeds
+    /// while Redis is down.
+    pub fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, BackendError> {
+        match &config.redis.mode {
+            RedisMode::Disabled => {
+                metrics
+                    .backend
+                    .get_or_create(&BackendLabels { backend: "memory" })
+                    .set(1);
+                Ok(Self::Memory(MemoryStore::new(config.memory)))
+            }
+            #[cfg(feature = "redis")]
+            RedisMode::Single(_) | RedisMode::Cluster(_) => {
+                let health = Health::new(config.breaker, metrics.clone());
+                Ok(Self::Redis(RedisStore::new(&config.redis, health)?))
+            }
+            #[cfg(not(feature = "redis"))]
+            RedisMode::Single(_) | RedisMode::Cluster(_) => Err(BackendError::Unsupported(
+                "Redis is configured but this build lacks the `redis` feature",
+            )),
+        }
+    }
+
+    /// Which backend this is.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Self::Memory(_) => BackendKind::Memory,
+            #[cfg(feature = "redis")]
+            Self::Redis(r) if r.is_cluster() => BackendKind::RedisCluster,
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => BackendKind::Redis,
+        }
+    }
+
+    /// Redis health, if this is Redis.
+    pub fn health(&self) -> Option<&Health> {
+        match self {
+            Self::Memory(_) => None,
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => Some(r.health()),
+        }
+    }
+
+    /// Reads a value.
+    pub async fn get(&self, key: &RedisKey) -> Result<Option<Bytes>, BackendError> {
+        match self {
+            Self::Memory(m) => Ok(m.get(key)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.get(key).await,
+        }
+    }
+
+    /// Writes a value with an optional TTL, replacing any previous value and TTL.
+    pub async fn set(
+        &self,
+        key: &RedisKey,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        match self {
+            Self::Memory(m) => m.set(key, Bytes::copy_from_slice(value), ttl),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.set(key, value, ttl).await,
+        }
+    }
+
+    /// Writes only if the key is absent; returns whether it wrote.
+    pub async fn set_nx(
+        &self,
+        key: &RedisKey,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, BackendError> {
+        match self {
+            Self::Memory(m) => m.set_nx(key, Bytes::copy_from_slice(value), ttl),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.set_nx(key, value, ttl).await,
+        }
+    }
+
+    /// Deletes a key if it holds `expected`; returns whether it did (atomic on both).
+    pub async fn delete_if_eq(&self, key: &RedisKey, expected: &[u8]) -> Result<bool, BackendError> {
+        match self {
+            Self::Memory(m) => Ok(m.delete_if_eq(key, expected)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.delete_if_eq(key, expected).await,
+        }
+    }
+
+    /// Deletes a key; returns whether it existed.
+    pub async fn delete(&self, key: &RedisKey) -> Result<bool, BackendError> {
+        match self {
+            Self::Memory(m) => Ok(m.delete(key)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.delete(key).await,
+        }
+    }
+
+    /// Sets a key's TTL; false if the key does not exist.
+    pub async fn expire(&self, key: &RedisKey, ttl: Duration) -> Result<bool, BackendError> {
+        match self {
+            Self::Memory(m) => Ok(m.expire(key, ttl)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.expire(key, ttl).await,
+        }
+    }
+
+    /// A key's remaining lifetime.
+    pub async fn ttl(&self, key: &RedisKey) -> Result<KeyTtl, BackendError> {
+        match self {
+            Self::Memory(m) => Ok(m.ttl(key)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.ttl(key).await,
+        }
+    }
+
+    /// Deletes every key matching a tenant-confined pattern (SCAN + UNLINK on Redis).
+    pub async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64, BackendError> {
+        match self {
+            Self::Memory(m) => Ok(m.delete_matching(pattern)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.delete_matching(pattern).await,
+        }
+    }
+
+    /// Number of keys: exact for memory; `DBSIZE` for Redis (all keys of the database).
+    pub async fn key_count(&self) -> Result<u64, BackendError> {
+        match self {
+            Self::Memory(m) => Ok(m.len() as u64),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.db_size().await,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Time for the in-memory backend: the real monotonic clock, or a manual one for tests.
+//!
+//! Redis-backed code never uses this: Lua scripts read Redis `TIME`, so all app instances
+//! agree on one clock.
+
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A monotonic clock in milliseconds since an arbitrary origin.
+pub trait Clock: Debug + Send + Sync + 'static {
+    /// Milliseconds since the clock's origin. Never goes backwards.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system's monotonic clock.
+///
+/// ```
+/// use tenant_guard::clock::{Clock, SystemClock};
+/// let c = SystemClock::new();
+/// let a = c.now_ms();
+/// assert!(c.now_ms() >= a);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    origin: Instant,
+}
+
+impl SystemClock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A clock that moves only when told to. Clones share the same time.
+///
+/// ```
+/// use std::time::Duration;
+/// use tenant_guard::clock::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new();
+/// let view = clock.clone();
+/// clock.advance(Duration::from_secs(2));
+/// assert_eq!(view.now_ms(), 2000);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock {
+    now: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves time forward.
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.now.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Sets the time (ignored if it would go backwards).
+    pub fn set_ms(&self, ms: u64) {
+        self.now.fetch_max(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+}

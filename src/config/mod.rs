@@ -1,0 +1,966 @@
+//! Typed configuration, read from environment variables or built in code.
+//!
+//! [`Config::from_env`] is the only place in the crate that reads the process environment.
+//! [`Config::from_vars`] takes any key/value iterator (tests, `.env` loaders, secrets
+//! managers). Both validate every variable and report **all** problems at once: each names
+//! the variable, what is wrong with its value, and the accepted form. Nothing falls back to a
+//! default after a parse failure.
+//!
+//! Empty values (`REDIS_URL=`) count as unset, as `.env` files commonly write them.
+//! The full list of variables with their defaults is in `.env.example` and the README.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tenant_guard::config::{Config, RedisMode};
+//!
+//! let cfg = Config::from_vars([
+//!     ("REDIS_URL", "redis://:pw@127.0.0.1:6379/0"),
+//!     ("RATE_LIMIT_WINDOW", "15m"),
+//!     ("CACHE_TTL_REPORTS", "2h"),
+//! ])
+//! .unwrap();
+//! assert!(matches!(cfg.redis.mode, RedisMode::Single(_)));
+//! assert_eq!(cfg.rate_limit.window, Duration::from_secs(900));
+//! assert_eq!(cfg.cache.ttl_for("reports"), Duration::from_secs(7200));
+//! assert!(!format!("{cfg:?}").contains("pw@"));
+//!
+//! let err = Config::from_vars([("RATE_LIMIT_WINDOW", "abc"), ("REDIS_PORT", "99999")])
+//!     .unwrap_err();
+//! assert_eq!(err.problems().len(), 2);
+//! ```
+
+mod parse;
+mod secret;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::time::Duration;
+
+pub use secret::{RedisUrl, Secret};
+
+use crate::keys::KeyPrefix;
+use crate::tenant::TenantId;
+use parse::{fmt_duration, BOOL_FORM, BYTES_FORM, DURATION_FORM};
+
+/// Minimum length of `SESSION_SECRET`, in bytes.
+pub const MIN_SESSION_SECRET_LEN: usize = 32;
+
+/// The whole configuration of tenant-guard.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Redis connection settings.
+    pub redis: RedisConfig,
+    /// Prefix of every key written (`TG_KEY_PREFIX`, default `tg`).
+    pub key_prefix: KeyPrefix,
+    /// Limits of the in-memory backend.
+    pub memory: MemoryConfig,
+    /// Circuit breaker in front of Redis.
+    pub breaker: BreakerConfig,
+    /// How requests are mapped to tenants.
+    pub tenant: TenantConfig,
+    /// Session settings.
+    pub session: SessionConfig,
+    /// Cache TTLs per category.
+    pub cache: CacheConfig,
+    /// Default rate limit.
+    pub rate_limit: RateLimitConfig,
+    warnings: Vec<String>,
+}
+
+/// Where Redis is, if anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisMode {
+    /// No Redis: everything runs on the in-memory backend.
+    Disabled,
+    /// One Redis server.
+    Single(RedisUrl),
+    /// A Redis Cluster, reached through these seed nodes.
+    Cluster(Vec<RedisUrl>),
+}
+
+/// Redis connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// Single node, cluster, or disabled.
+    pub mode: RedisMode,
+    /// Time allowed to open a TCP connection (`REDIS_CONNECT_TIMEOUT`, default 5 s).
+    pub connect_timeout: Duration,
+    /// Deadline of every command (`REDIS_COMMAND_TIMEOUT`, default 1 s).
+    pub command_timeout: Duration,
+    /// Reconnect attempts per outage before waiting for the next command
+    /// (`REDIS_MAX_RETRIES`, default 3).
+    pub max_retries: u32,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            mode: RedisMode::Disabled,
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(1),
+            max_retries: 3,
+        }
+    }
+}
+
+/// Bounds of the in-memory backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryConfig {
+    /// Most entries kept (`TG_MEMORY_MAX_ENTRIES`, default 100 000).
+    pub max_entries: NonZeroU64,
+    /// Most bytes of keys and values kept (`TG_MEMORY_MAX_BYTES`, default 64 MiB).
+    pub max_bytes: NonZeroU64,
+    /// How often expired entries are purged (`TG_MEMORY_PURGE_INTERVAL`, default 1 s).
+    pub purge_interval: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: NonZeroU64::new(100_000).expect("nonzero"),
+            max_bytes: NonZeroU64::new(64 << 20).expect("nonzero"),
+            purge_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Circuit breaker settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker (`TG_BREAKER_THRESHOLD`, default 3).
+    pub failure_threshold: NonZeroU32,
+    /// Pause between probes while open (`TG_BREAKER_PROBE_INTERVAL`, default 500 ms).
+    pub probe_interval: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: NonZeroU32::new(3).expect("nonzero"),
+            probe_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Where the tenant of a request comes from (`TG_TENANT_SOURCE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantSource {
+    /// A request header (`header` or `header:X-Org-Id`).
+    Header(String),
+    /// The first label of `Host` under a base domain (`subdomain:example.com`).
+    Subdomain(String),
+    /// The first path segment after a prefix (`path` or `path:/t`).
+    PathPrefix(String),
+}
+
+/// Tenant resolution settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TenantConfig {
+    /// Where the tenant comes from (default: header `X-Tenant-ID`).
+    pub source: TenantSource,
+    /// Tenant used when a request names none (`TG_DEFAULT_TENANT`, default: none, i.e. 400).
+    pub default_tenant: Option<TenantId>,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        Self {
+            source: TenantSource::Header("X-Tenant-ID".into()),
+            default_tenant: None,
+        }
+    }
+}
+
+/// Session settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// Inactivity expiry (`SESSION_TTL`, default 24 h).
+    pub ttl: Duration,
+    /// Cookie signing secret (`SESSION_SECRET`, at least 32 bytes); `None` means a random
+    /// per-process secret, so sessions do not survive a restart.
+    pub secret: Option<Secret>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(24 * 3600),
+            secret: None,
+        }
+    }
+}
+
+/// Cache TTLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheConfig {
+    /// General cache TTL (`CACHE_TTL`, default 1 h).
+    pub default_ttl: Duration,
+    /// Query cache TTL (`QUERY_CACHE_TTL`, default 5 min).
+    pub query_ttl: Duration,
+    /// AI response cache TTL (`AI_CACHE_TTL`, default 30 min).
+    pub ai_ttl: Duration,
+    /// Named categories (`CACHE_TTL_<NAME>`; names lowercased).
+    pub categories: BTreeMap<String, Duration>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl: Duration::from_secs(3600),
+            query_ttl: Duration::from_secs(300),
+            ai_ttl: Duration::from_secs(1800),
+            categories: BTreeMap::new(),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// TTL of a category: `query`, `ai`, a `CACHE_TTL_<NAME>` category, else `CACHE_TTL`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cache = tenant_guard::config::CacheConfig::default();
+    /// assert_eq!(cache.ttl_for("query"), Duration::from_secs(300));
+    /// assert_eq!(cache.ttl_for("anything-else"), Duration::from_secs(3600));
+    /// ```
+    pub fn ttl_for(&self, category: &str) -> Duration {
+        if let Some(ttl) = self.categories.get(category) {
+            return *ttl;
+        }
+        match category {
+            "query" => self.query_ttl,
+            "ai" => self.ai_ttl,
+            _ => self.default_ttl,
+        }
+    }
+}
+
+/// The default rate limit of existing deployments: `RATE_LIMIT_MAX` requests per
+/// `RATE_LIMIT_WINDOW`, per user and endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimitConfig {
+    /// Requests allowed per window (default 100).
+    pub max: NonZeroU32,
+    /// Window length (default 900 s).
+    pub window: Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            max: NonZeroU32::new(100).expect("nonzero"),
+            window: Duration::from_secs(900),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            redis: RedisConfig::default(),
+            key_prefix: KeyPrefix::default(),
+            memory: MemoryConfig::default(),
+            breaker: BreakerConfig::default(),
+            tenant: TenantConfig::default(),
+            session: SessionConfig::default(),
+            cache: CacheConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// One invalid environment value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarProblem {
+    /// The variable, e.g. `RATE_LIMIT_WINDOW`.
+    pub var: String,
+    /// The value as given (`None` for secrets, which are never echoed).
+    pub value: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The accepted form.
+    pub expected: String,
+}
+
+impl fmt::Display for VarProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={v:?}: {}; expected {}", self.var, self.reason, self.expected),
+            None => write!(f, "{}: {}; expected {}", self.var, self.reason, self.expected),
+        }
+    }
+}
+
+/// Every problem found in a configuration, reported together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    problems: Vec<VarProblem>,
+}
+
+impl ConfigError {
+    /// The individual problems, in the order the variables were checked.
+    pub fn problems(&self) -> &[VarProblem] {
+        &self.problems
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "invalid configuration ({n} problem{}):", if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Variables with the `TG_` prefix that this version understands (others get a warning,
+/// which catches typos).
+const KNOWN_TG_VARS: &[&str] = &[
+    "TG_KEY_PREFIX",
+    "TG_MEMORY_MAX_ENTRIES",
+    "TG_MEMORY_MAX_BYTES",
+    "TG_MEMORY_PURGE_INTERVAL",
+    "TG_BREAKER_THRESHOLD",
+    "TG_BREAKER_PROBE_INTERVAL",
+    "TG_TENANT_SOURCE",
+    "TG_DEFAULT_TENANT",
+];
+
+/// Reads variables, records problems, and remembers which secrets it saw.
+struct Reader {
+    vars: HashMap<String, String>,
+    problems: Vec<VarProblem>,
+    warnings: Vec<String>,
+}
+
+impl Reader {
+    fn get(&self, var: &str) -> Option<&str> {
+        self.vars
+            .get(var)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    fn problem(&mut self, var: &str, value: Option<&str>, reason: String, expected: &str) {
+        self.problems.push(VarProblem {
+            var: var.to_string(),
+            value: value.map(str::to_string),
+            reason,
+            expected: expected.to_string(),
+        });
+    }
+
+    /// Parses `var` if set; on error records a problem and returns `None`.
+    fn parse<T>(
+        &mut self,
+        var: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+        expected: &str,
+    ) -> Option<T> {
+        let raw = self.get(var)?.to_string();
+        match f(&raw) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                self.problem(var, Some(&raw), reason, expected);
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, var: &str, default: Duration, nonzero: bool) -> Duration {
+        let f = if nonzero {
+            parse::nonzero_duration
+        } else {
+            parse::duration
+        };
+        let d = self.parse(var, f, DURATION_FORM).unwrap_or(default);
+        // Plain numbers are seconds; a large one was probably meant as milliseconds
+        // (ioredis' connectTimeout is in ms). Say so instead of guessing.
+        if let Some(raw) = self.get(var) {
+            if raw.trim().bytes().all(|b| b.is_ascii_digit()) && d > Duration::from_secs(3600) {
+                if var.starts_with("REDIS_") {
+                    let msg = format!(
+                        "{var}={raw} is read as {raw} seconds ({}); write {raw}ms if milliseconds were meant",
+                        fmt_duration(d)
+                    );
+                    self.warnings.push(msg);
+                }
+            }
+        }
+        d
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    ///
+    /// Variables that are not valid UTF-8 are reported as problems, not ignored.
+    ///
+    /// ```no_run
+    /// let config = tenant_guard::config::Config::from_env()?;
+    /// # Ok::<(), tenant_guard::config::ConfigError>(())
+    /// ```
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut vars = Vec::new();
+        let mut bad = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            match (k.into_string(), v.into_string()) {
+                (Ok(k), Ok(v)) => vars.push((k, v)),
+                (Ok(k), Err(_)) if is_ours(&k) => bad.push(k),
+                _ => {}
+            }
+        }
+        let mut result = Self::from_vars(vars);
+        if !bad.is_empty() {
+            let mut problems = match result {
+                Ok(_) => Vec::new(),
+                Err(e) => e.problems,
+            };
+            for k in bad {
+                problems.push(VarProblem {
+                    var: k,
+                    value: None,
+                    reason: "not valid UTF-8".into(),
+                    expected: "a UTF-8 string".into(),
+                });
+            }
+            result = Err(ConfigError { problems });
+        }
+        result
+    }
+
+    /// Builds the configuration from key/value pairs, as if they were the environment.
+    ///
+    /// ```
+    /// let cfg = tenant_guard::config::Config::from_vars([("RATE_LIMIT_MAX", "50")]).unwrap();
+    /// assert_eq!(cfg.rate_limit.max.get(), 50);
+    /// ```
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut r = Reader {
+            vars: vars
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let redis = read_redis(&mut r);
+        let key_prefix = r
+            .parse("TG_KEY_PREFIX", KeyPrefix::new, KeyPrefix::FORM)
+            .unwrap_or_default();
+        let memory = read_memory(&mut r);
+        let breaker = read_breaker(&mut r);
+        let tenant = read_tenant(&mut r);
+        let session = read_session(&mut r);
+        let cache = read_cache(&mut r);
+        let rate_limit = read_rate_limit(&mut r);
+
+        let mut unknown: Vec<&String> = r
+            .vars
+            .keys()
+            .filter(|k| k.starts_with("TG_") && !KNOWN_TG_VARS.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        let unknown: Vec<String> = unknown
+            .into_iter()
+            .map(|k| format!("{k} is not a tenant-guard variable (typo?); it is ignored"))
+            .collect();
+        r.warnings.extend(unknown);
+
+        if !r.problems.is_empty() {
+            return Err(ConfigError {
+                problems: r.problems,
+            });
+        }
+        Ok(Self {
+            redis,
+            key_prefix,
+            memory,
+            breaker,
+            tenant,
+            session,
+            cache,
+            rate_limit,
+            warnings: r.warnings,
+        })
+    }
+
+    /// Things that are valid but probably not what was meant (e.g. `REDIS_HOST` ignored
+    /// because `REDIS_URL` is set). `tenant-guard config` prints them; apps should log them.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The effective configuration as `(variable, value)` pairs, secrets redacted — what
+    /// `tenant-guard config` prints.
+    ///
+    /// ```
+    /// let cfg = tenant_guard::config::Config::from_vars([
+    ///     ("SESSION_SECRET", "0123456789abcdef0123456789abcdef"),
+    /// ]).unwrap();
+    /// let lines = cfg.effective();
+    /// assert!(lines.iter().any(|(k, v)| k == "SESSION_SECRET" && v == "[redacted] (32 bytes)"));
+    /// ```
+    pub fn effective(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut push = |k: &str, v: String| out.push((k.to_string(), v));
+        match &self.redis.mode {
+            RedisMode::Disabled => {
+                push("REDIS_ENABLED", "false (in-memory backend)".into());
+            }
+            RedisMode::Single(url) => {
+                push("REDIS_ENABLED", "true".into());
+                push("REDIS_URL", url.to_string());
+            }
+            RedisMode::Cluster(nodes) => {
+                push("REDIS_ENABLED", "true".into());
+                let list: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+                push("REDIS_CLUSTER_NODES", list.join(","));
+            }
+        }
+        push(
+            "REDIS_CONNECT_TIMEOUT",
+            fmt_duration(self.redis.connect_timeout),
+        );
+        push(
+            "REDIS_COMMAND_TIMEOUT",
+            fmt_duration(self.redis.command_timeout),
+        );
+        push("REDIS_MAX_RETRIES", self.redis.max_retries.to_string());
+        push("TG_KEY_PREFIX", self.key_prefix.to_string());
+        push(
+            "TG_MEMORY_MAX_ENTRIES",
+            self.memory.max_entries.to_string(),
+        );
+        push("TG_MEMORY_MAX_BYTES", self.memory.max_bytes.to_string());
+        push(
+            "TG_MEMORY_PURGE_INTERVAL",
+            fmt_duration(self.memory.purge_interval),
+        );
+        push(
+            "TG_BREAKER_THRESHOLD",
+            self.breaker.failure_threshold.to_string(),
+        );
+        push(
+            "TG_BREAKER_PROBE_INTERVAL",
+            fmt_duration(self.breaker.probe_interval),
+        );
+        let source = match &self.tenant.source {
+            TenantSource::Header(h) => format!("header:{h}"),
+            TenantSource::Subdomain(d) => format!("subdomain:{d}"),
+            TenantSource::PathPrefix(p) => format!("path:{p}"),
+        };
+        push("TG_TENANT_SOURCE", source);
+        push(
+            "TG_DEFAULT_TENANT",
+            self.tenant
+                .default_tenant
+                .as_ref()
+                .map_or_else(|| "(none: requests without a tenant get 400)".into(), |t| t.to_string()),
+        );
+        push("SESSION_TTL", fmt_duration(self.session.ttl));
+        push(
+            "SESSION_SECRET",
+            match &self.session.secret {
+                Some(s) => format!("[redacted] ({} bytes)", s.len()),
+                None => "(unset: random per process, sessions end on restart)".into(),
+            },
+        );
+        push("CACHE_TTL", fmt_duration(self.cache.default_ttl));
+        push("QUERY_CACHE_TTL", fmt_duration(self.cache.query_ttl));
+        push("AI_CACHE_TTL", fmt_duration(self.cache.ai_ttl));
+        for (name, ttl) in &self.cache.categories {
+            push(
+                &format!("CACHE_TTL_{}", name.to_ascii_uppercase().replace('-', "_")),
+                fmt_duration(*ttl),
+            );
+        }
+        push("RATE_LIMIT_MAX", self.rate_limit.max.to_string());
+        push("RATE_LIMIT_WINDOW", fmt_duration(self.rate_limit.window));
+        out
+    }
+}
+
+fn is_ours(var: &str) -> bool {
+    ["REDIS_", "TG_", "SESSION_", "CACHE_TTL", "QUERY_CACHE_TTL", "AI_CACHE_TTL", "RATE_LIMIT_"]
+        .iter()
+        .any(|p| var.starts_with(p))
+}
+
+const URL_FORM: &str = "redis://[user:password@]host[:port][/db], rediss://... for TLS, or unix:///path/to/redis.sock";
+const HOST_FORM: &str = "a host name or IP address without scheme or port, e.g. `cache.internal`";
+const NODES_FORM: &str =
+    "a comma-separated list of host:port or redis:// URLs, e.g. `10.0.0.1:7000,10.0.0.2:7000`";
+
+fn read_redis(r: &mut Reader) -> RedisConfig {
+    let defaults = RedisConfig::default();
+    let enabled = r.parse("REDIS_ENABLED", parse::boolean, BOOL_FORM);
+    let tls = r
+        .parse("REDIS_USE_TLS", parse::boolean, BOOL_FORM)
+        .unwrap_or(false);
+    let port = r.parse("REDIS_PORT", parse::port, "an integer from 1 to 65535");
+    let db = r.parse(
+        "REDIS_DB",
+        |v| parse::integer::<u32>(v),
+        "a database number, 0 or more (usually 0-15)",
+    );
+    let host = r.parse(
+        "REDIS_HOST",
+        |v| {
+            let v = v.trim();
+            if v.contains("://") || v.contains('/') || v.contains('@') || v.contains(char::is_whitespace) {
+                Err("not a bare host name".into())
+            } else {
+                Ok(v.to_string())
+            }
+        },
+        HOST_FORM,
+    );
+    let username = r.get("REDIS_USERNAME").map(str::to_string);
+    let password = r.get("REDIS_PASSWORD").map(Secret::new);
+
+    let build = |host: &str, port: u16| -> Result<RedisUrl, String> {
+        let scheme = if tls { "rediss" } else { "redis" };
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]") // bare IPv6
+        } else {
+            host.to_string()
+        };
+        let mut url = url::Url::parse(&format!("{scheme}://{host}:{port}/{}", db.unwrap_or(0)))
+            .map_err(|e| format!("cannot form a URL ({e})"))?;
+        if let Some(user) = &username {
+            url.set_username(user)
+                .map_err(|()| "REDIS_USERNAME cannot be used in a URL".to_string())?;
+        }
+        if let Some(pw) = &password {
+            url.set_password(Some(pw.expose()))
+                .map_err(|()| "REDIS_PASSWORD cannot be used in a URL".to_string())?;
+        }
+        RedisUrl::parse(url.as_str())
+    };
+
+    // REDIS_URL may carry a password: its raw value is never echoed in problems.
+    let url = match r.get("REDIS_URL").map(str::to_string) {
+        Some(raw) => match RedisUrl::parse(raw.trim()) {
+            Ok(u) => Some(u),
+            Err(reason) => {
+                r.problem("REDIS_URL", None, reason, URL_FORM);
+                None
+            }
+        },
+        None => None,
+    };
+    let nodes = match r.get("REDIS_CLUSTER_NODES").map(str::to_string) {
+        Some(raw) => {
+            let mut out = Vec::new();
+            for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let parsed = if part.contains("://") {
+                    RedisUrl::parse(part)
+                } else {
+                    match part.rsplit_once(':') {
+                        Some((h, p)) => parse::port(p).and_then(|p| build(h, p)),
+                        None => build(part, 6379),
+                    }
+                };
+                match parsed {
+                    Ok(u) => out.push(u),
+                    Err(reason) => {
+                        r.problem(
+                            "REDIS_CLUSTER_NODES",
+                            None,
+                            format!("node `{}`: {reason}", redact_userinfo(part)),
+                            NODES_FORM,
+                        );
+                    }
+                }
+            }
+            if out.is_empty() && !r.problems.iter().any(|p| p.var == "REDIS_CLUSTER_NODES") {
+                r.problem("REDIS_CLUSTER_NODES", Some(&raw), "no nodes listed".into(), NODES_FORM);
+            }
+            Some(out)
+        }
+        None => None,
+    };
+
+    let discrete_set = ["REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASSWORD", "REDIS_USERNAME"]
+        .into_iter()
+        .filter(|v| r.get(v).is_some())
+        .collect::<Vec<_>>();
+
+    if url.is_some() && nodes.is_some() {
+        r.problem(
+            "REDIS_CLUSTER_NODES",
+            None,
+            "both REDIS_URL and REDIS_CLUSTER_NODES are set".into(),
+            "only one of them: REDIS_URL for a single server, REDIS_CLUSTER_NODES for a cluster",
+        );
+    }
+    if let Some(u) = &url {
+        if !discrete_set.is_empty() {
+            r.warnings.push(format!(
+                "REDIS_URL is set, so {} {} ignored",
+                discrete_set.join(", "),
+                if discrete_set.len() == 1 { "is" } else { "are" }
+            ));
+        }
+        if tls && !u.is_tls() {
+            r.problem(
+                "REDIS_USE_TLS",
+                Some("true"),
+                "REDIS_URL uses redis:// (plain TCP)".into(),
+                "a rediss:// REDIS_URL when REDIS_USE_TLS=true, or REDIS_USE_TLS unset",
+            );
+        }
+    }
+
+    let wants_tls = tls || url.as_ref().is_some_and(RedisUrl::is_tls);
+    if wants_tls && !cfg!(feature = "tls") {
+        r.problem(
+            if tls { "REDIS_USE_TLS" } else { "REDIS_URL" },
+            None,
+            "TLS was requested but this build has no TLS support".into(),
+            "a build with the `tls` feature (cargo build --features tls), or a redis:// URL",
+        );
+    }
+
+    let configured = url.is_some() || nodes.is_some() || r.get("REDIS_HOST").is_some();
+    let mode = match enabled {
+        Some(false) => RedisMode::Disabled,
+        Some(true) | None if configured || enabled == Some(true) => {
+            if let Some(nodes) = nodes {
+                RedisMode::Cluster(nodes)
+            } else if let Some(url) = url {
+                RedisMode::Single(url)
+            } else {
+                let h = host.unwrap_or_else(|| "127.0.0.1".into());
+                match build(&h, port.unwrap_or(6379)) {
+                    Ok(u) => RedisMode::Single(u),
+                    Err(reason) => {
+                        r.problem("REDIS_HOST", Some(&h), reason, HOST_FORM);
+                        RedisMode::Disabled
+                    }
+                }
+            }
+        }
+        _ => RedisMode::Disabled,
+    };
+
+    let max_retries = r
+        .parse(
+            "REDIS_MAX_RETRIES",
+            |v| parse::integer::<u32>(v),
+            "a whole number, 0 or more",
+        )
+        .unwrap_or(defaults.max_retries);
+    RedisConfig {
+        mode,
+        connect_timeout: r.duration("REDIS_CONNECT_TIMEOUT", defaults.connect_timeout, true),
+        command_timeout: r.duration("REDIS_COMMAND_TIMEOUT", defaults.command_timeout, true),
+        max_retries,
+    }
+}
+
+fn redact_userinfo(s: &str) -> String {
+    match s.rsplit_once('@') {
+        Some((_, rest)) => format!("[redacted]@{rest}"),
+        None => s.to_string(),
+    }
+}
+
+fn read_memory(r: &mut Reader) -> MemoryConfig {
+    let d = MemoryConfig::default();
+    MemoryConfig {
+        max_entries: r
+            .parse(
+                "TG_MEMORY_MAX_ENTRIES",
+                |v| {
+                    parse::integer::<u64>(v)
+                        .and_then(|n| NonZeroU64::new(n).ok_or_else(|| "must be at least 1".into()))
+                },
+                "a whole number of entries, at least 1",
+            )
+            .unwrap_or(d.max_entries),
+        max_bytes: r
+            .parse(
+                "TG_MEMORY_MAX_BYTES",
+                |v| {
+                    parse::bytes(v)
+                        .and_then(|n| NonZeroU64::new(n).ok_or_else(|| "must be at least 1".into()))
+                },
+                BYTES_FORM,
+            )
+            .unwrap_or(d.max_bytes),
+        purge_interval: r.duration("TG_MEMORY_PURGE_INTERVAL", d.purge_interval, true),
+    }
+}
+
+fn read_breaker(r: &mut Reader) -> BreakerConfig {
+    let d = BreakerConfig::default();
+    BreakerConfig {
+        failure_threshold: r
+            .parse(
+                "TG_BREAKER_THRESHOLD",
+                |v| {
+                    parse::integer::<u32>(v)
+                        .and_then(|n| NonZeroU32::new(n).ok_or_else(|| "must be at least 1".into()))
+                },
+                "a whole number of consecutive failures, at least 1",
+            )
+            .unwrap_or(d.failure_threshold),
+        probe_interval: r.duration("TG_BREAKER_PROBE_INTERVAL", d.probe_interval, true),
+    }
+}
+
+const SOURCE_FORM: &str =
+    "`header`, `header:<Header-Name>`, `subdomain:<base.domain>`, `path` or `path:/<prefix>`";
+
+fn read_tenant(r: &mut Reader) -> TenantConfig {
+    let d = TenantConfig::default();
+    let source = r
+        .parse(
+            "TG_TENANT_SOURCE",
+            |v| {
+                let v = v.trim();
+                let (kind, arg) = v.split_once(':').unwrap_or((v, ""));
+                match kind {
+                    "header" => {
+                        let name = if arg.is_empty() { "X-Tenant-ID" } else { arg };
+                        http::HeaderName::try_from(name)
+                            .map_err(|_| format!("`{name}` is not a valid header name"))?;
+                        Ok(TenantSource::Header(name.to_string()))
+                    }
+                    "subdomain" => {
+                        let base = arg.trim_matches('.').to_ascii_lowercase();
+                        if base.is_empty()
+                            || !base
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                        {
+                            return Err(format!("`{arg}` is not a base domain"));
+                        }
+                        Ok(TenantSource::Subdomain(base))
+                    }
+                    "path" => {
+                        let prefix = arg.trim_end_matches('/');
+                        if !prefix.is_empty() && !prefix.starts_with('/') {
+                            return Err(format!("path prefix `{arg}` must start with `/`"));
+                        }
+                        Ok(TenantSource::PathPrefix(prefix.to_string()))
+                    }
+                    other => Err(format!("unknown source `{other}`")),
+                }
+            },
+            SOURCE_FORM,
+        )
+        .unwrap_or(d.source);
+    let default_tenant = r.parse(
+        "TG_DEFAULT_TENANT",
+        |v| TenantId::new(v.trim()).map_err(|e| e.to_string()),
+        TenantId::FORM,
+    );
+    TenantConfig {
+        source,
+        default_tenant,
+    }
+}
+
+fn read_session(r: &mut Reader) -> SessionConfig {
+    let d = SessionConfig::default();
+    let ttl = r.duration("SESSION_TTL", d.ttl, true);
+    let secret = match r.get("SESSION_SECRET").map(str::to_string) {
+        Some(s) if s.len() < MIN_SESSION_SECRET_LEN => {
+            r.problem(
+                "SESSION_SECRET",
+                None,
+                format!("too short ({} bytes)", s.len()),
+                "at least 32 random bytes, e.g. the output of `openssl rand -base64 48`",
+            );
+            None
+        }
+        Some(s) => Some(Secret::new(s)),
+        None => None,
+    };
+    SessionConfig { ttl, secret }
+}
+
+fn read_cache(r: &mut Reader) -> CacheConfig {
+    let d = CacheConfig::default();
+    let default_ttl = r.duration("CACHE_TTL", d.default_ttl, true);
+    let query_ttl = r.duration("QUERY_CACHE_TTL", d.query_ttl, true);
+    let ai_ttl = r.duration("AI_CACHE_TTL", d.ai_ttl, true);
+    let mut names: Vec<String> = r
+        .vars
+        .keys()
+        .filter(|k| k.starts_with("CACHE_TTL_"))
+        .cloned()
+        .collect();
+    names.sort();
+    let mut categories = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for var in names {
+        let name = var["CACHE_TTL_".len()..].to_ascii_lowercase();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            let val = r.get(&var).map(str::to_string);
+            r.problem(
+                &var,
+                val.as_deref(),
+                "the category name after CACHE_TTL_ is empty or has characters other than letters, digits and _".into(),
+                "CACHE_TTL_<NAME>=<duration> with NAME made of A-Z, 0-9 and _",
+            );
+            continue;
+        }
+        if r.get(&var).is_none() || !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some(ttl) = r.parse(&var, parse::nonzero_duration, DURATION_FORM) {
+            categories.insert(name, ttl);
+        }
+    }
+    CacheConfig {
+        default_ttl,
+        query_ttl,
+        ai_ttl,
+        categories,
+    }
+}
+
+fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
+    let d = RateLimitConfig::default();
+    RateLimitConfig {
+        max: r
+            .parse(
+                "RATE_LIMIT_MAX",
+                |v| {
+                    parse::integer::<u32>(v)
+                        .and_then(|n| NonZeroU32::new(n).ok_or_else(|| "must be at least 1".into()))
+                },
+                "a whole number of requests per window, at least 1",
+            )
+            .unwrap_or(d.max),
+        window: r.duration("RATE_LIMIT_WINDOW", d.window, true),
+    }
+}
+
+#[cfg(test)]
+mod tests;

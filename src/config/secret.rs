@@ -1,0 +1,131 @@
+//! Values that must never be printed: passwords and signing secrets.
+
+use std::fmt;
+
+/// A string that never shows up in `Debug` or `Display` output.
+///
+/// Used for `REDIS_PASSWORD`, the password inside `REDIS_URL` and `SESSION_SECRET`, so that
+/// `tracing::debug!(?config)` or `tenant-guard config` cannot leak them.
+///
+/// ```
+/// use tenant_guard::config::Secret;
+///
+/// let s = Secret::new("hunter2");
+/// assert_eq!(format!("{s:?}"), "Secret([redacted])");
+/// assert_eq!(s.to_string(), "[redacted]");
+/// assert_eq!(s.expose(), "hunter2");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// Returns the secret itself. Call this only where the value is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Length of the secret in bytes (safe to print).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the secret is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A Redis connection URL whose password is redacted whenever it is printed.
+///
+/// ```
+/// use tenant_guard::config::RedisUrl;
+///
+/// let url = RedisUrl::parse("redis://:s3cret@cache.internal:6380/2").unwrap();
+/// assert_eq!(url.to_string(), "redis://:[redacted]@cache.internal:6380/2");
+/// assert!(!format!("{url:?}").contains("s3cret"));
+/// assert!(url.expose().contains("s3cret"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    url: url::Url,
+}
+
+impl RedisUrl {
+    /// Parses and validates a `redis://`, `rediss://` or `unix://` URL.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let url = url::Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+        match url.scheme() {
+            "redis" | "rediss" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err("the URL has no host".into());
+                }
+                let db = url.path().trim_start_matches('/');
+                if !db.is_empty() && db.parse::<u32>().is_err() {
+                    return Err(format!("the path `/{db}` is not a database number"));
+                }
+            }
+            "unix" | "redis+unix" => {}
+            other => return Err(format!("unsupported scheme `{other}`")),
+        }
+        Ok(Self { url })
+    }
+
+    /// Whether the URL asks for TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.scheme() == "rediss"
+    }
+
+    /// The full URL including the password, for handing to the Redis client only.
+    pub fn expose(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// Host and port, for logs and status output (no credentials).
+    pub fn host_port(&self) -> String {
+        match (self.url.host_str(), self.url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => format!("{h}:6379"),
+            _ => self.url.path().to_string(),
+        }
+    }
+
+    fn redacted(&self) -> String {
+        let mut u = self.url.clone();
+        if u.password().is_some() {
+            // Setting a password only fails for URLs that cannot have one (unix sockets),
+            // which then have none to hide.
+            let _ = u.set_password(Some("[redacted]"));
+        }
+        // `url` percent-encodes the brackets; show them plainly.
+        u.as_str().replace("%5Bredacted%5D", "[redacted]")
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", self.redacted())
+    }
+}

@@ -1,0 +1,197 @@
+use super::*;
+
+fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::from_vars(vars.iter().copied())
+}
+
+#[test]
+fn defaults_match_existing_deployments() {
+    let c = cfg(&[]).unwrap();
+    assert_eq!(c.redis.mode, RedisMode::Disabled);
+    assert_eq!(c.session.ttl, Duration::from_secs(86_400));
+    assert_eq!(c.cache.query_ttl, Duration::from_secs(300));
+    assert_eq!(c.cache.ai_ttl, Duration::from_secs(1800));
+    assert_eq!(c.cache.default_ttl, Duration::from_secs(3600));
+    assert_eq!(c.rate_limit.max.get(), 100);
+    assert_eq!(c.rate_limit.window, Duration::from_secs(900));
+    assert_eq!(c.key_prefix.as_str(), "tg");
+    assert!(c.warnings().is_empty());
+}
+
+#[test]
+fn plain_seconds_and_units() {
+    let c = cfg(&[
+        ("SESSION_TTL", "86400"),
+        ("QUERY_CACHE_TTL", "5m"),
+        ("REDIS_COMMAND_TIMEOUT", "250ms"),
+        ("CACHE_TTL_REPORTS", "7200"),
+        ("CACHE_TTL_USER_PROFILE", "2h"),
+    ])
+    .unwrap();
+    assert_eq!(c.session.ttl, Duration::from_secs(86_400));
+    assert_eq!(c.cache.query_ttl, Duration::from_secs(300));
+    assert_eq!(c.redis.command_timeout, Duration::from_millis(250));
+    assert_eq!(c.cache.ttl_for("reports"), Duration::from_secs(7200));
+    assert_eq!(c.cache.ttl_for("user_profile"), Duration::from_secs(7200));
+}
+
+#[test]
+fn every_problem_is_reported_with_var_and_form() {
+    let err = cfg(&[
+        ("RATE_LIMIT_WINDOW", "abc"),
+        ("REDIS_PORT", "99999"),
+        ("RATE_LIMIT_MAX", "0"),
+        ("REDIS_ENABLED", "maybe"),
+        ("CACHE_TTL_BAD-NAME", "5m"),
+        ("CACHE_TTL_OK", "soon"),
+    ])
+    .unwrap_err();
+    let vars: Vec<&str> = err.problems().iter().map(|p| p.var.as_str()).collect();
+    for v in [
+        "RATE_LIMIT_WINDOW",
+        "REDIS_PORT",
+        "RATE_LIMIT_MAX",
+        "REDIS_ENABLED",
+        "CACHE_TTL_BAD-NAME",
+        "CACHE_TTL_OK",
+    ] {
+        assert!(vars.contains(&v), "{v} missing from {vars:?}");
+    }
+    let text = err.to_string();
+    assert!(text.contains("RATE_LIMIT_WINDOW=\"abc\""), "{text}");
+    assert!(text.contains("`5m`"), "{text}");
+    assert!(text.contains("1 to 65535"), "{text}");
+    assert!(text.starts_with("invalid configuration (6 problems)"), "{text}");
+}
+
+#[test]
+fn redis_url_and_discrete_vars() {
+    let c = cfg(&[("REDIS_URL", "redis://:pw@cache:6380/3")]).unwrap();
+    let RedisMode::Single(u) = &c.redis.mode else {
+        panic!("{:?}", c.redis.mode)
+    };
+    assert_eq!(u.host_port(), "cache:6380");
+
+    let c = cfg(&[
+        ("REDIS_HOST", "cache.internal"),
+        ("REDIS_PORT", "6390"),
+        ("REDIS_PASSWORD", "p@ss:w/rd"),
+        ("REDIS_DB", "2"),
+    ])
+    .unwrap();
+    let RedisMode::Single(u) = &c.redis.mode else {
+        panic!()
+    };
+    assert_eq!(u.to_string(), "redis://:[redacted]@cache.internal:6390/2");
+    assert!(u.expose().contains("p%40ss%3Aw%2Frd"), "{}", u.expose());
+
+    // URL wins over discrete vars, with a warning rather than silently.
+    let c = cfg(&[("REDIS_URL", "redis://a:1"), ("REDIS_HOST", "b")]).unwrap();
+    assert!(c.warnings()[0].contains("REDIS_HOST"), "{:?}", c.warnings());
+
+    // REDIS_ENABLED=false wins over everything.
+    let c = cfg(&[("REDIS_URL", "redis://a:1"), ("REDIS_ENABLED", "false")]).unwrap();
+    assert_eq!(c.redis.mode, RedisMode::Disabled);
+
+    // Enabled with nothing else: the conventional local server.
+    let c = cfg(&[("REDIS_ENABLED", "true")]).unwrap();
+    let RedisMode::Single(u) = &c.redis.mode else {
+        panic!()
+    };
+    assert_eq!(u.host_port(), "127.0.0.1:6379");
+}
+
+#[test]
+fn cluster_nodes() {
+    let c = cfg(&[
+        ("REDIS_CLUSTER_NODES", "10.0.0.1:7000, 10.0.0.2:7001,redis://h:7002"),
+        ("REDIS_PASSWORD", "pw"),
+    ])
+    .unwrap();
+    let RedisMode::Cluster(nodes) = &c.redis.mode else {
+        panic!()
+    };
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes[1].host_port(), "10.0.0.2:7001");
+    assert!(nodes[0].expose().contains(":pw@"));
+
+    let err = cfg(&[("REDIS_CLUSTER_NODES", "a:1,b:notaport")]).unwrap_err();
+    assert!(err.to_string().contains("node `b:notaport`"), "{err}");
+    let err = cfg(&[("REDIS_CLUSTER_NODES", "a:1"), ("REDIS_URL", "redis://b")]).unwrap_err();
+    assert!(err.to_string().contains("both REDIS_URL and REDIS_CLUSTER_NODES"));
+}
+
+#[test]
+fn secrets_never_printed() {
+    let secret = "correct-horse-battery-staple-0123456789";
+    let c = cfg(&[
+        ("REDIS_URL", "redis://user:topsecretpw@cache:6379"),
+        ("SESSION_SECRET", secret),
+    ])
+    .unwrap();
+    let dbg = format!("{c:?}");
+    let eff = format!("{:?}", c.effective());
+    for out in [&dbg, &eff] {
+        assert!(!out.contains("topsecretpw"), "{out}");
+        assert!(!out.contains(secret), "{out}");
+    }
+    // A bad REDIS_URL is reported without echoing it.
+    let err = cfg(&[("REDIS_URL", "http://u:leakme@x")]).unwrap_err();
+    assert!(!err.to_string().contains("leakme"), "{err}");
+    assert!(err.to_string().contains("unsupported scheme"), "{err}");
+    // A short secret is reported by length only.
+    let err = cfg(&[("SESSION_SECRET", "shortsecret")]).unwrap_err();
+    assert!(!err.to_string().contains("shortsecret"), "{err}");
+    assert!(err.to_string().contains("too short (11 bytes)"), "{err}");
+}
+
+#[test]
+fn tls_is_explicit() {
+    let r = cfg(&[("REDIS_HOST", "h"), ("REDIS_USE_TLS", "true")]);
+    if cfg!(feature = "tls") {
+        let c = r.unwrap();
+        let RedisMode::Single(u) = &c.redis.mode else {
+            panic!()
+        };
+        assert!(u.is_tls());
+    } else {
+        let err = r.unwrap_err();
+        assert_eq!(err.problems()[0].var, "REDIS_USE_TLS");
+        assert!(err.to_string().contains("--features tls"));
+    }
+    let err = cfg(&[("REDIS_URL", "redis://h"), ("REDIS_USE_TLS", "yes")]).unwrap_err();
+    assert!(err.problems().iter().any(|p| p.var == "REDIS_USE_TLS"));
+}
+
+#[test]
+fn tenant_source_and_default() {
+    let c = cfg(&[
+        ("TG_TENANT_SOURCE", "subdomain:Example.COM"),
+        ("TG_DEFAULT_TENANT", "public"),
+    ])
+    .unwrap();
+    assert_eq!(c.tenant.source, TenantSource::Subdomain("example.com".into()));
+    assert_eq!(c.tenant.default_tenant.unwrap().as_str(), "public");
+    let err = cfg(&[("TG_TENANT_SOURCE", "cookie"), ("TG_DEFAULT_TENANT", "a*b")]).unwrap_err();
+    assert_eq!(err.problems().len(), 2);
+}
+
+#[test]
+fn millisecond_looking_timeouts_warn() {
+    let c = cfg(&[("REDIS_CONNECT_TIMEOUT", "10000")]).unwrap();
+    assert_eq!(c.redis.connect_timeout, Duration::from_secs(10_000));
+    assert!(c.warnings()[0].contains("10000ms"), "{:?}", c.warnings());
+}
+
+#[test]
+fn unknown_tg_vars_warn() {
+    let c = cfg(&[("TG_KEY_PREFIXX", "x")]).unwrap();
+    assert!(c.warnings()[0].contains("TG_KEY_PREFIXX"));
+}
+
+#[test]
+fn empty_values_are_unset() {
+    let c = cfg(&[("REDIS_URL", ""), ("RATE_LIMIT_MAX", "  ")]).unwrap();
+    assert_eq!(c.redis.mode, RedisMode::Disabled);
+    assert_eq!(c.rate_limit.max.get(), 100);
+}

@@ -1,0 +1,528 @@
+//! The only place Redis keys are formatted.
+//!
+//! ```text
+//! <prefix>:<kind>:{<tenant>}:<component>:<component>...
+//! tg:ratelimit:{acme}:per-user:user:u-42:GET /api/reports
+//! tg:session:{acme}:<session-id>        tg:session-index:{acme}:<user-id>
+//! tg:query:{acme}:<sha256-hex>          tg:ai:{acme}:gpt-4o:<sha256-hex>
+//! tg:cache:{acme}:<category>:<id>
+//! ```
+//!
+//! * The tenant is written in braces: a Redis Cluster hash tag. Every key of a tenant hashes
+//!   to one slot, so one Lua script can touch all of a request's counters atomically on a
+//!   cluster, and a tenant-wide SCAN needs to visit one node only.
+//! * The tenant is a validated [`TenantId`] and cannot contain `{`, `}`, `:` or globs.
+//! * Every other component is percent-escaped: `%`, `:`, `{`, `}`, `*`, `?`, `[`, `]`, `\`,
+//!   control characters and non-ASCII bytes become `%XX`. So no input can add a segment,
+//!   move the key to another slot, or widen a SCAN pattern.
+//!
+//! ```
+//! use tenant_guard::keys::Keys;
+//! use tenant_guard::tenant::TenantId;
+//!
+//! let keys = Keys::default();
+//! let acme = TenantId::new("acme").unwrap();
+//! let k = keys.cache(&acme, "reports", "2026-11-22");
+//! assert_eq!(k.as_str(), "tg:cache:{acme}:reports:2026-11-22");
+//! let evil = keys.cache(&acme, "reports", "x:*}{other}");
+//! assert_eq!(evil.as_str(), "tg:cache:{acme}:reports:x%3A%2A%7D%7Bother%7D");
+//! assert_eq!(evil.slot(), k.slot());
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+use crate::tenant::TenantId;
+
+/// Bytes escaped in key components (non-ASCII bytes are always escaped).
+const ESCAPE: &AsciiSet = &CONTROLS
+    .add(b'%')
+    .add(b':')
+    .add(b'{')
+    .add(b'}')
+    .add(b'*')
+    .add(b'?')
+    .add(b'[')
+    .add(b']')
+    .add(b'\\');
+
+/// Number of Redis Cluster hash slots.
+pub const SLOTS: u16 = 16384;
+
+/// The validated prefix of every key (`TG_KEY_PREFIX`, default `tg`).
+///
+/// ```
+/// use tenant_guard::keys::KeyPrefix;
+/// assert!(KeyPrefix::new("myapp:tg").is_ok());
+/// assert!(KeyPrefix::new("bad{prefix}").is_err());
+/// assert!(KeyPrefix::new("x*").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct KeyPrefix(Arc<str>);
+
+impl KeyPrefix {
+    /// Accepted form, as shown in errors.
+    pub const FORM: &'static str =
+        "1-64 ASCII letters, digits, `-`, `_`, `.` or `:`, e.g. `tg` or `myapp:tg`";
+
+    /// Validates a prefix.
+    pub fn new(prefix: &str) -> Result<Self, String> {
+        let p = prefix.trim();
+        if p.is_empty() || p.len() > 64 {
+            return Err(format!("{} bytes long", p.len()));
+        }
+        if let Some(c) = p
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+        {
+            return Err(format!("contains {c:?}"));
+        }
+        if p.starts_with(':') || p.ends_with(':') {
+            return Err("starts or ends with `:`".into());
+        }
+        Ok(Self(Arc::from(p)))
+    }
+
+    /// The prefix.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for KeyPrefix {
+    fn default() -> Self {
+        Self(Arc::from("tg"))
+    }
+}
+
+impl fmt::Display for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyPrefix({})", &self.0)
+    }
+}
+
+/// What a key holds; the second segment of every key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyKind {
+    /// Rate-limit counters.
+    RateLimit,
+    /// Session data.
+    Session,
+    /// Per-user index of session ids.
+    SessionIndex,
+    /// Cached query results.
+    Query,
+    /// Cached AI responses.
+    Ai,
+    /// General cache entries.
+    Cache,
+    /// Short-lived locks (single-flight leases and the like).
+    Lock,
+}
+
+impl KeyKind {
+    /// The segment written in keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimit => "ratelimit",
+            Self::Session => "session",
+            Self::SessionIndex => "session-index",
+            Self::Query => "query",
+            Self::Ai => "ai",
+            Self::Cache => "cache",
+            Self::Lock => "lock",
+        }
+    }
+}
+
+/// A fully formed Redis key. Only [`Keys`] makes them.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RedisKey(String);
+
+impl RedisKey {
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// The Redis Cluster hash slot of the key (that of its tenant).
+    pub fn slot(&self) -> u16 {
+        hash_slot(self.0.as_bytes())
+    }
+}
+
+impl fmt::Display for RedisKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RedisKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisKey({})", &self.0)
+    }
+}
+
+/// A SCAN `MATCH` pattern confined to one tenant. Only [`Keys`] makes them; the only glob
+/// character in it is the trailing `*`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct KeyPattern {
+    pattern: String,
+    slot: u16,
+}
+
+impl KeyPattern {
+    /// The pattern.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The slot every matching key lives in (the tenant's).
+    pub fn slot(&self) -> u16 {
+        self.slot
+    }
+
+    /// Whether `key` matches, with Redis glob semantics for the `*`/`?` this module emits
+    /// (everything else in a pattern is literal, since components are escaped).
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let keys = Keys::default();
+    /// let acme = TenantId::new("acme").unwrap();
+    /// let p = keys.tenant_pattern(&acme);
+    /// assert!(p.matches(keys.session(&acme, "abc").as_str()));
+    /// assert!(!p.matches(keys.session(&TenantId::new("acme2").unwrap(), "abc").as_str()));
+    /// ```
+    pub fn matches(&self, key: &str) -> bool {
+        glob_match(self.pattern.as_bytes(), key.as_bytes())
+    }
+}
+
+impl fmt::Debug for KeyPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyPattern({})", self.pattern)
+    }
+}
+
+impl fmt::Display for KeyPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.pattern)
+    }
+}
+
+fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    // Iterative wildcard matching with backtracking to the last `*`.
+    let (mut pi, mut si) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Redis Cluster's `HASH_SLOT`: CRC16 (XMODEM) of the hash tag if the key has a non-empty
+/// `{...}`, else of the whole key, modulo 16384.
+///
+/// ```
+/// use tenant_guard::keys::hash_slot;
+/// assert_eq!(hash_slot(b"{user1000}.following"), hash_slot(b"user1000"));
+/// assert_eq!(hash_slot(b"foo"), 12182); // CLUSTER KEYSLOT foo
+/// ```
+pub fn hash_slot(key: &[u8]) -> u16 {
+    let tag = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    crc16::State::<crc16::XMODEM>::calculate(tag) % SLOTS
+}
+
+/// Escapes one key component (see the module docs).
+///
+/// ```
+/// assert_eq!(tenant_guard::keys::escape("GET /users/{id}"), "GET /users/%7Bid%7D");
+/// ```
+pub fn escape(component: &str) -> String {
+    utf8_percent_encode(component, ESCAPE).to_string()
+}
+
+/// Formats keys and patterns under one prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    prefix: KeyPrefix,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    ///
+    /// ```
+    /// use tenant_guard::keys::{KeyPrefix, Keys};
+    /// let keys = Keys::new(KeyPrefix::new("app1").unwrap());
+    /// ```
+    pub fn new(prefix: KeyPrefix) -> Self {
+        Self { prefix }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &KeyPrefix {
+        &self.prefix
+    }
+
+    fn head(&self, kind: KeyKind, tenant: &TenantId, extra: usize) -> String {
+        let mut s = String::with_capacity(self.prefix.0.len() + tenant.as_str().len() + 16 + extra);
+        s.push_str(&self.prefix.0);
+        s.push(':');
+        s.push_str(kind.as_str());
+        s.push_str(":{");
+        s.push_str(tenant.as_str());
+        s.push('}');
+        s
+    }
+
+    /// A key of `kind` for `tenant` with escaped `components` — the building block of the
+    /// typed helpers below.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::{Keys, KeyKind}, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// let k = Keys::default().key(KeyKind::Lock, &t, &["fill", "a:b"]);
+    /// assert_eq!(k.as_str(), "tg:lock:{acme}:fill:a%3Ab");
+    /// ```
+    pub fn key(&self, kind: KeyKind, tenant: &TenantId, components: &[&str]) -> RedisKey {
+        let extra: usize = components.iter().map(|c| c.len() + 1).sum();
+        let mut s = self.head(kind, tenant, extra);
+        for c in components {
+            s.push(':');
+            s.extend(utf8_percent_encode(c, ESCAPE));
+        }
+        RedisKey(s)
+    }
+
+    /// `tg:ratelimit:{tenant}:<rule>:<identity kind>:<identity>[:<endpoint>]`.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// let k = Keys::default().ratelimit(&t, "per-user", "user", "u-42", Some("GET /api/reports"));
+    /// assert_eq!(k.as_str(), "tg:ratelimit:{acme}:per-user:user:u-42:GET /api/reports");
+    /// ```
+    pub fn ratelimit(
+        &self,
+        tenant: &TenantId,
+        rule: &str,
+        identity_kind: &str,
+        identity: &str,
+        endpoint: Option<&str>,
+    ) -> RedisKey {
+        match endpoint {
+            Some(e) => self.key(KeyKind::RateLimit, tenant, &[rule, identity_kind, identity, e]),
+            None => self.key(KeyKind::RateLimit, tenant, &[rule, identity_kind, identity]),
+        }
+    }
+
+    /// `tg:session:{tenant}:<session-id>`.
+    pub fn session(&self, tenant: &TenantId, session_id: &str) -> RedisKey {
+        self.key(KeyKind::Session, tenant, &[session_id])
+    }
+
+    /// `tg:session-index:{tenant}:<user-id>`: the set of a user's session ids.
+    pub fn session_index(&self, tenant: &TenantId, user_id: &str) -> RedisKey {
+        self.key(KeyKind::SessionIndex, tenant, &[user_id])
+    }
+
+    /// `tg:query:{tenant}:<hash>`.
+    pub fn query(&self, tenant: &TenantId, hash: &str) -> RedisKey {
+        self.key(KeyKind::Query, tenant, &[hash])
+    }
+
+    /// `tg:ai:{tenant}:<model>:<hash>`.
+    pub fn ai(&self, tenant: &TenantId, model: &str, hash: &str) -> RedisKey {
+        self.key(KeyKind::Ai, tenant, &[model, hash])
+    }
+
+    /// `tg:cache:{tenant}:<category>:<id>`.
+    pub fn cache(&self, tenant: &TenantId, category: &str, id: &str) -> RedisKey {
+        self.key(KeyKind::Cache, tenant, &[category, id])
+    }
+
+    /// Every key of a tenant: `tg:*:{tenant}:*`.
+    pub fn tenant_pattern(&self, tenant: &TenantId) -> KeyPattern {
+        let mut s = String::new();
+        s.push_str(&self.prefix.0);
+        s.push_str(":*:{");
+        s.push_str(tenant.as_str());
+        s.push_str("}*");
+        self.pattern(s)
+    }
+
+    /// Every key of one kind of a tenant: `tg:<kind>:{tenant}:*`.
+    pub fn kind_pattern(&self, kind: KeyKind, tenant: &TenantId) -> KeyPattern {
+        let mut s = self.head(kind, tenant, 2);
+        s.push_str(":*");
+        self.pattern(s)
+    }
+
+    /// Keys of `kind` for `tenant` whose leading components are exactly `components`:
+    /// `tg:cache:{acme}:reports:*`.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::{Keys, KeyKind}, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// let p = Keys::default().prefix_pattern(KeyKind::Cache, &t, &["rep*"]);
+    /// assert_eq!(p.as_str(), "tg:cache:{acme}:rep%2A:*");
+    /// ```
+    pub fn prefix_pattern(
+        &self,
+        kind: KeyKind,
+        tenant: &TenantId,
+        components: &[&str],
+    ) -> KeyPattern {
+        let RedisKey(mut s) = self.key(kind, tenant, components);
+        s.push_str(":*");
+        self.pattern(s)
+    }
+
+    fn pattern(&self, pattern: String) -> KeyPattern {
+        let slot = hash_slot(pattern.as_bytes());
+        KeyPattern { pattern, slot }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl redis::ToRedisArgs for RedisKey {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        out.write_arg(self.0.as_bytes());
+    }
+}
+
+#[cfg(feature = "redis")]
+impl redis::ToSingleRedisArg for RedisKey {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tenant() -> impl Strategy<Value = TenantId> {
+        "[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}".prop_map(|s| TenantId::new(&s).unwrap())
+    }
+
+    #[test]
+    fn shapes() {
+        let k = Keys::default();
+        let t = TenantId::new("acme").unwrap();
+        assert_eq!(k.session(&t, "abc").as_str(), "tg:session:{acme}:abc");
+        assert_eq!(k.query(&t, "ff00").as_str(), "tg:query:{acme}:ff00");
+        assert_eq!(k.ai(&t, "gpt-4o", "ff").as_str(), "tg:ai:{acme}:gpt-4o:ff");
+        assert_eq!(k.session_index(&t, "u1").as_str(), "tg:session-index:{acme}:u1");
+        assert_eq!(k.tenant_pattern(&t).as_str(), "tg:*:{acme}*");
+        assert_eq!(k.kind_pattern(KeyKind::Session, &t).as_str(), "tg:session:{acme}:*");
+        let k2 = Keys::new(KeyPrefix::new("app:v2").unwrap());
+        assert_eq!(k2.session(&t, "x").as_str(), "app:v2:session:{acme}:x");
+        assert!(k2.tenant_pattern(&t).matches("app:v2:session:{acme}:x"));
+    }
+
+    #[test]
+    fn known_slots() {
+        // Values from `CLUSTER KEYSLOT` on Redis 7.
+        assert_eq!(hash_slot(b"foo"), 12182);
+        assert_eq!(hash_slot(b"bar"), 5061);
+        assert_eq!(hash_slot(b"{}foo"), hash_slot(b"{}foo"));
+        assert_eq!(hash_slot(b"a{}{b}"), hash_slot(b"a{}{b}"));
+        assert_eq!(hash_slot(b"x{acme}y"), hash_slot(b"acme"));
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_match(b"a*", b"a"));
+        assert!(glob_match(b"a*c", b"abbbc"));
+        assert!(!glob_match(b"a*c", b"abbb"));
+        assert!(glob_match(b"*", b""));
+        assert!(glob_match(b"a?c", b"abc"));
+        assert!(!glob_match(b"abc", b"abcd"));
+    }
+
+    proptest! {
+        #[test]
+        fn components_cannot_escape_their_tenant(
+            t in tenant(),
+            other in tenant(),
+            parts in proptest::collection::vec(any::<String>(), 1..4),
+        ) {
+            let keys = Keys::default();
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            for kind in [KeyKind::RateLimit, KeyKind::Session, KeyKind::Cache, KeyKind::Ai, KeyKind::Query] {
+                let key = keys.key(kind, &t, &refs);
+                let s = key.as_str();
+                let head = format!("tg:{}:{{{}}}:", kind.as_str(), t);
+                // Stays in the tenant's namespace and slot.
+                prop_assert!(s.starts_with(&head));
+                prop_assert_eq!(key.slot(), hash_slot(t.as_str().as_bytes()));
+                // Exactly one brace pair, one segment per component: nothing injected.
+                let tail = &s[head.len()..];
+                prop_assert_eq!(tail.split(':').count(), refs.len());
+                for bad in ['{', '}', '*', '?', '[', ']', '\\', '\n', '\r', '\0'] {
+                    prop_assert!(!tail.contains(bad), "{:?} in {:?}", bad, tail);
+                }
+                prop_assert!(keys.tenant_pattern(&t).matches(s));
+                prop_assert!(keys.kind_pattern(kind, &t).matches(s));
+                if other != t {
+                    prop_assert!(!keys.tenant_pattern(&other).matches(s));
+                }
+            }
+        }
+
+        #[test]
+        fn patterns_cannot_be_widened(
+            t in tenant(),
+            cat in any::<String>(),
+            other_cat in any::<String>(),
+            id in any::<String>(),
+        ) {
+            let keys = Keys::default();
+            let p = keys.prefix_pattern(KeyKind::Cache, &t, &[&cat]);
+            // The only glob is the trailing `*`.
+            let body = &p.as_str()[..p.as_str().len() - 1];
+            for bad in ['*', '?', '[', ']', '\\'] {
+                prop_assert!(!body.contains(bad));
+            }
+            prop_assert_eq!(p.slot(), hash_slot(t.as_str().as_bytes()));
+            prop_assert!(p.matches(keys.cache(&t, &cat, &id).as_str()));
+            if other_cat != cat {
+                prop_assert!(!p.matches(keys.cache(&t, &other_cat, &id).as_str()));
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! # tenant-guard
+//!
+//! Tower layers for multi-tenant HTTP services (axum first, any tower stack second):
+//! sliding-window rate limits, server-side sessions and response caching behind one tenant
+//! model, on Redis (single node or cluster) or on an in-memory backend that needs no setup.
+//!
+//! This release contains the foundation the layers stand on:
+//!
+//! * [`config`] — one typed [`Config`](config::Config), from environment variables
+//!   ([`Config::from_env`](config::Config::from_env)) or code, that reports every invalid
+//!   value at once and never prints a secret.
+//! * [`tenant`] — the validated [`TenantId`](tenant::TenantId), resolvers (header,
+//!   subdomain, path prefix, async fn), [`TenantLayer`](tenant::TenantLayer) and the axum
+//!   extractor.
+//! * [`keys`] — the only place Redis keys are formatted: tenant as a cluster hash tag, every
+//!   other component escaped.
+//! * [`backend`] — Redis (lazy, reconnecting, with timeouts, Lua scripts and a circuit
+//!   breaker) and a bounded, expiring memory store, behind one [`Backend`](backend::Backend).
+//! * [`ops`] — `/health`, `/health/ready`, `/cache/status` and `/metrics` routes.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, ops, tenant::{TenantId, TenantLayer}};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! # let _guard = rt.enter();
+//! let config = Config::from_vars([("TG_DEFAULT_TENANT", "public")])?; // or Config::from_env()?
+//! let metrics = Metrics::new();
+//! let backend = Backend::from_config(&config, &metrics)?;
+//!
+//! let app: Router = Router::new()
+//!     .route("/hello", get(|t: TenantId| async move { format!("hello, {t}") }))
+//!     .layer(TenantLayer::from_config(&config.tenant))
+//!     .merge(ops::router(backend, metrics));
+//! # Ok(()) }
+//! ```
+//!
+//! ## Feature flags
+//!
+//! | flag | default | what it adds |
+//! |------|---------|--------------|
+//! | `redis` | yes | the Redis backend (single node and cluster) |
+//! | `axum` | yes | the axum extractor and the ops router |
+//! | `tls` | no | `rediss://` / `REDIS_USE_TLS` through native-tls |
+//!
+//! The memory backend is always built: it is the fallback that needs no setup.
+
+pub mod backend;
+pub mod clock;
+pub mod config;
+pub mod keys;
+pub mod metrics;
+#[cfg(feature = "axum")]
+pub mod ops;
+pub mod problem;
+pub mod tenant;

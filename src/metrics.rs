@@ -1,0 +1,149 @@
+//! One Prometheus registry for the whole crate, exposed at `GET /metrics`.
+//!
+//! Labels are bounded by construction: operation names, backend names and states, never
+//! tenant or user ids.
+
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Metric, Registry};
+
+/// Labels of Redis command metrics: the operation (bounded set of names).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// `get`, `set`, `eval`, `scan`, `ping`, ...
+    pub op: &'static str,
+}
+
+/// Labels of the backend gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// `redis`, `redis-cluster` or `memory`.
+    pub backend: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s, doubling.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// The registry and the foundation's own metrics. Clones share everything.
+///
+/// ```
+/// let metrics = tenant_guard::metrics::Metrics::new();
+/// let text = metrics.render();
+/// assert!(text.contains("tenant_guard_redis_circuit_open"));
+/// assert!(text.ends_with("# EOF\n"));
+/// ```
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<RwLock<Registry>>,
+    /// Latency of Redis commands, by operation, in seconds.
+    pub(crate) redis_latency: Family<OpLabels, Histogram, fn() -> Histogram>,
+    /// Failed Redis commands (errors and timeouts), by operation.
+    pub(crate) redis_errors: Family<OpLabels, Counter>,
+    /// Commands refused without trying because the breaker was open, by operation.
+    pub(crate) redis_short_circuited: Family<OpLabels, Counter>,
+    /// 1 while the circuit breaker is open.
+    pub(crate) breaker_open: Gauge,
+    /// Times the breaker opened.
+    pub(crate) breaker_opened: Counter,
+    /// 1 for the configured backend.
+    pub(crate) backend: Family<BackendLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with the foundation's metrics registered under the `tenant_guard` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tenant_guard");
+        let m = Self {
+            registry: Arc::new(RwLock::new(Registry::default())),
+            redis_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            redis_errors: Family::default(),
+            redis_short_circuited: Family::default(),
+            breaker_open: Gauge::default(),
+            breaker_opened: Counter::default(),
+            backend: Family::default(),
+        };
+        registry.register(
+            "redis_command_duration_seconds",
+            "Latency of Redis commands, by operation",
+            m.redis_latency.clone(),
+        );
+        registry.register(
+            "redis_command_errors",
+            "Failed Redis commands (errors and timeouts), by operation",
+            m.redis_errors.clone(),
+        );
+        registry.register(
+            "redis_short_circuited",
+            "Redis commands refused at once because the circuit breaker was open",
+            m.redis_short_circuited.clone(),
+        );
+        registry.register(
+            "redis_circuit_open",
+            "1 while the Redis circuit breaker is open (Redis considered down)",
+            m.breaker_open.clone(),
+        );
+        registry.register(
+            "redis_circuit_opened",
+            "Times the Redis circuit breaker opened",
+            m.breaker_opened.clone(),
+        );
+        registry.register(
+            "backend",
+            "The configured backend (value 1)",
+            m.backend.clone(),
+        );
+        Self {
+            registry: Arc::new(RwLock::new(registry)),
+            ..m
+        }
+    }
+
+    /// Registers a metric of another component (the layers add theirs this way).
+    /// `name` gets the `tenant_guard_` prefix.
+    ///
+    /// ```
+    /// use prometheus_client::metrics::counter::Counter;
+    /// let metrics = tenant_guard::metrics::Metrics::new();
+    /// let hits: Counter = Counter::default();
+    /// metrics.register("example_hits", "Example counter", hits.clone());
+    /// hits.inc();
+    /// assert!(metrics.render().contains("tenant_guard_example_hits_total 1"));
+    /// ```
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .register(name, help, metric);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let reg = self
+            .registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+        out
+    }
+}

@@ -1,0 +1,207 @@
+//! One conformance suite for every backend: memory, a single Redis node and a 3-master
+//! Redis Cluster (servers started by `tests/common`). Each check runs against all three.
+
+mod common;
+
+use std::time::Duration;
+
+use tenant_guard::backend::{Backend, KeyTtl};
+use tenant_guard::config::Config;
+use tenant_guard::keys::{KeyKind, Keys};
+use tenant_guard::metrics::Metrics;
+use tenant_guard::tenant::TenantId;
+
+/// A backend plus whatever keeps its servers alive.
+struct Fixture {
+    backend: Backend,
+    keys: Keys,
+    _server: Option<common::RedisServer>,
+}
+
+fn backend(vars: &[(&str, &str)]) -> Backend {
+    let config = Config::from_vars(vars.iter().copied()).expect("config");
+    Backend::from_config(&config, &Metrics::new()).expect("backend")
+}
+
+fn memory() -> Fixture {
+    Fixture {
+        backend: backend(&[]),
+        keys: Keys::default(),
+        _server: None,
+    }
+}
+
+fn redis() -> Fixture {
+    let server = common::RedisServer::start();
+    Fixture {
+        backend: backend(&[("REDIS_URL", &server.url())]),
+        keys: Keys::default(),
+        _server: Some(server),
+    }
+}
+
+fn cluster() -> Fixture {
+    let info = common::shared_cluster();
+    Fixture {
+        backend: backend(&[("REDIS_CLUSTER_NODES", &info.nodes_var)]),
+        keys: Keys::default(),
+        _server: None,
+    }
+}
+
+mod checks {
+    use super::*;
+
+    pub(super) async fn roundtrip(f: &Fixture) {
+        let t = common::unique_tenant("rt");
+        let k = f.keys.cache(&t, "reports", "day-1");
+        assert_eq!(f.backend.get(&k).await.unwrap(), None);
+        let binary: Vec<u8> = (0..=255u8).collect();
+        f.backend.set(&k, &binary, None).await.unwrap();
+        assert_eq!(f.backend.get(&k).await.unwrap().as_deref(), Some(&binary[..]));
+        f.backend.set(&k, b"second", None).await.unwrap();
+        assert_eq!(f.backend.get(&k).await.unwrap().as_deref(), Some(&b"second"[..]));
+        f.backend.set(&k, b"", None).await.unwrap();
+        assert_eq!(f.backend.get(&k).await.unwrap().as_deref(), Some(&b""[..]));
+    }
+
+    pub(super) async fn ttl_semantics(f: &Fixture) {
+        let t = common::unique_tenant("ttl");
+        let k = f.keys.query(&t, "h1");
+        assert_eq!(f.backend.ttl(&k).await.unwrap(), KeyTtl::Missing);
+        f.backend.set(&k, b"v", Some(Duration::from_secs(300))).await.unwrap();
+        match f.backend.ttl(&k).await.unwrap() {
+            KeyTtl::Expires(d) => assert!(d <= Duration::from_secs(300) && d > Duration::from_secs(290), "{d:?}"),
+            other => panic!("{other:?}"),
+        }
+        // A plain SET clears the TTL, as in Redis.
+        f.backend.set(&k, b"v", None).await.unwrap();
+        assert_eq!(f.backend.ttl(&k).await.unwrap(), KeyTtl::Persistent);
+        assert!(f.backend.expire(&k, Duration::from_secs(60)).await.unwrap());
+        assert!(matches!(f.backend.ttl(&k).await.unwrap(), KeyTtl::Expires(_)));
+        let missing = f.keys.query(&t, "nope");
+        assert!(!f.backend.expire(&missing, Duration::from_secs(60)).await.unwrap());
+    }
+
+    pub(super) async fn expiry(f: &Fixture) {
+        let t = common::unique_tenant("exp");
+        let k = f.keys.cache(&t, "c", "short");
+        f.backend.set(&k, b"v", Some(Duration::from_millis(50))).await.unwrap();
+        assert!(f.backend.get(&k).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(f.backend.get(&k).await.unwrap(), None);
+        assert_eq!(f.backend.ttl(&k).await.unwrap(), KeyTtl::Missing);
+    }
+
+    pub(super) async fn set_nx(f: &Fixture) {
+        let t = common::unique_tenant("nx");
+        let k = f.keys.key(KeyKind::Lock, &t, &["fill", "abc"]);
+        assert!(f.backend.set_nx(&k, b"a", Some(Duration::from_millis(80))).await.unwrap());
+        assert!(!f.backend.set_nx(&k, b"b", Some(Duration::from_millis(80))).await.unwrap());
+        assert_eq!(f.backend.get(&k).await.unwrap().as_deref(), Some(&b"a"[..]));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(f.backend.set_nx(&k, b"c", None).await.unwrap(), "NX after expiry");
+    }
+
+    pub(super) async fn delete_and_compare_and_delete(f: &Fixture) {
+        let t = common::unique_tenant("del");
+        let k = f.keys.key(KeyKind::Lock, &t, &["lease"]);
+        assert!(!f.backend.delete(&k).await.unwrap());
+        f.backend.set(&k, b"token-1", None).await.unwrap();
+        assert!(!f.backend.delete_if_eq(&k, b"token-2").await.unwrap());
+        assert!(f.backend.get(&k).await.unwrap().is_some());
+        assert!(f.backend.delete_if_eq(&k, b"token-1").await.unwrap());
+        assert!(f.backend.get(&k).await.unwrap().is_none());
+        f.backend.set(&k, b"x", None).await.unwrap();
+        assert!(f.backend.delete(&k).await.unwrap());
+        assert!(!f.backend.delete_if_eq(&k, b"x").await.unwrap());
+    }
+
+    pub(super) async fn delete_matching_is_confined(f: &Fixture) {
+        let a = common::unique_tenant("pa");
+        let b = common::unique_tenant("pb");
+        // Enough keys to need several SCAN batches.
+        for i in 0..1500 {
+            let id = i.to_string();
+            f.backend.set(&f.keys.cache(&a, "reports", &id), b"x", Some(Duration::from_secs(60))).await.unwrap();
+        }
+        f.backend.set(&f.keys.cache(&a, "users", "1"), b"x", None).await.unwrap();
+        f.backend.set(&f.keys.cache(&a, "reports*", "1"), b"x", None).await.unwrap();
+        f.backend.set(&f.keys.cache(&b, "reports", "1"), b"x", None).await.unwrap();
+        f.backend.set(&f.keys.session(&a, "s1"), b"x", None).await.unwrap();
+
+        // A hostile category cannot widen the pattern: it matches only its literal self.
+        let hostile = f.keys.prefix_pattern(KeyKind::Cache, &a, &["*"]);
+        assert_eq!(f.backend.delete_matching(&hostile).await.unwrap(), 0);
+
+        let p = f.keys.prefix_pattern(KeyKind::Cache, &a, &["reports"]);
+        assert_eq!(f.backend.delete_matching(&p).await.unwrap(), 1500);
+        assert!(f.backend.get(&f.keys.cache(&a, "reports", "7")).await.unwrap().is_none());
+        assert!(f.backend.get(&f.keys.cache(&a, "users", "1")).await.unwrap().is_some());
+        assert!(f.backend.get(&f.keys.cache(&a, "reports*", "1")).await.unwrap().is_some());
+        assert!(f.backend.get(&f.keys.cache(&b, "reports", "1")).await.unwrap().is_some());
+
+        // Whole tenant: everything of A, nothing of B.
+        assert_eq!(f.backend.delete_matching(&f.keys.tenant_pattern(&a)).await.unwrap(), 3);
+        assert!(f.backend.get(&f.keys.session(&a, "s1")).await.unwrap().is_none());
+        assert!(f.backend.get(&f.keys.cache(&b, "reports", "1")).await.unwrap().is_some());
+    }
+
+    pub(super) async fn tenants_are_isolated(f: &Fixture) {
+        let a = common::unique_tenant("ia");
+        let b = common::unique_tenant("ib");
+        let ka = f.keys.ai(&a, "gpt-4o", "samehash");
+        let kb = f.keys.ai(&b, "gpt-4o", "samehash");
+        f.backend.set(&ka, b"answer for a", None).await.unwrap();
+        assert_eq!(f.backend.get(&kb).await.unwrap(), None);
+        f.backend.set(&kb, b"answer for b", None).await.unwrap();
+        assert_eq!(f.backend.get(&ka).await.unwrap().as_deref(), Some(&b"answer for a"[..]));
+    }
+
+    pub(super) async fn hostile_components_stay_in_their_key(f: &Fixture) {
+        let t = common::unique_tenant("hc");
+        let evil = ["x}:{other", "*", "a\nb", "ü", "GET /users/{id}", "%3A"];
+        for (i, e) in evil.iter().enumerate() {
+            let k = f.keys.cache(&t, "c", e);
+            f.backend.set(&k, i.to_string().as_bytes(), None).await.unwrap();
+        }
+        for (i, e) in evil.iter().enumerate() {
+            let k = f.keys.cache(&t, "c", e);
+            assert_eq!(f.backend.get(&k).await.unwrap().as_deref(), Some(i.to_string().as_bytes()));
+        }
+        assert_eq!(
+            f.backend.delete_matching(&f.keys.tenant_pattern(&t)).await.unwrap(),
+            evil.len() as u64
+        );
+    }
+}
+
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod memory {
+            $( #[tokio::test] async fn $check() { super::checks::$check(&super::memory()).await } )*
+        }
+        mod redis_single {
+            $( #[tokio::test] async fn $check() { super::checks::$check(&super::redis()).await } )*
+        }
+        mod redis_cluster {
+            $( #[tokio::test] async fn $check() { super::checks::$check(&super::cluster()).await } )*
+        }
+    };
+}
+
+conformance!(
+    roundtrip,
+    ttl_semantics,
+    expiry,
+    set_nx,
+    delete_and_compare_and_delete,
+    delete_matching_is_confined,
+    tenants_are_isolated,
+    hostile_components_stay_in_their_key,
+);
+
+#[test]
+fn tenant_ids_used_here_are_valid() {
+    assert!(TenantId::new(common::unique_tenant("x").as_str()).is_ok());
+}

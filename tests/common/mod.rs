@@ -1,0 +1,351 @@
+//! Test harness: real `redis-server` processes on free loopback ports.
+//!
+//! * [`RedisServer::start`] — one node, owned by the test: killed on drop (also when the
+//!   test panics), and by the kernel if the test process dies (PR_SET_PDEATHSIG).
+//! * [`RedisCluster::start`] — three masters made into a cluster with
+//!   `redis-cli --cluster create`; [`shared_cluster`] gives one per test binary.
+//! * kill / pause (SIGSTOP) / resume / restart helpers, so tests can stage outages.
+//!
+//! Nothing here touches the machine's Redis on 6379: ports come from a private range and
+//! are checked free (with the cluster bus port, +10000) before use.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+const INSTALL_HINT: &str = "redis-server (and redis-cli) must be on PATH for the Redis tests. \
+Install them with `sudo apt-get install -y redis-server redis-tools` (Debian/Ubuntu) or \
+`brew install redis` (macOS). The tests start their own servers on free loopback ports and \
+never use the Redis on 6379.";
+
+fn require_redis() {
+    for bin in ["redis-server", "redis-cli"] {
+        let found = Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(found, "`{bin}` not found. {INSTALL_HINT}");
+    }
+}
+
+fn port_free(p: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", p)).is_ok()
+}
+
+/// A free port whose cluster-bus port (+10000) is free too. The start of the range is
+/// spread by process id so parallel test processes rarely probe the same ports.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 2_000) as u16 * 10,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::SeqCst);
+        if p >= 55_000 {
+            NEXT.store(20_000, Ordering::SeqCst);
+            continue;
+        }
+        if p != 6379 && port_free(p) && port_free(p + 10_000) {
+            return p;
+        }
+    }
+}
+
+/// Sends one command in RESP and returns the raw reply (enough for readiness checks).
+pub fn raw_command(port: u16, args: &[&str]) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().ok()?,
+        Duration::from_millis(200),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[allow(unsafe_code)]
+fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Child {
+    let mut cmd = Command::new("redis-server");
+    cmd.arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // If the test process dies without running destructors (SIGKILL, abort), the kernel
+    // kills the server too, so no redis-server outlives the tests.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap_or_else(|e| panic!("cannot start redis-server: {e}. {INSTALL_HINT}"))
+}
+
+fn wait_ready(port: u16, child: &mut Child, dir: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false; // exited: port taken, bad args...
+        }
+        if raw_command(port, &["PING"]).is_some_and(|r| r.starts_with("+PONG")) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+    panic!("redis-server on port {port} not ready after 10 s; log:\n{log}");
+}
+
+/// One redis-server process owned by a test.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a single node.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a node with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
+        require_redis();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut child = spawn_redis(port, dir.path(), &extra);
+            if wait_ready(port, &mut child, dir.path()) {
+                return Self {
+                    port,
+                    child: Some(child),
+                    dir,
+                    extra,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start redis-server on a free port after 5 attempts");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, like a crash. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            self.resume_pid(c.id()); // a stopped process still dies, but be tidy
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (and data dir, so a cluster node keeps
+    /// its identity).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !port_free(self.port) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut child = spawn_redis(self.port, self.dir.path(), &self.extra);
+        assert!(
+            wait_ready(self.port, &mut child, self.dir.path()),
+            "redis-server did not come back on port {}",
+            self.port
+        );
+        self.child = Some(child);
+    }
+
+    fn signal(&self, pid: u32, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status();
+    }
+
+    fn resume_pid(&self, pid: u32) {
+        self.signal(pid, "-CONT");
+    }
+
+    /// SIGSTOP: the server holds its connections but answers nothing (a hung Redis).
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            self.signal(pid, "-STOP");
+        }
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            self.resume_pid(pid);
+        }
+    }
+
+    /// Runs `redis-cli -p <port> args...` and returns stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli(self.port, args)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli: {e}. {INSTALL_HINT}"));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Three masters sharing the 16384 slots.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        require_redis();
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}. {INSTALL_HINT}"));
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Self { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Waits until every node reports `cluster_state:ok` and knows all three masters.
+    pub fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = self.nodes.iter().all(|n| {
+                let info = n.cli(&["CLUSTER", "INFO"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+            });
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster not ok after 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `host:port,host:port,...` for `REDIS_CLUSTER_NODES`.
+    pub fn nodes_var(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+}
+
+/// One cluster per test binary, started on first use. It is owned by a thread that lives
+/// as long as the test process, so the servers' parent-death signal fires exactly when the
+/// process exits (PR_SET_PDEATHSIG follows the spawning *thread*).
+pub fn shared_cluster() -> &'static ClusterInfo {
+    static CLUSTER: OnceLock<ClusterInfo> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let cluster = RedisCluster::start();
+            let info = ClusterInfo {
+                nodes_var: cluster.nodes_var(),
+                ports: cluster.ports(),
+            };
+            tx.send(info).expect("send cluster info");
+            // Keep the servers (and this thread) alive until the process exits.
+            let _keep = cluster;
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("cluster keeper thread died")
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterInfo {
+    pub nodes_var: String,
+    pub ports: Vec<u16>,
+}
+
+/// A tenant id no other test uses, so tests can share a server without interfering.
+pub fn unique_tenant(label: &str) -> tenant_guard::tenant::TenantId {
+    static N: AtomicU16 = AtomicU16::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    tenant_guard::tenant::TenantId::new(&format!("{label}-{}-{n}-{nanos}", std::process::id()))
+        .expect("valid tenant")
+}
