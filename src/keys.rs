@@ -347,7 +347,11 @@ impl Keys {
         endpoint: Option<&str>,
     ) -> RedisKey {
         match endpoint {
-            Some(e) => self.key(KeyKind::RateLimit, tenant, &[rule, identity_kind, identity, e]),
+            Some(e) => self.key(
+                KeyKind::RateLimit,
+                tenant,
+                &[rule, identity_kind, identity, e],
+            ),
             None => self.key(KeyKind::RateLimit, tenant, &[rule, identity_kind, identity]),
         }
     }
@@ -446,9 +450,15 @@ mod tests {
         assert_eq!(k.session(&t, "abc").as_str(), "tg:session:{acme}:abc");
         assert_eq!(k.query(&t, "ff00").as_str(), "tg:query:{acme}:ff00");
         assert_eq!(k.ai(&t, "gpt-4o", "ff").as_str(), "tg:ai:{acme}:gpt-4o:ff");
-        assert_eq!(k.session_index(&t, "u1").as_str(), "tg:session-index:{acme}:u1");
+        assert_eq!(
+            k.session_index(&t, "u1").as_str(),
+            "tg:session-index:{acme}:u1"
+        );
         assert_eq!(k.tenant_pattern(&t).as_str(), "tg:*:{acme}*");
-        assert_eq!(k.kind_pattern(KeyKind::Session, &t).as_str(), "tg:session:{acme}:*");
+        assert_eq!(
+            k.kind_pattern(KeyKind::Session, &t).as_str(),
+            "tg:session:{acme}:*"
+        );
         let k2 = Keys::new(KeyPrefix::new("app:v2").unwrap());
         assert_eq!(k2.session(&t, "x").as_str(), "app:v2:session:{acme}:x");
         assert!(k2.tenant_pattern(&t).matches("app:v2:session:{acme}:x"));

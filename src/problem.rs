@@ -49,7 +49,8 @@ impl Problem {
     /// Sets the `detail`: what happened in this occurrence and how to fix it.
     #[must_use]
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.fields.insert("detail".into(), Value::from(detail.into()));
+        self.fields
+            .insert("detail".into(), Value::from(detail.into()));
         self
     }
 

@@ -58,9 +58,15 @@ mod checks {
         assert_eq!(f.backend.get(&k).await.unwrap(), None);
         let binary: Vec<u8> = (0..=255u8).collect();
         f.backend.set(&k, &binary, None).await.unwrap();
-        assert_eq!(f.backend.get(&k).await.unwrap().as_deref(), Some(&binary[..]));
+        assert_eq!(
+            f.backend.get(&k).await.unwrap().as_deref(),
+            Some(&binary[..])
+        );
         f.backend.set(&k, b"second", None).await.unwrap();
-        assert_eq!(f.backend.get(&k).await.unwrap().as_deref(), Some(&b"second"[..]));
+        assert_eq!(
+            f.backend.get(&k).await.unwrap().as_deref(),
+            Some(&b"second"[..])
+        );
         f.backend.set(&k, b"", None).await.unwrap();
         assert_eq!(f.backend.get(&k).await.unwrap().as_deref(), Some(&b""[..]));
     }
@@ -69,24 +75,40 @@ mod checks {
         let t = common::unique_tenant("ttl");
         let k = f.keys.query(&t, "h1");
         assert_eq!(f.backend.ttl(&k).await.unwrap(), KeyTtl::Missing);
-        f.backend.set(&k, b"v", Some(Duration::from_secs(300))).await.unwrap();
+        f.backend
+            .set(&k, b"v", Some(Duration::from_secs(300)))
+            .await
+            .unwrap();
         match f.backend.ttl(&k).await.unwrap() {
-            KeyTtl::Expires(d) => assert!(d <= Duration::from_secs(300) && d > Duration::from_secs(290), "{d:?}"),
+            KeyTtl::Expires(d) => assert!(
+                d <= Duration::from_secs(300) && d > Duration::from_secs(290),
+                "{d:?}"
+            ),
             other => panic!("{other:?}"),
         }
         // A plain SET clears the TTL, as in Redis.
         f.backend.set(&k, b"v", None).await.unwrap();
         assert_eq!(f.backend.ttl(&k).await.unwrap(), KeyTtl::Persistent);
         assert!(f.backend.expire(&k, Duration::from_secs(60)).await.unwrap());
-        assert!(matches!(f.backend.ttl(&k).await.unwrap(), KeyTtl::Expires(_)));
+        assert!(matches!(
+            f.backend.ttl(&k).await.unwrap(),
+            KeyTtl::Expires(_)
+        ));
         let missing = f.keys.query(&t, "nope");
-        assert!(!f.backend.expire(&missing, Duration::from_secs(60)).await.unwrap());
+        assert!(!f
+            .backend
+            .expire(&missing, Duration::from_secs(60))
+            .await
+            .unwrap());
     }
 
     pub(super) async fn expiry(f: &Fixture) {
         let t = common::unique_tenant("exp");
         let k = f.keys.cache(&t, "c", "short");
-        f.backend.set(&k, b"v", Some(Duration::from_millis(50))).await.unwrap();
+        f.backend
+            .set(&k, b"v", Some(Duration::from_millis(50)))
+            .await
+            .unwrap();
         assert!(f.backend.get(&k).await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(f.backend.get(&k).await.unwrap(), None);
@@ -96,11 +118,22 @@ mod checks {
     pub(super) async fn set_nx(f: &Fixture) {
         let t = common::unique_tenant("nx");
         let k = f.keys.key(KeyKind::Lock, &t, &["fill", "abc"]);
-        assert!(f.backend.set_nx(&k, b"a", Some(Duration::from_millis(80))).await.unwrap());
-        assert!(!f.backend.set_nx(&k, b"b", Some(Duration::from_millis(80))).await.unwrap());
+        assert!(f
+            .backend
+            .set_nx(&k, b"a", Some(Duration::from_millis(80)))
+            .await
+            .unwrap());
+        assert!(!f
+            .backend
+            .set_nx(&k, b"b", Some(Duration::from_millis(80)))
+            .await
+            .unwrap());
         assert_eq!(f.backend.get(&k).await.unwrap().as_deref(), Some(&b"a"[..]));
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(f.backend.set_nx(&k, b"c", None).await.unwrap(), "NX after expiry");
+        assert!(
+            f.backend.set_nx(&k, b"c", None).await.unwrap(),
+            "NX after expiry"
+        );
     }
 
     pub(super) async fn delete_and_compare_and_delete(f: &Fixture) {
@@ -123,12 +156,31 @@ mod checks {
         // Enough keys to need several SCAN batches.
         for i in 0..1500 {
             let id = i.to_string();
-            f.backend.set(&f.keys.cache(&a, "reports", &id), b"x", Some(Duration::from_secs(60))).await.unwrap();
+            f.backend
+                .set(
+                    &f.keys.cache(&a, "reports", &id),
+                    b"x",
+                    Some(Duration::from_secs(60)),
+                )
+                .await
+                .unwrap();
         }
-        f.backend.set(&f.keys.cache(&a, "users", "1"), b"x", None).await.unwrap();
-        f.backend.set(&f.keys.cache(&a, "reports*", "1"), b"x", None).await.unwrap();
-        f.backend.set(&f.keys.cache(&b, "reports", "1"), b"x", None).await.unwrap();
-        f.backend.set(&f.keys.session(&a, "s1"), b"x", None).await.unwrap();
+        f.backend
+            .set(&f.keys.cache(&a, "users", "1"), b"x", None)
+            .await
+            .unwrap();
+        f.backend
+            .set(&f.keys.cache(&a, "reports*", "1"), b"x", None)
+            .await
+            .unwrap();
+        f.backend
+            .set(&f.keys.cache(&b, "reports", "1"), b"x", None)
+            .await
+            .unwrap();
+        f.backend
+            .set(&f.keys.session(&a, "s1"), b"x", None)
+            .await
+            .unwrap();
 
         // A hostile category cannot widen the pattern: it matches only its literal self.
         let hostile = f.keys.prefix_pattern(KeyKind::Cache, &a, &["*"]);
@@ -136,15 +188,51 @@ mod checks {
 
         let p = f.keys.prefix_pattern(KeyKind::Cache, &a, &["reports"]);
         assert_eq!(f.backend.delete_matching(&p).await.unwrap(), 1500);
-        assert!(f.backend.get(&f.keys.cache(&a, "reports", "7")).await.unwrap().is_none());
-        assert!(f.backend.get(&f.keys.cache(&a, "users", "1")).await.unwrap().is_some());
-        assert!(f.backend.get(&f.keys.cache(&a, "reports*", "1")).await.unwrap().is_some());
-        assert!(f.backend.get(&f.keys.cache(&b, "reports", "1")).await.unwrap().is_some());
+        assert!(f
+            .backend
+            .get(&f.keys.cache(&a, "reports", "7"))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(f
+            .backend
+            .get(&f.keys.cache(&a, "users", "1"))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(f
+            .backend
+            .get(&f.keys.cache(&a, "reports*", "1"))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(f
+            .backend
+            .get(&f.keys.cache(&b, "reports", "1"))
+            .await
+            .unwrap()
+            .is_some());
 
         // Whole tenant: everything of A, nothing of B.
-        assert_eq!(f.backend.delete_matching(&f.keys.tenant_pattern(&a)).await.unwrap(), 3);
-        assert!(f.backend.get(&f.keys.session(&a, "s1")).await.unwrap().is_none());
-        assert!(f.backend.get(&f.keys.cache(&b, "reports", "1")).await.unwrap().is_some());
+        assert_eq!(
+            f.backend
+                .delete_matching(&f.keys.tenant_pattern(&a))
+                .await
+                .unwrap(),
+            3
+        );
+        assert!(f
+            .backend
+            .get(&f.keys.session(&a, "s1"))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(f
+            .backend
+            .get(&f.keys.cache(&b, "reports", "1"))
+            .await
+            .unwrap()
+            .is_some());
     }
 
     pub(super) async fn tenants_are_isolated(f: &Fixture) {
@@ -155,7 +243,10 @@ mod checks {
         f.backend.set(&ka, b"answer for a", None).await.unwrap();
         assert_eq!(f.backend.get(&kb).await.unwrap(), None);
         f.backend.set(&kb, b"answer for b", None).await.unwrap();
-        assert_eq!(f.backend.get(&ka).await.unwrap().as_deref(), Some(&b"answer for a"[..]));
+        assert_eq!(
+            f.backend.get(&ka).await.unwrap().as_deref(),
+            Some(&b"answer for a"[..])
+        );
     }
 
     pub(super) async fn hostile_components_stay_in_their_key(f: &Fixture) {
@@ -163,14 +254,23 @@ mod checks {
         let evil = ["x}:{other", "*", "a\nb", "ü", "GET /users/{id}", "%3A"];
         for (i, e) in evil.iter().enumerate() {
             let k = f.keys.cache(&t, "c", e);
-            f.backend.set(&k, i.to_string().as_bytes(), None).await.unwrap();
+            f.backend
+                .set(&k, i.to_string().as_bytes(), None)
+                .await
+                .unwrap();
         }
         for (i, e) in evil.iter().enumerate() {
             let k = f.keys.cache(&t, "c", e);
-            assert_eq!(f.backend.get(&k).await.unwrap().as_deref(), Some(i.to_string().as_bytes()));
+            assert_eq!(
+                f.backend.get(&k).await.unwrap().as_deref(),
+                Some(i.to_string().as_bytes())
+            );
         }
         assert_eq!(
-            f.backend.delete_matching(&f.keys.tenant_pattern(&t)).await.unwrap(),
+            f.backend
+                .delete_matching(&f.keys.tenant_pattern(&t))
+                .await
+                .unwrap(),
             evil.len() as u64
         );
     }

@@ -44,6 +44,7 @@ pub struct Health {
 }
 
 #[derive(Debug)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct Inner {
     open: AtomicBool,
     consecutive_failures: AtomicU32,
@@ -88,9 +89,10 @@ impl Health {
 
     /// Records a successful command (or probe); closes the breaker.
     pub fn record_success(&self, latency: Duration) {
-        self.inner
-            .last_latency_us
-            .store(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.inner.last_latency_us.store(
+            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         self.inner.consecutive_failures.store(0, Ordering::Relaxed);
         if self.inner.open.swap(false, Ordering::AcqRel) {
             self.inner.metrics.breaker_open.set(0);
@@ -106,7 +108,11 @@ impl Health {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some((error.to_string(), SystemTime::now()));
-        let n = self.inner.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        let n = self
+            .inner
+            .consecutive_failures
+            .fetch_add(1, Ordering::AcqRel)
+            + 1;
         if n >= self.inner.config.failure_threshold.get()
             && !self.inner.open.swap(true, Ordering::AcqRel)
         {
@@ -116,7 +122,11 @@ impl Health {
             self.inner.opened_at_ms.store(now, Ordering::Relaxed);
             self.inner.metrics.breaker_open.set(1);
             self.inner.metrics.breaker_opened.inc();
-            tracing::warn!(error, failures = n, "Redis unavailable; circuit breaker open");
+            tracing::warn!(
+                error,
+                failures = n,
+                "Redis unavailable; circuit breaker open"
+            );
             return true;
         }
         false
@@ -150,15 +160,18 @@ impl Health {
         self.inner.config
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
 
     /// Claims the single prober slot; false if a probe is already running.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn start_probing(&self) -> bool {
         !self.inner.probing.swap(true, Ordering::AcqRel)
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn stop_probing(&self) {
         self.inner.probing.store(false, Ordering::Release);
     }

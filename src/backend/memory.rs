@@ -242,11 +242,20 @@ impl MemoryStore {
     }
 
     /// Writes a value, replacing any previous one and its TTL (`SET key value [PX ttl]`).
-    pub fn set(&self, key: &RedisKey, value: Bytes, ttl: Option<Duration>) -> Result<(), BackendError> {
+    pub fn set(
+        &self,
+        key: &RedisKey,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
         self.check_size(key, &value)?;
         let now = self.now();
         let mut st = self.state();
-        st.insert(key.as_str(), value, ttl.map(|t| now.saturating_add(ttl_ms(t))));
+        st.insert(
+            key.as_str(),
+            value,
+            ttl.map(|t| now.saturating_add(ttl_ms(t))),
+        );
         st.evict_to(self.inner.max_entries, self.inner.max_bytes, now);
         Ok(())
     }
@@ -265,7 +274,11 @@ impl MemoryStore {
         if st.live(key.as_str(), now).is_some() {
             return Ok(false);
         }
-        st.insert(key.as_str(), value, ttl.map(|t| now.saturating_add(ttl_ms(t))));
+        st.insert(
+            key.as_str(),
+            value,
+            ttl.map(|t| now.saturating_add(ttl_ms(t))),
+        );
         st.evict_to(self.inner.max_entries, self.inner.max_bytes, now);
         Ok(true)
     }
@@ -452,7 +465,8 @@ mod tests {
     #[test]
     fn expired_entries_are_evicted_before_live_ones() {
         let (s, clock) = bounded(2, 1 << 20);
-        s.set(&key("short"), "1".into(), Some(Duration::from_secs(1))).unwrap();
+        s.set(&key("short"), "1".into(), Some(Duration::from_secs(1)))
+            .unwrap();
         s.set(&key("long"), "2".into(), None).unwrap();
         clock.advance(Duration::from_secs(2));
         s.set(&key("new"), "3".into(), None).unwrap();
@@ -463,13 +477,18 @@ mod tests {
     #[test]
     fn purge_removes_only_expired() {
         let (s, clock) = bounded(100, 1 << 20);
-        s.set(&key("a"), "1".into(), Some(Duration::from_millis(10))).unwrap();
-        s.set(&key("b"), "1".into(), Some(Duration::from_millis(30))).unwrap();
+        s.set(&key("a"), "1".into(), Some(Duration::from_millis(10)))
+            .unwrap();
+        s.set(&key("b"), "1".into(), Some(Duration::from_millis(30)))
+            .unwrap();
         s.set(&key("c"), "1".into(), None).unwrap();
         clock.advance(Duration::from_millis(20));
         assert_eq!(s.purge_expired(), 1);
         assert_eq!(s.len(), 2);
-        assert_eq!(s.bytes(), (key("b").as_str().len() + key("c").as_str().len() + 2) as u64);
+        assert_eq!(
+            s.bytes(),
+            (key("b").as_str().len() + key("c").as_str().len() + 2) as u64
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -479,7 +498,8 @@ mod tests {
             ..MemoryConfig::default()
         };
         let s = MemoryStore::new(cfg);
-        s.set(&key("a"), "1".into(), Some(Duration::from_millis(50))).unwrap();
+        s.set(&key("a"), "1".into(), Some(Duration::from_millis(50)))
+            .unwrap();
         assert_eq!(s.len(), 1);
         // The paused runtime auto-advances tokio time, but SystemClock reads real time:
         // give it a real 60 ms so the entry has expired when the task ticks.

@@ -13,10 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
-pub use health::{BreakerState, Health};
-pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use self::redis::{LuaScript, RedisStore};
+pub use health::{BreakerState, Health};
+pub use memory::MemoryStore;
 
 use crate::config::{Config, RedisMode};
 use crate::keys::{KeyPattern, RedisKey};
@@ -56,7 +56,13 @@ impl BackendError {
         match self {
             Self::Unavailable(_) | Self::Timeout(_) => true,
             #[cfg(feature = "redis")]
-            Self::Redis(e) => e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped(),
+            Self::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_refusal()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_cluster_error()
+            }
             Self::TooLarge { .. } | Self::Unsupported(_) => false,
         }
     }
@@ -191,7 +197,11 @@ impl Backend {
     }
 
     /// Deletes a key if it holds `expected`; returns whether it did (atomic on both).
-    pub async fn delete_if_eq(&self, key: &RedisKey, expected: &[u8]) -> Result<bool, BackendError> {
+    pub async fn delete_if_eq(
+        &self,
+        key: &RedisKey,
+        expected: &[u8],
+    ) -> Result<bool, BackendError> {
         match self {
             Self::Memory(m) => Ok(m.delete_if_eq(key, expected)),
             #[cfg(feature = "redis")]

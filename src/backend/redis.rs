@@ -114,10 +114,13 @@ impl ConnectionLike for AnyConn {
 
 enum Conn {
     Single(ConnectionManager),
-    Cluster {
-        client: ClusterClient,
-        conn: OnceCell<ClusterConnection>,
-    },
+    // Boxed: the cluster client is much larger than a ConnectionManager.
+    Cluster(Box<ClusterConn>),
+}
+
+struct ClusterConn {
+    client: ClusterClient,
+    conn: OnceCell<ClusterConnection>,
 }
 
 struct Inner {
@@ -194,10 +197,10 @@ impl RedisStore {
                     .build()?;
                 let list: Vec<String> = nodes.iter().map(ToString::to_string).collect();
                 (
-                    Conn::Cluster {
+                    Conn::Cluster(Box::new(ClusterConn {
                         client,
                         conn: OnceCell::new(),
-                    },
+                    })),
                     format!("cluster {}", list.join(",")),
                     "redis-cluster",
                 )
@@ -226,7 +229,7 @@ impl RedisStore {
 
     /// Whether this is a cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.inner.conn, Conn::Cluster { .. })
+        matches!(self.inner.conn, Conn::Cluster(_))
     }
 
     /// The shared health state.
@@ -237,7 +240,8 @@ impl RedisStore {
     async fn connection(inner: &Inner) -> RedisResult<AnyConn> {
         match &inner.conn {
             Conn::Single(cm) => Ok(AnyConn::Single(cm.clone())),
-            Conn::Cluster { client, conn } => {
+            Conn::Cluster(cc) => {
+                let ClusterConn { client, conn } = &**cc;
                 let c = conn
                     .get_or_try_init(|| client.get_async_connection())
                     .await?;
@@ -269,7 +273,7 @@ impl RedisStore {
         // The first command on a cluster also has to connect: allow for that.
         let deadline = self.inner.command_timeout
             + match &self.inner.conn {
-                Conn::Cluster { conn, .. } if !conn.initialized() => self.inner.connect_timeout,
+                Conn::Cluster(cc) if !cc.conn.initialized() => self.inner.connect_timeout,
                 _ => Duration::ZERO,
             };
         let inner = &*self.inner;
@@ -287,6 +291,11 @@ impl RedisStore {
                     .observe(elapsed.as_secs_f64());
                 self.inner.health.record_success(elapsed);
                 Ok(v)
+            }
+            Ok(Err(e)) if e.is_timeout() => {
+                // The client's own response timeout (same length as ours) fired first.
+                self.failed(op, &format!("{op} timed out after {deadline:?}"));
+                Err(BackendError::Timeout(deadline))
             }
             Ok(Err(e)) => {
                 if is_outage(&e) {
@@ -418,7 +427,11 @@ impl RedisStore {
     }
 
     /// Deletes `key` if it holds `expected` (Lua compare-and-delete); returns whether it did.
-    pub async fn delete_if_eq(&self, key: &RedisKey, expected: &[u8]) -> Result<bool, BackendError> {
+    pub async fn delete_if_eq(
+        &self,
+        key: &RedisKey,
+        expected: &[u8],
+    ) -> Result<bool, BackendError> {
         let n: i64 = self
             .eval(compare_and_delete_script(), &[key], &[expected])
             .await?;
@@ -500,9 +513,10 @@ impl RedisStore {
                     match c {
                         AnyConn::Single(mut c) => cmd.query_async(&mut c).await,
                         AnyConn::Cluster(mut c) => {
-                            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                                Route::new(slot, SlotAddr::Master),
-                            ));
+                            let route =
+                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                                    Route::new(slot, SlotAddr::Master),
+                                ));
                             let v = c.route_command(cmd, route).await?;
                             Ok(redis::from_redis_value(v)?)
                         }
@@ -513,7 +527,10 @@ impl RedisStore {
                 let keys = &keys;
                 deleted += self
                     .run("del", |mut c| async move {
-                        redis::cmd("UNLINK").arg(keys).query_async::<u64>(&mut c).await
+                        redis::cmd("UNLINK")
+                            .arg(keys)
+                            .query_async::<u64>(&mut c)
+                            .await
                     })
                     .await?;
             }

@@ -47,7 +47,7 @@ use parse::{fmt_duration, BOOL_FORM, BYTES_FORM, DURATION_FORM};
 pub const MIN_SESSION_SECRET_LEN: usize = 32;
 
 /// The whole configuration of tenant-guard.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
 pub struct Config {
     /// Redis connection settings.
@@ -263,22 +263,6 @@ impl Default for RateLimitConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            redis: RedisConfig::default(),
-            key_prefix: KeyPrefix::default(),
-            memory: MemoryConfig::default(),
-            breaker: BreakerConfig::default(),
-            tenant: TenantConfig::default(),
-            session: SessionConfig::default(),
-            cache: CacheConfig::default(),
-            rate_limit: RateLimitConfig::default(),
-            warnings: Vec::new(),
-        }
-    }
-}
-
 /// One invalid environment value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VarProblem {
@@ -295,8 +279,16 @@ pub struct VarProblem {
 impl fmt::Display for VarProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.value {
-            Some(v) => write!(f, "{}={v:?}: {}; expected {}", self.var, self.reason, self.expected),
-            None => write!(f, "{}: {}; expected {}", self.var, self.reason, self.expected),
+            Some(v) => write!(
+                f,
+                "{}={v:?}: {}; expected {}",
+                self.var, self.reason, self.expected
+            ),
+            None => write!(
+                f,
+                "{}: {}; expected {}",
+                self.var, self.reason, self.expected
+            ),
         }
     }
 }
@@ -317,7 +309,11 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(f, "invalid configuration ({n} problem{}):", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             write!(f, "\n  - {p}")?;
         }
@@ -389,14 +385,15 @@ impl Reader {
         // Plain numbers are seconds; a large one was probably meant as milliseconds
         // (ioredis' connectTimeout is in ms). Say so instead of guessing.
         if let Some(raw) = self.get(var) {
-            if raw.trim().bytes().all(|b| b.is_ascii_digit()) && d > Duration::from_secs(3600) {
-                if var.starts_with("REDIS_") {
-                    let msg = format!(
-                        "{var}={raw} is read as {raw} seconds ({}); write {raw}ms if milliseconds were meant",
-                        fmt_duration(d)
-                    );
-                    self.warnings.push(msg);
-                }
+            if raw.trim().bytes().all(|b| b.is_ascii_digit())
+                && d > Duration::from_secs(3600)
+                && var.starts_with("REDIS_")
+            {
+                let msg = format!(
+                    "{var}={raw} is read as {raw} seconds ({}); write {raw}ms if milliseconds were meant",
+                    fmt_duration(d)
+                );
+                self.warnings.push(msg);
             }
         }
         d
@@ -545,10 +542,7 @@ impl Config {
         );
         push("REDIS_MAX_RETRIES", self.redis.max_retries.to_string());
         push("TG_KEY_PREFIX", self.key_prefix.to_string());
-        push(
-            "TG_MEMORY_MAX_ENTRIES",
-            self.memory.max_entries.to_string(),
-        );
+        push("TG_MEMORY_MAX_ENTRIES", self.memory.max_entries.to_string());
         push("TG_MEMORY_MAX_BYTES", self.memory.max_bytes.to_string());
         push(
             "TG_MEMORY_PURGE_INTERVAL",
@@ -570,10 +564,10 @@ impl Config {
         push("TG_TENANT_SOURCE", source);
         push(
             "TG_DEFAULT_TENANT",
-            self.tenant
-                .default_tenant
-                .as_ref()
-                .map_or_else(|| "(none: requests without a tenant get 400)".into(), |t| t.to_string()),
+            self.tenant.default_tenant.as_ref().map_or_else(
+                || "(none: requests without a tenant get 400)".into(),
+                |t| t.to_string(),
+            ),
         );
         push("SESSION_TTL", fmt_duration(self.session.ttl));
         push(
@@ -599,12 +593,21 @@ impl Config {
 }
 
 fn is_ours(var: &str) -> bool {
-    ["REDIS_", "TG_", "SESSION_", "CACHE_TTL", "QUERY_CACHE_TTL", "AI_CACHE_TTL", "RATE_LIMIT_"]
-        .iter()
-        .any(|p| var.starts_with(p))
+    [
+        "REDIS_",
+        "TG_",
+        "SESSION_",
+        "CACHE_TTL",
+        "QUERY_CACHE_TTL",
+        "AI_CACHE_TTL",
+        "RATE_LIMIT_",
+    ]
+    .iter()
+    .any(|p| var.starts_with(p))
 }
 
-const URL_FORM: &str = "redis://[user:password@]host[:port][/db], rediss://... for TLS, or unix:///path/to/redis.sock";
+const URL_FORM: &str =
+    "redis://[user:password@]host[:port][/db], rediss://... for TLS, or unix:///path/to/redis.sock";
 const HOST_FORM: &str = "a host name or IP address without scheme or port, e.g. `cache.internal`";
 const NODES_FORM: &str =
     "a comma-separated list of host:port or redis:// URLs, e.g. `10.0.0.1:7000,10.0.0.2:7000`";
@@ -618,14 +621,18 @@ fn read_redis(r: &mut Reader) -> RedisConfig {
     let port = r.parse("REDIS_PORT", parse::port, "an integer from 1 to 65535");
     let db = r.parse(
         "REDIS_DB",
-        |v| parse::integer::<u32>(v),
+        parse::integer::<u32>,
         "a database number, 0 or more (usually 0-15)",
     );
     let host = r.parse(
         "REDIS_HOST",
         |v| {
             let v = v.trim();
-            if v.contains("://") || v.contains('/') || v.contains('@') || v.contains(char::is_whitespace) {
+            if v.contains("://")
+                || v.contains('/')
+                || v.contains('@')
+                || v.contains(char::is_whitespace)
+            {
                 Err("not a bare host name".into())
             } else {
                 Ok(v.to_string())
@@ -692,17 +699,28 @@ fn read_redis(r: &mut Reader) -> RedisConfig {
                 }
             }
             if out.is_empty() && !r.problems.iter().any(|p| p.var == "REDIS_CLUSTER_NODES") {
-                r.problem("REDIS_CLUSTER_NODES", Some(&raw), "no nodes listed".into(), NODES_FORM);
+                r.problem(
+                    "REDIS_CLUSTER_NODES",
+                    Some(&raw),
+                    "no nodes listed".into(),
+                    NODES_FORM,
+                );
             }
             Some(out)
         }
         None => None,
     };
 
-    let discrete_set = ["REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASSWORD", "REDIS_USERNAME"]
-        .into_iter()
-        .filter(|v| r.get(v).is_some())
-        .collect::<Vec<_>>();
+    let discrete_set = [
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "REDIS_DB",
+        "REDIS_PASSWORD",
+        "REDIS_USERNAME",
+    ]
+    .into_iter()
+    .filter(|v| r.get(v).is_some())
+    .collect::<Vec<_>>();
 
     if url.is_some() && nodes.is_some() {
         r.problem(
@@ -740,7 +758,27 @@ fn read_redis(r: &mut Reader) -> RedisConfig {
         );
     }
 
-    let configured = url.is_some() || nodes.is_some() || r.get("REDIS_HOST").is_some();
+    let configured = url.is_some()
+        || nodes.is_some()
+        || r.get("REDIS_HOST").is_some()
+        || r.get("REDIS_PORT").is_some();
+    if !configured && enabled.is_none() {
+        let stray: Vec<&str> = [
+            "REDIS_PASSWORD",
+            "REDIS_USERNAME",
+            "REDIS_DB",
+            "REDIS_USE_TLS",
+        ]
+        .into_iter()
+        .filter(|v| r.get(v).is_some())
+        .collect();
+        if !stray.is_empty() {
+            r.warnings.push(format!(
+                "{} set but no Redis is configured (set REDIS_URL, REDIS_HOST or REDIS_CLUSTER_NODES); using the in-memory backend",
+                stray.join(", ")
+            ));
+        }
+    }
     let mode = match enabled {
         Some(false) => RedisMode::Disabled,
         Some(true) | None if configured || enabled == Some(true) => {
@@ -765,7 +803,7 @@ fn read_redis(r: &mut Reader) -> RedisConfig {
     let max_retries = r
         .parse(
             "REDIS_MAX_RETRIES",
-            |v| parse::integer::<u32>(v),
+            parse::integer::<u32>,
             "a whole number, 0 or more",
         )
         .unwrap_or(defaults.max_retries);
@@ -916,11 +954,7 @@ fn read_cache(r: &mut Reader) -> CacheConfig {
     let mut seen = HashSet::new();
     for var in names {
         let name = var["CACHE_TTL_".len()..].to_ascii_lowercase();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             let val = r.get(&var).map(str::to_string);
             r.problem(
                 &var,

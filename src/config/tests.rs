@@ -61,7 +61,10 @@ fn every_problem_is_reported_with_var_and_form() {
     assert!(text.contains("RATE_LIMIT_WINDOW=\"abc\""), "{text}");
     assert!(text.contains("`5m`"), "{text}");
     assert!(text.contains("1 to 65535"), "{text}");
-    assert!(text.starts_with("invalid configuration (6 problems)"), "{text}");
+    assert!(
+        text.starts_with("invalid configuration (6 problems)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -104,7 +107,10 @@ fn redis_url_and_discrete_vars() {
 #[test]
 fn cluster_nodes() {
     let c = cfg(&[
-        ("REDIS_CLUSTER_NODES", "10.0.0.1:7000, 10.0.0.2:7001,redis://h:7002"),
+        (
+            "REDIS_CLUSTER_NODES",
+            "10.0.0.1:7000, 10.0.0.2:7001,redis://h:7002",
+        ),
         ("REDIS_PASSWORD", "pw"),
     ])
     .unwrap();
@@ -118,7 +124,9 @@ fn cluster_nodes() {
     let err = cfg(&[("REDIS_CLUSTER_NODES", "a:1,b:notaport")]).unwrap_err();
     assert!(err.to_string().contains("node `b:notaport`"), "{err}");
     let err = cfg(&[("REDIS_CLUSTER_NODES", "a:1"), ("REDIS_URL", "redis://b")]).unwrap_err();
-    assert!(err.to_string().contains("both REDIS_URL and REDIS_CLUSTER_NODES"));
+    assert!(err
+        .to_string()
+        .contains("both REDIS_URL and REDIS_CLUSTER_NODES"));
 }
 
 #[test]
@@ -170,7 +178,10 @@ fn tenant_source_and_default() {
         ("TG_DEFAULT_TENANT", "public"),
     ])
     .unwrap();
-    assert_eq!(c.tenant.source, TenantSource::Subdomain("example.com".into()));
+    assert_eq!(
+        c.tenant.source,
+        TenantSource::Subdomain("example.com".into())
+    );
     assert_eq!(c.tenant.default_tenant.unwrap().as_str(), "public");
     let err = cfg(&[("TG_TENANT_SOURCE", "cookie"), ("TG_DEFAULT_TENANT", "a*b")]).unwrap_err();
     assert_eq!(err.problems().len(), 2);

@@ -250,8 +250,25 @@ mod tests {
     #[test]
     fn hostile_values_rejected() {
         for bad in [
-            "*", ":", "{", "}", "a:b", "a{b}", "a*", "a?", "a[b]", "a b", "a\nb", "a\r\nX-Evil: 1",
-            "-a", "_a", "é", "a/b", "a.b", "a\\b", "a\0",
+            "*",
+            ":",
+            "{",
+            "}",
+            "a:b",
+            "a{b}",
+            "a*",
+            "a?",
+            "a[b]",
+            "a b",
+            "a\nb",
+            "a\r\nX-Evil: 1",
+            "-a",
+            "_a",
+            "é",
+            "a/b",
+            "a.b",
+            "a\\b",
+            "a\0",
         ] {
             assert!(TenantId::new(bad).is_err(), "{bad:?} accepted");
         }
@@ -265,7 +282,10 @@ mod tests {
     fn messages_do_not_echo_control_bytes() {
         let e = TenantId::new("a\nb").unwrap_err().to_string();
         assert!(!e.contains('\n'));
-        assert_eq!(e, "the tenant id contains a control or non-ASCII byte at position 1");
+        assert_eq!(
+            e,
+            "the tenant id contains a control or non-ASCII byte at position 1"
+        );
         assert_eq!(
             TenantId::new("a*").unwrap_err().to_string(),
             "the tenant id contains `*` at position 1"
@@ -274,7 +294,14 @@ mod tests {
 
     #[test]
     fn accepted_forms() {
-        for ok in ["a", "A", "0", "acme", "Acme-Corp_2", "550e8400-e29b-41d4-a716-446655440000"] {
+        for ok in [
+            "a",
+            "A",
+            "0",
+            "acme",
+            "Acme-Corp_2",
+            "550e8400-e29b-41d4-a716-446655440000",
+        ] {
             assert!(TenantId::new(ok).is_ok(), "{ok:?} rejected");
         }
         assert!(TenantId::new(&"x".repeat(64)).is_ok());

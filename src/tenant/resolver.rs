@@ -292,7 +292,11 @@ fn from_host(parts: &Parts, base: &str) -> Result<Option<TenantId>, TenantError>
     Ok(Some(TenantId::new(label)?))
 }
 
-fn from_path(parts: &mut Parts, prefix: &str, strip: bool) -> Result<Option<TenantId>, TenantError> {
+fn from_path(
+    parts: &mut Parts,
+    prefix: &str,
+    strip: bool,
+) -> Result<Option<TenantId>, TenantError> {
     let path = parts.uri.path();
     let Some(rest) = path.strip_prefix(prefix) else {
         return Ok(None);

@@ -103,7 +103,8 @@ fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Child {
             Ok(())
         });
     }
-    cmd.spawn().unwrap_or_else(|e| panic!("cannot start redis-server: {e}. {INSTALL_HINT}"))
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start redis-server: {e}. {INSTALL_HINT}"))
 }
 
 fn wait_ready(port: u16, child: &mut Child, dir: &Path) -> bool {
@@ -157,6 +158,24 @@ impl RedisServer {
         panic!("could not start redis-server on a free port after 5 attempts");
     }
 
+    /// Starts a single node on a given port (e.g. one a backend was pointed at while
+    /// nothing listened there).
+    pub fn start_on(port: u16) -> Self {
+        require_redis();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = spawn_redis(port, dir.path(), &[]);
+        assert!(
+            wait_ready(port, &mut child, dir.path()),
+            "redis-server could not start on port {port}"
+        );
+        Self {
+            port,
+            child: Some(child),
+            dir,
+            extra: Vec::new(),
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -196,9 +215,7 @@ impl RedisServer {
     }
 
     fn signal(&self, pid: u32, sig: &str) {
-        let _ = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status();
+        let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
     }
 
     fn resume_pid(&self, pid: u32) {
@@ -260,7 +277,10 @@ impl RedisCluster {
                 ])
             })
             .collect();
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
