@@ -269,6 +269,24 @@ pub fn hash_slot(key: &[u8]) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(tag) % SLOTS
 }
 
+/// Whether a byte must be escaped in a component (must agree with [`ESCAPE`]).
+fn needs_escape(b: u8) -> bool {
+    !(0x20..0x7f).contains(&b)
+        || matches!(
+            b,
+            b'%' | b':' | b'{' | b'}' | b'*' | b'?' | b'[' | b']' | b'\\'
+        )
+}
+
+fn push_escaped(out: &mut String, component: &str) {
+    // Most components (ids, hashes, route templates) need no escaping: copy them whole.
+    if component.bytes().any(needs_escape) {
+        out.extend(utf8_percent_encode(component, ESCAPE));
+    } else {
+        out.push_str(component);
+    }
+}
+
 /// Escapes one key component (see the module docs).
 ///
 /// ```
@@ -325,7 +343,7 @@ impl Keys {
         let mut s = self.head(kind, tenant, extra);
         for c in components {
             s.push(':');
-            s.extend(utf8_percent_encode(c, ESCAPE));
+            push_escaped(&mut s, c);
         }
         RedisKey(s)
     }
@@ -472,6 +490,24 @@ mod tests {
         assert_eq!(hash_slot(b"{}foo"), hash_slot(b"{}foo"));
         assert_eq!(hash_slot(b"a{}{b}"), hash_slot(b"a{}{b}"));
         assert_eq!(hash_slot(b"x{acme}y"), hash_slot(b"acme"));
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_escape_set() {
+        for b in 0u8..=0x7f {
+            let c = (b as char).to_string();
+            let escaped = utf8_percent_encode(&c, ESCAPE).to_string() != c;
+            assert_eq!(needs_escape(b), escaped, "byte {b:#x}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn escaper_matches_percent_encoding(c in any::<String>()) {
+            let mut out = String::new();
+            push_escaped(&mut out, &c);
+            prop_assert_eq!(out, utf8_percent_encode(&c, ESCAPE).to_string());
+        }
     }
 
     #[test]

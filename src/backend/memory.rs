@@ -5,14 +5,16 @@
 //! Reads also check expiry, so an entry is never visible after its TTL even between purges.
 //!
 //! Bounds: at most `max_entries` entries and `max_bytes` bytes of keys plus values. When a
-//! write would exceed them, the least recently used entries are evicted (Redis'
-//! `allkeys-lru`, exactly rather than sampled).
+//! write would exceed them, entries already expired go first, then the least recently used
+//! (Redis' `allkeys-lru`, exact rather than sampled: a linked hash map keeps the order).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hashlink::linked_hash_map::RawEntryMut;
+use hashlink::LinkedHashMap;
 use tokio::sync::Notify;
 
 use super::{BackendError, KeyTtl};
@@ -63,12 +65,11 @@ impl Drop for Inner {
 
 #[derive(Debug, Default)]
 struct State {
-    map: HashMap<Arc<str>, Entry>,
-    /// (expires_at_ms, key), ordered so the next expiry is first.
+    /// Entries in least-recently-used-first order: a get moves its entry to the back in
+    /// O(1), eviction pops the front.
+    map: LinkedHashMap<Arc<str>, Entry>,
+    /// (expires_at_ms, key) of entries with a TTL, so the next expiry is first.
     expiries: BTreeSet<(u64, Arc<str>)>,
-    /// access sequence number -> key, least recently used first.
-    lru: BTreeMap<u64, Arc<str>>,
-    seq: u64,
     bytes: u64,
     evictions: u64,
 }
@@ -77,7 +78,6 @@ struct State {
 struct Entry {
     value: Bytes,
     expires_at: Option<u64>,
-    seq: u64,
 }
 
 fn ttl_ms(ttl: Duration) -> u64 {
@@ -91,17 +91,16 @@ impl State {
         if let Some(at) = e.expires_at {
             self.expiries.remove(&(at, k.clone()));
         }
-        self.lru.remove(&e.seq);
         self.bytes -= (k.len() + e.value.len()) as u64;
         Some(e)
     }
 
-    /// Looks a key up, dropping it first if it has expired.
+    /// Looks a key up without changing its recency, dropping it first if it has expired.
     fn live(&mut self, key: &str, now: u64) -> Option<&mut Entry> {
-        let expired = self
-            .map
-            .get(key)
-            .is_some_and(|e| e.expires_at.is_some_and(|at| at <= now));
+        let expired = match self.map.get(key) {
+            None => return None,
+            Some(e) => e.expires_at.is_some_and(|at| at <= now),
+        };
         if expired {
             self.remove(key);
             return None;
@@ -109,35 +108,49 @@ impl State {
         self.map.get_mut(key)
     }
 
-    fn touch(&mut self, key: &str) {
-        self.seq += 1;
-        let seq = self.seq;
-        let Some(e) = self.map.get_mut(key) else {
-            return;
+    /// Like [`live`](Self::live), and marks the entry most recently used.
+    fn live_touch(&mut self, key: &str, now: u64) -> Option<&mut Entry> {
+        let expired = match self.map.to_back(key) {
+            None => return None,
+            Some(e) => e.expires_at.is_some_and(|at| at <= now),
         };
-        let old = std::mem::replace(&mut e.seq, seq);
-        if let Some(k) = self.lru.remove(&old) {
-            self.lru.insert(seq, k);
+        if expired {
+            self.remove(key);
+            return None;
         }
+        self.map.get_mut(key)
     }
 
     fn insert(&mut self, key: &str, value: Bytes, expires_at: Option<u64>) {
-        self.remove(key);
-        self.seq += 1;
-        let k: Arc<str> = Arc::from(key);
-        self.bytes += (k.len() + value.len()) as u64;
-        if let Some(at) = expires_at {
-            self.expiries.insert((at, k.clone()));
+        let new_len = value.len() as u64;
+        match self.map.raw_entry_mut().from_key(key) {
+            RawEntryMut::Occupied(mut o) => {
+                // Overwrite in place: keeps the key's allocation, moves it to the back.
+                o.to_back();
+                let k = o.key().clone();
+                let e = o.get_mut();
+                let old_len = e.value.len() as u64;
+                let old_at = std::mem::replace(&mut e.expires_at, expires_at);
+                e.value = value;
+                self.bytes = self.bytes - old_len + new_len;
+                if old_at != expires_at {
+                    if let Some(at) = old_at {
+                        self.expiries.remove(&(at, k.clone()));
+                    }
+                    if let Some(at) = expires_at {
+                        self.expiries.insert((at, k));
+                    }
+                }
+            }
+            RawEntryMut::Vacant(v) => {
+                let k: Arc<str> = Arc::from(key);
+                self.bytes += k.len() as u64 + new_len;
+                if let Some(at) = expires_at {
+                    self.expiries.insert((at, k.clone()));
+                }
+                v.insert(k, Entry { value, expires_at });
+            }
         }
-        self.lru.insert(self.seq, k.clone());
-        self.map.insert(
-            k,
-            Entry {
-                value,
-                expires_at,
-                seq: self.seq,
-            },
-        );
     }
 
     fn evict_to(&mut self, max_entries: u64, max_bytes: u64, now: u64) {
@@ -150,7 +163,7 @@ impl State {
             }
         }
         while self.map.len() as u64 > max_entries || self.bytes > max_bytes {
-            let Some(k) = self.lru.first_key_value().map(|(_, k)| k.clone()) else {
+            let Some(k) = self.map.front().map(|(k, _)| k.clone()) else {
                 break;
             };
             self.remove(&k);
@@ -225,9 +238,7 @@ impl MemoryStore {
     pub fn get(&self, key: &RedisKey) -> Option<Bytes> {
         let now = self.now();
         let mut st = self.state();
-        let v = st.live(key.as_str(), now)?.value.clone();
-        st.touch(key.as_str());
-        Some(v)
+        Some(st.live_touch(key.as_str(), now)?.value.clone())
     }
 
     fn check_size(&self, key: &RedisKey, value: &Bytes) -> Result<(), BackendError> {
