@@ -95,25 +95,15 @@ impl State {
         Some(e)
     }
 
-    /// Looks a key up without changing its recency, dropping it first if it has expired.
-    fn live(&mut self, key: &str, now: u64) -> Option<&mut Entry> {
-        let expired = match self.map.get(key) {
-            None => return None,
-            Some(e) => e.expires_at.is_some_and(|at| at <= now),
+    /// Looks a key up, dropping it first if it has expired; `touch` also marks it most
+    /// recently used (reads do, bookkeeping like TTL queries does not).
+    fn live(&mut self, key: &str, now: u64, touch: bool) -> Option<&mut Entry> {
+        let entry = if touch {
+            self.map.to_back(key)
+        } else {
+            self.map.get_mut(key)
         };
-        if expired {
-            self.remove(key);
-            return None;
-        }
-        self.map.get_mut(key)
-    }
-
-    /// Like [`live`](Self::live), and marks the entry most recently used.
-    fn live_touch(&mut self, key: &str, now: u64) -> Option<&mut Entry> {
-        let expired = match self.map.to_back(key) {
-            None => return None,
-            Some(e) => e.expires_at.is_some_and(|at| at <= now),
-        };
+        let expired = entry?.expires_at.is_some_and(|at| at <= now);
         if expired {
             self.remove(key);
             return None;
@@ -238,7 +228,7 @@ impl MemoryStore {
     pub fn get(&self, key: &RedisKey) -> Option<Bytes> {
         let now = self.now();
         let mut st = self.state();
-        Some(st.live_touch(key.as_str(), now)?.value.clone())
+        Some(st.live(key.as_str(), now, true)?.value.clone())
     }
 
     fn check_size(&self, key: &RedisKey, value: &Bytes) -> Result<(), BackendError> {
@@ -282,7 +272,7 @@ impl MemoryStore {
         self.check_size(key, &value)?;
         let now = self.now();
         let mut st = self.state();
-        if st.live(key.as_str(), now).is_some() {
+        if st.live(key.as_str(), now, false).is_some() {
             return Ok(false);
         }
         st.insert(
@@ -300,7 +290,7 @@ impl MemoryStore {
         let now = self.now();
         let mut st = self.state();
         let matches = st
-            .live(key.as_str(), now)
+            .live(key.as_str(), now, false)
             .is_some_and(|e| e.value.as_ref() == expected);
         if matches {
             st.remove(key.as_str());
@@ -312,7 +302,7 @@ impl MemoryStore {
     pub fn delete(&self, key: &RedisKey) -> bool {
         let now = self.now();
         let mut st = self.state();
-        let existed = st.live(key.as_str(), now).is_some();
+        let existed = st.live(key.as_str(), now, false).is_some();
         st.remove(key.as_str());
         existed
     }
@@ -322,7 +312,7 @@ impl MemoryStore {
         let now = self.now();
         let mut st = self.state();
         let k = key.as_str();
-        let Some(e) = st.live(k, now) else {
+        let Some(e) = st.live(k, now, false) else {
             return false;
         };
         let old = e.expires_at;
@@ -342,7 +332,7 @@ impl MemoryStore {
     pub fn ttl(&self, key: &RedisKey) -> KeyTtl {
         let now = self.now();
         let mut st = self.state();
-        match st.live(key.as_str(), now) {
+        match st.live(key.as_str(), now, false) {
             None => KeyTtl::Missing,
             Some(Entry {
                 expires_at: None, ..
@@ -366,7 +356,7 @@ impl MemoryStore {
         let now = self.now();
         let mut n = 0;
         for k in doomed {
-            if st.live(&k, now).is_some() {
+            if st.live(&k, now, false).is_some() {
                 n += 1;
             }
             st.remove(&k);
