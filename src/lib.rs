@@ -56,4 +56,5 @@ pub mod metrics;
 #[cfg(feature = "axum")]
 pub mod ops;
 pub mod problem;
+pub mod ratelimit;
 pub mod tenant;

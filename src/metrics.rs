@@ -26,6 +26,22 @@ pub struct BackendLabels {
     pub backend: &'static str,
 }
 
+/// Labels of rate-limit decisions.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `allowed` or `denied`.
+    pub outcome: &'static str,
+    /// Who decided: `redis`, `memory`, `deny-cache`, `burst`, `local`, `outage-open`, ...
+    pub source: &'static str,
+}
+
+/// Labels naming a rate-limit rule (names come from configuration: a bounded set).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// Rule name.
+    pub rule: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s, doubling.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -54,6 +70,12 @@ pub struct Metrics {
     pub(crate) breaker_opened: Counter,
     /// 1 for the configured backend.
     pub(crate) backend: Family<BackendLabels, Gauge>,
+    /// Rate-limit decisions by outcome and source.
+    pub(crate) ratelimit_decisions: Family<DecisionLabels, Counter>,
+    /// Requests denied, by the enforced rule that denied.
+    pub(crate) ratelimit_rule_denied: Family<RuleLabels, Counter>,
+    /// Requests a shadow rule would have denied.
+    pub(crate) ratelimit_shadow_denied: Family<RuleLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,6 +102,9 @@ impl Metrics {
             breaker_open: Gauge::default(),
             breaker_opened: Counter::default(),
             backend: Family::default(),
+            ratelimit_decisions: Family::default(),
+            ratelimit_rule_denied: Family::default(),
+            ratelimit_shadow_denied: Family::default(),
         };
         registry.register(
             "redis_command_duration_seconds",
@@ -110,6 +135,21 @@ impl Metrics {
             "backend",
             "The configured backend (value 1)",
             m.backend.clone(),
+        );
+        registry.register(
+            "ratelimit_decisions",
+            "Rate-limit decisions by outcome and by who decided",
+            m.ratelimit_decisions.clone(),
+        );
+        registry.register(
+            "ratelimit_denied",
+            "Requests denied, by the enforced rule that denied them",
+            m.ratelimit_rule_denied.clone(),
+        );
+        registry.register(
+            "ratelimit_shadow_denied",
+            "Requests a shadow (dry-run) rule would have denied",
+            m.ratelimit_shadow_denied.clone(),
         );
         Self {
             registry: Arc::new(RwLock::new(registry)),

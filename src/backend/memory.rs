@@ -224,6 +224,10 @@ impl MemoryStore {
         &*self.inner.clock
     }
 
+    pub(crate) fn clock_arc(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
     /// Reads a value.
     pub fn get(&self, key: &RedisKey) -> Option<Bytes> {
         let now = self.now();

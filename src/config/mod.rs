@@ -37,9 +37,11 @@ use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::time::Duration;
 
+pub(crate) use parse::duration as parse_duration;
 pub use secret::{RedisUrl, Secret};
 
 use crate::keys::KeyPrefix;
+use crate::ratelimit::{rules as rl, Algorithm, OutageMode, Policy, Quota, Rule, Scope};
 use crate::tenant::TenantId;
 use parse::{fmt_duration, BOOL_FORM, BYTES_FORM, DURATION_FORM};
 
@@ -243,24 +245,61 @@ impl CacheConfig {
     }
 }
 
-/// The default rate limit of existing deployments: `RATE_LIMIT_MAX` requests per
-/// `RATE_LIMIT_WINDOW`, per user and endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Rate-limit settings. `RATE_LIMIT_MAX` per `RATE_LIMIT_WINDOW` is the default rule of
+/// existing deployments (per user and endpoint); the other variables add rules, plans, costs
+/// and the outage behaviour. The parsed rules are in [`policy`](Self::policy).
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RateLimitConfig {
-    /// Requests allowed per window (default 100).
+    /// Requests allowed per window by the default rule (default 100).
     pub max: NonZeroU32,
-    /// Window length (default 900 s).
+    /// Window of the default rule (default 900 s).
     pub window: Duration,
+    /// Every rule, plan and cost.
+    pub policy: Policy,
+    /// What happens while Redis is unusable (`RATE_LIMIT_OUTAGE`, default `local`).
+    pub outage: OutageMode,
+    /// App instances sharing the limits, dividing limits in `local` outage mode
+    /// (`RATE_LIMIT_INSTANCES`, default 1).
+    pub instances: NonZeroU32,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed
+    /// (`RATE_LIMIT_TRUSTED_PROXIES`, default none).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Header with a user id set by a trusted gateway (`RATE_LIMIT_USER_HEADER`).
+    pub user_header: Option<String>,
+    /// Also send `X-RateLimit-Limit/Remaining/Reset` (`RATE_LIMIT_LEGACY_HEADERS`).
+    pub legacy_headers: bool,
+    /// Per-tenant in-process cap in front of Redis (`RATE_LIMIT_BURST`, e.g. `200/1s`).
+    pub burst: Option<Quota>,
+    /// Entries of the local cache of identities known to be denied (`RATE_LIMIT_DENY_CACHE`,
+    /// default 10000; 0 turns it off).
+    pub deny_cache: u64,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
+        let max = NonZeroU32::new(100).expect("nonzero");
+        let window = Duration::from_secs(900);
         Self {
-            max: NonZeroU32::new(100).expect("nonzero"),
-            window: Duration::from_secs(900),
+            max,
+            window,
+            policy: Policy::builder()
+                .rule(default_rule(max, window))
+                .build()
+                .expect("the default policy is valid"),
+            outage: OutageMode::Local,
+            instances: NonZeroU32::MIN,
+            trusted_proxies: Vec::new(),
+            user_header: None,
+            legacy_headers: false,
+            burst: None,
+            deny_cache: 10_000,
         }
     }
+}
+
+fn default_rule(max: NonZeroU32, window: Duration) -> Rule {
+    Rule::new("per-endpoint", Scope::User, Quota { limit: max, window }).per_endpoint()
 }
 
 /// One invalid environment value.
@@ -588,6 +627,58 @@ impl Config {
         }
         push("RATE_LIMIT_MAX", self.rate_limit.max.to_string());
         push("RATE_LIMIT_WINDOW", fmt_duration(self.rate_limit.window));
+        let rl = &self.rate_limit;
+        let rules: Vec<String> = rl
+            .policy
+            .rules()
+            .iter()
+            .map(|r| {
+                let scope = match r.scope {
+                    Scope::Tenant => "tenant",
+                    Scope::User => "user",
+                };
+                let ep = r
+                    .endpoint
+                    .as_ref()
+                    .map_or_else(String::new, |e| format!(" {e}"));
+                let per = if r.per_endpoint { " per endpoint" } else { "" };
+                let shadow = if r.shadow { " (shadow)" } else { "" };
+                format!("{} = {} per {scope}{ep}{per}{shadow}", r.name, r.quota)
+            })
+            .collect();
+        push(
+            "(rate-limit rules)",
+            if rules.is_empty() {
+                "(none: RATE_LIMIT_ENABLED=false)".into()
+            } else {
+                rules.join("; ")
+            },
+        );
+        push(
+            "RATE_LIMIT_ALGORITHM",
+            format!("{:?}", rl.policy.algorithm()).to_lowercase(),
+        );
+        push("RATE_LIMIT_OUTAGE", rl.outage.to_string());
+        push("RATE_LIMIT_INSTANCES", rl.instances.to_string());
+        let proxies: Vec<String> = rl.trusted_proxies.iter().map(ToString::to_string).collect();
+        push(
+            "RATE_LIMIT_TRUSTED_PROXIES",
+            if proxies.is_empty() {
+                "(none: forwarding headers ignored)".into()
+            } else {
+                proxies.join(",")
+            },
+        );
+        push(
+            "RATE_LIMIT_USER_HEADER",
+            rl.user_header.clone().unwrap_or_else(|| "(none)".into()),
+        );
+        push("RATE_LIMIT_LEGACY_HEADERS", rl.legacy_headers.to_string());
+        push(
+            "RATE_LIMIT_BURST",
+            rl.burst.map_or_else(|| "(none)".into(), |q| q.to_string()),
+        );
+        push("RATE_LIMIT_DENY_CACHE", rl.deny_cache.to_string());
         out
     }
 }
@@ -979,20 +1070,233 @@ fn read_cache(r: &mut Reader) -> CacheConfig {
     }
 }
 
+const QUOTA_VARS_FORM: &str = Quota::FORM;
+
 fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
     let d = RateLimitConfig::default();
+    let max = r
+        .parse(
+            "RATE_LIMIT_MAX",
+            |v| {
+                parse::integer::<u32>(v)
+                    .and_then(|n| NonZeroU32::new(n).ok_or_else(|| "must be at least 1".into()))
+            },
+            "a whole number of requests per window, at least 1",
+        )
+        .unwrap_or(d.max);
+    let window = r.duration("RATE_LIMIT_WINDOW", d.window, true);
+    let enabled = r
+        .parse("RATE_LIMIT_ENABLED", parse::boolean, BOOL_FORM)
+        .unwrap_or(true);
+    let tenant = r.parse("RATE_LIMIT_TENANT", Quota::parse, QUOTA_VARS_FORM);
+    let user = r.parse("RATE_LIMIT_USER", Quota::parse, QUOTA_VARS_FORM);
+    let endpoints = r
+        .parse(
+            "RATE_LIMIT_ENDPOINTS",
+            rl::parse_endpoint_rules,
+            "`[name:] [METHOD] /route = LIMIT/WINDOW` entries separated by `;`, e.g. `ai: POST /api/ai/{*rest} = 10/1m`",
+        )
+        .unwrap_or_default();
+    let costs = r
+        .parse(
+            "RATE_LIMIT_COSTS",
+            rl::parse_costs,
+            "`[METHOD] /route = COST` entries separated by `;`, e.g. `POST /api/ai/complete = 5`",
+        )
+        .unwrap_or_default();
+    let algorithm = r
+        .parse(
+            "RATE_LIMIT_ALGORITHM",
+            str::parse::<Algorithm>,
+            "`compact` or `exact`",
+        )
+        .unwrap_or_default();
+    let plans = r
+        .parse(
+            "RATE_LIMIT_PLANS",
+            |v| {
+                let mut out = Vec::new();
+                for part in v.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (name, rest) = part
+                        .split_once(':')
+                        .ok_or_else(|| format!("`{part}` has no `PLAN:`"))?;
+                    out.push((name.trim().to_string(), rl::parse_overrides(rest)?));
+                }
+                Ok(out)
+            },
+            "`PLAN: RULE=LIMIT/WINDOW, ...` entries separated by `;`, e.g. `pro: per-tenant=5000/1m, per-user=500/15m`",
+        )
+        .unwrap_or_default();
+    let tenant_plans = r
+        .parse(
+            "RATE_LIMIT_TENANT_PLANS",
+            |v| {
+                let mut out = Vec::new();
+                for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (t, p) = part
+                        .split_once('=')
+                        .ok_or_else(|| format!("`{part}` is not TENANT=PLAN"))?;
+                    let t = TenantId::new(t.trim()).map_err(|e| format!("`{part}`: {e}"))?;
+                    out.push((t, p.trim().to_string()));
+                }
+                Ok(out)
+            },
+            "`TENANT=PLAN` entries separated by `,`, e.g. `acme=pro,globex=free`",
+        )
+        .unwrap_or_default();
+    let shadow: Vec<String> = r
+        .get("RATE_LIMIT_SHADOW")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let mut rules = Vec::new();
+    if enabled {
+        if let Some(q) = tenant {
+            rules.push(Rule::new("per-tenant", Scope::Tenant, q));
+        }
+        if let Some(q) = user {
+            rules.push(Rule::new("per-user", Scope::User, q));
+        }
+        rules.extend(endpoints);
+        rules.push(default_rule(max, window));
+    }
+    // Cross-checks, each blamed on the variable that names the missing thing.
+    for s in &shadow {
+        if !rules.iter().any(|rule| &rule.name == s) {
+            let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+            r.problem(
+                "RATE_LIMIT_SHADOW",
+                Some(s),
+                format!("no rule is named `{s}`"),
+                &format!("a comma list of rule names: {}", names.join(", ")),
+            );
+        }
+    }
+    for (plan, overrides) in &plans {
+        for (rule, _) in overrides {
+            if !rules.iter().any(|x| &x.name == rule) {
+                r.problem(
+                    "RATE_LIMIT_PLANS",
+                    None,
+                    format!("plan `{plan}` overrides `{rule}`, which is not a rule"),
+                    "overrides of existing rules (per-tenant, per-user, per-endpoint or a RATE_LIMIT_ENDPOINTS name)",
+                );
+            }
+        }
+    }
+    for (t, p) in &tenant_plans {
+        if !plans.iter().any(|(name, _)| name == p) {
+            r.problem(
+                "RATE_LIMIT_TENANT_PLANS",
+                None,
+                format!("tenant `{t}` is on plan `{p}`, which RATE_LIMIT_PLANS does not define"),
+                "plans defined in RATE_LIMIT_PLANS",
+            );
+        }
+    }
+    let mut b = Policy::builder().algorithm(algorithm);
+    for rule in rules {
+        b = b.rule(rule);
+    }
+    for (p, c) in costs {
+        b = b.cost(p, c.get());
+    }
+    for (name, overrides) in &plans {
+        b = b.plan(name, overrides.iter().map(|(r, q)| (r.as_str(), *q)));
+    }
+    for (t, p) in &tenant_plans {
+        b = b.tenant_plan(t.as_str(), p);
+    }
+    for s in &shadow {
+        b = b.shadow(s);
+    }
+    let has_problems = r.problems.iter().any(|p| p.var.starts_with("RATE_LIMIT_"));
+    let policy = match b.build() {
+        Ok(p) => p,
+        Err(e) => {
+            if !has_problems {
+                r.problem(
+                    "RATE_LIMIT_ALGORITHM",
+                    None,
+                    e,
+                    "`compact` for limits above 100000",
+                );
+            }
+            Policy::default()
+        }
+    };
+
+    let outage = r
+        .parse(
+            "RATE_LIMIT_OUTAGE",
+            str::parse::<OutageMode>,
+            "`open`, `closed` or `local`",
+        )
+        .unwrap_or(d.outage);
+    let instances = r
+        .parse(
+            "RATE_LIMIT_INSTANCES",
+            |v| {
+                parse::integer::<u32>(v)
+                    .and_then(|n| NonZeroU32::new(n).ok_or_else(|| "must be at least 1".into()))
+            },
+            "the number of app instances, at least 1",
+        )
+        .unwrap_or(d.instances);
+    let trusted_proxies = r
+        .parse(
+            "RATE_LIMIT_TRUSTED_PROXIES",
+            |v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse::<ipnet::IpNet>()
+                            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                            .map_err(|_| format!("`{p}` is not an IP address or CIDR block"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            },
+            "a comma list of IPs or CIDR blocks, e.g. `10.0.0.0/8, 127.0.0.1`",
+        )
+        .unwrap_or_default();
+    let user_header = r.parse(
+        "RATE_LIMIT_USER_HEADER",
+        |v| {
+            http::HeaderName::try_from(v.trim())
+                .map(|_| v.trim().to_string())
+                .map_err(|_| "not a valid header name".to_string())
+        },
+        "a header name, e.g. `X-User-ID`",
+    );
+    let legacy_headers = r
+        .parse("RATE_LIMIT_LEGACY_HEADERS", parse::boolean, BOOL_FORM)
+        .unwrap_or(false);
+    let burst = r.parse("RATE_LIMIT_BURST", Quota::parse, QUOTA_VARS_FORM);
+    let deny_cache = r
+        .parse(
+            "RATE_LIMIT_DENY_CACHE",
+            parse::integer::<u64>,
+            "a whole number of entries (0 turns the cache off)",
+        )
+        .unwrap_or(d.deny_cache);
     RateLimitConfig {
-        max: r
-            .parse(
-                "RATE_LIMIT_MAX",
-                |v| {
-                    parse::integer::<u32>(v)
-                        .and_then(|n| NonZeroU32::new(n).ok_or_else(|| "must be at least 1".into()))
-                },
-                "a whole number of requests per window, at least 1",
-            )
-            .unwrap_or(d.max),
-        window: r.duration("RATE_LIMIT_WINDOW", d.window, true),
+        max,
+        window,
+        policy,
+        outage,
+        instances,
+        trusted_proxies,
+        user_header,
+        legacy_headers,
+        burst,
+        deny_cache,
     }
 }
 

@@ -1,0 +1,201 @@
+-- tenant-guard: decide every rate-limit rule of one request atomically.
+--
+-- KEYS[i]   the counter of rule i (all keys carry the tenant's hash tag: one slot)
+-- ARGV[1]   mode: "check" (consume if every enforced rule allows) or "peek" (never write)
+-- ARGV[2]   cost of the request (>= 1)
+-- ARGV[3]   nonce, unique per call (members of the exact log)
+-- then per rule i, 6 values starting at ARGV[4 + (i-1)*6]:
+--   algo      "log" (exact, sorted set) or "win" (compact, sub-window buckets)
+--   limit     units allowed in any window of window_ms
+--   window_ms window length
+--   bucket_us sub-window width in microseconds (win only)
+--   nbuckets  ceil(window_ms * 1000 / bucket_us) (win only)
+--   shadow    1: record the decision, never block
+--
+-- Time comes from Redis TIME, never from the caller, so all app instances share one clock.
+-- Nothing is written unless every enforced (non-shadow) rule allows; then every rule that
+-- itself allows is charged and every key written gets its TTL here, in the same script.
+--
+-- Both algorithms guarantee that no window (t - window_ms, t] ever holds more than `limit`
+-- admitted units:
+--   log: counts exactly the members scored in the window.
+--   win: counts whole buckets overlapping [t - window_ms, t] (the oldest may be partly
+--        outside: counted anyway), so the count is never less than the true one.
+--
+-- Returns { all_allowed, now_ms, then per rule: allowed, remaining, reset_ms, retry_ms,
+-- free1_ms } where reset_ms = time until all counted usage has left the window,
+-- retry_ms = time until this request's cost would fit (-1: never, cost > limit),
+-- free1_ms = time until one unit frees (0 when one is free now).
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Compact buckets use microseconds (exact in a double: ~1.8e15 < 2^53), and the same
+-- millisecond clock as the log (now * 1000), as the in-process implementation does.
+local now_us = now * 1000
+local mode = ARGV[1]
+local cost = tonumber(ARGV[2])
+local nonce = ARGV[3]
+local nrules = #KEYS
+
+local function win_width(limit)
+  if limit < 65536 then return 2 end
+  return 4
+end
+
+-- Loads the bucket counts of a compact window, shifted so that counts[n + 1] is the
+-- current bucket and counts[1] the oldest still overlapping the window.
+local function win_load(key, limit, bucket_us, n)
+  local cur = math.floor(now_us / bucket_us)
+  local w = win_width(limit)
+  local fmt = (w == 2) and '<I2' or '<I4'
+  local counts = {}
+  for j = 1, n + 1 do counts[j] = 0 end
+  local raw = redis.call('GET', key)
+  if raw and #raw == 8 + w * (n + 1) then
+    local base = struct.unpack('<d', raw)
+    local shift = cur - base
+    if shift >= 0 and shift <= n then
+      for j = 1, n + 1 do
+        local src = j + shift
+        if src <= n + 1 then
+          counts[j] = struct.unpack(fmt, raw, 9 + (src - 1) * w)
+        end
+      end
+    end
+  end
+  return cur, counts, fmt
+end
+
+local function win_save(key, cur, counts, fmt, bucket_us, n)
+  local parts = { struct.pack('<d', cur) }
+  for j = 1, n + 1 do parts[j + 1] = struct.pack(fmt, counts[j]) end
+  -- After (n + 1) buckets every count has left the window: the key may go.
+  redis.call('SET', key, table.concat(parts), 'PX', math.ceil((n + 1) * bucket_us / 1000))
+end
+
+-- Smallest k >= 1 such that dropping the k oldest buckets leaves total - dropped <= target;
+-- returns the ms (rounded up) until bucket cur + k starts (when those k have left), or -1.
+local function win_wait(counts, n, total, target, cur, bucket_us)
+  if total <= target then return 0 end
+  local dropped = 0
+  for k = 1, n + 1 do
+    dropped = dropped + counts[k]
+    if total - dropped <= target then
+      local us = (cur + k) * bucket_us - now_us
+      if us < 0 then us = 0 end
+      return math.ceil(us / 1000)
+    end
+  end
+  return -1
+end
+
+local results = {}
+local all_allowed = 1
+local state = {}
+
+for i = 1, nrules do
+  local base = 4 + (i - 1) * 6
+  local algo = ARGV[base]
+  local limit = tonumber(ARGV[base + 1])
+  local window = tonumber(ARGV[base + 2])
+  local bucket_us = tonumber(ARGV[base + 3])
+  local n = tonumber(ARGV[base + 4])
+  local shadow = ARGV[base + 5] == '1'
+  local key = KEYS[i]
+  local r = { algo = algo, limit = limit, window = window, bucket_us = bucket_us, n = n, shadow = shadow }
+
+  if algo == 'log' then
+    local from = now - window
+    local count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
+    r.count = count
+    r.allowed = (count + cost <= limit)
+    -- retry: the (count + cost - limit)-th oldest member must leave.
+    local function leave_after(rank)
+      local m = redis.call('ZRANGEBYSCORE', key, '(' .. from, '+inf', 'WITHSCORES', 'LIMIT', rank, 1)
+      return tonumber(m[2]) + window - now
+    end
+    if cost > limit then
+      r.retry = -1
+    elseif r.allowed then
+      r.retry = 0
+    else
+      r.retry = leave_after(count + cost - limit - 1)
+    end
+    if count < limit then r.free1 = 0 else r.free1 = leave_after(count - limit) end
+    if count == 0 then
+      r.reset = 0
+    else
+      local newest = redis.call('ZREVRANGEBYSCORE', key, '+inf', '(' .. from, 'WITHSCORES', 'LIMIT', 0, 1)
+      r.reset = tonumber(newest[2]) + window - now
+    end
+  else
+    local cur, counts, fmt = win_load(key, limit, bucket_us, n)
+    local total = 0
+    for j = 1, n + 1 do total = total + counts[j] end
+    r.cur, r.counts, r.fmt, r.count = cur, counts, fmt, total
+    r.allowed = (total + cost <= limit)
+    if cost > limit then r.retry = -1 else r.retry = win_wait(counts, n, total, limit - cost, cur, bucket_us) end
+    r.free1 = win_wait(counts, n, total, limit - 1, cur, bucket_us)
+    if r.free1 < 0 then r.free1 = 0 end
+    r.reset = win_wait(counts, n, total, 0, cur, bucket_us)
+  end
+
+  if not r.allowed and not shadow then all_allowed = 0 end
+  state[i] = r
+end
+
+local commit = (mode == 'check' and all_allowed == 1)
+
+for i = 1, nrules do
+  local r = state[i]
+  local key = KEYS[i]
+  local charged = commit and r.allowed
+  if charged then
+    if r.algo == 'log' then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now - r.window)
+      -- One member per unit of cost, added in batches (unpack has a stack limit).
+      local args = {}
+      for j = 1, cost do
+        args[#args + 1] = now
+        args[#args + 1] = nonce .. ':' .. j
+        if #args >= 200 then
+          redis.call('ZADD', key, unpack(args))
+          args = {}
+        end
+      end
+      if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+      -- Hard cap: never more members than the limit (also after a limit was lowered).
+      local card = redis.call('ZCARD', key)
+      if card > r.limit then redis.call('ZREMRANGEBYRANK', key, 0, card - r.limit - 1) end
+      redis.call('PEXPIRE', key, r.window)
+      r.reset = r.window
+    else
+      r.counts[r.n + 1] = r.counts[r.n + 1] + cost
+      win_save(key, r.cur, r.counts, r.fmt, r.bucket_us, r.n)
+      r.reset = math.ceil(((r.cur + r.n + 1) * r.bucket_us - now_us) / 1000)
+    end
+    r.count = r.count + cost
+  end
+  local remaining = r.limit - r.count
+  if remaining < 0 then remaining = 0 end
+  if charged and remaining == 0 and r.free1 == 0 then
+    -- This request used the last unit: the next one frees when the oldest leaves.
+    if r.algo == 'log' then
+      local m = redis.call('ZRANGEBYSCORE', key, '(' .. (now - r.window), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+      r.free1 = tonumber(m[2]) + r.window - now
+    else
+      r.free1 = win_wait(r.counts, r.n, r.count, r.limit - 1, r.cur, r.bucket_us)
+    end
+  end
+  local a = 0
+  if r.allowed then a = 1 end
+  results[#results + 1] = a
+  results[#results + 1] = remaining
+  results[#results + 1] = r.reset
+  results[#results + 1] = r.retry
+  results[#results + 1] = r.free1
+end
+
+local out = { all_allowed, now }
+for _, v in ipairs(results) do out[#out + 1] = v end
+return out

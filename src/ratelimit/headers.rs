@@ -1,0 +1,107 @@
+//! Response headers: draft-ietf-httpapi-ratelimit-headers-11, legacy `X-RateLimit-*`,
+//! `Retry-After`, and the 429 / 503 problem bodies.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+
+use super::limiter::{Decision, RuleDecision, Source};
+use crate::problem::Problem;
+
+/// Whole seconds, rounded up (a client waiting the floor would come back too early).
+fn secs_ceil(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn value(s: String) -> Option<HeaderValue> {
+    HeaderValue::try_from(s).ok()
+}
+
+/// `RateLimit-Policy: "per-user";q=100;w=900` and `RateLimit: "per-user";r=42;t=17` for
+/// the most restrictive enforced rule; with `legacy`, also `X-RateLimit-*`.
+pub(crate) fn apply(headers: &mut HeaderMap, decision: &Decision, legacy: bool) {
+    let Some(r) = decision.most_restrictive() else {
+        return;
+    };
+    write_rule(headers, r, legacy);
+}
+
+fn write_rule(headers: &mut HeaderMap, r: &RuleDecision, legacy: bool) {
+    // Rule names were validated: no quotes, backslashes or control characters.
+    let name = &r.name;
+    if let Some(v) = value(format!(
+        "\"{name}\";q={};w={}",
+        r.limit,
+        secs_ceil(r.window)
+    )) {
+        headers.insert(HeaderName::from_static("ratelimit-policy"), v);
+    }
+    if let Some(v) = value(format!(
+        "\"{name}\";r={};t={}",
+        r.remaining,
+        secs_ceil(r.reset)
+    )) {
+        headers.insert(HeaderName::from_static("ratelimit"), v);
+    }
+    if legacy {
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(r.limit),
+        );
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(r.remaining),
+        );
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(secs_ceil(r.reset)),
+        );
+    }
+}
+
+/// The response for a denied request: 429 (503 for outage mode `closed`).
+pub(crate) fn denied<B: From<String>>(decision: &Decision, legacy: bool) -> Response<B> {
+    if decision.source == Source::OutageClosed {
+        let mut res: Response<B> = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Rate limiter unavailable")
+            .detail("the rate-limit store is unreachable and the outage mode is `closed`; try again shortly")
+            .into_response();
+        res.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(1u64));
+        return res;
+    }
+    let rule = decision.denied_by();
+    let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+    let mut retry = None;
+    if let Some(r) = rule {
+        let window = humantime::format_duration(r.window);
+        retry = r.retry_after.map(|d| secs_ceil(d).max(1));
+        let detail = match retry {
+            Some(s) => format!(
+                "rule `{}` allows {} per {window}; retry in {s} s",
+                r.name, r.limit
+            ),
+            None => format!(
+                "rule `{}` allows {} per {window}; this request costs {} and can never fit",
+                r.name, r.limit, decision.cost
+            ),
+        };
+        p = p
+            .detail(detail)
+            .with("rule", r.name.to_string())
+            .with("limit", r.limit)
+            .with("window_seconds", secs_ceil(r.window))
+            .with("cost", decision.cost);
+        if let Some(s) = retry {
+            p = p.with("retry_after_seconds", s);
+        }
+    }
+    let mut res: Response<B> = p.into_response();
+    if let Some(s) = retry {
+        res.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    if let Some(r) = rule {
+        write_rule(res.headers_mut(), r, legacy);
+    }
+    res
+}

@@ -1,0 +1,245 @@
+//! [`RateLimitLayer`]: checks every request before the inner service runs.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use http::request::Parts;
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::headers;
+use super::identity::{Identity, IdentityConfig};
+use super::limiter::{Check, RateLimiter};
+use crate::config::Config;
+use crate::tenant::TenantId;
+
+type IdentifyFn = dyn Fn(&Parts) -> BoxFuture<'static, Option<Identity>> + Send + Sync;
+type CostFn = dyn Fn(&Parts) -> Option<u32> + Send + Sync;
+
+/// Route used for requests whose matched route template is unknown (no axum
+/// `MatchedPath`): they share one counter per method, never one per raw path.
+pub const UNMATCHED_ROUTE: &str = "<unmatched>";
+
+/// Tenant used when no [`TenantLayer`](crate::tenant::TenantLayer) ran (single-tenant apps).
+pub const GLOBAL_TENANT: &str = "global";
+
+/// Rate-limits requests: 429 `application/problem+json` with `Retry-After` when a rule
+/// denies, `RateLimit` / `RateLimit-Policy` headers on allowed responses, and the
+/// [`Decision`](super::Decision) in request extensions for handlers.
+///
+/// Put it inside the [`TenantLayer`](crate::tenant::TenantLayer) (added after it with
+/// `Router::layer`, so the tenant is known) and apply it with `Router::layer` so that axum's
+/// matched route template is available.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+/// use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
+/// use tenant_guard::tenant::TenantLayer;
+///
+/// let config = Config::from_vars([("RATE_LIMIT_MAX", "10"), ("RATE_LIMIT_WINDOW", "1m")]).unwrap();
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// # let _g = rt.enter();
+/// let metrics = Metrics::new();
+/// let backend = Backend::from_config(&config, &metrics).unwrap();
+/// let limiter = RateLimiter::from_config(&config, backend, &metrics);
+/// let app: Router = Router::new()
+///     .route("/items", get(|| async { "ok" }))
+///     .layer(RateLimitLayer::from_config(&config, limiter))
+///     .layer(TenantLayer::from_config(&config.tenant));
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct RateLimitLayer {
+    limiter: RateLimiter,
+    identity: IdentityConfig,
+    identify: Option<Arc<IdentifyFn>>,
+    cost: Option<Arc<CostFn>>,
+    legacy_headers: bool,
+    global: TenantId,
+}
+
+impl std::fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("limiter", &self.limiter)
+            .field("identity", &self.identity)
+            .field("legacy_headers", &self.legacy_headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayer {
+    /// A layer around `limiter`, identities from [`UserId`](super::UserId) or the peer IP.
+    pub fn new(limiter: RateLimiter) -> Self {
+        Self {
+            limiter,
+            identity: IdentityConfig::default(),
+            identify: None,
+            cost: None,
+            legacy_headers: false,
+            global: TenantId::new(GLOBAL_TENANT).expect("valid tenant id"),
+        }
+    }
+
+    /// A layer with the identity and header settings of `config`.
+    pub fn from_config(config: &Config, limiter: RateLimiter) -> Self {
+        let rl = &config.rate_limit;
+        let identity = IdentityConfig {
+            user_header: rl
+                .user_header
+                .as_deref()
+                .and_then(|h| http::HeaderName::try_from(h).ok()),
+            trusted_proxies: rl.trusted_proxies.clone(),
+        };
+        Self::new(limiter)
+            .identity(identity)
+            .legacy_headers(rl.legacy_headers)
+    }
+
+    /// How identities are found (user header, trusted proxies).
+    pub fn identity(mut self, identity: IdentityConfig) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// An async function giving the identity (e.g. from an API key); `None` falls back to
+    /// the default rules (user id, header, client IP).
+    pub fn identify_with<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(&Parts) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<Identity>> + Send + 'static,
+    {
+        self.identify = Some(Arc::new(move |p: &Parts| Box::pin(f(p))));
+        self
+    }
+
+    /// A function giving a request's cost (e.g. from a header or the body size); `None`
+    /// falls back to the policy's costs.
+    pub fn cost_with<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<u32> + Send + Sync + 'static,
+    {
+        self.cost = Some(Arc::new(f));
+        self
+    }
+
+    /// Also send `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
+    pub fn legacy_headers(mut self, on: bool) -> Self {
+        self.legacy_headers = on;
+        self
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`RateLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct RateLimitService<S> {
+    inner: S,
+    layer: RateLimitLayer,
+}
+
+impl<S> RateLimitService<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the wrapper, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn peer(parts: &Parts) -> Option<SocketAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(ci) = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(ci.0);
+    }
+    parts.extensions.get::<SocketAddr>().copied()
+}
+
+fn route(parts: &Parts) -> String {
+    #[cfg(feature = "axum")]
+    if let Some(m) = parts.extensions.get::<axum::extract::MatchedPath>() {
+        return m.as_str().to_string();
+    }
+    UNMATCHED_ROUTE.to_string()
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: From<String> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The ready inner service is the one to call; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let tenant = parts
+                .extensions
+                .get::<TenantId>()
+                .cloned()
+                .unwrap_or_else(|| layer.global.clone());
+            let identity = match &layer.identify {
+                Some(f) => f(&parts).await,
+                None => None,
+            }
+            .unwrap_or_else(|| layer.identity.identify(&parts, peer(&parts)));
+            let route = route(&parts);
+            let cost = layer.cost.as_ref().and_then(|f| f(&parts));
+            let check = Check {
+                tenant: &tenant,
+                identity: &identity,
+                method: &parts.method,
+                route: &route,
+                cost,
+                plan: None,
+            };
+            let decision = layer.limiter.check(&check).await;
+            if !decision.allowed {
+                return Ok(headers::denied(&decision, layer.legacy_headers));
+            }
+            parts.extensions.insert(decision.clone());
+            let mut res = inner.call(Request::from_parts(parts, body)).await?;
+            headers::apply(res.headers_mut(), &decision, layer.legacy_headers);
+            Ok(res)
+        })
+    }
+}

@@ -1,0 +1,830 @@
+//! [`RateLimiter`]: decides a request against every applicable rule in one step.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter as Governor};
+use http::Method;
+
+use super::identity::Identity;
+use super::memory::{MemoryLimiter, Outcome, Spec};
+use super::policy::Policy;
+use super::rules::{Algorithm, Quota, Rule, Scope};
+use crate::backend::{Backend, BackendError};
+use crate::config::Config;
+use crate::keys::{KeyKind, Keys, RedisKey};
+use crate::metrics::{DecisionLabels, Metrics, RuleLabels};
+use crate::tenant::TenantId;
+
+/// What the limiter does while Redis is unusable (errors, timeouts, breaker open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutageMode {
+    /// Allow every request (logged and counted).
+    Open,
+    /// Refuse every request with 503.
+    Closed,
+    /// Enforce each rule in process with governor, the limit divided by
+    /// `RATE_LIMIT_INSTANCES`. The default: limits keep holding, approximately.
+    #[default]
+    Local,
+}
+
+impl std::str::FromStr for OutageMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "open" => Ok(Self::Open),
+            "closed" => Ok(Self::Closed),
+            "local" => Ok(Self::Local),
+            other => Err(format!("unknown outage mode `{other}`")),
+        }
+    }
+}
+
+impl fmt::Display for OutageMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+            Self::Local => "local",
+        })
+    }
+}
+
+/// Who decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The Lua script on Redis.
+    Redis,
+    /// The in-memory backend.
+    Memory,
+    /// The local cache of identities known to be denied (no Redis call).
+    DenyCache,
+    /// The per-tenant in-process burst cap (no Redis call).
+    Burst,
+    /// Redis unusable, outage mode `local`: in-process governor limits.
+    Local,
+    /// Redis unusable, outage mode `open`: allowed without counting.
+    OutageOpen,
+    /// Redis unusable, outage mode `closed`: refused.
+    OutageClosed,
+    /// No rule applies.
+    NoRules,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Memory => "memory",
+            Self::DenyCache => "deny-cache",
+            Self::Burst => "burst",
+            Self::Local => "local",
+            Self::OutageOpen => "outage-open",
+            Self::OutageClosed => "outage-closed",
+            Self::NoRules => "no-rules",
+        }
+    }
+}
+
+/// One rule's part of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleDecision {
+    /// Rule name.
+    pub name: Arc<str>,
+    /// Units allowed per window (after plan overrides).
+    pub limit: u32,
+    /// Window length.
+    pub window: Duration,
+    /// Units left after this request.
+    pub remaining: u32,
+    /// Time until all counted usage has left the window.
+    pub reset: Duration,
+    /// When denied: time until this request's cost would fit (`None`: never, or allowed).
+    pub retry_after: Option<Duration>,
+    /// Whether this rule allowed the request.
+    pub allowed: bool,
+    /// Shadow rule: recorded, not enforced.
+    pub shadow: bool,
+}
+
+/// The outcome of a check; also put into request extensions by the layer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// Who decided.
+    pub source: Source,
+    /// Units this request cost.
+    pub cost: u32,
+    /// Per-rule outcomes (for the deny cache and burst sources: the denying rule only).
+    pub rules: Vec<RuleDecision>,
+}
+
+impl Decision {
+    /// The enforced rule with the least quota left (ties: the longest reset) — the one
+    /// reported in `RateLimit` headers.
+    pub fn most_restrictive(&self) -> Option<&RuleDecision> {
+        self.rules
+            .iter()
+            .filter(|r| !r.shadow)
+            .min_by(|a, b| a.remaining.cmp(&b.remaining).then(b.reset.cmp(&a.reset)))
+    }
+
+    /// The enforced rule that denied, waiting longest if several did.
+    pub fn denied_by(&self) -> Option<&RuleDecision> {
+        self.rules
+            .iter()
+            .filter(|r| !r.shadow && !r.allowed)
+            .max_by_key(|r| r.retry_after.unwrap_or(Duration::MAX))
+    }
+
+    /// How long until the request would be allowed (longest wait of the denying rules);
+    /// `None` if allowed or never.
+    pub fn retry_after(&self) -> Option<Duration> {
+        if self.allowed {
+            return None;
+        }
+        self.denied_by().and_then(|r| r.retry_after)
+    }
+}
+
+/// One request to check.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// The tenant.
+    pub tenant: &'a TenantId,
+    /// Who, for user-scoped rules.
+    pub identity: &'a Identity,
+    /// Request method.
+    pub method: &'a Method,
+    /// Matched route template (`/users/{id}`), never the raw path.
+    pub route: &'a str,
+    /// Units the request costs (`None`: from the policy's costs, default 1).
+    pub cost: Option<u32>,
+    /// Plan tier of the tenant (`None`: the policy's tenant plans, else base quotas).
+    pub plan: Option<&'a str>,
+}
+
+/// Options of a limiter beyond its rules.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LimiterOptions {
+    /// Behaviour while Redis is unusable.
+    pub outage: OutageMode,
+    /// App instances (divides limits in `local` mode).
+    pub instances: NonZeroU32,
+    /// Per-tenant in-process cap in front of Redis.
+    pub burst: Option<Quota>,
+    /// Deny-cache capacity (0: off).
+    pub deny_cache: u64,
+    /// Most rate-limit counters the memory backend keeps.
+    pub memory_max_keys: usize,
+}
+
+impl Default for LimiterOptions {
+    fn default() -> Self {
+        Self {
+            outage: OutageMode::Local,
+            instances: NonZeroU32::MIN,
+            burst: None,
+            deny_cache: 10_000,
+            memory_max_keys: 1_000_000,
+        }
+    }
+}
+
+/// `lua/ratelimit.lua`.
+fn script() -> &'static crate::backend::LuaScript {
+    static S: std::sync::OnceLock<crate::backend::LuaScript> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        crate::backend::LuaScript::new("ratelimit", include_str!("../../lua/ratelimit.lua"))
+    })
+}
+
+struct Inner {
+    backend: Backend,
+    keys: Keys,
+    policy: Policy,
+    options: LimiterOptions,
+    memory: Option<MemoryLimiter>,
+    local: Mutex<HashMap<(Arc<str>, u32, u64), Arc<DefaultKeyedRateLimiter<u128>>>>,
+    local_checks: std::sync::atomic::AtomicU64,
+    burst: Option<DefaultKeyedRateLimiter<TenantId>>,
+    deny: Option<moka::sync::Cache<u128, Instant>>,
+    seeds: (foldhash::fast::RandomState, foldhash::fast::RandomState),
+    metrics: Metrics,
+    rule_names: Vec<Arc<str>>,
+}
+
+/// The rate limiter: rules + backend + outage policy. Cheap to clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+/// use tenant_guard::ratelimit::{Check, Identity, RateLimiter};
+///
+/// let config = Config::from_vars([("RATE_LIMIT_MAX", "2"), ("RATE_LIMIT_WINDOW", "1m")]).unwrap();
+/// let metrics = Metrics::new();
+/// let backend = Backend::from_config(&config, &metrics).unwrap();
+/// let limiter = RateLimiter::from_config(&config, backend, &metrics);
+/// let tenant = TenantId::new("acme").unwrap();
+/// let who = Identity::from_ip("192.0.2.7".parse().unwrap());
+/// let check = Check { tenant: &tenant, identity: &who, method: &http::Method::GET,
+///                     route: "/items", cost: None, plan: None };
+/// assert!(limiter.check(&check).await.allowed);
+/// assert!(limiter.check(&check).await.allowed);
+/// let third = limiter.check(&check).await;
+/// assert!(!third.allowed);
+/// assert_eq!(third.denied_by().unwrap().name.as_ref(), "per-endpoint");
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("backend", &self.inner.backend.kind())
+            .field("rules", &self.inner.rule_names)
+            .field("outage", &self.inner.options.outage)
+            .finish()
+    }
+}
+
+/// A rule as applied to one request.
+struct Applied<'p> {
+    rule: &'p Rule,
+    name: &'p Arc<str>,
+    quota: Quota,
+    spec: Spec,
+    endpoint: bool,
+}
+
+impl RateLimiter {
+    /// A limiter over `backend` with `policy`.
+    pub fn new(
+        backend: Backend,
+        keys: Keys,
+        policy: Policy,
+        options: LimiterOptions,
+        metrics: &Metrics,
+    ) -> Self {
+        let memory = match &backend {
+            Backend::Memory(m) => Some(MemoryLimiter::new(m.clock_arc(), options.memory_max_keys)),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => None,
+        };
+        let burst = options
+            .burst
+            .and_then(|q| governor_quota(q.limit.get(), q.window))
+            .map(Governor::keyed);
+        let deny = (options.deny_cache > 0 && memory.is_none()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(options.deny_cache)
+                // Entries hold their own deadline; this only bounds stale ones.
+                .time_to_live(Duration::from_secs(3600))
+                .build()
+        });
+        let rule_names = policy
+            .rules()
+            .iter()
+            .map(|r| Arc::from(r.name.as_str()))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                keys,
+                policy,
+                options,
+                memory,
+                local: Mutex::new(HashMap::new()),
+                local_checks: std::sync::atomic::AtomicU64::new(0),
+                burst,
+                deny,
+                seeds: Default::default(),
+                metrics: metrics.clone(),
+                rule_names,
+            }),
+        }
+    }
+
+    /// The limiter described by configuration.
+    pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
+        let rl = &config.rate_limit;
+        let options = LimiterOptions {
+            outage: rl.outage,
+            instances: rl.instances,
+            burst: rl.burst,
+            deny_cache: rl.deny_cache,
+            memory_max_keys: usize::try_from(config.memory.max_entries.get()).unwrap_or(usize::MAX),
+        };
+        Self::new(
+            backend,
+            Keys::new(config.key_prefix.clone()),
+            Policy::from_config(rl),
+            options,
+            metrics,
+        )
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    fn applied<'p>(&'p self, c: &Check<'_>) -> Vec<Applied<'p>> {
+        let policy = &self.inner.policy;
+        let plan = c.plan.or_else(|| policy.plan_of(c.tenant));
+        policy
+            .rules()
+            .iter()
+            .zip(&self.inner.rule_names)
+            .filter(|(r, _)| r.applies(c.method, c.route))
+            .map(|(rule, name)| {
+                let quota = policy.quota(rule, plan);
+                let algo = rule.algorithm.unwrap_or(policy.algorithm());
+                let window_ms = quota.window_ms();
+                Applied {
+                    rule,
+                    name,
+                    quota,
+                    spec: Spec::new(algo, quota.limit.get(), window_ms, rule.shadow),
+                    endpoint: rule.per_endpoint,
+                }
+            })
+            .collect()
+    }
+
+    fn identity_parts<'a>(rule: &Rule, c: &'a Check<'_>) -> (&'static str, &'a str) {
+        match rule.scope {
+            Scope::Tenant => ("tenant", "all"),
+            Scope::User => c.identity.parts(),
+        }
+    }
+
+    fn redis_key(&self, a: &Applied<'_>, c: &Check<'_>, endpoint: &str) -> RedisKey {
+        let (kind, id) = Self::identity_parts(a.rule, c);
+        self.inner
+            .keys
+            .ratelimit(c.tenant, a.name, kind, id, a.endpoint.then_some(endpoint))
+    }
+
+    /// (key, owner) hashes for the memory backend: no string formatting on the hot path.
+    fn mem_key(&self, a: &Applied<'_>, c: &Check<'_>, endpoint: &str) -> (u128, u128) {
+        let (kind, id) = Self::identity_parts(a.rule, c);
+        let h = |seed: &foldhash::fast::RandomState, with_endpoint: bool| {
+            let mut h = seed.build_hasher();
+            for part in [c.tenant.as_str(), a.name, kind, id] {
+                h.write(part.as_bytes());
+                h.write_u8(0xff);
+            }
+            if with_endpoint {
+                h.write(endpoint.as_bytes());
+            }
+            h.finish()
+        };
+        let (s1, s2) = &self.inner.seeds;
+        let key = (u128::from(h(s1, a.endpoint)) << 64) | u128::from(h(s2, a.endpoint));
+        let owner = (u128::from(h(s1, false)) << 64) | u128::from(h(s2, false));
+        (key, owner)
+    }
+
+    fn deny_hash(&self, key: &RedisKey) -> u128 {
+        let (s1, s2) = &self.inner.seeds;
+        (u128::from(s1.hash_one(key.as_str())) << 64) | u128::from(s2.hash_one(key.as_str()))
+    }
+
+    /// Checks a request and, if every enforced rule allows it, charges its cost to every
+    /// rule that allows it — all in one step (one Lua call on Redis).
+    pub async fn check(&self, c: &Check<'_>) -> Decision {
+        let d = self.decide(c, true).await;
+        self.record(&d);
+        d
+    }
+
+    /// Like [`check`](Self::check) but never charges anything: what would happen now.
+    pub async fn peek(&self, c: &Check<'_>) -> Decision {
+        self.decide(c, false).await
+    }
+
+    fn record(&self, d: &Decision) {
+        let m = &self.inner.metrics;
+        let outcome = if d.allowed { "allowed" } else { "denied" };
+        m.ratelimit_decisions
+            .get_or_create(&DecisionLabels {
+                outcome,
+                source: d.source.label(),
+            })
+            .inc();
+        for r in &d.rules {
+            if !r.allowed {
+                let fam = if r.shadow {
+                    &m.ratelimit_shadow_denied
+                } else {
+                    &m.ratelimit_rule_denied
+                };
+                fam.get_or_create(&RuleLabels {
+                    rule: r.name.to_string(),
+                })
+                .inc();
+            }
+        }
+    }
+
+    async fn decide(&self, c: &Check<'_>, commit: bool) -> Decision {
+        let applied = self.applied(c);
+        let cost = c
+            .cost
+            .unwrap_or_else(|| self.inner.policy.cost(c.method, c.route))
+            .max(1);
+        if applied.is_empty() {
+            return Decision {
+                allowed: true,
+                source: Source::NoRules,
+                cost,
+                rules: Vec::new(),
+            };
+        }
+        let endpoint = format!("{} {}", c.method, c.route);
+
+        if commit {
+            if let Some(burst) = &self.inner.burst {
+                if let Err(not_until) = burst.check_key(c.tenant) {
+                    let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                        &governor::clock::DefaultClock::default(),
+                    ));
+                    let q = self.inner.options.burst.expect("burst configured");
+                    return Decision {
+                        allowed: false,
+                        source: Source::Burst,
+                        cost,
+                        rules: vec![RuleDecision {
+                            name: Arc::from("burst"),
+                            limit: q.limit.get(),
+                            window: q.window,
+                            remaining: 0,
+                            reset: wait,
+                            retry_after: Some(wait.max(Duration::from_millis(1))),
+                            allowed: false,
+                            shadow: false,
+                        }],
+                    };
+                }
+            }
+        }
+
+        if let Some(mem) = &self.inner.memory {
+            let keys: Vec<(u128, u128)> = applied
+                .iter()
+                .map(|a| self.mem_key(a, c, &endpoint))
+                .collect();
+            let hashes: Vec<u128> = keys.iter().map(|k| k.0).collect();
+            let specs: Vec<Spec> = applied.iter().map(|a| a.spec).collect();
+            let owners: Vec<u128> = keys.iter().map(|k| k.1).collect();
+            let (allowed, outs) = mem.decide(&hashes, &owners, &specs, cost, commit);
+            return build(&applied, allowed, outs, Source::Memory, cost);
+        }
+
+        let keys: Vec<RedisKey> = applied
+            .iter()
+            .map(|a| self.redis_key(a, c, &endpoint))
+            .collect();
+
+        // Known repeat offenders: answered without a round trip. Entries exist only for
+        // keys Redis reported full (no unit left) and expire when the first unit frees,
+        // so this never allows anything and never outlasts Redis' own denial.
+        if let Some(deny) = &self.inner.deny {
+            let now = Instant::now();
+            for (a, k) in applied.iter().zip(&keys) {
+                if a.spec.shadow {
+                    continue;
+                }
+                if let Some(until) = deny.get(&self.deny_hash(k)) {
+                    if until > now {
+                        let wait = until - now;
+                        return Decision {
+                            allowed: false,
+                            source: Source::DenyCache,
+                            cost,
+                            rules: vec![RuleDecision {
+                                name: a.name.clone(),
+                                limit: a.quota.limit.get(),
+                                window: a.quota.window,
+                                remaining: 0,
+                                reset: wait,
+                                retry_after: Some(wait),
+                                allowed: false,
+                                shadow: false,
+                            }],
+                        };
+                    }
+                }
+            }
+        }
+
+        let sent = Instant::now();
+        match self.eval(&applied, &keys, cost, commit).await {
+            Ok((allowed, outs)) => {
+                if let Some(deny) = &self.inner.deny {
+                    for ((a, k), o) in applied.iter().zip(&keys).zip(&outs) {
+                        if !a.spec.shadow && o.remaining == 0 && o.free1_ms > 0 {
+                            deny.insert(
+                                self.deny_hash(k),
+                                sent + Duration::from_millis(o.free1_ms),
+                            );
+                        }
+                    }
+                }
+                build(&applied, allowed, outs, Source::Redis, cost)
+            }
+            Err(e) => self.outage(&applied, c, &endpoint, cost, commit, &e),
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    async fn eval(
+        &self,
+        applied: &[Applied<'_>],
+        keys: &[RedisKey],
+        cost: u32,
+        commit: bool,
+    ) -> Result<(bool, Vec<Outcome>), BackendError> {
+        let Backend::Redis(redis) = &self.inner.backend else {
+            return Err(BackendError::Unsupported("no Redis backend"));
+        };
+        let nonce = {
+            let (s1, _) = &self.inner.seeds;
+            let n = s1.hash_one((Instant::now(), std::thread::current().id(), keys.len()));
+            format!("{n:016x}")
+        };
+        let mut args: Vec<String> = Vec::with_capacity(3 + applied.len() * 6);
+        args.push(if commit { "check" } else { "peek" }.into());
+        args.push(cost.to_string());
+        args.push(nonce);
+        for a in applied {
+            args.push(match a.spec.algo {
+                Algorithm::Exact => "log".into(),
+                Algorithm::Compact => "win".into(),
+            });
+            args.push(a.spec.limit.to_string());
+            args.push(a.spec.window_ms.to_string());
+            args.push(a.spec.bucket_us.to_string());
+            args.push(a.spec.n.to_string());
+            args.push(if a.spec.shadow { "1" } else { "0" }.into());
+        }
+        let arg_refs: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        let key_refs: Vec<&RedisKey> = keys.iter().collect();
+        let v: Vec<i64> = redis.eval(script(), &key_refs, &arg_refs).await?;
+        if v.len() != 2 + applied.len() * 5 {
+            return Err(BackendError::Unsupported(
+                "unexpected reply from the rate-limit script",
+            ));
+        }
+        let outs = v[2..]
+            .chunks(5)
+            .map(|x| Outcome {
+                allowed: x[0] == 1,
+                remaining: u32::try_from(x[1].max(0)).unwrap_or(u32::MAX),
+                reset_ms: x[2].max(0).unsigned_abs(),
+                retry_ms: (x[3] >= 0).then(|| x[3].unsigned_abs()),
+                free1_ms: x[4].max(0).unsigned_abs(),
+            })
+            .collect();
+        Ok((v[0] == 1, outs))
+    }
+
+    #[cfg(not(feature = "redis"))]
+    async fn eval(
+        &self,
+        _: &[Applied<'_>],
+        _: &[RedisKey],
+        _: u32,
+        _: bool,
+    ) -> Result<(bool, Vec<Outcome>), BackendError> {
+        Err(BackendError::Unsupported("no Redis backend"))
+    }
+
+    fn outage(
+        &self,
+        applied: &[Applied<'_>],
+        c: &Check<'_>,
+        endpoint: &str,
+        cost: u32,
+        commit: bool,
+        error: &BackendError,
+    ) -> Decision {
+        tracing::debug!(%error, mode = %self.inner.options.outage, "rate limit decided without Redis");
+        let unknown = |a: &Applied<'_>, allowed: bool| RuleDecision {
+            name: a.name.clone(),
+            limit: a.quota.limit.get(),
+            window: a.quota.window,
+            remaining: if allowed { a.quota.limit.get() } else { 0 },
+            reset: Duration::ZERO,
+            retry_after: (!allowed).then_some(Duration::from_secs(1)),
+            allowed,
+            shadow: a.spec.shadow,
+        };
+        match self.inner.options.outage {
+            OutageMode::Open => Decision {
+                allowed: true,
+                source: Source::OutageOpen,
+                cost,
+                rules: applied.iter().map(|a| unknown(a, true)).collect(),
+            },
+            OutageMode::Closed => Decision {
+                allowed: false,
+                source: Source::OutageClosed,
+                cost,
+                rules: applied.iter().map(|a| unknown(a, false)).collect(),
+            },
+            OutageMode::Local => {
+                let instances = self.inner.options.instances.get();
+                let mut rules = Vec::with_capacity(applied.len());
+                let mut allowed = true;
+                for a in applied {
+                    let limit = (a.quota.limit.get() / instances).max(1);
+                    let gov = self.local_limiter(a.name, limit, a.quota.window);
+                    let key = self.mem_key(a, c, endpoint).0;
+                    let n = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+                    // governor has no peek: a peek reports the rule as allowed.
+                    let res = if commit {
+                        match gov.as_ref().map(|g| g.check_key_n(&key, n)) {
+                            None => Ok(()),
+                            Some(Ok(Ok(()))) => Ok(()),
+                            Some(Ok(Err(nu))) => {
+                                Err(Some(nu.wait_time_from(governor::clock::Clock::now(
+                                    &governor::clock::DefaultClock::default(),
+                                ))))
+                            }
+                            Some(Err(_)) => Err(None), // cost above the local limit
+                        }
+                    } else {
+                        Ok(())
+                    };
+                    let ok = res.is_ok();
+                    if !ok && !a.spec.shadow {
+                        allowed = false;
+                    }
+                    rules.push(RuleDecision {
+                        name: a.name.clone(),
+                        limit,
+                        window: a.quota.window,
+                        remaining: 0,
+                        reset: Duration::ZERO,
+                        retry_after: res.err().flatten(),
+                        allowed: ok,
+                        shadow: a.spec.shadow,
+                    });
+                }
+                self.maybe_shrink_local();
+                Decision {
+                    allowed,
+                    source: Source::Local,
+                    cost,
+                    rules,
+                }
+            }
+        }
+    }
+
+    fn local_limiter(
+        &self,
+        name: &Arc<str>,
+        limit: u32,
+        window: Duration,
+    ) -> Option<Arc<DefaultKeyedRateLimiter<u128>>> {
+        let wms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let mut map = self
+            .inner
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(g) = map.get(&(name.clone(), limit, wms)) {
+            return Some(g.clone());
+        }
+        let g = Arc::new(Governor::keyed(governor_quota(limit, window)?));
+        map.insert((name.clone(), limit, wms), g.clone());
+        Some(g)
+    }
+
+    fn maybe_shrink_local(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.local_checks.fetch_add(1, Ordering::Relaxed) % 10_000 == 9_999 {
+            let map = self
+                .inner
+                .local
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for g in map.values() {
+                g.retain_recent();
+                g.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Forgets one identity's usage of every user-scoped rule of a tenant (e.g. after a
+    /// support agent unblocks a user). Returns how many counters were removed.
+    pub async fn reset(&self, tenant: &TenantId, identity: &Identity) -> Result<u64, BackendError> {
+        let (kind, id) = identity.parts();
+        let rules = self.inner.policy.rules().iter().zip(&self.inner.rule_names);
+        if let Some(mem) = &self.inner.memory {
+            let method = Method::GET;
+            let check = Check {
+                tenant,
+                identity,
+                method: &method,
+                route: "",
+                cost: None,
+                plan: None,
+            };
+            let owners: Vec<u128> = rules
+                .filter(|(r, _)| r.scope == Scope::User)
+                .map(|(r, name)| {
+                    let quota = r.quota;
+                    let a = Applied {
+                        rule: r,
+                        name,
+                        quota,
+                        spec: Spec::new(Algorithm::Compact, 1, 1, false),
+                        endpoint: false,
+                    };
+                    self.mem_key(&a, &check, "").1
+                })
+                .collect();
+            return Ok(mem.reset_owners(&owners));
+        }
+        let mut n = 0;
+        for (r, name) in rules.filter(|(r, _)| r.scope == Scope::User) {
+            if r.per_endpoint {
+                let p =
+                    self.inner
+                        .keys
+                        .prefix_pattern(KeyKind::RateLimit, tenant, &[name, kind, id]);
+                n += self.inner.backend.delete_matching(&p).await?;
+            } else {
+                let k = self.inner.keys.ratelimit(tenant, name, kind, id, None);
+                n += u64::from(self.inner.backend.delete(&k).await?);
+            }
+        }
+        if let Some(deny) = &self.inner.deny {
+            // Cached denials of this identity must go too (the cache is keyed by hashes,
+            // so it is cleared whole; it refills from the next Redis answers).
+            deny.invalidate_all();
+        }
+        Ok(n)
+    }
+}
+
+fn governor_quota(limit: u32, window: Duration) -> Option<GQuota> {
+    let limit = NonZeroU32::new(limit)?;
+    let period = window / limit.get();
+    GQuota::with_period(period.max(Duration::from_nanos(1))).map(|q| q.allow_burst(limit))
+}
+
+fn build(
+    applied: &[Applied<'_>],
+    allowed: bool,
+    outs: Vec<Outcome>,
+    source: Source,
+    cost: u32,
+) -> Decision {
+    let rules = applied
+        .iter()
+        .zip(outs)
+        .map(|(a, o)| RuleDecision {
+            name: a.name.clone(),
+            limit: a.quota.limit.get(),
+            window: a.quota.window,
+            remaining: o.remaining,
+            reset: Duration::from_millis(o.reset_ms),
+            retry_after: if o.allowed {
+                None
+            } else {
+                o.retry_ms.map(|ms| Duration::from_millis(ms.max(1)))
+            },
+            allowed: o.allowed,
+            shadow: a.spec.shadow,
+        })
+        .collect();
+    Decision {
+        allowed,
+        source,
+        cost,
+        rules,
+    }
+}

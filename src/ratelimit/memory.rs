@@ -1,0 +1,503 @@
+//! The two algorithms in process, for the memory backend. They mirror `lua/ratelimit.lua`
+//! line for line (same buckets, same rounding), so both backends decide alike; the
+//! conformance suite checks that.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use super::rules::Algorithm;
+use crate::clock::Clock;
+
+/// One rule as the algorithms see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spec {
+    pub(crate) algo: Algorithm,
+    pub(crate) limit: u32,
+    pub(crate) window_ms: u64,
+    /// Compact buckets are in microseconds, so short windows still get all their buckets.
+    pub(crate) bucket_us: u64,
+    pub(crate) n: u64,
+    pub(crate) shadow: bool,
+}
+
+/// Most buckets a compact window can have (ceil(W / ceil(W / N)) <= N), plus the
+/// current one.
+const MAX_SLOTS: usize = super::rules::COMPACT_BUCKETS as usize + 1;
+
+impl Spec {
+    pub(crate) fn new(algo: Algorithm, limit: u32, window_ms: u64, shadow: bool) -> Self {
+        let window_ms = window_ms.max(1);
+        let window_us = window_ms.saturating_mul(1000);
+        let bucket_us = window_us.div_ceil(super::rules::COMPACT_BUCKETS).max(1);
+        let n = window_us.div_ceil(bucket_us);
+        Self {
+            algo,
+            limit,
+            window_ms,
+            bucket_us,
+            n,
+            shadow,
+        }
+    }
+}
+
+/// What one rule decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) allowed: bool,
+    pub(crate) remaining: u32,
+    pub(crate) reset_ms: u64,
+    /// `None`: never (cost above the limit).
+    pub(crate) retry_ms: Option<u64>,
+    pub(crate) free1_ms: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    Log(VecDeque<u64>),
+    Win { base: u64, counts: [u32; MAX_SLOTS] },
+}
+
+#[derive(Debug)]
+struct Slot {
+    state: State,
+    expires_at: u64,
+    /// Hash of (tenant, rule, identity) without the endpoint, so `reset` can find every
+    /// per-endpoint counter of an identity.
+    owner: u128,
+}
+
+/// Counters of all rules and identities in this process.
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
+    slots: Mutex<HashMap<u128, Slot, foldhash::fast::RandomState>>,
+    clock: Arc<dyn Clock>,
+    max_keys: usize,
+}
+
+/// Per-rule working state between the decision and the commit.
+struct Work {
+    count: u64,
+    cur: u64,
+    counts: [u32; MAX_SLOTS],
+    out: Outcome,
+}
+
+/// Milliseconds (rounded up) until dropping the oldest buckets leaves `total - dropped <=
+/// target`; `None` if never. `now_us` and `bucket_us` in microseconds.
+fn win_wait(
+    counts: &[u32],
+    n: u64,
+    total: u64,
+    target: i64,
+    cur: u64,
+    bucket_us: u64,
+    now_us: u64,
+) -> Option<u64> {
+    if (total as i64) <= target {
+        return Some(0);
+    }
+    let mut dropped = 0u64;
+    for k in 1..=n + 1 {
+        dropped += u64::from(counts[(k - 1) as usize]);
+        if (total as i64 - dropped as i64) <= target {
+            return Some(
+                ((cur + k) * bucket_us)
+                    .saturating_sub(now_us)
+                    .div_ceil(1000),
+            );
+        }
+    }
+    None
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(clock: Arc<dyn Clock>, max_keys: usize) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::default()),
+            clock,
+            max_keys: max_keys.max(1),
+        }
+    }
+
+    /// Decides all rules; charges every allowing rule if `commit` and no enforced rule
+    /// denies. Returns (all enforced rules allow, per-rule outcomes).
+    pub(crate) fn decide(
+        &self,
+        keys: &[u128],
+        owners: &[u128],
+        specs: &[Spec],
+        cost: u32,
+        commit: bool,
+    ) -> (bool, Vec<Outcome>) {
+        let now = self.clock.now_ms();
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cost64 = u64::from(cost);
+        let mut work: Vec<Work> = Vec::with_capacity(keys.len());
+        let mut all = true;
+        for (key, spec) in keys.iter().zip(specs) {
+            let slot = slots.get_mut(key).filter(|s| s.expires_at > now);
+            let limit = u64::from(spec.limit);
+            let w = match spec.algo {
+                Algorithm::Exact => {
+                    let from = now.saturating_sub(spec.window_ms);
+                    let times: &[u64] = match slot {
+                        Some(Slot {
+                            state: State::Log(q),
+                            ..
+                        }) => {
+                            while q
+                                .front()
+                                .is_some_and(|&t| t <= from && now >= spec.window_ms)
+                            {
+                                q.pop_front();
+                            }
+                            q.make_contiguous()
+                        }
+                        _ => &[],
+                    };
+                    let count = times.len() as u64;
+                    let allowed = count + cost64 <= limit;
+                    let leave = |rank: u64| times[rank as usize] + spec.window_ms - now;
+                    let retry_ms = if cost64 > limit {
+                        None
+                    } else if allowed {
+                        Some(0)
+                    } else {
+                        Some(leave(count + cost64 - limit - 1))
+                    };
+                    let free1_ms = if count < limit {
+                        0
+                    } else {
+                        leave(count - limit)
+                    };
+                    let reset_ms = times.last().map_or(0, |&t| t + spec.window_ms - now);
+                    Work {
+                        count,
+                        cur: 0,
+                        counts: [0; MAX_SLOTS],
+                        out: Outcome {
+                            allowed,
+                            remaining: 0,
+                            reset_ms,
+                            retry_ms,
+                            free1_ms,
+                        },
+                    }
+                }
+                Algorithm::Compact => {
+                    let now_us = now * 1000;
+                    let cur = now_us / spec.bucket_us;
+                    let n = spec.n as usize;
+                    let mut counts = [0u32; MAX_SLOTS];
+                    if let Some(Slot {
+                        state: State::Win { base, counts: old },
+                        ..
+                    }) = slot
+                    {
+                        let shift = cur.wrapping_sub(*base);
+                        if cur >= *base && shift <= spec.n {
+                            let shift = shift as usize;
+                            counts[..=n - shift].copy_from_slice(&old[shift..=n]);
+                        }
+                    }
+                    let total: u64 = counts[..=n].iter().map(|&c| u64::from(c)).sum();
+                    let allowed = total + cost64 <= limit;
+                    let wait = |target: i64| {
+                        win_wait(&counts, spec.n, total, target, cur, spec.bucket_us, now_us)
+                    };
+                    let retry_ms = if cost64 > limit {
+                        None
+                    } else {
+                        wait(limit as i64 - cost64 as i64)
+                    };
+                    let free1_ms = wait(limit as i64 - 1).unwrap_or(0);
+                    let reset_ms = wait(0).unwrap_or(0);
+                    Work {
+                        count: total,
+                        cur,
+                        counts,
+                        out: Outcome {
+                            allowed,
+                            remaining: 0,
+                            reset_ms,
+                            retry_ms,
+                            free1_ms,
+                        },
+                    }
+                }
+            };
+            if !w.out.allowed && !spec.shadow {
+                all = false;
+            }
+            work.push(w);
+        }
+
+        let commit = commit && all;
+        if commit && slots.len() + keys.len() > self.max_keys {
+            slots.retain(|_, s| s.expires_at > now);
+            while slots.len() + keys.len() > self.max_keys {
+                // Still full of live counters: drop the one expiring soonest (it has the
+                // least usage left to forget).
+                let Some(k) = slots
+                    .iter()
+                    .min_by_key(|(_, s)| s.expires_at)
+                    .map(|(k, _)| *k)
+                else {
+                    break;
+                };
+                slots.remove(&k);
+            }
+        }
+        let mut outs = Vec::with_capacity(work.len());
+        for (((key, owner), spec), mut w) in keys.iter().zip(owners).zip(specs).zip(work) {
+            let charged = commit && w.out.allowed;
+            if charged {
+                match spec.algo {
+                    Algorithm::Exact => {
+                        let slot = slots.entry(*key).or_insert_with(|| Slot {
+                            state: State::Log(VecDeque::new()),
+                            expires_at: 0,
+                            owner: *owner,
+                        });
+                        if !matches!(slot.state, State::Log(_)) || slot.expires_at <= now {
+                            slot.state = State::Log(VecDeque::new());
+                        }
+                        if let State::Log(q) = &mut slot.state {
+                            let from = now.saturating_sub(spec.window_ms);
+                            while q
+                                .front()
+                                .is_some_and(|&t| t <= from && now >= spec.window_ms)
+                            {
+                                q.pop_front();
+                            }
+                            for _ in 0..cost {
+                                q.push_back(now);
+                            }
+                            // Hard cap, as in the script.
+                            while q.len() as u64 > u64::from(spec.limit) {
+                                q.pop_front();
+                            }
+                        }
+                        slot.expires_at = now + spec.window_ms;
+                        w.out.reset_ms = spec.window_ms;
+                    }
+                    Algorithm::Compact => {
+                        let n = spec.n as usize;
+                        w.counts[n] += cost;
+                        slots.insert(
+                            *key,
+                            Slot {
+                                state: State::Win {
+                                    base: w.cur,
+                                    counts: w.counts,
+                                },
+                                expires_at: now + ((spec.n + 1) * spec.bucket_us).div_ceil(1000),
+                                owner: *owner,
+                            },
+                        );
+                        w.out.reset_ms = ((w.cur + spec.n + 1) * spec.bucket_us)
+                            .saturating_sub(now * 1000)
+                            .div_ceil(1000);
+                    }
+                }
+                w.count += u64::from(cost);
+            }
+            let remaining = u64::from(spec.limit).saturating_sub(w.count);
+            w.out.remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
+            if charged && remaining == 0 && w.out.free1_ms == 0 {
+                w.out.free1_ms = match (&spec.algo, slots.get(key).map(|s| &s.state)) {
+                    (Algorithm::Exact, Some(State::Log(q))) => {
+                        q.front().map_or(0, |&t| t + spec.window_ms - now)
+                    }
+                    (Algorithm::Compact, _) => win_wait(
+                        &w.counts,
+                        spec.n,
+                        w.count,
+                        i64::from(spec.limit) - 1,
+                        w.cur,
+                        spec.bucket_us,
+                        now * 1000,
+                    )
+                    .unwrap_or(0),
+                    _ => 0,
+                };
+            }
+            outs.push(w.out);
+        }
+        (all, outs)
+    }
+
+    /// Forgets every counter whose owner (tenant, rule, identity) is in `owners`; returns
+    /// how many live ones there were.
+    pub(crate) fn reset_owners(&self, owners: &[u128]) -> u64 {
+        let now = self.clock.now_ms();
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut n = 0;
+        slots.retain(|_, s| {
+            let doomed = owners.contains(&s.owner);
+            if doomed && s.expires_at > now {
+                n += 1;
+            }
+            !doomed
+        });
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use proptest::prelude::*;
+
+    fn limiter() -> (MemoryLimiter, ManualClock) {
+        let clock = ManualClock::new();
+        (MemoryLimiter::new(Arc::new(clock.clone()), 1000), clock)
+    }
+
+    /// Largest sum of admitted cost over any window (t - w, t].
+    fn max_in_window(admitted: &[(u64, u32)], w: u64) -> u64 {
+        let mut best = 0u64;
+        let mut lo = 0;
+        let mut sum = 0u64;
+        for hi in 0..admitted.len() {
+            sum += u64::from(admitted[hi].1);
+            while admitted[lo].0 + w <= admitted[hi].0 {
+                sum -= u64::from(admitted[lo].1);
+                lo += 1;
+            }
+            best = best.max(sum);
+        }
+        best
+    }
+
+    fn algo() -> impl Strategy<Value = Algorithm> {
+        prop_oneof![Just(Algorithm::Exact), Just(Algorithm::Compact)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn no_window_ever_admits_more_than_the_limit(
+            algo in algo(),
+            limit in 1u32..30,
+            window in 1u64..5_000,
+            arrivals in proptest::collection::vec((0u64..400, 1u32..4), 1..400),
+        ) {
+            let (l, clock) = limiter();
+            let spec = Spec::new(algo, limit, window, false);
+            let mut admitted = Vec::new();
+            for (gap, cost) in arrivals {
+                clock.advance(std::time::Duration::from_millis(gap));
+                let (ok, outs) = l.decide(&[1], &[1], &[spec], cost, true);
+                prop_assert_eq!(ok, outs[0].allowed);
+                if ok {
+                    admitted.push((clock.now_ms(), cost));
+                } else if let Some(retry) = outs[0].retry_ms {
+                    prop_assert!(retry > 0);
+                }
+            }
+            let worst = max_in_window(&admitted, window);
+            prop_assert!(worst <= u64::from(limit), "{} admitted in a window of {} ms (limit {})", worst, window, limit);
+        }
+
+        #[test]
+        fn retry_after_is_honest(
+            algo in algo(),
+            limit in 1u32..20,
+            window in 10u64..3_000,
+            arrivals in proptest::collection::vec(0u64..200, 1..100),
+        ) {
+            // Waiting exactly retry_ms makes the same request fit (and not earlier by 1 ms
+            // for the exact log, whose waits are exact).
+            let (l, clock) = limiter();
+            let spec = Spec::new(algo, limit, window, false);
+            for gap in arrivals {
+                clock.advance(std::time::Duration::from_millis(gap));
+                let (ok, outs) = l.decide(&[7], &[7], &[spec], 1, true);
+                if !ok {
+                    let retry = outs[0].retry_ms.expect("cost 1 always fits eventually");
+                    clock.advance(std::time::Duration::from_millis(retry));
+                    let (ok2, _) = l.decide(&[7], &[7], &[spec], 1, false);
+                    prop_assert!(ok2, "still denied after retry_ms={}", retry);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn all_or_nothing_across_rules() {
+        let (l, _) = limiter();
+        let tenant = Spec::new(Algorithm::Compact, 5, 60_000, false);
+        let user = Spec::new(Algorithm::Exact, 2, 60_000, false);
+        assert!(l.decide(&[1, 2], &[1, 2], &[tenant, user], 1, true).0);
+        assert!(l.decide(&[1, 2], &[1, 2], &[tenant, user], 1, true).0);
+        let (ok, outs) = l.decide(&[1, 2], &[1, 2], &[tenant, user], 1, true);
+        assert!(!ok);
+        assert!(outs[0].allowed && !outs[1].allowed);
+        // The tenant rule was not charged by the denied request.
+        let (_, outs) = l.decide(&[1, 3], &[1, 3], &[tenant, user], 1, false);
+        assert_eq!(outs[0].remaining, 3);
+    }
+
+    #[test]
+    fn shadow_rules_record_but_do_not_block() {
+        let (l, _) = limiter();
+        let shadow = Spec::new(Algorithm::Compact, 1, 60_000, true);
+        let real = Spec::new(Algorithm::Compact, 10, 60_000, false);
+        assert!(l.decide(&[1, 2], &[1, 2], &[shadow, real], 1, true).0);
+        let (ok, outs) = l.decide(&[1, 2], &[1, 2], &[shadow, real], 1, true);
+        assert!(ok);
+        assert!(!outs[0].allowed);
+        assert_eq!(outs[1].remaining, 8);
+    }
+
+    #[test]
+    fn compact_admits_at_least_95_percent_of_exact_under_overload() {
+        for (limit, window) in [(100u32, 60_000u64), (10, 1_000), (1000, 900_000), (7, 333)] {
+            let mut totals = Vec::new();
+            for algo in [Algorithm::Exact, Algorithm::Compact] {
+                let (l, clock) = limiter();
+                let spec = Spec::new(algo, limit, window, false);
+                // Steady overload: 10x the limit's rate, for 50 windows.
+                let step = (window / u64::from(limit) / 10).max(1);
+                let mut admitted = 0u64;
+                let end = window * 50;
+                while clock.now_ms() < end {
+                    if l.decide(&[1], &[1], &[spec], 1, true).0 {
+                        admitted += 1;
+                    }
+                    clock.advance(std::time::Duration::from_millis(step));
+                }
+                totals.push(admitted);
+            }
+            let ratio = totals[1] as f64 / totals[0] as f64;
+            eprintln!(
+                "limit {limit}/{window}ms: exact {} compact {} ratio {ratio:.4}",
+                totals[0], totals[1]
+            );
+            assert!(
+                ratio >= 0.95,
+                "compact admitted {ratio:.4} of exact for {limit}/{window}ms"
+            );
+        }
+    }
+
+    #[test]
+    fn cost_above_limit_never_fits() {
+        let (l, _) = limiter();
+        for algo in [Algorithm::Exact, Algorithm::Compact] {
+            let spec = Spec::new(algo, 3, 1000, false);
+            let (ok, outs) = l.decide(&[9], &[9], &[spec], 4, true);
+            assert!(!ok);
+            assert_eq!(outs[0].retry_ms, None);
+        }
+    }
+}

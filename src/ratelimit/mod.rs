@@ -1,0 +1,33 @@
+//! Rate limiting: per-tenant, per-user and per-endpoint sliding windows, every applicable
+//! rule decided in one atomic step (one Lua script call on Redis, one lock in memory).
+//!
+//! * **Rules** ([`Rule`], [`Policy`]): a scope (tenant or user), a [`Quota`]
+//!   (`100/15m`), optionally an endpoint pattern (`POST /api/ai/{*rest}`), a separate
+//!   counter per endpoint, an algorithm, shadow (dry-run) mode. Plans override quotas per
+//!   tenant tier; costs weigh requests.
+//! * **Atomic**: if any enforced rule denies, no rule is charged. Time comes from Redis
+//!   `TIME`; every key written gets its TTL inside the script.
+//! * **Sliding windows**, never over-admitting: the exact log (sorted set, capped at the
+//!   limit) or the compact window (20 sub-window buckets counted conservatively, at most
+//!   ~100 bytes of value per key, ≥ 95% of the exact log's admissions). Compact is the
+//!   default: its memory per key does not grow with the limit.
+//! * **Identity** ([`IdentityConfig`]): [`UserId`] from the session/auth layer, a trusted
+//!   header, or the client IP behind trusted proxies, IPv6 grouped by /64.
+//! * **Outages** ([`OutageMode`]): `open`, `closed` or `local` (governor, limit divided by
+//!   the instance count); with the circuit breaker open a check costs microseconds.
+//! * **Deny cache**: identities Redis reported full are answered locally until the first
+//!   unit frees; **burst**: an optional per-tenant governor cap in front of Redis.
+
+mod headers;
+mod identity;
+mod layer;
+mod limiter;
+mod memory;
+mod policy;
+pub mod rules;
+
+pub use identity::{Identity, IdentityConfig, UserId, MAX_HEADER_USER_LEN};
+pub use layer::{RateLimitLayer, RateLimitService, GLOBAL_TENANT, UNMATCHED_ROUTE};
+pub use limiter::{Check, Decision, LimiterOptions, OutageMode, RateLimiter, RuleDecision, Source};
+pub use policy::{Policy, PolicyBuilder};
+pub use rules::{Algorithm, EndpointPattern, Quota, Rule, Scope};

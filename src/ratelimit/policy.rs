@@ -1,0 +1,212 @@
+//! A rule set: rules, plan-tier overrides, request costs. Built from env vars or in code.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+
+use http::Method;
+
+use super::rules::{Algorithm, EndpointPattern, Quota, Rule, Scope, MAX_EXACT_LIMIT};
+use crate::config::RateLimitConfig;
+use crate::tenant::TenantId;
+
+/// All rate-limit rules of an app.
+///
+/// ```
+/// use tenant_guard::ratelimit::{EndpointPattern, Policy, Quota, Rule, Scope};
+///
+/// let policy = Policy::builder()
+///     .rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("1000/1m").unwrap()))
+///     .rule(Rule::new("per-user", Scope::User, Quota::parse("100/15m").unwrap()))
+///     .rule(
+///         Rule::new("ai", Scope::User, Quota::parse("10/1m").unwrap())
+///             .for_endpoint(EndpointPattern::parse("POST /api/ai/{*rest}").unwrap()),
+///     )
+///     .cost(EndpointPattern::parse("POST /api/ai/complete").unwrap(), 5)
+///     .plan("pro", [("per-tenant", Quota::parse("5000/1m").unwrap())])
+///     .tenant_plan("acme", "pro")
+///     .build()
+///     .unwrap();
+/// assert_eq!(policy.rules().len(), 3);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    algorithm: Algorithm,
+    costs: Vec<(EndpointPattern, NonZeroU32)>,
+    plans: HashMap<String, HashMap<String, Quota>>,
+    tenant_plans: HashMap<String, String>,
+}
+
+/// Builds a [`Policy`]; [`build`](PolicyBuilder::build) validates it.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct PolicyBuilder {
+    policy: Policy,
+    shadow: Vec<String>,
+}
+
+impl PolicyBuilder {
+    /// Adds a rule.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.policy.rules.push(rule);
+        self
+    }
+
+    /// Default algorithm of rules that do not pick one.
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.policy.algorithm = algorithm;
+        self
+    }
+
+    /// Requests matching `pattern` cost `cost` units (default 1). The first match wins.
+    ///
+    /// # Panics
+    /// If `cost` is 0.
+    pub fn cost(mut self, pattern: EndpointPattern, cost: u32) -> Self {
+        let cost = NonZeroU32::new(cost).expect("cost must be at least 1");
+        self.policy.costs.push((pattern, cost));
+        self
+    }
+
+    /// A plan tier: quotas that replace the named rules' quotas for tenants on the plan.
+    pub fn plan<'a>(
+        mut self,
+        name: &str,
+        overrides: impl IntoIterator<Item = (&'a str, Quota)>,
+    ) -> Self {
+        let map = overrides
+            .into_iter()
+            .map(|(r, q)| (r.to_string(), q))
+            .collect();
+        self.policy.plans.insert(name.to_string(), map);
+        self
+    }
+
+    /// Puts a tenant on a plan. (For many tenants, pass a plan with each check instead.)
+    pub fn tenant_plan(mut self, tenant: &str, plan: &str) -> Self {
+        self.policy
+            .tenant_plans
+            .insert(tenant.to_string(), plan.to_string());
+        self
+    }
+
+    /// Makes a named rule shadow-only (dry run).
+    pub fn shadow(mut self, rule: &str) -> Self {
+        self.shadow.push(rule.to_string());
+        self
+    }
+
+    /// Validates and returns the policy. Errors name the offending rule, plan or tenant.
+    pub fn build(mut self) -> Result<Policy, String> {
+        let p = &mut self.policy;
+        let mut names = std::collections::HashSet::new();
+        for r in &p.rules {
+            if !names.insert(r.name.as_str()) {
+                return Err(format!("rule name `{}` is used twice", r.name));
+            }
+            if r.name.is_empty()
+                || r.name.contains(['"', '\\'])
+                || r.name.chars().any(char::is_control)
+            {
+                return Err(format!(
+                    "rule name `{}` is empty or has quotes, backslashes or control characters",
+                    r.name
+                ));
+            }
+        }
+        for s in &self.shadow {
+            let rule = p
+                .rules
+                .iter_mut()
+                .find(|r| &r.name == s)
+                .ok_or_else(|| format!("shadow rule `{s}` does not exist"))?;
+            rule.shadow = true;
+        }
+        for (plan, overrides) in &p.plans {
+            for rule in overrides.keys() {
+                if !p.rules.iter().any(|r| &r.name == rule) {
+                    return Err(format!(
+                        "plan `{plan}` overrides rule `{rule}`, which does not exist"
+                    ));
+                }
+            }
+        }
+        for (tenant, plan) in &p.tenant_plans {
+            if !p.plans.contains_key(plan) {
+                return Err(format!(
+                    "tenant `{tenant}` is on plan `{plan}`, which does not exist"
+                ));
+            }
+        }
+        let algo = p.algorithm;
+        for r in &p.rules {
+            let mut quotas = vec![r.quota];
+            quotas.extend(p.plans.values().filter_map(|o| o.get(&r.name)).copied());
+            if r.algorithm.unwrap_or(algo) == Algorithm::Exact
+                && quotas.iter().any(|q| q.limit.get() > MAX_EXACT_LIMIT)
+            {
+                return Err(format!(
+                    "rule `{}` uses the exact algorithm with a limit above {MAX_EXACT_LIMIT}; use the compact one",
+                    r.name
+                ));
+            }
+        }
+        Ok(self.policy)
+    }
+}
+
+impl Policy {
+    /// A builder.
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder::default()
+    }
+
+    /// The policy described by configuration (see `RATE_LIMIT_*` in the README).
+    ///
+    /// ```
+    /// let cfg = tenant_guard::config::Config::from_vars([("RATE_LIMIT_TENANT", "1000/1m")]).unwrap();
+    /// let policy = tenant_guard::ratelimit::Policy::from_config(&cfg.rate_limit);
+    /// let names: Vec<_> = policy.rules().iter().map(|r| r.name.as_str()).collect();
+    /// assert_eq!(names, ["per-tenant", "per-endpoint"]);
+    /// ```
+    pub fn from_config(cfg: &RateLimitConfig) -> Self {
+        // The configuration was validated when it was read.
+        cfg.policy.clone()
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The default algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Cost of a request (first matching cost pattern, else 1).
+    pub fn cost(&self, method: &Method, template: &str) -> u32 {
+        self.costs
+            .iter()
+            .find(|(p, _)| p.matches(method, template))
+            .map_or(1, |(_, c)| c.get())
+    }
+
+    /// The plan configured for a tenant, if any.
+    pub fn plan_of(&self, tenant: &TenantId) -> Option<&str> {
+        self.tenant_plans.get(tenant.as_str()).map(String::as_str)
+    }
+
+    /// The quota of `rule` under `plan`.
+    pub fn quota(&self, rule: &Rule, plan: Option<&str>) -> Quota {
+        plan.and_then(|p| self.plans.get(p))
+            .and_then(|o| o.get(&rule.name))
+            .copied()
+            .unwrap_or(rule.quota)
+    }
+
+    /// Whether any rule counts per user (then requests need an identity).
+    pub fn has_user_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.scope == Scope::User)
+    }
+}
