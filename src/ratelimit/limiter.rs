@@ -508,7 +508,8 @@ impl RateLimiter {
         // Known repeat offenders: answered without a round trip. Entries exist only for
         // keys Redis reported full (no unit left) and expire when the first unit frees,
         // so this never allows anything and never outlasts Redis' own denial.
-        if let Some(deny) = &self.inner.deny {
+        // (`peek` always asks the store: it reports every rule's state.)
+        if let Some(deny) = self.inner.deny.as_ref().filter(|_| commit) {
             let now = Instant::now();
             for (a, k) in applied.iter().zip(&keys) {
                 if a.spec.shadow {
@@ -517,6 +518,7 @@ impl RateLimiter {
                 if let Some(until) = deny.get(&self.deny_hash(k)) {
                     if until > now {
                         let wait = until - now;
+                        let fits = cost <= a.quota.limit.get();
                         return Decision {
                             allowed: false,
                             source: Source::DenyCache,
@@ -527,7 +529,7 @@ impl RateLimiter {
                                 window: a.quota.window,
                                 remaining: 0,
                                 reset: wait,
-                                retry_after: Some(wait),
+                                retry_after: fits.then_some(wait),
                                 allowed: false,
                                 shadow: false,
                             }],
