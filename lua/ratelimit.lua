@@ -37,38 +37,59 @@ local cost = tonumber(ARGV[2])
 local nonce = ARGV[3]
 local nrules = #KEYS
 
-local function win_width(limit)
-  if limit < 65536 then return 2 end
-  return 4
-end
+local WRAP = 4294967296
 
--- Loads the bucket counts of a compact window, shifted so that counts[n + 1] is the
--- current bucket and counts[1] the oldest still overlapping the window.
-local function win_load(key, limit, bucket_us, n)
+-- Layout: 4-byte index of the newest bucket (mod 2^32: a key lives n + 1 buckets, far
+-- less than 2^32 of them, so the wrapped difference is exact), then the counts of the
+-- buckets up to it as varints (7 bits a byte), oldest first, leading empty buckets left
+-- out. A typical counter stays under 44 bytes: Redis then embeds it with its object.
+-- Loads the counts shifted so that counts[n + 1] is the current bucket and counts[1] the
+-- oldest still overlapping the window.
+local function win_load(key, bucket_us, n)
   local cur = math.floor(now_us / bucket_us)
-  local w = win_width(limit)
-  local fmt = (w == 2) and '<I2' or '<I4'
   local counts = {}
   for j = 1, n + 1 do counts[j] = 0 end
   local raw = redis.call('GET', key)
-  if raw and #raw == 8 + w * (n + 1) then
-    local base = struct.unpack('<d', raw)
-    local shift = cur - base
-    if shift >= 0 and shift <= n then
-      for j = 1, n + 1 do
-        local src = j + shift
-        if src <= n + 1 then
-          counts[j] = struct.unpack(fmt, raw, 9 + (src - 1) * w)
+  if raw and #raw >= 5 then
+    local base = struct.unpack('<I4', raw)
+    local shift = (cur % WRAP - base) % WRAP
+    if shift <= n then
+      local vals = {}
+      local i, len = 5, #raw
+      while i <= len do
+        local v, mul, b = 0, 1, 128
+        while b >= 128 and i <= len do
+          b = string.byte(raw, i)
+          i = i + 1
+          v = v + (b % 128) * mul
+          mul = mul * 128
         end
+        vals[#vals + 1] = v
+      end
+      local m = #vals
+      for k = 1, m do
+        local j = k + (n + 1 - m) - shift
+        if j >= 1 and j <= n + 1 then counts[j] = vals[k] end
       end
     end
   end
-  return cur, counts, fmt
+  return cur, counts
 end
 
-local function win_save(key, cur, counts, fmt, bucket_us, n)
-  local parts = { struct.pack('<d', cur) }
-  for j = 1, n + 1 do parts[j + 1] = struct.pack(fmt, counts[j]) end
+local function win_save(key, cur, counts, bucket_us, n)
+  local parts = { struct.pack('<I4', cur % WRAP) }
+  local first = n + 1
+  for j = 1, n + 1 do
+    if counts[j] > 0 then first = j break end
+  end
+  for j = first, n + 1 do
+    local v = counts[j]
+    while v >= 128 do
+      parts[#parts + 1] = string.char(v % 128 + 128)
+      v = math.floor(v / 128)
+    end
+    parts[#parts + 1] = string.char(v)
+  end
   -- After (n + 1) buckets every count has left the window: the key may go.
   redis.call('SET', key, table.concat(parts), 'PX', math.ceil((n + 1) * bucket_us / 1000))
 end
@@ -129,10 +150,10 @@ for i = 1, nrules do
       r.reset = tonumber(newest[2]) + window - now
     end
   else
-    local cur, counts, fmt = win_load(key, limit, bucket_us, n)
+    local cur, counts = win_load(key, bucket_us, n)
     local total = 0
     for j = 1, n + 1 do total = total + counts[j] end
-    r.cur, r.counts, r.fmt, r.count = cur, counts, fmt, total
+    r.cur, r.counts, r.count = cur, counts, total
     r.allowed = (total + cost <= limit)
     if cost > limit then r.retry = -1 else r.retry = win_wait(counts, n, total, limit - cost, cur, bucket_us) end
     r.free1 = win_wait(counts, n, total, limit - 1, cur, bucket_us)
@@ -171,7 +192,7 @@ for i = 1, nrules do
       r.reset = r.window
     else
       r.counts[r.n + 1] = r.counts[r.n + 1] + cost
-      win_save(key, r.cur, r.counts, r.fmt, r.bucket_us, r.n)
+      win_save(key, r.cur, r.counts, r.bucket_us, r.n)
       r.reset = math.ceil(((r.cur + r.n + 1) * r.bucket_us - now_us) / 1000)
     end
     r.count = r.count + cost

@@ -182,6 +182,7 @@ fn peer(parts: &Parts) -> Option<SocketAddr> {
     parts.extensions.get::<SocketAddr>().copied()
 }
 
+#[cfg_attr(not(feature = "axum"), allow(unused_variables))]
 fn route(parts: &Parts) -> String {
     #[cfg(feature = "axum")]
     if let Some(m) = parts.extensions.get::<axum::extract::MatchedPath>() {

@@ -201,6 +201,7 @@ impl Default for LimiterOptions {
 }
 
 /// `lua/ratelimit.lua`.
+#[cfg(feature = "redis")]
 fn script() -> &'static crate::backend::LuaScript {
     static S: std::sync::OnceLock<crate::backend::LuaScript> = std::sync::OnceLock::new();
     S.get_or_init(|| {
@@ -208,13 +209,16 @@ fn script() -> &'static crate::backend::LuaScript {
     })
 }
 
+/// (rule name, local limit, window ms) of an outage-mode governor limiter.
+type LocalKey = (Arc<str>, u32, u64);
+
 struct Inner {
     backend: Backend,
     keys: Keys,
     policy: Policy,
     options: LimiterOptions,
     memory: Option<MemoryLimiter>,
-    local: Mutex<HashMap<(Arc<str>, u32, u64), Arc<DefaultKeyedRateLimiter<u128>>>>,
+    local: Mutex<HashMap<LocalKey, Arc<DefaultKeyedRateLimiter<u128>>>>,
     local_checks: std::sync::atomic::AtomicU64,
     burst: Option<DefaultKeyedRateLimiter<TenantId>>,
     deny: Option<moka::sync::Cache<u128, Instant>>,

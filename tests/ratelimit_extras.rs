@@ -1,0 +1,207 @@
+//! Redis memory per counter, plan tiers, the burst cap, async identities and the
+//! configuration errors of the rate-limit variables.
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use http::Method;
+use tower::ServiceExt;
+
+use tenant_guard::backend::Backend;
+use tenant_guard::config::Config;
+use tenant_guard::metrics::Metrics;
+use tenant_guard::ratelimit::{Check, Identity, RateLimitLayer, RateLimiter, Source};
+use tenant_guard::tenant::TenantId;
+
+fn build(vars: Vec<(String, String)>) -> RateLimiter {
+    let config = Config::from_vars(vars).unwrap();
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).unwrap();
+    RateLimiter::from_config(&config, backend, &metrics)
+}
+
+fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+fn check<'a>(t: &'a TenantId, who: &'a Identity, route: &'a str) -> Check<'a> {
+    static GET: Method = Method::GET;
+    Check {
+        tenant: t,
+        identity: who,
+        method: &GET,
+        route,
+        cost: None,
+        plan: None,
+    }
+}
+
+/// `MEMORY USAGE` of one active counter, key included: a typical key, usage spread over
+/// every sub-window bucket (a 3 s window, one request every 100 ms).
+#[tokio::test]
+async fn redis_memory_per_counter() {
+    let server = common::RedisServer::start();
+    // (algorithm, limit, cost per request, tenant)
+    let cases = [
+        ("compact", "100", 1u32, "acme-corp"),
+        ("compact", "100000", 1000, "acme-heavy"),
+        ("exact", "100", 1, "acme-exact"),
+    ];
+    let runs = cases.iter().map(|&(algo, limit, cost, tenant)| {
+        let mut v = vars(&[
+            ("RATE_LIMIT_MAX", limit),
+            ("RATE_LIMIT_WINDOW", "3s"),
+            ("RATE_LIMIT_ALGORITHM", algo),
+        ]);
+        v.push(("REDIS_URL".into(), server.url()));
+        let l = build(v);
+        let port = server.port;
+        async move {
+            let t = TenantId::new(tenant).unwrap();
+            let u = Identity::User("user-1234567".into());
+            for _ in 0..30 {
+                let mut c = check(&t, &u, "/api/reports/{day}");
+                c.cost = Some(cost);
+                assert!(l.check(&c).await.allowed);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            let key = format!(
+                "tg:ratelimit:{{{t}}}:per-endpoint:user:user-1234567:GET /api/reports/%7Bday%7D"
+            );
+            let bytes: u64 = common::cli(port, &["MEMORY", "USAGE", &key])
+                .parse()
+                .unwrap_or_else(|_| panic!("no key {key}"));
+            (algo, limit, cost, key.len(), bytes)
+        }
+    });
+    let results = futures_util::future::join_all(runs).await;
+    for (algo, limit, cost, klen, bytes) in &results {
+        eprintln!("MEMORY USAGE {algo} limit {limit} cost {cost}: {bytes} bytes ({klen}-byte key)");
+    }
+    let typical = results[0].4;
+    assert!(
+        typical <= 200,
+        "a typical compact counter uses {typical} bytes"
+    );
+}
+
+#[tokio::test]
+async fn plan_tiers_override_quotas() {
+    let l = build(vars(&[
+        ("RATE_LIMIT_TENANT", "2/1m"),
+        ("RATE_LIMIT_MAX", "100"),
+        ("RATE_LIMIT_PLANS", "pro: per-tenant=5/1m"),
+        ("RATE_LIMIT_TENANT_PLANS", "acme=pro"),
+    ]));
+    let u = Identity::User("u".into());
+    let acme = TenantId::new("acme").unwrap();
+    let free = TenantId::new("globex").unwrap();
+    let allowed = |t: &'static TenantId| {
+        let l = l.clone();
+        let u = u.clone();
+        async move {
+            let mut n = 0;
+            for _ in 0..10 {
+                n += u32::from(l.check(&check(t, &u, "/x")).await.allowed);
+            }
+            n
+        }
+    };
+    let acme: &'static TenantId = Box::leak(Box::new(acme));
+    let free: &'static TenantId = Box::leak(Box::new(free));
+    assert_eq!(allowed(acme).await, 5);
+    assert_eq!(allowed(free).await, 2);
+    // A plan passed with the check (for tenants from a database) wins.
+    let beta = TenantId::new("beta").unwrap();
+    let mut c = check(&beta, &u, "/x");
+    c.plan = Some("pro");
+    let d = l.check(&c).await;
+    assert_eq!(d.rules[0].limit, 5);
+}
+
+#[tokio::test]
+async fn burst_cap_answers_without_the_store() {
+    let l = build(vars(&[
+        ("RATE_LIMIT_BURST", "3/1m"),
+        ("RATE_LIMIT_MAX", "100"),
+    ]));
+    let t = TenantId::new("acme").unwrap();
+    let mut sources = Vec::new();
+    for i in 0..5 {
+        let u = Identity::User(format!("u{i}").into());
+        sources.push(l.check(&check(&t, &u, "/x")).await.source);
+    }
+    assert_eq!(
+        sources,
+        [
+            Source::Memory,
+            Source::Memory,
+            Source::Memory,
+            Source::Burst,
+            Source::Burst
+        ]
+    );
+}
+
+#[tokio::test]
+async fn async_identity_function() {
+    let config = Config::from_vars([("RATE_LIMIT_MAX", "1")]).unwrap();
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).unwrap();
+    let limiter = RateLimiter::from_config(&config, backend, &metrics);
+    let layer = RateLimitLayer::new(limiter).identify_with(|parts| {
+        let key = parts
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        async move { key.map(|k| Identity::User(Arc::from(format!("key:{k}")))) }
+    });
+    let app: Router = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(layer);
+    let req = |k: &str| {
+        http::Request::get("/")
+            .header("x-api-key", k)
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(app.clone().oneshot(req("a")).await.unwrap().status(), 200);
+    assert_eq!(app.clone().oneshot(req("b")).await.unwrap().status(), 200);
+    assert_eq!(app.clone().oneshot(req("a")).await.unwrap().status(), 429);
+}
+
+#[test]
+fn invalid_rules_name_the_variable_and_fragment() {
+    let err = Config::from_vars([
+        ("RATE_LIMIT_TENANT", "1000 per minute"),
+        (
+            "RATE_LIMIT_ENDPOINTS",
+            "ai: POST /api/ai = 10/1m; GET nope = 1/1s",
+        ),
+        ("RATE_LIMIT_COSTS", "POST /x = zero"),
+        ("RATE_LIMIT_OUTAGE", "maybe"),
+        ("RATE_LIMIT_TRUSTED_PROXIES", "10.0.0.0/8, bogus"),
+        ("RATE_LIMIT_SHADOW", "no-such-rule"),
+        ("RATE_LIMIT_TENANT_PLANS", "acme=gold"),
+    ])
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "RATE_LIMIT_TENANT=\"1000 per minute\"",
+        "`GET nope = 1/1s`",
+        "`POST /x = zero`",
+        "RATE_LIMIT_OUTAGE=\"maybe\"",
+        "`bogus` is not an IP address",
+        "no rule is named `no-such-rule`",
+        "plan `gold`",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
