@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter as Governor};
+use prometheus_client::metrics::counter::Counter;
+use smallvec::SmallVec;
 use http::Method;
 
 use super::identity::Identity;
-use super::memory::{MemoryLimiter, Outcome, Spec};
+use super::memory::{MemoryLimiter, Outcome, Rules, Spec};
 use super::policy::Policy;
 use super::rules::{Algorithm, Quota, Rule, Scope};
 use crate::backend::{Backend, BackendError};
@@ -79,6 +81,22 @@ pub enum Source {
 }
 
 impl Source {
+    const COUNT: usize = 8;
+    const ALL: [Source; Self::COUNT] = [
+        Self::Redis,
+        Self::Memory,
+        Self::DenyCache,
+        Self::Burst,
+        Self::Local,
+        Self::OutageOpen,
+        Self::OutageClosed,
+        Self::NoRules,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn label(self) -> &'static str {
         match self {
             Self::Redis => "redis",
@@ -224,7 +242,11 @@ struct Inner {
     deny: Option<moka::sync::Cache<u128, Instant>>,
     seeds: (foldhash::fast::RandomState, foldhash::fast::RandomState),
     metrics: Metrics,
+    /// Decision counters by [allowed][source], fetched once: no label lookup per check.
+    decisions: [[Counter; Source::COUNT]; 2],
     rule_names: Vec<Arc<str>>,
+    /// Algorithm parameters of each rule's base quota.
+    base_specs: Vec<Spec>,
 }
 
 /// The rate limiter: rules + backend + outage policy. Cheap to clone.
@@ -304,6 +326,14 @@ impl RateLimiter {
             .iter()
             .map(|r| Arc::from(r.name.as_str()))
             .collect();
+        let base_specs = policy
+            .rules()
+            .iter()
+            .map(|r| {
+                let algo = r.algorithm.unwrap_or(policy.algorithm());
+                Spec::new(algo, r.quota.limit.get(), r.quota.window_ms(), r.shadow)
+            })
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 backend,
@@ -316,8 +346,20 @@ impl RateLimiter {
                 burst,
                 deny,
                 seeds: Default::default(),
+                decisions: [false, true].map(|allowed| {
+                    Source::ALL.map(|source| {
+                        metrics
+                            .ratelimit_decisions
+                            .get_or_create(&DecisionLabels {
+                                outcome: if allowed { "allowed" } else { "denied" },
+                                source: source.label(),
+                            })
+                            .clone()
+                    })
+                }),
                 metrics: metrics.clone(),
                 rule_names,
+                base_specs,
             }),
         }
     }
@@ -351,23 +393,29 @@ impl RateLimiter {
         &self.inner.backend
     }
 
-    fn applied<'p>(&'p self, c: &Check<'_>) -> Vec<Applied<'p>> {
+    fn applied<'p>(&'p self, c: &Check<'_>) -> Rules<Applied<'p>> {
         let policy = &self.inner.policy;
         let plan = c.plan.or_else(|| policy.plan_of(c.tenant));
         policy
             .rules()
             .iter()
             .zip(&self.inner.rule_names)
-            .filter(|(r, _)| r.applies(c.method, c.route))
-            .map(|(rule, name)| {
+            .zip(&self.inner.base_specs)
+            .filter(|((r, _), _)| r.applies(c.method, c.route))
+            .map(|((rule, name), base)| {
                 let quota = policy.quota(rule, plan);
-                let algo = rule.algorithm.unwrap_or(policy.algorithm());
-                let window_ms = quota.window_ms();
+                // Base quotas have their spec computed once; plan overrides get their own.
+                let spec = if quota == rule.quota {
+                    *base
+                } else {
+                    let algo = rule.algorithm.unwrap_or(policy.algorithm());
+                    Spec::new(algo, quota.limit.get(), quota.window_ms(), rule.shadow)
+                };
                 Applied {
                     rule,
                     name,
                     quota,
-                    spec: Spec::new(algo, quota.limit.get(), window_ms, rule.shadow),
+                    spec,
                     endpoint: rule.per_endpoint,
                 }
             })
@@ -389,23 +437,38 @@ impl RateLimiter {
     }
 
     /// (key, owner) hashes for the memory backend: no string formatting on the hot path.
-    fn mem_key(&self, a: &Applied<'_>, c: &Check<'_>, endpoint: &str) -> (u128, u128) {
-        let (kind, id) = Self::identity_parts(a.rule, c);
-        let h = |seed: &foldhash::fast::RandomState, with_endpoint: bool| {
+    /// The owner leaves out the endpoint, so `reset` finds every per-endpoint counter.
+    fn mem_key(&self, a: &Applied<'_>, c: &Check<'_>) -> (u128, u128) {
+        let (s1, s2) = &self.inner.seeds;
+        let prefix = |seed: &foldhash::fast::RandomState| {
+            let (kind, id) = Self::identity_parts(a.rule, c);
             let mut h = seed.build_hasher();
-            for part in [c.tenant.as_str(), a.name, kind, id] {
+            for part in [c.tenant.as_str(), kind, id] {
                 h.write(part.as_bytes());
                 h.write_u8(0xff);
             }
-            if with_endpoint {
-                h.write(endpoint.as_bytes());
-            }
-            h.finish()
+            h
         };
-        let (s1, s2) = &self.inner.seeds;
-        let key = (u128::from(h(s1, a.endpoint)) << 64) | u128::from(h(s2, a.endpoint));
-        let owner = (u128::from(h(s1, false)) << 64) | u128::from(h(s2, false));
-        (key, owner)
+        self.mem_key_from(a, c, [prefix(s1), prefix(s2)])
+    }
+
+    /// Like [`mem_key`](Self::mem_key), from hashers that already hold (tenant, identity).
+    fn mem_key_from(&self, a: &Applied<'_>, c: &Check<'_>, prefix: [foldhash::fast::FoldHasher<'_>; 2]) -> (u128, u128) {
+        let [mut h1, mut h2] = prefix;
+        for h in [&mut h1, &mut h2] {
+            h.write(a.name.as_bytes());
+            h.write_u8(0xff);
+        }
+        let owner = (u128::from(h1.finish()) << 64) | u128::from(h2.finish());
+        if !a.endpoint {
+            return (owner, owner);
+        }
+        for h in [&mut h1, &mut h2] {
+            h.write(c.method.as_str().as_bytes());
+            h.write_u8(b' ');
+            h.write(c.route.as_bytes());
+        }
+        ((u128::from(h1.finish()) << 64) | u128::from(h2.finish()), owner)
     }
 
     fn deny_hash(&self, key: &RedisKey) -> u128 {
@@ -428,13 +491,7 @@ impl RateLimiter {
 
     fn record(&self, d: &Decision) {
         let m = &self.inner.metrics;
-        let outcome = if d.allowed { "allowed" } else { "denied" };
-        m.ratelimit_decisions
-            .get_or_create(&DecisionLabels {
-                outcome,
-                source: d.source.label(),
-            })
-            .inc();
+        self.inner.decisions[usize::from(d.allowed)][d.source.index()].inc();
         for r in &d.rules {
             if !r.allowed {
                 let fam = if r.shadow {
@@ -464,8 +521,6 @@ impl RateLimiter {
                 rules: Vec::new(),
             };
         }
-        let endpoint = format!("{} {}", c.method, c.route);
-
         if commit {
             if let Some(burst) = &self.inner.burst {
                 if let Err(not_until) = burst.check_key(c.tenant) {
@@ -493,17 +548,40 @@ impl RateLimiter {
         }
 
         if let Some(mem) = &self.inner.memory {
-            let keys: Vec<(u128, u128)> = applied
-                .iter()
-                .map(|a| self.mem_key(a, c, &endpoint))
-                .collect();
-            let hashes: Vec<u128> = keys.iter().map(|k| k.0).collect();
-            let specs: Vec<Spec> = applied.iter().map(|a| a.spec).collect();
-            let owners: Vec<u128> = keys.iter().map(|k| k.1).collect();
+            let mut hashes: Rules<u128> = SmallVec::new();
+            let mut owners: Rules<u128> = SmallVec::new();
+            let mut specs: Rules<Spec> = SmallVec::new();
+            // (tenant, identity) is hashed once per scope, then extended per rule.
+            let (s1, s2) = &self.inner.seeds;
+            let prefix = |seed: &'_ foldhash::fast::RandomState, scope: Scope| {
+                let (kind, id) = match scope {
+                    Scope::Tenant => ("tenant", "all"),
+                    Scope::User => c.identity.parts(),
+                };
+                let mut h = seed.build_hasher();
+                for part in [c.tenant.as_str(), kind, id] {
+                    h.write(part.as_bytes());
+                    h.write_u8(0xff);
+                }
+                h
+            };
+            let user = [prefix(s1, Scope::User), prefix(s2, Scope::User)];
+            let tenant = [prefix(s1, Scope::Tenant), prefix(s2, Scope::Tenant)];
+            for a in &applied {
+                let base = match a.rule.scope {
+                    Scope::User => user.clone(),
+                    Scope::Tenant => tenant.clone(),
+                };
+                let (k, o) = self.mem_key_from(a, c, base);
+                hashes.push(k);
+                owners.push(o);
+                specs.push(a.spec);
+            }
             let (allowed, outs) = mem.decide(&hashes, &owners, &specs, cost, commit);
             return build(&applied, allowed, outs, Source::Memory, cost);
         }
 
+        let endpoint = format!("{} {}", c.method, c.route);
         let keys: Vec<RedisKey> = applied
             .iter()
             .map(|a| self.redis_key(a, c, &endpoint))
@@ -558,7 +636,7 @@ impl RateLimiter {
                 }
                 build(&applied, allowed, outs, Source::Redis, cost)
             }
-            Err(e) => self.outage(&applied, c, &endpoint, cost, commit, &e),
+            Err(e) => self.outage(&applied, c, cost, commit, &e),
         }
     }
 
@@ -569,7 +647,7 @@ impl RateLimiter {
         keys: &[RedisKey],
         cost: u32,
         commit: bool,
-    ) -> Result<(bool, Vec<Outcome>), BackendError> {
+    ) -> Result<(bool, Rules<Outcome>), BackendError> {
         let Backend::Redis(redis) = &self.inner.backend else {
             return Err(BackendError::Unsupported("no Redis backend"));
         };
@@ -621,7 +699,7 @@ impl RateLimiter {
         _: &[RedisKey],
         _: u32,
         _: bool,
-    ) -> Result<(bool, Vec<Outcome>), BackendError> {
+    ) -> Result<(bool, Rules<Outcome>), BackendError> {
         Err(BackendError::Unsupported("no Redis backend"))
     }
 
@@ -629,7 +707,6 @@ impl RateLimiter {
         &self,
         applied: &[Applied<'_>],
         c: &Check<'_>,
-        endpoint: &str,
         cost: u32,
         commit: bool,
         error: &BackendError,
@@ -665,7 +742,7 @@ impl RateLimiter {
                 for a in applied {
                     let limit = (a.quota.limit.get() / instances).max(1);
                     let gov = self.local_limiter(a.name, limit, a.quota.window);
-                    let key = self.mem_key(a, c, endpoint).0;
+                    let key = self.mem_key(a, c).0;
                     let n = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
                     // governor has no peek: a peek reports the rule as allowed.
                     let res = if commit {
@@ -769,7 +846,7 @@ impl RateLimiter {
                         spec: Spec::new(Algorithm::Compact, 1, 1, false),
                         endpoint: false,
                     };
-                    self.mem_key(&a, &check, "").1
+                    self.mem_key(&a, &check).1
                 })
                 .collect();
             return Ok(mem.reset_owners(&owners));
@@ -805,7 +882,7 @@ fn governor_quota(limit: u32, window: Duration) -> Option<GQuota> {
 fn build(
     applied: &[Applied<'_>],
     allowed: bool,
-    outs: Vec<Outcome>,
+    outs: Rules<Outcome>,
     source: Source,
     cost: u32,
 ) -> Decision {

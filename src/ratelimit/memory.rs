@@ -3,6 +3,11 @@
 //! conformance suite checks that.
 
 use std::collections::{HashMap, VecDeque};
+
+use smallvec::SmallVec;
+
+/// Per-rule values of one check, inline for up to 4 rules (no heap allocation).
+pub(crate) type Rules<T> = SmallVec<[T; 4]>;
 use std::sync::{Arc, Mutex};
 
 use super::rules::Algorithm;
@@ -79,7 +84,6 @@ pub(crate) struct MemoryLimiter {
 struct Work {
     count: u64,
     cur: u64,
-    counts: [u32; MAX_SLOTS],
     out: Outcome,
 }
 
@@ -122,6 +126,9 @@ impl MemoryLimiter {
 
     /// Decides all rules; charges every allowing rule if `commit` and no enforced rule
     /// denies. Returns (all enforced rules allow, per-rule outcomes).
+    ///
+    /// Stored state is normalised in place (old log entries dropped, buckets shifted to
+    /// the current one): that changes no count, and avoids copying bucket arrays.
     pub(crate) fn decide(
         &self,
         keys: &[u128],
@@ -129,14 +136,15 @@ impl MemoryLimiter {
         specs: &[Spec],
         cost: u32,
         commit: bool,
-    ) -> (bool, Vec<Outcome>) {
+    ) -> (bool, Rules<Outcome>) {
         let now = self.clock.now_ms();
+        let now_us = now * 1000;
         let mut slots = self
             .slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let cost64 = u64::from(cost);
-        let mut work: Vec<Work> = Vec::with_capacity(keys.len());
+        let mut work: Rules<Work> = SmallVec::new();
         let mut all = true;
         for (key, spec) in keys.iter().zip(specs) {
             let slot = slots.get_mut(key).filter(|s| s.expires_at > now);
@@ -145,14 +153,8 @@ impl MemoryLimiter {
                 Algorithm::Exact => {
                     let from = now.saturating_sub(spec.window_ms);
                     let times: &[u64] = match slot {
-                        Some(Slot {
-                            state: State::Log(q),
-                            ..
-                        }) => {
-                            while q
-                                .front()
-                                .is_some_and(|&t| t <= from && now >= spec.window_ms)
-                            {
+                        Some(Slot { state: State::Log(q), .. }) => {
+                            while q.front().is_some_and(|&t| t <= from && now >= spec.window_ms) {
                                 q.pop_front();
                             }
                             q.make_contiguous()
@@ -169,16 +171,11 @@ impl MemoryLimiter {
                     } else {
                         Some(leave(count + cost64 - limit - 1))
                     };
-                    let free1_ms = if count < limit {
-                        0
-                    } else {
-                        leave(count - limit)
-                    };
+                    let free1_ms = if count < limit { 0 } else { leave(count - limit) };
                     let reset_ms = times.last().map_or(0, |&t| t + spec.window_ms - now);
                     Work {
                         count,
                         cur: 0,
-                        counts: [0; MAX_SLOTS],
                         out: Outcome {
                             allowed,
                             remaining: 0,
@@ -189,37 +186,37 @@ impl MemoryLimiter {
                     }
                 }
                 Algorithm::Compact => {
-                    let now_us = now * 1000;
                     let cur = now_us / spec.bucket_us;
                     let n = spec.n as usize;
-                    let mut counts = [0u32; MAX_SLOTS];
-                    if let Some(Slot {
-                        state: State::Win { base, counts: old },
-                        ..
-                    }) = slot
-                    {
-                        let shift = cur.wrapping_sub(*base);
-                        if cur >= *base && shift <= spec.n {
-                            let shift = shift as usize;
-                            counts[..=n - shift].copy_from_slice(&old[shift..=n]);
+                    let counts: &[u32] = match slot {
+                        Some(Slot {
+                            state: State::Win { base, counts },
+                            ..
+                        }) => {
+                            let shift = cur.wrapping_sub(*base);
+                            if cur < *base || shift > spec.n {
+                                counts[..=n].fill(0);
+                            } else if shift > 0 {
+                                let shift = shift as usize;
+                                counts.copy_within(shift..=n, 0);
+                                counts[n + 1 - shift..=n].fill(0);
+                            }
+                            *base = cur;
+                            &counts[..=n]
                         }
-                    }
-                    let total: u64 = counts[..=n].iter().map(|&c| u64::from(c)).sum();
+                        _ => &[0; MAX_SLOTS][..=n],
+                    };
+                    let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
                     let allowed = total + cost64 <= limit;
-                    let wait = |target: i64| {
-                        win_wait(&counts, spec.n, total, target, cur, spec.bucket_us, now_us)
-                    };
-                    let retry_ms = if cost64 > limit {
-                        None
-                    } else {
-                        wait(limit as i64 - cost64 as i64)
-                    };
+                    let wait = |target: i64| win_wait(counts, spec.n, total, target, cur, spec.bucket_us, now_us);
+                    let retry_ms = if cost64 > limit { None } else { wait(limit as i64 - cost64 as i64) };
                     let free1_ms = wait(limit as i64 - 1).unwrap_or(0);
-                    let reset_ms = wait(0).unwrap_or(0);
+                    // `reset_ms` scans the buckets: computed after the commit, where a
+                    // charge makes it plain arithmetic.
+                    let reset_ms = 0;
                     Work {
                         count: total,
                         cur,
-                        counts,
                         out: Outcome {
                             allowed,
                             remaining: 0,
@@ -242,38 +239,28 @@ impl MemoryLimiter {
             while slots.len() + keys.len() > self.max_keys {
                 // Still full of live counters: drop the one expiring soonest (it has the
                 // least usage left to forget).
-                let Some(k) = slots
-                    .iter()
-                    .min_by_key(|(_, s)| s.expires_at)
-                    .map(|(k, _)| *k)
-                else {
+                let Some(k) = slots.iter().min_by_key(|(_, s)| s.expires_at).map(|(k, _)| *k) else {
                     break;
                 };
                 slots.remove(&k);
             }
         }
-        let mut outs = Vec::with_capacity(work.len());
+        let mut outs: Rules<Outcome> = SmallVec::new();
         for (((key, owner), spec), mut w) in keys.iter().zip(owners).zip(specs).zip(work) {
             let charged = commit && w.out.allowed;
             if charged {
+                let slot = slots.entry(*key).or_insert_with(|| Slot {
+                    state: State::Log(VecDeque::new()),
+                    expires_at: 0,
+                    owner: *owner,
+                });
+                let fresh = slot.expires_at <= now;
                 match spec.algo {
                     Algorithm::Exact => {
-                        let slot = slots.entry(*key).or_insert_with(|| Slot {
-                            state: State::Log(VecDeque::new()),
-                            expires_at: 0,
-                            owner: *owner,
-                        });
-                        if !matches!(slot.state, State::Log(_)) || slot.expires_at <= now {
+                        if fresh || !matches!(slot.state, State::Log(_)) {
                             slot.state = State::Log(VecDeque::new());
                         }
                         if let State::Log(q) = &mut slot.state {
-                            let from = now.saturating_sub(spec.window_ms);
-                            while q
-                                .front()
-                                .is_some_and(|&t| t <= from && now >= spec.window_ms)
-                            {
-                                q.pop_front();
-                            }
                             for _ in 0..cost {
                                 q.push_back(now);
                             }
@@ -281,51 +268,61 @@ impl MemoryLimiter {
                             while q.len() as u64 > u64::from(spec.limit) {
                                 q.pop_front();
                             }
+                            if w.count + cost64 >= u64::from(spec.limit) {
+                                w.out.free1_ms = q.front().map_or(0, |&t| t + spec.window_ms - now);
+                            }
                         }
                         slot.expires_at = now + spec.window_ms;
                         w.out.reset_ms = spec.window_ms;
                     }
                     Algorithm::Compact => {
                         let n = spec.n as usize;
-                        w.counts[n] += cost;
-                        slots.insert(
-                            *key,
-                            Slot {
-                                state: State::Win {
-                                    base: w.cur,
-                                    counts: w.counts,
-                                },
-                                expires_at: now + ((spec.n + 1) * spec.bucket_us).div_ceil(1000),
-                                owner: *owner,
-                            },
-                        );
+                        if fresh || !matches!(slot.state, State::Win { .. }) {
+                            slot.state = State::Win {
+                                base: w.cur,
+                                counts: [0; MAX_SLOTS],
+                            };
+                        }
+                        if let State::Win { counts, .. } = &mut slot.state {
+                            counts[n] += cost;
+                            if w.count + cost64 >= u64::from(spec.limit) {
+                                w.out.free1_ms = win_wait(
+                                    &counts[..=n],
+                                    spec.n,
+                                    w.count + cost64,
+                                    i64::from(spec.limit) - 1,
+                                    w.cur,
+                                    spec.bucket_us,
+                                    now_us,
+                                )
+                                .unwrap_or(0);
+                            }
+                        }
+                        slot.expires_at = now + ((spec.n + 1) * spec.bucket_us).div_ceil(1000);
                         w.out.reset_ms = ((w.cur + spec.n + 1) * spec.bucket_us)
-                            .saturating_sub(now * 1000)
+                            .saturating_sub(now_us)
                             .div_ceil(1000);
                     }
                 }
-                w.count += u64::from(cost);
+                slot.owner = *owner;
+                w.count += cost64;
+            }
+            if !charged && spec.algo == Algorithm::Compact {
+                if let Some(Slot {
+                    state: State::Win { counts, .. },
+                    expires_at,
+                    ..
+                }) = slots.get(key)
+                {
+                    if *expires_at > now {
+                        let n = spec.n as usize;
+                        w.out.reset_ms =
+                            win_wait(&counts[..=n], spec.n, w.count, 0, w.cur, spec.bucket_us, now_us).unwrap_or(0);
+                    }
+                }
             }
             let remaining = u64::from(spec.limit).saturating_sub(w.count);
             w.out.remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
-            if charged && remaining == 0 && w.out.free1_ms == 0 {
-                w.out.free1_ms = match (&spec.algo, slots.get(key).map(|s| &s.state)) {
-                    (Algorithm::Exact, Some(State::Log(q))) => {
-                        q.front().map_or(0, |&t| t + spec.window_ms - now)
-                    }
-                    (Algorithm::Compact, _) => win_wait(
-                        &w.counts,
-                        spec.n,
-                        w.count,
-                        i64::from(spec.limit) - 1,
-                        w.cur,
-                        spec.bucket_us,
-                        now * 1000,
-                    )
-                    .unwrap_or(0),
-                    _ => 0,
-                };
-            }
             outs.push(w.out);
         }
         (all, outs)

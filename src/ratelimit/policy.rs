@@ -194,6 +194,9 @@ impl Policy {
 
     /// The plan configured for a tenant, if any.
     pub fn plan_of(&self, tenant: &TenantId) -> Option<&str> {
+        if self.tenant_plans.is_empty() {
+            return None;
+        }
         self.tenant_plans.get(tenant.as_str()).map(String::as_str)
     }
 
