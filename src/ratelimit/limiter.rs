@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter as Governor};
+use http::Method;
 use prometheus_client::metrics::counter::Counter;
 use smallvec::SmallVec;
-use http::Method;
 
 use super::identity::Identity;
 use super::memory::{MemoryLimiter, Outcome, Rules, Spec};
@@ -287,13 +287,34 @@ impl fmt::Debug for RateLimiter {
     }
 }
 
+/// Outcome of the in-process part of a decision.
+enum Local<'p> {
+    /// Decided.
+    Done(Decision),
+    /// Needs Redis, for these rules.
+    Remote(Rules<Applied<'p>>),
+}
+
 /// A rule as applied to one request.
 struct Applied<'p> {
     rule: &'p Rule,
     name: &'p Arc<str>,
-    quota: Quota,
+    /// Algorithm parameters of the effective quota (after plan overrides).
     spec: Spec,
-    endpoint: bool,
+}
+
+impl Applied<'_> {
+    fn limit(&self) -> u32 {
+        self.spec.limit
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_millis(self.spec.window_ms)
+    }
+
+    fn per_endpoint(&self) -> bool {
+        self.rule.per_endpoint
+    }
 }
 
 impl RateLimiter {
@@ -411,13 +432,7 @@ impl RateLimiter {
                     let algo = rule.algorithm.unwrap_or(policy.algorithm());
                     Spec::new(algo, quota.limit.get(), quota.window_ms(), rule.shadow)
                 };
-                Applied {
-                    rule,
-                    name,
-                    quota,
-                    spec,
-                    endpoint: rule.per_endpoint,
-                }
+                Applied { rule, name, spec }
             })
             .collect()
     }
@@ -431,9 +446,13 @@ impl RateLimiter {
 
     fn redis_key(&self, a: &Applied<'_>, c: &Check<'_>, endpoint: &str) -> RedisKey {
         let (kind, id) = Self::identity_parts(a.rule, c);
-        self.inner
-            .keys
-            .ratelimit(c.tenant, a.name, kind, id, a.endpoint.then_some(endpoint))
+        self.inner.keys.ratelimit(
+            c.tenant,
+            a.name,
+            kind,
+            id,
+            a.per_endpoint().then_some(endpoint),
+        )
     }
 
     /// (key, owner) hashes for the memory backend: no string formatting on the hot path.
@@ -453,14 +472,19 @@ impl RateLimiter {
     }
 
     /// Like [`mem_key`](Self::mem_key), from hashers that already hold (tenant, identity).
-    fn mem_key_from(&self, a: &Applied<'_>, c: &Check<'_>, prefix: [foldhash::fast::FoldHasher<'_>; 2]) -> (u128, u128) {
+    fn mem_key_from(
+        &self,
+        a: &Applied<'_>,
+        c: &Check<'_>,
+        prefix: [foldhash::fast::FoldHasher<'_>; 2],
+    ) -> (u128, u128) {
         let [mut h1, mut h2] = prefix;
         for h in [&mut h1, &mut h2] {
             h.write(a.name.as_bytes());
             h.write_u8(0xff);
         }
         let owner = (u128::from(h1.finish()) << 64) | u128::from(h2.finish());
-        if !a.endpoint {
+        if !a.per_endpoint() {
             return (owner, owner);
         }
         for h in [&mut h1, &mut h2] {
@@ -468,7 +492,10 @@ impl RateLimiter {
             h.write_u8(b' ');
             h.write(c.route.as_bytes());
         }
-        ((u128::from(h1.finish()) << 64) | u128::from(h2.finish()), owner)
+        (
+            (u128::from(h1.finish()) << 64) | u128::from(h2.finish()),
+            owner,
+        )
     }
 
     fn deny_hash(&self, key: &RedisKey) -> u128 {
@@ -479,14 +506,22 @@ impl RateLimiter {
     /// Checks a request and, if every enforced rule allows it, charges its cost to every
     /// rule that allows it — all in one step (one Lua call on Redis).
     pub async fn check(&self, c: &Check<'_>) -> Decision {
-        let d = self.decide(c, true).await;
+        let d = match self.decide_local(c, true) {
+            Local::Done(d) => d,
+            // Boxed: the Redis path's large state machine is built only when needed, so
+            // the memory path's future stays small.
+            Local::Remote(applied) => Box::pin(self.decide_remote(c, applied, true)).await,
+        };
         self.record(&d);
         d
     }
 
     /// Like [`check`](Self::check) but never charges anything: what would happen now.
     pub async fn peek(&self, c: &Check<'_>) -> Decision {
-        self.decide(c, false).await
+        match self.decide_local(c, false) {
+            Local::Done(d) => d,
+            Local::Remote(applied) => Box::pin(self.decide_remote(c, applied, false)).await,
+        }
     }
 
     fn record(&self, d: &Decision) {
@@ -507,19 +542,28 @@ impl RateLimiter {
         }
     }
 
-    async fn decide(&self, c: &Check<'_>, commit: bool) -> Decision {
-        let applied = self.applied(c);
-        let cost = c
-            .cost
+    fn cost(&self, c: &Check<'_>) -> u32 {
+        c.cost
             .unwrap_or_else(|| self.inner.policy.cost(c.method, c.route))
-            .max(1);
+            .max(1)
+    }
+
+    /// Everything decided in process (no rules, burst cap, memory backend); otherwise hands
+    /// the applicable rules to the Redis path.
+    fn decide_local<'p>(
+        &'p self,
+        c: &Check<'_>,
+        commit: bool,
+    ) -> Local<'p> {
+        let applied = self.applied(c);
+        let cost = self.cost(c);
         if applied.is_empty() {
-            return Decision {
+            return Local::Done(Decision {
                 allowed: true,
                 source: Source::NoRules,
                 cost,
                 rules: Vec::new(),
-            };
+            });
         }
         if commit {
             if let Some(burst) = &self.inner.burst {
@@ -528,7 +572,7 @@ impl RateLimiter {
                         &governor::clock::DefaultClock::default(),
                     ));
                     let q = self.inner.options.burst.expect("burst configured");
-                    return Decision {
+                    return Local::Done(Decision {
                         allowed: false,
                         source: Source::Burst,
                         cost,
@@ -542,7 +586,7 @@ impl RateLimiter {
                             allowed: false,
                             shadow: false,
                         }],
-                    };
+                    });
                 }
             }
         }
@@ -578,9 +622,19 @@ impl RateLimiter {
                 specs.push(a.spec);
             }
             let (allowed, outs) = mem.decide(&hashes, &owners, &specs, cost, commit);
-            return build(&applied, allowed, outs, Source::Memory, cost);
+            return Local::Done(build(&applied, allowed, outs, Source::Memory, cost));
         }
+        Local::Remote(applied)
+    }
 
+    /// The Redis path: deny cache, then one script call; the outage mode on failure.
+    async fn decide_remote(
+        &self,
+        c: &Check<'_>,
+        applied: Rules<Applied<'_>>,
+        commit: bool,
+    ) -> Decision {
+        let cost = self.cost(c);
         let endpoint = format!("{} {}", c.method, c.route);
         let keys: Vec<RedisKey> = applied
             .iter()
@@ -600,15 +654,15 @@ impl RateLimiter {
                 if let Some(until) = deny.get(&self.deny_hash(k)) {
                     if until > now {
                         let wait = until - now;
-                        let fits = cost <= a.quota.limit.get();
+                        let fits = cost <= a.limit();
                         return Decision {
                             allowed: false,
                             source: Source::DenyCache,
                             cost,
                             rules: vec![RuleDecision {
                                 name: a.name.clone(),
-                                limit: a.quota.limit.get(),
-                                window: a.quota.window,
+                                limit: a.limit(),
+                                window: a.window(),
                                 remaining: 0,
                                 reset: wait,
                                 retry_after: fits.then_some(wait),
@@ -714,9 +768,9 @@ impl RateLimiter {
         tracing::debug!(%error, mode = %self.inner.options.outage, "rate limit decided without Redis");
         let unknown = |a: &Applied<'_>, allowed: bool| RuleDecision {
             name: a.name.clone(),
-            limit: a.quota.limit.get(),
-            window: a.quota.window,
-            remaining: if allowed { a.quota.limit.get() } else { 0 },
+            limit: a.limit(),
+            window: a.window(),
+            remaining: if allowed { a.limit() } else { 0 },
             reset: Duration::ZERO,
             retry_after: (!allowed).then_some(Duration::from_secs(1)),
             allowed,
@@ -740,8 +794,8 @@ impl RateLimiter {
                 let mut rules = Vec::with_capacity(applied.len());
                 let mut allowed = true;
                 for a in applied {
-                    let limit = (a.quota.limit.get() / instances).max(1);
-                    let gov = self.local_limiter(a.name, limit, a.quota.window);
+                    let limit = (a.limit() / instances).max(1);
+                    let gov = self.local_limiter(a.name, limit, a.window());
                     let key = self.mem_key(a, c).0;
                     let n = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
                     // governor has no peek: a peek reports the rule as allowed.
@@ -766,7 +820,7 @@ impl RateLimiter {
                     rules.push(RuleDecision {
                         name: a.name.clone(),
                         limit,
-                        window: a.quota.window,
+                        window: a.window(),
                         remaining: 0,
                         reset: Duration::ZERO,
                         retry_after: res.err().flatten(),
@@ -838,13 +892,10 @@ impl RateLimiter {
             let owners: Vec<u128> = rules
                 .filter(|(r, _)| r.scope == Scope::User)
                 .map(|(r, name)| {
-                    let quota = r.quota;
                     let a = Applied {
                         rule: r,
                         name,
-                        quota,
                         spec: Spec::new(Algorithm::Compact, 1, 1, false),
-                        endpoint: false,
                     };
                     self.mem_key(&a, &check).1
                 })
@@ -891,8 +942,8 @@ fn build(
         .zip(outs)
         .map(|(a, o)| RuleDecision {
             name: a.name.clone(),
-            limit: a.quota.limit.get(),
-            window: a.quota.window,
+            limit: a.limit(),
+            window: a.window(),
             remaining: o.remaining,
             reset: Duration::from_millis(o.reset_ms),
             retry_after: if o.allowed {

@@ -153,8 +153,14 @@ impl MemoryLimiter {
                 Algorithm::Exact => {
                     let from = now.saturating_sub(spec.window_ms);
                     let times: &[u64] = match slot {
-                        Some(Slot { state: State::Log(q), .. }) => {
-                            while q.front().is_some_and(|&t| t <= from && now >= spec.window_ms) {
+                        Some(Slot {
+                            state: State::Log(q),
+                            ..
+                        }) => {
+                            while q
+                                .front()
+                                .is_some_and(|&t| t <= from && now >= spec.window_ms)
+                            {
                                 q.pop_front();
                             }
                             q.make_contiguous()
@@ -171,7 +177,11 @@ impl MemoryLimiter {
                     } else {
                         Some(leave(count + cost64 - limit - 1))
                     };
-                    let free1_ms = if count < limit { 0 } else { leave(count - limit) };
+                    let free1_ms = if count < limit {
+                        0
+                    } else {
+                        leave(count - limit)
+                    };
                     let reset_ms = times.last().map_or(0, |&t| t + spec.window_ms - now);
                     Work {
                         count,
@@ -208,8 +218,14 @@ impl MemoryLimiter {
                     };
                     let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
                     let allowed = total + cost64 <= limit;
-                    let wait = |target: i64| win_wait(counts, spec.n, total, target, cur, spec.bucket_us, now_us);
-                    let retry_ms = if cost64 > limit { None } else { wait(limit as i64 - cost64 as i64) };
+                    let wait = |target: i64| {
+                        win_wait(counts, spec.n, total, target, cur, spec.bucket_us, now_us)
+                    };
+                    let retry_ms = if cost64 > limit {
+                        None
+                    } else {
+                        wait(limit as i64 - cost64 as i64)
+                    };
                     let free1_ms = wait(limit as i64 - 1).unwrap_or(0);
                     // `reset_ms` scans the buckets: computed after the commit, where a
                     // charge makes it plain arithmetic.
@@ -239,7 +255,11 @@ impl MemoryLimiter {
             while slots.len() + keys.len() > self.max_keys {
                 // Still full of live counters: drop the one expiring soonest (it has the
                 // least usage left to forget).
-                let Some(k) = slots.iter().min_by_key(|(_, s)| s.expires_at).map(|(k, _)| *k) else {
+                let Some(k) = slots
+                    .iter()
+                    .min_by_key(|(_, s)| s.expires_at)
+                    .map(|(k, _)| *k)
+                else {
                     break;
                 };
                 slots.remove(&k);
@@ -316,8 +336,16 @@ impl MemoryLimiter {
                 {
                     if *expires_at > now {
                         let n = spec.n as usize;
-                        w.out.reset_ms =
-                            win_wait(&counts[..=n], spec.n, w.count, 0, w.cur, spec.bucket_us, now_us).unwrap_or(0);
+                        w.out.reset_ms = win_wait(
+                            &counts[..=n],
+                            spec.n,
+                            w.count,
+                            0,
+                            w.cur,
+                            spec.bucket_us,
+                            now_us,
+                        )
+                        .unwrap_or(0);
                     }
                 }
             }
