@@ -47,8 +47,11 @@ fn bench(c: &mut Criterion) {
         let backend = Backend::from_config(&config, &metrics).expect("backend");
         Arc::new(RateLimiter::from_config(&config, backend, &metrics))
     };
-    let identities: Arc<Vec<Identity>> =
-        Arc::new((0..IDENTITIES).map(|i| Identity::User(format!("user-{i}").into())).collect());
+    let identities: Arc<Vec<Identity>> = Arc::new(
+        (0..IDENTITIES)
+            .map(|i| Identity::User(format!("user-{i}").into()))
+            .collect(),
+    );
     let tenant = TenantId::new("acme").expect("tenant");
 
     let mut g = c.benchmark_group("ratelimit_redis");
@@ -69,7 +72,8 @@ fn bench(c: &mut Criterion) {
                         handles.push(tokio::spawn(async move {
                             let method = Method::GET;
                             for i in 0..PER_TASK {
-                                let who = &ids[(iter as usize * 7919 + task * PER_TASK + i) % IDENTITIES];
+                                let who =
+                                    &ids[(iter as usize * 7919 + task * PER_TASK + i) % IDENTITIES];
                                 let check = Check {
                                     tenant: &tenant,
                                     identity: who,

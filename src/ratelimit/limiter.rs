@@ -550,11 +550,7 @@ impl RateLimiter {
 
     /// Everything decided in process (no rules, burst cap, memory backend); otherwise hands
     /// the applicable rules to the Redis path.
-    fn decide_local<'p>(
-        &'p self,
-        c: &Check<'_>,
-        commit: bool,
-    ) -> Local<'p> {
+    fn decide_local<'p>(&'p self, c: &Check<'_>, commit: bool) -> Local<'p> {
         let applied = self.applied(c);
         let cost = self.cost(c);
         if applied.is_empty() {
