@@ -7,7 +7,6 @@
 //! redis-benchmark on PATH).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::process::Command;
@@ -132,8 +131,7 @@ fn bench(c: &mut Criterion) {
             let text = String::from_utf8_lossy(&out.stdout);
             let line = text
                 .split(['\r', '\n'])
-                .filter(|l| l.contains("requests per second"))
-                .last()
+                .rfind(|l| l.contains("requests per second"))
                 .unwrap_or("(no result)")
                 .trim()
                 .to_string();
