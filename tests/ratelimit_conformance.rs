@@ -99,7 +99,7 @@ mod checks {
             assert_eq!(d.source, f.expect);
             let r = d.most_restrictive().unwrap();
             assert_eq!(
-                (r.name.as_ref(), r.limit, r.remaining),
+                (r.name, r.limit, r.remaining),
                 ("per-endpoint", 3, want_remaining)
             );
             assert!(
@@ -110,7 +110,7 @@ mod checks {
         let d = f.limiter.check(&check(&t, &u, "/items", None)).await;
         assert!(!d.allowed);
         let r = d.denied_by().unwrap();
-        assert_eq!(r.name.as_ref(), "per-endpoint");
+        assert_eq!(r.name, "per-endpoint");
         let retry = d.retry_after().unwrap();
         assert!(
             retry > Duration::from_secs(50) && retry <= Duration::from_secs(63),
@@ -141,14 +141,10 @@ mod checks {
         assert!(f.limiter.check(&check(&t, &a, "/x", None)).await.allowed);
         let d = f.limiter.check(&check(&t, &a, "/x", None)).await;
         assert!(!d.allowed);
-        assert_eq!(d.denied_by().unwrap().name.as_ref(), "per-user");
+        assert_eq!(d.denied_by().unwrap().name, "per-user");
         // The denied request charged nothing: the tenant has 3 left, not 2.
         let p = f.limiter.peek(&check(&t, &b, "/x", None)).await;
-        let tenant_rule = p
-            .rules
-            .iter()
-            .find(|r| r.name.as_ref() == "per-tenant")
-            .unwrap();
+        let tenant_rule = p.rules.iter().find(|r| r.name == "per-tenant").unwrap();
         assert_eq!(tenant_rule.remaining, 3, "{p:?}");
         for _ in 0..2 {
             assert!(f.limiter.check(&check(&t, &b, "/x", None)).await.allowed);
@@ -156,14 +152,10 @@ mod checks {
         assert!(f.limiter.check(&check(&t, &c, "/x", None)).await.allowed); // tenant: 5 of 5
         let d = f.limiter.check(&check(&t, &c, "/x", None)).await;
         assert!(!d.allowed);
-        assert_eq!(d.denied_by().unwrap().name.as_ref(), "per-tenant");
+        assert_eq!(d.denied_by().unwrap().name, "per-tenant");
         // ...and c's own per-user counter was not charged by the denial: 1 used, 1 left.
         let p = f.limiter.peek(&check(&t, &c, "/x", None)).await;
-        let per_user = p
-            .rules
-            .iter()
-            .find(|r| r.name.as_ref() == "per-user")
-            .unwrap();
+        let per_user = p.rules.iter().find(|r| r.name == "per-user").unwrap();
         assert_eq!(per_user.remaining, 1, "{p:?}");
     }
 
@@ -230,18 +222,14 @@ mod checks {
         assert_eq!(f.limiter.reset(&t, &u).await.unwrap(), 3);
         let d = f.limiter.check(&check(&t, &u, "/a", None)).await;
         assert!(d.allowed, "{d:?}");
-        let per_user = d
-            .rules
-            .iter()
-            .find(|r| r.name.as_ref() == "per-user")
-            .unwrap();
+        let per_user = d.rules.iter().find(|r| r.name == "per-user").unwrap();
         assert_eq!(per_user.remaining, 9);
         // The other identity kept its usage.
         let p = f.limiter.peek(&check(&t, &other, "/a", None)).await;
         assert_eq!(
             p.rules
                 .iter()
-                .find(|r| r.name.as_ref() == "per-endpoint")
+                .find(|r| r.name == "per-endpoint")
                 .unwrap()
                 .remaining,
             1
@@ -269,7 +257,7 @@ mod checks {
         assert_eq!(
             d.rules
                 .iter()
-                .find(|r| r.name.as_ref() == "per-tenant")
+                .find(|r| r.name == "per-tenant")
                 .unwrap()
                 .remaining,
             2
@@ -312,11 +300,7 @@ mod checks {
         assert!(f.limiter.check(&check(&t, &u, "/x", None)).await.allowed);
         let d = f.limiter.check(&check(&t, &u, "/x", None)).await;
         assert!(d.allowed, "shadow rules never block");
-        let shadow = d
-            .rules
-            .iter()
-            .find(|r| r.name.as_ref() == "per-user")
-            .unwrap();
+        let shadow = d.rules.iter().find(|r| r.name == "per-user").unwrap();
         assert!(shadow.shadow && !shadow.allowed);
         assert!(f
             .metrics

@@ -114,8 +114,8 @@ impl Source {
 /// One rule's part of a decision.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RuleDecision {
-    /// Rule name.
-    pub name: Arc<str>,
+    /// Rule name (interned: rule names come from configuration, a bounded set).
+    pub name: &'static str,
     /// Units allowed per window (after plan overrides).
     pub limit: u32,
     /// Window length.
@@ -228,7 +228,7 @@ fn script() -> &'static crate::backend::LuaScript {
 }
 
 /// (rule name, local limit, window ms) of an outage-mode governor limiter.
-type LocalKey = (Arc<str>, u32, u64);
+type LocalKey = (&'static str, u32, u64);
 
 struct Inner {
     backend: Backend,
@@ -236,15 +236,18 @@ struct Inner {
     policy: Policy,
     options: LimiterOptions,
     memory: Option<MemoryLimiter>,
-    local: Mutex<HashMap<LocalKey, Arc<DefaultKeyedRateLimiter<u128>>>>,
+    local: Mutex<HashMap<LocalKey, Arc<DefaultKeyedRateLimiter<u64>>>>,
     local_checks: std::sync::atomic::AtomicU64,
     burst: Option<DefaultKeyedRateLimiter<TenantId>>,
-    deny: Option<moka::sync::Cache<u128, Instant>>,
-    seeds: (foldhash::fast::RandomState, foldhash::fast::RandomState),
+    deny: Option<moka::sync::Cache<u64, Instant>>,
+    /// Per-process random seed of in-process counter keys (64-bit hashes of tenant, rule,
+    /// identity and endpoint: a collision, ~1e-8 over a million counters, merges two
+    /// counters, which can only make a limit stricter).
+    seed: foldhash::fast::RandomState,
     metrics: Metrics,
     /// Decision counters by [allowed][source], fetched once: no label lookup per check.
     decisions: [[Counter; Source::COUNT]; 2],
-    rule_names: Vec<Arc<str>>,
+    rule_names: Vec<&'static str>,
     /// Algorithm parameters of each rule's base quota.
     base_specs: Vec<Spec>,
 }
@@ -269,7 +272,7 @@ struct Inner {
 /// assert!(limiter.check(&check).await.allowed);
 /// let third = limiter.check(&check).await;
 /// assert!(!third.allowed);
-/// assert_eq!(third.denied_by().unwrap().name.as_ref(), "per-endpoint");
+/// assert_eq!(third.denied_by().unwrap().name, "per-endpoint");
 /// # }
 /// ```
 #[derive(Clone)]
@@ -298,7 +301,7 @@ enum Local<'p> {
 /// A rule as applied to one request.
 struct Applied<'p> {
     rule: &'p Rule,
-    name: &'p Arc<str>,
+    name: &'static str,
     /// Algorithm parameters of the effective quota (after plan overrides).
     spec: Spec,
 }
@@ -342,11 +345,7 @@ impl RateLimiter {
                 .time_to_live(Duration::from_secs(3600))
                 .build()
         });
-        let rule_names = policy
-            .rules()
-            .iter()
-            .map(|r| Arc::from(r.name.as_str()))
-            .collect();
+        let rule_names = policy.rules().iter().map(|r| intern(&r.name)).collect();
         let base_specs = policy
             .rules()
             .iter()
@@ -366,7 +365,7 @@ impl RateLimiter {
                 local_checks: std::sync::atomic::AtomicU64::new(0),
                 burst,
                 deny,
-                seeds: Default::default(),
+                seed: Default::default(),
                 decisions: [false, true].map(|allowed| {
                     Source::ALL.map(|source| {
                         metrics
@@ -423,14 +422,14 @@ impl RateLimiter {
             .zip(&self.inner.rule_names)
             .zip(&self.inner.base_specs)
             .filter(|((r, _), _)| r.applies(c.method, c.route))
-            .map(|((rule, name), base)| {
-                let quota = policy.quota(rule, plan);
+            .map(|((rule, &name), base)| {
                 // Base quotas have their spec computed once; plan overrides get their own.
-                let spec = if quota == rule.quota {
-                    *base
-                } else {
-                    let algo = rule.algorithm.unwrap_or(policy.algorithm());
-                    Spec::new(algo, quota.limit.get(), quota.window_ms(), rule.shadow)
+                let spec = match plan.map(|p| policy.quota(rule, Some(p))) {
+                    Some(quota) if quota != rule.quota => {
+                        let algo = rule.algorithm.unwrap_or(policy.algorithm());
+                        Spec::new(algo, quota.limit.get(), quota.window_ms(), rule.shadow)
+                    }
+                    _ => *base,
                 };
                 Applied { rule, name, spec }
             })
@@ -457,50 +456,37 @@ impl RateLimiter {
 
     /// (key, owner) hashes for the memory backend: no string formatting on the hot path.
     /// The owner leaves out the endpoint, so `reset` finds every per-endpoint counter.
-    fn mem_key(&self, a: &Applied<'_>, c: &Check<'_>) -> (u128, u128) {
-        let (s1, s2) = &self.inner.seeds;
-        let prefix = |seed: &foldhash::fast::RandomState| {
-            let (kind, id) = Self::identity_parts(a.rule, c);
-            let mut h = seed.build_hasher();
-            for part in [c.tenant.as_str(), kind, id] {
-                h.write(part.as_bytes());
-                h.write_u8(0xff);
-            }
-            h
-        };
-        self.mem_key_from(a, c, [prefix(s1), prefix(s2)])
+    fn mem_key(&self, a: &Applied<'_>, c: &Check<'_>) -> (u64, u64) {
+        let (kind, id) = Self::identity_parts(a.rule, c);
+        let mut h = self.inner.seed.build_hasher();
+        for part in [c.tenant.as_str(), kind, id] {
+            h.write(part.as_bytes());
+            h.write_u8(0xff);
+        }
+        self.mem_key_from(a, c, h)
     }
 
-    /// Like [`mem_key`](Self::mem_key), from hashers that already hold (tenant, identity).
+    /// Like [`mem_key`](Self::mem_key), from a hasher that already holds (tenant, identity).
     fn mem_key_from(
         &self,
         a: &Applied<'_>,
         c: &Check<'_>,
-        prefix: [foldhash::fast::FoldHasher<'_>; 2],
-    ) -> (u128, u128) {
-        let [mut h1, mut h2] = prefix;
-        for h in [&mut h1, &mut h2] {
-            h.write(a.name.as_bytes());
-            h.write_u8(0xff);
-        }
-        let owner = (u128::from(h1.finish()) << 64) | u128::from(h2.finish());
+        mut h: foldhash::fast::FoldHasher<'_>,
+    ) -> (u64, u64) {
+        h.write(a.name.as_bytes());
+        h.write_u8(0xff);
+        let owner = h.finish();
         if !a.per_endpoint() {
             return (owner, owner);
         }
-        for h in [&mut h1, &mut h2] {
-            h.write(c.method.as_str().as_bytes());
-            h.write_u8(b' ');
-            h.write(c.route.as_bytes());
-        }
-        (
-            (u128::from(h1.finish()) << 64) | u128::from(h2.finish()),
-            owner,
-        )
+        h.write(c.method.as_str().as_bytes());
+        h.write_u8(b' ');
+        h.write(c.route.as_bytes());
+        (h.finish(), owner)
     }
 
-    fn deny_hash(&self, key: &RedisKey) -> u128 {
-        let (s1, s2) = &self.inner.seeds;
-        (u128::from(s1.hash_one(key.as_str())) << 64) | u128::from(s2.hash_one(key.as_str()))
+    fn deny_hash(&self, key: &RedisKey) -> u64 {
+        self.inner.seed.hash_one(key.as_str())
     }
 
     /// Checks a request and, if every enforced rule allows it, charges its cost to every
@@ -573,7 +559,7 @@ impl RateLimiter {
                         source: Source::Burst,
                         cost,
                         rules: vec![RuleDecision {
-                            name: Arc::from("burst"),
+                            name: "burst",
                             limit: q.limit.get(),
                             window: q.window,
                             remaining: 0,
@@ -588,25 +574,24 @@ impl RateLimiter {
         }
 
         if let Some(mem) = &self.inner.memory {
-            let mut hashes: Rules<u128> = SmallVec::new();
-            let mut owners: Rules<u128> = SmallVec::new();
+            let mut hashes: Rules<u64> = SmallVec::new();
+            let mut owners: Rules<u64> = SmallVec::new();
             let mut specs: Rules<Spec> = SmallVec::new();
             // (tenant, identity) is hashed once per scope, then extended per rule.
-            let (s1, s2) = &self.inner.seeds;
-            let prefix = |seed: &'_ foldhash::fast::RandomState, scope: Scope| {
+            let prefix = |scope: Scope| {
                 let (kind, id) = match scope {
                     Scope::Tenant => ("tenant", "all"),
                     Scope::User => c.identity.parts(),
                 };
-                let mut h = seed.build_hasher();
+                let mut h = self.inner.seed.build_hasher();
                 for part in [c.tenant.as_str(), kind, id] {
                     h.write(part.as_bytes());
                     h.write_u8(0xff);
                 }
                 h
             };
-            let user = [prefix(s1, Scope::User), prefix(s2, Scope::User)];
-            let tenant = [prefix(s1, Scope::Tenant), prefix(s2, Scope::Tenant)];
+            let user = prefix(Scope::User);
+            let tenant = prefix(Scope::Tenant);
             for a in &applied {
                 let base = match a.rule.scope {
                     Scope::User => user.clone(),
@@ -617,7 +602,8 @@ impl RateLimiter {
                 owners.push(o);
                 specs.push(a.spec);
             }
-            let (allowed, outs) = mem.decide(&hashes, &owners, &specs, cost, commit);
+            let mut outs = Rules::new();
+            let allowed = mem.decide(&hashes, &owners, &specs, cost, commit, &mut outs);
             return Local::Done(build(&applied, allowed, outs, Source::Memory, cost));
         }
         Local::Remote(applied)
@@ -656,7 +642,7 @@ impl RateLimiter {
                             source: Source::DenyCache,
                             cost,
                             rules: vec![RuleDecision {
-                                name: a.name.clone(),
+                                name: a.name,
                                 limit: a.limit(),
                                 window: a.window(),
                                 remaining: 0,
@@ -702,8 +688,10 @@ impl RateLimiter {
             return Err(BackendError::Unsupported("no Redis backend"));
         };
         let nonce = {
-            let (s1, _) = &self.inner.seeds;
-            let n = s1.hash_one((Instant::now(), std::thread::current().id(), keys.len()));
+            let n =
+                self.inner
+                    .seed
+                    .hash_one((Instant::now(), std::thread::current().id(), keys.len()));
             format!("{n:016x}")
         };
         let mut args: Vec<String> = Vec::with_capacity(3 + applied.len() * 6);
@@ -763,7 +751,7 @@ impl RateLimiter {
     ) -> Decision {
         tracing::debug!(%error, mode = %self.inner.options.outage, "rate limit decided without Redis");
         let unknown = |a: &Applied<'_>, allowed: bool| RuleDecision {
-            name: a.name.clone(),
+            name: a.name,
             limit: a.limit(),
             window: a.window(),
             remaining: if allowed { a.limit() } else { 0 },
@@ -814,7 +802,7 @@ impl RateLimiter {
                         allowed = false;
                     }
                     rules.push(RuleDecision {
-                        name: a.name.clone(),
+                        name: a.name,
                         limit,
                         window: a.window(),
                         remaining: 0,
@@ -837,21 +825,21 @@ impl RateLimiter {
 
     fn local_limiter(
         &self,
-        name: &Arc<str>,
+        name: &'static str,
         limit: u32,
         window: Duration,
-    ) -> Option<Arc<DefaultKeyedRateLimiter<u128>>> {
+    ) -> Option<Arc<DefaultKeyedRateLimiter<u64>>> {
         let wms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         let mut map = self
             .inner
             .local
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(g) = map.get(&(name.clone(), limit, wms)) {
+        if let Some(g) = map.get(&(name, limit, wms)) {
             return Some(g.clone());
         }
         let g = Arc::new(Governor::keyed(governor_quota(limit, window)?));
-        map.insert((name.clone(), limit, wms), g.clone());
+        map.insert((name, limit, wms), g.clone());
         Some(g)
     }
 
@@ -885,9 +873,9 @@ impl RateLimiter {
                 cost: None,
                 plan: None,
             };
-            let owners: Vec<u128> = rules
+            let owners: Vec<u64> = rules
                 .filter(|(r, _)| r.scope == Scope::User)
-                .map(|(r, name)| {
+                .map(|(r, &name)| {
                     let a = Applied {
                         rule: r,
                         name,
@@ -937,7 +925,7 @@ fn build(
         .iter()
         .zip(outs)
         .map(|(a, o)| RuleDecision {
-            name: a.name.clone(),
+            name: a.name,
             limit: a.limit(),
             window: a.window(),
             remaining: o.remaining,
@@ -957,4 +945,22 @@ fn build(
         cost,
         rules,
     }
+}
+
+/// Interns a rule name: decisions then carry a `&'static str` (no reference counting per
+/// check). Rule names come from configuration, so the set (and what it keeps) is bounded
+/// by the distinct names a process ever configures.
+fn intern(name: &str) -> &'static str {
+    static NAMES: std::sync::OnceLock<Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let mut set = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(n) = set.get(name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
 }

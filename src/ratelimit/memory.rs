@@ -60,7 +60,13 @@ pub(crate) struct Outcome {
 #[derive(Debug)]
 enum State {
     Log(VecDeque<u64>),
-    Win { base: u64, counts: [u32; MAX_SLOTS] },
+    /// `total` is the sum of `counts[..=n]`, kept current so a check need not add up
+    /// 31 buckets.
+    Win {
+        base: u64,
+        total: u64,
+        counts: [u32; MAX_SLOTS],
+    },
 }
 
 #[derive(Debug)]
@@ -69,13 +75,13 @@ struct Slot {
     expires_at: u64,
     /// Hash of (tenant, rule, identity) without the endpoint, so `reset` can find every
     /// per-endpoint counter of an identity.
-    owner: u128,
+    owner: u64,
 }
 
 /// Counters of all rules and identities in this process.
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {
-    slots: Mutex<HashMap<u128, Slot, foldhash::fast::RandomState>>,
+    slots: Mutex<HashMap<u64, Slot, foldhash::fast::RandomState>>,
     clock: Arc<dyn Clock>,
     max_keys: usize,
 }
@@ -125,18 +131,20 @@ impl MemoryLimiter {
     }
 
     /// Decides all rules; charges every allowing rule if `commit` and no enforced rule
-    /// denies. Returns (all enforced rules allow, per-rule outcomes).
+    /// denies. Returns whether all enforced rules allow; per-rule outcomes go to `outs`
+    /// (an out-parameter: returning it would copy it).
     ///
     /// Stored state is normalised in place (old log entries dropped, buckets shifted to
     /// the current one): that changes no count, and avoids copying bucket arrays.
     pub(crate) fn decide(
         &self,
-        keys: &[u128],
-        owners: &[u128],
+        keys: &[u64],
+        owners: &[u64],
         specs: &[Spec],
         cost: u32,
         commit: bool,
-    ) -> (bool, Rules<Outcome>) {
+        outs: &mut Rules<Outcome>,
+    ) -> bool {
         let now = self.clock.now_ms();
         let now_us = now * 1000;
         let mut slots = self
@@ -198,25 +206,33 @@ impl MemoryLimiter {
                 Algorithm::Compact => {
                     let cur = now_us / spec.bucket_us;
                     let n = spec.n as usize;
-                    let counts: &[u32] = match slot {
+                    let (counts, total): (&[u32], u64) = match slot {
                         Some(Slot {
-                            state: State::Win { base, counts },
+                            state:
+                                State::Win {
+                                    base,
+                                    total,
+                                    counts,
+                                },
                             ..
                         }) => {
                             let shift = cur.wrapping_sub(*base);
                             if cur < *base || shift > spec.n {
                                 counts[..=n].fill(0);
+                                *total = 0;
                             } else if shift > 0 {
                                 let shift = shift as usize;
+                                let dropped: u64 =
+                                    counts[..shift].iter().map(|&c| u64::from(c)).sum();
+                                *total -= dropped;
                                 counts.copy_within(shift..=n, 0);
                                 counts[n + 1 - shift..=n].fill(0);
                             }
                             *base = cur;
-                            &counts[..=n]
+                            (&counts[..=n], *total)
                         }
-                        _ => &[0; MAX_SLOTS][..=n],
+                        _ => (&[0; MAX_SLOTS][..=n], 0),
                     };
-                    let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
                     let allowed = total + cost64 <= limit;
                     let wait = |target: i64| {
                         win_wait(counts, spec.n, total, target, cur, spec.bucket_us, now_us)
@@ -265,7 +281,7 @@ impl MemoryLimiter {
                 slots.remove(&k);
             }
         }
-        let mut outs: Rules<Outcome> = SmallVec::new();
+        outs.clear();
         for (((key, owner), spec), mut w) in keys.iter().zip(owners).zip(specs).zip(work) {
             let charged = commit && w.out.allowed;
             if charged {
@@ -300,11 +316,13 @@ impl MemoryLimiter {
                         if fresh || !matches!(slot.state, State::Win { .. }) {
                             slot.state = State::Win {
                                 base: w.cur,
+                                total: 0,
                                 counts: [0; MAX_SLOTS],
                             };
                         }
-                        if let State::Win { counts, .. } = &mut slot.state {
+                        if let State::Win { counts, total, .. } = &mut slot.state {
                             counts[n] += cost;
+                            *total += cost64;
                             if w.count + cost64 >= u64::from(spec.limit) {
                                 w.out.free1_ms = win_wait(
                                     &counts[..=n],
@@ -353,12 +371,12 @@ impl MemoryLimiter {
             w.out.remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
             outs.push(w.out);
         }
-        (all, outs)
+        all
     }
 
     /// Forgets every counter whose owner (tenant, rule, identity) is in `owners`; returns
     /// how many live ones there were.
-    pub(crate) fn reset_owners(&self, owners: &[u128]) -> u64 {
+    pub(crate) fn reset_owners(&self, owners: &[u64]) -> u64 {
         let now = self.clock.now_ms();
         let mut slots = self
             .slots
@@ -381,6 +399,20 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use proptest::prelude::*;
+
+    /// `decide` returning the outcomes, for terse tests.
+    fn decide(
+        l: &MemoryLimiter,
+        keys: &[u64],
+        owners: &[u64],
+        specs: &[Spec],
+        cost: u32,
+        commit: bool,
+    ) -> (bool, Rules<Outcome>) {
+        let mut outs = Rules::new();
+        let ok = l.decide(keys, owners, specs, cost, commit, &mut outs);
+        (ok, outs)
+    }
 
     fn limiter() -> (MemoryLimiter, ManualClock) {
         let clock = ManualClock::new();
@@ -421,7 +453,7 @@ mod tests {
             let mut admitted = Vec::new();
             for (gap, cost) in arrivals {
                 clock.advance(std::time::Duration::from_millis(gap));
-                let (ok, outs) = l.decide(&[1], &[1], &[spec], cost, true);
+                let (ok, outs) = decide(&l, &[1], &[1], &[spec], cost, true);
                 prop_assert_eq!(ok, outs[0].allowed);
                 if ok {
                     admitted.push((clock.now_ms(), cost));
@@ -446,11 +478,11 @@ mod tests {
             let spec = Spec::new(algo, limit, window, false);
             for gap in arrivals {
                 clock.advance(std::time::Duration::from_millis(gap));
-                let (ok, outs) = l.decide(&[7], &[7], &[spec], 1, true);
+                let (ok, outs) = decide(&l, &[7], &[7], &[spec], 1, true);
                 if !ok {
                     let retry = outs[0].retry_ms.expect("cost 1 always fits eventually");
                     clock.advance(std::time::Duration::from_millis(retry));
-                    let (ok2, _) = l.decide(&[7], &[7], &[spec], 1, false);
+                    let (ok2, _) = decide(&l, &[7], &[7], &[spec], 1, false);
                     prop_assert!(ok2, "still denied after retry_ms={}", retry);
                 }
             }
@@ -462,13 +494,13 @@ mod tests {
         let (l, _) = limiter();
         let tenant = Spec::new(Algorithm::Compact, 5, 60_000, false);
         let user = Spec::new(Algorithm::Exact, 2, 60_000, false);
-        assert!(l.decide(&[1, 2], &[1, 2], &[tenant, user], 1, true).0);
-        assert!(l.decide(&[1, 2], &[1, 2], &[tenant, user], 1, true).0);
-        let (ok, outs) = l.decide(&[1, 2], &[1, 2], &[tenant, user], 1, true);
+        assert!(decide(&l, &[1, 2], &[1, 2], &[tenant, user], 1, true).0);
+        assert!(decide(&l, &[1, 2], &[1, 2], &[tenant, user], 1, true).0);
+        let (ok, outs) = decide(&l, &[1, 2], &[1, 2], &[tenant, user], 1, true);
         assert!(!ok);
         assert!(outs[0].allowed && !outs[1].allowed);
         // The tenant rule was not charged by the denied request.
-        let (_, outs) = l.decide(&[1, 3], &[1, 3], &[tenant, user], 1, false);
+        let (_, outs) = decide(&l, &[1, 3], &[1, 3], &[tenant, user], 1, false);
         assert_eq!(outs[0].remaining, 3);
     }
 
@@ -477,8 +509,8 @@ mod tests {
         let (l, _) = limiter();
         let shadow = Spec::new(Algorithm::Compact, 1, 60_000, true);
         let real = Spec::new(Algorithm::Compact, 10, 60_000, false);
-        assert!(l.decide(&[1, 2], &[1, 2], &[shadow, real], 1, true).0);
-        let (ok, outs) = l.decide(&[1, 2], &[1, 2], &[shadow, real], 1, true);
+        assert!(decide(&l, &[1, 2], &[1, 2], &[shadow, real], 1, true).0);
+        let (ok, outs) = decide(&l, &[1, 2], &[1, 2], &[shadow, real], 1, true);
         assert!(ok);
         assert!(!outs[0].allowed);
         assert_eq!(outs[1].remaining, 8);
@@ -496,7 +528,7 @@ mod tests {
                 let mut admitted = 0u64;
                 let end = window * 50;
                 while clock.now_ms() < end {
-                    if l.decide(&[1], &[1], &[spec], 1, true).0 {
+                    if decide(&l, &[1], &[1], &[spec], 1, true).0 {
                         admitted += 1;
                     }
                     clock.advance(std::time::Duration::from_millis(step));
@@ -520,7 +552,7 @@ mod tests {
         let (l, _) = limiter();
         for algo in [Algorithm::Exact, Algorithm::Compact] {
             let spec = Spec::new(algo, 3, 1000, false);
-            let (ok, outs) = l.decide(&[9], &[9], &[spec], 4, true);
+            let (ok, outs) = decide(&l, &[9], &[9], &[spec], 4, true);
             assert!(!ok);
             assert_eq!(outs[0].retry_ms, None);
         }
