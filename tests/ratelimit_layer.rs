@@ -18,8 +18,60 @@ use tenant_guard::metrics::Metrics;
 use tenant_guard::ratelimit::{Decision, RateLimitLayer, RateLimiter, UserId};
 use tenant_guard::tenant::TenantLayer;
 
+/// Which store the app under test uses; a test's servers live as long as its `App`.
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    Memory,
+    Redis,
+    Cluster,
+}
+
+struct App {
+    router: Router,
+    _server: Option<common::RedisServer>,
+}
+
+impl std::ops::Deref for App {
+    type Target = Router;
+    fn deref(&self) -> &Router {
+        &self.router
+    }
+}
+
+fn app_on(store: Store, vars: &[(&str, &str)]) -> App {
+    let mut all: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut server = None;
+    match store {
+        Store::Memory => {}
+        Store::Redis => {
+            let s = common::RedisServer::start();
+            all.push(("REDIS_URL".into(), s.url()));
+            server = Some(s);
+        }
+        Store::Cluster => all.push((
+            "REDIS_CLUSTER_NODES".into(),
+            common::shared_cluster().nodes_var.clone(),
+        )),
+    }
+    App {
+        router: router(all),
+        _server: server,
+    }
+}
+
 fn app(vars: &[(&str, &str)]) -> Router {
-    let config = Config::from_vars(vars.iter().copied()).unwrap();
+    router(
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+fn router(vars: Vec<(String, String)>) -> Router {
+    let config = Config::from_vars(vars).unwrap();
     let metrics = Metrics::new();
     let backend = Backend::from_config(&config, &metrics).unwrap();
     let limiter = RateLimiter::from_config(&config, backend, &metrics);
@@ -40,7 +92,7 @@ fn app(vars: &[(&str, &str)]) -> Router {
 struct Req {
     path: &'static str,
     method: http::Method,
-    tenant: &'static str,
+    tenant: String,
     peer: &'static str,
     headers: Vec<(&'static str, String)>,
     user: Option<&'static str>,
@@ -51,11 +103,15 @@ impl Req {
         Self {
             path,
             method: http::Method::GET,
-            tenant: "acme",
+            tenant: "acme".into(),
             peer: "192.0.2.10:5000",
             headers: vec![],
             user: None,
         }
+    }
+    fn tenant(mut self, t: &tenant_guard::tenant::TenantId) -> Self {
+        self.tenant = t.to_string();
+        self
     }
     fn peer(mut self, p: &'static str) -> Self {
         self.peer = p;
@@ -69,7 +125,7 @@ impl Req {
         let mut b = Request::builder()
             .method(self.method)
             .uri(self.path)
-            .header("x-tenant-id", self.tenant);
+            .header("x-tenant-id", self.tenant.as_str());
         for (k, v) in &self.headers {
             b = b.header(*k, v);
         }
@@ -133,62 +189,117 @@ async fn handlers_see_the_decision() {
     assert_eq!(body, "4");
 }
 
-#[tokio::test]
-async fn counters_follow_route_templates_not_raw_paths() {
-    let app = app(&[("RATE_LIMIT_MAX", "2")]);
-    assert_eq!(send(&app, Req::get("/users/1")).await.0, StatusCode::OK);
-    assert_eq!(send(&app, Req::get("/users/2")).await.0, StatusCode::OK);
-    // A third id is the same endpoint: GET /users/{id}.
-    assert_eq!(
-        send(&app, Req::get("/users/3")).await.0,
-        StatusCode::TOO_MANY_REQUESTS
-    );
-    assert_eq!(send(&app, Req::get("/items")).await.0, StatusCode::OK);
-}
+mod on_every_store {
+    use super::*;
 
-#[tokio::test]
-async fn ipv6_clients_are_grouped_by_64() {
-    let app = app(&[("RATE_LIMIT_MAX", "2")]);
-    let a = Req::get("/items").peer("[2001:db8:1:2::a]:1");
-    assert_eq!(send(&app, a).await.0, StatusCode::OK);
-    let b = Req::get("/items").peer("[2001:db8:1:2:ffff::b]:2");
-    assert_eq!(send(&app, b).await.0, StatusCode::OK);
-    let c = Req::get("/items").peer("[2001:db8:1:2::c]:3");
-    assert_eq!(send(&app, c).await.0, StatusCode::TOO_MANY_REQUESTS);
-    let other64 = Req::get("/items").peer("[2001:db8:1:3::a]:1");
-    assert_eq!(send(&app, other64).await.0, StatusCode::OK);
-}
-
-#[tokio::test]
-async fn spoofed_forwarded_for_from_untrusted_peer_is_ignored() {
-    let app = app(&[
-        ("RATE_LIMIT_MAX", "2"),
-        ("RATE_LIMIT_TRUSTED_PROXIES", "10.0.0.0/8"),
-    ]);
-    // An untrusted client rotating X-Forwarded-For still hits its own counter.
-    for (i, want) in [
-        StatusCode::OK,
-        StatusCode::OK,
-        StatusCode::TOO_MANY_REQUESTS,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let r = Req::get("/items")
-            .peer("198.51.100.9:1")
-            .header("x-forwarded-for", &format!("203.0.113.{i}"));
-        assert_eq!(send(&app, r).await.0, want);
+    pub(super) async fn counters_follow_route_templates_not_raw_paths(store: Store) {
+        let app = app_on(store, &[("RATE_LIMIT_MAX", "2")]);
+        let t = common::unique_tenant("rt");
+        assert_eq!(
+            send(&app, Req::get("/users/1").tenant(&t)).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&app, Req::get("/users/2").tenant(&t)).await.0,
+            StatusCode::OK
+        );
+        // A third id is the same endpoint: GET /users/{id}.
+        assert_eq!(
+            send(&app, Req::get("/users/3").tenant(&t)).await.0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            send(&app, Req::get("/items").tenant(&t)).await.0,
+            StatusCode::OK
+        );
     }
-    // Behind the trusted proxy, the forwarded client is the identity.
-    for ip in ["203.0.113.50", "203.0.113.51"] {
-        for _ in 0..2 {
+
+    pub(super) async fn ipv6_clients_are_grouped_by_64(store: Store) {
+        let app = app_on(store, &[("RATE_LIMIT_MAX", "2")]);
+        let t = common::unique_tenant("v6");
+        let a = Req::get("/items").tenant(&t).peer("[2001:db8:1:2::a]:1");
+        assert_eq!(send(&app, a).await.0, StatusCode::OK);
+        let b = Req::get("/items")
+            .tenant(&t)
+            .peer("[2001:db8:1:2:ffff::b]:2");
+        assert_eq!(send(&app, b).await.0, StatusCode::OK);
+        let c = Req::get("/items").tenant(&t).peer("[2001:db8:1:2::c]:3");
+        assert_eq!(send(&app, c).await.0, StatusCode::TOO_MANY_REQUESTS);
+        let other64 = Req::get("/items").tenant(&t).peer("[2001:db8:1:3::a]:1");
+        assert_eq!(send(&app, other64).await.0, StatusCode::OK);
+    }
+
+    pub(super) async fn spoofed_forwarded_for_from_untrusted_peer_is_ignored(store: Store) {
+        let app = app_on(
+            store,
+            &[
+                ("RATE_LIMIT_MAX", "2"),
+                ("RATE_LIMIT_TRUSTED_PROXIES", "10.0.0.0/8"),
+            ],
+        );
+        let t = common::unique_tenant("xff");
+        // An untrusted client rotating X-Forwarded-For still hits its own counter.
+        for (i, want) in [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let r = Req::get("/items")
-                .peer("10.0.0.2:1")
-                .header("x-forwarded-for", &format!("6.6.6.6, {ip}"));
-            assert_eq!(send(&app, r).await.0, StatusCode::OK, "{ip}");
+                .tenant(&t)
+                .peer("198.51.100.9:1")
+                .header("x-forwarded-for", &format!("203.0.113.{i}"));
+            assert_eq!(send(&app, r).await.0, want);
+        }
+        // Behind the trusted proxy, the forwarded client is the identity.
+        for ip in ["203.0.113.50", "203.0.113.51"] {
+            for _ in 0..2 {
+                let r = Req::get("/items")
+                    .tenant(&t)
+                    .peer("10.0.0.2:1")
+                    .header("x-forwarded-for", &format!("6.6.6.6, {ip}"));
+                assert_eq!(send(&app, r).await.0, StatusCode::OK, "{ip}");
+            }
         }
     }
+
+    pub(super) async fn headers_and_retry_after(store: Store) {
+        let app = app_on(
+            store,
+            &[("RATE_LIMIT_MAX", "1"), ("RATE_LIMIT_WINDOW", "1m")],
+        );
+        let t = common::unique_tenant("hdr");
+        let (s, h, _) = send(&app, Req::get("/items").tenant(&t)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(h["ratelimit-policy"], "\"per-endpoint\";q=1;w=60");
+        let (s, h, body) = send(&app, Req::get("/items").tenant(&t)).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((55..=63).contains(&retry), "{retry}");
+        assert!(body.contains("\"rule\":\"per-endpoint\""), "{body}");
+    }
 }
+
+macro_rules! on_every_store {
+    ($($check:ident),* $(,)?) => {
+        $(
+            mod $check {
+                #[tokio::test] async fn memory() { super::on_every_store::$check(super::Store::Memory).await }
+                #[tokio::test] async fn redis() { super::on_every_store::$check(super::Store::Redis).await }
+                #[tokio::test] async fn cluster() { super::on_every_store::$check(super::Store::Cluster).await }
+            }
+        )*
+    };
+}
+
+on_every_store!(
+    counters_follow_route_templates_not_raw_paths,
+    ipv6_clients_are_grouped_by_64,
+    spoofed_forwarded_for_from_untrusted_peer_is_ignored,
+    headers_and_retry_after,
+);
 
 #[tokio::test]
 async fn user_ids_and_costs() {
