@@ -71,6 +71,7 @@ enum State {
 
 #[derive(Debug)]
 struct Slot {
+    key: u64,
     state: State,
     expires_at: u64,
     /// Hash of (tenant, rule, identity) without the endpoint, so `reset` can find every
@@ -81,15 +82,66 @@ struct Slot {
 /// Counters of all rules and identities in this process.
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {
-    slots: Mutex<HashMap<u64, Slot, foldhash::fast::RandomState>>,
+    slots: Mutex<Slab>,
     clock: Arc<dyn Clock>,
     max_keys: usize,
+}
+
+/// Counters in a vector, found through one index lookup: a check looks each key up once
+/// and reaches it again by position when it charges.
+#[derive(Debug, Default)]
+struct Slab {
+    index: HashMap<u64, usize, foldhash::fast::RandomState>,
+    slots: Vec<Slot>,
+}
+
+impl Slab {
+    fn find(&self, key: u64) -> Option<usize> {
+        self.index.get(&key).copied()
+    }
+
+    /// The slot of `key`, inserting an empty (already expired) one if there is none.
+    fn get_or_insert(&mut self, key: u64, owner: u64) -> usize {
+        let slots = &mut self.slots;
+        *self.index.entry(key).or_insert_with(|| {
+            slots.push(Slot {
+                key,
+                state: State::Log(VecDeque::new()),
+                expires_at: 0,
+                owner,
+            });
+            slots.len() - 1
+        })
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        let gone = self.slots.swap_remove(i);
+        self.index.remove(&gone.key);
+        if let Some(moved) = self.slots.get(i) {
+            self.index.insert(moved.key, i);
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Slot) -> bool) {
+        let mut i = self.slots.len();
+        while i > 0 {
+            i -= 1;
+            if !keep(&self.slots[i]) {
+                self.remove_at(i);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
 }
 
 /// Per-rule working state between the decision and the commit.
 struct Work {
     count: u64,
     cur: u64,
+    slot: Option<usize>,
     out: Outcome,
 }
 
@@ -124,7 +176,7 @@ fn win_wait(
 impl MemoryLimiter {
     pub(crate) fn new(clock: Arc<dyn Clock>, max_keys: usize) -> Self {
         Self {
-            slots: Mutex::new(HashMap::default()),
+            slots: Mutex::new(Slab::default()),
             clock,
             max_keys: max_keys.max(1),
         }
@@ -152,10 +204,29 @@ impl MemoryLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let cost64 = u64::from(cost);
+        if commit && slots.len() + keys.len() > self.max_keys {
+            slots.retain(|s| s.expires_at > now);
+            while slots.len() + keys.len() > self.max_keys {
+                // Still full of live counters: drop the one expiring soonest (it has the
+                // least usage left to forget).
+                let Some(i) = (0..slots.len()).min_by_key(|&i| slots.slots[i].expires_at) else {
+                    break;
+                };
+                slots.remove_at(i);
+            }
+        }
         let mut work: Rules<Work> = SmallVec::new();
         let mut all = true;
-        for (key, spec) in keys.iter().zip(specs) {
-            let slot = slots.get_mut(key).filter(|s| s.expires_at > now);
+        for ((key, owner), spec) in keys.iter().zip(owners).zip(specs) {
+            // A check that may charge makes room now, so the commit needs no second lookup.
+            let idx = if commit {
+                Some(slots.get_or_insert(*key, *owner))
+            } else {
+                slots.find(*key)
+            };
+            let slot = idx
+                .map(|i| &mut slots.slots[i])
+                .filter(|s| s.expires_at > now);
             let limit = u64::from(spec.limit);
             let w = match spec.algo {
                 Algorithm::Exact => {
@@ -194,6 +265,7 @@ impl MemoryLimiter {
                     Work {
                         count,
                         cur: 0,
+                        slot: idx,
                         out: Outcome {
                             allowed,
                             remaining: 0,
@@ -249,6 +321,7 @@ impl MemoryLimiter {
                     Work {
                         count: total,
                         cur,
+                        slot: idx,
                         out: Outcome {
                             allowed,
                             remaining: 0,
@@ -266,30 +339,11 @@ impl MemoryLimiter {
         }
 
         let commit = commit && all;
-        if commit && slots.len() + keys.len() > self.max_keys {
-            slots.retain(|_, s| s.expires_at > now);
-            while slots.len() + keys.len() > self.max_keys {
-                // Still full of live counters: drop the one expiring soonest (it has the
-                // least usage left to forget).
-                let Some(k) = slots
-                    .iter()
-                    .min_by_key(|(_, s)| s.expires_at)
-                    .map(|(k, _)| *k)
-                else {
-                    break;
-                };
-                slots.remove(&k);
-            }
-        }
         outs.clear();
-        for (((key, owner), spec), mut w) in keys.iter().zip(owners).zip(specs).zip(work) {
+        for ((owner, spec), mut w) in owners.iter().zip(specs).zip(work) {
             let charged = commit && w.out.allowed;
-            if charged {
-                let slot = slots.entry(*key).or_insert_with(|| Slot {
-                    state: State::Log(VecDeque::new()),
-                    expires_at: 0,
-                    owner: *owner,
-                });
+            if let (true, Some(i)) = (charged, w.slot) {
+                let slot = &mut slots.slots[i];
                 let fresh = slot.expires_at <= now;
                 match spec.algo {
                     Algorithm::Exact => {
@@ -350,7 +404,7 @@ impl MemoryLimiter {
                     state: State::Win { counts, .. },
                     expires_at,
                     ..
-                }) = slots.get(key)
+                }) = w.slot.map(|i| &slots.slots[i])
                 {
                     if *expires_at > now {
                         let n = spec.n as usize;
@@ -383,7 +437,7 @@ impl MemoryLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut n = 0;
-        slots.retain(|_, s| {
+        slots.retain(|s| {
             let doomed = owners.contains(&s.owner);
             if doomed && s.expires_at > now {
                 n += 1;
@@ -545,6 +599,27 @@ mod tests {
                 "compact admitted {ratio:.4} of exact for {limit}/{window}ms"
             );
         }
+    }
+
+    #[test]
+    fn counters_stay_within_max_keys() {
+        let clock = ManualClock::new();
+        let l = MemoryLimiter::new(Arc::new(clock.clone()), 5);
+        let spec = Spec::new(Algorithm::Compact, 10, 1000, false);
+        for k in 0..100u64 {
+            assert!(decide(&l, &[k], &[k], &[spec], 1, true).0);
+            clock.advance(std::time::Duration::from_millis(1));
+            assert!(l.slots.lock().unwrap().len() <= 5);
+        }
+        // The most recent counters survived and still count.
+        let (_, outs) = decide(&l, &[99], &[99], &[spec], 1, false);
+        assert_eq!(outs[0].remaining, 9);
+        // Index and slots agree after all the swap-removes.
+        let slab = l.slots.lock().unwrap();
+        for (i, slot) in slab.slots.iter().enumerate() {
+            assert_eq!(slab.index[&slot.key], i);
+        }
+        assert_eq!(slab.index.len(), slab.slots.len());
     }
 
     #[test]
