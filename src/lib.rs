@@ -4,7 +4,7 @@
 //! sliding-window rate limits, server-side sessions and response caching behind one tenant
 //! model, on Redis (single node or cluster) or on an in-memory backend that needs no setup.
 //!
-//! This release contains the foundation the layers stand on:
+//! Contents:
 //!
 //! * [`config`] — one typed [`Config`](config::Config), from environment variables
 //!   ([`Config::from_env`](config::Config::from_env)) or code, that reports every invalid
@@ -17,6 +17,10 @@
 //! * [`backend`] — Redis (lazy, reconnecting, with timeouts, Lua scripts and a circuit
 //!   breaker) and a bounded, expiring memory store, behind one [`Backend`](backend::Backend).
 //! * [`ops`] — `/health`, `/health/ready`, `/cache/status` and `/metrics` routes.
+//! * [`ratelimit`] — per-tenant / user / endpoint sliding windows decided in one atomic
+//!   step, as a tower layer.
+//! * `demo` and `loadgen` (feature `cli`) — the demo app and the open-loop load generator
+//!   behind the `tenant-guard` command.
 //!
 //! ## Quick start
 //!
@@ -44,6 +48,7 @@
 //! |------|---------|--------------|
 //! | `redis` | yes | the Redis backend (single node and cluster) |
 //! | `axum` | yes | the axum extractor and the ops router |
+//! | `cli` | yes | the `tenant-guard` command, the demo app and the load generator |
 //! | `tls` | no | `rediss://` / `REDIS_USE_TLS` through native-tls |
 //!
 //! The memory backend is always built: it is the fallback that needs no setup.
@@ -51,7 +56,11 @@
 pub mod backend;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "cli")]
+pub mod demo;
 pub mod keys;
+#[cfg(feature = "cli")]
+pub mod loadgen;
 pub mod metrics;
 #[cfg(feature = "axum")]
 pub mod ops;

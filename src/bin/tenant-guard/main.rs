@@ -1,15 +1,21 @@
 //! The `tenant-guard` command.
 //!
 //! ```text
-//! tenant-guard config          validate the environment and print the effective config
+//! tenant-guard demo      serve the demo app on a free loopback port, load it for ~15 s
+//!                        with three tenants (under, at, far over their limit), print the table
+//! tenant-guard serve     the demo multi-tenant app, configured by env vars
+//! tenant-guard load      open-loop load against a server, table at the end
+//! tenant-guard config    validate the environment and print the effective configuration
 //! ```
-//!
-//! Later releases add `serve` (demo app) and `load` (load generator).
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tenant_guard::config::Config;
+use tenant_guard::loadgen::{self, Endpoint, LoadPlan, TenantLoad};
+use tenant_guard::ratelimit::Quota;
 
 /// Tower layers for multi-tenant services: rate limits, sessions and caching on Redis.
 #[derive(Debug, Parser)]
@@ -21,6 +27,52 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the demo app on a free loopback port and load it for ~15 s with three tenants
+    /// (one under, one at, one far over its limit); prints the per-tenant table.
+    ///
+    /// Memory backend unless REDIS_URL / REDIS_CLUSTER_NODES are set. Exits 1 if any
+    /// window admitted more than the limit.
+    Demo {
+        /// Length of the load.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+    /// Serve the demo multi-tenant app (every variable of `tenant-guard config` applies).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: SocketAddr,
+        /// Log as JSON lines (filter with RUST_LOG).
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Open-loop load: a fixed arrival rate per tenant, whatever the server does.
+    Load {
+        /// Server address (loopback unless you name another explicitly).
+        #[arg(long)]
+        target: SocketAddr,
+        /// How long to send.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Tenant traffic as NAME:RATE[:USERS] (requests per second), repeatable.
+        #[arg(long = "tenant", required = true, value_parser = parse_tenant)]
+        tenants: Vec<(String, f64, u32)>,
+        /// Endpoint as METHOD:/path[:WEIGHT], repeatable (default GET:/api/items).
+        #[arg(long = "endpoint", value_parser = parse_endpoint)]
+        endpoints: Vec<Endpoint>,
+        /// Most requests in flight; more are counted as skipped.
+        #[arg(long, default_value_t = 512)]
+        max_in_flight: usize,
+        /// The limit to check the results against, LIMIT/WINDOW (e.g. the per-tenant rule).
+        #[arg(long, value_parser = Quota::parse)]
+        limit: Option<Quota>,
+        /// Header carrying the tenant.
+        #[arg(long, default_value = "X-Tenant-ID")]
+        tenant_header: String,
+        /// Header carrying the user.
+        #[arg(long, default_value = "X-User-ID")]
+        user_header: String,
+    },
     /// Validate the environment and print the effective configuration (secrets redacted).
     ///
     /// Exits 0 when the configuration is valid, 2 when any variable is invalid (all
@@ -32,10 +84,103 @@ enum Command {
     },
 }
 
+fn parse_tenant(s: &str) -> Result<(String, f64, u32), String> {
+    let mut parts = s.split(':');
+    let name = parts.next().unwrap_or_default().to_string();
+    tenant_guard::tenant::TenantId::new(&name).map_err(|e| e.to_string())?;
+    let rate: f64 = parts
+        .next()
+        .ok_or("expected NAME:RATE[:USERS], e.g. acme:20:5")?
+        .parse()
+        .map_err(|_| "RATE must be a number of requests per second")?;
+    if !(rate > 0.0 && rate <= 100_000.0) {
+        return Err("RATE must be above 0 and at most 100000".into());
+    }
+    let users = match parts.next() {
+        Some(u) => u.parse().map_err(|_| "USERS must be a whole number")?,
+        None => 1,
+    };
+    Ok((name, rate, users))
+}
+
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let (method, rest) = s
+        .split_once(':')
+        .ok_or("expected METHOD:/path[:WEIGHT], e.g. GET:/api/items:3")?;
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("`{method}` is not an HTTP method"))?;
+    let (path, weight) = match rest.rsplit_once(':') {
+        Some((p, w)) if w.bytes().all(|b| b.is_ascii_digit()) && !w.is_empty() => {
+            (p, w.parse().map_err(|_| "WEIGHT must be a whole number")?)
+        }
+        _ => (rest, 1),
+    };
+    if !path.starts_with('/') {
+        return Err(format!("path `{path}` must start with `/`"));
+    }
+    Ok(Endpoint {
+        method,
+        path: path.to_string(),
+        weight,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Config { json } => config(json),
+        Command::Serve { addr, json_logs } => runtime(serve(addr, json_logs)),
+        Command::Load {
+            target,
+            duration,
+            tenants,
+            endpoints,
+            max_in_flight,
+            limit,
+            tenant_header,
+            user_header,
+        } => {
+            let endpoints = if endpoints.is_empty() {
+                vec![Endpoint {
+                    method: http::Method::GET,
+                    path: "/api/items".into(),
+                    weight: 1,
+                }]
+            } else {
+                endpoints
+            };
+            let plan = LoadPlan {
+                target,
+                duration,
+                max_in_flight,
+                tenant_header,
+                user_header,
+                tenants: tenants
+                    .into_iter()
+                    .map(|(tenant, rate, users)| TenantLoad {
+                        tenant,
+                        rate,
+                        users,
+                        endpoints: endpoints.clone(),
+                    })
+                    .collect(),
+            };
+            runtime(load(plan, limit))
+        }
+        Command::Demo { duration } => runtime(demo(duration)),
+    }
+}
+
+fn runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -67,4 +212,247 @@ fn config(json: bool) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn serve(addr: SocketAddr, json_logs: bool) -> ExitCode {
+    init_logs(json_logs);
+    let cfg = match Config::from_env() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
+    let app = match tenant_guard::demo::app(&cfg) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(%addr, "tenant-guard demo app listening");
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await;
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn load(plan: LoadPlan, limit: Option<Quota>) -> ExitCode {
+    eprintln!(
+        "open-loop load on {} for {}: {}",
+        plan.target,
+        humantime::format_duration(plan.duration),
+        plan.tenants
+            .iter()
+            .map(|t| format!("{} {}/s", t.tenant, t.rate))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    match loadgen::run(&plan).await {
+        Ok(report) => {
+            print!("{}", report.table(limit.map(|q| (q.limit.get(), q.window))));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The demo scenario's settings; variables already in the environment win, so
+/// `REDIS_URL=... tenant-guard demo` runs the same scenario on Redis.
+const DEMO_VARS: &[(&str, &str)] = &[
+    ("RATE_LIMIT_TENANT", "50/5s"),
+    ("RATE_LIMIT_MAX", "100000"),
+    ("RATE_LIMIT_WINDOW", "1m"),
+    ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
+];
+
+async fn demo(duration: Duration) -> ExitCode {
+    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    for (k, v) in DEMO_VARS {
+        if !vars.iter().any(|(name, _)| name == k) {
+            vars.push((k.to_string(), v.to_string()));
+        }
+    }
+    let cfg = match Config::from_vars(vars) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let limit = cfg
+        .rate_limit
+        .policy
+        .rules()
+        .iter()
+        .find(|r| r.name == "per-tenant")
+        .map(|r| r.quota);
+    let app = match tenant_guard::demo::app(&cfg) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on loopback: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(target) = listener.local_addr() else {
+        return ExitCode::FAILURE;
+    };
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    let backend = match &cfg.redis.mode {
+        tenant_guard::config::RedisMode::Disabled => "memory backend".to_string(),
+        tenant_guard::config::RedisMode::Single(u) => format!("Redis at {}", u.host_port()),
+        tenant_guard::config::RedisMode::Cluster(n) => {
+            format!("Redis Cluster ({} seed nodes)", n.len())
+        }
+    };
+    let limit_text = limit.map_or_else(|| "none".into(), |q| q.to_string());
+    println!(
+        "tenant-guard demo: app on http://{target} ({backend}), per-tenant limit {limit_text}"
+    );
+    let endpoints = vec![
+        Endpoint {
+            method: http::Method::GET,
+            path: "/api/items".into(),
+            weight: 3,
+        },
+        Endpoint {
+            method: http::Method::GET,
+            path: "/api/reports/2026-11-22".into(),
+            weight: 2,
+        },
+        Endpoint {
+            method: http::Method::POST,
+            path: "/api/ai/complete".into(),
+            weight: 1,
+        },
+    ];
+    // At the limit's rate, half of it, and four times it.
+    let at = limit.map_or(10.0, |q| f64::from(q.limit.get()) / q.window.as_secs_f64());
+    let tenants = [("calm", at / 2.0), ("steady", at), ("flood", at * 4.0)]
+        .into_iter()
+        .map(|(name, rate)| TenantLoad {
+            tenant: name.into(),
+            rate,
+            users: 5,
+            endpoints: endpoints.clone(),
+        })
+        .collect();
+    let plan = LoadPlan {
+        target,
+        duration,
+        max_in_flight: 256,
+        tenant_header: "X-Tenant-ID".into(),
+        user_header: "X-User-ID".into(),
+        tenants,
+    };
+    println!(
+        "sending for {}: calm {:.0}/s, steady {:.0}/s, flood {:.0}/s (open loop) ...",
+        humantime::format_duration(duration),
+        at / 2.0,
+        at,
+        at * 4.0
+    );
+    let report = match loadgen::run(&plan).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    server.abort();
+    let limit_pair = limit.map(|q| (q.limit.get(), q.window));
+    print!("{}", report.table(limit_pair));
+    let mut held = true;
+    if let Some((l, w)) = limit_pair {
+        for t in &report.tenants {
+            let worst = loadgen::max_in_window(&t.admitted_at, w);
+            if worst > l as usize {
+                held = false;
+                println!(
+                    "LIMIT EXCEEDED: {} had {worst} admissions in one {} window (limit {l})",
+                    t.tenant,
+                    humantime::format_duration(w)
+                );
+            }
+        }
+        if held {
+            println!(
+                "every tenant held to at most {l} admissions in any {} window (client-side check)",
+                humantime::format_duration(w)
+            );
+        }
+    }
+    if held {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -1,0 +1,232 @@
+//! The open-loop load generator against real loopback servers, and the demo end to end.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use tenant_guard::config::Config;
+use tenant_guard::loadgen::{self, max_in_window, schedule, Endpoint, LoadPlan, TenantLoad};
+
+/// A server whose every request takes `delay`; counts requests and peak concurrency.
+async fn slow_server(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
+    let (n, p, t) = (now.clone(), peak.clone(), total.clone());
+    let app = Router::new().route(
+        "/x",
+        get(move || {
+            let (n, p, t) = (n.clone(), p.clone(), t.clone());
+            async move {
+                t.fetch_add(1, Ordering::SeqCst);
+                let c = n.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(c, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, peak, total)
+}
+
+fn plan(target: SocketAddr, rate: f64, secs: u64, max_in_flight: usize) -> LoadPlan {
+    LoadPlan {
+        target,
+        duration: Duration::from_secs(secs),
+        max_in_flight,
+        tenant_header: "x-tenant-id".into(),
+        user_header: "x-user-id".into(),
+        tenants: vec![TenantLoad {
+            tenant: "t".into(),
+            rate,
+            users: 3,
+            endpoints: vec![Endpoint {
+                method: http::Method::GET,
+                path: "/x".into(),
+                weight: 1,
+            }],
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_does_not_lower_the_send_rate() {
+    // Each request takes 500 ms; a closed loop with one connection would manage 2 in 1 s.
+    let (addr, peak, total) = slow_server(Duration::from_millis(500)).await;
+    let report = loadgen::run(&plan(addr, 40.0, 1, 1000)).await.unwrap();
+    let t = &report.tenants[0];
+    assert_eq!(t.sent, 40, "every scheduled request was sent");
+    assert_eq!(t.ok, 40);
+    assert_eq!(total.load(Ordering::SeqCst), 40);
+    // Requests overlapped at the server: the schedule did not wait for responses.
+    assert!(
+        peak.load(Ordering::SeqCst) >= 10,
+        "peak concurrency {}",
+        peak.load(Ordering::SeqCst)
+    );
+    // Latency counts from the scheduled time, so it includes the 500 ms.
+    assert!(t.latency_us.value_at_quantile(0.5) >= 500_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_cap_skips_instead_of_waiting() {
+    let (addr, peak, _) = slow_server(Duration::from_secs(2)).await;
+    let report = loadgen::run(&plan(addr, 50.0, 1, 5)).await.unwrap();
+    let t = &report.tenants[0];
+    assert_eq!(t.sent + t.skipped, 50);
+    assert_eq!(t.sent, 5);
+    assert!(peak.load(Ordering::SeqCst) <= 5);
+}
+
+#[tokio::test]
+async fn unreachable_target_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // The listener is dropped: nothing accepts there now.
+    let err = loadgen::run(&plan(port, 1.0, 1, 1)).await.unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!("cannot reach {port}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn schedule_follows_rates_users_and_weights() {
+    let t = |name: &str, rate| TenantLoad {
+        tenant: name.into(),
+        rate,
+        users: 4,
+        endpoints: vec![
+            Endpoint {
+                method: http::Method::GET,
+                path: "/a".into(),
+                weight: 3,
+            },
+            Endpoint {
+                method: http::Method::POST,
+                path: "/b".into(),
+                weight: 1,
+            },
+        ],
+    };
+    let s = schedule(&[t("x", 20.0), t("y", 5.0)], Duration::from_secs(4));
+    assert_eq!(s.iter().filter(|p| p.tenant == 0).count(), 80);
+    assert_eq!(s.iter().filter(|p| p.tenant == 1).count(), 20);
+    assert!(s.windows(2).all(|w| w[0].at <= w[1].at), "in send order");
+    let a = s
+        .iter()
+        .filter(|p| p.tenant == 0 && p.endpoint == 0)
+        .count();
+    assert_eq!(a, 60, "weights 3:1");
+    assert!((0..4).all(|u| s.iter().any(|p| p.tenant == 0 && p.user == u)));
+}
+
+#[test]
+fn window_maximum() {
+    let ms = |v: &[u64]| {
+        v.iter()
+            .map(|&m| Duration::from_millis(m))
+            .collect::<Vec<_>>()
+    };
+    let w = Duration::from_millis(1000);
+    // (t - 1000, t]: 0 and 1000 are never in one window.
+    assert_eq!(max_in_window(&ms(&[0, 1000]), w), 1);
+    assert_eq!(max_in_window(&ms(&[0, 999]), w), 2);
+    // (1100, 2100] holds 1500, 1600, 1700, 1800 and 2100.
+    assert_eq!(
+        max_in_window(&ms(&[0, 10, 20, 1500, 1600, 1700, 1800, 2100]), w),
+        5
+    );
+    assert_eq!(max_in_window(&ms(&[5, 5, 5]), w), 3);
+}
+
+/// The demo app under a flood: the limit holds in every window, seen from the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_app_holds_the_flood_to_its_limit() {
+    let config = Config::from_vars([
+        ("RATE_LIMIT_TENANT", "20/2s"),
+        ("RATE_LIMIT_MAX", "100000"),
+        ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
+    ])
+    .unwrap();
+    let app = tenant_guard::demo::app(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    let endpoints = vec![
+        Endpoint {
+            method: http::Method::GET,
+            path: "/api/items".into(),
+            weight: 2,
+        },
+        Endpoint {
+            method: http::Method::GET,
+            path: "/api/reports/2026-11-22".into(),
+            weight: 1,
+        },
+    ];
+    let tenant = |name: &str, rate| TenantLoad {
+        tenant: name.into(),
+        rate,
+        users: 3,
+        endpoints: endpoints.clone(),
+    };
+    let plan = LoadPlan {
+        target,
+        duration: Duration::from_secs(4),
+        max_in_flight: 256,
+        tenant_header: "X-Tenant-ID".into(),
+        user_header: "X-User-ID".into(),
+        tenants: vec![tenant("calm", 4.0), tenant("flood", 40.0)],
+    };
+    let report = loadgen::run(&plan).await.unwrap();
+    let table = report.table(Some((20, Duration::from_secs(2))));
+    eprintln!("{table}");
+    let calm = &report.tenants[0];
+    let flood = &report.tenants[1];
+    assert_eq!(calm.throttled, 0, "calm stays under its limit");
+    assert!(flood.throttled > 0);
+    assert!(max_in_window(&flood.admitted_at, Duration::from_secs(2)) <= 20);
+    assert_eq!(flood.other + flood.errors, 0);
+    assert!(table.contains("flood"));
+}
+
+#[test]
+fn demo_command_runs_and_exits_zero() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
+        .args(["demo", "--duration", "3s"])
+        .env_clear()
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("memory backend"), "{stdout}");
+    for t in ["calm", "steady", "flood"] {
+        assert!(stdout.contains(t), "{stdout}");
+    }
+    assert!(
+        stdout.contains("every tenant held to at most 50 admissions"),
+        "{stdout}"
+    );
+}
