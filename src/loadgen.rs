@@ -133,6 +133,8 @@ pub struct TenantReport {
     pub skipped: u64,
     /// When each 2xx response arrived, from the start of the run (sorted).
     pub admitted_at: Vec<Duration>,
+    /// When each 429 response arrived, from the start of the run (sorted).
+    pub throttled_at: Vec<Duration>,
     /// Latency from the scheduled send time, in microseconds.
     pub latency_us: Histogram<u64>,
 }
@@ -187,8 +189,26 @@ struct Outcome {
     done_at: Duration,
 }
 
+/// Counters updated while a run is going, for progress displays.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Requests sent.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// 2xx responses.
+    pub ok: std::sync::atomic::AtomicU64,
+    /// 429 responses.
+    pub throttled: std::sync::atomic::AtomicU64,
+    /// Other statuses, transport errors and skipped sends.
+    pub errors: std::sync::atomic::AtomicU64,
+}
+
 /// Runs the plan against its target and collects the report.
 pub async fn run(plan: &LoadPlan) -> Result<Report, LoadError> {
+    run_with(plan, &Live::default()).await
+}
+
+/// Like [`run`], updating `live` as responses come in.
+pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError> {
     tokio::net::TcpStream::connect(plan.target)
         .await
         .map_err(|source| LoadError::Unreachable {
@@ -212,9 +232,11 @@ pub async fn run(plan: &LoadPlan) -> Result<Report, LoadError> {
         tokio::time::sleep_until(at).await;
         if in_flight.load(Ordering::Acquire) >= plan.max_in_flight {
             skipped[p.tenant] += 1;
+            live.errors.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         sent[p.tenant] += 1;
+        live.sent.fetch_add(1, Ordering::Relaxed);
         in_flight.fetch_add(1, Ordering::AcqRel);
         let t = &plan.tenants[p.tenant];
         let ep = &t.endpoints[p.endpoint];
@@ -266,6 +288,7 @@ pub async fn run(plan: &LoadPlan) -> Result<Report, LoadError> {
             errors: 0,
             skipped,
             admitted_at: Vec::new(),
+            throttled_at: Vec::new(),
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .expect("valid histogram bounds"),
         })
@@ -279,12 +302,21 @@ pub async fn run(plan: &LoadPlan) -> Result<Report, LoadError> {
             o = rx.recv() => {
                 let Some(o) = o else { break };
                 let r = &mut reports[o.tenant];
+                let counter = match o.status {
+                    Some(s) if (200..300).contains(&s) => &live.ok,
+                    Some(429) => &live.throttled,
+                    _ => &live.errors,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 match o.status {
                     Some(s) if (200..300).contains(&s) => {
                         r.ok += 1;
                         r.admitted_at.push(o.done_at);
                     }
-                    Some(429) => r.throttled += 1,
+                    Some(429) => {
+                        r.throttled += 1;
+                        r.throttled_at.push(o.done_at);
+                    }
                     Some(_) => r.other += 1,
                     None => r.errors += 1,
                 }
@@ -297,6 +329,7 @@ pub async fn run(plan: &LoadPlan) -> Result<Report, LoadError> {
     }
     for r in &mut reports {
         r.admitted_at.sort();
+        r.throttled_at.sort();
     }
     Ok(Report {
         tenants: reports,
@@ -308,7 +341,194 @@ fn ms(us: u64) -> String {
     format!("{:.1}", us as f64 / 1000.0)
 }
 
+/// Per-second counts of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Series {
+    /// Tenant id.
+    pub tenant: String,
+    /// 2xx responses in each second of the run.
+    pub admitted: Vec<u64>,
+    /// 429 responses in each second of the run.
+    pub throttled: Vec<u64>,
+}
+
+fn per_second(times: &[Duration], secs: usize) -> Vec<u64> {
+    let mut v = vec![0u64; secs];
+    for t in times {
+        let i = (t.as_secs() as usize).min(secs.saturating_sub(1));
+        if let Some(slot) = v.get_mut(i) {
+            *slot += 1;
+        }
+    }
+    v
+}
+
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
+];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 impl Report {
+    /// Admitted and throttled responses per second, per tenant.
+    pub fn series(&self) -> Vec<Series> {
+        let secs = (self.elapsed.as_secs() as usize + 1).max(1);
+        self.tenants
+            .iter()
+            .map(|t| Series {
+                tenant: t.tenant.clone(),
+                admitted: per_second(&t.admitted_at, secs),
+                throttled: per_second(&t.throttled_at, secs),
+            })
+            .collect()
+    }
+
+    /// The report as JSON (counts, latency percentiles in ms, window maximum, series).
+    pub fn to_json(&self, limit: Option<(u32, Duration)>) -> serde_json::Value {
+        let p = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let tenants: Vec<serde_json::Value> = self
+            .tenants
+            .iter()
+            .zip(self.series())
+            .map(|(t, s)| {
+                serde_json::json!({
+                    "tenant": t.tenant,
+                    "sent": t.sent,
+                    "ok": t.ok,
+                    "throttled": t.throttled,
+                    "other": t.other,
+                    "errors": t.errors,
+                    "skipped": t.skipped,
+                    "admitted_per_second": t.ok as f64 / self.elapsed.as_secs_f64().max(1e-9),
+                    "max_admitted_in_window": limit.map(|(_, w)| max_in_window(&t.admitted_at, w)),
+                    "latency_ms": {
+                        "p50": p(&t.latency_us, 0.5), "p90": p(&t.latency_us, 0.9),
+                        "p99": p(&t.latency_us, 0.99), "p99.9": p(&t.latency_us, 0.999),
+                        "max": t.latency_us.max() as f64 / 1000.0,
+                    },
+                    "series": s,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "elapsed_seconds": self.elapsed.as_secs_f64(),
+            "limit": limit.map(|(l, w)| serde_json::json!({ "limit": l, "window_seconds": w.as_secs_f64() })),
+            "tenants": tenants,
+        })
+    }
+
+    /// An SVG line chart: admitted (solid) and throttled (dashed) requests per second per
+    /// tenant over time, with the limit's rate as a grey line.
+    pub fn svg_chart(&self, limit: Option<(u32, Duration)>, title: &str) -> String {
+        let series = self.series();
+        let (w, h) = (900.0_f64, 460.0_f64);
+        let (left, right, top, bottom) = (60.0, 170.0, 40.0, 50.0);
+        let pw = w - left - right;
+        let ph = h - top - bottom;
+        let secs = series.first().map_or(1, |s| s.admitted.len()).max(2);
+        let limit_rate = limit.map(|(l, win)| f64::from(l) / win.as_secs_f64());
+        let ymax = series
+            .iter()
+            .flat_map(|s| s.admitted.iter().chain(&s.throttled))
+            .copied()
+            .max()
+            .unwrap_or(1) as f64;
+        let ymax = ymax.max(limit_rate.unwrap_or(0.0)).max(1.0) * 1.1;
+        let x = |i: usize| left + pw * (i as f64 + 0.5) / secs as f64;
+        let y = |v: f64| top + ph * (1.0 - v / ymax);
+        let mut out = format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{left}" y="24" font-size="15">{}</text>
+"#,
+            esc(title)
+        );
+        // Axes and grid.
+        for k in 0..=5 {
+            let v = ymax * f64::from(k) / 5.0;
+            let yy = y(v);
+            out.push_str(&format!(
+                "<line x1=\"{left}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#eee\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}</text>\n",
+                left + pw,
+                left - 6.0,
+                yy + 4.0
+            ));
+        }
+        let step = (secs / 10).max(1);
+        for i in (0..secs).step_by(step) {
+            out.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{i}s</text>\n",
+                x(i),
+                top + ph + 18.0
+            ));
+        }
+        out.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds since start</text>\n<text x=\"16\" y=\"{:.1}\" transform=\"rotate(-90 16 {:.1})\" text-anchor=\"middle\">requests per second</text>\n",
+            top + ph,
+            left + pw,
+            top + ph,
+            left + pw / 2.0,
+            h - 12.0,
+            top + ph / 2.0,
+            top + ph / 2.0
+        ));
+        if let Some(r) = limit_rate {
+            out.push_str(&format!(
+                "<line x1=\"{left}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#888\" stroke-width=\"2\" stroke-dasharray=\"8 4\"/>\n",
+                y(r),
+                left + pw,
+                y(r)
+            ));
+        }
+        let points = |v: &[u64]| {
+            v.iter()
+                .enumerate()
+                .map(|(i, c)| format!("{:.1},{:.1}", x(i), y(*c as f64)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut ly = top + 10.0;
+        for (i, s) in series.iter().enumerate() {
+            let c = COLORS[i % COLORS.len()];
+            out.push_str(&format!(
+                "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>\n<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"1.5\" stroke-dasharray=\"4 3\" points=\"{}\"/>\n",
+                points(&s.admitted),
+                points(&s.throttled)
+            ));
+            let lx = left + pw + 15.0;
+            out.push_str(&format!(
+                "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{:.1}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"2\"/><text x=\"{:.1}\" y=\"{:.1}\">{} admitted</text>\n<line x1=\"{lx}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{c}\" stroke-dasharray=\"4 3\"/><text x=\"{:.1}\" y=\"{:.1}\">{} 429</text>\n",
+                lx + 25.0,
+                lx + 30.0,
+                ly + 4.0,
+                esc(&s.tenant),
+                ly + 16.0,
+                lx + 25.0,
+                ly + 16.0,
+                lx + 30.0,
+                ly + 20.0,
+                esc(&s.tenant)
+            ));
+            ly += 38.0;
+        }
+        if limit_rate.is_some() {
+            let lx = left + pw + 15.0;
+            out.push_str(&format!(
+                "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{:.1}\" y2=\"{ly}\" stroke=\"#888\" stroke-width=\"2\" stroke-dasharray=\"8 4\"/><text x=\"{:.1}\" y=\"{:.1}\">limit</text>\n",
+                lx + 25.0,
+                lx + 30.0,
+                ly + 4.0
+            ));
+        }
+        out.push_str("</svg>\n");
+        out
+    }
+
     /// A text table: per tenant, counts, admitted rate against the limit, the most
     /// admissions seen in any window of the limit's length (a client-side check that the
     /// limit held), and latency percentiles in milliseconds.

@@ -205,12 +205,36 @@ async fn demo_app_holds_the_flood_to_its_limit() {
     assert!(max_in_window(&flood.admitted_at, Duration::from_secs(2)) <= 20);
     assert_eq!(flood.other + flood.errors, 0);
     assert!(table.contains("flood"));
+
+    // JSON and chart carry the same numbers.
+    let json = report.to_json(Some((20, Duration::from_secs(2))));
+    assert_eq!(json["tenants"][1]["tenant"], "flood");
+    assert_eq!(json["tenants"][1]["throttled"], flood.throttled);
+    let series = &json["tenants"][1]["series"]["admitted"];
+    let sum: u64 = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, flood.ok);
+    let svg = report.svg_chart(Some((20, Duration::from_secs(2))), "demo <test>");
+    assert!(svg.starts_with("<svg"));
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        4,
+        "admitted + throttled per tenant"
+    );
+    assert!(svg.contains("demo &lt;test&gt;"), "titles are escaped");
 }
 
 #[test]
 fn demo_command_runs_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("demo.svg");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
-        .args(["demo", "--duration", "3s"])
+        .args(["demo", "--duration", "3s", "--chart"])
+        .arg(&chart)
         .env_clear()
         .output()
         .unwrap();

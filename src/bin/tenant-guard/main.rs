@@ -9,6 +9,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -36,6 +37,12 @@ enum Command {
         /// Length of the load.
         #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Where to write the chart (SVG).
+        #[arg(long, default_value = "tenant-guard-demo.svg")]
+        chart: PathBuf,
+        /// Also write the results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Serve the demo multi-tenant app (every variable of `tenant-guard config` applies).
     Serve {
@@ -72,6 +79,12 @@ enum Command {
         /// Header carrying the user.
         #[arg(long, default_value = "X-User-ID")]
         user_header: String,
+        /// Write the results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write a chart of admitted and throttled requests per second (SVG).
+        #[arg(long)]
+        chart: Option<PathBuf>,
     },
     /// Validate the environment and print the effective configuration (secrets redacted).
     ///
@@ -139,6 +152,8 @@ fn main() -> ExitCode {
             limit,
             tenant_header,
             user_header,
+            json,
+            chart,
         } => {
             let endpoints = if endpoints.is_empty() {
                 vec![Endpoint {
@@ -165,9 +180,23 @@ fn main() -> ExitCode {
                     })
                     .collect(),
             };
-            runtime(load(plan, limit))
+            let out = Outputs {
+                json,
+                chart: chart.clone(),
+            };
+            runtime(load(plan, limit, out))
         }
-        Command::Demo { duration } => runtime(demo(duration)),
+        Command::Demo {
+            duration,
+            chart,
+            json,
+        } => runtime(demo(
+            duration,
+            Outputs {
+                json,
+                chart: Some(chart),
+            },
+        )),
     }
 }
 
@@ -289,7 +318,67 @@ async fn serve(addr: SocketAddr, json_logs: bool) -> ExitCode {
     }
 }
 
-async fn load(plan: LoadPlan, limit: Option<Quota>) -> ExitCode {
+/// Files a run writes besides the table.
+struct Outputs {
+    json: Option<PathBuf>,
+    chart: Option<PathBuf>,
+}
+
+impl Outputs {
+    fn write(&self, report: &loadgen::Report, limit: Option<(u32, Duration)>, title: &str) -> bool {
+        let mut ok = true;
+        let mut put = |path: &Path, text: String, what: &str| match std::fs::write(path, text) {
+            Ok(()) => println!("{what} written to {}", path.display()),
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                ok = false;
+            }
+        };
+        if let Some(p) = &self.json {
+            let text = format!("{:#}\n", report.to_json(limit));
+            put(p, text, "results");
+        }
+        if let Some(p) = &self.chart {
+            put(p, report.svg_chart(limit, title), "chart");
+        }
+        ok
+    }
+}
+
+/// Runs the plan with a live progress bar on stderr (hidden when stderr is not a terminal).
+async fn run_with_progress(plan: &LoadPlan) -> Result<loadgen::Report, loadgen::LoadError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let live = std::sync::Arc::new(loadgen::Live::default());
+    let bar = indicatif::ProgressBar::new(plan.duration.as_secs().max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let ticker = {
+        let live = live.clone();
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                bar.set_position(bar.elapsed().as_secs());
+                bar.set_message(format!(
+                    "sent {} allowed {} throttled {} errors {}",
+                    live.sent.load(Relaxed),
+                    live.ok.load(Relaxed),
+                    live.throttled.load(Relaxed),
+                    live.errors.load(Relaxed)
+                ));
+            }
+        })
+    };
+    let result = loadgen::run_with(plan, &live).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    result
+}
+
+async fn load(plan: LoadPlan, limit: Option<Quota>, out: Outputs) -> ExitCode {
     eprintln!(
         "open-loop load on {} for {}: {}",
         plan.target,
@@ -300,10 +389,16 @@ async fn load(plan: LoadPlan, limit: Option<Quota>) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    match loadgen::run(&plan).await {
+    match run_with_progress(&plan).await {
         Ok(report) => {
-            print!("{}", report.table(limit.map(|q| (q.limit.get(), q.window))));
-            ExitCode::SUCCESS
+            let limit = limit.map(|q| (q.limit.get(), q.window));
+            print!("{}", report.table(limit));
+            let title = format!("tenant-guard load on {}", plan.target);
+            if out.write(&report, limit, &title) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -321,7 +416,7 @@ const DEMO_VARS: &[(&str, &str)] = &[
     ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
 ];
 
-async fn demo(duration: Duration) -> ExitCode {
+async fn demo(duration: Duration, out: Outputs) -> ExitCode {
     let mut vars: Vec<(String, String)> = std::env::vars().collect();
     for (k, v) in DEMO_VARS {
         if !vars.iter().any(|(name, _)| name == k) {
@@ -420,7 +515,7 @@ async fn demo(duration: Duration) -> ExitCode {
         at,
         at * 4.0
     );
-    let report = match loadgen::run(&plan).await {
+    let report = match run_with_progress(&plan).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -450,7 +545,9 @@ async fn demo(duration: Duration) -> ExitCode {
             );
         }
     }
-    if held {
+    let title = format!("tenant-guard demo ({backend}, per-tenant limit {limit_text})");
+    let written = out.write(&report, limit_pair, &title);
+    if held && written {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
