@@ -182,13 +182,30 @@ fn peer(parts: &Parts) -> Option<SocketAddr> {
     parts.extensions.get::<SocketAddr>().copied()
 }
 
-#[cfg_attr(not(feature = "axum"), allow(unused_variables))]
-fn route(parts: &Parts) -> String {
-    #[cfg(feature = "axum")]
-    if let Some(m) = parts.extensions.get::<axum::extract::MatchedPath>() {
-        return m.as_str().to_string();
+/// The matched route template: a clone of axum's `MatchedPath` (an `Arc<str>` inside: no
+/// copy of the string), else [`UNMATCHED_ROUTE`].
+#[derive(Clone)]
+struct Route(#[cfg(feature = "axum")] Option<axum::extract::MatchedPath>);
+
+impl Route {
+    #[cfg_attr(not(feature = "axum"), allow(unused_variables))]
+    fn of(parts: &Parts) -> Self {
+        Self(
+            #[cfg(feature = "axum")]
+            parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .cloned(),
+        )
     }
-    UNMATCHED_ROUTE.to_string()
+
+    fn as_str(&self) -> &str {
+        #[cfg(feature = "axum")]
+        if let Some(m) = &self.0 {
+            return m.as_str();
+        }
+        UNMATCHED_ROUTE
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
@@ -223,13 +240,13 @@ where
                 None => None,
             }
             .unwrap_or_else(|| layer.identity.identify(&parts, peer(&parts)));
-            let route = route(&parts);
+            let route = Route::of(&parts);
             let cost = layer.cost.as_ref().and_then(|f| f(&parts));
             let check = Check {
                 tenant: &tenant,
                 identity: &identity,
                 method: &parts.method,
-                route: &route,
+                route: route.as_str(),
                 cost,
                 plan: None,
             };
@@ -237,9 +254,12 @@ where
             if !decision.allowed {
                 return Ok(headers::denied(&decision, layer.legacy_headers));
             }
-            parts.extensions.insert(decision.clone());
+            // Headers first, so the decision can move into the extensions without a clone.
+            let mut rate_headers = http::HeaderMap::new();
+            headers::apply(&mut rate_headers, &decision, layer.legacy_headers);
+            parts.extensions.insert(decision);
             let mut res = inner.call(Request::from_parts(parts, body)).await?;
-            headers::apply(res.headers_mut(), &decision, layer.legacy_headers);
+            res.headers_mut().extend(rate_headers);
             Ok(res)
         })
     }
