@@ -44,11 +44,30 @@ pub struct TenantLoad {
     pub endpoints: Vec<Endpoint>,
 }
 
+/// Where the requests go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A server over HTTP (loopback, or an address the user named explicitly).
+    Http(SocketAddr),
+    /// An axum router called as a tower service in this process, without sockets: the
+    /// middleware alone, without the network.
+    InProcess(axum::Router),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http(a) => write!(f, "{a}"),
+            Self::InProcess(_) => f.write_str("the in-process router"),
+        }
+    }
+}
+
 /// A load run.
 #[derive(Debug, Clone)]
 pub struct LoadPlan {
-    /// The server (loopback, or an address the user named explicitly).
-    pub target: SocketAddr,
+    /// Where the requests go.
+    pub target: Target,
     /// How long to send.
     pub duration: Duration,
     /// Most requests in flight at once.
@@ -209,12 +228,14 @@ pub async fn run(plan: &LoadPlan) -> Result<Report, LoadError> {
 
 /// Like [`run`], updating `live` as responses come in.
 pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError> {
-    tokio::net::TcpStream::connect(plan.target)
-        .await
-        .map_err(|source| LoadError::Unreachable {
-            target: plan.target,
-            source,
-        })?;
+    if let Target::Http(addr) = &plan.target {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|source| LoadError::Unreachable {
+                target: *addr,
+                source,
+            })?;
+    }
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
@@ -240,29 +261,44 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
         in_flight.fetch_add(1, Ordering::AcqRel);
         let t = &plan.tenants[p.tenant];
         let ep = &t.endpoints[p.endpoint];
-        let req = Request::builder()
+        let builder = Request::builder()
             .method(ep.method.clone())
-            .uri(format!("http://{}{}", plan.target, ep.path))
             .header(plan.tenant_header.as_str(), t.tenant.as_str())
-            .header(plan.user_header.as_str(), format!("user-{}", p.user))
-            .body(Full::new(Bytes::from_static(b"{\"prompt\":\"hello\"}")));
-        let client = client.clone();
+            .header(plan.user_header.as_str(), format!("user-{}", p.user));
+        let body = Bytes::from_static(b"{\"prompt\":\"hello\"}");
+        let call: futures_util::future::BoxFuture<'static, Option<u16>> = match &plan.target {
+            Target::Http(addr) => {
+                let req = builder
+                    .uri(format!("http://{addr}{}", ep.path))
+                    .body(Full::new(body));
+                let client = client.clone();
+                Box::pin(async move {
+                    let res = client.request(req.ok()?).await.ok()?;
+                    let status = res.status().as_u16();
+                    // Drain the body so the connection goes back to the pool.
+                    let _ = res.into_body().collect().await;
+                    Some(status)
+                })
+            }
+            Target::InProcess(router) => {
+                let req = builder
+                    .uri(ep.path.as_str())
+                    .body(axum::body::Body::from(body));
+                let router = router.clone();
+                Box::pin(async move {
+                    use tower::ServiceExt;
+                    let res = router.oneshot(req.ok()?).await.ok()?;
+                    let status = res.status().as_u16();
+                    let _ = res.into_body().collect().await;
+                    Some(status)
+                })
+            }
+        };
         let tx = tx.clone();
         let in_flight = in_flight.clone();
         let tenant = p.tenant;
         tokio::spawn(async move {
-            let status = match req {
-                Ok(req) => match client.request(req).await {
-                    Ok(res) => {
-                        let status = res.status().as_u16();
-                        // Drain the body so the connection goes back to the pool.
-                        let _ = res.into_body().collect().await;
-                        Some(status)
-                    }
-                    Err(_) => None,
-                },
-                Err(_) => None,
-            };
+            let status = call.await;
             let now = Instant::now();
             in_flight.fetch_sub(1, Ordering::AcqRel);
             let _ = tx.send(Outcome {

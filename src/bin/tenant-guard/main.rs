@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tenant_guard::config::Config;
-use tenant_guard::loadgen::{self, Endpoint, LoadPlan, TenantLoad};
+use tenant_guard::loadgen::{self, Endpoint, LoadPlan, Target, TenantLoad};
 use tenant_guard::ratelimit::Quota;
 
 /// Tower layers for multi-tenant services: rate limits, sessions and caching on Redis.
@@ -56,8 +56,16 @@ enum Command {
     /// Open-loop load: a fixed arrival rate per tenant, whatever the server does.
     Load {
         /// Server address (loopback unless you name another explicitly).
+        #[arg(
+            long,
+            required_unless_present = "in_process",
+            conflicts_with = "in_process"
+        )]
+        target: Option<SocketAddr>,
+        /// Drive the demo app (configured by env vars) in this process as a tower service,
+        /// without sockets: measures the middleware alone.
         #[arg(long)]
-        target: SocketAddr,
+        in_process: bool,
         /// How long to send.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         duration: Duration,
@@ -145,6 +153,7 @@ fn main() -> ExitCode {
         Command::Serve { addr, json_logs } => runtime(serve(addr, json_logs)),
         Command::Load {
             target,
+            in_process,
             duration,
             tenants,
             endpoints,
@@ -163,6 +172,66 @@ fn main() -> ExitCode {
                 }]
             } else {
                 endpoints
+            };
+            let target = match (target, in_process) {
+                (Some(addr), _) => Target::Http(addr),
+                (None, _) => {
+                    let cfg = match Config::from_env() {
+                        Ok(cfg) => cfg,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(2);
+                        }
+                    };
+                    // The demo app needs a runtime to build (background tasks): one for it.
+                    let rt = match tokio::runtime::Builder::new_multi_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    };
+                    let plan_target = {
+                        let _g = rt.enter();
+                        match tenant_guard::demo::app(&cfg) {
+                            Ok(app) => Target::InProcess(app),
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                    };
+                    let endpoints = if endpoints.is_empty() {
+                        vec![Endpoint {
+                            method: http::Method::GET,
+                            path: "/api/items".into(),
+                            weight: 1,
+                        }]
+                    } else {
+                        endpoints
+                    };
+                    let plan = LoadPlan {
+                        target: plan_target,
+                        duration,
+                        max_in_flight,
+                        tenant_header,
+                        user_header,
+                        tenants: tenants
+                            .into_iter()
+                            .map(|(tenant, rate, users)| TenantLoad {
+                                tenant,
+                                rate,
+                                users,
+                                endpoints: endpoints.clone(),
+                            })
+                            .collect(),
+                    };
+                    let out = Outputs { json, chart };
+                    return rt.block_on(load(plan, limit, out));
+                }
             };
             let plan = LoadPlan {
                 target,
@@ -501,7 +570,7 @@ async fn demo(duration: Duration, out: Outputs) -> ExitCode {
         })
         .collect();
     let plan = LoadPlan {
-        target,
+        target: Target::Http(target),
         duration,
         max_in_flight: 256,
         tenant_header: "X-Tenant-ID".into(),
