@@ -293,3 +293,52 @@ fn demo_command_runs_and_exits_zero() {
         "{stdout}"
     );
 }
+
+#[test]
+fn scenario_file_in_process() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
+        .args(["load", "--in-process", "--duration", "2s", "--scenario"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/scenario-demo.json"
+        ))
+        .env_clear()
+        .env("RATE_LIMIT_TENANT", "50/5s")
+        .env("RATE_LIMIT_USER_HEADER", "X-User-ID")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for t in ["calm", "steady", "flood"] {
+        assert!(stdout.contains(t), "{stdout}");
+    }
+    assert!(
+        stdout.contains("max/5s"),
+        "the scenario's limit is used: {stdout}"
+    );
+}
+
+#[test]
+fn bad_scenario_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.json");
+    std::fs::write(
+        &path,
+        r#"{ "tenants": [ { "tenant": "a*b", "rate": 5, "endpoints": [ { "path": "/x" } ] } ] }"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
+        .args(["load", "--in-process", "--scenario"])
+        .arg(&path)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tenant `a*b`"), "{err}");
+}

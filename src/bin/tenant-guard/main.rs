@@ -66,12 +66,16 @@ enum Command {
         /// without sockets: measures the middleware alone.
         #[arg(long)]
         in_process: bool,
-        /// How long to send.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        duration: Duration,
+        /// How long to send (default 30s, or the scenario's).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
         /// Tenant traffic as NAME:RATE[:USERS] (requests per second), repeatable.
-        #[arg(long = "tenant", required = true, value_parser = parse_tenant)]
+        #[arg(long = "tenant", required_unless_present = "scenario", value_parser = parse_tenant)]
         tenants: Vec<(String, f64, u32)>,
+        /// A JSON scenario file (tenants, rates, users, endpoint mixes, duration, limit);
+        /// flags given too take precedence over its duration and limit.
+        #[arg(long, conflicts_with = "tenants")]
+        scenario: Option<PathBuf>,
         /// Endpoint as METHOD:/path[:WEIGHT], repeatable (default GET:/api/items).
         #[arg(long = "endpoint", value_parser = parse_endpoint)]
         endpoints: Vec<Endpoint>,
@@ -146,6 +150,21 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     })
 }
 
+/// Reads a JSON scenario: (tenant loads, duration, limit).
+fn read_scenario(
+    path: &Path,
+) -> Result<(Vec<TenantLoad>, Option<Duration>, Option<Quota>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let s: loadgen::Scenario = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let limit = s
+        .limit
+        .as_deref()
+        .map(Quota::parse)
+        .transpose()
+        .map_err(|e| format!("limit: {e}"))?;
+    Ok((s.validate()?, s.duration, limit))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -156,6 +175,7 @@ fn main() -> ExitCode {
             in_process,
             duration,
             tenants,
+            scenario,
             endpoints,
             max_in_flight,
             limit,
@@ -172,6 +192,32 @@ fn main() -> ExitCode {
                 }]
             } else {
                 endpoints
+            };
+            let (loads, duration, limit) = match scenario {
+                Some(path) => match read_scenario(&path) {
+                    Ok((loads, d, l)) => (
+                        loads,
+                        duration.or(d).unwrap_or(Duration::from_secs(30)),
+                        limit.or(l),
+                    ),
+                    Err(e) => {
+                        eprintln!("error: {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                None => (
+                    tenants
+                        .into_iter()
+                        .map(|(tenant, rate, users)| TenantLoad {
+                            tenant,
+                            rate,
+                            users,
+                            endpoints: endpoints.clone(),
+                        })
+                        .collect::<Vec<_>>(),
+                    duration.unwrap_or(Duration::from_secs(30)),
+                    limit,
+                ),
             };
             let target = match (target, in_process) {
                 (Some(addr), _) => Target::Http(addr),
@@ -204,30 +250,13 @@ fn main() -> ExitCode {
                             }
                         }
                     };
-                    let endpoints = if endpoints.is_empty() {
-                        vec![Endpoint {
-                            method: http::Method::GET,
-                            path: "/api/items".into(),
-                            weight: 1,
-                        }]
-                    } else {
-                        endpoints
-                    };
                     let plan = LoadPlan {
                         target: plan_target,
                         duration,
                         max_in_flight,
                         tenant_header,
                         user_header,
-                        tenants: tenants
-                            .into_iter()
-                            .map(|(tenant, rate, users)| TenantLoad {
-                                tenant,
-                                rate,
-                                users,
-                                endpoints: endpoints.clone(),
-                            })
-                            .collect(),
+                        tenants: loads,
                     };
                     let out = Outputs { json, chart };
                     return rt.block_on(load(plan, limit, out));
@@ -239,15 +268,7 @@ fn main() -> ExitCode {
                 max_in_flight,
                 tenant_header,
                 user_header,
-                tenants: tenants
-                    .into_iter()
-                    .map(|(tenant, rate, users)| TenantLoad {
-                        tenant,
-                        rate,
-                        users,
-                        endpoints: endpoints.clone(),
-                    })
-                    .collect(),
+                tenants: loads,
             };
             let out = Outputs {
                 json,
