@@ -150,10 +150,11 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     })
 }
 
-/// Reads a JSON scenario: (tenant loads, duration, limit).
-fn read_scenario(
-    path: &Path,
-) -> Result<(Vec<TenantLoad>, Option<Duration>, Option<Quota>), String> {
+/// What a scenario file gives: tenant loads, and optionally a duration and a limit.
+type ScenarioParts = (Vec<TenantLoad>, Option<Duration>, Option<Quota>);
+
+/// Reads a JSON scenario.
+fn read_scenario(path: &Path) -> Result<ScenarioParts, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let s: loadgen::Scenario = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let limit = s
