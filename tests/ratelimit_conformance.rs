@@ -5,12 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use http::Method;
-use tenant_guard::backend::Backend;
-use tenant_guard::config::Config;
 use tenant_guard::metrics::Metrics;
-use tenant_guard::ratelimit::{Check, Identity, RateLimiter, Source};
-use tenant_guard::tenant::TenantId;
+use tenant_guard::ratelimit::{Identity, RateLimiter, Source};
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -47,11 +43,9 @@ fn fixture(kind: Kind, vars: &[(&str, &str)]) -> Fixture {
             cluster_ports = c.ports.clone();
         }
     }
-    let config = Config::from_vars(all).expect("config");
-    let metrics = Metrics::new();
-    let backend = Backend::from_config(&config, &metrics).expect("backend");
+    let (limiter, _, metrics) = common::build_limiter(all);
     Fixture {
-        limiter: RateLimiter::from_config(&config, backend, &metrics),
+        limiter,
         metrics,
         expect: if matches!(kind, Kind::Memory) {
             Source::Memory
@@ -67,17 +61,7 @@ fn user(id: &str) -> Identity {
     Identity::User(id.into())
 }
 
-fn check<'a>(t: &'a TenantId, who: &'a Identity, route: &'a str, cost: Option<u32>) -> Check<'a> {
-    static GET: Method = Method::GET;
-    Check {
-        tenant: t,
-        identity: who,
-        method: &GET,
-        route,
-        cost,
-        plan: None,
-    }
-}
+use common::get_check as check;
 
 mod checks {
     use super::*;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
-use http::Method;
 use tower::ServiceExt;
 
 use tenant_guard::backend::Backend;
@@ -18,10 +17,7 @@ use tenant_guard::ratelimit::{Check, Identity, RateLimitLayer, RateLimiter, Sour
 use tenant_guard::tenant::TenantId;
 
 fn build(vars: Vec<(String, String)>) -> RateLimiter {
-    let config = Config::from_vars(vars).unwrap();
-    let metrics = Metrics::new();
-    let backend = Backend::from_config(&config, &metrics).unwrap();
-    RateLimiter::from_config(&config, backend, &metrics)
+    common::build_limiter(vars).0
 }
 
 fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -31,15 +27,7 @@ fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 fn check<'a>(t: &'a TenantId, who: &'a Identity, route: &'a str) -> Check<'a> {
-    static GET: Method = Method::GET;
-    Check {
-        tenant: t,
-        identity: who,
-        method: &GET,
-        route,
-        cost: None,
-        plan: None,
-    }
+    common::get_check(t, who, route, None)
 }
 
 /// `MEMORY USAGE` of one active counter, key included: a typical key, usage spread over

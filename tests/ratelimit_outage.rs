@@ -4,10 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use http::Method;
 use tenant_guard::backend::{Backend, BreakerState};
-use tenant_guard::config::Config;
-use tenant_guard::metrics::Metrics;
 use tenant_guard::ratelimit::{Check, Identity, RateLimiter, Source};
 use tenant_guard::tenant::TenantId;
 
@@ -18,25 +15,12 @@ fn limiter(server: &common::RedisServer, vars: &[(&str, &str)]) -> (RateLimiter,
         ("TG_BREAKER_PROBE_INTERVAL".into(), "100ms".into()),
     ];
     all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let config = Config::from_vars(all).unwrap();
-    let metrics = Metrics::new();
-    let backend = Backend::from_config(&config, &metrics).unwrap();
-    (
-        RateLimiter::from_config(&config, backend.clone(), &metrics),
-        backend,
-    )
+    let (limiter, backend, _) = common::build_limiter(all);
+    (limiter, backend)
 }
 
 fn check<'a>(t: &'a TenantId, who: &'a Identity) -> Check<'a> {
-    static GET: Method = Method::GET;
-    Check {
-        tenant: t,
-        identity: who,
-        method: &GET,
-        route: "/items",
-        cost: None,
-        plan: None,
-    }
+    common::get_check(t, who, "/items", None)
 }
 
 async fn wait_breaker(backend: &Backend, want: BreakerState) {

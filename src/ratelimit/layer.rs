@@ -142,7 +142,7 @@ impl<S> Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RateLimitService {
             inner,
-            layer: self.clone(),
+            layer: Arc::new(self.clone()),
         }
     }
 }
@@ -151,7 +151,8 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Clone, Debug)]
 pub struct RateLimitService<S> {
     inner: S,
-    layer: RateLimitLayer,
+    /// Shared, so a request clones one pointer rather than the settings (proxy lists...).
+    layer: Arc<RateLimitLayer>,
 }
 
 impl<S> RateLimitService<S> {

@@ -369,3 +369,38 @@ pub fn unique_tenant(label: &str) -> tenant_guard::tenant::TenantId {
     tenant_guard::tenant::TenantId::new(&format!("{label}-{}-{n}-{nanos}", std::process::id()))
         .expect("valid tenant")
 }
+
+/// A rate limiter (with its backend and metrics) built from env-style variables, as an app
+/// would build it.
+pub fn build_limiter(
+    vars: Vec<(String, String)>,
+) -> (
+    tenant_guard::ratelimit::RateLimiter,
+    tenant_guard::backend::Backend,
+    tenant_guard::metrics::Metrics,
+) {
+    let config = tenant_guard::config::Config::from_vars(vars).expect("config");
+    let metrics = tenant_guard::metrics::Metrics::new();
+    let backend = tenant_guard::backend::Backend::from_config(&config, &metrics).expect("backend");
+    let limiter =
+        tenant_guard::ratelimit::RateLimiter::from_config(&config, backend.clone(), &metrics);
+    (limiter, backend, metrics)
+}
+
+/// A `GET route` check for `who` in tenant `t`.
+pub fn get_check<'a>(
+    t: &'a tenant_guard::tenant::TenantId,
+    who: &'a tenant_guard::ratelimit::Identity,
+    route: &'a str,
+    cost: Option<u32>,
+) -> tenant_guard::ratelimit::Check<'a> {
+    static GET: http::Method = http::Method::GET;
+    tenant_guard::ratelimit::Check {
+        tenant: t,
+        identity: who,
+        method: &GET,
+        route,
+        cost,
+        plan: None,
+    }
+}
