@@ -8,14 +8,20 @@
 //! | `GET /api/items` | a plain rate-limited endpoint |
 //! | `GET /api/reports/{day}` | simulated database query (a few ms) |
 //! | `POST /api/ai/complete` | simulated slow model; cost-weighted in the demo scenario |
-//! | `GET /me` | the tenant and identity the layers saw, and the rate-limit decision |
+//! | `POST /login` | body `{"user": "alice"}`: binds the session to the user (new session id) |
+//! | `POST /logout` | ends the session |
+//! | `GET /me` | the tenant, the session's user and the rate-limit decision |
 //! | `/health`, `/health/ready`, `/cache/status`, `/metrics` | ops routes |
 //!
-//! Sessions and caching join these routes as their layers land.
+//! The session layer puts the logged-in user in front of the rate limiter, so logged-in
+//! traffic is limited per user and anonymous traffic per `X-User-ID` or client IP.
+//! Caching joins these routes when its layer lands.
 
 use std::time::Duration;
 
 use axum::extract::{Extension, Path};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
@@ -24,7 +30,9 @@ use crate::backend::{Backend, BackendError};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ops;
+use crate::problem::Problem;
 use crate::ratelimit::{Decision, RateLimitLayer, RateLimiter};
+use crate::session::{Session, SessionError, SessionLayer, SessionStore};
 use crate::tenant::{TenantId, TenantLayer};
 
 /// Simulated latency of the reports "database".
@@ -45,12 +53,16 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
     let metrics = Metrics::new();
     let backend = Backend::from_config(config, &metrics)?;
     let limiter = RateLimiter::from_config(config, backend.clone(), &metrics);
+    let sessions = SessionStore::from_config(config, backend.clone(), &metrics);
     Ok(Router::new()
         .route("/api/items", get(items))
         .route("/api/reports/{day}", get(report))
         .route("/api/ai/complete", post(complete))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
         .route("/me", get(me))
         .layer(RateLimitLayer::from_config(config, limiter))
+        .layer(SessionLayer::from_config(&config.session, sessions).expose_user(true))
         .layer(TenantLayer::from_config(&config.tenant))
         .merge(ops::router(backend, metrics)))
 }
@@ -69,6 +81,61 @@ async fn complete(tenant: TenantId, body: String) -> Json<serde_json::Value> {
     Json(json!({ "tenant": tenant, "completion": format!("echo: {}", body.len()) }))
 }
 
-async fn me(tenant: TenantId, Extension(decision): Extension<Decision>) -> Json<serde_json::Value> {
-    Json(json!({ "tenant": tenant, "rate_limit": decision }))
+#[derive(serde::Deserialize)]
+struct Login {
+    user: String,
+}
+
+async fn login(session: Session, body: String) -> Response {
+    let user =
+        match serde_json::from_str::<Login>(&body) {
+            Ok(l) if valid_user(&l.user) => l.user,
+            _ => return Problem::new(StatusCode::BAD_REQUEST, "Invalid login")
+                .detail(
+                    r#"expected a JSON body {"user": "<1-64 characters of A-Z a-z 0-9 . _ @ ->"}"#,
+                )
+                .into_response(),
+        };
+    let result: Result<(), SessionError> = async {
+        // A new id on login: an id planted before login (fixation) is worthless after it.
+        session.cycle_id().await?;
+        session.set_user_id(Some(&user)).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        session.insert("login_at", &now).await
+    }
+    .await;
+    match result {
+        Ok(()) => Json(json!({ "tenant": session.tenant(), "user": user })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn valid_user(user: &str) -> bool {
+    (1..=64).contains(&user.len())
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+}
+
+async fn logout(session: Session) -> Result<Json<serde_json::Value>, SessionError> {
+    let user = session.user_id().await?;
+    session.destroy().await?;
+    Ok(Json(json!({ "logged_out": user.is_some() })))
+}
+
+async fn me(
+    tenant: TenantId,
+    session: Session,
+    Extension(decision): Extension<Decision>,
+) -> Result<Json<serde_json::Value>, SessionError> {
+    let user = session.user_id().await?;
+    let login_at = session.get::<u64>("login_at").await?;
+    Ok(Json(json!({
+        "tenant": tenant,
+        "user": user,
+        "login_at": login_at,
+        "rate_limit": decision,
+    })))
 }

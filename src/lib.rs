@@ -66,4 +66,5 @@ pub mod metrics;
 pub mod ops;
 pub mod problem;
 pub mod ratelimit;
+pub mod session;
 pub mod tenant;

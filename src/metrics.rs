@@ -42,6 +42,14 @@ pub struct RuleLabels {
     pub rule: String,
 }
 
+/// Labels of session events.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionEventLabels {
+    /// `load`, `miss`, `create`, `save`, `renew`, `cycle`, `destroy`, `expired`,
+    /// `invalid_cookie`, `store_error`, `fallback`.
+    pub event: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s, doubling.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -76,6 +84,8 @@ pub struct Metrics {
     pub(crate) ratelimit_rule_denied: Family<RuleLabels, Counter>,
     /// Requests a shadow rule would have denied.
     pub(crate) ratelimit_shadow_denied: Family<RuleLabels, Counter>,
+    /// Session events.
+    pub(crate) session_events: Family<SessionEventLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -105,6 +115,7 @@ impl Metrics {
             ratelimit_decisions: Family::default(),
             ratelimit_rule_denied: Family::default(),
             ratelimit_shadow_denied: Family::default(),
+            session_events: Family::default(),
         };
         registry.register(
             "redis_command_duration_seconds",
@@ -150,6 +161,12 @@ impl Metrics {
             "ratelimit_shadow_denied",
             "Requests a shadow (dry-run) rule would have denied",
             m.ratelimit_shadow_denied.clone(),
+        );
+        registry.register(
+            "session_events",
+            "Session loads, misses, creations, saves, renewals, id cycles, destroys, \
+             expirations, invalid cookies, store errors and outage fallbacks",
+            m.session_events.clone(),
         );
         Self {
             registry: Arc::new(RwLock::new(registry)),

@@ -368,6 +368,22 @@ impl MemoryStore {
         n
     }
 
+    /// Runs `f` with several reads and writes under one lock: the memory counterpart of a
+    /// Lua script (the session store uses it for multi-key updates). Bounds are enforced
+    /// once `f` returns.
+    pub(crate) fn transact<R>(&self, f: impl FnOnce(&mut Txn<'_>) -> R) -> R {
+        let now = self.now();
+        let mut st = self.state();
+        let mut tx = Txn {
+            st: &mut st,
+            now,
+            max_bytes: self.inner.max_bytes,
+        };
+        let r = f(&mut tx);
+        st.evict_to(self.inner.max_entries, self.inner.max_bytes, now);
+        r
+    }
+
     /// Removes expired entries now; returns how many. The background task calls this.
     pub fn purge_expired(&self) -> usize {
         let now = self.now();
@@ -392,6 +408,65 @@ impl MemoryStore {
     /// Entries evicted to stay within bounds since the store was made.
     pub fn evictions(&self) -> u64 {
         self.state().evictions
+    }
+}
+
+/// Access to the store inside [`MemoryStore::transact`]; every call sees the same instant.
+pub(crate) struct Txn<'a> {
+    st: &'a mut State,
+    now: u64,
+    max_bytes: u64,
+}
+
+impl Txn<'_> {
+    /// The store clock's time of this transaction, in ms.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now
+    }
+
+    /// Reads a live value (marks it recently used).
+    pub(crate) fn get(&mut self, key: &RedisKey) -> Option<Bytes> {
+        Some(self.st.live(key.as_str(), self.now, true)?.value.clone())
+    }
+
+    /// Remaining lifetime of a live key.
+    pub(crate) fn ttl(&mut self, key: &RedisKey) -> KeyTtl {
+        match self.st.live(key.as_str(), self.now, false) {
+            None => KeyTtl::Missing,
+            Some(Entry {
+                expires_at: None, ..
+            }) => KeyTtl::Persistent,
+            Some(Entry {
+                expires_at: Some(at),
+                ..
+            }) => KeyTtl::Expires(Duration::from_millis(*at - self.now)),
+        }
+    }
+
+    /// Writes a value with an optional TTL.
+    pub(crate) fn set(
+        &mut self,
+        key: &RedisKey,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        let size = (key.as_str().len() + value.len()) as u64;
+        if size > self.max_bytes {
+            return Err(BackendError::TooLarge {
+                size,
+                limit: self.max_bytes,
+            });
+        }
+        let at = ttl.map(|t| self.now.saturating_add(ttl_ms(t)));
+        self.st.insert(key.as_str(), value, at);
+        Ok(())
+    }
+
+    /// Deletes a key; returns whether it was live.
+    pub(crate) fn delete(&mut self, key: &RedisKey) -> bool {
+        let existed = self.st.live(key.as_str(), self.now, false).is_some();
+        self.st.remove(key.as_str());
+        existed
     }
 }
 

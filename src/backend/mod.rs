@@ -17,6 +17,7 @@ use serde::Serialize;
 pub use self::redis::{LuaScript, RedisStore};
 pub use health::{BreakerState, Health};
 pub use memory::MemoryStore;
+pub(crate) use memory::Txn;
 
 use crate::config::{Config, RedisMode};
 use crate::keys::{KeyPattern, RedisKey};

@@ -179,22 +179,128 @@ impl Default for TenantConfig {
     }
 }
 
+/// `SameSite` attribute of the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `SameSite=Strict`: never sent on cross-site requests.
+    Strict,
+    /// `SameSite=Lax` (the default): sent on top-level navigations, not on cross-site
+    /// subrequests or POSTs.
+    Lax,
+    /// `SameSite=None`: sent everywhere (requires `Secure`).
+    None,
+}
+
+impl std::str::FromStr for SameSite {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "strict" => Ok(Self::Strict),
+            "lax" => Ok(Self::Lax),
+            "none" => Ok(Self::None),
+            other => Err(format!("unknown SameSite value `{other}`")),
+        }
+    }
+}
+
+impl fmt::Display for SameSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Strict => "strict",
+            Self::Lax => "lax",
+            Self::None => "none",
+        })
+    }
+}
+
+/// What the session layer does while Redis is unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionOutage {
+    /// Requests that touch the session get `503` (the default): no session is silently
+    /// lost or forked. Requests that do not touch it are unaffected.
+    Closed,
+    /// Sessions are served from a per-process memory store until Redis is back. Users are
+    /// logged out when the outage starts and again when it ends (the local sessions are
+    /// not copied to Redis); `tenant_guard_session_events_total{event="fallback"}` counts it.
+    Local,
+}
+
+impl std::str::FromStr for SessionOutage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "closed" => Ok(Self::Closed),
+            "local" => Ok(Self::Local),
+            other => Err(format!("unknown outage mode `{other}`")),
+        }
+    }
+}
+
+impl fmt::Display for SessionOutage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Closed => "closed",
+            Self::Local => "local",
+        })
+    }
+}
+
 /// Session settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionConfig {
     /// Inactivity expiry (`SESSION_TTL`, default 24 h).
     pub ttl: Duration,
+    /// Absolute expiry counted from creation, however active the session is
+    /// (`SESSION_MAX_LIFETIME`, default 7 days).
+    pub max_lifetime: Duration,
+    /// A session that is read but not changed has its inactivity TTL renewed (one
+    /// `PEXPIRE`, no data rewritten) at most once per this interval
+    /// (`SESSION_RENEW_INTERVAL`, default 60 s).
+    pub renew_interval: Duration,
     /// Cookie signing secret (`SESSION_SECRET`, at least 32 bytes); `None` means a random
     /// per-process secret, so sessions do not survive a restart.
     pub secret: Option<Secret>,
+    /// Earlier secrets that still verify cookies but never sign
+    /// (`SESSION_SECRET_PREVIOUS`, comma-separated): rotate by moving the old secret here.
+    pub previous_secrets: Vec<Secret>,
+    /// Cookie name (`SESSION_COOKIE_NAME`, default `sid`: no framework fingerprint).
+    pub cookie_name: String,
+    /// `Secure` attribute (`SESSION_COOKIE_SECURE`, default true; turn it off only for
+    /// local plain-http development).
+    pub cookie_secure: bool,
+    /// `SameSite` attribute (`SESSION_COOKIE_SAMESITE`, default `lax`).
+    pub cookie_same_site: SameSite,
+    /// `Domain` attribute (`SESSION_COOKIE_DOMAIN`, default none: host-only).
+    pub cookie_domain: Option<String>,
+    /// Prefix the name with `__Host-` (`SESSION_COOKIE_HOST_PREFIX`, default false); needs
+    /// `Secure` and no `Domain`.
+    pub cookie_host_prefix: bool,
+    /// Encrypt the cookie value instead of only signing it (`SESSION_COOKIE_ENCRYPT`).
+    pub cookie_encrypt: bool,
+    /// Most bytes of session data (names plus JSON values) (`SESSION_MAX_BYTES`, default
+    /// 64 KiB); inserts beyond it are refused with an error.
+    pub max_bytes: u64,
+    /// Behaviour while Redis is unusable (`SESSION_OUTAGE`, default `closed`).
+    pub outage: SessionOutage,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(24 * 3600),
+            max_lifetime: Duration::from_secs(7 * 24 * 3600),
+            renew_interval: Duration::from_secs(60),
             secret: None,
+            previous_secrets: Vec::new(),
+            cookie_name: "sid".into(),
+            cookie_secure: true,
+            cookie_same_site: SameSite::Lax,
+            cookie_domain: None,
+            cookie_host_prefix: false,
+            cookie_encrypt: false,
+            max_bytes: 64 * 1024,
+            outage: SessionOutage::Closed,
         }
     }
 }
@@ -608,14 +714,37 @@ impl Config {
                 |t| t.to_string(),
             ),
         );
-        push("SESSION_TTL", fmt_duration(self.session.ttl));
+        let se = &self.session;
+        push("SESSION_TTL", fmt_duration(se.ttl));
+        push("SESSION_MAX_LIFETIME", fmt_duration(se.max_lifetime));
+        push("SESSION_RENEW_INTERVAL", fmt_duration(se.renew_interval));
         push(
             "SESSION_SECRET",
-            match &self.session.secret {
+            match &se.secret {
                 Some(s) => format!("[redacted] ({} bytes)", s.len()),
                 None => "(unset: random per process, sessions end on restart)".into(),
             },
         );
+        push(
+            "SESSION_SECRET_PREVIOUS",
+            format!("{} secret(s), [redacted]", se.previous_secrets.len()),
+        );
+        push("SESSION_COOKIE_NAME", se.cookie_name.clone());
+        push("SESSION_COOKIE_SECURE", se.cookie_secure.to_string());
+        push("SESSION_COOKIE_SAMESITE", se.cookie_same_site.to_string());
+        push(
+            "SESSION_COOKIE_DOMAIN",
+            se.cookie_domain
+                .clone()
+                .unwrap_or_else(|| "(none: host-only)".into()),
+        );
+        push(
+            "SESSION_COOKIE_HOST_PREFIX",
+            se.cookie_host_prefix.to_string(),
+        );
+        push("SESSION_COOKIE_ENCRYPT", se.cookie_encrypt.to_string());
+        push("SESSION_MAX_BYTES", se.max_bytes.to_string());
+        push("SESSION_OUTAGE", se.outage.to_string());
         push("CACHE_TTL", fmt_duration(self.cache.default_ttl));
         push("QUERY_CACHE_TTL", fmt_duration(self.cache.query_ttl));
         push("AI_CACHE_TTL", fmt_duration(self.cache.ai_ttl));
@@ -1010,23 +1139,145 @@ fn read_tenant(r: &mut Reader) -> TenantConfig {
     }
 }
 
+fn read_secret(r: &mut Reader, var: &str, raw: &str) -> Option<Secret> {
+    if raw.len() < MIN_SESSION_SECRET_LEN {
+        r.problem(
+            var,
+            None,
+            format!("too short ({} bytes)", raw.len()),
+            "at least 32 random bytes, e.g. the output of `openssl rand -base64 48`",
+        );
+        return None;
+    }
+    Some(Secret::new(raw))
+}
+
 fn read_session(r: &mut Reader) -> SessionConfig {
     let d = SessionConfig::default();
     let ttl = r.duration("SESSION_TTL", d.ttl, true);
+    let max_lifetime = r.duration("SESSION_MAX_LIFETIME", d.max_lifetime, true);
+    let renew_interval = r.duration("SESSION_RENEW_INTERVAL", d.renew_interval, false);
     let secret = match r.get("SESSION_SECRET").map(str::to_string) {
-        Some(s) if s.len() < MIN_SESSION_SECRET_LEN => {
-            r.problem(
-                "SESSION_SECRET",
-                None,
-                format!("too short ({} bytes)", s.len()),
-                "at least 32 random bytes, e.g. the output of `openssl rand -base64 48`",
-            );
-            None
-        }
-        Some(s) => Some(Secret::new(s)),
+        Some(s) => read_secret(r, "SESSION_SECRET", &s),
         None => None,
     };
-    SessionConfig { ttl, secret }
+    let mut previous_secrets = Vec::new();
+    if let Some(list) = r.get("SESSION_SECRET_PREVIOUS").map(str::to_string) {
+        for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if let Some(s) = read_secret(r, "SESSION_SECRET_PREVIOUS", s) {
+                previous_secrets.push(s);
+            }
+        }
+    }
+    if secret.is_none() && !previous_secrets.is_empty() {
+        r.problem(
+            "SESSION_SECRET_PREVIOUS",
+            None,
+            "set without SESSION_SECRET".into(),
+            "old secrets only verify: set SESSION_SECRET to the secret that signs",
+        );
+    }
+    let cookie_name = r
+        .parse(
+            "SESSION_COOKIE_NAME",
+            |v| {
+                let v = v.trim();
+                if v.len() <= 64
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    Ok(v.to_string())
+                } else {
+                    Err("not a valid cookie name".into())
+                }
+            },
+            "1-64 characters from A-Z a-z 0-9 - _ .",
+        )
+        .unwrap_or(d.cookie_name);
+    let cookie_secure = r
+        .parse("SESSION_COOKIE_SECURE", parse::boolean, BOOL_FORM)
+        .unwrap_or(d.cookie_secure);
+    let cookie_same_site = r
+        .parse(
+            "SESSION_COOKIE_SAMESITE",
+            str::parse::<SameSite>,
+            "`lax`, `strict` or `none`",
+        )
+        .unwrap_or(d.cookie_same_site);
+    let cookie_domain = r.parse(
+        "SESSION_COOKIE_DOMAIN",
+        |v| {
+            let v = v.trim().trim_start_matches('.');
+            if !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                Ok(v.to_ascii_lowercase())
+            } else {
+                Err("not a domain name".into())
+            }
+        },
+        "a domain such as `example.com`",
+    );
+    let cookie_host_prefix = r
+        .parse("SESSION_COOKIE_HOST_PREFIX", parse::boolean, BOOL_FORM)
+        .unwrap_or(d.cookie_host_prefix);
+    if cookie_host_prefix && (!cookie_secure || cookie_domain.is_some()) {
+        r.problem(
+            "SESSION_COOKIE_HOST_PREFIX",
+            None,
+            "the `__Host-` prefix needs Secure and no Domain".into(),
+            "false, or SESSION_COOKIE_SECURE=true and SESSION_COOKIE_DOMAIN unset",
+        );
+    }
+    if cookie_same_site == SameSite::None && !cookie_secure {
+        r.problem(
+            "SESSION_COOKIE_SAMESITE",
+            Some("none"),
+            "browsers reject SameSite=None without Secure".into(),
+            "`lax` or `strict`, or SESSION_COOKIE_SECURE=true",
+        );
+    }
+    let cookie_encrypt = r
+        .parse("SESSION_COOKIE_ENCRYPT", parse::boolean, BOOL_FORM)
+        .unwrap_or(d.cookie_encrypt);
+    let max_bytes = r
+        .parse(
+            "SESSION_MAX_BYTES",
+            |v| {
+                parse::bytes(v).and_then(|n| {
+                    if n == 0 {
+                        Err("must be at least 1".into())
+                    } else {
+                        Ok(n)
+                    }
+                })
+            },
+            BYTES_FORM,
+        )
+        .unwrap_or(d.max_bytes);
+    let outage = r
+        .parse(
+            "SESSION_OUTAGE",
+            str::parse::<SessionOutage>,
+            "`closed` or `local`",
+        )
+        .unwrap_or(d.outage);
+    SessionConfig {
+        ttl,
+        max_lifetime,
+        renew_interval,
+        secret,
+        previous_secrets,
+        cookie_name,
+        cookie_secure,
+        cookie_same_site,
+        cookie_domain,
+        cookie_host_prefix,
+        cookie_encrypt,
+        max_bytes,
+        outage,
+    }
 }
 
 fn read_cache(r: &mut Reader) -> CacheConfig {
