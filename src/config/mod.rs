@@ -611,6 +611,14 @@ impl Config {
         let breaker = read_breaker(&mut r);
         let tenant = read_tenant(&mut r);
         let session = read_session(&mut r);
+        if session.secret.is_none() && !matches!(redis.mode, RedisMode::Disabled) {
+            r.warnings.push(
+                "SESSION_SECRET is unset: cookies are signed with a random per-process key, so \
+                 sessions stored in Redis are unreachable after a restart and from other \
+                 instances"
+                    .into(),
+            );
+        }
         let cache = read_cache(&mut r);
         let rate_limit = read_rate_limit(&mut r);
 

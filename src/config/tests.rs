@@ -206,3 +206,69 @@ fn empty_values_are_unset() {
     assert_eq!(c.redis.mode, RedisMode::Disabled);
     assert_eq!(c.rate_limit.max.get(), 100);
 }
+
+#[test]
+fn session_settings_and_errors() {
+    let old = "old-secret-old-secret-old-secret-0123";
+    let c = cfg(&[
+        ("SESSION_SECRET", "new-secret-new-secret-new-secret-0123"),
+        ("SESSION_SECRET_PREVIOUS", old),
+        ("SESSION_MAX_LIFETIME", "12h"),
+        ("SESSION_RENEW_INTERVAL", "5m"),
+        ("SESSION_COOKIE_NAME", "app_sid"),
+        ("SESSION_COOKIE_SAMESITE", "Strict"),
+        ("SESSION_COOKIE_HOST_PREFIX", "true"),
+        ("SESSION_COOKIE_ENCRYPT", "yes"),
+        ("SESSION_MAX_BYTES", "16KiB"),
+        ("SESSION_OUTAGE", "local"),
+    ])
+    .unwrap();
+    let s = &c.session;
+    assert_eq!(s.max_lifetime, Duration::from_secs(12 * 3600));
+    assert_eq!(s.renew_interval, Duration::from_secs(300));
+    assert_eq!(s.previous_secrets.len(), 1);
+    assert_eq!(s.cookie_name, "app_sid");
+    assert_eq!(s.cookie_same_site, SameSite::Strict);
+    assert!(s.cookie_host_prefix && s.cookie_encrypt && s.cookie_secure);
+    assert_eq!(s.max_bytes, 16 * 1024);
+    assert_eq!(s.outage, SessionOutage::Local);
+    assert!(!format!("{:?}", c.effective()).contains(old));
+    let d = cfg(&[]).unwrap().session;
+    assert_eq!(d.max_lifetime, Duration::from_secs(7 * 86_400));
+    assert_eq!((d.cookie_name.as_str(), d.cookie_secure), ("sid", true));
+    assert_eq!(d.outage, SessionOutage::Closed);
+
+    let err = cfg(&[
+        ("SESSION_COOKIE_SAMESITE", "sometimes"),
+        ("SESSION_COOKIE_NAME", "bad name;"),
+        ("SESSION_OUTAGE", "panic"),
+        ("SESSION_SECRET_PREVIOUS", "short"),
+        ("SESSION_MAX_BYTES", "0"),
+    ])
+    .unwrap_err()
+    .to_string();
+    for var in [
+        "SESSION_COOKIE_SAMESITE",
+        "SESSION_COOKIE_NAME",
+        "SESSION_OUTAGE",
+        "SESSION_SECRET_PREVIOUS",
+        "SESSION_MAX_BYTES",
+    ] {
+        assert!(err.contains(var), "{var} missing from: {err}");
+    }
+    assert!(!err.contains("short\""), "{err}");
+    let err = cfg(&[
+        ("SESSION_COOKIE_HOST_PREFIX", "true"),
+        ("SESSION_COOKIE_SECURE", "false"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("__Host-"), "{err}");
+    let err = cfg(&[
+        ("SESSION_COOKIE_SAMESITE", "none"),
+        ("SESSION_COOKIE_SECURE", "false"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("without Secure"), "{err}");
+}

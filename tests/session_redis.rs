@@ -1,0 +1,427 @@
+//! Sessions against a real Redis: round trips counted with `MONITOR`, collision
+//! refusal in the scripts, outage modes with a killed server, and a login that survives a
+//! restart of the app server process (real HTTP, the `tenant-guard serve` binary).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::BodyExt;
+use tenant_guard::backend::Backend;
+use tenant_guard::config::Config;
+use tenant_guard::metrics::Metrics;
+use tenant_guard::session::{Session, SessionError, SessionLayer, SessionStore};
+use tenant_guard::tenant::{TenantLayer, TenantResolver};
+use tower::ServiceExt;
+
+const SECRET: &str = "session-redis-test-secret-0123456789abcdefgh";
+
+fn app(vars: &[(&str, String)]) -> (Router, Metrics) {
+    let mut all: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    all.push(("SESSION_SECRET".into(), SECRET.into()));
+    all.push(("TG_BREAKER_THRESHOLD".into(), "1".into()));
+    let config = Config::from_vars(all).unwrap();
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).unwrap();
+    let store = SessionStore::from_config(&config, backend, &metrics);
+    async fn get_a(session: Session) -> Result<String, SessionError> {
+        Ok(session.get::<String>("a").await?.unwrap_or_default())
+    }
+    async fn set_a(session: Session) -> Result<&'static str, SessionError> {
+        session.insert("a", &"1").await?;
+        Ok("ok")
+    }
+    async fn login(session: Session) -> Result<&'static str, SessionError> {
+        session.cycle_id().await?;
+        session.set_user_id(Some("erin")).await?;
+        Ok("in")
+    }
+    async fn me(session: Session) -> Result<String, SessionError> {
+        Ok(session.user_id().await?.unwrap_or_default())
+    }
+    let router = Router::new()
+        .route("/a", get(get_a).post(set_a))
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/noop", get(|| async { "noop" }))
+        .layer(SessionLayer::from_config(&config.session, store))
+        .layer(TenantLayer::new(TenantResolver::header("x-tenant-id")));
+    (router, metrics)
+}
+
+async fn send(
+    app: &Router,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, String, Option<String>) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-tenant-id", "acme");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let sc = res
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned(), sc)
+}
+
+/// `MONITOR` on a server: every command a client sends, in order. Commands run inside a
+/// script are shown with a `lua` tag and are not round trips; they are left out.
+struct Monitor {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    port: u16,
+    marks: u32,
+}
+
+impl Monitor {
+    fn start(port: u16) -> Self {
+        let mut child = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "MONITOR"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli MONITOR");
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut m = Self {
+            child,
+            lines,
+            port,
+            marks: 0,
+        };
+        m.take(); // waits until MONITOR is live
+        m
+    }
+
+    /// Client commands since the last call (the lowercase command names).
+    fn take(&mut self) -> Vec<String> {
+        self.marks += 1;
+        let mark = format!("tg-mark-{}", self.marks);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            common::cli(self.port, &["ECHO", &mark]);
+            std::thread::sleep(Duration::from_millis(20));
+            let mut lines = self.lines.lock().unwrap();
+            if let Some(pos) = lines.iter().position(|l| l.contains(&mark)) {
+                let seen: Vec<String> = lines.drain(..=pos).collect();
+                lines.clear();
+                return seen
+                    .iter()
+                    .filter(|l| !l.contains(" lua]") && !l.contains("tg-mark-") && l != &"OK")
+                    .filter_map(|l| l.split('"').nth(1).map(str::to_ascii_lowercase))
+                    .filter(|c| {
+                        !["ping", "client", "hello", "select", "echo"].contains(&c.as_str())
+                    })
+                    .collect();
+            }
+            drop(lines);
+            assert!(Instant::now() < deadline, "MONITOR did not show the mark");
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_trips_counted_by_monitor() {
+    let server = common::RedisServer::start();
+    let (app, _) = app(&[
+        ("REDIS_URL", server.url()),
+        ("SESSION_RENEW_INTERVAL", "1h".into()),
+    ]);
+    let (_, _, cookie) = send(&app, "POST", "/a", None).await;
+    let cookie = cookie.unwrap();
+    // Warm up (script loads), then watch.
+    send(&app, "GET", "/a", Some(&cookie)).await;
+    let mut monitor = Monitor::start(server.port);
+
+    // A request that does not touch the session: no command at all.
+    let (s, body, sc) = send(&app, "GET", "/noop", Some(&cookie)).await;
+    assert_eq!((s, body.as_str(), sc), (StatusCode::OK, "noop", None));
+    assert_eq!(
+        monitor.take(),
+        Vec::<String>::new(),
+        "untouched session sent commands"
+    );
+
+    // A request that reads an existing session: one round trip (the load script).
+    let (_, body, _) = send(&app, "GET", "/a", Some(&cookie)).await;
+    assert_eq!(body, "1");
+    assert_eq!(monitor.take(), vec!["evalsha"]);
+
+    // A request that changes it: the load and one save.
+    send(&app, "POST", "/login", Some(&cookie)).await;
+    assert_eq!(monitor.take(), vec!["evalsha", "evalsha"]);
+
+    // INFO commandstats agrees: the scripts' own commands are the only others.
+    let stats = server.cli(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_evalsha:calls="));
+    assert!(!stats.contains("cmdstat_get:"), "{stats}");
+}
+
+#[tokio::test]
+async fn stored_layout_and_ttls() {
+    let server = common::RedisServer::start();
+    let (app, _) = app(&[
+        ("REDIS_URL", server.url()),
+        ("SESSION_TTL", "1h".into()),
+        ("SESSION_MAX_LIFETIME", "2h".into()),
+    ]);
+    let (_, _, cookie) = send(&app, "POST", "/login", None).await;
+    assert!(cookie.is_some());
+    let keys = server.cli(&["--scan", "--pattern", "tg:session*"]);
+    let mut keys: Vec<&str> = keys.lines().collect();
+    keys.sort();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys[0].starts_with("tg:session-index:{acme}:erin"),
+        "{keys:?}"
+    );
+    assert!(keys[1].starts_with("tg:session:{acme}:"), "{keys:?}");
+    assert_eq!(server.cli(&["TYPE", keys[1]]).trim(), "hash");
+    assert_eq!(server.cli(&["HGET", keys[1], "_u"]).trim(), "erin");
+    let ttl: i64 = server.cli(&["PTTL", keys[1]]).trim().parse().unwrap();
+    assert!((3_500_000..=3_600_000).contains(&ttl), "session TTL {ttl}");
+    let ttl: i64 = server.cli(&["PTTL", keys[0]]).trim().parse().unwrap();
+    assert!(ttl > 3_500_000, "index TTL {ttl}");
+}
+
+#[test]
+fn scripts_refuse_taken_ids() {
+    let server = common::RedisServer::start();
+    let script = include_str!("../lua/session_save.lua");
+    let k = "tg:session:{acme}:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let old = "tg:session:{acme}:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+    let args = |mode: &str, rename: &str, key_from: &str| -> Vec<String> {
+        [
+            "EVAL",
+            script,
+            "4",
+            k,
+            k,
+            k,
+            key_from,
+            mode,
+            "60000",
+            "600000",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            rename,
+            "0",
+            "0",
+            "",
+            "",
+            "0",
+            "1",
+            "f:x",
+            "\"1\"",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        server.cli(&a)
+    };
+    // Create on a free id works; a second create on the same id is refused (-1).
+    assert_eq!(run(args("create", "", k)).lines().next(), Some("1"));
+    assert_eq!(run(args("create", "", k)).lines().next(), Some("-1"));
+    assert_eq!(server.cli(&["HGET", k, "f:x"]).trim(), "\"1\"");
+    // Renaming another session onto a taken id is refused too, and loses nothing.
+    server.cli(&["HSET", old, "_c", "1", "f:y", "2"]);
+    server.cli(&["PEXPIRE", old, "60000"]);
+    assert_eq!(
+        run(args("update", "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", old))
+            .lines()
+            .next(),
+        Some("-1")
+    );
+    assert_eq!(server.cli(&["HGET", old, "f:y"]).trim(), "2");
+    // Updating a session that no longer exists resurrects nothing (0).
+    server.cli(&["DEL", k]);
+    assert_eq!(run(args("update", "", k)).lines().next(), Some("0"));
+    assert_eq!(server.cli(&["EXISTS", k]).trim(), "0");
+}
+
+#[tokio::test]
+async fn outage_closed_answers_503_only_where_the_session_is_used() {
+    let mut server = common::RedisServer::start();
+    let (app, _) = app(&[
+        ("REDIS_URL", server.url()),
+        ("REDIS_COMMAND_TIMEOUT", "300ms".into()),
+    ]);
+    let (_, _, cookie) = send(&app, "POST", "/a", None).await;
+    let cookie = cookie.unwrap();
+    server.kill();
+    let started = Instant::now();
+    let (s, body, _) = send(&app, "GET", "/a", Some(&cookie)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("Session store unavailable"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (s, body, _) = send(&app, "GET", "/noop", Some(&cookie)).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "noop"));
+    // Back up: sessions work again (the killed server lost its data: a fresh session).
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, _, _) = send(&app, "POST", "/a", None).await;
+        if s == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sessions did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn outage_local_falls_back_to_memory_and_says_so() {
+    let mut server = common::RedisServer::start();
+    let (app, metrics) = app(&[
+        ("REDIS_URL", server.url()),
+        ("REDIS_COMMAND_TIMEOUT", "300ms".into()),
+        ("SESSION_OUTAGE", "local".into()),
+    ]);
+    server.kill();
+    let (s, body, cookie) = send(&app, "POST", "/login", None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let cookie = cookie.expect("a local session was created");
+    let (s, user, _) = send(&app, "GET", "/me", Some(&cookie)).await;
+    assert_eq!((s, user.as_str()), (StatusCode::OK, "erin"));
+    assert!(
+        metrics
+            .render()
+            .lines()
+            .any(|l| l.starts_with("tenant_guard_session_events_total{event=\"fallback\"}")),
+        "fallback not visible in metrics"
+    );
+}
+
+// ---- the app server process restarts; the session lives on in Redis -----------------------
+
+struct ServeProcess(Child);
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_serve(port: u16, redis_url: &str) -> ServeProcess {
+    let child = Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("REDIS_URL", redis_url)
+        .env("SESSION_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tenant-guard serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ServeProcess(child)
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns status, `Set-Cookie` pair, body.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    tenant: &str,
+    cookie: Option<&str>,
+    body: &str,
+) -> (u16, Option<String>, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nX-Tenant-ID: {tenant}\r\n{cookie}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let set_cookie = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("set-cookie")
+            .then(|| v.trim().split(';').next().unwrap().to_string())
+    });
+    (status, set_cookie, body.to_string())
+}
+
+#[test]
+fn login_survives_an_app_server_restart() {
+    let redis = common::RedisServer::start();
+    let port = common::free_port();
+    let serve = start_serve(port, &redis.url());
+    let (status, cookie, body) = http(port, "POST", "/login", "acme", None, r#"{"user":"frank"}"#);
+    assert_eq!(status, 200, "{body}");
+    let cookie = cookie.expect("login sets the session cookie");
+    let (_, _, me) = http(port, "GET", "/me", "acme", Some(&cookie), "");
+    assert!(me.contains(r#""user":"frank""#), "{me}");
+
+    drop(serve); // the app process is killed
+    let _serve = start_serve(port, &redis.url());
+    let (status, _, me) = http(port, "GET", "/me", "acme", Some(&cookie), "");
+    assert_eq!(status, 200, "{me}");
+    assert!(
+        me.contains(r#""user":"frank""#),
+        "session lost across the restart: {me}"
+    );
+    // The same cookie on another tenant reaches no session.
+    let (_, set_cookie, me) = http(port, "GET", "/me", "globex", Some(&cookie), "");
+    assert!(me.contains(r#""user":null"#), "{me}");
+    assert!(
+        set_cookie.is_some_and(|c| c.ends_with('=')),
+        "foreign cookie not cleared"
+    );
+    // Logout ends it for good.
+    let (status, _, _) = http(port, "POST", "/logout", "acme", Some(&cookie), "");
+    assert_eq!(status, 200);
+    let (_, _, me) = http(port, "GET", "/me", "acme", Some(&cookie), "");
+    assert!(me.contains(r#""user":null"#), "{me}");
+}
