@@ -19,6 +19,8 @@
 //! * [`ops`] — `/health`, `/health/ready`, `/cache/status` and `/metrics` routes.
 //! * [`ratelimit`] — per-tenant / user / endpoint sliding windows decided in one atomic
 //!   step, as a tower layer.
+//! * [`session`] — server-side sessions behind a signed cookie, bound to the tenant, lazy,
+//!   with per-field storage, absolute expiry and "log out everywhere".
 //! * `demo` and `loadgen` (feature `cli`) — the demo app and the open-loop load generator
 //!   behind the `tenant-guard` command.
 //!
