@@ -6,7 +6,6 @@
 //! Run: `cargo bench --bench session` (needs redis-server and redis-cli on PATH).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use axum::body::Body;

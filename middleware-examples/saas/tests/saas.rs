@@ -2,7 +2,6 @@
 //! logout everywhere, per-user limits from the session's user, tenant isolation.
 
 #[path = "../../../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::net::SocketAddr;
