@@ -56,6 +56,7 @@
 //! The memory backend is always built: it is the fallback that needs no setup.
 
 pub mod backend;
+pub mod cache;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "cli")]

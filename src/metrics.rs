@@ -50,6 +50,45 @@ pub struct SessionEventLabels {
     pub event: &'static str,
 }
 
+/// Labels of cache events.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `query`, `ai` or a named category (from configuration or code: a bounded set).
+    pub category: String,
+    /// `hit_l1`, `hit_l2`, `miss`, `stale`, `bypass`, `coalesced`, `store`, `eviction`,
+    /// `invalidation`, `upstream_error`.
+    pub event: &'static str,
+}
+
+/// Running totals behind the hit ratio of `/cache/status`.
+#[derive(Debug, Default)]
+pub struct CacheTotals {
+    /// Hits served from the in-process L1.
+    pub hits_l1: std::sync::atomic::AtomicU64,
+    /// Hits served from Redis / the memory store.
+    pub hits_l2: std::sync::atomic::AtomicU64,
+    /// Misses (the upstream ran, or a coalesced wait for it).
+    pub misses: std::sync::atomic::AtomicU64,
+    /// Stale entries served.
+    pub stale: std::sync::atomic::AtomicU64,
+}
+
+impl CacheTotals {
+    /// Hits (L1 + L2 + stale) over lookups, if there were any.
+    ///
+    /// ```
+    /// let t = tenant_guard::metrics::CacheTotals::default();
+    /// assert_eq!(t.hit_ratio(), None);
+    /// ```
+    pub fn hit_ratio(&self) -> Option<f64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let hits =
+            self.hits_l1.load(Relaxed) + self.hits_l2.load(Relaxed) + self.stale.load(Relaxed);
+        let total = hits + self.misses.load(Relaxed);
+        (total > 0).then(|| hits as f64 / total as f64)
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s, doubling.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -86,6 +125,10 @@ pub struct Metrics {
     pub(crate) ratelimit_shadow_denied: Family<RuleLabels, Counter>,
     /// Session events.
     pub(crate) session_events: Family<SessionEventLabels, Counter>,
+    /// Cache events by category.
+    pub(crate) cache_events: Family<CacheLabels, Counter>,
+    /// Cache totals for the hit ratio.
+    pub(crate) cache_totals: Arc<CacheTotals>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -116,6 +159,8 @@ impl Metrics {
             ratelimit_rule_denied: Family::default(),
             ratelimit_shadow_denied: Family::default(),
             session_events: Family::default(),
+            cache_events: Family::default(),
+            cache_totals: Arc::default(),
         };
         registry.register(
             "redis_command_duration_seconds",
@@ -168,6 +213,12 @@ impl Metrics {
              expirations, invalid cookies, store errors and outage fallbacks",
             m.session_events.clone(),
         );
+        registry.register(
+            "cache_events",
+            "Cache hits (L1, L2), misses, stale serves, bypasses, coalesced waits, stores, \
+             L1 evictions, invalidations and upstream errors, by category",
+            m.cache_events.clone(),
+        );
         Self {
             registry: Arc::new(RwLock::new(registry)),
             ..m
@@ -190,6 +241,11 @@ impl Metrics {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .register(name, help, metric);
+    }
+
+    /// Cache totals (hit ratio) of every cache using this registry.
+    pub fn cache_totals(&self) -> &CacheTotals {
+        &self.cache_totals
     }
 
     /// The OpenMetrics text exposition.

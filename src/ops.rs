@@ -4,7 +4,7 @@
 //! |-------|---------|
 //! | `GET /health` | 200 while the process serves requests (liveness) |
 //! | `GET /health/ready` | 200 when the configured backend is usable, with the measured Redis PING latency; 503 when it is not (at once while the circuit breaker is open) |
-//! | `GET /cache/status` | backend in use (`redis` / `redis-cluster` / `memory`), state (`ok` / `degraded`), key counts, breaker state, last latency and error |
+//! | `GET /cache/status` | backend in use (`redis` / `redis-cluster` / `memory`), state (`ok` / `degraded`), key counts, breaker state, last latency and error, cache hits (L1/L2/stale), misses and hit ratio |
 //! | `GET /metrics` | Prometheus / OpenMetrics text |
 //!
 //! These routes sit outside any tenant: merge them next to (not under) the
@@ -104,10 +104,24 @@ async fn ready(State(st): State<OpsState>) -> Response {
     }
 }
 
+fn cache_stats(metrics: &Metrics) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let t = metrics.cache_totals();
+    json!({
+        "hits_l1": t.hits_l1.load(Relaxed),
+        "hits_l2": t.hits_l2.load(Relaxed),
+        "stale": t.stale.load(Relaxed),
+        "misses": t.misses.load(Relaxed),
+        "hit_ratio": t.hit_ratio(),
+    })
+}
+
 async fn status(State(st): State<OpsState>) -> Json<serde_json::Value> {
     let kind = st.backend.kind();
+    let cache = cache_stats(&st.metrics);
     match &st.backend {
         Backend::Memory(m) => Json(json!({
+            "cache": cache,
             "backend": kind,
             "state": "ok",
             "keys": m.len(),
@@ -124,6 +138,7 @@ async fn status(State(st): State<OpsState>) -> Json<serde_json::Value> {
             let keys = if open { None } else { r.db_size().await.ok() };
             let degraded = open || keys.is_none();
             Json(json!({
+                "cache": cache,
                 "backend": kind,
                 "state": if degraded { "degraded" } else { "ok" },
                 "keys": keys,

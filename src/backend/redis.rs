@@ -129,6 +129,7 @@ struct Inner {
     command_timeout: Duration,
     connect_timeout: Duration,
     description: String,
+    pubsub_urls: Vec<String>,
 }
 
 /// The Redis store. Clones share one connection (or cluster connection).
@@ -173,6 +174,7 @@ impl RedisStore {
     /// Builds the store from configuration without connecting: the first command (or
     /// readiness probe) connects. Fails only on configuration that cannot work at all.
     pub fn new(config: &RedisConfig, health: Health) -> Result<Self, BackendError> {
+        let mut pubsub_urls = Vec::new();
         let (conn, description, label) = match &config.mode {
             RedisMode::Disabled => {
                 return Err(BackendError::Unsupported(
@@ -187,6 +189,7 @@ impl RedisStore {
                     .set_number_of_retries(config.max_retries as usize)
                     .set_max_delay(Duration::from_secs(2));
                 let cm = ConnectionManager::new_lazy_with_config(client, cm_config)?;
+                pubsub_urls.push(url.expose().to_string());
                 (Conn::Single(cm), url.to_string(), "redis")
             }
             RedisMode::Cluster(nodes) => {
@@ -196,6 +199,7 @@ impl RedisStore {
                     .retries(config.max_retries)
                     .build()?;
                 let list: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+                pubsub_urls.extend(nodes.iter().map(|u| u.expose().to_string()));
                 (
                     Conn::Cluster(Box::new(ClusterConn {
                         client,
@@ -218,6 +222,7 @@ impl RedisStore {
                 command_timeout: config.command_timeout,
                 connect_timeout: config.connect_timeout,
                 description,
+                pubsub_urls,
             }),
         })
     }
@@ -225,6 +230,17 @@ impl RedisStore {
     /// Where the store points (credentials redacted).
     pub fn description(&self) -> &str {
         &self.inner.description
+    }
+
+    /// Node URLs for a dedicated pub/sub connection (credentials included: never log them).
+    /// On a cluster any node will do: classic pub/sub messages reach every node.
+    pub(crate) fn pubsub_urls(&self) -> &[String] {
+        &self.inner.pubsub_urls
+    }
+
+    /// The connect timeout.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.inner.connect_timeout
     }
 
     /// Whether this is a cluster.
@@ -469,6 +485,18 @@ impl RedisStore {
                 -1 => KeyTtl::Persistent,
                 ms => KeyTtl::Expires(Duration::from_millis(ms.max(0).unsigned_abs())),
             })
+        })
+        .await
+    }
+
+    /// `PUBLISH channel message`; returns how many subscribers received it.
+    pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<u64, BackendError> {
+        self.run("publish", |mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(message)
+                .query_async(&mut c)
+                .await
         })
         .await
     }

@@ -317,6 +317,21 @@ pub struct CacheConfig {
     pub ai_ttl: Duration,
     /// Named categories (`CACHE_TTL_<NAME>`; names lowercased).
     pub categories: BTreeMap<String, Duration>,
+    /// Random extra TTL, up to this percentage, so entries filled together do not expire
+    /// together (`CACHE_TTL_JITTER`, default 0).
+    pub jitter_percent: u8,
+    /// How long past its TTL an entry may still be served while another instance refills
+    /// it (`CACHE_STALE_TTL`, default 0: never stale).
+    pub stale: Duration,
+    /// Lease a filler holds so other instances wait instead of calling the upstream too
+    /// (`CACHE_LEASE_TTL`, default 5 s); also how long they wait at most.
+    pub lease: Duration,
+    /// Bytes of the in-process L1 in front of Redis (`CACHE_L1_MAX_BYTES`, default 32 MiB;
+    /// 0 turns L1 off).
+    pub l1_max_bytes: u64,
+    /// Largest response body the HTTP layer stores (`CACHE_MAX_BODY_BYTES`, default 1 MiB);
+    /// larger ones pass through uncached.
+    pub max_body: u64,
 }
 
 impl Default for CacheConfig {
@@ -326,6 +341,11 @@ impl Default for CacheConfig {
             query_ttl: Duration::from_secs(300),
             ai_ttl: Duration::from_secs(1800),
             categories: BTreeMap::new(),
+            jitter_percent: 0,
+            stale: Duration::ZERO,
+            lease: Duration::from_secs(5),
+            l1_max_bytes: 32 * 1024 * 1024,
+            max_body: 1024 * 1024,
         }
     }
 }
@@ -756,6 +776,14 @@ impl Config {
         push("CACHE_TTL", fmt_duration(self.cache.default_ttl));
         push("QUERY_CACHE_TTL", fmt_duration(self.cache.query_ttl));
         push("AI_CACHE_TTL", fmt_duration(self.cache.ai_ttl));
+        push(
+            "CACHE_TTL_JITTER",
+            format!("{}%", self.cache.jitter_percent),
+        );
+        push("CACHE_STALE_TTL", fmt_duration(self.cache.stale));
+        push("CACHE_LEASE_TTL", fmt_duration(self.cache.lease));
+        push("CACHE_L1_MAX_BYTES", self.cache.l1_max_bytes.to_string());
+        push("CACHE_MAX_BODY_BYTES", self.cache.max_body.to_string());
         for (name, ttl) in &self.cache.categories {
             push(
                 &format!("CACHE_TTL_{}", name.to_ascii_uppercase().replace('-', "_")),
@@ -825,7 +853,7 @@ fn is_ours(var: &str) -> bool {
         "REDIS_",
         "TG_",
         "SESSION_",
-        "CACHE_TTL",
+        "CACHE_",
         "QUERY_CACHE_TTL",
         "AI_CACHE_TTL",
         "RATE_LIMIT_",
@@ -1296,7 +1324,7 @@ fn read_cache(r: &mut Reader) -> CacheConfig {
     let mut names: Vec<String> = r
         .vars
         .keys()
-        .filter(|k| k.starts_with("CACHE_TTL_"))
+        .filter(|k| k.starts_with("CACHE_TTL_") && k.as_str() != "CACHE_TTL_JITTER")
         .cloned()
         .collect();
     names.sort();
@@ -1321,11 +1349,37 @@ fn read_cache(r: &mut Reader) -> CacheConfig {
             categories.insert(name, ttl);
         }
     }
+    let jitter_percent = r
+        .parse(
+            "CACHE_TTL_JITTER",
+            |v| {
+                let n: u8 = parse::integer(v.trim().trim_end_matches('%'))?;
+                if n > 100 {
+                    return Err("more than 100%".into());
+                }
+                Ok(n)
+            },
+            "a percentage from 0 to 100, e.g. `10` or `10%`",
+        )
+        .unwrap_or(d.jitter_percent);
+    let stale = r.duration("CACHE_STALE_TTL", d.stale, false);
+    let lease = r.duration("CACHE_LEASE_TTL", d.lease, true);
+    let l1_max_bytes = r
+        .parse("CACHE_L1_MAX_BYTES", parse::bytes, BYTES_FORM)
+        .unwrap_or(d.l1_max_bytes);
+    let max_body = r
+        .parse("CACHE_MAX_BODY_BYTES", parse::bytes, BYTES_FORM)
+        .unwrap_or(d.max_body);
     CacheConfig {
         default_ttl,
         query_ttl,
         ai_ttl,
         categories,
+        jitter_percent,
+        stale,
+        lease,
+        l1_max_bytes,
+        max_body,
     }
 }
 

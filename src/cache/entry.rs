@@ -1,0 +1,111 @@
+//! The versioned envelope every cache entry is stored in.
+
+#![cfg_attr(not(feature = "redis"), allow(dead_code))]
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Magic and version of the envelope; anything else decodes as a miss.
+const MAGIC: &[u8; 4] = b"TGC1";
+
+/// One cached value: a response (status, headers, body) or a serialized value (status 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// Wall-clock ms when stored (for `Age`).
+    pub stored_ms: u64,
+    /// Wall-clock ms until which the entry is fresh.
+    pub fresh_until_ms: u64,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    s: u64,
+    f: u64,
+    #[serde(default)]
+    st: u16,
+    #[serde(default)]
+    h: Vec<(String, String)>,
+}
+
+impl Entry {
+    /// `TGC1` + meta length (u32 BE) + meta JSON + body.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let meta = serde_json::to_vec(&Meta {
+            s: self.stored_ms,
+            f: self.fresh_until_ms,
+            st: self.status,
+            h: self.headers.clone(),
+        })
+        .unwrap_or_default();
+        let mut out = Vec::with_capacity(8 + meta.len() + self.body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&u32::try_from(meta.len()).unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// `None` for anything that is not a well-formed envelope of this version.
+    pub(crate) fn decode(raw: &Bytes) -> Option<Self> {
+        if raw.len() < 8 || &raw[..4] != MAGIC {
+            return None;
+        }
+        let len = u32::from_be_bytes(raw[4..8].try_into().ok()?) as usize;
+        let meta_end = 8usize.checked_add(len)?;
+        if meta_end > raw.len() {
+            return None;
+        }
+        let meta: Meta = serde_json::from_slice(&raw[8..meta_end]).ok()?;
+        Some(Self {
+            stored_ms: meta.s,
+            fresh_until_ms: meta.f,
+            status: meta.st,
+            headers: meta.h,
+            body: raw.slice(meta_end..),
+        })
+    }
+
+    /// Bytes the entry takes in L1 (for its weight).
+    pub(crate) fn weight(&self) -> u32 {
+        let h: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        u32::try_from(64 + h + self.body.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// Wall-clock ms since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let e = Entry {
+            stored_ms: 1,
+            fresh_until_ms: 2,
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from_static(b"{\"a\":1}"),
+        };
+        let raw = Bytes::from(e.encode());
+        assert_eq!(Entry::decode(&raw), Some(e));
+        for bad in [
+            &b""[..],
+            b"TGC1",
+            b"TGC2\0\0\0\x02{}",
+            b"TGC1\0\0\0\xff{}",
+            b"TGC1\0\0\0\x02xx",
+            b"plain old value",
+        ] {
+            assert_eq!(Entry::decode(&Bytes::copy_from_slice(bad)), None);
+        }
+    }
+}

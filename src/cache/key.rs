@@ -1,0 +1,269 @@
+//! Cache keys: categories, canonical key material and SHA-256.
+
+#![cfg_attr(not(feature = "axum"), allow(dead_code))]
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::keys::{KeyKind, Keys, RedisKey};
+use crate::tenant::TenantId;
+
+/// What is cached, which decides the key shape and the TTL.
+///
+/// ```
+/// use tenant_guard::cache::Category;
+/// assert_eq!(Category::query().name(), "query");
+/// assert_eq!(Category::ai("gpt-4o").name(), "ai");
+/// assert_eq!(Category::named("reports").name(), "reports");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Category {
+    /// Database query results: `query:{tenant}:<hash>`, `QUERY_CACHE_TTL`.
+    Query,
+    /// AI (LLM) responses of one model: `ai:{tenant}:<model>:<hash>`, `AI_CACHE_TTL`.
+    Ai(String),
+    /// Anything else, by name: `cache:{tenant}:<name>:<hash>`, `CACHE_TTL_<NAME>` or
+    /// `CACHE_TTL`.
+    Named(String),
+}
+
+impl Category {
+    /// The query category.
+    pub fn query() -> Self {
+        Self::Query
+    }
+
+    /// The AI category for one model.
+    pub fn ai(model: impl Into<String>) -> Self {
+        Self::Ai(model.into())
+    }
+
+    /// A named category (`reports`, `user-profile`, ...); names are lowercased.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self::Named(name.into().to_ascii_lowercase())
+    }
+
+    /// The name used for TTLs and metrics: `query`, `ai` or the category's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Query => "query",
+            Self::Ai(_) => "ai",
+            Self::Named(n) => n,
+        }
+    }
+
+    pub(crate) fn key(&self, keys: &Keys, tenant: &TenantId, hash: &str) -> RedisKey {
+        match self {
+            Self::Query => keys.query(tenant, hash),
+            Self::Ai(model) => keys.ai(tenant, model, hash),
+            Self::Named(n) => keys.cache(tenant, n, hash),
+        }
+    }
+
+    /// The SCAN pattern of every entry of this category (for `Ai`, of this model).
+    pub(crate) fn pattern(&self, keys: &Keys, tenant: &TenantId) -> crate::keys::KeyPattern {
+        match self {
+            Self::Query => keys.kind_pattern(KeyKind::Query, tenant),
+            Self::Ai(model) => keys.prefix_pattern(KeyKind::Ai, tenant, &[model]),
+            Self::Named(n) => keys.prefix_pattern(KeyKind::Cache, tenant, &[n]),
+        }
+    }
+}
+
+/// Writes `v` as canonical JSON: object keys sorted, no whitespace — so key order and
+/// formatting never change a cache key.
+///
+/// ```
+/// let a: serde_json::Value = serde_json::from_str(r#"{"b": 1, "a": [true, {"y":2,"x":1}]}"#).unwrap();
+/// let mut out = Vec::new();
+/// tenant_guard::cache::canonical_json(&a, &mut out);
+/// assert_eq!(out, br#"{"a":[true,{"x":1,"y":2}],"b":1}"#);
+/// ```
+pub fn canonical_json(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                // Serializing a string cannot fail.
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                canonical_json(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(v, out);
+            }
+            out.push(b']');
+        }
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
+/// SHA-256 over length-prefixed parts, hex-encoded: parts can never run into each other.
+#[derive(Default)]
+pub(crate) struct KeyHasher(Sha256);
+
+impl KeyHasher {
+    pub(crate) fn part(&mut self, label: &str, bytes: &[u8]) -> &mut Self {
+        self.0.update((label.len() as u64).to_le_bytes());
+        self.0.update(label.as_bytes());
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    pub(crate) fn finish(self) -> String {
+        let digest = self.0.finalize();
+        let mut s = String::with_capacity(64);
+        for b in digest {
+            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        s
+    }
+}
+
+/// The hash of a programmatic key material (canonical JSON of any serde value).
+pub(crate) fn material_hash(material: &Value) -> String {
+    let mut buf = Vec::new();
+    canonical_json(material, &mut buf);
+    let mut h = KeyHasher::default();
+    h.part("material", &buf);
+    h.finish()
+}
+
+/// What the HTTP layer hashes for one request.
+pub(crate) struct HttpKeyInput<'a> {
+    pub method: &'a str,
+    pub route: &'a str,
+    pub query: Option<&'a str>,
+    pub vary: Vec<(&'a str, &'a [u8])>,
+    pub body: &'a [u8],
+    pub json: bool,
+    pub excluded_fields: &'a [String],
+}
+
+/// Hashes a request canonically: method, matched route, sorted query pairs, declared Vary
+/// headers, and the body (canonical JSON minus excluded top-level fields when it is JSON).
+/// Returns the hash and, for JSON bodies, the `model` field if there is one.
+pub(crate) fn http_key(input: &HttpKeyInput<'_>) -> (String, Option<String>) {
+    let mut h = KeyHasher::default();
+    h.part("method", input.method.as_bytes());
+    h.part("route", input.route.as_bytes());
+    let mut pairs: Vec<(String, String)> = input
+        .query
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    pairs.sort();
+    for (k, v) in &pairs {
+        h.part("q", k.as_bytes());
+        h.part("v", v.as_bytes());
+    }
+    for (name, value) in &input.vary {
+        h.part("h", name.as_bytes());
+        h.part("hv", value);
+    }
+    let mut model = None;
+    let parsed = if input.json && !input.body.is_empty() {
+        serde_json::from_slice::<Value>(input.body).ok()
+    } else {
+        None
+    };
+    match parsed {
+        Some(mut v) => {
+            if let Value::Object(map) = &mut v {
+                for f in input.excluded_fields {
+                    map.remove(f);
+                }
+                model = map.get("model").and_then(Value::as_str).map(str::to_string);
+            }
+            let mut buf = Vec::new();
+            canonical_json(&v, &mut buf);
+            h.part("json", &buf);
+        }
+        None => {
+            h.part("body", input.body);
+        }
+    }
+    (h.finish(), model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(body: &str, query: Option<&str>) -> String {
+        http_key(&HttpKeyInput {
+            method: "POST",
+            route: "/api/ai/complete",
+            query,
+            vary: vec![],
+            body: body.as_bytes(),
+            json: true,
+            excluded_fields: &["stream".to_string(), "request_id".to_string()],
+        })
+        .0
+    }
+
+    #[test]
+    fn json_order_whitespace_and_excluded_fields_do_not_matter() {
+        let a = key(r#"{"model":"m","prompt":"hi","temperature":0.2}"#, None);
+        let b = key(
+            "{ \"temperature\": 0.2,\n \"prompt\": \"hi\", \"model\": \"m\" }",
+            None,
+        );
+        let c = key(
+            r#"{"model":"m","prompt":"hi","temperature":0.2,"stream":true,"request_id":"r-1"}"#,
+            None,
+        );
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_ne!(
+            a,
+            key(r#"{"model":"m","prompt":"hi","temperature":0.3}"#, None)
+        );
+        assert_ne!(
+            a,
+            key(r#"{"model":"n","prompt":"hi","temperature":0.2}"#, None)
+        );
+        assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn query_pairs_are_sorted_and_parts_do_not_run_together() {
+        assert_eq!(key("", Some("a=1&b=2")), key("", Some("b=2&a=1")));
+        assert_ne!(key("", Some("a=1&b=2")), key("", Some("a=12")));
+        assert_ne!(key("", Some("a=1")), key("a=1", None));
+    }
+
+    #[test]
+    fn the_model_is_found() {
+        let (_, model) = http_key(&HttpKeyInput {
+            method: "POST",
+            route: "/r",
+            query: None,
+            vary: vec![],
+            body: br#"{"model":"gpt-4o"}"#,
+            json: true,
+            excluded_fields: &[],
+        });
+        assert_eq!(model.as_deref(), Some("gpt-4o"));
+    }
+}

@@ -1,0 +1,483 @@
+//! [`CacheLayer`]: caches the HTTP responses of the routes it wraps.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::MatchedPath;
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::entry::{now_ms, Entry};
+use super::key::{http_key, HttpKeyInput};
+use super::{Cache, CacheStatus, Category, Computed, Served};
+use crate::problem::Problem;
+use crate::tenant::TenantId;
+
+type TtlFn = dyn Fn(&Parts, StatusCode) -> Option<Duration> + Send + Sync;
+
+/// How the layer names the category of a request.
+#[derive(Debug, Clone)]
+enum Kind {
+    Fixed(Category),
+    /// AI: the model is read from the JSON body's `model` field.
+    Ai,
+}
+
+/// Caches responses of the wrapped routes under one category.
+///
+/// The key is the SHA-256 of a canonical form of the method, the matched route and the
+/// path, the sorted query pairs, the declared `Vary` headers and the body (JSON bodies
+/// canonicalized: key order and whitespace do not matter; for the AI category the
+/// configured fields such as `stream` are left out and the `model` goes into the key
+/// name). The tenant from [`TenantLayer`](crate::tenant::TenantLayer) is always part of the
+/// key (`global` without one).
+///
+/// Only `200` is stored by default ([`statuses`](Self::statuses) adds others); responses
+/// with `Set-Cookie` or `Cache-Control: no-store` / `private` never are. Request
+/// `Cache-Control: no-store` skips the write, `no-cache` the read. Bodies over
+/// `CACHE_MAX_BODY_BYTES` pass through uncached. Responses carry `X-Cache: HIT | MISS |
+/// STALE | BYPASS` and, on hits, `Age`. Put it inside the session layer so that no session
+/// cookie is ever stored.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+/// use tenant_guard::cache::{Cache, CacheLayer};
+///
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// # let _g = rt.enter();
+/// let config = Config::from_vars([("REDIS_ENABLED", "false")]).unwrap();
+/// let metrics = Metrics::new();
+/// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+/// let app: Router = Router::new()
+///     .route("/api/reports/{day}", get(|| async { "rows" }))
+///     .route_layer(CacheLayer::query(cache.clone()));
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct CacheLayer {
+    shared: Arc<Settings>,
+}
+
+#[derive(Clone)]
+struct Settings {
+    cache: Cache,
+    kind: Kind,
+    vary: Vec<HeaderName>,
+    statuses: Vec<StatusCode>,
+    excluded_fields: Vec<String>,
+    ttl: Option<Arc<TtlFn>>,
+    max_body: usize,
+    global: TenantId,
+}
+
+impl std::fmt::Debug for CacheLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheLayer")
+            .field("kind", &self.shared.kind)
+            .field("vary", &self.shared.vary)
+            .field("statuses", &self.shared.statuses)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheLayer {
+    fn with_kind(cache: Cache, kind: Kind) -> Self {
+        let max_body = usize::try_from(cache.config().max_body).unwrap_or(usize::MAX);
+        Self {
+            shared: Arc::new(Settings {
+                cache,
+                kind,
+                vary: Vec::new(),
+                statuses: vec![StatusCode::OK],
+                excluded_fields: vec!["stream".into(), "request_id".into()],
+                ttl: None,
+                max_body,
+                global: TenantId::new(crate::ratelimit::GLOBAL_TENANT)
+                    .expect("the global tenant id is valid"),
+            }),
+        }
+    }
+
+    fn edit(self, f: impl FnOnce(&mut Settings)) -> Self {
+        let mut s = (*self.shared).clone();
+        f(&mut s);
+        Self {
+            shared: Arc::new(s),
+        }
+    }
+
+    /// Caches in a named category (`cache:{tenant}:<name>:<hash>`, `CACHE_TTL_<NAME>`).
+    pub fn new(cache: Cache, category: Category) -> Self {
+        Self::with_kind(cache, Kind::Fixed(category))
+    }
+
+    /// Caches in the query category (`QUERY_CACHE_TTL`).
+    pub fn query(cache: Cache) -> Self {
+        Self::new(cache, Category::Query)
+    }
+
+    /// Caches AI responses (`AI_CACHE_TTL`): the model (JSON field `model`) and every
+    /// generation parameter are part of the key, except [`exclude_fields`](Self::exclude_fields)
+    /// (default `stream`, `request_id`).
+    pub fn ai(cache: Cache) -> Self {
+        Self::with_kind(cache, Kind::Ai)
+    }
+
+    /// Request headers whose values are part of the key (e.g. `Accept-Language`).
+    pub fn vary(self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
+        let headers: Vec<HeaderName> = headers.into_iter().collect();
+        self.edit(|s| s.vary = headers)
+    }
+
+    /// Response statuses that may be stored (default only `200`).
+    pub fn statuses(self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
+        let statuses: Vec<StatusCode> = statuses.into_iter().collect();
+        self.edit(|s| s.statuses = statuses)
+    }
+
+    /// Top-level JSON body fields left out of the key.
+    pub fn exclude_fields(self, fields: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let fields: Vec<String> = fields.into_iter().map(Into::into).collect();
+        self.edit(|s| s.excluded_fields = fields)
+    }
+
+    /// Chooses the TTL per request (e.g. from the path: today's report 15 s, older ones
+    /// 10 min); `None` falls back to the category's TTL.
+    pub fn ttl_with(
+        self,
+        f: impl Fn(&Parts, StatusCode) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        let f: Arc<TtlFn> = Arc::new(f);
+        self.edit(|s| s.ttl = Some(f))
+    }
+
+    /// Largest body (request or response) cached; larger ones pass through uncached.
+    pub fn max_body(self, bytes: usize) -> Self {
+        self.edit(|s| s.max_body = bytes)
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service made by [`CacheLayer`].
+#[derive(Clone)]
+pub struct CacheService<S> {
+    inner: S,
+    shared: Arc<Settings>,
+}
+
+impl<S> std::fmt::Debug for CacheService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheService").finish_non_exhaustive()
+    }
+}
+
+impl<S> CacheService<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the wrapper, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// `Cache-Control` directives of a header, lowercased, as a comma list.
+fn directives(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| {
+            d.split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+fn with_status(
+    mut res: Response<Body>,
+    status: CacheStatus,
+    age: Option<Duration>,
+) -> Response<Body> {
+    let h = res.headers_mut();
+    h.insert(
+        HeaderName::from_static("x-cache"),
+        HeaderValue::from_static(status.header()),
+    );
+    if let Some(age) = age {
+        h.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    }
+    res
+}
+
+fn from_entry(e: &Entry, status: CacheStatus) -> Response<Body> {
+    let mut res = Response::new(Body::from(e.body.clone()));
+    *res.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::OK);
+    for (k, v) in &e.headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::try_from(k.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) {
+            res.headers_mut().append(k, v);
+        }
+    }
+    let age = matches!(
+        status,
+        CacheStatus::HitL1 | CacheStatus::HitL2 | CacheStatus::Stale
+    )
+    .then(|| Duration::from_millis(now_ms().saturating_sub(e.stored_ms)));
+    with_status(res, status, age)
+}
+
+/// Reads a body up to `limit` bytes; past it, gives back a body that replays what was read
+/// followed by the rest.
+async fn buffer(body: Body, limit: usize) -> Result<Bytes, Body> {
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => {
+                buf.extend_from_slice(&c);
+                if buf.len() > limit {
+                    let head = futures_util::stream::once(async move {
+                        Ok::<Bytes, axum::Error>(buf.freeze())
+                    });
+                    return Err(Body::from_stream(head.chain(stream)));
+                }
+            }
+            Err(e) => {
+                let head =
+                    futures_util::stream::once(
+                        async move { Ok::<Bytes, axum::Error>(buf.freeze()) },
+                    );
+                let err = futures_util::stream::once(async move { Err::<Bytes, _>(e) });
+                return Err(Body::from_stream(head.chain(err)));
+            }
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Headers that are not stored with an entry.
+fn stored_header(name: &HeaderName) -> bool {
+    ![
+        header::SET_COOKIE,
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::CONTENT_LENGTH,
+        header::AGE,
+        header::DATE,
+    ]
+    .contains(name)
+        && name.as_str() != "x-cache"
+}
+
+impl<S> Service<Request<Body>> for CacheService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let settings = self.shared.clone();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let req_cc = directives(&parts.headers);
+            let read = !req_cc.iter().any(|d| d == "no-cache");
+            let write = !req_cc.iter().any(|d| d == "no-store");
+            let cache = &settings.cache;
+            let cat_name = match &settings.kind {
+                Kind::Fixed(c) => c.name().to_string(),
+                Kind::Ai => "ai".to_string(),
+            };
+            let bypass = |res: Response<Body>| {
+                cache.event(&cat_name, "bypass");
+                with_status(res, CacheStatus::Bypass, None)
+            };
+            if !read && !write {
+                let res = inner.call(Request::from_parts(parts, body)).await?;
+                return Ok(bypass(res));
+            }
+            // The request body is part of the key: read it (bounded).
+            if content_length(&parts.headers).is_some_and(|n| n > settings.max_body) {
+                let res = inner.call(Request::from_parts(parts, body)).await?;
+                return Ok(bypass(res));
+            }
+            let body = match buffer(body, settings.max_body).await {
+                Ok(b) => b,
+                Err(replay) => {
+                    let res = inner.call(Request::from_parts(parts, replay)).await?;
+                    return Ok(bypass(res));
+                }
+            };
+            let tenant = parts
+                .extensions
+                .get::<TenantId>()
+                .cloned()
+                .unwrap_or_else(|| settings.global.clone());
+            let template = parts
+                .extensions
+                .get::<MatchedPath>()
+                .map_or("", MatchedPath::as_str)
+                .to_string();
+            let route = format!("{template} {}", parts.uri.path());
+            let json = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("json"))
+                || matches!(settings.kind, Kind::Ai);
+            let vary: Vec<(&str, &[u8])> = settings
+                .vary
+                .iter()
+                .map(|h| {
+                    (
+                        h.as_str(),
+                        parts.headers.get(h).map_or(&b""[..], HeaderValue::as_bytes),
+                    )
+                })
+                .collect();
+            let (hash, model) = http_key(&HttpKeyInput {
+                method: parts.method.as_str(),
+                route: &route,
+                query: parts.uri.query(),
+                vary,
+                body: &body,
+                json,
+                excluded_fields: &settings.excluded_fields,
+            });
+            let category = match &settings.kind {
+                Kind::Fixed(c) => c.clone(),
+                Kind::Ai => Category::ai(model.unwrap_or_else(|| "unknown".into())),
+            };
+            let key = cache.key(&tenant, &category, hash);
+            let ttl_hint = settings.ttl.as_ref().map(|f| (f.clone(), parts.clone()));
+            let ttl_default = cache.config().ttl_for(category.name());
+            let mut slot = Some(Request::from_parts(parts, Body::from(body.clone())));
+            let served = cache
+                .serve(&key, read, write, || async {
+                    let req = slot.take().expect("the request is sent once");
+                    let res = match inner.call(req).await {
+                        Ok(r) => r,
+                        Err(e) => return Computed::Private(Err(e)),
+                    };
+                    let (rparts, rbody) = res.into_parts();
+                    let status = rparts.status;
+                    let res_cc = directives(&rparts.headers);
+                    let storable = settings.statuses.contains(&status)
+                        && !rparts.headers.contains_key(header::SET_COOKIE)
+                        && !res_cc.iter().any(|d| d == "no-store" || d == "private");
+                    let shareable_error = status.is_server_error()
+                        && !rparts.headers.contains_key(header::SET_COOKIE);
+                    if !(storable || shareable_error)
+                        || content_length(&rparts.headers).is_some_and(|n| n > settings.max_body)
+                    {
+                        let res = Response::from_parts(rparts, rbody);
+                        return Computed::Private(Ok(with_status(res, CacheStatus::Bypass, None)));
+                    }
+                    let bytes = match buffer(rbody, settings.max_body).await {
+                        Ok(b) => b,
+                        Err(replay) => {
+                            let res = Response::from_parts(rparts, replay);
+                            return Computed::Private(Ok(with_status(
+                                res,
+                                CacheStatus::Bypass,
+                                None,
+                            )));
+                        }
+                    };
+                    let entry = Entry {
+                        stored_ms: now_ms(),
+                        fresh_until_ms: now_ms(),
+                        status: status.as_u16(),
+                        headers: rparts
+                            .headers
+                            .iter()
+                            .filter(|(k, _)| stored_header(k))
+                            .filter_map(|(k, v)| {
+                                Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
+                            })
+                            .collect(),
+                        body: bytes,
+                    };
+                    let own = from_entry(&entry, CacheStatus::Miss);
+                    if shareable_error {
+                        let msg: Arc<str> = Arc::from(format!("upstream answered {status}"));
+                        return Computed::Share(Arc::new(entry), msg, Ok(own));
+                    }
+                    let ttl = ttl_hint
+                        .as_ref()
+                        .and_then(|(f, p)| f(p, status))
+                        .unwrap_or(ttl_default);
+                    Computed::Store(entry, ttl, Ok(own))
+                })
+                .await;
+            match served {
+                Served::Cached(e, status) => Ok(from_entry(&e, status)),
+                Served::Own(r) => r,
+                Served::SharedError(any, msg) => match any.downcast_ref::<Entry>() {
+                    Some(e) => Ok(from_entry(e, CacheStatus::Miss)),
+                    None => Ok(Problem::new(StatusCode::BAD_GATEWAY, "Upstream failed")
+                        .detail(msg.to_string())
+                        .into_response()),
+                },
+                Served::Retry => {
+                    // The concurrent leader's response was not shareable: send our own.
+                    let req = slot.take().expect("not sent yet");
+                    let res = inner.call(req).await?;
+                    Ok(bypass(res))
+                }
+            }
+        })
+    }
+}
