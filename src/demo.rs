@@ -6,16 +6,17 @@
 //! | route | what it does |
 //! |-------|--------------|
 //! | `GET /api/items` | a plain rate-limited endpoint |
-//! | `GET /api/reports/{day}` | simulated database query (a few ms) |
-//! | `POST /api/ai/complete` | simulated slow model; cost-weighted in the demo scenario |
+//! | `GET /api/reports/{day}` | simulated database query (a few ms), cached (query category) |
+//! | `POST /api/ai/complete` | simulated slow model, cached (AI category); cost-weighted in the demo |
 //! | `POST /login` | body `{"user": "alice"}`: binds the session to the user (new session id) |
 //! | `POST /logout` | ends the session |
 //! | `GET /me` | the tenant, the session's user and the rate-limit decision |
 //! | `/health`, `/health/ready`, `/cache/status`, `/metrics` | ops routes |
 //!
 //! The session layer puts the logged-in user in front of the rate limiter, so logged-in
-//! traffic is limited per user and anonymous traffic per `X-User-ID` or client IP.
-//! Caching joins these routes when its layer lands.
+//! traffic is limited per user and anonymous traffic per `X-User-ID` or client IP. Reports
+//! are cached in the query category with a TTL by the day's age ([`report_ttl`]); AI
+//! completions in the AI category (model and parameters from the JSON body).
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::backend::{Backend, BackendError};
+use crate::cache::{Cache, CacheLayer};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ops;
@@ -54,10 +56,20 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
     let backend = Backend::from_config(config, &metrics)?;
     let limiter = RateLimiter::from_config(config, backend.clone(), &metrics);
     let sessions = SessionStore::from_config(config, backend.clone(), &metrics);
+    let cache = Cache::from_config(config, backend.clone(), &metrics);
     Ok(Router::new()
         .route("/api/items", get(items))
-        .route("/api/reports/{day}", get(report))
-        .route("/api/ai/complete", post(complete))
+        .route(
+            "/api/reports/{day}",
+            get(report).layer(CacheLayer::query(cache.clone()).ttl_with(|parts, _| {
+                let day = parts.uri.path().rsplit('/').next()?;
+                Some(report_ttl(day, unix_day_now()))
+            })),
+        )
+        .route(
+            "/api/ai/complete",
+            post(complete).layer(CacheLayer::ai(cache)),
+        )
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/me", get(me))
@@ -65,6 +77,50 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         .layer(SessionLayer::from_config(&config.session, sessions).expose_user(true))
         .layer(TenantLayer::from_config(&config.tenant))
         .merge(ops::router(backend, metrics)))
+}
+
+/// TTL of a cached report by the age of its day: today's data still changes (15 s), last
+/// week's rarely (3 min), older days never (10 min). Unparseable days get 15 s.
+///
+/// ```
+/// use std::time::Duration;
+/// use tenant_guard::demo::report_ttl;
+/// let today = 20_414; // 2025-11-22 as days since 1970-01-01
+/// assert_eq!(report_ttl("2025-11-22", today), Duration::from_secs(15));
+/// assert_eq!(report_ttl("2025-11-18", today), Duration::from_secs(180));
+/// assert_eq!(report_ttl("2024-01-01", today), Duration::from_secs(600));
+/// ```
+pub fn report_ttl(day: &str, today: i64) -> Duration {
+    match days_from_date(day) {
+        Some(d) if today - d >= 7 => Duration::from_secs(600),
+        Some(d) if today - d >= 1 => Duration::from_secs(180),
+        _ => Duration::from_secs(15),
+    }
+}
+
+fn unix_day_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs() / 86_400).unwrap_or(0))
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian).
+fn days_from_date(s: &str) -> Option<i64> {
+    let mut it = s.splitn(3, '-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
 }
 
 async fn items(tenant: TenantId) -> Json<serde_json::Value> {

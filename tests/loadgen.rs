@@ -292,6 +292,19 @@ fn demo_command_runs_and_exits_zero() {
         stdout.contains("every tenant held to at most 50 admissions"),
         "{stdout}"
     );
+    // Sessions and caching show in the demo too.
+    assert!(
+        stdout.contains("each cookie reaches its tenant's session and no other: yes"),
+        "{stdout}"
+    );
+    let cache = stdout.lines().find(|l| l.starts_with("cache: ")).unwrap_or("");
+    let hits: u64 = cache
+        .trim_start_matches("cache: ")
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(hits > 0, "no cache hits in the demo: {stdout}");
 }
 
 #[test]

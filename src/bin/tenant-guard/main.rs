@@ -505,7 +505,94 @@ const DEMO_VARS: &[(&str, &str)] = &[
     ("RATE_LIMIT_MAX", "100000"),
     ("RATE_LIMIT_WINDOW", "1m"),
     ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
+    // An AI completion costs 5 units of the per-tenant quota.
+    ("RATE_LIMIT_COSTS", "POST /api/ai/complete = 5"),
 ];
+
+/// One HTTP/1.1 request on a fresh loopback connection: status, `Set-Cookie` pair, body.
+async fn http1(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    tenant: &str,
+    cookie: Option<&str>,
+    body: &str,
+) -> Option<(u16, Option<String>, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nX-Tenant-ID: {tenant}\r\n{cookie}\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .ok()?
+        .ok()?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let set_cookie = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("set-cookie")
+            .then(|| v.trim().split(';').next().unwrap_or("").to_string())
+    });
+    Some((status, set_cookie, body.to_string()))
+}
+
+/// Logs in on each tenant and checks each cookie reaches its own tenant's session only.
+async fn demo_sessions(addr: SocketAddr, tenants: &[&str]) -> bool {
+    let mut ok = true;
+    for (i, t) in tenants.iter().enumerate() {
+        let login = http1(addr, "POST", "/login", t, None, r#"{"user":"admin"}"#).await;
+        let Some((200, Some(cookie), _)) = login else {
+            println!("sessions: login on {t} failed: {login:?}");
+            return false;
+        };
+        let me = http1(addr, "GET", "/me", t, Some(&cookie), "").await;
+        let mine = me
+            .as_ref()
+            .is_some_and(|(_, _, b)| b.contains(r#""user":"admin""#));
+        let other = tenants[(i + 1) % tenants.len()];
+        let there = http1(addr, "GET", "/me", other, Some(&cookie), "").await;
+        let isolated = there
+            .as_ref()
+            .is_some_and(|(_, _, b)| b.contains(r#""user":null"#));
+        ok &= mine && isolated;
+    }
+    println!(
+        "sessions: logged in on {} (POST /login); each cookie reaches its tenant's session and \
+         no other: {}",
+        tenants.join(", "),
+        if ok { "yes" } else { "NO" }
+    );
+    ok
+}
+
+/// Prints the cache line of the demo from `/cache/status`.
+async fn demo_cache_summary(addr: SocketAddr) {
+    let Some((200, _, body)) = http1(addr, "GET", "/cache/status", "-", None, "").await else {
+        println!("cache: status unavailable");
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let c = &v["cache"];
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    println!(
+        "cache: {} hits ({} from L1, {} from the store), {} misses, hit ratio {:.0}% \
+         (reports: query category, TTL by the day's age; AI completions: AI category)",
+        n("hits_l1") + n("hits_l2") + n("stale"),
+        n("hits_l1"),
+        n("hits_l2"),
+        n("misses"),
+        c["hit_ratio"].as_f64().unwrap_or(0.0) * 100.0
+    );
+}
 
 async fn demo(duration: Duration, out: Outputs) -> ExitCode {
     let mut vars: Vec<(String, String)> = std::env::vars().collect();
@@ -561,8 +648,10 @@ async fn demo(duration: Duration, out: Outputs) -> ExitCode {
     };
     let limit_text = limit.map_or_else(|| "none".into(), |q| q.to_string());
     println!(
-        "tenant-guard demo: app on http://{target} ({backend}), per-tenant limit {limit_text}"
+        "tenant-guard demo: app on http://{target} ({backend}), per-tenant limit {limit_text}, \
+         AI completions cost 5"
     );
+    let sessions_ok = demo_sessions(target, &["calm", "steady", "flood"]).await;
     let endpoints = vec![
         Endpoint {
             method: http::Method::GET,
@@ -613,9 +702,10 @@ async fn demo(duration: Duration, out: Outputs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    server.abort();
     let limit_pair = limit.map(|q| (q.limit.get(), q.window));
     print!("{}", report.table(limit_pair));
+    demo_cache_summary(target).await;
+    server.abort();
     let mut held = true;
     if let Some((l, w)) = limit_pair {
         for t in &report.tenants {
@@ -638,7 +728,7 @@ async fn demo(duration: Duration, out: Outputs) -> ExitCode {
     }
     let title = format!("tenant-guard demo ({backend}, per-tenant limit {limit_text})");
     let written = out.write(&report, limit_pair, &title);
-    if held && written {
+    if held && written && sessions_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
