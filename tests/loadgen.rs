@@ -297,7 +297,10 @@ fn demo_command_runs_and_exits_zero() {
         stdout.contains("each cookie reaches its tenant's session and no other: yes"),
         "{stdout}"
     );
-    let cache = stdout.lines().find(|l| l.starts_with("cache: ")).unwrap_or("");
+    let cache = stdout
+        .lines()
+        .find(|l| l.starts_with("cache: "))
+        .unwrap_or("");
     let hits: u64 = cache
         .trim_start_matches("cache: ")
         .split(' ')

@@ -1,7 +1,5 @@
 //! Cache keys: categories, canonical key material and SHA-256.
 
-#![cfg_attr(not(feature = "axum"), allow(dead_code))]
-
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -145,21 +143,40 @@ pub(crate) fn material_hash(material: &Value) -> String {
     h.finish()
 }
 
-/// What the HTTP layer hashes for one request.
-pub(crate) struct HttpKeyInput<'a> {
+/// What the HTTP layer hashes for one request (see [`http_key`]).
+#[derive(Debug, Clone)]
+pub struct HttpKeyInput<'a> {
+    /// `GET`, `POST`, ...
     pub method: &'a str,
+    /// The matched route template and the path.
     pub route: &'a str,
+    /// The raw query string, if any (pairs are sorted before hashing).
     pub query: Option<&'a str>,
+    /// Declared `Vary` headers and their values.
     pub vary: Vec<(&'a str, &'a [u8])>,
+    /// The request body.
     pub body: &'a [u8],
+    /// Whether the body is JSON (canonicalized before hashing).
     pub json: bool,
+    /// Top-level JSON fields left out of the key.
     pub excluded_fields: &'a [String],
 }
 
 /// Hashes a request canonically: method, matched route, sorted query pairs, declared Vary
 /// headers, and the body (canonical JSON minus excluded top-level fields when it is JSON).
 /// Returns the hash and, for JSON bodies, the `model` field if there is one.
-pub(crate) fn http_key(input: &HttpKeyInput<'_>) -> (String, Option<String>) {
+///
+/// ```
+/// use tenant_guard::cache::{http_key, HttpKeyInput};
+/// let input = |body: &'static str| HttpKeyInput {
+///     method: "POST", route: "/api/ai/complete", query: None, vary: vec![],
+///     body: body.as_bytes(), json: true, excluded_fields: &[],
+/// };
+/// let (a, model) = http_key(&input(r#"{"model":"m","prompt":"hi"}"#));
+/// let (b, _) = http_key(&input(r#"{ "prompt": "hi", "model": "m" }"#));
+/// assert_eq!((a.len(), a == b, model.as_deref()), (64, true, Some("m")));
+/// ```
+pub fn http_key(input: &HttpKeyInput<'_>) -> (String, Option<String>) {
     let mut h = KeyHasher::default();
     h.part("method", input.method.as_bytes());
     h.part("route", input.route.as_bytes());

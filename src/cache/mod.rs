@@ -69,7 +69,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub(crate) use entry::Entry;
-pub use key::{canonical_json, Category};
+pub use key::{canonical_json, http_key, Category, HttpKeyInput};
 #[cfg(feature = "axum")]
 pub use layer::{CacheLayer, CacheService};
 
