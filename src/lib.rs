@@ -19,6 +19,8 @@
 //! * [`ops`] — `/health`, `/health/ready`, `/cache/status` and `/metrics` routes.
 //! * [`ratelimit`] — per-tenant / user / endpoint sliding windows decided in one atomic
 //!   step, as a tower layer.
+//! * [`cache`] — query / AI / named-category caching: `get_or_compute` with single-flight,
+//!   an L1 in front of Redis kept coherent by pub/sub invalidation, and an HTTP layer.
 //! * [`session`] — server-side sessions behind a signed cookie, bound to the tenant, lazy,
 //!   with per-field storage, absolute expiry and "log out everywhere".
 //! * `demo` and `loadgen` (feature `cli`) — the demo app and the open-loop load generator
