@@ -38,11 +38,11 @@
 //! let query = serde_json::json!({ "sql": "select * from rooms where floor = ?", "args": [3] });
 //!
 //! let first = cache
-//!     .get_or_compute(&acme, &Category::query(), &query, || async { Ok::<_, std::io::Error>(vec![301, 302]) })
+//!     .get_or_compute(&acme, &Category::query(), &query, || async { Ok::<_, String>(vec![301, 302]) })
 //!     .await?;
 //! assert_eq!(first.status, CacheStatus::Miss);
 //! let second = cache
-//!     .get_or_compute(&acme, &Category::query(), &query, || async { Ok::<_, std::io::Error>(vec![0]) })
+//!     .get_or_compute(&acme, &Category::query(), &query, || async { Ok::<_, String>(vec![0]) })
 //!     .await?;
 //! assert_eq!((second.value, second.status), (vec![301, 302], CacheStatus::HitL2));
 //! # Ok(()) }
