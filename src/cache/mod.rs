@@ -420,7 +420,8 @@ impl Cache {
     /// The cached value for `key_material` in `tenant` and `category`, or the result of
     /// `compute` (stored with the category's TTL). Concurrent calls for one key run
     /// `compute` once. The key is the SHA-256 of the material's canonical JSON, so field
-    /// order does not matter.
+    /// order does not matter. The error type is `Clone` because a failure is handed to
+    /// every waiter (wrap non-`Clone` errors in an `Arc`); it is never cached.
     pub async fn get_or_compute<T, E, F, Fut>(
         &self,
         tenant: &TenantId,

@@ -1,0 +1,99 @@
+//! # Example: an AI gateway — response cache with single-flight, cost-weighted limits
+//!
+//! What it shows: a `POST /v1/chat/completions` proxy in front of a slow model (simulated:
+//! 300 ms per call).
+//!
+//! * `CacheLayer::ai` caches completions per tenant under `ai:{tenant}:<model>:<sha256>`:
+//!   the model and every generation parameter are part of the key, `stream` and
+//!   `request_id` are not, and JSON key order does not matter. Concurrent identical
+//!   requests call the model once (single-flight); the others wait for that answer.
+//! * Each completion costs 5 units of the tenant's quota (`RATE_LIMIT_COSTS`), other calls
+//!   1 (`RATE_LIMIT_TENANT`, 100 units per minute here): a cache hit is cheap for the
+//!   gateway, but it still counts against the tenant.
+//! * `GET /upstream-calls` tells how many times the model really ran.
+//!
+//! Memory backend by default; set `REDIS_URL` to share the cache between gateway instances.
+//!
+//! Run it:
+//!
+//! ```text
+//! cargo run -p example-ai-gateway
+//! for i in 1 2 3; do curl -s -H 'X-Tenant-ID: acme' -H 'content-type: application/json' \
+//!   -d '{"model":"small","messages":[{"role":"user","content":"hi"}]}' \
+//!   -D - localhost:3003/v1/chat/completions | grep -i -e x-cache -e ratelimit; done
+//! curl -s localhost:3003/upstream-calls
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tenant_guard::backend::{Backend, BackendError};
+use tenant_guard::cache::{Cache, CacheLayer};
+use tenant_guard::config::Config;
+use tenant_guard::metrics::Metrics;
+use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
+use tenant_guard::tenant::TenantLayer;
+
+/// Settings this example uses unless the environment says otherwise.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("RATE_LIMIT_TENANT", "100/1m"),
+    ("RATE_LIMIT_COSTS", "POST /v1/chat/completions = 5"),
+    ("RATE_LIMIT_MAX", "100000"),
+    ("AI_CACHE_TTL", "30m"),
+];
+
+/// How long the simulated model takes.
+pub const MODEL_LATENCY: Duration = Duration::from_millis(300);
+
+/// The configuration: [`DEFAULTS`] overridden by `vars` (the process environment in `main`).
+pub fn config(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, String> {
+    let mut all: Vec<(String, String)> = DEFAULTS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    all.extend(vars);
+    Config::from_vars(all).map_err(|e| e.to_string())
+}
+
+/// The gateway. Must be called inside a Tokio runtime.
+pub fn app(config: &Config) -> Result<Router, BackendError> {
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(config, &metrics)?;
+    let cache = Cache::from_config(config, backend.clone(), &metrics);
+    let limiter = RateLimiter::from_config(config, backend, &metrics);
+    let calls = Arc::new(AtomicU64::new(0));
+    Ok(Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(complete).layer(CacheLayer::ai(cache)),
+        )
+        .route("/upstream-calls", get(upstream_calls))
+        .with_state(calls)
+        .layer(RateLimitLayer::from_config(config, limiter))
+        .layer(TenantLayer::from_config(&config.tenant)))
+}
+
+/// The "model": slow, and counted.
+async fn complete(State(calls): State<Arc<AtomicU64>>, Json(req): Json<Value>) -> Json<Value> {
+    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+    tokio::time::sleep(MODEL_LATENCY).await;
+    let prompt = req["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("");
+    Json(json!({
+        "model": req["model"],
+        "choices": [{ "message": { "role": "assistant", "content": format!("You said: {prompt}") } }],
+        "upstream_call": n,
+    }))
+}
+
+async fn upstream_calls(State(calls): State<Arc<AtomicU64>>) -> String {
+    calls.load(Ordering::SeqCst).to_string()
+}

@@ -1,0 +1,124 @@
+//! The AI gateway: single-flight, cache keys that ignore `stream` and key order, tenant
+//! isolation, and the cost-weighted tenant limit.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+fn gateway(vars: &[(&str, &str)]) -> Router {
+    let config =
+        example_ai_gateway::config(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .unwrap();
+    example_ai_gateway::app(&config).unwrap()
+}
+
+async fn send(
+    app: &Router,
+    tenant: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (StatusCode, String, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-tenant-id", tenant)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 50000))));
+    let res = app.clone().oneshot(req).await.unwrap();
+    let x = res
+        .headers()
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, x, String::from_utf8_lossy(&body).into_owned())
+}
+
+const PROMPT: &str =
+    r#"{"model":"small","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_identical_requests_call_the_model_once() {
+    let app = gateway(&[("RATE_LIMIT_TENANT", "100000/1m")]);
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            send(&app, "acme", "POST", "/v1/chat/completions", PROMPT).await
+        }));
+    }
+    for t in tasks {
+        let (status, _, body) = t.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("You said: hi"), "{body}");
+    }
+    assert_eq!(
+        send(&app, "acme", "GET", "/upstream-calls", "").await.2,
+        "1"
+    );
+    // Same request with other key order and `stream`: a hit.
+    let same = r#"{"messages":[{"content":"hi","role":"user"}],"stream":true,"temperature":0,"model":"small"}"#;
+    assert_eq!(
+        send(&app, "acme", "POST", "/v1/chat/completions", same)
+            .await
+            .1,
+        "HIT"
+    );
+    // Another tenant, or another parameter: the model runs again.
+    assert_eq!(
+        send(&app, "globex", "POST", "/v1/chat/completions", PROMPT)
+            .await
+            .1,
+        "MISS"
+    );
+    let warmer = PROMPT.replace("\"temperature\":0", "\"temperature\":0.7");
+    assert_eq!(
+        send(&app, "acme", "POST", "/v1/chat/completions", &warmer)
+            .await
+            .1,
+        "MISS"
+    );
+    assert_eq!(
+        send(&app, "acme", "GET", "/upstream-calls", "").await.2,
+        "3"
+    );
+}
+
+#[tokio::test]
+async fn completions_cost_five_units() {
+    let app = gateway(&[("RATE_LIMIT_TENANT", "12/1m")]);
+    // 12 units: two completions (10 units), then one 1-unit call fits, the third
+    // completion does not.
+    for _ in 0..2 {
+        assert_eq!(
+            send(&app, "acme", "POST", "/v1/chat/completions", PROMPT)
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        send(&app, "acme", "GET", "/upstream-calls", "").await.0,
+        StatusCode::OK
+    );
+    let (status, _, body) = send(&app, "acme", "POST", "/v1/chat/completions", PROMPT).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.contains("per-tenant"), "{body}");
+    // Another tenant has its own quota.
+    assert_eq!(
+        send(&app, "globex", "POST", "/v1/chat/completions", PROMPT)
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
