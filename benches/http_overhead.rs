@@ -1,5 +1,5 @@
-//! Over HTTP on loopback: requests per second of the demo router with every layer built
-//! so far (tenant + rate limit, memory backend) next to the same routes without layers,
+//! Over HTTP on loopback: requests per second of the demo router with every layer
+//! (tenant, session, rate limit; memory backend) next to the same routes without layers,
 //! measured side by side in one run. Limits are set high so nothing is throttled: the
 //! bench measures the layers' cost, not 429s.
 //!
@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(10));
     for (name, addr) in [
         ("without_layers", without),
-        ("with_tenant_and_ratelimit_layers", with_layers),
+        ("with_every_layer", with_layers),
     ] {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {

@@ -586,3 +586,24 @@ conformance!(
     undecodable_entry_is_a_miss,
     http_layer,
 );
+
+#[tokio::test]
+async fn hit_ratio_in_cache_status() {
+    let f = fixture(Kind::Memory, &[]);
+    let t = common::unique_tenant("ratio");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let q = json!("q");
+    for _ in 0..4 {
+        rows(&f.cache, &t, &q, &calls, 1).await;
+    }
+    let ops = tenant_guard::ops::router(f.backend.clone(), f.metrics.clone());
+    let res = ops
+        .oneshot(Request::get("/cache/status").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["cache"]["misses"], 1, "{v}");
+    assert_eq!(v["cache"]["hits_l2"], 3, "{v}");
+    assert_eq!(v["cache"]["hit_ratio"], 0.75, "{v}");
+}
