@@ -72,4 +72,6 @@ pub mod ops;
 pub mod problem;
 pub mod ratelimit;
 pub mod session;
+#[cfg(feature = "cli")]
+pub mod sizing;
 pub mod tenant;

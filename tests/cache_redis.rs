@@ -221,20 +221,29 @@ async fn stale_entries_are_served_while_another_instance_refills() {
     let calls = Arc::new(AtomicUsize::new(0));
     get(&a, &t, "v1", &calls).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    // A refills slowly (100 ms); B asks meanwhile and gets the stale value at once.
+    // A refills slowly (1 s); B asks meanwhile and gets the stale value without waiting
+    // for the refill.
     let refill = {
         let a = a.clone();
         let t = t.clone();
         let calls = calls.clone();
-        tokio::spawn(async move { get(&a, &t, "v2", &calls).await })
+        tokio::spawn(async move {
+            a.get_or_compute(&t, &Category::query(), &"rooms on floor 3", || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok::<_, String>("v2".to_string())
+            })
+            .await
+            .map(|r| (r.value, r.status))
+            .unwrap()
+        })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         get(&b, &t, "never", &calls).await,
         ("v1".into(), CacheStatus::Stale)
     );
-    assert!(started.elapsed() < Duration::from_millis(90));
+    assert!(!refill.is_finished(), "B waited for the refill");
     assert_eq!(refill.await.unwrap(), ("v2".into(), CacheStatus::Miss));
     assert_eq!(
         get(&b, &t, "never", &calls).await,
@@ -269,23 +278,18 @@ async fn redis_killed_mid_test_requests_still_served() {
         get(&cache, &t, "v-local", &calls).await,
         ("v-local".into(), CacheStatus::Miss)
     );
+    // (A bound against hanging, ten times the command timeout; not a performance figure.)
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
-    // With the breaker open, no wait on Redis at all; the L1 copy serves.
-    let started = Instant::now();
+    // The L1 copy serves from then on (no Redis command for an L1 hit).
     for _ in 0..20 {
         let (v, s) = get(&cache, &t, "v-other", &calls).await;
         assert_eq!(v, "v-local");
         assert_eq!(s, CacheStatus::HitL1);
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(200),
-        "{:?}",
-        started.elapsed()
-    );
     // Another key still computes, in L1.
     let other = common::unique_tenant("down2");
     assert_eq!(

@@ -98,6 +98,28 @@ enum Command {
         #[arg(long)]
         chart: Option<PathBuf>,
     },
+    /// Fill a Redis with N tenants' keys (three rate-limit counters, a session and a cached
+    /// query each, written through the crate's own code) and report used memory, bytes
+    /// per tenant and per kind of key, and how tenants spread over hash slots.
+    ///
+    /// Use an empty server you started for it: the keys are left there, nothing is flushed.
+    Size {
+        /// The server: `redis://host:port[/db]` or `host:port`.
+        #[arg(long)]
+        target: String,
+        /// Tenants to create.
+        #[arg(long, default_value_t = 10_000)]
+        tenants: u64,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Run even if the database already holds keys.
+        #[arg(long)]
+        allow_nonempty: bool,
+        /// Also write the results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Validate the environment and print the effective configuration (secrets redacted).
     ///
     /// Exits 0 when the configuration is valid, 2 when any variable is invalid (all
@@ -170,6 +192,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Config { json } => config(json),
+        Command::Size {
+            target,
+            tenants,
+            concurrency,
+            allow_nonempty,
+            json,
+        } => runtime(size(target, tenants, concurrency, allow_nonempty, json)),
         Command::Serve { addr, json_logs } => runtime(serve(addr, json_logs)),
         Command::Load {
             target,
@@ -495,6 +524,89 @@ async fn load(plan: LoadPlan, limit: Option<Quota>, out: Outputs) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn size(
+    target: String,
+    tenants: u64,
+    concurrency: usize,
+    allow_nonempty: bool,
+    json: Option<PathBuf>,
+) -> ExitCode {
+    let url = if target.contains("://") {
+        target
+    } else {
+        format!("redis://{target}")
+    };
+    let keys: Result<u64, redis::RedisError> = async {
+        let client = redis::Client::open(url.as_str())?;
+        let mut c = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+        redis::cmd("DBSIZE").query_async(&mut c).await
+    }
+    .await;
+    match keys {
+        Err(e) => {
+            eprintln!(
+                "error: cannot reach {target_shown}: {e}",
+                target_shown = redact(&url)
+            );
+            return ExitCode::FAILURE;
+        }
+        Ok(n) if n > 0 && !allow_nonempty => {
+            eprintln!(
+                "error: the database holds {n} keys; point --target at an empty server (or pass \
+                 --allow-nonempty: the figures then include other writers)"
+            );
+            return ExitCode::FAILURE;
+        }
+        Ok(_) => {}
+    }
+    println!("filling {} with {tenants} tenants ...", redact(&url));
+    let plan = tenant_guard::sizing::SizingPlan {
+        url,
+        tenants,
+        concurrency,
+    };
+    let report = match tenant_guard::sizing::run(&plan, move |n| {
+        eprintln!("  {n} / {tenants} tenants");
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) if std::fs::write(&path, &s).is_ok() => {
+                println!("results written to {}", path.display());
+            }
+            _ => {
+                eprintln!("error: cannot write {}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// A Redis URL without its password.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("[redacted]"));
+            u.to_string()
+        }
+        _ => url.to_string(),
     }
 }
 
