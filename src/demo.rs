@@ -11,6 +11,7 @@
 //! | `POST /login` | body `{"user": "alice"}`: binds the session to the user (new session id) |
 //! | `POST /logout` | ends the session |
 //! | `GET /me` | the tenant, the session's user and the rate-limit decision |
+//! | `DELETE /api/cache` | invalidates every cache entry of the tenant (all instances) |
 //! | `/health`, `/health/ready`, `/cache/status`, `/metrics` | ops routes |
 //!
 //! The session layer puts the logged-in user in front of the rate limiter, so logged-in
@@ -68,15 +69,37 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         )
         .route(
             "/api/ai/complete",
-            post(complete).layer(CacheLayer::ai(cache)),
+            post(complete).layer(CacheLayer::ai(cache.clone())),
         )
+        .route("/api/cache", axum::routing::delete(drop_cache))
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/me", get(me))
         .layer(RateLimitLayer::from_config(config, limiter))
         .layer(SessionLayer::from_config(&config.session, sessions).expose_user(true))
         .layer(TenantLayer::from_config(&config.tenant))
+        .layer(Extension(cache))
         .merge(ops::router(backend, metrics)))
+}
+
+/// Upstream computations of this process (reports and completions), so a response tells
+/// which process computed it and when: identical bodies from several instances mean one
+/// computation was shared.
+static COMPUTATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn computed() -> serde_json::Value {
+    let n = COMPUTATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    json!({ "pid": std::process::id(), "n": n })
+}
+
+async fn drop_cache(
+    tenant: TenantId,
+    Extension(cache): Extension<Cache>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let removed = cache.invalidate_tenant(&tenant).await.map_err(|e| {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Cache unavailable").detail(e.to_string())
+    })?;
+    Ok(Json(json!({ "tenant": tenant, "invalidated": removed })))
 }
 
 /// TTL of a cached report by the age of its day: today's data still changes (15 s), last
@@ -129,12 +152,16 @@ async fn items(tenant: TenantId) -> Json<serde_json::Value> {
 
 async fn report(tenant: TenantId, Path(day): Path<String>) -> Json<serde_json::Value> {
     tokio::time::sleep(REPORT_LATENCY).await;
-    Json(json!({ "tenant": tenant, "day": day, "rows": 42 }))
+    Json(json!({ "tenant": tenant, "day": day, "rows": 42, "computed": computed() }))
 }
 
 async fn complete(tenant: TenantId, body: String) -> Json<serde_json::Value> {
     tokio::time::sleep(MODEL_LATENCY).await;
-    Json(json!({ "tenant": tenant, "completion": format!("echo: {}", body.len()) }))
+    Json(json!({
+        "tenant": tenant,
+        "completion": format!("echo: {}", body.len()),
+        "computed": computed(),
+    }))
 }
 
 #[derive(serde::Deserialize)]
