@@ -21,12 +21,7 @@ use tenant_guard::metrics::Metrics;
 use tenant_guard::tenant::{TenantLayer, TenantResolver};
 use tower::ServiceExt;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Memory,
-    Redis,
-    Cluster,
-}
+use common::Target as Kind;
 
 struct Fixture {
     cache: Cache,
@@ -36,25 +31,7 @@ struct Fixture {
 }
 
 fn fixture(kind: Kind, vars: &[(&str, &str)]) -> Fixture {
-    let mut all: Vec<(String, String)> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let mut server = None;
-    match kind {
-        Kind::Memory => {}
-        Kind::Redis => {
-            let s = common::RedisServer::start();
-            all.push(("REDIS_URL".into(), s.url()));
-            server = Some(s);
-        }
-        Kind::Cluster => {
-            all.push((
-                "REDIS_CLUSTER_NODES".into(),
-                common::shared_cluster().nodes_var.clone(),
-            ));
-        }
-    }
+    let (all, server) = common::target_vars(kind, vars);
     let config = Config::from_vars(all).expect("config");
     let metrics = Metrics::new();
     let backend = Backend::from_config(&config, &metrics).unwrap();

@@ -7,45 +7,22 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "multi-instance-test-secret-0123456789abcdef";
 
-struct Instance {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(target: (&str, &str)) -> Instance {
-    let port = common::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(target.0, target.1)
-        .env("SESSION_SECRET", SECRET)
-        .env("RATE_LIMIT_TENANT", "100000/10m")
-        .env("RATE_LIMIT_ENDPOINTS", "items: GET /api/items = 30/10m")
-        .env("RATE_LIMIT_USER_HEADER", "X-User-ID")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tenant-guard serve");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Instance { child, port }
+fn start(target: (&str, &str)) -> common::ServeProcess {
+    common::ServeProcess::start(
+        env!("CARGO_BIN_EXE_tenant-guard"),
+        common::free_port(),
+        &[
+            target,
+            ("SESSION_SECRET", SECRET),
+            ("RATE_LIMIT_TENANT", "100000/10m"),
+            ("RATE_LIMIT_ENDPOINTS", "items: GET /api/items = 30/10m"),
+            ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
+        ],
+    )
 }
 
 struct Reply {
@@ -94,7 +71,7 @@ fn http(
 }
 
 fn three_instances(target: (&str, &str)) {
-    let apps: Vec<Instance> = (0..3).map(|_| start(target)).collect();
+    let apps: Vec<common::ServeProcess> = (0..3).map(|_| start(target)).collect();
     let ports: Vec<u16> = apps.iter().map(|a| a.port).collect();
     let tenant = format!("mi{}", std::process::id());
 

@@ -20,12 +20,7 @@ use tenant_guard::session::{Session, SessionError, SessionLayer, SessionStore};
 use tenant_guard::tenant::{TenantId, TenantLayer, TenantResolver};
 use tower::ServiceExt;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Memory,
-    Redis,
-    Cluster,
-}
+use common::Target as Kind;
 
 const SECRET: &str = "session-conformance-secret-0123456789abcdef";
 
@@ -56,24 +51,8 @@ impl Fixture {
 }
 
 fn fixture(kind: Kind, vars: &[(&str, &str)]) -> Fixture {
-    let mut all: Vec<(String, String)> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let (mut all, server) = common::target_vars(kind, vars);
     all.push(("SESSION_SECRET".into(), SECRET.into()));
-    let mut server = None;
-    match kind {
-        Kind::Memory => {}
-        Kind::Redis => {
-            let s = common::RedisServer::start();
-            all.push(("REDIS_URL".into(), s.url()));
-            server = Some(s);
-        }
-        Kind::Cluster => {
-            let c = common::shared_cluster();
-            all.push(("REDIS_CLUSTER_NODES".into(), c.nodes_var.clone()));
-        }
-    }
     let config = Config::from_vars(all).expect("config");
     let metrics = Metrics::new();
     let (backend, clock) = if kind == Kind::Memory {

@@ -332,33 +332,12 @@ async fn outage_local_falls_back_to_memory_and_says_so() {
 
 // ---- the app server process restarts; the session lives on in Redis -----------------------
 
-struct ServeProcess(Child);
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_serve(port: u16, redis_url: &str) -> ServeProcess {
-    let child = Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("REDIS_URL", redis_url)
-        .env("SESSION_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tenant-guard serve");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "serve did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    ServeProcess(child)
+fn start_serve(port: u16, redis_url: &str) -> common::ServeProcess {
+    common::ServeProcess::start(
+        env!("CARGO_BIN_EXE_tenant-guard"),
+        port,
+        &[("REDIS_URL", redis_url), ("SESSION_SECRET", SECRET)],
+    )
 }
 
 /// One HTTP/1.1 request over a fresh connection; returns status, `Set-Cookie` pair, body.

@@ -143,6 +143,20 @@ impl State {
         }
     }
 
+    /// Remaining lifetime of a live key (`PTTL`), without marking it used.
+    fn ttl(&mut self, key: &str, now: u64) -> KeyTtl {
+        match self.live(key, now, false) {
+            None => KeyTtl::Missing,
+            Some(Entry {
+                expires_at: None, ..
+            }) => KeyTtl::Persistent,
+            Some(Entry {
+                expires_at: Some(at),
+                ..
+            }) => KeyTtl::Expires(Duration::from_millis(*at - now)),
+        }
+    }
+
     fn evict_to(&mut self, max_entries: u64, max_bytes: u64, now: u64) {
         // Expired entries go first: dropping them loses nothing.
         while (self.map.len() as u64 > max_entries || self.bytes > max_bytes)
@@ -335,17 +349,7 @@ impl MemoryStore {
     /// A key's remaining time to live (`PTTL`).
     pub fn ttl(&self, key: &RedisKey) -> KeyTtl {
         let now = self.now();
-        let mut st = self.state();
-        match st.live(key.as_str(), now, false) {
-            None => KeyTtl::Missing,
-            Some(Entry {
-                expires_at: None, ..
-            }) => KeyTtl::Persistent,
-            Some(Entry {
-                expires_at: Some(at),
-                ..
-            }) => KeyTtl::Expires(Duration::from_millis(*at - now)),
-        }
+        self.state().ttl(key.as_str(), now)
     }
 
     /// Deletes every key matching a tenant-confined pattern; returns how many.
@@ -431,16 +435,7 @@ impl Txn<'_> {
 
     /// Remaining lifetime of a live key.
     pub(crate) fn ttl(&mut self, key: &RedisKey) -> KeyTtl {
-        match self.st.live(key.as_str(), self.now, false) {
-            None => KeyTtl::Missing,
-            Some(Entry {
-                expires_at: None, ..
-            }) => KeyTtl::Persistent,
-            Some(Entry {
-                expires_at: Some(at),
-                ..
-            }) => KeyTtl::Expires(Duration::from_millis(*at - self.now)),
-        }
+        self.st.ttl(key.as_str(), self.now)
     }
 
     /// Writes a value with an optional TTL.

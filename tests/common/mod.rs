@@ -404,3 +404,74 @@ pub fn get_check<'a>(
         plan: None,
     }
 }
+
+/// Where a conformance suite runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Memory,
+    Redis,
+    Cluster,
+}
+
+/// `vars` plus what points a configuration at `target`, and the single-node server the
+/// caller must keep alive for the test (the cluster is the shared one).
+pub fn target_vars(
+    target: Target,
+    vars: &[(&str, &str)],
+) -> (Vec<(String, String)>, Option<RedisServer>) {
+    let mut all: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut server = None;
+    match target {
+        Target::Memory => {}
+        Target::Redis => {
+            let s = RedisServer::start();
+            all.push(("REDIS_URL".into(), s.url()));
+            server = Some(s);
+        }
+        Target::Cluster => {
+            all.push((
+                "REDIS_CLUSTER_NODES".into(),
+                shared_cluster().nodes_var.clone(),
+            ));
+        }
+    }
+    (all, server)
+}
+
+/// A `tenant-guard serve` process (`bin`: `env!("CARGO_BIN_EXE_tenant-guard")`) on a
+/// loopback port with only `env` (and `PATH`) set; killed on drop.
+pub struct ServeProcess {
+    child: Child,
+    pub port: u16,
+}
+
+impl ServeProcess {
+    pub fn start(bin: &str, port: u16, env: &[(&str, &str)]) -> Self {
+        let child = Command::new(bin)
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tenant-guard serve");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "serve did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
