@@ -264,8 +264,15 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
+        Self::start_with_replicas(0, 2000)
+    }
+
+    /// Three masters with `replicas` replicas each; `node_timeout_ms` is how long a master
+    /// may be silent before its replica takes over.
+    pub fn start_with_replicas(replicas: usize, node_timeout_ms: u32) -> Self {
         require_redis();
-        let nodes: Vec<RedisServer> = (0..3)
+        let timeout = node_timeout_ms.to_string();
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with(&[
                     "--cluster-enabled",
@@ -273,7 +280,10 @@ impl RedisCluster {
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "2000",
+                    &timeout,
+                    // Replicas sync at once (the default waits 5 s for more replicas).
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ])
             })
             .collect();
@@ -284,7 +294,7 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}. {INSTALL_HINT}"));
         assert!(
@@ -295,21 +305,85 @@ impl RedisCluster {
         );
         let cluster = Self { nodes };
         cluster.wait_ok();
+        // A replica that never finished its first sync cannot take over: wait for all.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while replicas > 0
+            && !cluster.nodes.iter().all(|n| {
+                let info = n.cli(&["INFO", "replication"]);
+                info.contains("role:master") || info.contains("master_link_status:up")
+            })
+        {
+            assert!(Instant::now() < deadline, "replicas not in sync after 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         cluster
     }
 
-    /// Waits until every node reports `cluster_state:ok` and knows all three masters.
+    /// `(port, first slot, last slot)` of every slot range of a live master, from
+    /// `CLUSTER NODES` as a live node sees it.
+    pub fn masters(&self) -> Vec<(u16, u16, u16)> {
+        let Some(n) = self.nodes.iter().find(|n| n.pid().is_some()) else {
+            return Vec::new();
+        };
+        let nodes = n.cli(&["CLUSTER", "NODES"]);
+        let mut masters = Vec::new();
+        for line in nodes.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let port: u16 = f[1]
+                .split('@')
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            for range in &f[8..] {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+                    masters.push((port, a, b));
+                }
+            }
+        }
+        masters
+    }
+
+    /// Waits until every live node reports `cluster_state:ok` and knows every node.
     pub fn wait_ok(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let known = format!("cluster_known_nodes:{}", self.nodes.len());
         loop {
-            let ok = self.nodes.iter().all(|n| {
+            let ok = self.nodes.iter().filter(|n| n.pid().is_some()).all(|n| {
                 let info = n.cli(&["CLUSTER", "INFO"]);
-                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+                info.contains("cluster_state:ok") && info.contains(&known)
             });
             if ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "cluster not ok after 20 s");
+            if Instant::now() >= deadline {
+                let states: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.pid().is_some())
+                    .map(|n| {
+                        let info = n.cli(&["CLUSTER", "INFO"]);
+                        let pick = |k: &str| {
+                            info.lines()
+                                .find(|l| l.starts_with(k))
+                                .unwrap_or("")
+                                .trim()
+                                .to_string()
+                        };
+                        format!(
+                            "{}: {} {}",
+                            n.port,
+                            pick("cluster_state"),
+                            pick("cluster_known_nodes")
+                        )
+                    })
+                    .collect();
+                panic!("cluster not ok after 30 s: {states:?}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
