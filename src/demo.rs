@@ -79,7 +79,10 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         .layer(SessionLayer::from_config(&config.session, sessions).expose_user(true))
         .layer(TenantLayer::from_config(&config.tenant))
         .layer(Extension(cache))
-        .merge(ops::router(backend, metrics)))
+        .merge(ops::router(backend, metrics))
+        // Turn handlers into routes once, here, rather than on every in-process call
+        // (`into_make_service` does the same for served routers).
+        .with_state(()))
 }
 
 /// Upstream computations of this process (reports and completions), so a response tells

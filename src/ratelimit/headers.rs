@@ -26,21 +26,33 @@ pub(crate) fn apply(headers: &mut HeaderMap, decision: &Decision, legacy: bool) 
     write_rule(headers, r, legacy);
 }
 
+/// `"<name>";<a>=<x>;<b>=<y>` without the formatting machinery (this runs on every
+/// allowed request).
+fn rule_value(name: &str, a: char, x: u64, b: char, y: u64) -> Option<HeaderValue> {
+    let mut ints = itoa::Buffer::new();
+    let mut s = String::with_capacity(name.len() + 32);
+    s.push('"');
+    s.push_str(name);
+    s.push_str("\";");
+    s.push(a);
+    s.push('=');
+    s.push_str(ints.format(x));
+    s.push(';');
+    s.push(b);
+    s.push('=');
+    s.push_str(ints.format(y));
+    value(s)
+}
+
 fn write_rule(headers: &mut HeaderMap, r: &RuleDecision, legacy: bool) {
     // Rule names were validated: no quotes, backslashes or control characters.
-    let name = &r.name;
-    if let Some(v) = value(format!(
-        "\"{name}\";q={};w={}",
-        r.limit,
-        secs_ceil(r.window)
-    )) {
+    let name = r.name;
+    let policy = rule_value(name, 'q', u64::from(r.limit), 'w', secs_ceil(r.window));
+    if let Some(v) = policy {
         headers.insert(HeaderName::from_static("ratelimit-policy"), v);
     }
-    if let Some(v) = value(format!(
-        "\"{name}\";r={};t={}",
-        r.remaining,
-        secs_ceil(r.reset)
-    )) {
+    let state = rule_value(name, 'r', u64::from(r.remaining), 't', secs_ceil(r.reset));
+    if let Some(v) = state {
         headers.insert(HeaderName::from_static("ratelimit"), v);
     }
     if legacy {
