@@ -301,6 +301,8 @@ pub struct TenantReport {
     pub admitted_at: Vec<Duration>,
     /// When each 429 response arrived, from the start of the run (sorted).
     pub throttled_at: Vec<Duration>,
+    /// 429 responses by the rule their problem body names (`rule`).
+    pub throttled_by: std::collections::BTreeMap<String, u64>,
     /// Latency from the scheduled send time, in microseconds.
     pub latency_us: Histogram<u64>,
 }
@@ -348,9 +350,20 @@ pub fn max_in_window(sorted: &[Duration], window: Duration) -> usize {
     best
 }
 
+/// The rule a 429 problem body names (`{"rule": "per-tenant", ...}`).
+fn denying_rule(status: u16, body: Option<&[u8]>) -> Option<String> {
+    if status != 429 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body?).ok()?;
+    v.get("rule")?.as_str().map(str::to_string)
+}
+
 struct Outcome {
     tenant: usize,
     status: Option<u16>,
+    /// For a 429: the rule the problem body names.
+    rule: Option<String>,
     latency: Duration,
     done_at: Duration,
 }
@@ -413,44 +426,50 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             .header(plan.tenant_header.as_str(), t.tenant.as_str())
             .header(plan.user_header.as_str(), format!("user-{}", p.user));
         let body = Bytes::from_static(b"{\"prompt\":\"hello\"}");
-        let call: futures_util::future::BoxFuture<'static, Option<u16>> = match &plan.target {
-            Target::Http(addr) => {
-                let req = builder
-                    .uri(format!("http://{addr}{}", ep.path))
-                    .body(Full::new(body));
-                let client = client.clone();
-                Box::pin(async move {
-                    let res = client.request(req.ok()?).await.ok()?;
-                    let status = res.status().as_u16();
-                    // Drain the body so the connection goes back to the pool.
-                    let _ = res.into_body().collect().await;
-                    Some(status)
-                })
-            }
-            Target::InProcess(router) => {
-                let req = builder
-                    .uri(ep.path.as_str())
-                    .body(axum::body::Body::from(body));
-                let router = router.clone();
-                Box::pin(async move {
-                    use tower::ServiceExt;
-                    let res = router.oneshot(req.ok()?).await.ok()?;
-                    let status = res.status().as_u16();
-                    let _ = res.into_body().collect().await;
-                    Some(status)
-                })
-            }
-        };
+        let call: futures_util::future::BoxFuture<'static, Option<(u16, Option<String>)>> =
+            match &plan.target {
+                Target::Http(addr) => {
+                    let req = builder
+                        .uri(format!("http://{addr}{}", ep.path))
+                        .body(Full::new(body));
+                    let client = client.clone();
+                    Box::pin(async move {
+                        let res = client.request(req.ok()?).await.ok()?;
+                        let status = res.status().as_u16();
+                        // Drain the body so the connection goes back to the pool.
+                        let body = res.into_body().collect().await.map(|b| b.to_bytes());
+                        Some((status, denying_rule(status, body.ok().as_deref())))
+                    })
+                }
+                Target::InProcess(router) => {
+                    let req = builder
+                        .uri(ep.path.as_str())
+                        .body(axum::body::Body::from(body));
+                    let router = router.clone();
+                    Box::pin(async move {
+                        use tower::ServiceExt;
+                        let res = router.oneshot(req.ok()?).await.ok()?;
+                        let status = res.status().as_u16();
+                        let body = res.into_body().collect().await.map(|b| b.to_bytes());
+                        Some((status, denying_rule(status, body.ok().as_deref())))
+                    })
+                }
+            };
         let tx = tx.clone();
         let in_flight = in_flight.clone();
         let tenant = p.tenant;
         tokio::spawn(async move {
-            let status = call.await;
+            let result = call.await;
             let now = Instant::now();
             in_flight.fetch_sub(1, Ordering::AcqRel);
+            let (status, rule) = match result {
+                Some((s, r)) => (Some(s), r),
+                None => (None, None),
+            };
             let _ = tx.send(Outcome {
                 tenant,
                 status,
+                rule,
                 latency: now.saturating_duration_since(at),
                 done_at: now.saturating_duration_since(start),
             });
@@ -472,6 +491,7 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             skipped,
             admitted_at: Vec::new(),
             throttled_at: Vec::new(),
+            throttled_by: std::collections::BTreeMap::new(),
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .expect("valid histogram bounds"),
         })
@@ -499,6 +519,8 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
                     Some(429) => {
                         r.throttled += 1;
                         r.throttled_at.push(o.done_at);
+                        let rule = o.rule.unwrap_or_else(|| "(unnamed)".into());
+                        *r.throttled_by.entry(rule).or_insert(0) += 1;
                     }
                     Some(_) => r.other += 1,
                     None => r.errors += 1,
@@ -587,6 +609,7 @@ impl Report {
                     "other": t.other,
                     "errors": t.errors,
                     "skipped": t.skipped,
+                    "throttled_by_rule": t.throttled_by,
                     "admitted_per_second": t.ok as f64 / self.elapsed.as_secs_f64().max(1e-9),
                     "max_admitted_in_window": limit.map(|(_, w)| max_in_window(&t.admitted_at, w)),
                     "latency_ms": {
@@ -754,6 +777,10 @@ impl Report {
                 ms(h.value_at_quantile(0.999)),
                 ms(h.max()),
             ));
+            // Per rule: which rule the 429s came from.
+            for (rule, n) in &t.throttled_by {
+                out.push_str(&format!("  └ 429 by rule `{rule}`: {n}\n"));
+            }
         }
         out
     }

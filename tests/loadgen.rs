@@ -292,6 +292,8 @@ fn demo_command_runs_and_exits_zero() {
         stdout.contains("every tenant held to at most 50 admissions"),
         "{stdout}"
     );
+    // The table says which rule the 429s came from.
+    assert!(stdout.contains("429 by rule `per-tenant`"), "{stdout}");
     // Sessions and caching show in the demo too.
     assert!(
         stdout.contains("each cookie reaches its tenant's session and no other: yes"),

@@ -617,8 +617,10 @@ const DEMO_VARS: &[(&str, &str)] = &[
     ("RATE_LIMIT_MAX", "100000"),
     ("RATE_LIMIT_WINDOW", "1m"),
     ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
-    // An AI completion costs 5 units of the per-tenant quota.
+    // An AI completion costs 5 units of the per-tenant quota, and each user may ask for
+    // at most one completion per 5 s (rule `ai`).
     ("RATE_LIMIT_COSTS", "POST /api/ai/complete = 5"),
+    ("RATE_LIMIT_ENDPOINTS", "ai: POST /api/ai/complete = 5/5s"),
 ];
 
 /// One HTTP/1.1 request on a fresh loopback connection: status, `Set-Cookie` pair, body.
@@ -761,7 +763,7 @@ async fn demo(duration: Duration, out: Outputs) -> ExitCode {
     let limit_text = limit.map_or_else(|| "none".into(), |q| q.to_string());
     println!(
         "tenant-guard demo: app on http://{target} ({backend}), per-tenant limit {limit_text}, \
-         AI completions cost 5"
+         AI completions cost 5 (rule `ai`: one per user per 5 s)"
     );
     let sessions_ok = demo_sessions(target, &["calm", "steady", "flood"]).await;
     let endpoints = vec![
