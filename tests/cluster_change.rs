@@ -290,3 +290,59 @@ async fn slot_migration_under_load() {
     let on_new = to.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot]);
     assert!(on_new.trim().parse::<u64>().unwrap() >= 3, "{on_new}");
 }
+
+/// Bulk invalidation scans every master: while a tenant's slot migrates, some of its
+/// entries are on the importing node already, and they go too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidation_during_a_migration_reaches_both_nodes() {
+    use tenant_guard::cache::{Cache, Category};
+    let cluster = common::RedisCluster::start();
+    let masters = cluster.masters();
+    let (from_port, a, b) = masters[0];
+    let to_port = masters
+        .iter()
+        .map(|m| m.0)
+        .find(|p| *p != from_port)
+        .unwrap();
+    let tenant = tenant_where("inv", |s| (a..=b).contains(&s));
+    let slot = hash_slot(format!("{{{tenant}}}").as_bytes()).to_string();
+    let node = |port: u16| cluster.nodes.iter().find(|n| n.port == port).unwrap();
+    let config =
+        Config::from_vars([("REDIS_CLUSTER_NODES", cluster.nodes_var().as_str())]).unwrap();
+    let metrics = tenant_guard::metrics::Metrics::new();
+    let backend = tenant_guard::backend::Backend::from_config(&config, &metrics).unwrap();
+    let cache = Cache::from_config(&config, backend, &metrics);
+    let t = tenant_guard::tenant::TenantId::new(&tenant).unwrap();
+    for i in 0..6 {
+        cache
+            .get_or_compute(
+                &t,
+                &Category::query(),
+                &i,
+                || async move { Ok::<_, String>(i) },
+            )
+            .await
+            .unwrap();
+    }
+    let (from, to) = (node(from_port), node(to_port));
+    let from_id = from.cli(&["CLUSTER", "MYID"]);
+    let to_id = to.cli(&["CLUSTER", "MYID"]);
+    to.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+    from.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+    let keys = from.cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert_eq!(keys.len(), 6);
+    let port = to_port.to_string();
+    let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+    args.extend_from_slice(&keys[..3]);
+    assert!(from.cli(&args).contains("OK"));
+    let count = |n: &common::RedisServer| -> u64 {
+        n.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot])
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!((count(from), count(to)), (3, 3));
+    assert_eq!(cache.invalidate_tenant(&t).await.unwrap(), 6);
+    assert_eq!((count(from), count(to)), (0, 0));
+}
