@@ -303,6 +303,10 @@ pub struct TenantReport {
     pub throttled_at: Vec<Duration>,
     /// 429 responses by the rule their problem body names (`rule`).
     pub throttled_by: std::collections::BTreeMap<String, u64>,
+    /// Every 2xx: when it arrived, the user number and the endpoint index (sorted by time).
+    pub admissions: Vec<(Duration, u32, usize)>,
+    /// The tenant's endpoint mix (what `admissions` index into).
+    pub endpoints: Vec<Endpoint>,
     /// Latency from the scheduled send time, in microseconds.
     pub latency_us: Histogram<u64>,
 }
@@ -350,6 +354,87 @@ pub fn max_in_window(sorted: &[Duration], window: Duration) -> usize {
     best
 }
 
+/// A server rule the client checks its admissions against (`load --rule`).
+///
+/// ```
+/// use std::time::Duration;
+/// use tenant_guard::loadgen::RuleCheck;
+/// let r = RuleCheck::parse("ai=5/5s:user@POST:/api/ai/complete").unwrap();
+/// assert_eq!((r.name.as_str(), r.limit, r.window, r.per_user), ("ai", 5, Duration::from_secs(5), true));
+/// assert_eq!(r.endpoint.as_ref().map(|(m, p)| (m.as_str(), p.as_str())), Some(("POST", "/api/ai/complete")));
+/// assert!(RuleCheck::parse("per-tenant=50/5s").unwrap().endpoint.is_none());
+/// assert!(RuleCheck::parse("nolimit").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleCheck {
+    /// The rule's name (as in the 429 bodies).
+    pub name: String,
+    /// Units per window.
+    pub limit: u32,
+    /// Window length.
+    pub window: Duration,
+    /// Counted per user (else per tenant).
+    pub per_user: bool,
+    /// Only requests to this method and path count (else all).
+    pub endpoint: Option<(Method, String)>,
+}
+
+impl RuleCheck {
+    /// The accepted form.
+    pub const FORM: &'static str =
+        "NAME=LIMIT/WINDOW[:user][@METHOD:/path], e.g. ai=5/5s:user@POST:/api/ai/complete";
+
+    /// Parses [`FORM`](Self::FORM).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected {}", Self::FORM))?;
+        let (spec, endpoint) = match rest.split_once('@') {
+            Some((a, b)) => (a, Some(b)),
+            None => (rest, None),
+        };
+        let (quota, per_user) = match spec.strip_suffix(":user") {
+            Some(q) => (q, true),
+            None => (spec, false),
+        };
+        let q = crate::ratelimit::Quota::parse(quota).map_err(|e| e.to_string())?;
+        let endpoint = match endpoint {
+            Some(e) => {
+                let (m, p) = e
+                    .split_once(':')
+                    .ok_or_else(|| format!("endpoint `{e}`: expected METHOD:/path"))?;
+                let m =
+                    Method::from_bytes(m.as_bytes()).map_err(|_| format!("bad method `{m}`"))?;
+                Some((m, p.to_string()))
+            }
+            None => None,
+        };
+        Ok(Self {
+            name: name.trim().to_string(),
+            limit: q.limit.get(),
+            window: q.window,
+            per_user,
+            endpoint,
+        })
+    }
+}
+
+/// Most units in any window `(t - window, t]` of `(time, units)` sorted by time.
+fn max_units_in_window(events: &[(Duration, u64)], window: Duration) -> u64 {
+    let mut best = 0;
+    let mut lo = 0;
+    let mut sum = 0;
+    for hi in 0..events.len() {
+        sum += events[hi].1;
+        while events[hi].0 >= events[lo].0 + window {
+            sum -= events[lo].1;
+            lo += 1;
+        }
+        best = best.max(sum);
+    }
+    best
+}
+
 /// The rule a 429 problem body names (`{"rule": "per-tenant", ...}`).
 fn denying_rule(status: u16, body: Option<&[u8]>) -> Option<String> {
     if status != 429 {
@@ -361,6 +446,8 @@ fn denying_rule(status: u16, body: Option<&[u8]>) -> Option<String> {
 
 struct Outcome {
     tenant: usize,
+    user: u32,
+    endpoint: usize,
     status: Option<u16>,
     /// For a 429: the rule the problem body names.
     rule: Option<String>,
@@ -458,6 +545,7 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
         let tx = tx.clone();
         let in_flight = in_flight.clone();
         let tenant = p.tenant;
+        let (user, endpoint) = (p.user, p.endpoint);
         tokio::spawn(async move {
             let result = call.await;
             let now = Instant::now();
@@ -468,6 +556,8 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             };
             let _ = tx.send(Outcome {
                 tenant,
+                user,
+                endpoint,
                 status,
                 rule,
                 latency: now.saturating_duration_since(at),
@@ -492,6 +582,8 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             admitted_at: Vec::new(),
             throttled_at: Vec::new(),
             throttled_by: std::collections::BTreeMap::new(),
+            admissions: Vec::new(),
+            endpoints: t.endpoints.clone(),
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .expect("valid histogram bounds"),
         })
@@ -515,6 +607,7 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
                     Some(s) if (200..300).contains(&s) => {
                         r.ok += 1;
                         r.admitted_at.push(o.done_at);
+                        r.admissions.push((o.done_at, o.user, o.endpoint));
                     }
                     Some(429) => {
                         r.throttled += 1;
@@ -535,6 +628,7 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
     for r in &mut reports {
         r.admitted_at.sort();
         r.throttled_at.sort();
+        r.admissions.sort_by_key(|a| a.0);
     }
     Ok(Report {
         tenants: reports,
@@ -738,6 +832,112 @@ impl Report {
     /// A text table: per tenant, counts, admitted rate against the limit, the most
     /// admissions seen in any window of the limit's length (a client-side check that the
     /// limit held), and latency percentiles in milliseconds.
+    /// Per tenant and rule: the 429s the rule sent and, for rules in `rules`, the units
+    /// admitted per second and the most units admitted in any window of the rule's length
+    /// (per user for per-user rules: the busiest user), with request costs from `costs`
+    /// (`(method, path) -> units`, default 1). Returns the text and whether every window
+    /// stayed within its rule's limit.
+    pub fn rule_rows(
+        &self,
+        rules: &[RuleCheck],
+        costs: &[((Method, String), u32)],
+    ) -> Vec<(String, Vec<String>, bool)> {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let mut out = Vec::new();
+        for t in &self.tenants {
+            let mut lines = Vec::new();
+            let mut held = true;
+            let cost_of = |ep: &Endpoint| {
+                costs
+                    .iter()
+                    .find(|((m, p), _)| *m == ep.method && *p == ep.path)
+                    .map_or(1, |(_, c)| u64::from(*c))
+            };
+            for r in rules {
+                let relevant = |e: usize| {
+                    r.endpoint.as_ref().is_none_or(|(m, p)| {
+                        t.endpoints
+                            .get(e)
+                            .is_some_and(|ep| ep.method == *m && ep.path == *p)
+                    })
+                };
+                let mut by_user: std::collections::BTreeMap<u32, Vec<(Duration, u64)>> =
+                    std::collections::BTreeMap::new();
+                for &(at, user, e) in &t.admissions {
+                    if relevant(e) {
+                        let key = if r.per_user { user } else { 0 };
+                        by_user
+                            .entry(key)
+                            .or_default()
+                            .push((at, cost_of(&t.endpoints[e])));
+                    }
+                }
+                let (worst, rate) = by_user.values().fold((0u64, 0f64), |(w, rt), ev| {
+                    let units: u64 = ev.iter().map(|e| e.1).sum();
+                    (
+                        w.max(max_units_in_window(ev, r.window)),
+                        rt.max(units as f64 / secs),
+                    )
+                });
+                held &= worst <= u64::from(r.limit);
+                let scope = if r.per_user { " per user" } else { "" };
+                let ep = r
+                    .endpoint
+                    .as_ref()
+                    .map_or_else(String::new, |(m, p)| format!(", {m} {p}"));
+                let busiest = if r.per_user { " (busiest user)" } else { "" };
+                lines.push(format!(
+                    "rule `{}` ({}/{}{scope}{ep}): 429 x{}, admitted {rate:.1} units/s{busiest} vs limit {:.1}/s, most in any {} window {worst} of {}",
+                    r.name,
+                    r.limit,
+                    humantime::format_duration(r.window),
+                    t.throttled_by.get(&r.name).copied().unwrap_or(0),
+                    f64::from(r.limit) / r.window.as_secs_f64(),
+                    humantime::format_duration(r.window),
+                    r.limit,
+                ));
+            }
+            for (rule, n) in &t.throttled_by {
+                if !rules.iter().any(|r| &r.name == rule) {
+                    lines.push(format!("rule `{rule}`: 429 x{n}"));
+                }
+            }
+            out.push((t.tenant.clone(), lines, held));
+        }
+        out
+    }
+
+    /// [`table`](Self::table) with rows per rule under each tenant (see
+    /// [`rule_rows`](Self::rule_rows)); also returns whether every rule held.
+    pub fn table_with_rules(
+        &self,
+        limit: Option<(u32, Duration)>,
+        rules: &[RuleCheck],
+        costs: &[((Method, String), u32)],
+    ) -> (String, bool) {
+        let base = self.table(limit);
+        let rows = self.rule_rows(rules, costs);
+        let mut out = String::new();
+        let mut held = true;
+        let mut lines = base.lines();
+        if let Some(header) = lines.next() {
+            out.push_str(header);
+            out.push('\n');
+        }
+        for (line, (_, rule_lines, ok)) in lines.zip(&rows) {
+            out.push_str(line);
+            out.push('\n');
+            for l in rule_lines {
+                out.push_str("  └ ");
+                out.push_str(l);
+                out.push('\n');
+            }
+            held &= ok;
+        }
+        (out, held)
+    }
+
+    /// The per-tenant table (without rule rows).
     pub fn table(&self, limit: Option<(u32, Duration)>) -> String {
         let mut out = String::new();
         let window_label = limit.map_or_else(
@@ -777,10 +977,6 @@ impl Report {
                 ms(h.value_at_quantile(0.999)),
                 ms(h.max()),
             ));
-            // Per rule: which rule the 429s came from.
-            for (rule, n) in &t.throttled_by {
-                out.push_str(&format!("  └ 429 by rule `{rule}`: {n}\n"));
-            }
         }
         out
     }

@@ -292,8 +292,19 @@ fn demo_command_runs_and_exits_zero() {
         stdout.contains("every tenant held to at most 50 admissions"),
         "{stdout}"
     );
-    // The table says which rule the 429s came from.
-    assert!(stdout.contains("429 by rule `per-tenant`"), "{stdout}");
+    // Rows per rule: the 429s each rule sent, and the units admitted per window, checked.
+    assert!(
+        stdout.contains("rule `per-tenant` (50/5s): 429 x"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rule `ai` (5/5s per user, POST /api/ai/complete)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("every rule held in every window, counted in units"),
+        "{stdout}"
+    );
     // Sessions and caching show in the demo too.
     assert!(
         stdout.contains("each cookie reaches its tenant's session and no other: yes"),

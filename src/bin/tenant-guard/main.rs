@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tenant_guard::config::Config;
-use tenant_guard::loadgen::{self, Endpoint, LoadPlan, Target, TenantLoad};
+use tenant_guard::loadgen::{self, Endpoint, LoadPlan, RuleCheck, Target, TenantLoad};
 use tenant_guard::ratelimit::Quota;
 
 /// Tower layers for multi-tenant services: rate limits, sessions and caching on Redis.
@@ -26,6 +26,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of the `load` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the demo app on a free loopback port and load it for ~15 s with three tenants
@@ -85,6 +87,13 @@ enum Command {
         /// The limit to check the results against, LIMIT/WINDOW (e.g. the per-tenant rule).
         #[arg(long, value_parser = Quota::parse)]
         limit: Option<Quota>,
+        /// A server rule to check per tenant, repeatable:
+        /// NAME=LIMIT/WINDOW[:user][@METHOD:/path] (e.g. ai=5/5s:user@POST:/api/ai/complete).
+        #[arg(long = "rule", value_parser = RuleCheck::parse)]
+        rules: Vec<RuleCheck>,
+        /// Units a request costs, for the rule checks: METHOD:/path=N, repeatable.
+        #[arg(long = "cost", value_parser = parse_cost)]
+        costs: Vec<Cost>,
         /// Header carrying the tenant.
         #[arg(long, default_value = "X-Tenant-ID")]
         tenant_header: String,
@@ -129,6 +138,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+type Cost = ((http::Method, String), u32);
+
+fn parse_cost(s: &str) -> Result<Cost, String> {
+    let (ep, n) = s
+        .rsplit_once('=')
+        .ok_or("expected METHOD:/path=N, e.g. POST:/api/ai/complete=5")?;
+    let (m, p) = ep.split_once(':').ok_or("expected METHOD:/path=N")?;
+    let m = http::Method::from_bytes(m.as_bytes()).map_err(|_| format!("bad method `{m}`"))?;
+    let n: u32 = n.trim().parse().map_err(|_| "N must be a whole number")?;
+    Ok(((m, p.to_string()), n))
 }
 
 fn parse_tenant(s: &str) -> Result<(String, f64, u32), String> {
@@ -209,6 +230,8 @@ fn main() -> ExitCode {
             endpoints,
             max_in_flight,
             limit,
+            rules,
+            costs,
             tenant_header,
             user_header,
             json,
@@ -288,7 +311,12 @@ fn main() -> ExitCode {
                         user_header,
                         tenants: loads,
                     };
-                    let out = Outputs { json, chart };
+                    let out = Outputs {
+                        json,
+                        chart,
+                        rules,
+                        costs,
+                    };
                     return rt.block_on(load(plan, limit, out));
                 }
             };
@@ -303,6 +331,8 @@ fn main() -> ExitCode {
             let out = Outputs {
                 json,
                 chart: chart.clone(),
+                rules,
+                costs,
             };
             runtime(load(plan, limit, out))
         }
@@ -315,6 +345,8 @@ fn main() -> ExitCode {
             Outputs {
                 json,
                 chart: Some(chart),
+                rules: Vec::new(),
+                costs: Vec::new(),
             },
         )),
     }
@@ -442,6 +474,9 @@ async fn serve(addr: SocketAddr, json_logs: bool) -> ExitCode {
 struct Outputs {
     json: Option<PathBuf>,
     chart: Option<PathBuf>,
+    /// Rules to check per tenant, and request costs for them.
+    rules: Vec<RuleCheck>,
+    costs: Vec<Cost>,
 }
 
 impl Outputs {
@@ -455,7 +490,14 @@ impl Outputs {
             }
         };
         if let Some(p) = &self.json {
-            let text = format!("{:#}\n", report.to_json(limit));
+            let mut j = report.to_json(limit);
+            let rows = report.rule_rows(&self.rules, &self.costs);
+            if let Some(tenants) = j["tenants"].as_array_mut() {
+                for (t, (_, lines, held)) in tenants.iter_mut().zip(rows) {
+                    t["rules"] = serde_json::json!({ "lines": lines, "held": held });
+                }
+            }
+            let text = format!("{j:#}\n");
             put(p, text, "results");
         }
         if let Some(p) = &self.chart {
@@ -512,7 +554,18 @@ async fn load(plan: LoadPlan, limit: Option<Quota>, out: Outputs) -> ExitCode {
     match run_with_progress(&plan).await {
         Ok(report) => {
             let limit = limit.map(|q| (q.limit.get(), q.window));
-            print!("{}", report.table(limit));
+            let (table, held) = report.table_with_rules(limit, &out.rules, &out.costs);
+            print!("{table}");
+            if !out.rules.is_empty() {
+                println!(
+                    "{}",
+                    if held {
+                        "every checked rule held in every window (client-side check)"
+                    } else {
+                        "RULE EXCEEDED: a window admitted more than its rule's limit"
+                    }
+                );
+            }
             let title = format!("tenant-guard load on {}", plan.target);
             if out.write(&report, limit, &title) {
                 ExitCode::SUCCESS
@@ -708,7 +761,7 @@ async fn demo_cache_summary(addr: SocketAddr) {
     );
 }
 
-async fn demo(duration: Duration, out: Outputs) -> ExitCode {
+async fn demo(duration: Duration, mut out: Outputs) -> ExitCode {
     let mut vars: Vec<(String, String)> = std::env::vars().collect();
     for (k, v) in DEMO_VARS {
         if !vars.iter().any(|(name, _)| name == k) {
@@ -817,7 +870,15 @@ async fn demo(duration: Duration, out: Outputs) -> ExitCode {
         }
     };
     let limit_pair = limit.map(|q| (q.limit.get(), q.window));
-    print!("{}", report.table(limit_pair));
+    // The demo's rules, checked client-side in units (an AI completion costs 5).
+    let ai = (http::Method::POST, "/api/ai/complete".to_string());
+    out.costs = vec![(ai, 5)];
+    out.rules = ["per-tenant=50/5s", "ai=5/5s:user@POST:/api/ai/complete"]
+        .iter()
+        .filter_map(|r| RuleCheck::parse(r).ok())
+        .collect();
+    let (table, rules_held) = report.table_with_rules(limit_pair, &out.rules, &out.costs);
+    print!("{table}");
     demo_cache_summary(target).await;
     server.abort();
     let mut held = true;
@@ -841,6 +902,12 @@ async fn demo(duration: Duration, out: Outputs) -> ExitCode {
         }
     }
     let title = format!("tenant-guard demo ({backend}, per-tenant limit {limit_text})");
+    if rules_held {
+        println!("every rule held in every window, counted in units (client-side check)");
+    } else {
+        held = false;
+        println!("RULE EXCEEDED: a window admitted more units than its rule allows");
+    }
     let written = out.write(&report, limit_pair, &title);
     if held && written && sessions_ok {
         ExitCode::SUCCESS
