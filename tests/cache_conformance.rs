@@ -584,3 +584,42 @@ async fn hit_ratio_in_cache_status() {
     assert_eq!(v["cache"]["hits_l2"], 3, "{v}");
     assert_eq!(v["cache"]["hit_ratio"], 0.75, "{v}");
 }
+
+#[tokio::test]
+async fn http_ttl_hook_decides_per_request() {
+    let f = fixture(Kind::Memory, &[]);
+    let app: Router = Router::new()
+        .route("/reports/{day}", get(|| async { "rows" }))
+        .route_layer(
+            CacheLayer::query(f.cache.clone()).ttl_with(|parts, status| {
+                assert_eq!(status, StatusCode::OK);
+                // Today's report lives 200 ms, others the category TTL.
+                parts
+                    .uri
+                    .path()
+                    .ends_with("/today")
+                    .then(|| Duration::from_millis(200))
+            }),
+        );
+    let x = |path: &'static str| {
+        let app = app.clone();
+        async move {
+            let res = app
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            res.headers()["x-cache"].to_str().unwrap().to_string()
+        }
+    };
+    for path in ["/reports/today", "/reports/2020-01-01"] {
+        assert_eq!(x(path).await, "MISS");
+        assert_eq!(x(path).await, "HIT");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        x("/reports/today").await,
+        "MISS",
+        "the hook's TTL was not used"
+    );
+    assert_eq!(x("/reports/2020-01-01").await, "HIT");
+}

@@ -57,6 +57,25 @@ async fn send(
     )
 }
 
+/// The demo app's configuration on `cluster`, limited to 50 units per 5 s per tenant.
+fn demo_app(cluster: &common::RedisCluster, command_timeout: &str) -> Router {
+    let config = Config::from_vars([
+        ("REDIS_CLUSTER_NODES", cluster.nodes_var().as_str()),
+        ("REDIS_COMMAND_TIMEOUT", command_timeout),
+        (
+            "SESSION_SECRET",
+            "cluster-change-test-secret-0123456789abcd",
+        ),
+        ("SESSION_OUTAGE", "closed"),
+        ("RATE_LIMIT_TENANT", "50/5s"),
+        ("RATE_LIMIT_MAX", "100000"),
+        ("RATE_LIMIT_WINDOW", "1m"),
+        ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
+    ])
+    .unwrap();
+    tenant_guard::demo::app(&config).unwrap()
+}
+
 fn tenant_where(prefix: &str, wanted: impl Fn(u16) -> bool) -> String {
     (0..100_000)
         .map(|i| format!("{prefix}{i}"))
@@ -76,20 +95,7 @@ async fn master_failover_under_load() {
     };
     let busy = tenant_where("busy", on_victim);
     let calm = tenant_where("calm", |s| !on_victim(s));
-    let config = Config::from_vars([
-        ("REDIS_CLUSTER_NODES", cluster.nodes_var().as_str()),
-        ("REDIS_COMMAND_TIMEOUT", "300ms"),
-        (
-            "SESSION_SECRET",
-            "cluster-change-test-secret-0123456789abcd",
-        ),
-        ("RATE_LIMIT_TENANT", "50/5s"),
-        ("RATE_LIMIT_MAX", "100000"),
-        ("RATE_LIMIT_WINDOW", "1m"),
-        ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
-    ])
-    .unwrap();
-    let app = tenant_guard::demo::app(&config).unwrap();
+    let app = demo_app(&cluster, "300ms");
 
     // Before: a session and a cache entry of the calm tenant (on a healthy master).
     let (s, cookie, _) = send(&app, "POST", "/login", &calm, None, r#"{"user":"ivy"}"#).await;
@@ -138,16 +144,7 @@ async fn master_failover_under_load() {
 
     // The documented bound: in any window, what Redis admitted plus what the in-process
     // fallback admitted while Redis was unusable — at most twice the limit.
-    let worst = admitted
-        .iter()
-        .map(|&t| {
-            admitted
-                .iter()
-                .filter(|&&u| u >= t && u < t + WINDOW)
-                .count()
-        })
-        .max()
-        .unwrap_or(0);
+    let worst = tenant_guard::loadgen::max_in_window(&admitted, WINDOW);
     println!("most admissions in one {WINDOW:?} window: {worst} (limit {LIMIT})");
     assert!(worst <= 2 * LIMIT, "{worst} admissions in one window");
 
@@ -186,21 +183,7 @@ async fn slot_migration_under_load() {
     let node = |port: u16| cluster.nodes.iter().find(|n| n.port == port).unwrap();
     let from_id = node(from_port).cli(&["CLUSTER", "MYID"]);
     let to_id = node(to_port).cli(&["CLUSTER", "MYID"]);
-    let config = Config::from_vars([
-        ("REDIS_CLUSTER_NODES", cluster.nodes_var().as_str()),
-        ("REDIS_COMMAND_TIMEOUT", "500ms"),
-        (
-            "SESSION_SECRET",
-            "cluster-change-test-secret-0123456789abcd",
-        ),
-        ("SESSION_OUTAGE", "closed"),
-        ("RATE_LIMIT_TENANT", "50/5s"),
-        ("RATE_LIMIT_MAX", "100000"),
-        ("RATE_LIMIT_WINDOW", "1m"),
-        ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
-    ])
-    .unwrap();
-    let app = tenant_guard::demo::app(&config).unwrap();
+    let app = demo_app(&cluster, "500ms");
     let (s, cookie, _) = send(&app, "POST", "/login", &busy, None, r#"{"user":"jo"}"#).await;
     assert_eq!(s, 200);
     let cookie = cookie.unwrap();
@@ -264,16 +247,7 @@ async fn slot_migration_under_load() {
 
     let (admitted, statuses) = load.await.unwrap();
     println!("slot {slot} moved {from_port} -> {to_port}: {statuses:?}");
-    let worst = admitted
-        .iter()
-        .map(|&t| {
-            admitted
-                .iter()
-                .filter(|&&u| u >= t && u < t + WINDOW)
-                .count()
-        })
-        .max()
-        .unwrap_or(0);
+    let worst = tenant_guard::loadgen::max_in_window(&admitted, WINDOW);
     println!("most admissions in one {WINDOW:?} window: {worst} (limit {LIMIT})");
     assert!(worst <= 2 * LIMIT, "{worst} admissions in one window");
     // After the move: decisions from Redis on the new owner, the session intact.

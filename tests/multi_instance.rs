@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "multi-instance-test-secret-0123456789abcdef";
@@ -25,21 +23,6 @@ fn start(target: (&str, &str)) -> common::ServeProcess {
     )
 }
 
-struct Reply {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    }
-}
-
 fn http(
     port: u16,
     method: &str,
@@ -47,27 +30,10 @@ fn http(
     tenant: &str,
     extra: &[(&str, &str)],
     body: &str,
-) -> Reply {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nX-Tenant-ID: {tenant}\r\n");
-    for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    ));
-    s.write_all(head.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (headers, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    Reply {
-        status: headers.split(' ').nth(1).unwrap().parse().unwrap(),
-        headers: headers.to_string(),
-        body: body.to_string(),
-    }
+) -> common::HttpReply {
+    let mut headers = vec![("X-Tenant-ID", tenant)];
+    headers.extend_from_slice(extra);
+    common::http(port, method, path, &headers, body)
 }
 
 fn three_instances(target: (&str, &str)) {
@@ -120,7 +86,7 @@ fn three_instances(target: (&str, &str)) {
             std::thread::spawn(move || http(port, "POST", "/api/ai/complete", &tenant, &[], body))
         })
         .collect();
-    let replies: Vec<Reply> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let replies: Vec<common::HttpReply> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let first = &replies[0].body;
     for r in &replies {
         assert_eq!(r.status, 200, "{}", r.body);

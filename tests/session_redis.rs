@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -340,7 +338,7 @@ fn start_serve(port: u16, redis_url: &str) -> common::ServeProcess {
     )
 }
 
-/// One HTTP/1.1 request over a fresh connection; returns status, `Set-Cookie` pair, body.
+/// Status, `Set-Cookie` pair and body of one request with a tenant and maybe a cookie.
 fn http(
     port: u16,
     method: &str,
@@ -349,27 +347,12 @@ fn http(
     cookie: Option<&str>,
     body: &str,
 ) -> (u16, Option<String>, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let cookie = cookie
-        .map(|c| format!("Cookie: {c}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nX-Tenant-ID: {tenant}\r\n{cookie}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let set_cookie = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("set-cookie")
-            .then(|| v.trim().split(';').next().unwrap().to_string())
-    });
-    (status, set_cookie, body.to_string())
+    let mut headers = vec![("X-Tenant-ID", tenant)];
+    if let Some(c) = cookie {
+        headers.push(("Cookie", c));
+    }
+    let r = common::http(port, method, path, &headers, body);
+    (r.status, r.cookie_pair(), r.body)
 }
 
 #[test]

@@ -401,12 +401,21 @@ where
                 Kind::Ai => Category::ai(model.unwrap_or_else(|| "unknown".into())),
             };
             let key = cache.key(&tenant, &category, hash);
-            let ttl_hint = settings.ttl.as_ref().map(|f| (f.clone(), parts.clone()));
             let ttl_default = cache.config().ttl_for(category.name());
             let mut slot = Some(Request::from_parts(parts, Body::from(body.clone())));
             let served = cache
                 .serve(&key, read, write, || async {
                     let req = slot.take().expect("the request is sent once");
+                    // The TTL hook reads the request after the response is known: keep a copy
+                    // of its head, only on a miss and only when there is a hook.
+                    let (req, ttl_hint) = match &settings.ttl {
+                        Some(f) => {
+                            let (head, body) = req.into_parts();
+                            let hint = (f.clone(), head.clone());
+                            (Request::from_parts(head, body), Some(hint))
+                        }
+                        None => (req, None),
+                    };
                     let res = match inner.call(req).await {
                         Ok(r) => r,
                         Err(e) => return Computed::Private(Err(e)),

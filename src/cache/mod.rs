@@ -667,13 +667,15 @@ impl Cache {
                 }
             }
         }
-        // Leader. Across instances: a lease, so others wait for this fill.
-        let lock_key = inner
-            .keys
-            .key(KeyKind::Lock, &key.tenant, &["cache", cat, &key.hash]);
-        let token = random_token();
-        let mut leased = false;
+        // Leader. Across instances: a lease, so others wait for this fill (only with a
+        // shared, reachable L2; the key and token are made only then).
+        let mut lease = None;
         if read && write && !l2_down && inner.shares_l2() {
+            let lock_key = inner
+                .keys
+                .key(KeyKind::Lock, &key.tenant, &["cache", cat, &key.hash]);
+            let token = random_token();
+            let mut leased = false;
             match inner
                 .backend
                 .set_nx(&lock_key, token.as_bytes(), Some(inner.config.lease))
@@ -711,6 +713,9 @@ impl Cache {
                 }
                 Err(_) => {}
             }
+            if leased {
+                lease = Some((lock_key, token));
+            }
         }
         if read {
             inner.count(cat, CacheStatus::Miss);
@@ -738,7 +743,7 @@ impl Cache {
                 Served::Own(own)
             }
         };
-        if leased {
+        if let Some((lock_key, token)) = lease {
             let _ = inner
                 .backend
                 .delete_if_eq(&lock_key, token.as_bytes())

@@ -272,3 +272,38 @@ fn session_settings_and_errors() {
     .to_string();
     assert!(err.contains("without Secure"), "{err}");
 }
+
+#[test]
+fn cache_settings_and_errors() {
+    let c = cfg(&[
+        ("CACHE_TTL_JITTER", "10%"),
+        ("CACHE_STALE_TTL", "30s"),
+        ("CACHE_LEASE_TTL", "2s"),
+        ("CACHE_L1_MAX_BYTES", "0"),
+        ("CACHE_MAX_BODY_BYTES", "256KiB"),
+    ])
+    .unwrap();
+    assert_eq!(c.cache.jitter_percent, 10);
+    assert_eq!(c.cache.stale, Duration::from_secs(30));
+    assert_eq!(c.cache.lease, Duration::from_secs(2));
+    assert_eq!((c.cache.l1_max_bytes, c.cache.max_body), (0, 256 * 1024));
+    // The jitter variable is not mistaken for a category.
+    assert!(c.cache.categories.is_empty());
+    let err = cfg(&[
+        ("CACHE_TTL_JITTER", "150"),
+        ("CACHE_STALE_TTL", "soon"),
+        ("CACHE_LEASE_TTL", "0"),
+        ("CACHE_L1_MAX_BYTES", "lots"),
+    ])
+    .unwrap_err()
+    .to_string();
+    for var in [
+        "CACHE_TTL_JITTER",
+        "CACHE_STALE_TTL",
+        "CACHE_LEASE_TTL",
+        "CACHE_L1_MAX_BYTES",
+    ] {
+        assert!(err.contains(var), "{var} missing from: {err}");
+    }
+    assert!(err.contains("percentage from 0 to 100"), "{err}");
+}

@@ -549,3 +549,61 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A response read by [`http`].
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// A header's value (first occurrence).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    /// The `name=value` pair of `Set-Cookie`, if any.
+    pub fn cookie_pair(&self) -> Option<String> {
+        self.header("set-cookie")
+            .map(|c| c.split(';').next().unwrap_or("").to_string())
+    }
+}
+
+/// One HTTP/1.1 request to a loopback port over a fresh connection (`Connection: close`),
+/// JSON content type; blocking, for tests that drive real server processes.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpReply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    s.write_all(head.as_bytes()).expect("write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (headers, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    HttpReply {
+        status: headers
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status line"),
+        headers: headers.to_string(),
+        body: body.to_string(),
+    }
+}

@@ -587,11 +587,20 @@ async fn size(
     allow_nonempty: bool,
     json: Option<PathBuf>,
 ) -> ExitCode {
-    let url = if target.contains("://") {
+    let raw = if target.contains("://") {
         target
     } else {
         format!("redis://{target}")
     };
+    // The config module's URL type: validated, and printed with the password redacted.
+    let target = match tenant_guard::config::RedisUrl::parse(&raw) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: --target: {e}; expected redis://host:port[/db] or host:port");
+            return ExitCode::from(2);
+        }
+    };
+    let url = target.expose().to_string();
     let keys: Result<u64, redis::RedisError> = async {
         let client = redis::Client::open(url.as_str())?;
         let mut c = tokio::time::timeout(
@@ -605,10 +614,7 @@ async fn size(
     .await;
     match keys {
         Err(e) => {
-            eprintln!(
-                "error: cannot reach {target_shown}: {e}",
-                target_shown = redact(&url)
-            );
+            eprintln!("error: cannot reach {target}: {e}");
             return ExitCode::FAILURE;
         }
         Ok(n) if n > 0 && !allow_nonempty => {
@@ -620,7 +626,7 @@ async fn size(
         }
         Ok(_) => {}
     }
-    println!("filling {} with {tenants} tenants ...", redact(&url));
+    println!("filling {target} with {tenants} tenants ...");
     let plan = tenant_guard::sizing::SizingPlan {
         url,
         tenants,
@@ -650,17 +656,6 @@ async fn size(
         }
     }
     ExitCode::SUCCESS
-}
-
-/// A Redis URL without its password.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("[redacted]"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// The demo scenario's settings; variables already in the environment win, so
