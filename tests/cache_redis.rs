@@ -53,8 +53,33 @@ async fn get(
 }
 
 async fn three_instances_one_upstream_call(target: (&str, String)) {
-    let instances: Vec<Cache> = (0..3).map(|_| instance(target.clone(), &[])).collect();
+    // The breaker at its default: with a threshold of 1, one slow command while the whole
+    // suite loads the machine reads as "Redis down", and an instance then computes on its
+    // own (by design) - not what this test is about.
+    let instances: Vec<Cache> = (0..3)
+        .map(|_| instance(target.clone(), &[("TG_BREAKER_THRESHOLD", "3")]))
+        .collect();
     let t = common::unique_tenant("multi");
+    // Each instance connected (and, on the cluster, its slot map loaded) before the burst.
+    let warm = Arc::new(AtomicUsize::new(0));
+    for cache in &instances {
+        let r = cache
+            .get_or_compute(&t, &Category::query(), &"warm-up", || {
+                let warm = warm.clone();
+                async move {
+                    warm.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, String>(1u8)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.value, 1);
+    }
+    assert_eq!(
+        warm.load(Ordering::SeqCst),
+        1,
+        "the warm-up value was shared"
+    );
     let calls = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..1000 {
