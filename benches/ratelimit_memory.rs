@@ -4,7 +4,7 @@
 //! Run: `cargo bench --bench ratelimit_memory`
 
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
@@ -39,28 +39,62 @@ fn bench(c: &mut Criterion) {
     );
     let key = String::from("u-42");
 
+    let governor_once = || black_box(gov.check_key(black_box(&key))).is_ok();
+    let ours_once = || {
+        let check = Check {
+            tenant: &tenant,
+            identity: &who,
+            method: &method,
+            route: "/api/reports/{day}",
+            cost: None,
+            plan: None,
+        };
+        let d = limiter
+            .check(black_box(&check))
+            .now_or_never()
+            .expect("the memory path never waits");
+        black_box(d.allowed)
+    };
+
     let mut g = c.benchmark_group("ratelimit_memory");
-    g.bench_function("governor_check_key_one_key", |b| {
-        b.iter(|| black_box(gov.check_key(black_box(&key))).is_ok())
-    });
-    g.bench_function("tenant_guard_check_three_rules", |b| {
-        b.iter(|| {
-            let check = Check {
-                tenant: &tenant,
-                identity: &who,
-                method: &method,
-                route: "/api/reports/{day}",
-                cost: None,
-                plan: None,
-            };
-            let d = limiter
-                .check(black_box(&check))
-                .now_or_never()
-                .expect("the memory path never waits");
-            black_box(d.allowed)
-        })
-    });
+    g.bench_function("governor_check_key_one_key", |b| b.iter(governor_once));
+    g.bench_function("tenant_guard_check_three_rules", |b| b.iter(ours_once));
     g.finish();
+
+    // Side by side, interleaved: criterion runs the two functions one after the other,
+    // and on a shared VM the machine's speed drifts between them (the ratio of two
+    // sequential runs swung 3.4x-4.4x here). Batches alternate instead, so drift hits
+    // both alike; the median of the per-round ratios is the figure to quote.
+    let per_call = |f: &dyn Fn() -> bool, n: u32| {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        t.elapsed().as_secs_f64() * 1e9 / f64::from(n)
+    };
+    const ROUNDS: usize = 31;
+    let n = 200_000;
+    let mut rounds: Vec<(f64, f64)> = (0..ROUNDS)
+        .map(|i| {
+            // Alternate which goes first, too.
+            if i % 2 == 0 {
+                let g = per_call(&governor_once, n);
+                (g, per_call(&ours_once, n))
+            } else {
+                let o = per_call(&ours_once, n);
+                (per_call(&governor_once, n), o)
+            }
+        })
+        .collect();
+    rounds.sort_by(|a, b| (a.1 / a.0).total_cmp(&(b.1 / b.0)));
+    let (g, o) = rounds[ROUNDS / 2];
+    println!(
+        "interleaved, {ROUNDS} rounds of {n} calls each: three-rule check {o:.0} ns vs \
+         governor check_key {g:.0} ns = {:.2}x (median ratio; min {:.2}x, max {:.2}x)",
+        o / g,
+        rounds[0].1 / rounds[0].0,
+        rounds[ROUNDS - 1].1 / rounds[ROUNDS - 1].0,
+    );
 }
 
 criterion_group!(benches, bench);

@@ -13,9 +13,9 @@ use prometheus_client::metrics::counter::Counter;
 use smallvec::SmallVec;
 
 use super::identity::Identity;
-use super::memory::{MemoryLimiter, Outcome, Rules, Spec};
+use super::memory::{MemRule, MemoryLimiter, Outcome, Rules, Spec};
 use super::policy::Policy;
-use super::rules::{Algorithm, Quota, Rule, Scope};
+use super::rules::{Quota, Rule, Scope};
 use crate::backend::{Backend, BackendError};
 use crate::config::Config;
 use crate::keys::{KeyKind, Keys, RedisKey};
@@ -248,8 +248,14 @@ struct Inner {
     /// Decision counters by [allowed][source], fetched once: no label lookup per check.
     decisions: [[Counter; Source::COUNT]; 2],
     rule_names: Vec<&'static str>,
+    /// Seeded hash of each rule's name, part of its in-process counter keys.
+    rule_hashes: Vec<u64>,
+    /// Whether any rule counts per endpoint (then checks hash the endpoint).
+    any_per_endpoint: bool,
     /// Algorithm parameters of each rule's base quota.
     base_specs: Vec<Spec>,
+    /// The same under each plan tier's overrides, computed once: a check copies nothing.
+    plan_specs: HashMap<String, Vec<Spec>>,
 }
 
 /// The rate limiter: rules + backend + outage policy. Cheap to clone.
@@ -298,12 +304,21 @@ enum Local<'p> {
     Remote(Rules<Applied<'p>>),
 }
 
+/// Hashes of a check's tenant, (tenant, identity) and endpoint.
+struct KeyParts {
+    tenant: u64,
+    user: u64,
+    endpoint: u64,
+}
+
 /// A rule as applied to one request.
 struct Applied<'p> {
     rule: &'p Rule,
     name: &'static str,
+    /// Seeded hash of the name.
+    hash: u64,
     /// Algorithm parameters of the effective quota (after plan overrides).
-    spec: Spec,
+    spec: &'p Spec,
 }
 
 impl Applied<'_> {
@@ -346,13 +361,28 @@ impl RateLimiter {
                 .build()
         });
         let rule_names = policy.rules().iter().map(|r| intern(&r.name)).collect();
-        let base_specs = policy
+        let any_per_endpoint = policy.rules().iter().any(|r| r.per_endpoint);
+        let seed = foldhash::fast::RandomState::default();
+        let rule_hashes = policy
             .rules()
             .iter()
-            .map(|r| {
-                let algo = r.algorithm.unwrap_or(policy.algorithm());
-                Spec::new(algo, r.quota.limit.get(), r.quota.window_ms(), r.shadow)
-            })
+            .map(|r| seed.hash_one(r.name.as_str()))
+            .collect();
+        let specs = |plan: Option<&str>| -> Vec<Spec> {
+            policy
+                .rules()
+                .iter()
+                .map(|r| {
+                    let algo = r.algorithm.unwrap_or(policy.algorithm());
+                    let q = policy.quota(r, plan);
+                    Spec::new(algo, q.limit.get(), q.window_ms(), r.shadow)
+                })
+                .collect()
+        };
+        let base_specs = specs(None);
+        let plan_specs = policy
+            .plan_names()
+            .map(|p| (p.to_string(), specs(Some(p))))
             .collect();
         Self {
             inner: Arc::new(Inner {
@@ -365,7 +395,7 @@ impl RateLimiter {
                 local_checks: std::sync::atomic::AtomicU64::new(0),
                 burst,
                 deny,
-                seed: Default::default(),
+                seed,
                 decisions: [false, true].map(|allowed| {
                     Source::ALL.map(|source| {
                         metrics
@@ -379,7 +409,10 @@ impl RateLimiter {
                 }),
                 metrics: metrics.clone(),
                 rule_names,
+                rule_hashes,
+                any_per_endpoint,
                 base_specs,
+                plan_specs,
             }),
         }
     }
@@ -413,27 +446,32 @@ impl RateLimiter {
         &self.inner.backend
     }
 
+    /// Algorithm parameters of every rule for the check's plan tier.
+    fn specs(&self, c: &Check<'_>) -> &[Spec] {
+        let inner = &*self.inner;
+        c.plan
+            .or_else(|| inner.policy.plan_of(c.tenant))
+            .and_then(|p| inner.plan_specs.get(p))
+            .unwrap_or(&inner.base_specs)
+    }
+
     fn applied<'p>(&'p self, c: &Check<'_>) -> Rules<Applied<'p>> {
-        let policy = &self.inner.policy;
-        let plan = c.plan.or_else(|| policy.plan_of(c.tenant));
-        policy
-            .rules()
-            .iter()
-            .zip(&self.inner.rule_names)
-            .zip(&self.inner.base_specs)
-            .filter(|((r, _), _)| r.applies(c.method, c.route))
-            .map(|((rule, &name), base)| {
-                // Base quotas have their spec computed once; plan overrides get their own.
-                let spec = match plan.map(|p| policy.quota(rule, Some(p))) {
-                    Some(quota) if quota != rule.quota => {
-                        let algo = rule.algorithm.unwrap_or(policy.algorithm());
-                        Spec::new(algo, quota.limit.get(), quota.window_ms(), rule.shadow)
-                    }
-                    _ => *base,
-                };
-                Applied { rule, name, spec }
-            })
-            .collect()
+        let inner = &*self.inner;
+        let policy = &inner.policy;
+        let specs = self.specs(c);
+        let mut out = Rules::new();
+        let rules = policy.rules().iter().zip(&inner.rule_names);
+        for (((rule, &name), &hash), spec) in rules.zip(&inner.rule_hashes).zip(specs) {
+            if rule.applies(c.method, c.route) {
+                out.push(Applied {
+                    rule,
+                    name,
+                    hash,
+                    spec,
+                });
+            }
+        }
+        out
     }
 
     fn identity_parts<'a>(rule: &Rule, c: &'a Check<'_>) -> (&'static str, &'a str) {
@@ -454,34 +492,55 @@ impl RateLimiter {
         )
     }
 
-    /// (key, owner) hashes for the memory backend: no string formatting on the hot path.
-    /// The owner leaves out the endpoint, so `reset` finds every per-endpoint counter.
-    fn mem_key(&self, a: &Applied<'_>, c: &Check<'_>) -> (u64, u64) {
-        let (kind, id) = Self::identity_parts(a.rule, c);
-        let mut h = self.inner.seed.build_hasher();
-        for part in [c.tenant.as_str(), kind, id] {
-            h.write(part.as_bytes());
-            h.write_u8(0xff);
+    /// Hashes of the parts of a check that in-process counter keys are made of; the
+    /// endpoint only if `endpoint` (some rule counts per endpoint).
+    fn key_parts(&self, c: &Check<'_>, endpoint: bool) -> KeyParts {
+        let seed = &self.inner.seed;
+        let mut h = seed.build_hasher();
+        h.write(c.tenant.as_str().as_bytes());
+        let tenant = h.finish();
+        let (kind, id) = c.identity.parts();
+        let mut h = seed.build_hasher();
+        h.write_u64(tenant);
+        h.write(kind.as_bytes());
+        h.write_u8(0xff);
+        h.write(id.as_bytes());
+        let user = h.finish();
+        let endpoint = if endpoint {
+            let mut h = seed.build_hasher();
+            h.write(c.method.as_str().as_bytes());
+            h.write_u8(b' ');
+            h.write(c.route.as_bytes());
+            h.finish()
+        } else {
+            0
+        };
+        KeyParts {
+            tenant,
+            user,
+            endpoint,
         }
-        self.mem_key_from(a, c, h)
     }
 
-    /// Like [`mem_key`](Self::mem_key), from a hasher that already holds (tenant, identity).
-    fn mem_key_from(
-        &self,
-        a: &Applied<'_>,
-        c: &Check<'_>,
-        mut h: foldhash::fast::FoldHasher<'_>,
-    ) -> (u64, u64) {
-        h.write(a.name.as_bytes());
-        h.write_u8(0xff);
+    /// (key, owner) hashes of a rule's in-process counter: no string formatting on the
+    /// hot path, and each string of the check hashed once whatever the number of rules.
+    /// The owner leaves out the endpoint, so `reset` finds every per-endpoint counter.
+    fn mem_key(&self, rule: &Rule, rule_hash: u64, p: &KeyParts) -> (u64, u64) {
+        let seed = &self.inner.seed;
+        let mut h = seed.build_hasher();
+        match rule.scope {
+            Scope::Tenant => h.write_u64(p.tenant),
+            Scope::User => h.write_u64(p.user),
+        }
+        h.write_u8(rule.scope as u8);
+        h.write_u64(rule_hash);
         let owner = h.finish();
-        if !a.per_endpoint() {
+        if !rule.per_endpoint {
             return (owner, owner);
         }
-        h.write(c.method.as_str().as_bytes());
-        h.write_u8(b' ');
-        h.write(c.route.as_bytes());
+        let mut h = seed.build_hasher();
+        h.write_u64(owner);
+        h.write_u64(p.endpoint);
         (h.finish(), owner)
     }
 
@@ -492,22 +551,28 @@ impl RateLimiter {
     /// Checks a request and, if every enforced rule allows it, charges its cost to every
     /// rule that allows it — all in one step (one Lua call on Redis).
     pub async fn check(&self, c: &Check<'_>) -> Decision {
-        let d = match self.decide_local(c, true) {
-            Local::Done(d) => d,
-            // Boxed: the Redis path's large state machine is built only when needed, so
-            // the memory path's future stays small.
-            Local::Remote(applied) => Box::pin(self.decide_remote(c, applied, true)).await,
+        // The match ends before the await: only the boxed Redis future lives across it,
+        // so the future of an in-process check stays a few words (it is moved around).
+        let remote = match self.decide_local(c, true) {
+            Local::Done(d) => {
+                self.record(&d);
+                return d;
+            }
+            // Boxed: the Redis path's large state machine is built only when needed.
+            Local::Remote(applied) => Box::pin(self.decide_remote(c, applied, true)),
         };
+        let d = remote.await;
         self.record(&d);
         d
     }
 
     /// Like [`check`](Self::check) but never charges anything: what would happen now.
     pub async fn peek(&self, c: &Check<'_>) -> Decision {
-        match self.decide_local(c, false) {
-            Local::Done(d) => d,
-            Local::Remote(applied) => Box::pin(self.decide_remote(c, applied, false)).await,
-        }
+        let remote = match self.decide_local(c, false) {
+            Local::Done(d) => return d,
+            Local::Remote(applied) => Box::pin(self.decide_remote(c, applied, false)),
+        };
+        remote.await
     }
 
     fn record(&self, d: &Decision) {
@@ -537,76 +602,88 @@ impl RateLimiter {
     /// Everything decided in process (no rules, burst cap, memory backend); otherwise hands
     /// the applicable rules to the Redis path.
     fn decide_local<'p>(&'p self, c: &Check<'_>, commit: bool) -> Local<'p> {
-        let applied = self.applied(c);
         let cost = self.cost(c);
-        if applied.is_empty() {
-            return Local::Done(Decision {
-                allowed: true,
-                source: Source::NoRules,
-                cost,
-                rules: Vec::new(),
-            });
-        }
-        if commit {
-            if let Some(burst) = &self.inner.burst {
-                if let Err(not_until) = burst.check_key(c.tenant) {
-                    let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                        &governor::clock::DefaultClock::default(),
-                    ));
-                    let q = self.inner.options.burst.expect("burst configured");
-                    return Local::Done(Decision {
-                        allowed: false,
-                        source: Source::Burst,
-                        cost,
-                        rules: vec![RuleDecision {
-                            name: "burst",
-                            limit: q.limit.get(),
-                            window: q.window,
-                            remaining: 0,
-                            reset: wait,
-                            retry_after: Some(wait.max(Duration::from_millis(1))),
-                            allowed: false,
-                            shadow: false,
-                        }],
-                    });
-                }
-            }
-        }
-
         if let Some(mem) = &self.inner.memory {
-            let mut hashes: Rules<u64> = SmallVec::new();
-            let mut owners: Rules<u64> = SmallVec::new();
-            let mut specs: Rules<Spec> = SmallVec::new();
-            // (tenant, identity) is hashed once per scope, then extended per rule.
-            let prefix = |scope: Scope| {
-                let (kind, id) = match scope {
-                    Scope::Tenant => ("tenant", "all"),
-                    Scope::User => c.identity.parts(),
-                };
-                let mut h = self.inner.seed.build_hasher();
-                for part in [c.tenant.as_str(), kind, id] {
-                    h.write(part.as_bytes());
-                    h.write_u8(0xff);
-                }
-                h
-            };
-            let user = prefix(Scope::User);
-            let tenant = prefix(Scope::Tenant);
-            for a in &applied {
-                let base = match a.rule.scope {
-                    Scope::User => user.clone(),
-                    Scope::Tenant => tenant.clone(),
-                };
-                let (k, o) = self.mem_key_from(a, c, base);
-                hashes.push(k);
-                owners.push(o);
-                specs.push(a.spec);
-            }
-            let mut outs = Rules::new();
-            let allowed = mem.decide(&hashes, &owners, &specs, cost, commit, &mut outs);
-            return Local::Done(build(&applied, allowed, outs, Source::Memory, cost));
+            return Local::Done(self.decide_memory(mem, c, cost, commit));
+        }
+        let applied = self.applied(c);
+        if applied.is_empty() {
+            return Local::Done(no_rules(cost));
+        }
+        if let Some(d) = self.burst(c, cost, commit) {
+            return Local::Done(d);
         }
         Local::Remote(applied)
+    }
+
+    /// The per-tenant in-process cap, if configured and exceeded.
+    fn burst(&self, c: &Check<'_>, cost: u32, commit: bool) -> Option<Decision> {
+        let burst = self.inner.burst.as_ref().filter(|_| commit)?;
+        let not_until = burst.check_key(c.tenant).err()?;
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let q = self.inner.options.burst.expect("burst configured");
+        Some(Decision {
+            allowed: false,
+            source: Source::Burst,
+            cost,
+            rules: vec![RuleDecision {
+                name: "burst",
+                limit: q.limit.get(),
+                window: q.window,
+                remaining: 0,
+                reset: wait,
+                retry_after: Some(wait.max(Duration::from_millis(1))),
+                allowed: false,
+                shadow: false,
+            }],
+        })
+    }
+
+    /// The memory backend's whole decision. The hot path of in-process limiting: rules
+    /// are referred to by position (nothing per rule is copied but two hashes), and each
+    /// string of the check is hashed once.
+    fn decide_memory(
+        &self,
+        mem: &MemoryLimiter,
+        c: &Check<'_>,
+        cost: u32,
+        commit: bool,
+    ) -> Decision {
+        let inner = &*self.inner;
+        let specs = self.specs(c);
+        let parts = self.key_parts(c, inner.any_per_endpoint);
+        let mut rules: Rules<MemRule<'_>> = SmallVec::new();
+        for (idx, (rule, spec)) in inner.policy.rules().iter().zip(specs).enumerate() {
+            if rule.applies(c.method, c.route) {
+                let (key, owner) = self.mem_key(rule, inner.rule_hashes[idx], &parts);
+                rules.push(MemRule {
+                    key,
+                    owner,
+                    spec,
+                    idx,
+                });
+            }
+        }
+        if rules.is_empty() {
+            return no_rules(cost);
+        }
+        if let Some(d) = self.burst(c, cost, commit) {
+            return d;
+        }
+        let mut outs = Rules::new();
+        let allowed = mem.decide(&rules, cost, commit, &mut outs);
+        let mut decisions = Vec::with_capacity(rules.len());
+        for (r, o) in rules.iter().zip(&outs) {
+            decisions.push(rule_decision(inner.rule_names[r.idx], r.spec, o));
+        }
+        Decision {
+            allowed,
+            source: Source::Memory,
+            cost,
+            rules: decisions,
+        }
     }
 
     /// The Redis path: deny cache, then one script call; the outage mode on failure.
@@ -670,7 +747,7 @@ impl RateLimiter {
                         }
                     }
                 }
-                build(&applied, allowed, outs, Source::Redis, cost)
+                build(&applied, allowed, &outs, Source::Redis, cost)
             }
             Err(e) => self.outage(&applied, c, cost, commit, &e),
         }
@@ -700,8 +777,8 @@ impl RateLimiter {
         args.push(nonce);
         for a in applied {
             args.push(match a.spec.algo {
-                Algorithm::Exact => "log".into(),
-                Algorithm::Compact => "win".into(),
+                super::rules::Algorithm::Exact => "log".into(),
+                super::rules::Algorithm::Compact => "win".into(),
             });
             args.push(a.spec.limit.to_string());
             args.push(a.spec.window_ms.to_string());
@@ -775,12 +852,13 @@ impl RateLimiter {
             },
             OutageMode::Local => {
                 let instances = self.inner.options.instances.get();
-                let mut rules = Vec::with_capacity(applied.len());
+                let mut rules = Vec::new();
                 let mut allowed = true;
+                let parts = self.key_parts(c, true);
                 for a in applied {
                     let limit = (a.limit() / instances).max(1);
                     let gov = self.local_limiter(a.name, limit, a.window());
-                    let key = self.mem_key(a, c).0;
+                    let key = self.mem_key(a.rule, a.hash, &parts).0;
                     let n = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
                     // governor has no peek: a peek reports the rule as allowed.
                     let res = if commit {
@@ -873,16 +951,12 @@ impl RateLimiter {
                 cost: None,
                 plan: None,
             };
+            // The owner hash does not depend on the endpoint.
+            let parts = self.key_parts(&check, false);
             let owners: Vec<u64> = rules
-                .filter(|(r, _)| r.scope == Scope::User)
-                .map(|(r, &name)| {
-                    let a = Applied {
-                        rule: r,
-                        name,
-                        spec: Spec::new(Algorithm::Compact, 1, 1, false),
-                    };
-                    self.mem_key(&a, &check).1
-                })
+                .zip(&self.inner.rule_hashes)
+                .filter(|((r, _), _)| r.scope == Scope::User)
+                .map(|((r, _), &hash)| self.mem_key(r, hash, &parts).1)
                 .collect();
             return Ok(mem.reset_owners(&owners));
         }
@@ -917,33 +991,47 @@ fn governor_quota(limit: u32, window: Duration) -> Option<GQuota> {
 fn build(
     applied: &[Applied<'_>],
     allowed: bool,
-    outs: Rules<Outcome>,
+    outs: &[Outcome],
     source: Source,
     cost: u32,
 ) -> Decision {
-    let rules = applied
-        .iter()
-        .zip(outs)
-        .map(|(a, o)| RuleDecision {
-            name: a.name,
-            limit: a.limit(),
-            window: a.window(),
-            remaining: o.remaining,
-            reset: Duration::from_millis(o.reset_ms),
-            retry_after: if o.allowed {
-                None
-            } else {
-                o.retry_ms.map(|ms| Duration::from_millis(ms.max(1)))
-            },
-            allowed: o.allowed,
-            shadow: a.spec.shadow,
-        })
-        .collect();
+    let mut rules = Vec::with_capacity(applied.len());
+    for (a, o) in applied.iter().zip(outs) {
+        rules.push(rule_decision(a.name, a.spec, o));
+    }
     Decision {
         allowed,
         source,
         cost,
         rules,
+    }
+}
+
+/// A rule's part of a decision from its store's outcome.
+fn rule_decision(name: &'static str, spec: &Spec, o: &Outcome) -> RuleDecision {
+    RuleDecision {
+        name,
+        limit: spec.limit,
+        window: Duration::from_millis(spec.window_ms),
+        remaining: o.remaining,
+        reset: Duration::from_millis(o.reset_ms),
+        retry_after: if o.allowed {
+            None
+        } else {
+            o.retry_ms.map(|ms| Duration::from_millis(ms.max(1)))
+        },
+        allowed: o.allowed,
+        shadow: spec.shadow,
+    }
+}
+
+/// The decision when no rule applies.
+fn no_rules(cost: u32) -> Decision {
+    Decision {
+        allowed: true,
+        source: Source::NoRules,
+        cost,
+        rules: Vec::new(),
     }
 }
 

@@ -46,6 +46,18 @@ impl Spec {
     }
 }
 
+/// One rule of a check: its counter's key, owner and parameters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MemRule<'s> {
+    /// Hash of (tenant, rule, identity, endpoint).
+    pub(crate) key: u64,
+    /// Hash of (tenant, rule, identity): what `reset` matches.
+    pub(crate) owner: u64,
+    pub(crate) spec: &'s Spec,
+    /// The rule's position in its policy (for the caller; unused here).
+    pub(crate) idx: usize,
+}
+
 /// What one rule decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Outcome {
@@ -91,8 +103,12 @@ pub(crate) struct MemoryLimiter {
 /// and reaches it again by position when it charges.
 #[derive(Debug, Default)]
 struct Slab {
-    index: HashMap<u64, usize, foldhash::fast::RandomState>,
+    /// Keys are already seeded 64-bit hashes: used as they are, not hashed again.
+    index: HashMap<u64, usize, nohash_hasher::BuildNoHashHasher<u64>>,
     slots: Vec<Slot>,
+    /// Latest time any check used: time read under the lock never goes back, even if
+    /// the clock source does (a stale time would shift a window back and wipe counts).
+    last_now: u64,
 }
 
 impl Slab {
@@ -137,12 +153,12 @@ impl Slab {
     }
 }
 
-/// Per-rule working state between the decision and the commit.
+/// Per-rule working state between the decision and the commit (the outcome itself is
+/// written in place in the caller's buffer).
 struct Work {
     count: u64,
     cur: u64,
     slot: Option<usize>,
-    out: Outcome,
 }
 
 /// Milliseconds (rounded up) until dropping the oldest buckets leaves `total - dropped <=
@@ -190,23 +206,24 @@ impl MemoryLimiter {
     /// the current one): that changes no count, and avoids copying bucket arrays.
     pub(crate) fn decide(
         &self,
-        keys: &[u64],
-        owners: &[u64],
-        specs: &[Spec],
+        rules: &[MemRule<'_>],
         cost: u32,
         commit: bool,
         outs: &mut Rules<Outcome>,
     ) -> bool {
-        let now = self.clock.now_ms();
-        let now_us = now * 1000;
         let mut slots = self
             .slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Read under the lock: a time read before waiting for it could be older than the
+        // one another check already stored.
+        let now = self.clock.now_ms().max(slots.last_now);
+        slots.last_now = now;
+        let now_us = now * 1000;
         let cost64 = u64::from(cost);
-        if commit && slots.len() + keys.len() > self.max_keys {
+        if commit && slots.len() + rules.len() > self.max_keys {
             slots.retain(|s| s.expires_at > now);
-            while slots.len() + keys.len() > self.max_keys {
+            while slots.len() + rules.len() > self.max_keys {
                 // Still full of live counters: drop the one expiring soonest (it has the
                 // least usage left to forget).
                 let Some(i) = (0..slots.len()).min_by_key(|&i| slots.slots[i].expires_at) else {
@@ -217,7 +234,11 @@ impl MemoryLimiter {
         }
         let mut work: Rules<Work> = SmallVec::new();
         let mut all = true;
-        for ((key, owner), spec) in keys.iter().zip(owners).zip(specs) {
+        outs.clear();
+        for MemRule {
+            key, owner, spec, ..
+        } in rules
+        {
             // A check that may charge makes room now, so the commit needs no second lookup.
             let idx = if commit {
                 Some(slots.get_or_insert(*key, *owner))
@@ -228,7 +249,7 @@ impl MemoryLimiter {
                 .map(|i| &mut slots.slots[i])
                 .filter(|s| s.expires_at > now);
             let limit = u64::from(spec.limit);
-            let w = match spec.algo {
+            let (w, out) = match spec.algo {
                 Algorithm::Exact => {
                     let from = now.saturating_sub(spec.window_ms);
                     let times: &[u64] = match slot {
@@ -262,21 +283,34 @@ impl MemoryLimiter {
                         leave(count - limit)
                     };
                     let reset_ms = times.last().map_or(0, |&t| t + spec.window_ms - now);
-                    Work {
-                        count,
-                        cur: 0,
-                        slot: idx,
-                        out: Outcome {
+                    (
+                        Work {
+                            count,
+                            cur: 0,
+                            slot: idx,
+                        },
+                        Outcome {
                             allowed,
                             remaining: 0,
                             reset_ms,
                             retry_ms,
                             free1_ms,
                         },
-                    }
+                    )
                 }
                 Algorithm::Compact => {
-                    let cur = now_us / spec.bucket_us;
+                    // Still in the stored current bucket (the common case): no division.
+                    let cur = match slot.as_deref() {
+                        Some(Slot {
+                            state: State::Win { base, .. },
+                            ..
+                        }) if (base * spec.bucket_us..(base + 1) * spec.bucket_us)
+                            .contains(&now_us) =>
+                        {
+                            *base
+                        }
+                        _ => now_us / spec.bucket_us,
+                    };
                     let n = spec.n as usize;
                     let (counts, total): (&[u32], u64) = match slot {
                         Some(Slot {
@@ -318,30 +352,34 @@ impl MemoryLimiter {
                     // `reset_ms` scans the buckets: computed after the commit, where a
                     // charge makes it plain arithmetic.
                     let reset_ms = 0;
-                    Work {
-                        count: total,
-                        cur,
-                        slot: idx,
-                        out: Outcome {
+                    (
+                        Work {
+                            count: total,
+                            cur,
+                            slot: idx,
+                        },
+                        Outcome {
                             allowed,
                             remaining: 0,
                             reset_ms,
                             retry_ms,
                             free1_ms,
                         },
-                    }
+                    )
                 }
             };
-            if !w.out.allowed && !spec.shadow {
+            if !out.allowed && !spec.shadow {
                 all = false;
             }
             work.push(w);
+            outs.push(out);
         }
 
         let commit = commit && all;
-        outs.clear();
-        for ((owner, spec), mut w) in owners.iter().zip(specs).zip(work) {
-            let charged = commit && w.out.allowed;
+        for ((MemRule { owner, spec, .. }, w), out) in
+            rules.iter().zip(&mut work).zip(outs.iter_mut())
+        {
+            let charged = commit && out.allowed;
             if let (true, Some(i)) = (charged, w.slot) {
                 let slot = &mut slots.slots[i];
                 let fresh = slot.expires_at <= now;
@@ -359,11 +397,11 @@ impl MemoryLimiter {
                                 q.pop_front();
                             }
                             if w.count + cost64 >= u64::from(spec.limit) {
-                                w.out.free1_ms = q.front().map_or(0, |&t| t + spec.window_ms - now);
+                                out.free1_ms = q.front().map_or(0, |&t| t + spec.window_ms - now);
                             }
                         }
                         slot.expires_at = now + spec.window_ms;
-                        w.out.reset_ms = spec.window_ms;
+                        out.reset_ms = spec.window_ms;
                     }
                     Algorithm::Compact => {
                         let n = spec.n as usize;
@@ -378,7 +416,7 @@ impl MemoryLimiter {
                             counts[n] += cost;
                             *total += cost64;
                             if w.count + cost64 >= u64::from(spec.limit) {
-                                w.out.free1_ms = win_wait(
+                                out.free1_ms = win_wait(
                                     &counts[..=n],
                                     spec.n,
                                     w.count + cost64,
@@ -391,7 +429,7 @@ impl MemoryLimiter {
                             }
                         }
                         slot.expires_at = now + ((spec.n + 1) * spec.bucket_us).div_ceil(1000);
-                        w.out.reset_ms = ((w.cur + spec.n + 1) * spec.bucket_us)
+                        out.reset_ms = ((w.cur + spec.n + 1) * spec.bucket_us)
                             .saturating_sub(now_us)
                             .div_ceil(1000);
                     }
@@ -408,7 +446,7 @@ impl MemoryLimiter {
                 {
                     if *expires_at > now {
                         let n = spec.n as usize;
-                        w.out.reset_ms = win_wait(
+                        out.reset_ms = win_wait(
                             &counts[..=n],
                             spec.n,
                             w.count,
@@ -422,8 +460,7 @@ impl MemoryLimiter {
                 }
             }
             let remaining = u64::from(spec.limit).saturating_sub(w.count);
-            w.out.remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
-            outs.push(w.out);
+            out.remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
         }
         all
     }
@@ -463,8 +500,20 @@ mod tests {
         cost: u32,
         commit: bool,
     ) -> (bool, Rules<Outcome>) {
+        let rules: Vec<MemRule<'_>> = keys
+            .iter()
+            .zip(owners)
+            .zip(specs)
+            .enumerate()
+            .map(|(idx, ((&key, &owner), spec))| MemRule {
+                key,
+                owner,
+                spec,
+                idx,
+            })
+            .collect();
         let mut outs = Rules::new();
-        let ok = l.decide(keys, owners, specs, cost, commit, &mut outs);
+        let ok = l.decide(&rules, cost, commit, &mut outs);
         (ok, outs)
     }
 
@@ -620,6 +669,37 @@ mod tests {
             assert_eq!(slab.index[&slot.key], i);
         }
         assert_eq!(slab.index.len(), slab.slots.len());
+    }
+
+    /// A clock source that can go back (as a TSC read on another core, or a time read
+    /// before a long wait for the lock, can look).
+    #[derive(Debug, Default)]
+    struct Wobbly(std::sync::atomic::AtomicU64);
+
+    impl Clock for Wobbly {
+        fn now_ms(&self) -> u64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn a_clock_going_back_wipes_no_counts() {
+        let clock = Arc::new(Wobbly::default());
+        let l = MemoryLimiter::new(clock.clone(), 100);
+        for algo in [Algorithm::Exact, Algorithm::Compact] {
+            let key = algo as u64 + 1;
+            let spec = Spec::new(algo, 3, 1000, false);
+            clock.0.store(5_000, std::sync::atomic::Ordering::SeqCst);
+            assert!(decide(&l, &[key], &[key], &[spec], 2, true).0);
+            // 300 ms back: earlier than the counter's current bucket.
+            clock.0.store(4_700, std::sync::atomic::Ordering::SeqCst);
+            let (ok, outs) = decide(&l, &[key], &[key], &[spec], 2, true);
+            assert!(
+                !ok,
+                "{algo:?}: the 2 units charged at 5000 ms were forgotten"
+            );
+            assert_eq!(outs[0].remaining, 1);
+        }
     }
 
     #[test]

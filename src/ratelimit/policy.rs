@@ -192,6 +192,11 @@ impl Policy {
             .map_or(1, |(_, c)| c.get())
     }
 
+    /// Names of the plan tiers.
+    pub(crate) fn plan_names(&self) -> impl Iterator<Item = &str> {
+        self.plans.keys().map(String::as_str)
+    }
+
     /// The plan configured for a tenant, if any.
     pub fn plan_of(&self, tenant: &TenantId) -> Option<&str> {
         if self.tenant_plans.is_empty() {
