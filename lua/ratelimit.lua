@@ -5,10 +5,11 @@
 -- ARGV[2]   cost of the request (>= 1)
 -- ARGV[3]   nonce, unique per call (members of the exact log)
 -- then per rule i, 6 values starting at ARGV[4 + (i-1)*6]:
---   algo      "log" (exact, sorted set) or "win" (compact, sub-window buckets)
---   limit     units allowed in any window of window_ms
+--   algo      "log" (exact, sorted set), "win" (compact, sub-window buckets) or "gcra"
+--   limit     units allowed in any window of window_ms (gcra: the burst)
 --   window_ms window length
---   bucket_us sub-window width in microseconds (win only)
+--   bucket_us sub-window width in microseconds (win); emission interval (gcra:
+--             ceil(window_ms * 1000 / limit), one unit refills every bucket_us)
 --   nbuckets  ceil(window_ms * 1000 / bucket_us) (win only)
 --   shadow    1: record the decision, never block
 --
@@ -21,6 +22,9 @@
 --   log: counts exactly the members scored in the window.
 --   win: counts whole buckets overlapping [t - window_ms, t] (the oldest may be partly
 --        outside: counted anyway), so the count is never less than the true one.
+-- gcra is the exception, by design ("rate + burst"): it stores the theoretical arrival
+-- time (TAT, microseconds) and admits iff max(TAT, now) + cost * T - now <= limit * T,
+-- so any time d admits at most limit + d / T units.
 --
 -- Returns { all_allowed, now_ms, then per rule: allowed, remaining, reset_ms, retry_ms,
 -- free1_ms } where reset_ms = time until all counted usage has left the window,
@@ -149,6 +153,26 @@ for i = 1, nrules do
       local newest = redis.call('ZREVRANGEBYSCORE', key, '+inf', '(' .. from, 'WITHSCORES', 'LIMIT', 0, 1)
       r.reset = tonumber(newest[2]) + window - now
     end
+  elseif algo == 'gcra' then
+    local T = bucket_us
+    local raw = redis.call('GET', key)
+    local tat = now_us
+    if raw then
+      local v = tonumber(raw)
+      if v and v > now_us then tat = v end
+    end
+    local cap = limit * T
+    local ahead = tat - now_us
+    r.cur = tat
+    r.count = math.ceil(ahead / T)
+    r.allowed = (ahead + cost * T <= cap)
+    if cost > limit then
+      r.retry = -1
+    else
+      r.retry = math.ceil(math.max(0, ahead + cost * T - cap) / 1000)
+    end
+    r.free1 = math.ceil(math.max(0, ahead + T - cap) / 1000)
+    r.reset = math.ceil(ahead / 1000)
   else
     local cur, counts = win_load(key, bucket_us, n)
     local total = 0
@@ -190,6 +214,15 @@ for i = 1, nrules do
       if card > r.limit then redis.call('ZREMRANGEBYRANK', key, 0, card - r.limit - 1) end
       redis.call('PEXPIRE', key, r.window)
       r.reset = r.window
+    elseif r.algo == 'gcra' then
+      local tat = r.cur + cost * r.bucket_us
+      local ahead = tat - now_us
+      local ttl = math.ceil(ahead / 1000)
+      if ttl < 1 then ttl = 1 end
+      -- %.0f: a microsecond timestamp is past the 14 digits tostring keeps.
+      redis.call('SET', key, string.format('%.0f', tat), 'PX', ttl)
+      r.reset = math.ceil(ahead / 1000)
+      r.free1 = math.ceil(math.max(0, ahead + r.bucket_us - r.limit * r.bucket_us) / 1000)
     else
       r.counts[r.n + 1] = r.counts[r.n + 1] + cost
       win_save(key, r.cur, r.counts, r.bucket_us, r.n)
@@ -199,7 +232,7 @@ for i = 1, nrules do
   end
   local remaining = r.limit - r.count
   if remaining < 0 then remaining = 0 end
-  if charged and remaining == 0 and r.free1 == 0 then
+  if charged and remaining == 0 and r.free1 == 0 and r.algo ~= 'gcra' then
     -- This request used the last unit: the next one frees when the oldest leaves.
     if r.algo == 'log' then
       local m = redis.call('ZRANGEBYSCORE', key, '(' .. (now - r.window), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)

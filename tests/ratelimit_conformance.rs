@@ -1,5 +1,5 @@
 //! The rate limiter's semantics on every backend — memory, a single Redis node and the
-//! 3-master cluster — and with both algorithms.
+//! 3-master cluster — and with every algorithm (the two sliding windows and GCRA).
 
 mod common;
 
@@ -77,7 +77,11 @@ mod checks {
         );
         let t = common::unique_tenant("lim");
         let u = user("u1");
-        for want_remaining in [2, 1, 0] {
+        // The sliding windows: everything leaves a minute after the last request. GCRA
+        // (3 per minute = one unit back every 20 s): the burst is full again 20 s per unit
+        // used, and the next unit frees in 20 s.
+        let gcra = algo == "gcra";
+        for (used, want_remaining) in [(1u64, 2), (2, 1), (3, 0)] {
             let d = f.limiter.check(&check(&t, &u, "/items", None)).await;
             assert!(d.allowed, "{d:?}");
             assert_eq!(d.source, f.expect);
@@ -86,8 +90,9 @@ mod checks {
                 (r.name, r.limit, r.remaining),
                 ("per-endpoint", 3, want_remaining)
             );
+            let full = if gcra { 20 * used } else { 60 };
             assert!(
-                r.reset > Duration::from_secs(55) && r.reset <= Duration::from_secs(63),
+                r.reset > Duration::from_secs(full - 5) && r.reset <= Duration::from_secs(full + 3),
                 "{r:?}"
             );
         }
@@ -96,8 +101,9 @@ mod checks {
         let r = d.denied_by().unwrap();
         assert_eq!(r.name, "per-endpoint");
         let retry = d.retry_after().unwrap();
+        let wait = if gcra { 20 } else { 60 };
         assert!(
-            retry > Duration::from_secs(50) && retry <= Duration::from_secs(63),
+            retry > Duration::from_secs(wait - 10) && retry <= Duration::from_secs(wait + 3),
             "{retry:?}"
         );
         // Per endpoint: another route has its own counter.
@@ -340,6 +346,7 @@ macro_rules! conformance {
                 mod $check {
                     #[tokio::test] async fn compact() { super::super::checks::$check(super::super::Kind::Memory, "compact").await }
                     #[tokio::test] async fn exact() { super::super::checks::$check(super::super::Kind::Memory, "exact").await }
+                    #[tokio::test] async fn gcra() { super::super::checks::$check(super::super::Kind::Memory, "gcra").await }
                 }
             )*
         }
@@ -348,6 +355,7 @@ macro_rules! conformance {
                 mod $check {
                     #[tokio::test] async fn compact() { super::super::checks::$check(super::super::Kind::Redis, "compact").await }
                     #[tokio::test] async fn exact() { super::super::checks::$check(super::super::Kind::Redis, "exact").await }
+                    #[tokio::test] async fn gcra() { super::super::checks::$check(super::super::Kind::Redis, "gcra").await }
                 }
             )*
         }
@@ -356,6 +364,7 @@ macro_rules! conformance {
                 mod $check {
                     #[tokio::test] async fn compact() { super::super::checks::$check(super::super::Kind::Cluster, "compact").await }
                     #[tokio::test] async fn exact() { super::super::checks::$check(super::super::Kind::Cluster, "exact").await }
+                    #[tokio::test] async fn gcra() { super::super::checks::$check(super::super::Kind::Cluster, "gcra").await }
                 }
             )*
         }

@@ -40,6 +40,8 @@ async fn redis_memory_per_counter() {
         ("compact", "100", 1u32, "acme-corp"),
         ("compact", "100000", 1000, "acme-heavy"),
         ("exact", "100", 1, "acme-exact"),
+        // GCRA at 100/3s refills a unit every 30 ms: cost 5 every 100 ms keeps its key alive.
+        ("gcra", "100", 5, "acme-gcra"),
     ];
     let runs = cases.iter().map(|&(algo, limit, cost, tenant)| {
         let mut v = vars(&[
@@ -77,6 +79,8 @@ async fn redis_memory_per_counter() {
         typical <= 200,
         "a typical compact counter uses {typical} bytes"
     );
+    // GCRA keeps one timestamp: no more than the compact window.
+    assert!(results[3].4 <= typical, "{results:?}");
 }
 
 #[tokio::test]

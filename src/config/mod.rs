@@ -1421,7 +1421,7 @@ fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
         .parse(
             "RATE_LIMIT_ALGORITHM",
             str::parse::<Algorithm>,
-            "`compact` or `exact`",
+            "`compact`, `exact` or `gcra`",
         )
         .unwrap_or_default();
     let plans = r

@@ -779,6 +779,7 @@ impl RateLimiter {
             args.push(match a.spec.algo {
                 super::rules::Algorithm::Exact => "log".into(),
                 super::rules::Algorithm::Compact => "win".into(),
+                super::rules::Algorithm::Gcra => "gcra".into(),
             });
             args.push(a.spec.limit.to_string());
             args.push(a.spec.window_ms.to_string());

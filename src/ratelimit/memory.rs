@@ -33,8 +33,14 @@ impl Spec {
     pub(crate) fn new(algo: Algorithm, limit: u32, window_ms: u64, shadow: bool) -> Self {
         let window_ms = window_ms.max(1);
         let window_us = window_ms.saturating_mul(1000);
-        let bucket_us = window_us.div_ceil(super::rules::COMPACT_BUCKETS).max(1);
-        let n = window_us.div_ceil(bucket_us);
+        let (bucket_us, n) = match algo {
+            // GCRA: `bucket_us` is the emission interval (rounded up: never faster).
+            Algorithm::Gcra => (window_us.div_ceil(u64::from(limit.max(1))).max(1), 0),
+            _ => {
+                let bucket_us = window_us.div_ceil(super::rules::COMPACT_BUCKETS).max(1);
+                (bucket_us, window_us.div_ceil(bucket_us))
+            }
+        };
         Self {
             algo,
             limit,
@@ -72,6 +78,8 @@ pub(crate) struct Outcome {
 #[derive(Debug)]
 enum State {
     Log(VecDeque<u64>),
+    /// GCRA: the theoretical arrival time (microseconds) of the next unit.
+    Tat(u64),
     /// `total` is the sum of `counts[..=n]`, kept current so a check need not add up
     /// 31 buckets.
     Win {
@@ -298,6 +306,39 @@ impl MemoryLimiter {
                         },
                     )
                 }
+                Algorithm::Gcra => {
+                    // `cur` holds max(TAT, now): when the burst is back to full.
+                    let t = spec.bucket_us;
+                    let tat = match slot {
+                        Some(Slot {
+                            state: State::Tat(tat),
+                            ..
+                        }) => (*tat).max(now_us),
+                        _ => now_us,
+                    };
+                    let cap = limit * t;
+                    let ahead = tat - now_us;
+                    let allowed = ahead + cost64 * t <= cap;
+                    let retry_ms = if cost64 > limit {
+                        None
+                    } else {
+                        Some((ahead + cost64 * t).saturating_sub(cap).div_ceil(1000))
+                    };
+                    (
+                        Work {
+                            count: ahead.div_ceil(t),
+                            cur: tat,
+                            slot: idx,
+                        },
+                        Outcome {
+                            allowed,
+                            remaining: 0,
+                            reset_ms: ahead.div_ceil(1000),
+                            retry_ms,
+                            free1_ms: (ahead + t).saturating_sub(cap).div_ceil(1000),
+                        },
+                    )
+                }
                 Algorithm::Compact => {
                     // Still in the stored current bucket (the common case): no division.
                     let cur = match slot.as_deref() {
@@ -402,6 +443,17 @@ impl MemoryLimiter {
                         }
                         slot.expires_at = now + spec.window_ms;
                         out.reset_ms = spec.window_ms;
+                    }
+                    Algorithm::Gcra => {
+                        let t = spec.bucket_us;
+                        let tat = w.cur + cost64 * t;
+                        slot.state = State::Tat(tat);
+                        let ahead = tat - now_us;
+                        slot.expires_at = now + ahead.div_ceil(1000).max(1);
+                        out.reset_ms = ahead.div_ceil(1000);
+                        out.free1_ms = (ahead + t)
+                            .saturating_sub(u64::from(spec.limit) * t)
+                            .div_ceil(1000);
                     }
                     Algorithm::Compact => {
                         let n = spec.n as usize;
@@ -542,8 +594,50 @@ mod tests {
         prop_oneof![Just(Algorithm::Exact), Just(Algorithm::Compact)]
     }
 
+    fn any_algo() -> impl Strategy<Value = Algorithm> {
+        prop_oneof![
+            Just(Algorithm::Exact),
+            Just(Algorithm::Compact),
+            Just(Algorithm::Gcra)
+        ]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn gcra_admits_at_most_the_burst_plus_the_rate(
+            limit in 1u32..30,
+            window in 1u64..5_000,
+            arrivals in proptest::collection::vec((0u64..400, 1u32..4), 1..300),
+        ) {
+            // In any span of d ms, GCRA admits at most limit + d / T units
+            // (T = window / limit, rounded up to a microsecond).
+            let (l, clock) = limiter();
+            let spec = Spec::new(Algorithm::Gcra, limit, window, false);
+            let t_us = spec.bucket_us;
+            let mut admitted: Vec<(u64, u32)> = Vec::new();
+            for (gap, cost) in arrivals {
+                clock.advance(std::time::Duration::from_millis(gap));
+                let (ok, outs) = decide(&l, &[1], &[1], &[spec], cost, true);
+                prop_assert_eq!(ok, outs[0].allowed);
+                if ok {
+                    admitted.push((clock.now_ms(), cost));
+                }
+            }
+            for i in 0..admitted.len() {
+                let mut units = 0u64;
+                for j in i..admitted.len() {
+                    units += u64::from(admitted[j].1);
+                    let span_us = (admitted[j].0 - admitted[i].0) * 1000;
+                    prop_assert!(
+                        units * t_us <= span_us + u64::from(limit) * t_us,
+                        "{} units in {} us (limit {}, T {} us)", units, span_us, limit, t_us
+                    );
+                }
+            }
+        }
+
+
         #[test]
         fn no_window_ever_admits_more_than_the_limit(
             algo in algo(),
@@ -570,7 +664,7 @@ mod tests {
 
         #[test]
         fn retry_after_is_honest(
-            algo in algo(),
+            algo in any_algo(),
             limit in 1u32..20,
             window in 10u64..3_000,
             arrivals in proptest::collection::vec(0u64..200, 1..100),
@@ -703,9 +797,37 @@ mod tests {
     }
 
     #[test]
+    fn gcra_is_a_burst_then_one_unit_per_interval() {
+        let (l, clock) = limiter();
+        // 10 per second, bursts of 20: 20/2s.
+        let spec = Spec::new(Algorithm::Gcra, 20, 2_000, false);
+        for i in 0..20 {
+            let (ok, outs) = decide(&l, &[1], &[1], &[spec], 1, true);
+            assert!(ok, "burst unit {i}");
+            assert_eq!(outs[0].remaining, 19 - i);
+        }
+        let (ok, outs) = decide(&l, &[1], &[1], &[spec], 1, true);
+        assert!(!ok);
+        assert_eq!(outs[0].retry_ms, Some(100));
+        assert_eq!(outs[0].reset_ms, 2_000);
+        // One unit back every 100 ms, not the whole window at once.
+        clock.advance(std::time::Duration::from_millis(100));
+        assert!(decide(&l, &[1], &[1], &[spec], 1, true).0);
+        assert!(!decide(&l, &[1], &[1], &[spec], 1, true).0);
+        clock.advance(std::time::Duration::from_millis(350));
+        let (_, outs) = decide(&l, &[1], &[1], &[spec], 1, false);
+        assert_eq!(outs[0].remaining, 3);
+        // Weighted: 3.5 units are back, so 3 fit and 4 do in 50 ms.
+        let (ok, outs) = decide(&l, &[1], &[1], &[spec], 4, false);
+        assert!(!ok);
+        assert_eq!(outs[0].retry_ms, Some(50));
+        assert!(decide(&l, &[1], &[1], &[spec], 3, true).0);
+    }
+
+    #[test]
     fn cost_above_limit_never_fits() {
         let (l, _) = limiter();
-        for algo in [Algorithm::Exact, Algorithm::Compact] {
+        for algo in [Algorithm::Exact, Algorithm::Compact, Algorithm::Gcra] {
             let spec = Spec::new(algo, 3, 1000, false);
             let (ok, outs) = decide(&l, &[9], &[9], &[spec], 4, true);
             assert!(!ok);

@@ -24,6 +24,16 @@ pub const MAX_EXACT_LIMIT: u32 = 100_000;
 pub const COMPACT_BUCKETS: u64 = 30;
 
 /// How a rule counts.
+///
+/// ```
+/// use tenant_guard::ratelimit::{Algorithm, Quota, Rule, Scope};
+///
+/// assert_eq!("gcra".parse::<Algorithm>().unwrap(), Algorithm::Gcra);
+/// // 10 requests per second with bursts of 20, for one rule (others keep the default).
+/// let rule = Rule::new("search", Scope::User, Quota::parse("20/2s").unwrap())
+///     .algorithm(Algorithm::Gcra);
+/// assert_eq!(rule.algorithm, Some(Algorithm::Gcra));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Algorithm {
@@ -35,6 +45,12 @@ pub enum Algorithm {
     /// The default: memory per key does not grow with the limit.
     #[default]
     Compact,
+    /// GCRA, for "rate + burst" rules: `LIMIT/WINDOW` is a burst of `LIMIT` units at once
+    /// that refills at one unit every `WINDOW / LIMIT` (a token bucket, kept as one
+    /// timestamp per key). 10 per second with bursts of 20 is `20/2s`. Unlike the two
+    /// sliding windows it admits up to `LIMIT + t * LIMIT / WINDOW` in any time `t` — up
+    /// to twice the limit in one window's length — in exchange for smooth spacing.
+    Gcra,
 }
 
 impl std::str::FromStr for Algorithm {
@@ -43,6 +59,7 @@ impl std::str::FromStr for Algorithm {
         match s.trim().to_ascii_lowercase().as_str() {
             "compact" | "window" | "sliding" => Ok(Self::Compact),
             "exact" | "log" => Ok(Self::Exact),
+            "gcra" => Ok(Self::Gcra),
             other => Err(format!("unknown algorithm `{other}`")),
         }
     }
