@@ -574,6 +574,27 @@ mod tests {
         (MemoryLimiter::new(Arc::new(clock.clone()), 1000), clock)
     }
 
+    /// Feeds `(gap ms, cost)` arrivals to one rule on a fresh limiter and returns the
+    /// admissions as `(time ms, cost)`; every denial must name a positive retry time.
+    fn admissions(
+        spec: Spec,
+        arrivals: &[(u64, u32)],
+    ) -> Result<Vec<(u64, u32)>, proptest::test_runner::TestCaseError> {
+        let (l, clock) = limiter();
+        let mut admitted = Vec::new();
+        for &(gap, cost) in arrivals {
+            clock.advance(std::time::Duration::from_millis(gap));
+            let (ok, outs) = decide(&l, &[1], &[1], &[spec], cost, true);
+            prop_assert_eq!(ok, outs[0].allowed);
+            if ok {
+                admitted.push((clock.now_ms(), cost));
+            } else if let Some(retry) = outs[0].retry_ms {
+                prop_assert!(retry > 0);
+            }
+        }
+        Ok(admitted)
+    }
+
     /// Largest sum of admitted cost over any window (t - w, t].
     fn max_in_window(admitted: &[(u64, u32)], w: u64) -> u64 {
         let mut best = 0u64;
@@ -612,18 +633,9 @@ mod tests {
         ) {
             // In any span of d ms, GCRA admits at most limit + d / T units
             // (T = window / limit, rounded up to a microsecond).
-            let (l, clock) = limiter();
             let spec = Spec::new(Algorithm::Gcra, limit, window, false);
             let t_us = spec.bucket_us;
-            let mut admitted: Vec<(u64, u32)> = Vec::new();
-            for (gap, cost) in arrivals {
-                clock.advance(std::time::Duration::from_millis(gap));
-                let (ok, outs) = decide(&l, &[1], &[1], &[spec], cost, true);
-                prop_assert_eq!(ok, outs[0].allowed);
-                if ok {
-                    admitted.push((clock.now_ms(), cost));
-                }
-            }
+            let admitted = admissions(spec, &arrivals)?;
             for i in 0..admitted.len() {
                 let mut units = 0u64;
                 for j in i..admitted.len() {
@@ -637,7 +649,6 @@ mod tests {
             }
         }
 
-
         #[test]
         fn no_window_ever_admits_more_than_the_limit(
             algo in algo(),
@@ -645,19 +656,7 @@ mod tests {
             window in 1u64..5_000,
             arrivals in proptest::collection::vec((0u64..400, 1u32..4), 1..400),
         ) {
-            let (l, clock) = limiter();
-            let spec = Spec::new(algo, limit, window, false);
-            let mut admitted = Vec::new();
-            for (gap, cost) in arrivals {
-                clock.advance(std::time::Duration::from_millis(gap));
-                let (ok, outs) = decide(&l, &[1], &[1], &[spec], cost, true);
-                prop_assert_eq!(ok, outs[0].allowed);
-                if ok {
-                    admitted.push((clock.now_ms(), cost));
-                } else if let Some(retry) = outs[0].retry_ms {
-                    prop_assert!(retry > 0);
-                }
-            }
+            let admitted = admissions(Spec::new(algo, limit, window, false), &arrivals)?;
             let worst = max_in_window(&admitted, window);
             prop_assert!(worst <= u64::from(limit), "{} admitted in a window of {} ms (limit {})", worst, window, limit);
         }
