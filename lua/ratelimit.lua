@@ -57,6 +57,14 @@ local function win_load(key, bucket_us, n)
   if raw and #raw >= 5 then
     local base = struct.unpack('<I4', raw)
     local shift = (cur % WRAP - base) % WRAP
+    if shift >= WRAP / 2 then
+      -- The newest bucket is ahead of this node's clock: the counter was written by a node
+      -- whose clock is ahead (a failover). Never read that as a wrap (it would wipe the
+      -- counter and restore the quota): stay on the stored bucket, as the in-process store
+      -- never lets a counter's time go back.
+      cur = cur - (WRAP - shift)
+      shift = 0
+    end
     if shift <= n then
       local vals = {}
       local i, len = 5, #raw

@@ -391,6 +391,9 @@ pub struct RateLimitConfig {
     /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed
     /// (`RATE_LIMIT_TRUSTED_PROXIES`, default none).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The one forwarding header believed from trusted proxies
+    /// (`RATE_LIMIT_FORWARDED_HEADER`, default `x-forwarded-for`).
+    pub forwarded_header: crate::ratelimit::ForwardedHeader,
     /// Header with a user id set by a trusted gateway (`RATE_LIMIT_USER_HEADER`).
     pub user_header: Option<String>,
     /// Also send `X-RateLimit-Limit/Remaining/Reset` (`RATE_LIMIT_LEGACY_HEADERS`).
@@ -416,6 +419,7 @@ impl Default for RateLimitConfig {
             outage: OutageMode::Local,
             instances: NonZeroU32::MIN,
             trusted_proxies: Vec::new(),
+            forwarded_header: Default::default(),
             user_header: None,
             legacy_headers: false,
             burst: None,
@@ -833,6 +837,10 @@ impl Config {
             } else {
                 proxies.join(",")
             },
+        );
+        push(
+            "RATE_LIMIT_FORWARDED_HEADER",
+            rl.forwarded_header.to_string(),
         );
         push(
             "RATE_LIMIT_USER_HEADER",
@@ -1579,6 +1587,13 @@ fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
             "a comma list of IPs or CIDR blocks, e.g. `10.0.0.0/8, 127.0.0.1`",
         )
         .unwrap_or_default();
+    let forwarded_header = r
+        .parse(
+            "RATE_LIMIT_FORWARDED_HEADER",
+            str::parse::<crate::ratelimit::ForwardedHeader>,
+            crate::ratelimit::ForwardedHeader::FORM,
+        )
+        .unwrap_or_default();
     let user_header = r.parse(
         "RATE_LIMIT_USER_HEADER",
         |v| {
@@ -1606,6 +1621,7 @@ fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
         outage,
         instances,
         trusted_proxies,
+        forwarded_header,
         user_header,
         legacy_headers,
         burst,

@@ -61,6 +61,12 @@ impl fmt::Display for Secret {
 /// assert_eq!(url.to_string(), "redis://:[redacted]@cache.internal:6380/2");
 /// assert!(!format!("{url:?}").contains("s3cret"));
 /// assert!(url.expose().contains("s3cret"));
+///
+/// // Credentials anywhere in the URL: user-info and the query of a unix-socket URL.
+/// let url = RedisUrl::parse("unix:///run/redis.sock?db=2&user=app&pass=s3cret").unwrap();
+/// assert_eq!(url.to_string(), "unix:///run/redis.sock?db=2&user=[redacted]&pass=[redacted]");
+/// let url = RedisUrl::parse("redis://app:s3cret@cache:6379").unwrap();
+/// assert!(!url.to_string().contains("app") && !url.to_string().contains("s3cret"));
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
@@ -108,15 +114,40 @@ impl RedisUrl {
 
     fn redacted(&self) -> String {
         let mut u = self.url.clone();
+        // Setting user-info only fails for URLs that cannot have one (unix sockets), which
+        // then carry credentials, if any, in the query (below).
         if u.password().is_some() {
-            // Setting a password only fails for URLs that cannot have one (unix sockets),
-            // which then have none to hide.
-            let _ = u.set_password(Some("[redacted]"));
+            let _ = u.set_password(Some(REDACTED));
+        }
+        if !u.username().is_empty() {
+            let _ = u.set_username(REDACTED);
+        }
+        // The redis crate also reads credentials from the query (`unix:///s.sock?pass=..`).
+        if u.query().is_some() {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let secret = CREDENTIAL_PARAMS.iter().any(|c| k.eq_ignore_ascii_case(c));
+                    let v = if secret {
+                        REDACTED.to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
         }
         // `url` percent-encodes the brackets; show them plainly.
-        u.as_str().replace("%5Bredacted%5D", "[redacted]")
+        u.as_str().replace("%5Bredacted%5D", REDACTED)
     }
 }
+
+const REDACTED: &str = "[redacted]";
+
+/// Query parameters that carry credentials (the redis crate reads `user` and `pass` from
+/// unix-socket URLs; `password`/`username` are common spellings).
+const CREDENTIAL_PARAMS: &[&str] = &["pass", "password", "user", "username", "auth", "token"];
 
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

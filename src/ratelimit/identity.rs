@@ -5,10 +5,16 @@
 //! * Else a configured header (`RATE_LIMIT_USER_HEADER`) — only for deployments where a
 //!   trusted gateway sets it, since clients can send any header.
 //! * Else the client IP: the TCP peer, or, when the peer is a trusted proxy
-//!   (`RATE_LIMIT_TRUSTED_PROXIES`), the first untrusted address of `Forwarded` /
-//!   `X-Forwarded-For` counted from the right. A forwarded header from an untrusted peer is
-//!   ignored, so it cannot be spoofed. IPv6 clients are grouped by /64 (one subscriber
-//!   usually holds a whole /64).
+//!   (`RATE_LIMIT_TRUSTED_PROXIES`), the first untrusted address of the ONE forwarding
+//!   header the operator chose (`RATE_LIMIT_FORWARDED_HEADER`: `x-forwarded-for` by default,
+//!   `forwarded` or `x-real-ip`), counted from the right. The other forwarding headers are
+//!   ignored, never a fallback: a proxy that appends `X-Forwarded-For` passes a client's own
+//!   `Forwarded` header through untouched, so believing it would let every request invent an
+//!   identity. A forwarded header from an untrusted peer is ignored, so it cannot be spoofed.
+//!   A trusted proxy's header that cannot be read (garbage, `unknown`, no `for=`) maps to one
+//!   shared identity, [`Identity::InvalidForwarding`] — never to the proxy's own address,
+//!   which would throttle every client behind it. IPv6 clients are grouped by /64 (one
+//!   subscriber usually holds a whole /64).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -50,6 +56,9 @@ pub enum Identity {
     /// No user and no known address (no peer address available): all such requests share
     /// one counter.
     Unknown,
+    /// A trusted proxy sent a forwarding header that names no usable client address: all
+    /// such requests share one counter (`ip:invalid-forwarding`).
+    InvalidForwarding,
 }
 
 impl Identity {
@@ -59,6 +68,7 @@ impl Identity {
             Self::User(u) => ("user", u),
             Self::Ip(ip) => ("ip", ip),
             Self::Unknown => ("ip", "unknown"),
+            Self::InvalidForwarding => ("ip", "invalid-forwarding"),
         }
     }
 
@@ -101,13 +111,78 @@ impl fmt::Display for Identity {
 /// Longest user id accepted from a header (longer ones are ignored, and the IP is used).
 pub const MAX_HEADER_USER_LEN: usize = 256;
 
+/// The one forwarding header believed from trusted proxies (`RATE_LIMIT_FORWARDED_HEADER`).
+///
+/// Choose the header your proxy *writes*: nginx (`proxy_add_x_forwarded_for`), AWS ALB,
+/// Google and Azure load balancers, Traefik, Envoy, Caddy and HAProxy (`option forwardfor`)
+/// append `X-Forwarded-For`; nginx setting `X-Real-IP $remote_addr`: `x-real-ip`; a proxy
+/// that appends RFC 7239 `Forwarded`: `forwarded`.
+///
+/// ```
+/// use tenant_guard::ratelimit::ForwardedHeader;
+/// assert_eq!("forwarded".parse::<ForwardedHeader>().unwrap(), ForwardedHeader::Forwarded);
+/// assert_eq!("X-Real-IP".parse::<ForwardedHeader>().unwrap(), ForwardedHeader::XRealIp);
+/// assert_eq!(ForwardedHeader::default().to_string(), "x-forwarded-for");
+/// assert!("via".parse::<ForwardedHeader>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (the default).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+    /// `X-Real-IP: client` (one address, set by the proxy).
+    XRealIp,
+}
+
+impl ForwardedHeader {
+    /// The accepted values, for error messages.
+    pub const FORM: &'static str = "`x-forwarded-for`, `forwarded` or `x-real-ip`";
+}
+
+impl std::str::FromStr for ForwardedHeader {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            "x-real-ip" => Ok(Self::XRealIp),
+            other => Err(format!("`{other}` is not a supported forwarding header")),
+        }
+    }
+}
+
+impl fmt::Display for ForwardedHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+            Self::XRealIp => "x-real-ip",
+        })
+    }
+}
+
 /// How the identity of a request is found (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct IdentityConfig {
     /// Header carrying a user id set by a trusted gateway.
     pub user_header: Option<HeaderName>,
-    /// Proxies whose forwarding headers are believed.
+    /// Proxies whose forwarding header is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The forwarding header believed from those proxies; the others are ignored.
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// Where a request comes from, as far as the trusted proxies tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddr {
+    /// A usable address.
+    Ip(IpAddr),
+    /// A trusted proxy's forwarding header named no usable address.
+    InvalidForwarding,
+    /// No peer address is known.
+    Unknown,
 }
 
 impl IdentityConfig {
@@ -116,8 +191,8 @@ impl IdentityConfig {
     /// ```
     /// use tenant_guard::ratelimit::{Identity, IdentityConfig};
     /// let cfg = IdentityConfig {
-    ///     user_header: None,
     ///     trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+    ///     ..Default::default()
     /// };
     /// let (parts, ()) = http::Request::get("/")
     ///     .header("x-forwarded-for", "203.0.113.9, 10.0.0.7")
@@ -142,9 +217,10 @@ impl IdentityConfig {
                 }
             }
         }
-        match self.client_ip(parts, peer) {
-            Some(ip) => Identity::from_ip(ip),
-            None => Identity::Unknown,
+        match self.client(parts, peer) {
+            ClientAddr::Ip(ip) => Identity::from_ip(ip),
+            ClientAddr::InvalidForwarding => Identity::InvalidForwarding,
+            ClientAddr::Unknown => Identity::Unknown,
         }
     }
 
@@ -156,62 +232,110 @@ impl IdentityConfig {
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 
-    /// The client address: the peer, or the first untrusted hop from the right of the
-    /// forwarding headers when the peer is a trusted proxy.
+    /// The client address, if there is a usable one (see [`client`](Self::client)).
     pub fn client_ip(&self, parts: &Parts, peer: Option<SocketAddr>) -> Option<IpAddr> {
-        let peer = peer?.ip();
-        if !self.trusted(peer) {
-            return Some(peer);
+        match self.client(parts, peer) {
+            ClientAddr::Ip(ip) => Some(ip),
+            ClientAddr::InvalidForwarding | ClientAddr::Unknown => None,
         }
-        let hops = forwarded_hops(parts);
-        let mut client = peer;
+    }
+
+    /// The client address: the peer, or, when the peer is a trusted proxy, the first
+    /// untrusted hop from the right of the chosen forwarding header. A missing header leaves
+    /// the peer (the proxy's own request); a hop that cannot be read before an untrusted
+    /// address is found gives [`ClientAddr::InvalidForwarding`].
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{ClientAddr, IdentityConfig};
+    /// let cfg = IdentityConfig {
+    ///     trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+    ///     ..Default::default()
+    /// };
+    /// let peer = "10.0.0.1:5555".parse().ok();
+    /// let (garbage, ()) = http::Request::get("/")
+    ///     .header("x-forwarded-for", "unknown")
+    ///     .body(()).unwrap().into_parts();
+    /// assert_eq!(cfg.client(&garbage, peer), ClientAddr::InvalidForwarding);
+    /// // Only the chosen header counts: a client-sent `Forwarded` is ignored.
+    /// let (other, ()) = http::Request::get("/")
+    ///     .header("forwarded", "for=198.51.100.4")
+    ///     .header("x-forwarded-for", "203.0.113.9")
+    ///     .body(()).unwrap().into_parts();
+    /// assert_eq!(cfg.client(&other, peer), ClientAddr::Ip("203.0.113.9".parse().unwrap()));
+    /// ```
+    pub fn client(&self, parts: &Parts, peer: Option<SocketAddr>) -> ClientAddr {
+        let Some(peer) = peer.map(|p| p.ip()) else {
+            return ClientAddr::Unknown;
+        };
+        if !self.trusted(peer) {
+            return ClientAddr::Ip(peer);
+        }
+        let Some(hops) = forwarded_hops(parts, self.forwarded_header) else {
+            // The proxy sent no forwarding header: the request is its own (a health check).
+            return ClientAddr::Ip(peer);
+        };
         for hop in hops.iter().rev() {
             match hop {
-                Some(ip) => {
-                    client = *ip;
-                    if !self.trusted(*ip) {
-                        return Some(*ip);
-                    }
-                }
-                // An unparsable hop ends what we can believe: use the last good one.
-                None => return Some(client),
+                Some(ip) if self.trusted(*ip) => {}
+                Some(ip) => return ClientAddr::Ip(*ip),
+                // What the proxy wrote cannot be read: no hop left of it can be believed.
+                None => return ClientAddr::InvalidForwarding,
             }
         }
-        Some(client)
+        // Every hop is trusted: the leftmost is the origin.
+        match hops.first() {
+            Some(Some(ip)) => ClientAddr::Ip(*ip),
+            _ => ClientAddr::InvalidForwarding,
+        }
     }
 }
 
-/// Hops of `Forwarded` (`for=`) if present, else of `X-Forwarded-For`, left to right.
-fn forwarded_hops(parts: &Parts) -> Vec<Option<IpAddr>> {
-    let fwd: Vec<&str> = parts
-        .headers
-        .get_all(http::header::FORWARDED)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if !fwd.is_empty() {
-        let mut out = Vec::new();
-        for elem in fwd.iter().flat_map(|v| v.split(',')) {
-            let for_ = elem.split(';').find_map(|pair| {
-                let (k, v) = pair.trim().split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then(|| v.trim().trim_matches('"'))
-            });
-            if let Some(v) = for_ {
-                out.push(parse_node(v));
+/// Most hops read from a forwarding header (a longer chain is cut from the left, the part
+/// only the client controls).
+const MAX_HOPS: usize = 32;
+
+/// Hops of the chosen header, left to right; `None` when the header is absent.
+fn forwarded_hops(parts: &Parts, which: ForwardedHeader) -> Option<Vec<Option<IpAddr>>> {
+    let name = match which {
+        ForwardedHeader::XForwardedFor => "x-forwarded-for",
+        ForwardedHeader::Forwarded => "forwarded",
+        ForwardedHeader::XRealIp => "x-real-ip",
+    };
+    let mut values = parts.headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let mut out = Vec::new();
+    for v in values {
+        let Ok(v) = v.to_str() else {
+            out.push(None);
+            continue;
+        };
+        match which {
+            ForwardedHeader::XForwardedFor => {
+                out.extend(v.split(',').map(|s| parse_node(s.trim())));
+            }
+            ForwardedHeader::XRealIp => out.push(parse_node(v.trim())),
+            ForwardedHeader::Forwarded => {
+                for elem in v.split(',') {
+                    let for_ = elem.split(';').find_map(|pair| {
+                        let (k, v) = pair.trim().split_once('=')?;
+                        k.trim()
+                            .eq_ignore_ascii_case("for")
+                            .then(|| v.trim().trim_matches('"'))
+                    });
+                    // An element without `for=` names no client: unreadable.
+                    out.push(for_.and_then(parse_node));
+                }
             }
         }
-        return out;
+        if out.len() > 4 * MAX_HOPS {
+            // Keep the work per request bounded; only the right end matters.
+            out.drain(..out.len() - MAX_HOPS);
+        }
     }
-    parts
-        .headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| parse_node(s.trim()))
-        .collect()
+    if out.len() > MAX_HOPS {
+        out.drain(..out.len() - MAX_HOPS);
+    }
+    Some(out)
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `[2001:db8::1]`, `[2001:db8::1]:80`, `2001:db8::1`.
@@ -241,10 +365,19 @@ mod tests {
 
     fn cfg(trusted: &[&str]) -> IdentityConfig {
         IdentityConfig {
-            user_header: None,
             trusted_proxies: trusted.iter().map(|s| s.parse().unwrap()).collect(),
+            ..Default::default()
         }
     }
+
+    fn with(header: ForwardedHeader, trusted: &[&str]) -> IdentityConfig {
+        IdentityConfig {
+            forwarded_header: header,
+            ..cfg(trusted)
+        }
+    }
+
+    const PROXY: &str = "10.0.0.1:1";
 
     #[test]
     fn spoofed_xff_from_untrusted_peer_is_ignored() {
@@ -276,11 +409,84 @@ mod tests {
             c.client_ip(&p, "10.0.0.1:1".parse().ok()),
             Some("10.0.0.9".parse().unwrap())
         );
-        // Garbage stops the walk at the last good hop.
+        // Garbage from the client left of a trusted hop: the shared invalid identity, not
+        // the trusted hop's (that would throttle every client behind it).
         let p = parts(&[("x-forwarded-for", "<script>, 10.0.0.2")]);
         assert_eq!(
-            c.client_ip(&p, "10.0.0.1:1".parse().ok()),
-            Some("10.0.0.2".parse().unwrap())
+            c.client(&p, PROXY.parse().ok()),
+            ClientAddr::InvalidForwarding
+        );
+    }
+
+    #[test]
+    fn only_the_chosen_header_counts() {
+        // nginx appends X-Forwarded-For and passes the client's `Forwarded` through.
+        let c = cfg(&["10.0.0.0/8"]);
+        let peer = PROXY.parse().ok();
+        for fake in ["for=1.2.3.4", "for=5.6.7.8", "for=\"[2001:db8::9]\""] {
+            let p = parts(&[("forwarded", fake), ("x-forwarded-for", "198.51.100.7")]);
+            assert_eq!(c.identify(&p, peer).parts(), ("ip", "198.51.100.7"));
+        }
+        // No fallback to another header when the chosen one is missing: the proxy itself.
+        let p = parts(&[("forwarded", "for=1.2.3.4"), ("x-real-ip", "1.2.3.5")]);
+        assert_eq!(c.identify(&p, peer).parts(), ("ip", "10.0.0.1"));
+        // The same the other way round.
+        let f = with(ForwardedHeader::Forwarded, &["10.0.0.0/8"]);
+        let p = parts(&[
+            ("forwarded", "for=198.51.100.7"),
+            ("x-forwarded-for", "6.6.6.6"),
+        ]);
+        assert_eq!(f.identify(&p, peer).parts(), ("ip", "198.51.100.7"));
+        let r = with(ForwardedHeader::XRealIp, &["10.0.0.0/8"]);
+        let p = parts(&[
+            ("x-real-ip", "198.51.100.8"),
+            ("x-forwarded-for", "6.6.6.6"),
+        ]);
+        assert_eq!(r.identify(&p, peer).parts(), ("ip", "198.51.100.8"));
+    }
+
+    #[test]
+    fn garbage_from_a_trusted_proxy_is_one_shared_identity_not_the_proxy() {
+        let peer = PROXY.parse().ok();
+        let cases: &[(ForwardedHeader, &str, &[u8])] = &[
+            (
+                ForwardedHeader::XForwardedFor,
+                "x-forwarded-for",
+                b"unknown",
+            ),
+            (ForwardedHeader::XForwardedFor, "x-forwarded-for", b""),
+            (
+                ForwardedHeader::XForwardedFor,
+                "x-forwarded-for",
+                b"caf\xc3\xa9",
+            ),
+            (
+                ForwardedHeader::XForwardedFor,
+                "x-forwarded-for",
+                b"1.2.3.4, junk",
+            ),
+            (ForwardedHeader::Forwarded, "forwarded", b"proto=https"),
+            (ForwardedHeader::Forwarded, "forwarded", b"for=unknown"),
+            (ForwardedHeader::Forwarded, "forwarded", b"for=_hidden"),
+            (ForwardedHeader::XRealIp, "x-real-ip", b"not an ip"),
+        ];
+        for (which, name, value) in cases {
+            let mut p = parts(&[]);
+            p.headers.append(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_bytes(value).unwrap(),
+            );
+            let c = with(*which, &["10.0.0.0/8"]);
+            let id = c.identify(&p, peer);
+            assert_eq!(id, Identity::InvalidForwarding, "{name}: {value:?}");
+            assert_eq!(id.parts(), ("ip", "invalid-forwarding"));
+        }
+        // A chain longer than the hop bound is cut from the left; the right end decides.
+        let long = format!("{}198.51.100.7", "1.1.1.1, ".repeat(1000));
+        let p = parts(&[("x-forwarded-for", &long)]);
+        assert_eq!(
+            cfg(&["10.0.0.0/8"]).identify(&p, peer).parts(),
+            ("ip", "198.51.100.7")
         );
     }
 
@@ -290,7 +496,7 @@ mod tests {
             "forwarded",
             "for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\";proto=https, for=10.0.0.3",
         )]);
-        let c = cfg(&["10.0.0.0/8"]);
+        let c = with(ForwardedHeader::Forwarded, &["10.0.0.0/8"]);
         let ip = c.client_ip(&p, "10.0.0.1:1".parse().ok()).unwrap();
         assert_eq!(ip, "2001:db8:cafe::17".parse::<IpAddr>().unwrap());
         assert_eq!(Identity::from_ip(ip).parts(), ("ip", "2001:db8:cafe::/64"));
@@ -301,7 +507,7 @@ mod tests {
         let mut p = parts(&[("x-user", "alice")]);
         let c = IdentityConfig {
             user_header: Some(HeaderName::from_static("x-user")),
-            trusted_proxies: vec![],
+            ..Default::default()
         };
         let peer = "192.0.2.1:9".parse().ok();
         assert_eq!(c.identify(&p, peer).parts(), ("user", "alice"));

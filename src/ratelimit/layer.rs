@@ -96,6 +96,7 @@ impl RateLimitLayer {
                 .as_deref()
                 .and_then(|h| http::HeaderName::try_from(h).ok()),
             trusted_proxies: rl.trusted_proxies.clone(),
+            forwarded_header: rl.forwarded_header,
         };
         Self::new(limiter)
             .identity(identity)

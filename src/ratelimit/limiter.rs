@@ -190,6 +190,13 @@ pub struct Check<'a> {
     pub plan: Option<&'a str>,
 }
 
+static GET: Method = Method::GET;
+
+/// A `HEAD` check as the `GET` it runs (axum routes `HEAD` to the `GET` handler).
+fn as_get<'a>(c: &Check<'a>) -> Option<Check<'a>> {
+    (c.method == Method::HEAD).then_some(Check { method: &GET, ..*c })
+}
+
 /// Options of a limiter beyond its rules.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -550,7 +557,18 @@ impl RateLimiter {
 
     /// Checks a request and, if every enforced rule allows it, charges its cost to every
     /// rule that allows it — all in one step (one Lua call on Redis).
+    ///
+    /// `HEAD` is checked as `GET` (axum and hyper run the `GET` handler for it), so
+    /// `HEAD` requests meet the `GET` endpoint rules and costs and share their counters.
     pub async fn check(&self, c: &Check<'_>) -> Decision {
+        let head;
+        let c = match as_get(c) {
+            Some(get) => {
+                head = get;
+                &head
+            }
+            None => c,
+        };
         // The match ends before the await: only the boxed Redis future lives across it,
         // so the future of an in-process check stays a few words (it is moved around).
         let remote = match self.decide_local(c, true) {
@@ -568,6 +586,14 @@ impl RateLimiter {
 
     /// Like [`check`](Self::check) but never charges anything: what would happen now.
     pub async fn peek(&self, c: &Check<'_>) -> Decision {
+        let head;
+        let c = match as_get(c) {
+            Some(get) => {
+                head = get;
+                &head
+            }
+            None => c,
+        };
         let remote = match self.decide_local(c, false) {
             Local::Done(d) => return d,
             Local::Remote(applied) => Box::pin(self.decide_remote(c, applied, false)),

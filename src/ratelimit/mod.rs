@@ -26,7 +26,9 @@ mod memory;
 mod policy;
 pub mod rules;
 
-pub use identity::{Identity, IdentityConfig, UserId, MAX_HEADER_USER_LEN};
+pub use identity::{
+    ClientAddr, ForwardedHeader, Identity, IdentityConfig, UserId, MAX_HEADER_USER_LEN,
+};
 pub use layer::{RateLimitLayer, RateLimitService, GLOBAL_TENANT, UNMATCHED_ROUTE};
 pub use limiter::{Check, Decision, LimiterOptions, OutageMode, RateLimiter, RuleDecision, Source};
 pub use policy::{Policy, PolicyBuilder};

@@ -1,0 +1,271 @@
+//! Regression tests for what a hostile client tried against the layers (one test or more per
+//! finding of the hostile-input review): each failed before its fix.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use tower::ServiceExt;
+
+use tenant_guard::backend::Backend;
+use tenant_guard::config::Config;
+use tenant_guard::metrics::Metrics;
+use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
+
+/// An app with the rate-limit layer built from `vars`, as `from_config` users build it.
+fn limited_app(vars: &[(&str, &str)]) -> Router {
+    let config = Config::from_vars(vars.iter().copied()).expect("config");
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).expect("backend");
+    let limiter = RateLimiter::from_config(&config, backend, &metrics);
+    Router::new()
+        .route("/api/reports", get(|| async { "report" }))
+        .route("/api/other", get(|| async { "other" }))
+        .layer(RateLimitLayer::from_config(&config, limiter))
+}
+
+fn request(method: &str, path: &str, peer: &str, headers: &[(&str, &str)]) -> http::Request<Body> {
+    let mut b = http::Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let mut req = b.body(Body::empty()).unwrap();
+    let peer: SocketAddr = peer.parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    req
+}
+
+async fn statuses(app: &Router, reqs: Vec<http::Request<Body>>) -> Vec<u16> {
+    let mut out = Vec::new();
+    for r in reqs {
+        out.push(app.clone().oneshot(r).await.unwrap().status().as_u16());
+    }
+    out
+}
+
+/// Finding 6: `HEAD` (axum runs the `GET` handler) escaped `GET` endpoint rules.
+#[tokio::test]
+async fn head_counts_as_get_for_endpoint_rules_and_costs() {
+    let app = limited_app(&[
+        ("RATE_LIMIT_ENDPOINTS", "reports: GET /api/reports = 2/1m"),
+        ("RATE_LIMIT_MAX", "1000"),
+    ]);
+    let peer = "198.51.100.1:4000";
+    let got = statuses(
+        &app,
+        (0..5)
+            .map(|_| request("HEAD", "/api/reports", peer, &[]))
+            .collect(),
+    )
+    .await;
+    assert_eq!(got, [200, 200, 429, 429, 429]);
+    // HEAD and GET share the counter: the GET that follows is denied too.
+    let got = statuses(&app, vec![request("GET", "/api/reports", peer, &[])]).await;
+    assert_eq!(got, [429]);
+
+    // Costs: a HEAD costs what the GET costs.
+    let app = limited_app(&[
+        ("RATE_LIMIT_MAX", "6"),
+        ("RATE_LIMIT_COSTS", "GET /api/reports = 3"),
+    ]);
+    let got = statuses(
+        &app,
+        (0..3)
+            .map(|_| request("HEAD", "/api/reports", peer, &[]))
+            .collect(),
+    )
+    .await;
+    assert_eq!(got, [200, 200, 429]);
+}
+
+/// Finding 2: behind a trusted proxy that appends `X-Forwarded-For`, a client-sent
+/// `Forwarded` header minted a fresh identity per request.
+#[tokio::test]
+async fn client_forwarded_header_cannot_mint_identities_behind_an_xff_proxy() {
+    let app = limited_app(&[
+        ("RATE_LIMIT_MAX", "3"),
+        ("RATE_LIMIT_WINDOW", "1m"),
+        ("RATE_LIMIT_TRUSTED_PROXIES", "10.0.0.0/8"),
+    ]);
+    let reqs = (0..8)
+        .map(|i| {
+            let fake = format!("for=192.0.2.{i}");
+            request(
+                "GET",
+                "/api/reports",
+                "10.0.0.1:4000",
+                &[("forwarded", &fake), ("x-forwarded-for", "203.0.113.7")],
+            )
+        })
+        .collect();
+    let got = statuses(&app, reqs).await;
+    assert_eq!(got, [200, 200, 200, 429, 429, 429, 429, 429]);
+
+    // With `forwarded` chosen, X-Forwarded-For is the one ignored.
+    let app = limited_app(&[
+        ("RATE_LIMIT_MAX", "3"),
+        ("RATE_LIMIT_WINDOW", "1m"),
+        ("RATE_LIMIT_TRUSTED_PROXIES", "10.0.0.0/8"),
+        ("RATE_LIMIT_FORWARDED_HEADER", "forwarded"),
+    ]);
+    let reqs = (0..8)
+        .map(|i| {
+            let fake = format!("192.0.2.{i}");
+            request(
+                "GET",
+                "/api/reports",
+                "10.0.0.1:4000",
+                &[("x-forwarded-for", &fake), ("forwarded", "for=203.0.113.7")],
+            )
+        })
+        .collect();
+    let got = statuses(&app, reqs).await;
+    assert_eq!(got, [200, 200, 200, 429, 429, 429, 429, 429]);
+}
+
+/// Finding 3: garbage in `X-Forwarded-For` from a trusted proxy counted against the
+/// proxy's own address, so a few such requests throttled every direct client.
+#[tokio::test]
+async fn garbage_forwarding_does_not_throttle_the_proxy_address() {
+    let app = limited_app(&[
+        ("RATE_LIMIT_MAX", "2"),
+        ("RATE_LIMIT_WINDOW", "1m"),
+        ("RATE_LIMIT_TRUSTED_PROXIES", "10.0.0.0/8"),
+    ]);
+    let proxy = "10.0.0.1:4000";
+    let garbage = ["unknown", "not-an-ip", "caf\u{e9}", ""];
+    let mut reqs = Vec::new();
+    for g in garbage {
+        let mut r = request("GET", "/api/reports", proxy, &[]);
+        r.headers_mut().insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(g.as_bytes()).unwrap(),
+        );
+        reqs.push(r);
+    }
+    // The garbage senders share one identity: 2 admitted, the rest denied.
+    assert_eq!(statuses(&app, reqs).await, [200, 200, 429, 429]);
+    // The proxy's own requests (no forwarding header) and a real client behind it are
+    // untouched.
+    let got = statuses(
+        &app,
+        vec![
+            request("GET", "/api/reports", proxy, &[]),
+            request(
+                "GET",
+                "/api/reports",
+                proxy,
+                &[("x-forwarded-for", "198.51.100.20")],
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(got, [200, 200]);
+}
+
+#[test]
+fn forwarded_header_variable_is_validated() {
+    let err = Config::from_vars([("RATE_LIMIT_FORWARDED_HEADER", "via")]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("RATE_LIMIT_FORWARDED_HEADER"), "{text}");
+    assert!(text.contains("x-real-ip"), "{text}");
+    let cfg = Config::from_vars([("RATE_LIMIT_FORWARDED_HEADER", "X-Real-IP")]).unwrap();
+    assert!(cfg
+        .effective()
+        .iter()
+        .any(|(k, v)| k == "RATE_LIMIT_FORWARDED_HEADER" && v == "x-real-ip"));
+}
+
+/// Finding 11: a Redis clock step backwards (failover to a node whose clock is behind)
+/// wrapped the compact counter's bucket shift and wiped the counter. The test writes the
+/// counter as a node with a clock 10 s ahead would have, then checks on this node.
+#[tokio::test]
+async fn compact_counter_survives_a_clock_step_back() {
+    use tenant_guard::ratelimit::{Identity, Source};
+    let server = common::RedisServer::start();
+    let (limiter, _backend, _metrics) = common::build_limiter(vec![
+        ("REDIS_URL".into(), server.url()),
+        ("RATE_LIMIT_MAX".into(), "3".into()),
+        ("RATE_LIMIT_WINDOW".into(), "1m".into()),
+        ("RATE_LIMIT_ALGORITHM".into(), "compact".into()),
+        ("RATE_LIMIT_OUTAGE".into(), "closed".into()),
+        // Every answer from the script, none from the local deny cache.
+        ("RATE_LIMIT_DENY_CACHE".into(), "0".into()),
+    ]);
+    let t = tenant_guard::tenant::TenantId::new("clock").unwrap();
+    let who = Identity::User("u-1".into());
+    let check = common::get_check(&t, &who, "/x", None);
+    for _ in 0..3 {
+        let d = limiter.check(&check).await;
+        assert!(d.allowed);
+        assert_eq!(d.source, Source::Redis);
+    }
+    assert!(!limiter.check(&check).await.allowed);
+
+    let key = "tg:ratelimit:{clock}:per-endpoint:user:u-1:GET /x";
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let raw: Vec<u8> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(raw.len() >= 5, "compact counter layout: {raw:?}");
+    // 60 s / 30 buckets = 2 s a bucket: five buckets = 10 s ahead.
+    let base = u32::from_le_bytes(raw[..4].try_into().unwrap());
+    let mut ahead = raw.clone();
+    ahead[..4].copy_from_slice(&base.wrapping_add(5).to_le_bytes());
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(ahead)
+        .arg("KEEPTTL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let d = limiter.check(&check).await;
+    assert_eq!(d.source, Source::Redis);
+    assert!(!d.allowed, "the clock step restored the quota: {d:?}");
+    assert_eq!(d.rules[0].remaining, 0);
+}
+
+/// Finding 4: `REDIS_URL=unix:///...sock?pass=...` printed the password in `config`,
+/// `config --json` and `/cache/status`.
+#[tokio::test]
+async fn credentials_in_any_url_part_are_redacted() {
+    let urls = [
+        "unix:///run/redis/redis.sock?db=1&pass=hunter2-secret&user=appuser-secret",
+        "redis+unix:///run/redis.sock?password=hunter2-secret",
+        "redis://appuser-secret:hunter2-secret@127.0.0.1:1/0",
+        "redis://127.0.0.1:1/0?password=hunter2-secret",
+    ];
+    for url in urls {
+        let config = Config::from_vars([("REDIS_URL", url)]).unwrap();
+        let effective = format!("{:?}", config.effective());
+        let debug = format!("{config:?}");
+        for text in [&effective, &debug] {
+            assert!(!text.contains("hunter2"), "{url}: {text}");
+            assert!(!text.contains("appuser"), "{url}: {text}");
+        }
+        let metrics = Metrics::new();
+        let backend = Backend::from_config(&config, &metrics).unwrap();
+        let ops = tenant_guard::ops::router::<()>(backend, metrics);
+        for route in ["/cache/status", "/health/ready", "/health", "/metrics"] {
+            let res = ops
+                .clone()
+                .oneshot(http::Request::get(route).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let body = http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let body = String::from_utf8_lossy(&body);
+            assert!(!body.contains("hunter2"), "{url} {route}: {body}");
+            assert!(!body.contains("appuser"), "{url} {route}: {body}");
+        }
+    }
+}
