@@ -11,8 +11,8 @@
 //! | `POST /login` | body `{"user": "alice"}`: binds the session to the user (new session id) |
 //! | `POST /logout` | ends the session |
 //! | `GET /me` | the tenant, the session's user and the rate-limit decision |
-//! | `DELETE /api/cache` | invalidates every cache entry of the tenant (all instances) |
-//! | `/health`, `/health/ready`, `/cache/status`, `/metrics` | ops routes |
+//! | `DELETE /api/cache` | invalidates every cache entry of the tenant (all instances); needs `Authorization: Bearer $TG_ADMIN_TOKEN`, refused (403) when that is unset |
+//! | `/health`, `/health/ready`, `/cache/status`, `/metrics` | ops routes (the last two behind `TG_OPS_TOKEN` when set) |
 //!
 //! The session layer puts the logged-in user in front of the rate limiter, so logged-in
 //! traffic is limited per user and anonymous traffic per `X-User-ID` or client IP. Reports
@@ -30,7 +30,7 @@ use serde_json::json;
 
 use crate::backend::{Backend, BackendError};
 use crate::cache::{Cache, CacheLayer};
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::metrics::Metrics;
 use crate::ops;
 use crate::problem::Problem;
@@ -71,7 +71,13 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
             "/api/ai/complete",
             post(complete).layer(CacheLayer::ai(cache.clone())),
         )
-        .route("/api/cache", axum::routing::delete(drop_cache))
+        .route(
+            "/api/cache",
+            axum::routing::delete({
+                let admin = config.ops.admin_token.clone();
+                move |tenant, cache, headers| drop_cache(tenant, cache, headers, admin)
+            }),
+        )
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/me", get(me))
@@ -79,7 +85,11 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         .layer(SessionLayer::from_config(&config.session, sessions).expose_user(true))
         .layer(TenantLayer::from_config(&config.tenant))
         .layer(Extension(cache))
-        .merge(ops::router(backend, metrics))
+        .merge(ops::router_with_token(
+            backend,
+            metrics,
+            config.ops.token.clone(),
+        ))
         // Turn handlers into routes once, here, rather than on every in-process call
         // (`into_make_service` does the same for served routers).
         .with_state(()))
@@ -98,7 +108,17 @@ fn computed() -> serde_json::Value {
 async fn drop_cache(
     tenant: TenantId,
     Extension(cache): Extension<Cache>,
+    headers: axum::http::HeaderMap,
+    admin: Option<Secret>,
 ) -> Result<Json<serde_json::Value>, Problem> {
+    let Some(admin) = admin else {
+        return Err(Problem::new(StatusCode::FORBIDDEN, "Admin route disabled")
+            .detail("set TG_ADMIN_TOKEN to enable DELETE /api/cache"));
+    };
+    if !ops::bearer_matches(&headers, &admin) {
+        return Err(Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized")
+            .detail("DELETE /api/cache needs `Authorization: Bearer <TG_ADMIN_TOKEN>`"));
+    }
     let removed = cache.invalidate_tenant(&tenant).await.map_err(|e| {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Cache unavailable").detail(e.to_string())
     })?;
@@ -106,7 +126,8 @@ async fn drop_cache(
 }
 
 /// TTL of a cached report by the age of its day: today's data still changes (15 s), last
-/// week's rarely (3 min), older days never (10 min). Unparseable days get 15 s.
+/// week's rarely (3 min), older days never (10 min). Unparseable days, and years outside
+/// 0..=9999, get 15 s; no input overflows.
 ///
 /// ```
 /// use std::time::Duration;
@@ -117,9 +138,9 @@ async fn drop_cache(
 /// assert_eq!(report_ttl("2024-01-01", today), Duration::from_secs(600));
 /// ```
 pub fn report_ttl(day: &str, today: i64) -> Duration {
-    match days_from_date(day) {
-        Some(d) if today - d >= 7 => Duration::from_secs(600),
-        Some(d) if today - d >= 1 => Duration::from_secs(180),
+    match days_from_date(day).map(|d| today.saturating_sub(d)) {
+        Some(age) if age >= 7 => Duration::from_secs(600),
+        Some(age) if age >= 1 => Duration::from_secs(180),
         _ => Duration::from_secs(15),
     }
 }
@@ -130,13 +151,14 @@ fn unix_day_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs() / 86_400).unwrap_or(0))
 }
 
-/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian).
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian), years 0..=9999
+/// only: the arithmetic below then stays far from `i64`'s bounds.
 fn days_from_date(s: &str) -> Option<i64> {
     let mut it = s.splitn(3, '-');
     let y: i64 = it.next()?.parse().ok()?;
     let m: i64 = it.next()?.parse().ok()?;
     let d: i64 = it.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    if !(0..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
     // Howard Hinnant's days_from_civil.
@@ -224,4 +246,25 @@ async fn me(
         "login_at": login_at,
         "rate_limit": decision,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extreme_days_do_not_overflow() {
+        let today = 20_414;
+        for day in [
+            "9223372036854775807-01-01",
+            "-9223372036854775808-12-31",
+            "99999-01-01",
+            "-1-01-01",
+            "18446744073709551616-01-01",
+        ] {
+            assert_eq!(report_ttl(day, today), Duration::from_secs(15), "{day}");
+        }
+        assert_eq!(report_ttl("9999-12-31", i64::MIN), Duration::from_secs(15));
+        assert_eq!(report_ttl("0000-01-01", i64::MAX), Duration::from_secs(600));
+    }
 }

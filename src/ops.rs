@@ -9,6 +9,11 @@
 //!
 //! These routes sit outside any tenant: merge them next to (not under) the
 //! [`TenantLayer`](crate::tenant::TenantLayer).
+//!
+//! `/cache/status` and `/metrics` show the Redis target, its last error and traffic
+//! figures: with a token ([`router_with_token`], `TG_OPS_TOKEN`) they answer 401 without
+//! `Authorization: Bearer <token>`. `/health` and `/health/ready` stay open for probes and
+//! never show an address, a credential or an error text.
 
 // Without Redis, the readiness and status handlers have one arm and need less.
 #![cfg_attr(not(feature = "redis"), allow(unused_imports, dead_code))]
@@ -21,12 +26,59 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::backend::{Backend, BackendKind, BreakerState};
+use crate::config::Secret;
 use crate::metrics::Metrics;
+use crate::problem::Problem;
 
 #[derive(Clone, Debug)]
 struct OpsState {
     backend: Backend,
     metrics: Metrics,
+    token: Option<Secret>,
+}
+
+/// Whether `headers` carry `Authorization: Bearer <expected>`, compared in constant time
+/// (both sides hashed first, so neither the length nor a common prefix shows in the time).
+///
+/// ```
+/// use tenant_guard::{config::Secret, ops::bearer_matches};
+/// let secret = Secret::new("s3cret-token");
+/// let mut headers = http::HeaderMap::new();
+/// assert!(!bearer_matches(&headers, &secret));
+/// headers.insert("authorization", "Bearer s3cret-token".parse().unwrap());
+/// assert!(bearer_matches(&headers, &secret));
+/// headers.insert("authorization", "Bearer s3cret-tokem".parse().unwrap());
+/// assert!(!bearer_matches(&headers, &secret));
+/// ```
+pub fn bearer_matches(headers: &http::HeaderMap, expected: &Secret) -> bool {
+    use sha2::{Digest, Sha256};
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    let a = Sha256::digest(given.trim_ascii());
+    let b = Sha256::digest(expected.expose().as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+fn unauthorized() -> Response {
+    let mut res: Response = Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized")
+        .detail("this route needs `Authorization: Bearer <TG_OPS_TOKEN>`")
+        .into_response();
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    res
+}
+
+fn allowed(st: &OpsState, headers: &http::HeaderMap) -> bool {
+    st.token.as_ref().is_none_or(|t| bearer_matches(headers, t))
 }
 
 /// The ops router.
@@ -48,12 +100,48 @@ struct OpsState {
 /// # }
 /// ```
 pub fn router<S>(backend: Backend, metrics: Metrics) -> Router<S> {
+    router_with_token(backend, metrics, None)
+}
+
+/// The ops router with `/cache/status` and `/metrics` behind a bearer token
+/// (`config.ops.token`, from `TG_OPS_TOKEN`); `None` leaves them open.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tower::ServiceExt;
+/// use tenant_guard::{backend::Backend, config::{Config, Secret}, metrics::Metrics, ops};
+///
+/// let metrics = Metrics::new();
+/// let backend = Backend::from_config(&Config::default(), &metrics).unwrap();
+/// let app = ops::router_with_token(backend, metrics, Some(Secret::new("t0ken")));
+/// let get = |path: &str, auth: Option<&str>| {
+///     let mut req = http::Request::get(path);
+///     if let Some(a) = auth {
+///         req = req.header("authorization", a);
+///     }
+///     app.clone().oneshot(req.body(axum::body::Body::empty()).unwrap())
+/// };
+/// assert_eq!(get("/metrics", None).await.unwrap().status(), 401);
+/// assert_eq!(get("/metrics", Some("Bearer t0ken")).await.unwrap().status(), 200);
+/// assert_eq!(get("/health/ready", None).await.unwrap().status(), 200);
+/// # }
+/// ```
+pub fn router_with_token<S>(
+    backend: Backend,
+    metrics: Metrics,
+    token: Option<Secret>,
+) -> Router<S> {
     Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
         .route("/cache/status", get(status))
         .route("/metrics", get(render_metrics))
-        .with_state(OpsState { backend, metrics })
+        .with_state(OpsState {
+            backend,
+            metrics,
+            token,
+        })
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -73,11 +161,11 @@ async fn ready(State(st): State<OpsState>) -> Response {
             let health = r.health();
             if health.state() == BreakerState::Open {
                 // Known down: answer now, the background probe will notice recovery.
+                // No error text: it may name the address, and this route is open.
                 let body = json!({
                     "status": "unavailable",
                     "backend": kind,
                     "breaker": BreakerState::Open,
-                    "error": health.last_error(),
                 });
                 return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
             }
@@ -89,16 +177,18 @@ async fn ready(State(st): State<OpsState>) -> Response {
                     "redis_latency_ms": ms(latency),
                 }))
                 .into_response(),
-                Err(e) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({
-                        "status": "unavailable",
-                        "backend": kind,
-                        "breaker": health.state(),
-                        "error": e.to_string(),
-                    })),
-                )
-                    .into_response(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "readiness probe failed");
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(json!({
+                            "status": "unavailable",
+                            "backend": kind,
+                            "breaker": health.state(),
+                        })),
+                    )
+                        .into_response()
+                }
             }
         }
     }
@@ -116,7 +206,10 @@ fn cache_stats(metrics: &Metrics) -> serde_json::Value {
     })
 }
 
-async fn status(State(st): State<OpsState>) -> Json<serde_json::Value> {
+async fn status(State(st): State<OpsState>, headers: http::HeaderMap) -> Response {
+    if !allowed(&st, &headers) {
+        return unauthorized();
+    }
     let kind = st.backend.kind();
     let cache = cache_stats(&st.metrics);
     match &st.backend {
@@ -130,7 +223,8 @@ async fn status(State(st): State<OpsState>) -> Json<serde_json::Value> {
                 "bytes": m.bytes(),
                 "evictions": m.evictions(),
             },
-        })),
+        }))
+        .into_response(),
         #[cfg(feature = "redis")]
         Backend::Redis(r) => {
             let health = r.health();
@@ -151,11 +245,15 @@ async fn status(State(st): State<OpsState>) -> Json<serde_json::Value> {
                     "last_error": health.last_error(),
                 },
             }))
+            .into_response()
         }
     }
 }
 
-async fn render_metrics(State(st): State<OpsState>) -> Response {
+async fn render_metrics(State(st): State<OpsState>, headers: http::HeaderMap) -> Response {
+    if !allowed(&st, &headers) {
+        return unauthorized();
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -52,7 +52,7 @@ fn valid_environment_prints_effective_config_with_secrets_redacted() {
     assert!(!text.contains("hunter2pw"), "{text}");
     assert!(!text.contains(secret), "{text}");
     assert!(
-        text.contains("redis://app:[redacted]@cache.internal:6380/1"),
+        text.contains("redis://[redacted]:[redacted]@cache.internal:6380/1"),
         "{text}"
     );
     assert!(text.contains("RATE_LIMIT_MAX"), "{text}");

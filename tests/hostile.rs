@@ -269,3 +269,86 @@ async fn credentials_in_any_url_part_are_redacted() {
         }
     }
 }
+
+/// Finding 15: `/metrics` and `/cache/status` were open to anyone and showed the Redis
+/// address and last error. Finding 10 (in part): the demo's `DELETE /api/cache` was open.
+#[tokio::test]
+async fn ops_and_admin_routes_need_their_tokens() {
+    const OPS: &str = "ops-token-0123456789abcdef0123456789";
+    const ADMIN: &str = "admin-token-0123456789abcdef012345678";
+    async fn call(app: &Router, method: &str, path: &str, auth: Option<&str>) -> u16 {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-tenant-id", "acme");
+        if let Some(a) = auth {
+            b = b.header("authorization", format!("Bearer {a}"));
+        }
+        let req = b.body(Body::empty()).unwrap();
+        app.clone().oneshot(req).await.unwrap().status().as_u16()
+    }
+    let config = Config::from_vars([("TG_OPS_TOKEN", OPS), ("TG_ADMIN_TOKEN", ADMIN)]).unwrap();
+    let app = tenant_guard::demo::app(&config).unwrap();
+    for route in ["/metrics", "/cache/status"] {
+        assert_eq!(call(&app, "GET", route, None).await, 401, "{route}");
+        assert_eq!(call(&app, "GET", route, Some(ADMIN)).await, 401, "{route}");
+        assert_eq!(call(&app, "GET", route, Some(OPS)).await, 200, "{route}");
+    }
+    for route in ["/health", "/health/ready"] {
+        assert_eq!(call(&app, "GET", route, None).await, 200, "{route}");
+    }
+    assert_eq!(call(&app, "DELETE", "/api/cache", None).await, 401);
+    assert_eq!(call(&app, "DELETE", "/api/cache", Some(OPS)).await, 401);
+    assert_eq!(call(&app, "DELETE", "/api/cache", Some(ADMIN)).await, 200);
+
+    // Without TG_ADMIN_TOKEN the admin route is refused outright.
+    let app = tenant_guard::demo::app(&Config::default()).unwrap();
+    assert_eq!(call(&app, "DELETE", "/api/cache", None).await, 403);
+    assert_eq!(
+        call(&app, "DELETE", "/api/cache", Some("anything")).await,
+        403
+    );
+
+    // Short tokens are configuration errors.
+    let err = Config::from_vars([("TG_OPS_TOKEN", "short")]).unwrap_err();
+    assert!(err.to_string().contains("TG_OPS_TOKEN"), "{err}");
+}
+
+/// Finding 15: the open readiness route shows no address and no error text.
+#[tokio::test]
+async fn readiness_shows_no_address_or_error_text() {
+    let server = common::RedisServer::start();
+    let url = server.url().replace("redis://", "redis://:pw-secret@");
+    let config = Config::from_vars([
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_CONNECT_TIMEOUT", "200ms"),
+        ("REDIS_COMMAND_TIMEOUT", "200ms"),
+    ])
+    .unwrap();
+    drop(server); // nothing listens there any more
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).unwrap();
+    let ops = tenant_guard::ops::router::<()>(backend, metrics);
+    for _ in 0..3 {
+        let res = ops
+            .clone()
+            .oneshot(
+                http::Request::get("/health/ready")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 503);
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            !body.contains("127.0.0.1") && !body.contains("pw-secret"),
+            "{body}"
+        );
+        assert!(!body.contains("error"), "{body}");
+    }
+}

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "multi-instance-test-secret-0123456789abcdef";
+const ADMIN: &str = "multi-instance-admin-token-0123456789abcdef";
 
 fn start(target: (&str, &str)) -> common::ServeProcess {
     common::ServeProcess::start(
@@ -16,6 +17,7 @@ fn start(target: (&str, &str)) -> common::ServeProcess {
         &[
             target,
             ("SESSION_SECRET", SECRET),
+            ("TG_ADMIN_TOKEN", ADMIN),
             ("RATE_LIMIT_TENANT", "100000/10m"),
             ("RATE_LIMIT_ENDPOINTS", "items: GET /api/items = 30/10m"),
             ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
@@ -103,7 +105,18 @@ fn three_instances(target: (&str, &str)) {
             .as_deref(),
         Some("HIT")
     );
-    let dropped = http(ports[0], "DELETE", "/api/cache", &tenant, &[], "");
+    // The admin route needs the admin token.
+    let refused = http(ports[0], "DELETE", "/api/cache", &tenant, &[], "");
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let auth = format!("Bearer {ADMIN}");
+    let dropped = http(
+        ports[0],
+        "DELETE",
+        "/api/cache",
+        &tenant,
+        &[("Authorization", &auth)],
+        "",
+    );
     assert_eq!(dropped.status, 200, "{}", dropped.body);
     let started = Instant::now();
     loop {

@@ -68,7 +68,31 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Default rate limit.
     pub rate_limit: RateLimitConfig,
+    /// Access to the ops and admin routes.
+    pub ops: OpsConfig,
     warnings: Vec<String>,
+}
+
+/// Who may read the ops routes and use the demo's admin route.
+///
+/// ```
+/// let cfg = tenant_guard::config::Config::from_vars([
+///     ("TG_OPS_TOKEN", "an-ops-token-of-at-least-32-bytes!!"),
+/// ]).unwrap();
+/// assert!(cfg.ops.token.is_some());
+/// assert!(cfg.ops.admin_token.is_none()); // the admin route is refused
+/// assert!(!format!("{cfg:?}").contains("an-ops-token"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct OpsConfig {
+    /// Bearer token required by `/metrics` and `/cache/status` (`TG_OPS_TOKEN`; unset: open,
+    /// for a port only the monitoring network reaches). `/health` and `/health/ready` stay
+    /// open for probes.
+    pub token: Option<Secret>,
+    /// Bearer token of the demo app's admin route, `DELETE /api/cache` (`TG_ADMIN_TOKEN`;
+    /// unset: the route is refused).
+    pub admin_token: Option<Secret>,
 }
 
 /// Where Redis is, if anywhere.
@@ -501,6 +525,9 @@ const KNOWN_TG_VARS: &[&str] = &[
     "TG_BREAKER_PROBE_INTERVAL",
     "TG_TENANT_SOURCE",
     "TG_DEFAULT_TENANT",
+    "TG_TENANTS",
+    "TG_OPS_TOKEN",
+    "TG_ADMIN_TOKEN",
 ];
 
 /// Reads variables, records problems, and remembers which secrets it saw.
@@ -645,6 +672,7 @@ impl Config {
         }
         let cache = read_cache(&mut r);
         let rate_limit = read_rate_limit(&mut r);
+        let ops = read_ops(&mut r);
 
         let mut unknown: Vec<&String> = r
             .vars
@@ -672,6 +700,7 @@ impl Config {
             session,
             cache,
             rate_limit,
+            ops,
             warnings: r.warnings,
         })
     }
@@ -852,6 +881,23 @@ impl Config {
             rl.burst.map_or_else(|| "(none)".into(), |q| q.to_string()),
         );
         push("RATE_LIMIT_DENY_CACHE", rl.deny_cache.to_string());
+        let token = |t: &Option<Secret>, unset: &str| {
+            t.as_ref().map_or_else(
+                || unset.to_string(),
+                |s| format!("[redacted] ({} bytes)", s.len()),
+            )
+        };
+        push(
+            "TG_OPS_TOKEN",
+            token(
+                &self.ops.token,
+                "(unset: /metrics and /cache/status are open)",
+            ),
+        );
+        push(
+            "TG_ADMIN_TOKEN",
+            token(&self.ops.admin_token, "(unset: admin routes refused)"),
+        );
         out
     }
 }
@@ -1194,6 +1240,17 @@ fn read_secret(r: &mut Reader, var: &str, raw: &str) -> Option<Secret> {
         return None;
     }
     Some(Secret::new(raw))
+}
+
+fn read_ops(r: &mut Reader) -> OpsConfig {
+    let mut token = |var: &str| {
+        let raw = r.get(var)?.to_string();
+        read_secret(r, var, &raw)
+    };
+    OpsConfig {
+        token: token("TG_OPS_TOKEN"),
+        admin_token: token("TG_ADMIN_TOKEN"),
+    }
 }
 
 fn read_session(r: &mut Reader) -> SessionConfig {

@@ -79,5 +79,9 @@ pub fn app(config: &Config) -> Router {
         )
         .layer(RateLimitLayer::from_config(config, limiter))
         .layer(TenantLayer::from_config(&config.tenant))
-        .merge(ops::router(backend, metrics))
+        .merge(ops::router_with_token(
+            backend,
+            metrics,
+            config.ops.token.clone(),
+        ))
 }

@@ -80,7 +80,11 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         .layer(SessionLayer::from_config(&config.session, sessions.clone()).expose_user(true))
         .layer(TenantLayer::from_config(&config.tenant))
         .layer(Extension(sessions))
-        .merge(ops::router(backend, metrics)))
+        .merge(ops::router_with_token(
+            backend,
+            metrics,
+            config.ops.token.clone(),
+        )))
 }
 
 #[derive(Deserialize)]

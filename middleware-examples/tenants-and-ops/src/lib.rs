@@ -51,7 +51,11 @@ pub fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>> {
         .route("/notes/{id}", get(read_note).post(write_note))
         .with_state(state)
         .layer(TenantLayer::from_config(&config.tenant))
-        .merge(ops::router(backend, metrics)))
+        .merge(ops::router_with_token(
+            backend,
+            metrics,
+            config.ops.token.clone(),
+        )))
 }
 
 async fn write_note(
