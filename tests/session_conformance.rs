@@ -229,7 +229,7 @@ mod checks {
         assert_eq!(r.status, StatusCode::OK);
         let sc = r.set_cookie.expect("cookie on create");
         assert!(sc.contains("HttpOnly") && sc.contains("SameSite=Lax") && sc.contains("Path=/"));
-        assert!(sc.starts_with("sid="), "{sc}");
+        assert!(sc.starts_with("__Host-sid="), "{sc}");
         assert_eq!(c.send("GET", "/get/a").await.body, "1");
         // Reads and untouched requests with a cookie send no cookie back.
         assert!(c.send("GET", "/get/a").await.set_cookie.is_none());
@@ -260,10 +260,9 @@ mod checks {
         };
         let r = on_b.send("GET", "/get/secret").await;
         assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, ""));
-        assert!(
-            r.set_cookie.unwrap().contains("Max-Age=0"),
-            "stale cookie not cleared"
-        );
+        // ... and is left alone: clearing it would log the user out of A.
+        assert_eq!(r.set_cookie, None, "another tenant's cookie was cleared");
+        assert_eq!(on_a.send("GET", "/get/secret").await.body, "a-data");
         // Writing on B starts B's own session with a fresh id, never A's id.
         let mut on_b = Client {
             cookie: on_a.cookie.clone(),
@@ -409,7 +408,7 @@ mod checks {
         let mut good = Client::new(&f, &t);
         good.send("POST", "/set/a/1").await;
         let pair = good.cookie.clone().unwrap();
-        let value = pair.strip_prefix("sid=").unwrap().to_string();
+        let value = pair.strip_prefix("__Host-sid=").unwrap().to_string();
         let mut flipped = value.clone().into_bytes();
         flipped[3] = if flipped[3] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).unwrap();
@@ -420,17 +419,17 @@ mod checks {
             ));
             let codec = tenant_guard::session::CookieCodec::from_config(&cfg);
             let id = tenant_guard::session::SessionId::generate();
-            let sc = codec.encode(&id);
+            let sc = codec.encode(&t, &id);
             sc.to_str().unwrap().split(';').next().unwrap().to_string()
         };
         let cases: Vec<Vec<u8>> = vec![
-            format!("sid={flipped}").into_bytes(),
-            format!("sid={}", &value[..value.len() - 4]).into_bytes(),
-            format!("sid={}", &value[10..]).into_bytes(),
-            b"sid=".to_vec(),
-            b"sid=garbage".to_vec(),
-            format!("sid={}", "A".repeat(10_000)).into_bytes(),
-            b"sid=\xff\xfe\xfd".to_vec(),
+            format!("__Host-sid={flipped}").into_bytes(),
+            format!("__Host-sid={}", &value[..value.len() - 4]).into_bytes(),
+            format!("__Host-sid={}", &value[10..]).into_bytes(),
+            b"__Host-sid=".to_vec(),
+            b"__Host-sid=garbage".to_vec(),
+            format!("__Host-sid={}", "A".repeat(10_000)).into_bytes(),
+            b"__Host-sid=\xff\xfe\xfd".to_vec(),
             other_secret.into_bytes(),
         ];
         for cookie in cases {

@@ -297,8 +297,8 @@ pub struct SessionConfig {
     pub cookie_same_site: SameSite,
     /// `Domain` attribute (`SESSION_COOKIE_DOMAIN`, default none: host-only).
     pub cookie_domain: Option<String>,
-    /// Prefix the name with `__Host-` (`SESSION_COOKIE_HOST_PREFIX`, default false); needs
-    /// `Secure` and no `Domain`.
+    /// Prefix the name with `__Host-` (`SESSION_COOKIE_HOST_PREFIX`, default true when the
+    /// cookie is `Secure` with no `Domain`, which the prefix needs; ignored otherwise).
     pub cookie_host_prefix: bool,
     /// Encrypt the cookie value instead of only signing it (`SESSION_COOKIE_ENCRYPT`).
     pub cookie_encrypt: bool,
@@ -321,7 +321,7 @@ impl Default for SessionConfig {
             cookie_secure: true,
             cookie_same_site: SameSite::Lax,
             cookie_domain: None,
-            cookie_host_prefix: false,
+            cookie_host_prefix: true,
             cookie_encrypt: false,
             max_bytes: 64 * 1024,
             outage: SessionOutage::Closed,
@@ -1320,10 +1320,9 @@ fn read_session(r: &mut Reader) -> SessionConfig {
         },
         "a domain such as `example.com`",
     );
-    let cookie_host_prefix = r
-        .parse("SESSION_COOKIE_HOST_PREFIX", parse::boolean, BOOL_FORM)
-        .unwrap_or(d.cookie_host_prefix);
-    if cookie_host_prefix && (!cookie_secure || cookie_domain.is_some()) {
+    let explicit_prefix = r.parse("SESSION_COOKIE_HOST_PREFIX", parse::boolean, BOOL_FORM);
+    let cookie_host_prefix = explicit_prefix.unwrap_or(cookie_secure && cookie_domain.is_none());
+    if explicit_prefix == Some(true) && (!cookie_secure || cookie_domain.is_some()) {
         r.problem(
             "SESSION_COOKIE_HOST_PREFIX",
             None,

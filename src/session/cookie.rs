@@ -7,6 +7,7 @@ use http::{HeaderMap, HeaderValue};
 
 use super::SessionId;
 use crate::config::{SameSite, SessionConfig};
+use crate::tenant::TenantId;
 
 /// Longest cookie value considered; longer ones are treated as absent-and-bad. A signed id
 /// is 76 characters, an encrypted one 88.
@@ -22,25 +23,34 @@ pub(crate) enum CookieState {
     Invalid,
     /// A verified id.
     Valid(SessionId),
+    /// A verified cookie of another tenant (one host serving several tenants): treated as
+    /// no session here, and left alone — clearing it would log the user out of the other
+    /// tenant.
+    OtherTenant,
 }
 
 /// Encodes and verifies the session cookie.
 ///
-/// The value is the session id signed with HMAC-SHA256 (or encrypted with AES-256-GCM when
-/// `SESSION_COOKIE_ENCRYPT=true`) by the `cookie` crate, under a key derived from
-/// `SESSION_SECRET`. Cookies signed with any `SESSION_SECRET_PREVIOUS` still verify; new
-/// cookies are always signed with `SESSION_SECRET`.
+/// The value is `<tenant>.<session id>` signed with HMAC-SHA256 (or encrypted with
+/// AES-256-GCM when `SESSION_COOKIE_ENCRYPT=true`) by the `cookie` crate, under a key
+/// derived from `SESSION_SECRET`. Cookies signed with any `SESSION_SECRET_PREVIOUS` still
+/// verify; new cookies are always signed with `SESSION_SECRET`. The tenant in the value
+/// lets a tenant recognise (and leave alone) another tenant's cookie on a shared host.
+///
+/// With `Secure` and no `Domain` (the defaults) the name carries the `__Host-` prefix, so
+/// a sibling subdomain cannot plant or overwrite it.
 ///
 /// ```
 /// use tenant_guard::config::SessionConfig;
 /// use tenant_guard::session::CookieCodec;
+/// use tenant_guard::tenant::TenantId;
 ///
 /// let codec = CookieCodec::from_config(&SessionConfig::default());
-/// assert_eq!(codec.name(), "sid");
+/// assert_eq!(codec.name(), "__Host-sid");
 /// let id = tenant_guard::session::SessionId::generate();
-/// let set_cookie = codec.encode(&id);
+/// let set_cookie = codec.encode(&TenantId::new("acme").unwrap(), &id);
 /// let s = set_cookie.to_str().unwrap();
-/// assert!(s.starts_with("sid=") && s.contains("HttpOnly") && s.contains("Secure"));
+/// assert!(s.starts_with("__Host-sid=") && s.contains("HttpOnly") && s.contains("Secure"));
 /// assert!(s.contains("SameSite=Lax") && s.contains("Path=/"));
 /// ```
 #[derive(Clone)]
@@ -83,7 +93,12 @@ impl CookieCodec {
                 .iter()
                 .map(|s| Key::derive_from(s.expose().as_bytes())),
         );
-        let name = if config.cookie_host_prefix {
+        // `__Host-` is only valid with Secure, Path=/ and no Domain: never emit a name the
+        // browser would then reject.
+        let name = if config.cookie_host_prefix
+            && config.cookie_secure
+            && config.cookie_domain.is_none()
+        {
             format!("__Host-{}", config.cookie_name)
         } else {
             config.cookie_name.clone()
@@ -109,8 +124,8 @@ impl CookieCodec {
         &self.name
     }
 
-    /// Reads the session id from the request's `Cookie` headers.
-    pub(crate) fn decode(&self, headers: &HeaderMap) -> CookieState {
+    /// Reads the session id of `tenant` from the request's `Cookie` headers.
+    pub(crate) fn decode(&self, headers: &HeaderMap, tenant: &TenantId) -> CookieState {
         let mut state = CookieState::Absent;
         for header in headers.get_all(http::header::COOKIE) {
             let Ok(text) = header.to_str() else {
@@ -128,15 +143,24 @@ impl CookieCodec {
                     continue;
                 }
                 match self.verify(value.trim()) {
-                    Some(id) => return CookieState::Valid(id),
-                    None => state = CookieState::Invalid,
+                    // Cookies from before the tenant was written into them: the store's
+                    // tenant-prefixed key still binds them to one tenant.
+                    Some((None, id)) => return CookieState::Valid(id),
+                    Some((Some(t), id)) if t == tenant.as_str() => return CookieState::Valid(id),
+                    Some(_) => state = CookieState::OtherTenant,
+                    None => {
+                        if state != CookieState::OtherTenant {
+                            state = CookieState::Invalid;
+                        }
+                    }
                 }
             }
         }
         state
     }
 
-    fn verify(&self, value: &str) -> Option<SessionId> {
+    /// The tenant (absent in older cookies) and id of a cookie value that verifies.
+    fn verify(&self, value: &str) -> Option<(Option<String>, SessionId)> {
         if value.is_empty() || value.len() > MAX_VALUE_LEN {
             return None;
         }
@@ -150,7 +174,10 @@ impl CookieCodec {
                 jar.signed(key).get(&self.name)
             };
             if let Some(c) = plain {
-                return SessionId::parse(c.value());
+                return match c.value().split_once('.') {
+                    Some((t, id)) => Some((Some(t.to_string()), SessionId::parse(id)?)),
+                    None => Some((None, SessionId::parse(c.value())?)),
+                };
             }
         }
         None
@@ -169,10 +196,11 @@ impl CookieCodec {
         c
     }
 
-    /// The `Set-Cookie` value carrying `id`, signed (or encrypted) with the current key.
-    pub fn encode(&self, id: &SessionId) -> HeaderValue {
+    /// The `Set-Cookie` value carrying `tenant`'s session `id`, signed (or encrypted) with
+    /// the current key.
+    pub fn encode(&self, tenant: &TenantId, id: &SessionId) -> HeaderValue {
         let mut jar = CookieJar::new();
-        let cookie = self.base(id.as_str().to_string());
+        let cookie = self.base(format!("{tenant}.{}", id.as_str()));
         if self.encrypt {
             jar.private_mut(&self.signing).add(cookie);
         } else {
@@ -210,8 +238,17 @@ mod tests {
     fn config(secret: &str) -> SessionConfig {
         SessionConfig {
             secret: Some(Secret::new(secret)),
+            cookie_host_prefix: false,
             ..SessionConfig::default()
         }
+    }
+
+    fn acme() -> TenantId {
+        TenantId::new("acme").unwrap()
+    }
+
+    fn decode(codec: &CookieCodec, headers: &HeaderMap) -> CookieState {
+        codec.decode(headers, &acme())
     }
 
     fn request_with(cookie: &[u8]) -> HeaderMap {
@@ -236,11 +273,14 @@ mod tests {
     fn round_trip_and_rejections() {
         let codec = CookieCodec::from_config(&config(A));
         let id = SessionId::generate();
-        let v = value_of(&codec.encode(&id));
+        let v = value_of(&codec.encode(&acme(), &id));
         let ok = request_with(format!("other=1; sid={v}; x=y").as_bytes());
-        assert_eq!(codec.decode(&ok), CookieState::Valid(id.clone()));
-        assert_eq!(codec.decode(&HeaderMap::new()), CookieState::Absent);
-        assert_eq!(codec.decode(&request_with(b"other=1")), CookieState::Absent);
+        assert_eq!(decode(&codec, &ok), CookieState::Valid(id.clone()));
+        assert_eq!(decode(&codec, &HeaderMap::new()), CookieState::Absent);
+        assert_eq!(
+            decode(&codec, &request_with(b"other=1")),
+            CookieState::Absent
+        );
         // Tampered: flip one character of the id part.
         let mut bad = v.clone().into_bytes();
         let last = bad.len() - 1;
@@ -255,21 +295,21 @@ mod tests {
             &"x".repeat(5000),
         ] {
             assert_eq!(
-                codec.decode(&request_with(format!("sid={value}").as_bytes())),
+                decode(&codec, &request_with(format!("sid={value}").as_bytes())),
                 CookieState::Invalid,
                 "{value:.40}"
             );
         }
         // Non-UTF-8 header bytes.
         assert_eq!(
-            codec.decode(&request_with(b"sid=\xff\xfe")),
+            decode(&codec, &request_with(b"sid=\xff\xfe")),
             CookieState::Invalid
         );
         // Signed with another secret.
         let other = CookieCodec::from_config(&config(B));
-        let foreign = value_of(&other.encode(&id));
+        let foreign = value_of(&other.encode(&acme(), &id));
         assert_eq!(
-            codec.decode(&request_with(format!("sid={foreign}").as_bytes())),
+            decode(&codec, &request_with(format!("sid={foreign}").as_bytes())),
             CookieState::Invalid
         );
     }
@@ -280,18 +320,21 @@ mod tests {
         let rotated = CookieCodec::from_config(&SessionConfig {
             secret: Some(Secret::new(B)),
             previous_secrets: vec![Secret::new(A)],
-            ..SessionConfig::default()
+            ..config(B)
         });
         let id = SessionId::generate();
-        let old_cookie = value_of(&old.encode(&id));
+        let old_cookie = value_of(&old.encode(&acme(), &id));
         assert_eq!(
-            rotated.decode(&request_with(format!("sid={old_cookie}").as_bytes())),
+            decode(
+                &rotated,
+                &request_with(format!("sid={old_cookie}").as_bytes())
+            ),
             CookieState::Valid(id.clone())
         );
         // New cookies are signed with B only: the old codec rejects them.
-        let new_cookie = value_of(&rotated.encode(&id));
+        let new_cookie = value_of(&rotated.encode(&acme(), &id));
         assert_eq!(
-            old.decode(&request_with(format!("sid={new_cookie}").as_bytes())),
+            decode(&old, &request_with(format!("sid={new_cookie}").as_bytes())),
             CookieState::Invalid
         );
     }
@@ -303,10 +346,10 @@ mod tests {
             ..config(A)
         });
         let id = SessionId::generate();
-        let v = value_of(&codec.encode(&id));
+        let v = value_of(&codec.encode(&acme(), &id));
         assert!(!v.contains(id.as_str()));
         assert_eq!(
-            codec.decode(&request_with(format!("sid={v}").as_bytes())),
+            decode(&codec, &request_with(format!("sid={v}").as_bytes())),
             CookieState::Valid(id)
         );
     }
@@ -318,7 +361,7 @@ mod tests {
             cookie_same_site: SameSite::Strict,
             ..config(A)
         });
-        let s = codec.encode(&SessionId::generate());
+        let s = codec.encode(&acme(), &SessionId::generate());
         let s = s.to_str().unwrap();
         assert!(s.starts_with("__Host-sid="), "{s}");
         assert!(s.contains("SameSite=Strict") && s.contains("Secure"));
@@ -328,7 +371,7 @@ mod tests {
             cookie_domain: Some("example.com".into()),
             ..config(A)
         });
-        let s = insecure.encode(&SessionId::generate());
+        let s = insecure.encode(&acme(), &SessionId::generate());
         let s = s.to_str().unwrap();
         assert!(
             !s.contains("Secure") && s.contains("Domain=example.com"),
@@ -336,5 +379,39 @@ mod tests {
         );
         let rm = insecure.removal();
         assert!(rm.to_str().unwrap().contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn another_tenants_cookie_is_recognised_not_invalid() {
+        let codec = CookieCodec::from_config(&config(A));
+        let id = SessionId::generate();
+        let beta = TenantId::new("beta").unwrap();
+        let v = value_of(&codec.encode(&beta, &id));
+        let h = request_with(format!("sid={v}").as_bytes());
+        assert_eq!(decode(&codec, &h), CookieState::OtherTenant);
+        assert_eq!(codec.decode(&h, &beta), CookieState::Valid(id.clone()));
+        // A cookie signed before tenants were written into the value still verifies.
+        let mut jar = CookieJar::new();
+        jar.signed_mut(&codec.signing)
+            .add(Cookie::new("sid", id.as_str().to_string()));
+        let legacy = jar.get("sid").unwrap().value().to_string();
+        let h = request_with(format!("sid={legacy}").as_bytes());
+        assert_eq!(decode(&codec, &h), CookieState::Valid(id));
+    }
+
+    #[test]
+    fn host_prefix_by_default_when_secure_and_host_only() {
+        let d = CookieCodec::from_config(&SessionConfig::default());
+        assert_eq!(d.name(), "__Host-sid");
+        let insecure = CookieCodec::from_config(&SessionConfig {
+            cookie_secure: false,
+            ..SessionConfig::default()
+        });
+        assert_eq!(insecure.name(), "sid");
+        let domain = CookieCodec::from_config(&SessionConfig {
+            cookie_domain: Some("example.com".into()),
+            ..SessionConfig::default()
+        });
+        assert_eq!(domain.name(), "sid");
     }
 }

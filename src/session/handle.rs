@@ -385,9 +385,14 @@ impl Session {
             return Err(SessionError::IdCollision);
         }
         let Some(stored) = st.stored.clone() else {
-            if action == CookieAction::Keep && self.shared.cookie != CookieState::Absent {
-                // A cookie that reached no session: expired, revoked, tampered or from
-                // another tenant. Clear it.
+            if action == CookieAction::Keep
+                && matches!(
+                    self.shared.cookie,
+                    CookieState::Valid(_) | CookieState::Invalid
+                )
+            {
+                // A cookie of this tenant that reached no session (expired, revoked) or a
+                // tampered one: clear it. Another tenant's cookie is left alone.
                 if self.shared.cookie == CookieState::Invalid {
                     store.event("invalid_cookie");
                 }

@@ -154,7 +154,7 @@ where
             .get::<TenantId>()
             .cloned()
             .unwrap_or_else(|| settings.global.clone());
-        let cookie = settings.codec.decode(req.headers());
+        let cookie = settings.codec.decode(req.headers(), &tenant);
         let session = Session::new(tenant, settings.store.clone(), cookie);
         req.extensions_mut().insert(session.clone());
         // The inner service was made ready by poll_ready: call that one, leave a clone.
@@ -179,7 +179,7 @@ where
             }
             let set_cookie: Option<HeaderValue> = match session.commit().await {
                 Ok(CookieAction::Keep) => None,
-                Ok(CookieAction::Set(id)) => Some(settings.codec.encode(&id)),
+                Ok(CookieAction::Set(id)) => Some(settings.codec.encode(session.tenant(), &id)),
                 Ok(CookieAction::Remove) => Some(settings.codec.removal()),
                 Err(e) => {
                     tracing::warn!(error = %e, "session not saved");
