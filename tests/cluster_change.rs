@@ -320,3 +320,107 @@ async fn invalidation_during_a_migration_reaches_both_nodes() {
     assert_eq!(cache.invalidate_tenant(&t).await.unwrap(), 6);
     assert_eq!((count(from), count(to)), (0, 0));
 }
+
+/// `lua/session_index.lua` declares every session key it touches. While a tenant's slot
+/// migrates with the user's index already on the importing node and the session still on
+/// the old one, the script that built `prefix .. id` without declaring it was sent to the
+/// importing node (ASK, for the index), saw no session there (PTTL -2) and dropped the
+/// live session from the index. Declared keys make Redis refuse (TRYAGAIN: the keys are
+/// split) instead, and the listing is right once the slot has moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_index_during_a_migration_never_drops_a_live_session() {
+    use tenant_guard::session::{Session, SessionStore};
+    let cluster = common::RedisCluster::start();
+    let masters = cluster.masters();
+    let (from_port, a, b) = masters[0];
+    let to_port = masters
+        .iter()
+        .map(|m| m.0)
+        .find(|p| *p != from_port)
+        .unwrap();
+    let tenant = tenant_where("idx", |s| (a..=b).contains(&s));
+    let slot = hash_slot(format!("{{{tenant}}}").as_bytes()).to_string();
+    let node = |port: u16| cluster.nodes.iter().find(|n| n.port == port).unwrap();
+    let config = Config::from_vars([
+        ("REDIS_CLUSTER_NODES", cluster.nodes_var().as_str()),
+        ("SESSION_OUTAGE", "closed"),
+    ])
+    .unwrap();
+    let metrics = tenant_guard::metrics::Metrics::new();
+    let backend = tenant_guard::backend::Backend::from_config(&config, &metrics).unwrap();
+    let store = SessionStore::from_config(&config, backend, &metrics);
+    let t = tenant_guard::tenant::TenantId::new(&tenant).unwrap();
+    let session = Session::detached(t.clone(), store.clone());
+    session.set_user_id(Some("alice")).await.unwrap();
+    session.insert("k", "v").await.unwrap();
+    let id = session.save().await.unwrap().expect("saved");
+    assert_eq!(
+        store.list_user_sessions(&t, "alice").await.unwrap().len(),
+        1
+    );
+
+    let (from, to) = (node(from_port), node(to_port));
+    let from_id = from.cli(&["CLUSTER", "MYID"]);
+    let to_id = to.cli(&["CLUSTER", "MYID"]);
+    to.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+    from.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+    let keys = from.cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+    let index_key = keys
+        .lines()
+        .find(|k| !k.ends_with(id.as_str()))
+        .expect("the index key")
+        .to_string();
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    let port = to_port.to_string();
+    let args = [
+        "MIGRATE",
+        "127.0.0.1",
+        &port,
+        "",
+        "0",
+        "5000",
+        "KEYS",
+        &index_key,
+    ];
+    assert!(from.cli(&args).contains("OK"));
+
+    // Mid-migration: an error (Redis refuses a script whose keys are split) or the live
+    // session — never an empty list.
+    if let Ok(list) = store.list_user_sessions(&t, "alice").await {
+        assert_eq!(
+            list.len(),
+            1,
+            "a live session vanished from the list: {list:?}"
+        );
+    }
+    // Finish the migration: the index moves too, the slot changes owner.
+    let rest: Vec<String> = from
+        .cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    let args = [
+        "MIGRATE",
+        "127.0.0.1",
+        &port,
+        "",
+        "0",
+        "5000",
+        "KEYS",
+        &rest[0],
+    ];
+    assert!(from.cli(&args).contains("OK"));
+    for n in &cluster.nodes {
+        n.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
+    let list = store.list_user_sessions(&t, "alice").await.unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].id, id);
+    assert_eq!(store.revoke_user_sessions(&t, "alice").await.unwrap(), 1);
+    assert!(store
+        .list_user_sessions(&t, "alice")
+        .await
+        .unwrap()
+        .is_empty());
+}

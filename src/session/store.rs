@@ -284,34 +284,24 @@ impl SessionStore {
                 Ok(mem_index(m, &idx, |id| self.session_key(tenant, id), false).0)
             }
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => {
-                let prefix = self.inner.keys.session(tenant, "");
-                let res: Result<Vec<String>, _> = r
-                    .eval(
-                        index_script(),
-                        &[&idx],
-                        &[b"list", prefix.as_str().as_bytes()],
-                    )
-                    .await;
-                match res {
-                    Ok(flat) => Ok(flat
-                        .chunks_exact(2)
-                        .filter_map(|p| {
-                            Some(SessionInfo {
-                                id: SessionId::parse(&p[0])?,
-                                expires_in: Duration::from_millis(p[1].parse().unwrap_or(0)),
-                            })
+            Backend::Redis(r) => match self.redis_index(r, tenant, &idx, false).await {
+                Ok((flat, _)) => Ok(flat
+                    .chunks_exact(2)
+                    .filter_map(|p| {
+                        Some(SessionInfo {
+                            id: SessionId::parse(&p[0])?,
+                            expires_in: Duration::from_millis(p[1].parse().unwrap_or(0)),
                         })
-                        .collect()),
-                    Err(e) => Ok(mem_index(
-                        self.after_error(e)?,
-                        &idx,
-                        |id| self.session_key(tenant, id),
-                        false,
-                    )
-                    .0),
-                }
-            }
+                    })
+                    .collect()),
+                Err(e) => Ok(mem_index(
+                    self.after_error(e)?,
+                    &idx,
+                    |id| self.session_key(tenant, id),
+                    false,
+                )
+                .0),
+            },
         }
     }
 
@@ -325,33 +315,75 @@ impl SessionStore {
         let n = match &self.inner.backend {
             Backend::Memory(m) => mem_index(m, &idx, |id| self.session_key(tenant, id), true).1,
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => {
-                let prefix = self.inner.keys.session(tenant, "");
-                let res: Result<u64, _> = r
-                    .eval(
-                        index_script(),
-                        &[&idx],
-                        &[b"revoke", prefix.as_str().as_bytes()],
+            Backend::Redis(r) => match self.redis_index(r, tenant, &idx, true).await {
+                Ok((_, n)) => n,
+                Err(e) => {
+                    mem_index(
+                        self.after_error(e)?,
+                        &idx,
+                        |id| self.session_key(tenant, id),
+                        true,
                     )
-                    .await;
-                match res {
-                    Ok(n) => n,
-                    Err(e) => {
-                        mem_index(
-                            self.after_error(e)?,
-                            &idx,
-                            |id| self.session_key(tenant, id),
-                            true,
-                        )
-                        .1
-                    }
+                    .1
                 }
-            }
+            },
         };
         for _ in 0..n {
             self.event("destroy");
         }
         Ok(n)
+    }
+
+    /// Runs `lua/session_index.lua`: reads the index, then lists or revokes with every
+    /// session key declared to the script (cluster-safe). Entries added in between are
+    /// picked up by another round. Returns the flat `id, ttl` list and the number deleted.
+    #[cfg(feature = "redis")]
+    async fn redis_index(
+        &self,
+        r: &crate::backend::RedisStore,
+        tenant: &TenantId,
+        idx: &RedisKey,
+        revoke: bool,
+    ) -> Result<(Vec<String>, u64), BackendError> {
+        /// Rounds before giving up on an index that keeps growing while it is revoked.
+        const ROUNDS: usize = 8;
+        let mode: &[u8] = if revoke { b"revoke" } else { b"list" };
+        let mut deleted = 0;
+        let mut listed = Vec::new();
+        for _ in 0..ROUNDS {
+            let ids: Vec<String> = r
+                .run("zrange", |mut c| async move {
+                    redis::cmd("ZRANGE")
+                        .arg(idx.as_str())
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let ids: Vec<SessionId> = ids.iter().filter_map(|i| SessionId::parse(i)).collect();
+            let session_keys: Vec<RedisKey> =
+                ids.iter().map(|id| self.session_key(tenant, id)).collect();
+            let mut keys = vec![idx];
+            keys.extend(session_keys.iter());
+            let mut args = vec![mode];
+            args.extend(ids.iter().map(|id| id.as_str().as_bytes()));
+            let mut reply: Vec<String> = r.eval(index_script(), &keys, &args).await?;
+            let undeclared: u64 = reply.first().and_then(|u| u.parse().ok()).unwrap_or(0);
+            if revoke {
+                deleted += reply
+                    .get(1)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            } else {
+                reply.remove(0);
+                listed = reply;
+            }
+            if undeclared == 0 {
+                break;
+            }
+        }
+        Ok((listed, deleted))
     }
 
     /// Deletes one session; returns whether it existed. Its index entry goes at the next
