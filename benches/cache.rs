@@ -83,6 +83,7 @@ fn bench(c: &mut Criterion) {
                 body: &body,
                 json: true,
                 excluded_fields: &excluded,
+                caller: None,
             })
         });
     });

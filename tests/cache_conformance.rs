@@ -500,17 +500,24 @@ mod checks {
         )
         .await;
         assert_eq!(x, "HIT");
-        // AI: stream and request ids are not part of the key; the model and parameters are.
+        // AI: request ids are not part of the key; the model, the parameters and whether
+        // the answer is streamed are.
         let base = r#"{"model":"gpt-x","prompt":"hi","temperature":0.1}"#;
         assert_eq!(
             send(&ai_app, "POST", "/ai", t.as_str(), None, base).await.1,
             "MISS"
         );
-        let same =
-            r#"{"temperature":0.1,"stream":true,"request_id":"r-9","prompt":"hi","model":"gpt-x"}"#;
+        let same = r#"{"temperature":0.1,"stream":false,"request_id":"r-9","prompt":"hi","model":"gpt-x"}"#;
         assert_eq!(
             send(&ai_app, "POST", "/ai", t.as_str(), None, same).await.1,
             "HIT"
+        );
+        let streamed = r#"{"model":"gpt-x","prompt":"hi","temperature":0.1,"stream":true}"#;
+        assert_eq!(
+            send(&ai_app, "POST", "/ai", t.as_str(), None, streamed)
+                .await
+                .1,
+            "MISS"
         );
         let hotter = r#"{"model":"gpt-x","prompt":"hi","temperature":0.9}"#;
         assert_eq!(
@@ -535,7 +542,8 @@ mod checks {
             ))
             .await
             .unwrap();
-        assert_eq!(ai_keys, 2, "AI entries live under ai:{{tenant}}:<model>:");
+        // base, hotter and the streamed answer (another model elsewhere).
+        assert_eq!(ai_keys, 3, "AI entries live under ai:{{tenant}}:<model>:");
         assert!(calls.load(Ordering::SeqCst) >= 8);
     }
 }

@@ -53,7 +53,7 @@ impl Category {
     pub(crate) fn key(&self, keys: &Keys, tenant: &TenantId, hash: &str) -> RedisKey {
         match self {
             Self::Query => keys.query(tenant, hash),
-            Self::Ai(model) => keys.ai(tenant, model, hash),
+            Self::Ai(model) => keys.ai(tenant, &model_component(model), hash),
             Self::Named(n) => keys.cache(tenant, n, hash),
         }
     }
@@ -62,9 +62,91 @@ impl Category {
     pub(crate) fn pattern(&self, keys: &Keys, tenant: &TenantId) -> crate::keys::KeyPattern {
         match self {
             Self::Query => keys.kind_pattern(KeyKind::Query, tenant),
-            Self::Ai(model) => keys.prefix_pattern(KeyKind::Ai, tenant, &[model]),
+            Self::Ai(model) => keys.prefix_pattern(KeyKind::Ai, tenant, &[&model_component(model)]),
             Self::Named(n) => keys.prefix_pattern(KeyKind::Cache, tenant, &[n]),
         }
+    }
+}
+
+/// Longest model name written into a key as it is.
+pub const MAX_MODEL_IN_KEY: usize = 128;
+
+/// The model as written into AI keys: as it is when short and made of `A-Z a-z 0-9 . _ -
+/// / :` (`gpt-4o`, `anthropic/claude-3.5`, `llama3:8b`), else `h-` and the first 32 hex
+/// digits of its SHA-256 — a client's model string cannot make a key (and so L1 and
+/// Redis memory) grow with its length.
+///
+/// ```
+/// use tenant_guard::cache::model_component;
+/// assert_eq!(model_component("gpt-4o"), "gpt-4o");
+/// let long = "m".repeat(800_000);
+/// let k = model_component(&long);
+/// assert!(k.starts_with("h-") && k.len() == 34);
+/// assert_ne!(model_component("a b"), "a b");
+/// ```
+pub fn model_component(model: &str) -> std::borrow::Cow<'_, str> {
+    let safe = !model.is_empty()
+        && model.len() <= MAX_MODEL_IN_KEY
+        && model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:".contains(&b));
+    if safe {
+        std::borrow::Cow::Borrowed(model)
+    } else {
+        let mut h = KeyHasher::default();
+        h.part("model", model.as_bytes());
+        let mut hex = h.finish();
+        hex.truncate(32);
+        std::borrow::Cow::Owned(format!("h-{hex}"))
+    }
+}
+
+/// Whose responses an HTTP cache entry may be served to (`CACHE_SCOPE`,
+/// `CACHE_SCOPE_<CATEGORY>`).
+///
+/// ```
+/// use tenant_guard::cache::CacheScope;
+/// assert_eq!("auto".parse::<CacheScope>().unwrap(), CacheScope::Auto);
+/// assert_eq!(CacheScope::default(), CacheScope::Auto);
+/// assert_eq!(CacheScope::User.to_string(), "user");
+/// assert!("everyone".parse::<CacheScope>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheScope {
+    /// A request with credentials (an authenticated user, `Authorization`, a session or any
+    /// cookie) is keyed per caller; one without is shared by the tenant (default).
+    #[default]
+    Auto,
+    /// Shared by everyone in the tenant, credentials or not (public data only).
+    Tenant,
+    /// Always per caller; requests without credentials share one anonymous scope.
+    User,
+}
+
+impl CacheScope {
+    /// Accepted values, for error messages.
+    pub const FORM: &'static str = "`auto`, `tenant` or `user`";
+}
+
+impl std::str::FromStr for CacheScope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "tenant" => Ok(Self::Tenant),
+            "user" => Ok(Self::User),
+            other => Err(format!("`{other}` is not a cache scope")),
+        }
+    }
+}
+
+impl std::fmt::Display for CacheScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Tenant => "tenant",
+            Self::User => "user",
+        })
     }
 }
 
@@ -158,23 +240,29 @@ pub struct HttpKeyInput<'a> {
     pub body: &'a [u8],
     /// Whether the body is JSON (canonicalized before hashing).
     pub json: bool,
-    /// Top-level JSON fields left out of the key.
+    /// Top-level JSON fields left out of the key (never `stream`: a streamed and a whole
+    /// answer are different responses).
     pub excluded_fields: &'a [String],
+    /// Who the entry is for (see [`CacheScope`]): `None` for the whole tenant.
+    pub caller: Option<&'a [u8]>,
 }
 
 /// Hashes a request canonically: method, matched route, sorted query pairs, declared Vary
-/// headers, and the body (canonical JSON minus excluded top-level fields when it is JSON).
-/// Returns the hash and, for JSON bodies, the `model` field if there is one.
+/// headers, the caller (when scoped), and the body (canonical JSON minus excluded top-level
+/// fields when it is JSON; a JSON object's `stream` flag always counts). Returns the hash
+/// and, for JSON bodies, the `model` field if there is one.
 ///
 /// ```
 /// use tenant_guard::cache::{http_key, HttpKeyInput};
 /// let input = |body: &'static str| HttpKeyInput {
 ///     method: "POST", route: "/api/ai/complete", query: None, vary: vec![],
-///     body: body.as_bytes(), json: true, excluded_fields: &[],
+///     body: body.as_bytes(), json: true, excluded_fields: &[], caller: None,
 /// };
 /// let (a, model) = http_key(&input(r#"{"model":"m","prompt":"hi"}"#));
 /// let (b, _) = http_key(&input(r#"{ "prompt": "hi", "model": "m" }"#));
 /// assert_eq!((a.len(), a == b, model.as_deref()), (64, true, Some("m")));
+/// let (s, _) = http_key(&input(r#"{"model":"m","prompt":"hi","stream":true}"#));
+/// assert_ne!(a, s);
 /// ```
 pub fn http_key(input: &HttpKeyInput<'_>) -> (String, Option<String>) {
     let mut h = KeyHasher::default();
@@ -197,6 +285,9 @@ pub fn http_key(input: &HttpKeyInput<'_>) -> (String, Option<String>) {
         h.part("h", name.as_bytes());
         h.part("hv", value);
     }
+    if let Some(caller) = input.caller {
+        h.part("caller", caller);
+    }
     let mut model = None;
     let parsed = if input.json && !input.body.is_empty() {
         serde_json::from_slice::<Value>(input.body).ok()
@@ -206,6 +297,9 @@ pub fn http_key(input: &HttpKeyInput<'_>) -> (String, Option<String>) {
     match parsed {
         Some(mut v) => {
             if let Value::Object(map) = &mut v {
+                // Streamed or whole: never the same response, whatever is excluded.
+                let stream = map.remove("stream").is_some_and(|s| s == Value::Bool(true));
+                h.part("stream", if stream { b"1" } else { b"0" });
                 for f in input.excluded_fields {
                     map.remove(f);
                 }
@@ -235,6 +329,7 @@ mod tests {
             body: body.as_bytes(),
             json: true,
             excluded_fields: &["stream".to_string(), "request_id".to_string()],
+            caller: None,
         })
         .0
     }
@@ -247,11 +342,17 @@ mod tests {
             None,
         );
         let c = key(
-            r#"{"model":"m","prompt":"hi","temperature":0.2,"stream":true,"request_id":"r-1"}"#,
+            r#"{"model":"m","prompt":"hi","temperature":0.2,"stream":false,"request_id":"r-1"}"#,
             None,
         );
         assert_eq!(a, b);
         assert_eq!(a, c);
+        // A streamed answer is another response, even with `stream` excluded.
+        let streamed = key(
+            r#"{"model":"m","prompt":"hi","temperature":0.2,"stream":true}"#,
+            None,
+        );
+        assert_ne!(a, streamed);
         assert_ne!(
             a,
             key(r#"{"model":"m","prompt":"hi","temperature":0.3}"#, None)
@@ -280,6 +381,7 @@ mod tests {
             body: br#"{"model":"gpt-4o"}"#,
             json: true,
             excluded_fields: &[],
+            caller: None,
         });
         assert_eq!(model.as_deref(), Some("gpt-4o"));
     }

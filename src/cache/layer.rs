@@ -1,5 +1,6 @@
 //! [`CacheLayer`]: caches the HTTP responses of the routes it wraps.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tower_service::Service;
 
 use super::entry::{now_ms, Entry};
 use super::key::{http_key, HttpKeyInput};
-use super::{Cache, CacheStatus, Category, Computed, Served};
+use super::{Cache, CacheScope, CacheStatus, Category, Computed, Served};
 use crate::problem::Problem;
 use crate::tenant::TenantId;
 
@@ -39,6 +40,16 @@ enum Kind {
 /// configured fields such as `stream` are left out and the `model` goes into the key
 /// name). The tenant from [`TenantLayer`](crate::tenant::TenantLayer) is always part of the
 /// key (`global` without one).
+///
+/// **Scope.** With credentials on the request — a [`UserId`](crate::ratelimit::UserId)
+/// (the session layer's user, or your auth middleware's), `Authorization`, a session or
+/// any cookie — an entry is keyed per caller under the default [`CacheScope::Auto`]; only
+/// requests without credentials share entries across the tenant. `CACHE_SCOPE` /
+/// `CACHE_SCOPE_<CATEGORY>` or [`scope`](Self::scope) change that.
+///
+/// **Vary.** A response's `Vary` is honoured: `Vary: *` is never stored; a response that
+/// varies on a request header the key does not hold yet is not stored, and the layer learns
+/// the header (per route template, bounded) so that later requests are keyed on it.
 ///
 /// Only `200` is stored by default ([`statuses`](Self::statuses) adds others); responses
 /// with `Set-Cookie` or `Cache-Control: no-store` / `private` never are. Request
@@ -77,7 +88,16 @@ struct Settings {
     ttl: Option<Arc<TtlFn>>,
     max_body: usize,
     global: TenantId,
+    scope: CacheScope,
+    /// Request headers responses were seen to vary on, per route template.
+    learned_vary: Arc<std::sync::Mutex<HashMap<String, Vec<HeaderName>>>>,
 }
+
+/// Route templates whose learned `Vary` headers are kept (templates come from the router,
+/// a bounded set; requests outside any route share one slot).
+const MAX_LEARNED_ROUTES: usize = 1024;
+/// Learned `Vary` headers per route.
+const MAX_LEARNED_HEADERS: usize = 16;
 
 impl std::fmt::Debug for CacheLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,17 +112,23 @@ impl std::fmt::Debug for CacheLayer {
 impl CacheLayer {
     fn with_kind(cache: Cache, kind: Kind) -> Self {
         let max_body = usize::try_from(cache.config().max_body).unwrap_or(usize::MAX);
+        let scope = cache.config().scope_for(match &kind {
+            Kind::Fixed(c) => c.name(),
+            Kind::Ai => "ai",
+        });
         Self {
             shared: Arc::new(Settings {
                 cache,
                 kind,
                 vary: Vec::new(),
                 statuses: vec![StatusCode::OK],
-                excluded_fields: vec!["stream".into(), "request_id".into()],
+                excluded_fields: vec!["request_id".into()],
                 ttl: None,
                 max_body,
                 global: TenantId::new(crate::ratelimit::GLOBAL_TENANT)
                     .expect("the global tenant id is valid"),
+                scope,
+                learned_vary: Arc::default(),
             }),
         }
     }
@@ -127,7 +153,7 @@ impl CacheLayer {
 
     /// Caches AI responses (`AI_CACHE_TTL`): the model (JSON field `model`) and every
     /// generation parameter are part of the key, except [`exclude_fields`](Self::exclude_fields)
-    /// (default `stream`, `request_id`).
+    /// (default `request_id`). `stream: true` and a whole answer are always kept apart.
     pub fn ai(cache: Cache) -> Self {
         Self::with_kind(cache, Kind::Ai)
     }
@@ -136,6 +162,23 @@ impl CacheLayer {
     pub fn vary(self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
         let headers: Vec<HeaderName> = headers.into_iter().collect();
         self.edit(|s| s.vary = headers)
+    }
+
+    /// Whose responses an entry may serve (default: `CACHE_SCOPE_<CATEGORY>`, else
+    /// `CACHE_SCOPE`, else [`CacheScope::Auto`]).
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let _g = rt.enter();
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// use tenant_guard::cache::{Cache, CacheLayer, CacheScope, Category};
+    /// let (config, metrics) = (Config::default(), Metrics::new());
+    /// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+    /// // Public price lists: one entry for everyone in the tenant, logged in or not.
+    /// let layer = CacheLayer::new(cache, Category::named("prices")).scope(CacheScope::Tenant);
+    /// ```
+    pub fn scope(self, scope: CacheScope) -> Self {
+        self.edit(|s| s.scope = scope)
     }
 
     /// Response statuses that may be stored (default only `200`).
@@ -298,6 +341,101 @@ fn content_length(headers: &http::HeaderMap) -> Option<usize> {
         .ok()
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave a learned-header list half-written: use it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Who an entry is for under `scope`: `None` shares it with the tenant.
+fn caller_scope(scope: CacheScope, parts: &Parts) -> Option<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    if scope == CacheScope::Tenant {
+        return None;
+    }
+    if let Some(user) = parts.extensions.get::<crate::ratelimit::UserId>() {
+        let mut out = b"user:".to_vec();
+        out.extend_from_slice(user.as_str().as_bytes());
+        return Some(out);
+    }
+    let credential = |label: &[u8], secret: &[u8]| {
+        let mut out = label.to_vec();
+        out.extend_from_slice(&Sha256::digest(secret));
+        Some(out)
+    };
+    if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
+        return credential(b"auth:", auth.as_bytes());
+    }
+    if let Some(session) = parts.extensions.get::<crate::session::Session>() {
+        // The session layer read the cookie: its session id is the credential (other
+        // cookies are the browser's business).
+        return match session.cookie_id() {
+            Some(id) => credential(b"session:", id.as_str().as_bytes()),
+            None if scope == CacheScope::User => Some(b"anonymous".to_vec()),
+            None => None,
+        };
+    }
+    let mut cookies = parts.headers.get_all(header::COOKIE).iter().peekable();
+    if cookies.peek().is_some() {
+        // Cookies of an auth scheme this crate does not know: each caller apart.
+        let mut h = Sha256::new();
+        for c in cookies {
+            h.update(c.as_bytes());
+            h.update(b"\n");
+        }
+        let mut out = b"cookie:".to_vec();
+        out.extend_from_slice(&h.finalize());
+        return Some(out);
+    }
+    (scope == CacheScope::User).then(|| b"anonymous".to_vec())
+}
+
+/// Whether the response's `Vary` names only headers the key already holds (`keyed`);
+/// `Vary: *` never is. Headers it lacks are handed to `missing` (to be learned).
+fn vary_covered(
+    headers: &http::HeaderMap,
+    keyed: &[HeaderName],
+    missing: impl FnOnce(Vec<HeaderName>),
+) -> bool {
+    let mut lacking = Vec::new();
+    for value in headers.get_all(header::VARY) {
+        let Ok(text) = value.to_str() else {
+            return false;
+        };
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "*" {
+                return false;
+            }
+            match HeaderName::try_from(name) {
+                Ok(h) if keyed.contains(&h) => {}
+                Ok(h) => lacking.push(h),
+                Err(_) => return false,
+            }
+        }
+    }
+    if lacking.is_empty() {
+        return true;
+    }
+    missing(lacking);
+    false
+}
+
+fn learn_vary(
+    learned: &std::sync::Mutex<HashMap<String, Vec<HeaderName>>>,
+    template: &str,
+    headers: Vec<HeaderName>,
+) {
+    let mut map = lock(learned);
+    if !map.contains_key(template) && map.len() >= MAX_LEARNED_ROUTES {
+        return;
+    }
+    let list = map.entry(template.to_string()).or_default();
+    for h in headers {
+        if list.len() < MAX_LEARNED_HEADERS && !list.contains(&h) {
+            list.push(h);
+        }
+    }
+}
+
 /// Headers that are not stored with an entry.
 fn stored_header(name: &HeaderName) -> bool {
     ![
@@ -377,8 +515,13 @@ where
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("json"))
                 || matches!(settings.kind, Kind::Ai);
-            let vary: Vec<(&str, &[u8])> = settings
-                .vary
+            let mut vary_names: Vec<HeaderName> = settings.vary.clone();
+            if let Some(learned) = lock(&settings.learned_vary).get(&template) {
+                vary_names.extend(learned.iter().cloned());
+            }
+            vary_names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            vary_names.dedup();
+            let vary: Vec<(&str, &[u8])> = vary_names
                 .iter()
                 .map(|h| {
                     (
@@ -387,6 +530,7 @@ where
                     )
                 })
                 .collect();
+            let caller = caller_scope(settings.scope, &parts);
             let (hash, model) = http_key(&HttpKeyInput {
                 method: parts.method.as_str(),
                 route: &route,
@@ -395,6 +539,7 @@ where
                 body: &body,
                 json,
                 excluded_fields: &settings.excluded_fields,
+                caller: caller.as_deref(),
             });
             let category = match &settings.kind {
                 Kind::Fixed(c) => c.clone(),
@@ -423,10 +568,15 @@ where
                     let (rparts, rbody) = res.into_parts();
                     let status = rparts.status;
                     let res_cc = directives(&rparts.headers);
+                    let vary_ok = vary_covered(&rparts.headers, &vary_names, |missing| {
+                        learn_vary(&settings.learned_vary, &template, missing);
+                    });
                     let storable = settings.statuses.contains(&status)
+                        && vary_ok
                         && !rparts.headers.contains_key(header::SET_COOKIE)
                         && !res_cc.iter().any(|d| d == "no-store" || d == "private");
                     let shareable_error = status.is_server_error()
+                        && vary_ok
                         && !rparts.headers.contains_key(header::SET_COOKIE);
                     if !(storable || shareable_error)
                         || content_length(&rparts.headers).is_some_and(|n| n > settings.max_body)

@@ -69,7 +69,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub(crate) use entry::Entry;
-pub use key::{canonical_json, http_key, Category, HttpKeyInput};
+pub use key::{
+    canonical_json, http_key, model_component, CacheScope, Category, HttpKeyInput, MAX_MODEL_IN_KEY,
+};
 #[cfg(feature = "axum")]
 pub use layer::{CacheLayer, CacheService};
 
@@ -316,7 +318,11 @@ impl Cache {
                 Some(
                     moka::sync::Cache::builder()
                         .max_capacity(config.l1_max_bytes)
-                        .weigher(|_k: &String, v: &Arc<Entry>| v.weight())
+                        // The key counts too: a client picks its length.
+                        .weigher(|k: &String, v: &Arc<Entry>| {
+                            v.weight()
+                                .saturating_add(u32::try_from(k.len()).unwrap_or(u32::MAX))
+                        })
                         .expire_after(L1Expiry)
                         .support_invalidation_closures()
                         .eviction_listener(move |_k, _v, cause| {
@@ -391,6 +397,15 @@ impl Cache {
         self.inner.l1.as_ref().map_or(0, |l1| {
             l1.run_pending_tasks();
             l1.entry_count()
+        })
+    }
+
+    /// Bytes L1 holds by its own weighing (keys, headers and bodies; 0 without L1), the
+    /// figure `CACHE_L1_MAX_BYTES` bounds. Pending maintenance is run first.
+    pub fn l1_weighted_bytes(&self) -> u64 {
+        self.inner.l1.as_ref().map_or(0, |l1| {
+            l1.run_pending_tasks();
+            l1.weighted_size()
         })
     }
 

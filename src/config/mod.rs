@@ -356,6 +356,10 @@ pub struct CacheConfig {
     /// Largest response body the HTTP layer stores (`CACHE_MAX_BODY_BYTES`, default 1 MiB);
     /// larger ones pass through uncached.
     pub max_body: u64,
+    /// Whose responses an HTTP entry may serve (`CACHE_SCOPE`, default `auto`).
+    pub scope: crate::cache::CacheScope,
+    /// Scopes of single categories (`CACHE_SCOPE_<CATEGORY>`; names lowercased).
+    pub scopes: BTreeMap<String, crate::cache::CacheScope>,
 }
 
 impl Default for CacheConfig {
@@ -370,11 +374,28 @@ impl Default for CacheConfig {
             lease: Duration::from_secs(5),
             l1_max_bytes: 32 * 1024 * 1024,
             max_body: 1024 * 1024,
+            scope: crate::cache::CacheScope::Auto,
+            scopes: BTreeMap::new(),
         }
     }
 }
 
 impl CacheConfig {
+    /// Scope of a category's HTTP entries: `CACHE_SCOPE_<CATEGORY>`, else `CACHE_SCOPE`.
+    ///
+    /// ```
+    /// use tenant_guard::cache::CacheScope;
+    /// let cfg = tenant_guard::config::Config::from_vars([
+    ///     ("CACHE_SCOPE", "tenant"),
+    ///     ("CACHE_SCOPE_AI", "user"),
+    /// ]).unwrap();
+    /// assert_eq!(cfg.cache.scope_for("ai"), CacheScope::User);
+    /// assert_eq!(cfg.cache.scope_for("query"), CacheScope::Tenant);
+    /// ```
+    pub fn scope_for(&self, category: &str) -> crate::cache::CacheScope {
+        self.scopes.get(category).copied().unwrap_or(self.scope)
+    }
+
     /// TTL of a category: `query`, `ai`, a `CACHE_TTL_<NAME>` category, else `CACHE_TTL`.
     ///
     /// ```
@@ -817,6 +838,13 @@ impl Config {
         push("CACHE_LEASE_TTL", fmt_duration(self.cache.lease));
         push("CACHE_L1_MAX_BYTES", self.cache.l1_max_bytes.to_string());
         push("CACHE_MAX_BODY_BYTES", self.cache.max_body.to_string());
+        push("CACHE_SCOPE", self.cache.scope.to_string());
+        for (name, scope) in &self.cache.scopes {
+            push(
+                &format!("CACHE_SCOPE_{}", name.to_ascii_uppercase()),
+                scope.to_string(),
+            );
+        }
         for (name, ttl) in &self.cache.categories {
             push(
                 &format!("CACHE_TTL_{}", name.to_ascii_uppercase().replace('-', "_")),
@@ -1434,6 +1462,41 @@ fn read_cache(r: &mut Reader) -> CacheConfig {
     let max_body = r
         .parse("CACHE_MAX_BODY_BYTES", parse::bytes, BYTES_FORM)
         .unwrap_or(d.max_body);
+    let scope = r
+        .parse(
+            "CACHE_SCOPE",
+            str::parse::<crate::cache::CacheScope>,
+            crate::cache::CacheScope::FORM,
+        )
+        .unwrap_or_default();
+    let mut scope_vars: Vec<String> = r
+        .vars
+        .keys()
+        .filter(|k| k.starts_with("CACHE_SCOPE_"))
+        .cloned()
+        .collect();
+    scope_vars.sort();
+    let mut scopes = BTreeMap::new();
+    for var in scope_vars {
+        let name = var["CACHE_SCOPE_".len()..].to_ascii_lowercase();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            let val = r.get(&var).map(str::to_string);
+            r.problem(
+                &var,
+                val.as_deref(),
+                "the category name after CACHE_SCOPE_ is empty or has characters other than letters, digits and _".into(),
+                "CACHE_SCOPE_<CATEGORY>=auto|tenant|user with CATEGORY made of A-Z, 0-9 and _",
+            );
+            continue;
+        }
+        if let Some(s) = r.parse(
+            &var,
+            str::parse::<crate::cache::CacheScope>,
+            crate::cache::CacheScope::FORM,
+        ) {
+            scopes.insert(name, s);
+        }
+    }
     CacheConfig {
         default_ttl,
         query_ttl,
@@ -1444,6 +1507,8 @@ fn read_cache(r: &mut Reader) -> CacheConfig {
         lease,
         l1_max_bytes,
         max_body,
+        scope,
+        scopes,
     }
 }
 

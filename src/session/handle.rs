@@ -142,6 +142,14 @@ impl Session {
         &self.shared.cookie
     }
 
+    /// The session id the request's cookie carried for this tenant, if it verified.
+    pub(crate) fn cookie_id(&self) -> Option<&SessionId> {
+        match &self.shared.cookie {
+            CookieState::Valid(id) => Some(id),
+            _ => None,
+        }
+    }
+
     async fn loaded(&self) -> Result<tokio::sync::MutexGuard<'_, State>, SessionError> {
         let mut st = self.shared.state.lock().await;
         if !st.loaded {
