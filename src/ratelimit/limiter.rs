@@ -12,6 +12,7 @@ use http::Method;
 use prometheus_client::metrics::counter::Counter;
 use smallvec::SmallVec;
 
+use super::burst::Burst;
 use super::identity::Identity;
 use super::memory::{MemRule, MemoryLimiter, Outcome, Rules, Spec};
 use super::policy::Policy;
@@ -238,7 +239,7 @@ struct Inner {
     memory: Option<MemoryLimiter>,
     local: Mutex<HashMap<LocalKey, Arc<DefaultKeyedRateLimiter<u64>>>>,
     local_checks: std::sync::atomic::AtomicU64,
-    burst: Option<DefaultKeyedRateLimiter<TenantId>>,
+    burst: Option<Burst>,
     deny: Option<moka::sync::Cache<u64, Instant>>,
     /// Per-process random seed of in-process counter keys (64-bit hashes of tenant, rule,
     /// identity and endpoint: a collision, ~1e-8 over a million counters, merges two
@@ -352,7 +353,7 @@ impl RateLimiter {
         let burst = options
             .burst
             .and_then(|q| governor_quota(q.limit.get(), q.window))
-            .map(Governor::keyed);
+            .map(Burst::new);
         let deny = (options.deny_cache > 0 && memory.is_none()).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(options.deny_cache)
@@ -619,10 +620,7 @@ impl RateLimiter {
     /// The per-tenant in-process cap, if configured and exceeded.
     fn burst(&self, c: &Check<'_>, cost: u32, commit: bool) -> Option<Decision> {
         let burst = self.inner.burst.as_ref().filter(|_| commit)?;
-        let not_until = burst.check_key(c.tenant).err()?;
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
+        let wait = burst.check(c.tenant).err()?;
         let q = self.inner.options.burst.expect("burst configured");
         Some(Decision {
             allowed: false,
@@ -1052,4 +1050,43 @@ fn intern(name: &str) -> &'static str {
     let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
     set.insert(leaked);
     leaked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_burst_map_forgets_tenants_that_went_away() {
+        // 1000/1s: one unit back every millisecond, so a tenant seen once is fresh again
+        // (and may be dropped) 2 ms after its check.
+        let config =
+            Config::from_vars([("RATE_LIMIT_BURST", "1000/1s"), ("RATE_LIMIT_MAX", "5")]).unwrap();
+        let metrics = Metrics::new();
+        let backend = Backend::from_config(&config, &metrics).unwrap();
+        let l = RateLimiter::from_config(&config, backend, &metrics);
+        let who = Identity::User("u".into());
+        let tenants: Vec<TenantId> = (0..20_000)
+            .map(|i| TenantId::new(&format!("t{i}")).unwrap())
+            .collect();
+        let check = |t| Check {
+            tenant: t,
+            identity: &who,
+            method: &Method::GET,
+            route: "/x",
+            cost: None,
+            plan: None,
+        };
+        for t in &tenants {
+            l.check(&check(t)).await;
+        }
+        let burst = l.inner.burst.as_ref().unwrap();
+        // Real time here: 50 ms is 25 times what a tenant seen once needs to be fresh.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The next prune is due within max(PRUNE_EVERY, keys held) checks.
+        for _ in 0..2 * tenants.len() {
+            l.check(&check(&tenants[0])).await;
+        }
+        assert!(burst.len() <= 1, "{} tenants held", burst.len());
+    }
 }

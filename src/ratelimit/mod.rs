@@ -18,6 +18,7 @@
 //! * **Deny cache**: identities Redis reported full are answered locally until the first
 //!   unit frees; **burst**: an optional per-tenant governor cap in front of Redis.
 
+mod burst;
 mod headers;
 mod identity;
 mod layer;
