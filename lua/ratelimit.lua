@@ -12,6 +12,13 @@
 --             ceil(window_ms * 1000 / limit), one unit refills every bucket_us)
 --   nbuckets  ceil(window_ms * 1000 / bucket_us) (win only)
 --   shadow    1: record the decision, never block
+-- then, optionally, per rule i: ARGV[4 + nrules*6 + (i-1)] units an app instance admitted
+--   for that counter while Redis was unusable (outage mode `local`), charged back first and
+--   unconditionally (at most `limit` of them, at the current time), so this decision and
+--   the following ones count them. They are not part of the request: the all-or-nothing
+--   rule below concerns the request's cost only.
+-- Mode "charge": apply those charges only; nothing else is written, and the reply is the
+--   state after them (as for "peek", the cost only tells what would fit).
 --
 -- Time comes from Redis TIME, never from the caller, so all app instances share one clock.
 -- Nothing is written unless every enforced (non-shadow) rule allows; then every rule that
@@ -120,6 +127,54 @@ local function win_wait(counts, n, total, target, cur, bucket_us)
     end
   end
   return -1
+end
+
+-- Charge-back of units admitted elsewhere while Redis was unusable (see the header).
+local cbase = 4 + nrules * 6
+for i = 1, nrules do
+  local c = tonumber(ARGV[cbase + i - 1] or '0') or 0
+  local base = 4 + (i - 1) * 6
+  local algo = ARGV[base]
+  local limit = tonumber(ARGV[base + 1])
+  local window = tonumber(ARGV[base + 2])
+  local bucket_us = tonumber(ARGV[base + 3])
+  local n = tonumber(ARGV[base + 4])
+  local key = KEYS[i]
+  if c > limit then c = limit end
+  if c > 0 then
+    if algo == 'log' then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+      local args = {}
+      for j = 1, c do
+        args[#args + 1] = now
+        args[#args + 1] = nonce .. ':c' .. j
+        if #args >= 200 then
+          redis.call('ZADD', key, unpack(args))
+          args = {}
+        end
+      end
+      if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+      local card = redis.call('ZCARD', key)
+      if card > limit then redis.call('ZREMRANGEBYRANK', key, 0, card - limit - 1) end
+      redis.call('PEXPIRE', key, window)
+    elseif algo == 'gcra' then
+      local raw = redis.call('GET', key)
+      local tat = now_us
+      if raw then
+        local v = tonumber(raw)
+        if v and v > now_us then tat = v end
+      end
+      -- Never beyond a full bucket: a charge delays no one longer than a full burst would.
+      tat = math.min(tat + c * bucket_us, now_us + limit * bucket_us)
+      local ttl = math.ceil((tat - now_us) / 1000)
+      if ttl < 1 then ttl = 1 end
+      redis.call('SET', key, string.format('%.0f', tat), 'PX', ttl)
+    else
+      local cur, counts = win_load(key, bucket_us, n)
+      counts[n + 1] = counts[n + 1] + c
+      win_save(key, cur, counts, bucket_us, n)
+    end
+  end
 end
 
 local results = {}

@@ -448,6 +448,9 @@ pub struct RateLimitConfig {
     /// Entries of the local cache of identities known to be denied (`RATE_LIMIT_DENY_CACHE`,
     /// default 10000; 0 turns it off).
     pub deny_cache: u64,
+    /// Most counters whose last Redis answer each instance remembers for the `local`
+    /// outage mode (`RATE_LIMIT_OUTAGE_KEYS`, default 100000, at least 2).
+    pub outage_keys: u64,
 }
 
 impl Default for RateLimitConfig {
@@ -469,6 +472,7 @@ impl Default for RateLimitConfig {
             legacy_headers: false,
             burst: None,
             deny_cache: 10_000,
+            outage_keys: 100_000,
         }
     }
 }
@@ -909,6 +913,7 @@ impl Config {
             rl.burst.map_or_else(|| "(none)".into(), |q| q.to_string()),
         );
         push("RATE_LIMIT_DENY_CACHE", rl.deny_cache.to_string());
+        push("RATE_LIMIT_OUTAGE_KEYS", rl.outage_keys.to_string());
         let token = |t: &Option<Secret>, unset: &str| {
             t.as_ref().map_or_else(
                 || unset.to_string(),
@@ -1735,6 +1740,21 @@ fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
             "a whole number of entries (0 turns the cache off)",
         )
         .unwrap_or(d.deny_cache);
+    let outage_keys = r
+        .parse(
+            "RATE_LIMIT_OUTAGE_KEYS",
+            |v| {
+                parse::integer::<u64>(v).and_then(|n| {
+                    if n >= 2 {
+                        Ok(n)
+                    } else {
+                        Err("must be at least 2".into())
+                    }
+                })
+            },
+            "a whole number of counters, at least 2",
+        )
+        .unwrap_or(d.outage_keys);
     RateLimitConfig {
         max,
         window,
@@ -1747,6 +1767,7 @@ fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
         legacy_headers,
         burst,
         deny_cache,
+        outage_keys,
     }
 }
 

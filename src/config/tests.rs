@@ -307,3 +307,16 @@ fn cache_settings_and_errors() {
     }
     assert!(err.contains("percentage from 0 to 100"), "{err}");
 }
+
+#[test]
+fn outage_memory_size() {
+    assert_eq!(cfg(&[]).unwrap().rate_limit.outage_keys, 100_000);
+    let c = cfg(&[("RATE_LIMIT_OUTAGE_KEYS", "5000")]).unwrap();
+    assert_eq!(c.rate_limit.outage_keys, 5000);
+    let err = cfg(&[("RATE_LIMIT_OUTAGE_KEYS", "1")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("RATE_LIMIT_OUTAGE_KEYS=\"1\": must be at least 2"),
+        "{err}"
+    );
+}

@@ -7,13 +7,15 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter as Governor};
+use governor::Quota as GQuota;
 use http::Method;
 use prometheus_client::metrics::counter::Counter;
 use smallvec::SmallVec;
 
+use super::burst::Burst;
 use super::identity::Identity;
 use super::memory::{MemRule, MemoryLimiter, Outcome, Rules, Spec};
+use super::outage::{LocalRule, OutageMemory};
 use super::policy::Policy;
 use super::rules::{Quota, Rule, Scope};
 use crate::backend::{Backend, BackendError};
@@ -30,8 +32,11 @@ pub enum OutageMode {
     Open,
     /// Refuse every request with 503.
     Closed,
-    /// Enforce each rule in process with governor, the limit divided by
-    /// `RATE_LIMIT_INSTANCES`. The default: limits keep holding, approximately.
+    /// Enforce each rule in process (a sliding window per counter), starting from the
+    /// last answer Redis gave this instance for that counter: each instance may admit
+    /// `(limit - used) / RATE_LIMIT_INSTANCES` per window while Redis' `used` units are
+    /// still in it, then `limit / RATE_LIMIT_INSTANCES`. Units admitted in process are
+    /// charged to Redis when it answers again. The default: limits keep holding.
     #[default]
     Local,
 }
@@ -70,7 +75,7 @@ pub enum Source {
     DenyCache,
     /// The per-tenant in-process burst cap (no Redis call).
     Burst,
-    /// Redis unusable, outage mode `local`: in-process governor limits.
+    /// Redis unusable, outage mode `local`: decided in process.
     Local,
     /// Redis unusable, outage mode `open`: allowed without counting.
     OutageOpen,
@@ -211,6 +216,9 @@ pub struct LimiterOptions {
     pub deny_cache: u64,
     /// Most rate-limit counters the memory backend keeps.
     pub memory_max_keys: usize,
+    /// Most counters whose last Redis answer (and units admitted during an outage) this
+    /// instance remembers for the `local` outage mode.
+    pub outage_keys: usize,
 }
 
 impl Default for LimiterOptions {
@@ -221,6 +229,7 @@ impl Default for LimiterOptions {
             burst: None,
             deny_cache: 10_000,
             memory_max_keys: 1_000_000,
+            outage_keys: 100_000,
         }
     }
 }
@@ -234,18 +243,17 @@ fn script() -> &'static crate::backend::LuaScript {
     })
 }
 
-/// (rule name, local limit, window ms) of an outage-mode governor limiter.
-type LocalKey = (&'static str, u32, u64);
-
 struct Inner {
     backend: Backend,
     keys: Keys,
     policy: Policy,
     options: LimiterOptions,
     memory: Option<MemoryLimiter>,
-    local: Mutex<HashMap<LocalKey, Arc<DefaultKeyedRateLimiter<u64>>>>,
-    local_checks: std::sync::atomic::AtomicU64,
-    burst: Option<DefaultKeyedRateLimiter<TenantId>>,
+    /// Outage mode `local`: last answers and local counters (`None` in other modes).
+    outage_mem: Option<OutageMemory>,
+    /// Whether a charge-back task runs.
+    charging_back: std::sync::atomic::AtomicBool,
+    burst: Option<Burst>,
     deny: Option<moka::sync::Cache<u64, Instant>>,
     /// Per-process random seed of in-process counter keys (64-bit hashes of tenant, rule,
     /// identity and endpoint: a collision, ~1e-8 over a million counters, merges two
@@ -322,8 +330,6 @@ struct KeyParts {
 struct Applied<'p> {
     rule: &'p Rule,
     name: &'static str,
-    /// Seeded hash of the name.
-    hash: u64,
     /// Algorithm parameters of the effective quota (after plan overrides).
     spec: &'p Spec,
 }
@@ -359,7 +365,7 @@ impl RateLimiter {
         let burst = options
             .burst
             .and_then(|q| governor_quota(q.limit.get(), q.window))
-            .map(Governor::keyed);
+            .map(Burst::new);
         let deny = (options.deny_cache > 0 && memory.is_none()).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(options.deny_cache)
@@ -367,6 +373,8 @@ impl RateLimiter {
                 .time_to_live(Duration::from_secs(3600))
                 .build()
         });
+        let outage_mem = (options.outage == OutageMode::Local && memory.is_none())
+            .then(|| OutageMemory::new(options.outage_keys));
         let rule_names = policy.rules().iter().map(|r| intern(&r.name)).collect();
         let any_per_endpoint = policy.rules().iter().any(|r| r.per_endpoint);
         let seed = foldhash::fast::RandomState::default();
@@ -398,8 +406,8 @@ impl RateLimiter {
                 policy,
                 options,
                 memory,
-                local: Mutex::new(HashMap::new()),
-                local_checks: std::sync::atomic::AtomicU64::new(0),
+                outage_mem,
+                charging_back: std::sync::atomic::AtomicBool::new(false),
                 burst,
                 deny,
                 seed,
@@ -433,6 +441,7 @@ impl RateLimiter {
             burst: rl.burst,
             deny_cache: rl.deny_cache,
             memory_max_keys: usize::try_from(config.memory.max_entries.get()).unwrap_or(usize::MAX),
+            outage_keys: usize::try_from(rl.outage_keys).unwrap_or(usize::MAX),
         };
         Self::new(
             backend,
@@ -468,14 +477,9 @@ impl RateLimiter {
         let specs = self.specs(c);
         let mut out = Rules::new();
         let rules = policy.rules().iter().zip(&inner.rule_names);
-        for (((rule, &name), &hash), spec) in rules.zip(&inner.rule_hashes).zip(specs) {
+        for ((rule, &name), spec) in rules.zip(specs) {
             if rule.applies(c.method, c.route) {
-                out.push(Applied {
-                    rule,
-                    name,
-                    hash,
-                    spec,
-                });
+                out.push(Applied { rule, name, spec });
             }
         }
         out
@@ -645,10 +649,7 @@ impl RateLimiter {
     /// The per-tenant in-process cap, if configured and exceeded.
     fn burst(&self, c: &Check<'_>, cost: u32, commit: bool) -> Option<Decision> {
         let burst = self.inner.burst.as_ref().filter(|_| commit)?;
-        let not_until = burst.check_key(c.tenant).err()?;
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
+        let wait = burst.check(c.tenant).err()?;
         let q = self.inner.options.burst.expect("burst configured");
         Some(Decision {
             allowed: false,
@@ -719,24 +720,31 @@ impl RateLimiter {
         applied: Rules<Applied<'_>>,
         commit: bool,
     ) -> Decision {
+        let inner = &*self.inner;
         let cost = self.cost(c);
         let endpoint = format!("{} {}", c.method, c.route);
         let keys: Vec<RedisKey> = applied
             .iter()
             .map(|a| self.redis_key(a, c, &endpoint))
             .collect();
+        // Seeded hashes of the keys: the deny cache's and the outage memory's keys.
+        let hashes: Rules<u64> = if inner.deny.is_some() || inner.outage_mem.is_some() {
+            keys.iter().map(|k| self.deny_hash(k)).collect()
+        } else {
+            Rules::new()
+        };
 
         // Known repeat offenders: answered without a round trip. Entries exist only for
         // keys Redis reported full (no unit left) and expire when the first unit frees,
         // so this never allows anything and never outlasts Redis' own denial.
         // (`peek` always asks the store: it reports every rule's state.)
-        if let Some(deny) = self.inner.deny.as_ref().filter(|_| commit) {
+        if let Some(deny) = inner.deny.as_ref().filter(|_| commit) {
             let now = Instant::now();
-            for (a, k) in applied.iter().zip(&keys) {
+            for (a, &h) in applied.iter().zip(&hashes) {
                 if a.spec.shadow {
                     continue;
                 }
-                if let Some(until) = deny.get(&self.deny_hash(k)) {
+                if let Some(until) = deny.get(&h) {
                     if until > now {
                         let wait = until - now;
                         let fits = cost <= a.limit();
@@ -760,33 +768,69 @@ impl RateLimiter {
             }
         }
 
+        // Units this instance admitted in process during an outage go back to Redis with
+        // this call, before the request is decided (not while the breaker is open: the
+        // call would not be sent).
+        let mem = inner.outage_mem.as_ref();
+        let charges: Rules<u32> = match mem {
+            Some(m)
+                if commit
+                    && m.pending() > 0
+                    && inner.backend.health().is_none_or(|h| h.allows()) =>
+            {
+                m.begin_charge(&hashes, Instant::now())
+            }
+            _ => Rules::new(),
+        };
+        let specs: Rules<&Spec> = applied.iter().map(|a| a.spec).collect();
+        let mode = if commit { "check" } else { "peek" };
         let sent = Instant::now();
-        match self.eval(&applied, &keys, cost, commit).await {
-            Ok((allowed, outs)) => {
-                if let Some(deny) = &self.inner.deny {
-                    for ((a, k), o) in applied.iter().zip(&keys).zip(&outs) {
+        match self.eval(&specs, &keys, cost, mode, &charges).await {
+            Ok((allowed, outs, redis_ms)) => {
+                let now = Instant::now();
+                if let Some(deny) = &inner.deny {
+                    for ((a, &h), o) in applied.iter().zip(&hashes).zip(&outs) {
                         if !a.spec.shadow && o.remaining == 0 && o.free1_ms > 0 {
-                            deny.insert(
-                                self.deny_hash(k),
-                                sent + Duration::from_millis(o.free1_ms),
-                            );
+                            deny.insert(h, sent + Duration::from_millis(o.free1_ms));
                         }
                     }
                 }
+                if let Some(m) = mem {
+                    for ((a, &h), o) in applied.iter().zip(&hashes).zip(&outs) {
+                        let used = a.spec.limit.saturating_sub(o.remaining);
+                        m.record(h, redis_ms, used, Duration::from_millis(o.reset_ms), now);
+                    }
+                    for (&h, _) in hashes.iter().zip(&charges).filter(|(_, &u)| u > 0) {
+                        m.end_charge(h, true, now);
+                    }
+                    self.charge_back_soon();
+                }
                 build(&applied, allowed, &outs, Source::Redis, cost)
             }
-            Err(e) => self.outage(&applied, c, cost, commit, &e),
+            Err(e) => {
+                if let Some(m) = mem {
+                    let now = Instant::now();
+                    for (&h, _) in hashes.iter().zip(&charges).filter(|(_, &u)| u > 0) {
+                        m.end_charge(h, false, now);
+                    }
+                }
+                self.outage(&applied, &keys, &hashes, cost, commit, &e)
+            }
         }
     }
 
+    /// One script call. `mode`: `check`, `peek` or `charge`; `charges`: units admitted in
+    /// process per rule, charged first (empty: none). Returns (all allowed, per-rule
+    /// outcomes, Redis time in ms).
     #[cfg(feature = "redis")]
     async fn eval(
         &self,
-        applied: &[Applied<'_>],
+        specs: &[&Spec],
         keys: &[RedisKey],
         cost: u32,
-        commit: bool,
-    ) -> Result<(bool, Rules<Outcome>), BackendError> {
+        mode: &str,
+        charges: &[u32],
+    ) -> Result<(bool, Rules<Outcome>, u64), BackendError> {
         let Backend::Redis(redis) = &self.inner.backend else {
             return Err(BackendError::Unsupported("no Redis backend"));
         };
@@ -797,26 +841,29 @@ impl RateLimiter {
                     .hash_one((Instant::now(), std::thread::current().id(), keys.len()));
             format!("{n:016x}")
         };
-        let mut args: Vec<String> = Vec::with_capacity(3 + applied.len() * 6);
-        args.push(if commit { "check" } else { "peek" }.into());
+        let mut args: Vec<String> = Vec::with_capacity(3 + specs.len() * 7);
+        args.push(mode.into());
         args.push(cost.to_string());
         args.push(nonce);
-        for a in applied {
-            args.push(match a.spec.algo {
+        for s in specs {
+            args.push(match s.algo {
                 super::rules::Algorithm::Exact => "log".into(),
                 super::rules::Algorithm::Compact => "win".into(),
                 super::rules::Algorithm::Gcra => "gcra".into(),
             });
-            args.push(a.spec.limit.to_string());
-            args.push(a.spec.window_ms.to_string());
-            args.push(a.spec.bucket_us.to_string());
-            args.push(a.spec.n.to_string());
-            args.push(if a.spec.shadow { "1" } else { "0" }.into());
+            args.push(s.limit.to_string());
+            args.push(s.window_ms.to_string());
+            args.push(s.bucket_us.to_string());
+            args.push(s.n.to_string());
+            args.push(if s.shadow { "1" } else { "0" }.into());
+        }
+        if charges.iter().any(|&u| u > 0) {
+            args.extend(charges.iter().map(u32::to_string));
         }
         let arg_refs: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
         let key_refs: Vec<&RedisKey> = keys.iter().collect();
         let v: Vec<i64> = redis.eval(script(), &key_refs, &arg_refs).await?;
-        if v.len() != 2 + applied.len() * 5 {
+        if v.len() != 2 + specs.len() * 5 {
             return Err(BackendError::Unsupported(
                 "unexpected reply from the rate-limit script",
             ));
@@ -831,24 +878,93 @@ impl RateLimiter {
                 free1_ms: x[4].max(0).unsigned_abs(),
             })
             .collect();
-        Ok((v[0] == 1, outs))
+        Ok((v[0] == 1, outs, v[1].max(0).unsigned_abs()))
     }
 
     #[cfg(not(feature = "redis"))]
     async fn eval(
         &self,
-        _: &[Applied<'_>],
+        _: &[&Spec],
         _: &[RedisKey],
         _: u32,
-        _: bool,
-    ) -> Result<(bool, Rules<Outcome>), BackendError> {
+        _: &str,
+        _: &[u32],
+    ) -> Result<(bool, Rules<Outcome>, u64), BackendError> {
         Err(BackendError::Unsupported("no Redis backend"))
+    }
+
+    /// Starts charging every counter's locally admitted units back to Redis, unless that
+    /// is already running or there are none (after a successful script call: Redis is
+    /// back). Counters used again are charged by their next check anyway; this reaches
+    /// the others, so other instances see those units too.
+    fn charge_back_soon(&self) {
+        use std::sync::atomic::Ordering;
+        let inner = &*self.inner;
+        let Some(m) = &inner.outage_mem else { return };
+        if m.pending() == 0 || inner.charging_back.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            inner.charging_back.store(false, Ordering::Release);
+            return;
+        };
+        let this = self.clone();
+        rt.spawn(async move {
+            let n = this.charge_back().await;
+            tracing::info!(
+                counters = n,
+                "units admitted during the Redis outage charged back"
+            );
+            this.inner.charging_back.store(false, Ordering::Release);
+        });
+    }
+
+    /// Charges every local counter back, one script call each, until none is left or a
+    /// call fails (then what is left waits for the next success). Returns how many
+    /// counters were charged.
+    async fn charge_back(&self) -> usize {
+        let Some(m) = &self.inner.outage_mem else {
+            return 0;
+        };
+        let mut done = 0;
+        loop {
+            let batch = m.begin_charge_some(64, Instant::now());
+            if batch.is_empty() {
+                return done;
+            }
+            let mut rest = batch.into_iter();
+            while let Some((h, key, spec, units)) = rest.next() {
+                let res = self
+                    .eval(&[&spec], std::slice::from_ref(&key), 1, "charge", &[units])
+                    .await;
+                let now = Instant::now();
+                match res {
+                    Ok((_, outs, redis_ms)) => {
+                        done += 1;
+                        if let Some(o) = outs.first() {
+                            let used = spec.limit.saturating_sub(o.remaining);
+                            let reset = Duration::from_millis(o.reset_ms);
+                            m.record(h, redis_ms, used, reset, now);
+                        }
+                        m.end_charge(h, true, now);
+                    }
+                    Err(_) => {
+                        m.end_charge(h, false, now);
+                        for (h, ..) in rest {
+                            m.end_charge(h, false, now);
+                        }
+                        return done;
+                    }
+                }
+            }
+        }
     }
 
     fn outage(
         &self,
         applied: &[Applied<'_>],
-        c: &Check<'_>,
+        keys: &[RedisKey],
+        hashes: &[u64],
         cost: u32,
         commit: bool,
         error: &BackendError,
@@ -864,102 +980,52 @@ impl RateLimiter {
             allowed,
             shadow: a.spec.shadow,
         };
-        match self.inner.options.outage {
-            OutageMode::Open => Decision {
-                allowed: true,
-                source: Source::OutageOpen,
-                cost,
-                rules: applied.iter().map(|a| unknown(a, true)).collect(),
-            },
-            OutageMode::Closed => Decision {
+        match (self.inner.options.outage, &self.inner.outage_mem) {
+            (OutageMode::Local, Some(m)) => {
+                let rules: Rules<LocalRule<'_>> = applied
+                    .iter()
+                    .zip(keys)
+                    .zip(hashes)
+                    .map(|((a, key), &hash)| LocalRule {
+                        hash,
+                        key,
+                        spec: a.spec,
+                    })
+                    .collect();
+                let instances = self.inner.options.instances.get();
+                let (allowed, outs) = m.decide(&rules, cost, commit, instances, Instant::now());
+                Decision {
+                    allowed,
+                    source: Source::Local,
+                    cost,
+                    rules: applied
+                        .iter()
+                        .zip(&outs)
+                        .map(|(a, o)| RuleDecision {
+                            name: a.name,
+                            limit: o.limit,
+                            window: a.window(),
+                            remaining: o.remaining,
+                            reset: o.reset,
+                            retry_after: o.retry,
+                            allowed: o.allowed,
+                            shadow: a.spec.shadow,
+                        })
+                        .collect(),
+                }
+            }
+            (OutageMode::Closed, _) => Decision {
                 allowed: false,
                 source: Source::OutageClosed,
                 cost,
                 rules: applied.iter().map(|a| unknown(a, false)).collect(),
             },
-            OutageMode::Local => {
-                let instances = self.inner.options.instances.get();
-                let mut rules = Vec::new();
-                let mut allowed = true;
-                let parts = self.key_parts(c, true);
-                for a in applied {
-                    let limit = (a.limit() / instances).max(1);
-                    let gov = self.local_limiter(a.name, limit, a.window());
-                    let key = self.mem_key(a.rule, a.hash, &parts).0;
-                    let n = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
-                    // governor has no peek: a peek reports the rule as allowed.
-                    let res = if commit {
-                        match gov.as_ref().map(|g| g.check_key_n(&key, n)) {
-                            None => Ok(()),
-                            Some(Ok(Ok(()))) => Ok(()),
-                            Some(Ok(Err(nu))) => {
-                                Err(Some(nu.wait_time_from(governor::clock::Clock::now(
-                                    &governor::clock::DefaultClock::default(),
-                                ))))
-                            }
-                            Some(Err(_)) => Err(None), // cost above the local limit
-                        }
-                    } else {
-                        Ok(())
-                    };
-                    let ok = res.is_ok();
-                    if !ok && !a.spec.shadow {
-                        allowed = false;
-                    }
-                    rules.push(RuleDecision {
-                        name: a.name,
-                        limit,
-                        window: a.window(),
-                        remaining: 0,
-                        reset: Duration::ZERO,
-                        retry_after: res.err().flatten(),
-                        allowed: ok,
-                        shadow: a.spec.shadow,
-                    });
-                }
-                self.maybe_shrink_local();
-                Decision {
-                    allowed,
-                    source: Source::Local,
-                    cost,
-                    rules,
-                }
-            }
-        }
-    }
-
-    fn local_limiter(
-        &self,
-        name: &'static str,
-        limit: u32,
-        window: Duration,
-    ) -> Option<Arc<DefaultKeyedRateLimiter<u64>>> {
-        let wms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        let mut map = self
-            .inner
-            .local
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(g) = map.get(&(name, limit, wms)) {
-            return Some(g.clone());
-        }
-        let g = Arc::new(Governor::keyed(governor_quota(limit, window)?));
-        map.insert((name, limit, wms), g.clone());
-        Some(g)
-    }
-
-    fn maybe_shrink_local(&self) {
-        use std::sync::atomic::Ordering;
-        if self.inner.local_checks.fetch_add(1, Ordering::Relaxed) % 10_000 == 9_999 {
-            let map = self
-                .inner
-                .local
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for g in map.values() {
-                g.retain_recent();
-                g.shrink_to_fit();
-            }
+            _ => Decision {
+                allowed: true,
+                source: Source::OutageOpen,
+                cost,
+                rules: applied.iter().map(|a| unknown(a, true)).collect(),
+            },
         }
     }
 
@@ -1078,4 +1144,43 @@ fn intern(name: &str) -> &'static str {
     let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
     set.insert(leaked);
     leaked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_burst_map_forgets_tenants_that_went_away() {
+        // 1000/1s: one unit back every millisecond, so a tenant seen once is fresh again
+        // (and may be dropped) 2 ms after its check.
+        let config =
+            Config::from_vars([("RATE_LIMIT_BURST", "1000/1s"), ("RATE_LIMIT_MAX", "5")]).unwrap();
+        let metrics = Metrics::new();
+        let backend = Backend::from_config(&config, &metrics).unwrap();
+        let l = RateLimiter::from_config(&config, backend, &metrics);
+        let who = Identity::User("u".into());
+        let tenants: Vec<TenantId> = (0..20_000)
+            .map(|i| TenantId::new(&format!("t{i}")).unwrap())
+            .collect();
+        let check = |t| Check {
+            tenant: t,
+            identity: &who,
+            method: &Method::GET,
+            route: "/x",
+            cost: None,
+            plan: None,
+        };
+        for t in &tenants {
+            l.check(&check(t)).await;
+        }
+        let burst = l.inner.burst.as_ref().unwrap();
+        // Real time here: 50 ms is 25 times what a tenant seen once needs to be fresh.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The next prune is due within max(PRUNE_EVERY, keys held) checks.
+        for _ in 0..2 * tenants.len() {
+            l.check(&check(&tenants[0])).await;
+        }
+        assert!(burst.len() <= 1, "{} tenants held", burst.len());
+    }
 }

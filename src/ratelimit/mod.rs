@@ -13,16 +13,20 @@
 //!   default: its memory per key does not grow with the limit.
 //! * **Identity** ([`IdentityConfig`]): [`UserId`] from the session/auth layer, a trusted
 //!   header, or the client IP behind trusted proxies, IPv6 grouped by /64.
-//! * **Outages** ([`OutageMode`]): `open`, `closed` or `local` (governor, limit divided by
-//!   the instance count); with the circuit breaker open a check costs microseconds.
+//! * **Outages** ([`OutageMode`]): `open`, `closed` or `local` (in process, from the last
+//!   answer Redis gave for each counter, the rest divided by the instance count; what was
+//!   admitted is charged back to Redis when it returns); with the circuit breaker open a
+//!   check costs microseconds.
 //! * **Deny cache**: identities Redis reported full are answered locally until the first
 //!   unit frees; **burst**: an optional per-tenant governor cap in front of Redis.
 
+mod burst;
 mod headers;
 mod identity;
 mod layer;
 mod limiter;
 mod memory;
+mod outage;
 mod policy;
 pub mod rules;
 
