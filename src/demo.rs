@@ -119,10 +119,10 @@ async fn drop_cache(
         return Err(Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized")
             .detail("DELETE /api/cache needs `Authorization: Bearer <TG_ADMIN_TOKEN>`"));
     }
-    let removed = cache.invalidate_tenant(&tenant).await.map_err(|e| {
+    let generation = cache.invalidate_tenant(&tenant).await.map_err(|e| {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Cache unavailable").detail(e.to_string())
     })?;
-    Ok(Json(json!({ "tenant": tenant, "invalidated": removed })))
+    Ok(Json(json!({ "tenant": tenant, "generation": generation })))
 }
 
 /// TTL of a cached report by the age of its day: today's data still changes (15 s), last

@@ -127,6 +127,8 @@ pub enum KeyKind {
     Cache,
     /// Short-lived locks (single-flight leases and the like).
     Lock,
+    /// Cache generations of a tenant and its categories (bumped to invalidate).
+    CacheGen,
 }
 
 impl KeyKind {
@@ -140,6 +142,7 @@ impl KeyKind {
             Self::Ai => "ai",
             Self::Cache => "cache",
             Self::Lock => "lock",
+            Self::CacheGen => "cache-gen",
         }
     }
 }

@@ -233,19 +233,41 @@ mod checks {
             (10, CacheStatus::Miss)
         );
         assert_eq!(rows(&f.cache, &t, &q2, &calls, 20).await.0, 2);
-        // A whole category of a tenant, with SCAN: other tenants untouched.
+        // A whole category of a tenant, by generation (O(1), no SCAN): other tenants and
+        // other categories untouched.
+        f.cache
+            .get_or_compute(&t, &Category::named("reports"), &"r", || async {
+                Ok::<_, String>(1)
+            })
+            .await
+            .unwrap();
         assert_eq!(
             f.cache
                 .invalidate_category(&t, &Category::query())
                 .await
                 .unwrap(),
-            2
+            1,
+            "the category's first generation bump"
         );
         assert_eq!(
             rows(&f.cache, &t, &q2, &calls, 21).await,
             (21, CacheStatus::Miss)
         );
+        assert_eq!(
+            rows(&f.cache, &t, &q1, &calls, 22).await,
+            (22, CacheStatus::Miss)
+        );
         assert_eq!(rows(&f.cache, &other, &q1, &calls, 30).await.0, 3);
+        let report = f
+            .cache
+            .get_or_compute(&t, &Category::named("reports"), &"r", || async {
+                Ok::<_, String>(2)
+            })
+            .await
+            .unwrap();
+        assert_eq!((report.value, report.status.header()), (1, "HIT"));
+        // Entries computed after the bump are cached again.
+        assert_eq!(rows(&f.cache, &t, &q2, &calls, 23).await.0, 21);
         // A whole tenant: every kind of entry.
         f.cache
             .get_or_compute(&t, &Category::ai("m"), &"p", || async {
@@ -253,14 +275,20 @@ mod checks {
             })
             .await
             .unwrap();
-        f.cache
-            .get_or_compute(&t, &Category::named("reports"), &"r", || async {
-                Ok::<_, String>(1)
-            })
-            .await
-            .unwrap();
-        // q2 (refilled above), the AI entry and the report.
-        assert_eq!(f.cache.invalidate_tenant(&t).await.unwrap(), 3);
+        assert_eq!(f.cache.invalidate_tenant(&t).await.unwrap(), 1);
+        assert_eq!(f.cache.invalidate_tenant(&t).await.unwrap(), 2);
+        for (category, material) in [
+            (Category::query(), "q2"),
+            (Category::ai("m"), "p"),
+            (Category::named("reports"), "r"),
+        ] {
+            let r = f
+                .cache
+                .get_or_compute(&t, &category, &material, || async { Ok::<_, String>(9) })
+                .await
+                .unwrap();
+            assert_eq!((r.value, r.status), (9, CacheStatus::Miss), "{category:?}");
+        }
         assert_eq!(rows(&f.cache, &other, &q1, &calls, 31).await.0, 3);
     }
 

@@ -592,3 +592,44 @@ mod cache {
             .contains("gpt-4o"));
     }
 }
+
+/// Finding 10: invalidating a tenant ran SCAN over the whole keyspace (seconds with 1M
+/// keys). Now it is one INCR of the tenant's generation, whatever the number of keys.
+#[tokio::test]
+async fn tenant_invalidation_is_one_command_without_scan() {
+    use tenant_guard::cache::{Cache, CacheStatus, Category};
+    let server = common::RedisServer::start();
+    let config = Config::from_vars([("REDIS_URL", server.url())]).unwrap();
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).unwrap();
+    let cache = Cache::from_config(&config, backend, &metrics);
+    let t = tenant_guard::tenant::TenantId::new("big").unwrap();
+    for i in 0..300u32 {
+        cache
+            .get_or_compute(
+                &t,
+                &Category::query(),
+                &i,
+                || async move { Ok::<_, String>(i) },
+            )
+            .await
+            .unwrap();
+    }
+    // Other tenants' keys: a SCAN would have to walk them too.
+    server.cli(&["DEBUG", "POPULATE", "20000", "other:key"]);
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    assert_eq!(cache.invalidate_tenant(&t).await.unwrap(), 1);
+    let stats = server.cli(&["INFO", "commandstats"]);
+    assert!(!stats.contains("cmdstat_scan"), "{stats}");
+    assert!(!stats.contains("cmdstat_keys"), "{stats}");
+    assert!(stats.contains("cmdstat_incr:calls=1,"), "{stats}");
+    for i in [0u32, 150, 299] {
+        let r = cache
+            .get_or_compute(&t, &Category::query(), &i, || async move {
+                Ok::<_, String>(i + 1000)
+            })
+            .await
+            .unwrap();
+        assert_eq!((r.value, r.status), (i + 1000, CacheStatus::Miss));
+    }
+}

@@ -169,6 +169,32 @@ impl Backend {
         }
     }
 
+    /// Reads several keys of one tenant (one `MGET`: they share the tenant's slot).
+    pub async fn get_many(&self, keys: &[&RedisKey]) -> Result<Vec<Option<Bytes>>, BackendError> {
+        match self {
+            Self::Memory(m) => Ok(keys.iter().map(|k| m.get(k)).collect()),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.get_many(keys).await,
+        }
+    }
+
+    /// Adds one to an integer key (absent: 0) with no TTL; returns the new value.
+    pub async fn incr(&self, key: &RedisKey) -> Result<u64, BackendError> {
+        match self {
+            Self::Memory(m) => m.transact(|txn| {
+                let n = txn
+                    .get(key)
+                    .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + 1;
+                txn.set(key, Bytes::from(n.to_string()), None)?;
+                Ok(n)
+            }),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.incr(key).await,
+        }
+    }
+
     /// Writes a value with an optional TTL, replacing any previous value and TTL.
     pub async fn set(
         &self,

@@ -405,6 +405,27 @@ impl RedisStore {
         .await
     }
 
+    /// `MGET key...` (keys of one tenant: one slot).
+    pub async fn get_many(&self, keys: &[&RedisKey]) -> Result<Vec<Option<Bytes>>, BackendError> {
+        self.run("mget", |mut c| async move {
+            let mut cmd = redis::cmd("MGET");
+            for k in keys {
+                cmd.arg(*k);
+            }
+            let v: Vec<Option<Vec<u8>>> = cmd.query_async(&mut c).await?;
+            Ok(v.into_iter().map(|b| b.map(Bytes::from)).collect())
+        })
+        .await
+    }
+
+    /// `INCR key`.
+    pub async fn incr(&self, key: &RedisKey) -> Result<u64, BackendError> {
+        self.run("incr", |mut c| async move {
+            redis::cmd("INCR").arg(key).query_async(&mut c).await
+        })
+        .await
+    }
+
     /// `SET key value [PX ttl]`.
     pub async fn set(
         &self,

@@ -18,6 +18,9 @@ pub(crate) struct Entry {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// The tenant's and the category's cache generations when the entry was computed: an
+    /// entry of older generations is a miss (invalidated).
+    pub gens: [u64; 2],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -28,6 +31,8 @@ struct Meta {
     st: u16,
     #[serde(default)]
     h: Vec<(String, String)>,
+    #[serde(default)]
+    g: [u64; 2],
 }
 
 impl Entry {
@@ -38,6 +43,7 @@ impl Entry {
             f: self.fresh_until_ms,
             st: self.status,
             h: self.headers.clone(),
+            g: self.gens,
         })
         .unwrap_or_default();
         let mut out = Vec::with_capacity(8 + meta.len() + self.body.len());
@@ -65,6 +71,7 @@ impl Entry {
             status: meta.st,
             headers: meta.h,
             body: raw.slice(meta_end..),
+            gens: meta.g,
         })
     }
 
@@ -94,6 +101,7 @@ mod tests {
             status: 200,
             headers: vec![("content-type".into(), "application/json".into())],
             body: Bytes::from_static(b"{\"a\":1}"),
+            gens: [3, 7],
         };
         let raw = Bytes::from(e.encode());
         assert_eq!(Entry::decode(&raw), Some(e));

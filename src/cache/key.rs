@@ -58,6 +58,15 @@ impl Category {
         }
     }
 
+    /// What names this category's generation key (for `Ai`, per model).
+    pub(crate) fn generation_name(&self) -> String {
+        match self {
+            Self::Query => "query".into(),
+            Self::Ai(model) => format!("ai:{}", model_component(model)),
+            Self::Named(n) => format!("cache:{n}"),
+        }
+    }
+
     /// The SCAN pattern of every entry of this category (for `Ai`, of this model).
     pub(crate) fn pattern(&self, keys: &Keys, tenant: &TenantId) -> crate::keys::KeyPattern {
         match self {

@@ -608,6 +608,7 @@ where
                             })
                             .collect(),
                         body: bytes,
+                        gens: [0, 0],
                     };
                     let own = from_entry(&entry, CacheStatus::Miss);
                     if shareable_error {

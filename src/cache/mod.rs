@@ -174,6 +174,8 @@ pub(crate) struct CacheKey {
     pub category: Category,
     pub hash: String,
     pub key: RedisKey,
+    /// The tenant's generation key and the category's (same slot as `key`).
+    pub gens: [RedisKey; 2],
 }
 
 /// The cache. Cheap to clone; clones share L1, flights and the subscription.
@@ -303,6 +305,12 @@ enum Lookup {
     Miss { l2_down: bool },
 }
 
+/// Parses a generation value (absent or unreadable: 0).
+fn generation(raw: Option<&Bytes>) -> u64 {
+    raw.and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
 impl Cache {
     /// A cache on `backend`. With Redis (and `l1_max_bytes > 0`) it keeps an L1 and, when
     /// called inside a Tokio runtime, subscribes to the invalidation channel.
@@ -416,6 +424,7 @@ impl Cache {
     pub(crate) fn key(&self, tenant: &TenantId, category: &Category, hash: String) -> CacheKey {
         CacheKey {
             key: category.key(&self.inner.keys, tenant, &hash),
+            gens: self.inner.generation_keys(tenant, category),
             tenant: tenant.clone(),
             category: category.clone(),
             hash,
@@ -492,6 +501,7 @@ impl Cache {
                                     status: 0,
                                     headers: Vec::new(),
                                     body: Bytes::from(body),
+                                    gens: [0, 0],
                                 };
                                 Computed::Store(e, ttl, Ok(v))
                             }
@@ -573,38 +583,54 @@ impl Cache {
         existed
     }
 
-    /// Removes every entry of a category of one tenant (SCAN + UNLINK on the tenant's node,
-    /// never KEYS; every instance's L1). Returns how many Redis / store entries went.
+    /// Invalidates every entry of a category of one tenant (for [`Category::Ai`], of one
+    /// model) in O(1): one `INCR` of the category's generation, which every entry carries
+    /// and every read compares; every instance's L1 follows by pub/sub. The old entries
+    /// are never served again and leave Redis at their TTL (no SCAN). Returns the
+    /// category's new generation.
     pub async fn invalidate_category(
         &self,
         tenant: &TenantId,
         category: &Category,
     ) -> Result<u64, BackendError> {
+        let [_, gen_key] = self.inner.generation_keys(tenant, category);
         let pattern = category.pattern(&self.inner.keys, tenant);
-        self.invalidate_pattern(category.name(), &pattern).await
+        self.invalidate_generation(category.name(), &gen_key, &[pattern])
+            .await
     }
 
-    /// Removes every cache entry of one tenant (query, AI and named categories).
+    /// Invalidates every cache entry of one tenant (query, AI and named categories) in
+    /// O(1), like [`invalidate_category`](Self::invalidate_category) with the tenant's
+    /// generation. Returns the tenant's new generation.
     pub async fn invalidate_tenant(&self, tenant: &TenantId) -> Result<u64, BackendError> {
-        let mut n = 0;
-        for kind in [KeyKind::Query, KeyKind::Ai, KeyKind::Cache] {
-            let pattern = self.inner.keys.kind_pattern(kind, tenant);
-            n += self.invalidate_pattern("tenant", &pattern).await?;
-        }
-        Ok(n)
+        let gen_key = self.inner.keys.key(KeyKind::CacheGen, tenant, &[]);
+        let patterns = [KeyKind::Query, KeyKind::Ai, KeyKind::Cache]
+            .map(|k| self.inner.keys.kind_pattern(k, tenant));
+        self.invalidate_generation("tenant", &gen_key, &patterns)
+            .await
     }
 
-    async fn invalidate_pattern(
+    async fn invalidate_generation(
         &self,
         category: &str,
-        pattern: &crate::keys::KeyPattern,
+        gen_key: &RedisKey,
+        patterns: &[crate::keys::KeyPattern],
     ) -> Result<u64, BackendError> {
-        let prefix = pattern.as_str().trim_end_matches('*').to_string();
-        self.inner.apply(&format!("p {prefix}"));
+        let prefixes: Vec<String> = patterns
+            .iter()
+            .map(|p| p.as_str().trim_end_matches('*').to_string())
+            .collect();
+        // L1 here first, then the generation (a fill that read the old one is refused from
+        // L1 by the local generation counter), then the other instances.
+        for p in &prefixes {
+            self.inner.apply(&format!("p {p}"));
+        }
         self.event(category, "invalidation");
-        let n = self.inner.backend.delete_matching(pattern).await;
-        self.publish(&format!("p {prefix}")).await;
-        n
+        let generation = self.inner.backend.incr(gen_key).await?;
+        for p in &prefixes {
+            self.publish(&format!("p {p}")).await;
+        }
+        Ok(generation)
     }
 
     async fn publish(&self, message: &str) {
@@ -635,8 +661,10 @@ impl Cache {
         let gen0 = inner.generation.load(Ordering::SeqCst);
         let mut stale = None;
         let mut l2_down = false;
+        // The generations read with the entry; a new entry is stored with them.
+        let mut gens = None;
         if read {
-            match inner.lookup(&key.key, gen0).await {
+            match inner.lookup(key, gen0, &mut gens).await {
                 Lookup::Fresh(e, status) => {
                     inner.count(cat, status);
                     return Served::Cached(e, status);
@@ -706,7 +734,7 @@ impl Cache {
                     let deadline = Instant::now() + inner.config.lease;
                     while Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(10)).await;
-                        match inner.lookup_l2(&key.key, gen0).await {
+                        match inner.lookup_l2(key, gen0, &mut gens).await {
                             Lookup::Fresh(e, _) => {
                                 inner.count(cat, CacheStatus::Coalesced);
                                 guard.finish(Flight::Entry(e.clone()));
@@ -741,6 +769,9 @@ impl Cache {
                 let now = entry::now_ms();
                 e.stored_ms = now;
                 e.fresh_until_ms = now + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX / 2);
+                if write {
+                    e.gens = inner.generations(key, gens).await;
+                }
                 let e = Arc::new(e);
                 if write {
                     inner.store(&key.key, cat, &e, ttl, gen0).await;
@@ -825,20 +856,58 @@ impl Inner {
         }
     }
 
-    async fn lookup(&self, key: &RedisKey, gen0: u64) -> Lookup {
+    /// The generation keys of a category of a tenant: the tenant's and the category's.
+    fn generation_keys(&self, tenant: &TenantId, category: &Category) -> [RedisKey; 2] {
+        [
+            self.keys.key(KeyKind::CacheGen, tenant, &[]),
+            self.keys
+                .key(KeyKind::CacheGen, tenant, &[&category.generation_name()]),
+        ]
+    }
+
+    /// The generations to store an entry with: those read with the lookup, else read now.
+    /// When they cannot be read, `[0, 0]`: such an entry is only ever served while nothing
+    /// of its tenant was invalidated, so it can never be stale.
+    async fn generations(&self, key: &CacheKey, read: Option<[u64; 2]>) -> [u64; 2] {
+        if let Some(g) = read {
+            return g;
+        }
+        let [t, c] = &key.gens;
+        match self.backend.get_many(&[t, c]).await {
+            Ok(raw) => [
+                generation(raw.first().and_then(Option::as_ref)),
+                generation(raw.get(1).and_then(Option::as_ref)),
+            ],
+            Err(_) => [0, 0],
+        }
+    }
+
+    async fn lookup(&self, key: &CacheKey, gen0: u64, gens: &mut Option<[u64; 2]>) -> Lookup {
         if let Some(l1) = &self.l1 {
-            if let Some(e) = l1.get(key.as_str()) {
+            if let Some(e) = l1.get(key.key.as_str()) {
                 if e.fresh_until_ms > entry::now_ms() {
                     return Lookup::Fresh(e, CacheStatus::HitL1);
                 }
             }
         }
-        self.lookup_l2(key, gen0).await
+        self.lookup_l2(key, gen0, gens).await
     }
 
-    async fn lookup_l2(&self, key: &RedisKey, gen0: u64) -> Lookup {
-        match self.backend.get(key).await {
-            Ok(Some(raw)) => match Entry::decode(&raw) {
+    /// One round trip (`MGET` of the two generations and the entry, one slot); an entry of
+    /// older generations is a miss, never served, not even stale.
+    async fn lookup_l2(&self, ck: &CacheKey, gen0: u64, gens: &mut Option<[u64; 2]>) -> Lookup {
+        let key = &ck.key;
+        let [t, c] = &ck.gens;
+        let got = self.backend.get_many(&[t, c, key]).await.map(|mut v| {
+            let current = [
+                generation(v.first().and_then(Option::as_ref)),
+                generation(v.get(1).and_then(Option::as_ref)),
+            ];
+            *gens = Some(current);
+            (v.pop().flatten(), current)
+        });
+        match got {
+            Ok((Some(raw), current)) => match Entry::decode(&raw).filter(|e| e.gens == current) {
                 Some(e) => {
                     let now = entry::now_ms();
                     let e = Arc::new(e);
@@ -854,10 +923,10 @@ impl Inner {
                         Lookup::Miss { l2_down: false }
                     }
                 }
-                // Not an envelope of this version: a miss, never an error.
+                // Not an envelope of this version, or invalidated: a miss, never an error.
                 None => Lookup::Miss { l2_down: false },
             },
-            Ok(None) => Lookup::Miss { l2_down: false },
+            Ok((None, _)) => Lookup::Miss { l2_down: false },
             Err(e) => {
                 tracing::debug!(error = %e, "cache L2 unavailable; L1 only");
                 Lookup::Miss { l2_down: true }
