@@ -192,6 +192,9 @@ pub struct TenantConfig {
     pub source: TenantSource,
     /// Tenant used when a request names none (`TG_DEFAULT_TENANT`, default: none, i.e. 400).
     pub default_tenant: Option<TenantId>,
+    /// The only tenants served (`TG_TENANTS`, a comma list; default: any valid id). Others
+    /// get 404 and nothing is written for them.
+    pub known: Option<Vec<TenantId>>,
 }
 
 impl Default for TenantConfig {
@@ -199,6 +202,7 @@ impl Default for TenantConfig {
         Self {
             source: TenantSource::Header("X-Tenant-ID".into()),
             default_tenant: None,
+            known: None,
         }
     }
 }
@@ -794,6 +798,13 @@ impl Config {
         };
         push("TG_TENANT_SOURCE", source);
         push(
+            "TG_TENANTS",
+            self.tenant.known.as_ref().map_or_else(
+                || "(any valid id)".into(),
+                |k| k.iter().map(TenantId::as_str).collect::<Vec<_>>().join(","),
+            ),
+        );
+        push(
             "TG_DEFAULT_TENANT",
             self.tenant.default_tenant.as_ref().map_or_else(
                 || "(none: requests without a tenant get 400)".into(),
@@ -1256,9 +1267,31 @@ fn read_tenant(r: &mut Reader) -> TenantConfig {
         |v| TenantId::new(v.trim()).map_err(|e| e.to_string()),
         TenantId::FORM,
     );
+    let known = r.parse(
+        "TG_TENANTS",
+        |v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| TenantId::new(t).map_err(|e| format!("`{t}`: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+        },
+        "a comma list of tenant ids, e.g. `acme,globex`",
+    );
+    if let (Some(known), Some(d)) = (&known, &default_tenant) {
+        if !known.contains(d) {
+            r.problem(
+                "TG_DEFAULT_TENANT",
+                Some(d.as_str()),
+                "not in TG_TENANTS".into(),
+                "one of the tenants of TG_TENANTS",
+            );
+        }
+    }
     TenantConfig {
         source,
         default_tenant,
+        known,
     }
 }
 

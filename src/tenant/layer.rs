@@ -1,8 +1,11 @@
 //! [`TenantLayer`]: resolves the tenant before the inner service runs.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
@@ -20,6 +23,12 @@ use crate::problem::Problem;
 /// A missing tenant falls back to the default tenant when one is set; an *invalid* one
 /// never does (a typo in a tenant id must not silently land in another tenant).
 ///
+/// Tenant ids are whatever the client sends. To serve only tenants you know, give the list
+/// ([`known_tenants`](Self::known_tenants), `TG_TENANTS`) or an async check
+/// ([`validate_with`](Self::validate_with), e.g. a database lookup, its answers cached with
+/// a bound and a TTL): any other tenant gets `404` problem+json and the inner service —
+/// rate limiter, session, cache — never runs, so nothing is written for it.
+///
 /// ```
 /// use axum::{routing::get, Router};
 /// use tenant_guard::tenant::{TenantId, TenantLayer, TenantResolver};
@@ -36,7 +45,30 @@ use crate::problem::Problem;
 pub struct TenantLayer {
     resolver: TenantResolver,
     default: Option<TenantId>,
+    known: Option<Arc<HashSet<TenantId>>>,
+    validator: Option<Arc<Validator>>,
 }
+
+type ValidateFn = dyn Fn(TenantId) -> BoxFuture<'static, bool> + Send + Sync;
+
+/// An async tenant check and its cached answers.
+struct Validator {
+    check: Arc<ValidateFn>,
+    answers: moka::sync::Cache<TenantId, bool>,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator")
+            .field("cached", &self.answers.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Answers of [`TenantLayer::validate_with`] kept by default.
+pub const VALIDATION_CACHE_ENTRIES: u64 = 10_000;
+/// How long an answer of [`TenantLayer::validate_with`] is kept by default.
+pub const VALIDATION_CACHE_TTL: Duration = Duration::from_secs(60);
 
 impl TenantLayer {
     /// A layer using `resolver`, with no default tenant.
@@ -44,20 +76,131 @@ impl TenantLayer {
         Self {
             resolver,
             default: None,
+            known: None,
+            validator: None,
         }
     }
 
-    /// The layer described by configuration (`TG_TENANT_SOURCE`, `TG_DEFAULT_TENANT`).
+    /// The layer described by configuration (`TG_TENANT_SOURCE`, `TG_DEFAULT_TENANT`,
+    /// `TG_TENANTS`).
     ///
     /// ```
     /// let cfg = tenant_guard::config::Config::default();
     /// let layer = tenant_guard::tenant::TenantLayer::from_config(&cfg.tenant);
     /// ```
     pub fn from_config(config: &TenantConfig) -> Self {
-        Self {
+        let layer = Self {
             resolver: TenantResolver::from_config(config),
             default: config.default_tenant.clone(),
+            known: None,
+            validator: None,
+        };
+        match &config.known {
+            Some(known) => layer.known_tenants(known.iter().cloned()),
+            None => layer,
         }
+    }
+
+    /// Serves only these tenants; any other gets `404` (`TG_TENANTS`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use axum::{routing::get, Router};
+    /// use tower::ServiceExt;
+    /// use tenant_guard::tenant::{TenantId, TenantLayer, TenantResolver};
+    ///
+    /// let app: Router = Router::new().route("/", get(|| async { "ok" })).layer(
+    ///     TenantLayer::new(TenantResolver::header("x-tenant-id"))
+    ///         .known_tenants(["acme", "globex"].map(|t| TenantId::new(t).unwrap())),
+    /// );
+    /// let req = |t: &str| http::Request::get("/").header("x-tenant-id", t).body(axum::body::Body::empty()).unwrap();
+    /// assert_eq!(app.clone().oneshot(req("acme")).await.unwrap().status(), 200);
+    /// assert_eq!(app.clone().oneshot(req("invented-42")).await.unwrap().status(), 404);
+    /// # }
+    /// ```
+    pub fn known_tenants(mut self, tenants: impl IntoIterator<Item = TenantId>) -> Self {
+        self.known = Some(Arc::new(tenants.into_iter().collect()));
+        self
+    }
+
+    /// Serves only tenants for which `check` answers `true` (e.g. a database lookup);
+    /// others get `404`. Answers are cached — at most [`VALIDATION_CACHE_ENTRIES`], each
+    /// for [`VALIDATION_CACHE_TTL`] ([`validation_cache`](Self::validation_cache) changes
+    /// both) — so a client inventing ids costs one check per new id, and memory stays
+    /// bounded.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use axum::{routing::get, Router};
+    /// use tower::ServiceExt;
+    /// use tenant_guard::tenant::{TenantId, TenantLayer, TenantResolver};
+    ///
+    /// let app: Router = Router::new().route("/", get(|| async { "ok" })).layer(
+    ///     TenantLayer::new(TenantResolver::header("x-tenant-id"))
+    ///         .validate_with(|t: TenantId| async move { t.as_str().starts_with("cust-") }),
+    /// );
+    /// let req = |t: &str| http::Request::get("/").header("x-tenant-id", t).body(axum::body::Body::empty()).unwrap();
+    /// assert_eq!(app.clone().oneshot(req("cust-1")).await.unwrap().status(), 200);
+    /// assert_eq!(app.clone().oneshot(req("other")).await.unwrap().status(), 404);
+    /// # }
+    /// ```
+    pub fn validate_with<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn(TenantId) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        let check: Arc<ValidateFn> = Arc::new(move |t| Box::pin(check(t)));
+        self.validator = Some(Arc::new(Validator {
+            check,
+            answers: answers_cache(VALIDATION_CACHE_ENTRIES, VALIDATION_CACHE_TTL),
+        }));
+        self
+    }
+
+    /// Bounds of the cache of [`validate_with`](Self::validate_with)'s answers (call it
+    /// after `validate_with`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::tenant::{TenantId, TenantLayer, TenantResolver};
+    /// let layer = TenantLayer::new(TenantResolver::header("x-tenant-id"))
+    ///     .validate_with(|_t: TenantId| async { true })
+    ///     .validation_cache(1_000, Duration::from_secs(5));
+    /// ```
+    pub fn validation_cache(mut self, max_entries: u64, ttl: Duration) -> Self {
+        if let Some(v) = &self.validator {
+            self.validator = Some(Arc::new(Validator {
+                check: v.check.clone(),
+                answers: answers_cache(max_entries, ttl),
+            }));
+        }
+        self
+    }
+
+    /// Whether `tenant` is served, if that is known without waiting.
+    fn known_now(&self, tenant: &TenantId) -> Option<bool> {
+        if self.known.as_ref().is_some_and(|k| !k.contains(tenant)) {
+            return Some(false);
+        }
+        match &self.validator {
+            None => Some(true),
+            Some(v) => v.answers.get(tenant),
+        }
+    }
+
+    /// Whether `tenant` is served, asking the validator when the answer is not cached.
+    async fn known(&self, tenant: &TenantId) -> bool {
+        if let Some(answer) = self.known_now(tenant) {
+            return answer;
+        }
+        let Some(v) = &self.validator else {
+            return true;
+        };
+        let answer = (v.check)(tenant.clone()).await;
+        v.answers.insert(tenant.clone(), answer);
+        answer
     }
 
     /// Tenant used for requests that name none.
@@ -102,6 +245,19 @@ impl<S> TenantService<S> {
     }
 }
 
+fn answers_cache(max_entries: u64, ttl: Duration) -> moka::sync::Cache<TenantId, bool> {
+    moka::sync::Cache::builder()
+        .max_capacity(max_entries)
+        .time_to_live(ttl)
+        .build()
+}
+
+fn unknown(tenant: &TenantId) -> Problem {
+    tracing::debug!(%tenant, "unknown tenant");
+    Problem::new(StatusCode::NOT_FOUND, "Unknown tenant")
+        .detail(format!("tenant `{tenant}` is not served here"))
+}
+
 fn decide(
     layer: &TenantLayer,
     result: Result<Option<TenantId>, TenantError>,
@@ -142,10 +298,25 @@ where
         let (mut parts, body) = req.into_parts();
         match self.layer.resolver.resolve_now(&mut parts) {
             Some(result) => match decide(&self.layer, result) {
-                Ok(tenant) => {
-                    parts.extensions.insert(tenant);
-                    ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)))
-                }
+                Ok(tenant) => match self.layer.known_now(&tenant) {
+                    Some(true) => {
+                        parts.extensions.insert(tenant);
+                        ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)))
+                    }
+                    Some(false) => ResponseFuture::ready(unknown(&tenant).into_response()),
+                    None => {
+                        let clone = self.inner.clone();
+                        let mut inner = std::mem::replace(&mut self.inner, clone);
+                        let layer = self.layer.clone();
+                        ResponseFuture::boxed(Box::pin(async move {
+                            if !layer.known(&tenant).await {
+                                return Ok(unknown(&tenant).into_response());
+                            }
+                            parts.extensions.insert(tenant);
+                            inner.call(Request::from_parts(parts, body)).await
+                        }))
+                    }
+                },
                 Err(problem) => ResponseFuture::ready(problem.into_response()),
             },
             None => {
@@ -157,6 +328,9 @@ where
                 ResponseFuture::boxed(Box::pin(async move {
                     let result = layer.resolver.resolve(&mut parts).await;
                     match decide(&layer, result) {
+                        Ok(tenant) if !layer.known(&tenant).await => {
+                            Ok(unknown(&tenant).into_response())
+                        }
                         Ok(tenant) => {
                             parts.extensions.insert(tenant);
                             inner.call(Request::from_parts(parts, body)).await

@@ -12,7 +12,7 @@
 mod layer;
 mod resolver;
 
-pub use layer::{TenantLayer, TenantService};
+pub use layer::{TenantLayer, TenantService, VALIDATION_CACHE_ENTRIES, VALIDATION_CACHE_TTL};
 pub use resolver::TenantResolver;
 
 use std::fmt;
