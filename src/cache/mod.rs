@@ -353,7 +353,7 @@ impl Cache {
             {
                 let task = rt.spawn(subscriber(
                     Arc::downgrade(&inner),
-                    r.pubsub_urls().to_vec(),
+                    r.pubsub_clients().to_vec(),
                     r.connect_timeout(),
                     inner.channel.clone(),
                 ));
@@ -886,7 +886,7 @@ impl Inner {
 #[cfg(feature = "redis")]
 async fn subscriber(
     inner: Weak<Inner>,
-    urls: Vec<String>,
+    clients: Vec<redis::Client>,
     connect_timeout: Duration,
     channel: String,
 ) {
@@ -894,10 +894,7 @@ async fn subscriber(
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut pubsub = None;
-        for url in &urls {
-            let Ok(client) = redis::Client::open(url.as_str()) else {
-                continue;
-            };
+        for client in &clients {
             if let Ok(Ok(ps)) =
                 tokio::time::timeout(connect_timeout, client.get_async_pubsub()).await
             {

@@ -307,3 +307,60 @@ fn cache_settings_and_errors() {
     }
     assert!(err.contains("percentage from 0 to 100"), "{err}");
 }
+
+#[test]
+fn tls_ca_file_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("ca.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let pem = pem.to_str().unwrap();
+    let problem = |vars: &[(&str, &str)]| {
+        let err = cfg(vars).unwrap_err();
+        let p = err
+            .problems()
+            .iter()
+            .find(|p| p.var == "REDIS_TLS_CA_FILE")
+            .unwrap_or_else(|| panic!("no REDIS_TLS_CA_FILE problem in {err}"))
+            .clone();
+        p.reason
+    };
+    let missing = dir.path().join("missing.pem");
+    assert!(problem(&[
+        ("REDIS_URL", "rediss://h"),
+        ("REDIS_TLS_CA_FILE", missing.to_str().unwrap())
+    ])
+    .contains("cannot read"));
+    assert!(problem(&[
+        ("REDIS_URL", "rediss://h"),
+        ("REDIS_TLS_CA_FILE", "/dev/zero")
+    ])
+    .contains("not a regular file"));
+    // A CA with a plain connection means TLS was meant but is not on.
+    assert!(problem(&[("REDIS_URL", "redis://h"), ("REDIS_TLS_CA_FILE", pem)]).contains("plain"));
+    assert!(problem(&[
+        ("REDIS_CLUSTER_NODES", "rediss://a:7000,rediss://b:7000"),
+        ("REDIS_TLS_CA_FILE", pem)
+    ])
+    .contains("not supported"));
+    let big = dir.path().join("big.pem");
+    std::fs::write(&big, vec![b'x'; (1 << 20) + 1]).unwrap();
+    assert!(problem(&[
+        ("REDIS_URL", "rediss://h"),
+        ("REDIS_TLS_CA_FILE", big.to_str().unwrap())
+    ])
+    .contains("larger than"));
+    if cfg!(feature = "tls") {
+        let c = cfg(&[("REDIS_URL", "rediss://h"), ("REDIS_TLS_CA_FILE", pem)]).unwrap();
+        let ca = c.redis.tls_ca.as_ref().unwrap();
+        assert!(ca.pem().starts_with(b"-----BEGIN CERTIFICATE-----"));
+        assert!(!format!("{c:?}").contains("MIIB"), "PEM bytes in Debug");
+        assert!(c
+            .effective()
+            .iter()
+            .any(|(k, v)| k == "REDIS_TLS_CA_FILE" && v == pem));
+    }
+}
