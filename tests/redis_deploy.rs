@@ -1,7 +1,8 @@
 //! Real Redis deployments: an ACL user limited to the commands in `docs/redis-acl.conf`,
 //! `rename-command` hiding `KEYS` / `FLUSHALL`, a `maxmemory-policy` that may evict counters
-//! and sessions (a warning in `/health/ready`), and — with `--features tls` — `rediss://`
-//! to a server whose certificate a CA made in the test signs (`REDIS_TLS_CA_FILE`).
+//! and sessions (a warning in `/health/ready`, read on every primary of a cluster), and —
+//! with `--features tls` — `rediss://` to a server whose certificate a CA made in the test
+//! signs (`REDIS_TLS_CA_FILE`).
 //!
 //! Every test drives the demo app in-process (rate limits, sessions, both caches, tenant
 //! invalidation, the ops routes) against a redis-server the harness starts, and checks in
@@ -298,6 +299,35 @@ async fn evicting_maxmemory_policy_is_a_readiness_warning() {
         let again = send(&app, "GET", "/health/ready", None, "").await;
         assert_eq!(again.body["warnings"], ready.body["warnings"]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_policy_is_read_on_every_primary() {
+    // Its own cluster: one primary is changed below.
+    let cluster = common::RedisCluster::start();
+    let vars = [("REDIS_CLUSTER_NODES", cluster.nodes_var())];
+    let ready = send(&app(&vars), "GET", "/health/ready", None, "").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert_eq!(
+        ready.body["maxmemory_policy"], "noeviction",
+        "{}",
+        ready.body
+    );
+    assert_eq!(ready.body["warnings"], serde_json::json!([]));
+    // One primary of three evicts: that is the one reported.
+    let last = cluster.nodes.last().unwrap();
+    assert_eq!(
+        last.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"]),
+        "OK"
+    );
+    let ready = send(&app(&vars), "GET", "/health/ready", None, "").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert_eq!(
+        ready.body["maxmemory_policy"], "allkeys-lfu",
+        "{}",
+        ready.body
+    );
+    assert_eq!(ready.body["warnings"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
