@@ -1517,7 +1517,17 @@ fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
             "a whole number of requests per window, at least 1",
         )
         .unwrap_or(d.max);
-    let window = r.duration("RATE_LIMIT_WINDOW", d.window, true);
+    let mut window = r.duration("RATE_LIMIT_WINDOW", d.window, true);
+    if window > Quota::MAX_WINDOW {
+        let raw = r.get("RATE_LIMIT_WINDOW").map(str::to_string);
+        r.problem(
+            "RATE_LIMIT_WINDOW",
+            raw.as_deref(),
+            "longer than 10 years".into(),
+            DURATION_FORM,
+        );
+        window = d.window;
+    }
     let enabled = r
         .parse("RATE_LIMIT_ENABLED", parse::boolean, BOOL_FORM)
         .unwrap_or(true);

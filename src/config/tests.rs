@@ -364,3 +364,19 @@ fn tls_ca_file_is_read_and_checked() {
             .any(|(k, v)| k == "REDIS_TLS_CA_FILE" && v == pem));
     }
 }
+
+#[test]
+fn rate_limit_windows_are_at_most_ten_years() {
+    assert!(cfg(&[("RATE_LIMIT_WINDOW", "10y")]).is_ok());
+    for (var, value) in [
+        ("RATE_LIMIT_WINDOW", "11y"),
+        ("RATE_LIMIT_WINDOW", "18446744073709551615"),
+        ("RATE_LIMIT_TENANT", "1/11y"),
+        ("RATE_LIMIT_BURST", "1/500000000000y"),
+        ("RATE_LIMIT_ENDPOINTS", "GET /a = 1/11y"),
+    ] {
+        let err = cfg(&[(var, value)]).unwrap_err();
+        assert_eq!(err.problems()[0].var, var, "{err}");
+        assert!(err.to_string().contains("10 years"), "{var}={value}: {err}");
+    }
+}
