@@ -142,13 +142,13 @@ impl TlsCa {
     pub fn read(path: impl Into<std::path::PathBuf>) -> Result<Self, String> {
         use std::io::Read;
         let path = path.into();
-        let file = std::fs::File::open(&path).map_err(|e| format!("cannot read the file ({e})"))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("cannot read the file ({e})"))?;
+        // Checked before opening: opening a FIFO would wait for a writer, and a device
+        // (`/dev/zero`) would never end.
+        let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read the file ({e})"))?;
         if !meta.is_file() {
             return Err("not a regular file".into());
         }
+        let file = std::fs::File::open(&path).map_err(|e| format!("cannot read the file ({e})"))?;
         let mut pem = Vec::new();
         file.take(MAX_CA_FILE_BYTES + 1)
             .read_to_end(&mut pem)

@@ -339,6 +339,16 @@ fn tls_ca_file_is_read_and_checked() {
         ("REDIS_TLS_CA_FILE", "/dev/zero")
     ])
     .contains("not a regular file"));
+    // A FIFO is refused without opening it (opening would wait for a writer).
+    let fifo = dir.path().join("ca.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        assert!(problem(&[
+            ("REDIS_URL", "rediss://h"),
+            ("REDIS_TLS_CA_FILE", fifo.to_str().unwrap())
+        ])
+        .contains("not a regular file"));
+    }
     // A CA with a plain connection means TLS was meant but is not on.
     assert!(problem(&[("REDIS_URL", "redis://h"), ("REDIS_TLS_CA_FILE", pem)]).contains("plain"));
     assert!(problem(&[
