@@ -103,37 +103,50 @@ async fn send(app: &Router, method: &str, path: &str, cookie: Option<&str>, body
     }
 }
 
-/// Keys under `tg:` in the server on `port` (SCAN through redis-cli as the default user:
+/// Keys under `tg:` in the servers on `ports` (SCAN through redis-cli as the default user:
 /// works with `KEYS` renamed away).
-fn keys(port: u16) -> Vec<String> {
-    let mut k: Vec<String> = common::cli(port, &["--scan", "--pattern", "tg:*"])
-        .lines()
-        .map(str::to_string)
+fn keys(ports: &[u16]) -> Vec<String> {
+    let mut k: Vec<String> = ports
+        .iter()
+        .flat_map(|&port| {
+            common::cli(port, &["--scan", "--pattern", "tg:*"])
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .collect();
     k.sort();
     k
 }
 
-/// Waits until the app's cache subscribed to its invalidation channel (SUBSCRIBE worked).
-fn wait_subscribed(port: u16) {
+/// Waits until the app's cache subscribed to its invalidation channel (SUBSCRIBE worked)
+/// on one of `ports`.
+fn wait_subscribed(ports: &[u16]) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let out = common::cli(port, &["PUBSUB", "NUMSUB", "tg:cache-invalidate"]);
-        if out.lines().nth(1).is_some_and(|n| n.trim() != "0") {
+        let out: Vec<String> = ports
+            .iter()
+            .map(|&port| common::cli(port, &["PUBSUB", "NUMSUB", "tg:cache-invalidate"]))
+            .collect();
+        if out
+            .iter()
+            .any(|o| o.lines().nth(1).is_some_and(|n| n.trim() != "0"))
+        {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "the cache never subscribed: {out}"
+            "the cache never subscribed: {out:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Runs every Redis path of the crate through the demo app and checks each came from
-/// Redis; returns the `/health/ready` body, and the app (whose connections stay open). `port` is a plain port of the same server, for
-/// inspection as the default user.
-async fn exercise(vars: &[(&str, String)], port: u16) -> (Value, Router) {
+/// Redis; returns the `/health/ready` body, and the app (whose connections stay open).
+/// `ports` are plain ports of the server (every node of a cluster), for inspection as the
+/// default user.
+async fn exercise(vars: &[(&str, String)], ports: &[u16]) -> (Value, Router) {
     let router = self::app(vars);
     let app = &router;
     let ready = send(app, "GET", "/health/ready", None, "").await;
@@ -143,7 +156,19 @@ async fn exercise(vars: &[(&str, String)], port: u16) -> (Value, Router) {
     // Sessions: login (cycle id, save), read back, logout.
     let login = send(app, "POST", "/login", None, r#"{"user":"alice"}"#).await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.body);
-    let cookie = login.cookie.expect("a session cookie");
+    let first_cookie = login.cookie.expect("a session cookie");
+    // Logging in again on that session gives it a new id (the script renames it).
+    let again = send(
+        app,
+        "POST",
+        "/login",
+        Some(&first_cookie),
+        r#"{"user":"alice"}"#,
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    let cookie = again.cookie.expect("a new session cookie");
+    assert_ne!(cookie, first_cookie);
     let me = send(app, "GET", "/me", Some(&cookie), "").await;
     assert_eq!(me.status, StatusCode::OK, "{}", me.body);
     assert_eq!(me.body["user"], "alice");
@@ -169,7 +194,7 @@ async fn exercise(vars: &[(&str, String)], port: u16) -> (Value, Router) {
     let ai = send(app, "POST", "/api/ai/complete", None, r#"{"prompt":"hi"}"#).await;
     assert_eq!(ai.status, StatusCode::OK, "{}", ai.body);
 
-    let stored = keys(port);
+    let stored = keys(ports);
     for kind in [
         "tg:ratelimit:{acme}:",
         "tg:session:{acme}:",
@@ -184,7 +209,7 @@ async fn exercise(vars: &[(&str, String)], port: u16) -> (Value, Router) {
 
     // Invalidation: SCAN + UNLINK of the tenant's cache keys, and a PUBLISH to the other
     // instances (after the subscription is live, so the message has a receiver).
-    wait_subscribed(port);
+    wait_subscribed(ports);
     let dropped = send(app, "DELETE", "/api/cache", None, "").await;
     assert_eq!(dropped.status, StatusCode::OK, "{}", dropped.body);
     assert!(
@@ -192,7 +217,7 @@ async fn exercise(vars: &[(&str, String)], port: u16) -> (Value, Router) {
         "{}",
         dropped.body
     );
-    let stored = keys(port);
+    let stored = keys(ports);
     assert!(!stored.iter().any(|k| k.starts_with("tg:query:{acme}:")));
 
     // The user's session index (list, then "log out everywhere") runs its script too.
@@ -208,7 +233,7 @@ async fn exercise(vars: &[(&str, String)], port: u16) -> (Value, Router) {
     assert_eq!(store.revoke_user_sessions(&acme, "alice").await.unwrap(), 2);
     let gone = send(app, "GET", "/me", Some(&cookie2), "").await;
     assert_eq!(gone.body["user"], Value::Null, "{}", gone.body);
-    assert!(!keys(port)
+    assert!(!keys(ports)
         .iter()
         .any(|k| k.starts_with("tg:session:{acme}:")));
 
@@ -226,9 +251,11 @@ async fn exercise(vars: &[(&str, String)], port: u16) -> (Value, Router) {
     )
 }
 
-fn assert_acl_log_empty(port: u16) {
-    let log = common::cli(port, &["ACL", "LOG"]);
-    assert!(log.is_empty(), "commands were denied:\n{log}");
+fn assert_acl_log_empty(ports: &[u16]) {
+    for &port in ports {
+        let log = common::cli(port, &["ACL", "LOG"]);
+        assert!(log.is_empty(), "commands were denied on {port}:\n{log}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,10 +264,10 @@ async fn acl_user_with_the_documented_commands_runs_every_path() {
     let aclfile = write_aclfile(dir.path(), &acl_line());
     let server = common::RedisServer::start_with(&["--aclfile", aclfile.to_str().unwrap()]);
     let url = format!("redis://tg-app:{APP_PASSWORD}@127.0.0.1:{}", server.port);
-    let (ready, _app) = exercise(&[("REDIS_URL", url)], server.port).await;
+    let (ready, _app) = exercise(&[("REDIS_URL", url)], &[server.port]).await;
     assert_eq!(ready["maxmemory_policy"], "noeviction", "{ready}");
     assert_eq!(ready["warnings"], serde_json::json!([]), "{ready}");
-    assert_acl_log_empty(server.port);
+    assert_acl_log_empty(&[server.port]);
 
     // The user really is limited: what the crate never needs is refused.
     let as_app = |args: &[&str]| {
@@ -267,6 +294,24 @@ async fn acl_user_with_the_documented_commands_runs_every_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_user_on_a_cluster_runs_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let aclfile = write_aclfile(dir.path(), &acl_line());
+    let cluster =
+        common::RedisCluster::start_with_args(0, 2000, &["--aclfile", aclfile.to_str().unwrap()]);
+    let nodes: Vec<String> = cluster
+        .ports()
+        .iter()
+        .map(|p| format!("redis://tg-app:{APP_PASSWORD}@127.0.0.1:{p}"))
+        .collect();
+    let vars = [("REDIS_CLUSTER_NODES", nodes.join(","))];
+    let (ready, _app) = exercise(&vars, &cluster.ports()).await;
+    assert_eq!(ready["backend"], "redis-cluster", "{ready}");
+    assert_eq!(ready["maxmemory_policy"], "noeviction", "{ready}");
+    assert_acl_log_empty(&cluster.ports());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renamed_keys_and_flushall_are_never_needed() {
     let server = common::RedisServer::start_with(&[
         "--rename-command",
@@ -277,7 +322,7 @@ async fn renamed_keys_and_flushall_are_never_needed() {
         "",
     ]);
     assert!(server.cli(&["KEYS", "*"]).contains("unknown command"));
-    let (ready, _app) = exercise(&[("REDIS_URL", server.url())], server.port).await;
+    let (ready, _app) = exercise(&[("REDIS_URL", server.url())], &[server.port]).await;
     assert_eq!(ready["warnings"], serde_json::json!([]), "{ready}");
 }
 
@@ -483,9 +528,9 @@ mod tls {
             ("REDIS_URL", url),
             ("REDIS_TLS_CA_FILE", ca.to_str().unwrap().to_string()),
         ];
-        let (ready, _app) = exercise(&vars, server.port).await;
+        let (ready, _app) = exercise(&vars, &[server.port]).await;
         assert_eq!(ready["warnings"], serde_json::json!([]), "{ready}");
-        assert_acl_log_empty(server.port);
+        assert_acl_log_empty(&[server.port]);
         // The app's connections are the TLS ones (the plain port only saw redis-cli).
         let clients = server.cli(&["CLIENT", "LIST"]);
         let app_conns: Vec<&str> = clients
@@ -515,7 +560,7 @@ mod tls {
             "{}",
             ready.body
         );
-        assert!(keys(server.port).is_empty());
+        assert!(keys(&[server.port]).is_empty());
     }
 
     #[test]
