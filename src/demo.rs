@@ -55,6 +55,12 @@ pub const MODEL_LATENCY: Duration = Duration::from_millis(20);
 pub fn app(config: &Config) -> Result<Router, BackendError> {
     let metrics = Metrics::new();
     let backend = Backend::from_config(config, &metrics)?;
+    // Logs deployment warnings (an evicting maxmemory-policy) at start-up when Redis is up;
+    // /health/ready retries otherwise.
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let check = backend.clone();
+        rt.spawn(async move { check.check_deployment().await });
+    }
     let limiter = RateLimiter::from_config(config, backend.clone(), &metrics);
     let sessions = SessionStore::from_config(config, backend.clone(), &metrics);
     let cache = Cache::from_config(config, backend.clone(), &metrics);

@@ -259,20 +259,26 @@ pub fn schedule(tenants: &[TenantLoad], duration: Duration) -> Vec<Planned> {
         if t.rate <= 0.0 || t.endpoints.is_empty() {
             continue;
         }
-        // The weighted mix as a repeating cycle of endpoint indexes.
-        let cycle: Vec<usize> = t
+        // The weighted mix as a repeating cycle of endpoint indexes: endpoint i takes
+        // `weight` consecutive places. Only the cumulative weights are kept (a cycle
+        // written out would be as long as the weights sum to: 4 G entries for one
+        // endpoint of weight u32::MAX in a scenario file).
+        let ends: Vec<u64> = t
             .endpoints
             .iter()
-            .enumerate()
-            .flat_map(|(i, e)| std::iter::repeat_n(i, e.weight.max(1) as usize))
+            .scan(0u64, |sum, e| {
+                *sum += u64::from(e.weight.max(1));
+                Some(*sum)
+            })
             .collect();
+        let cycle_len = ends.last().copied().unwrap_or(1);
         let n = (t.rate * duration.as_secs_f64()).floor() as u64;
         for k in 0..n {
             out.push(Planned {
                 at: Duration::from_secs_f64(k as f64 / t.rate),
                 tenant: ti,
                 user: (k % u64::from(t.users.max(1))) as u32,
-                endpoint: cycle[(k as usize) % cycle.len()],
+                endpoint: ends.partition_point(|&end| end <= k % cycle_len),
             });
         }
     }

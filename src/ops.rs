@@ -3,7 +3,7 @@
 //! | route | answers |
 //! |-------|---------|
 //! | `GET /health` | 200 while the process serves requests (liveness) |
-//! | `GET /health/ready` | 200 when the configured backend is usable, with the measured Redis PING latency; 503 when it is not (at once while the circuit breaker is open) |
+//! | `GET /health/ready` | 200 when the configured backend is usable, with the measured Redis PING latency, Redis' `maxmemory_policy` and `warnings` about the deployment (a policy that may evict counters and sessions: still 200); 503 when it is not (at once while the circuit breaker is open) |
 //! | `GET /cache/status` | backend in use (`redis` / `redis-cluster` / `memory`), state (`ok` / `degraded`), key counts, breaker state, last latency and error, cache hits (L1/L2/stale), misses and hit ratio |
 //! | `GET /metrics` | Prometheus / OpenMetrics text |
 //!
@@ -170,13 +170,19 @@ async fn ready(State(st): State<OpsState>) -> Response {
                 return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
             }
             match r.ping().await {
-                Ok(latency) => Json(json!({
-                    "status": "ready",
-                    "backend": kind,
-                    "breaker": health.state(),
-                    "redis_latency_ms": ms(latency),
-                }))
-                .into_response(),
+                Ok(latency) => {
+                    // Kept after the first answer; a failure here leaves it for next time.
+                    let deployment = r.check_deployment().await.ok();
+                    Json(json!({
+                        "status": "ready",
+                        "backend": kind,
+                        "breaker": health.state(),
+                        "redis_latency_ms": ms(latency),
+                        "maxmemory_policy": deployment.and_then(|d| d.maxmemory_policy.clone()),
+                        "warnings": deployment.map_or(&[][..], |d| &d.warnings[..]),
+                    }))
+                    .into_response()
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "readiness probe failed");
                     (

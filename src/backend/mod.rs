@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 #[cfg(feature = "redis")]
-pub use self::redis::{LuaScript, RedisStore};
+pub use self::redis::{Deployment, LuaScript, RedisStore};
 pub use health::{BreakerState, Health};
 pub use memory::MemoryStore;
 pub(crate) use memory::Txn;
@@ -157,6 +157,26 @@ impl Backend {
             Self::Memory(_) => None,
             #[cfg(feature = "redis")]
             Self::Redis(r) => Some(r.health()),
+        }
+    }
+
+    /// Warnings about the deployment behind the backend (on Redis: a `maxmemory-policy`
+    /// that may evict counters and sessions), each also logged once; see
+    /// [`RedisStore::check_deployment`]. Memory has none.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// let backend = Backend::from_config(&Config::default(), &Metrics::new()).unwrap();
+    /// assert!(backend.check_deployment().await.unwrap().is_empty());
+    /// # }
+    /// ```
+    pub async fn check_deployment(&self) -> Result<Vec<String>, BackendError> {
+        match self {
+            Self::Memory(_) => Ok(Vec::new()),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => Ok(r.check_deployment().await?.warnings.clone()),
         }
     }
 

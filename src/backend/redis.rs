@@ -18,13 +18,15 @@ use bytes::Bytes;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
 use super::health::Health;
 use super::{BackendError, KeyTtl};
-use crate::config::{RedisConfig, RedisMode};
+use crate::config::{RedisConfig, RedisMode, TlsCa};
 use crate::keys::{KeyPattern, RedisKey};
 use crate::metrics::{BackendLabels, OpLabels};
 
@@ -129,7 +131,83 @@ struct Inner {
     command_timeout: Duration,
     connect_timeout: Duration,
     description: String,
-    pubsub_urls: Vec<String>,
+    pubsub_clients: Vec<redis::Client>,
+    /// What [`RedisStore::check_deployment`] found, once it got an answer.
+    deployment: OnceCell<Deployment>,
+}
+
+/// What the store found out about the Redis deployment it talks to
+/// ([`RedisStore::check_deployment`]).
+///
+/// ```
+/// let d = tenant_guard::backend::Deployment::default();
+/// assert!(d.maxmemory_policy.is_none() && d.warnings.is_empty());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Deployment {
+    /// `maxmemory-policy` of the server (the first evicting one found on a cluster's
+    /// primaries); `None` when `INFO` is not allowed for the user.
+    pub maxmemory_policy: Option<String>,
+    /// Settings that can break the crate's guarantees, one sentence each.
+    pub warnings: Vec<String>,
+}
+
+/// The warning for a `maxmemory-policy` that evicts keys: every key tenant-guard writes has
+/// a TTL, so the `volatile-*` policies may evict them as well as the `allkeys-*` ones.
+fn eviction_warning(policy: &str) -> Option<String> {
+    let evicts = policy.starts_with("allkeys-") || policy.starts_with("volatile-");
+    evicts.then(|| {
+        format!(
+            "maxmemory-policy {policy} may evict rate-limit counters and sessions when Redis \
+             reaches maxmemory (a limit starts over, users are logged out); use noeviction for \
+             the Redis that holds them (volatile-* evicts them too: every tenant-guard key has \
+             a TTL)"
+        )
+    })
+}
+
+/// Every `maxmemory_policy:` value in an `INFO memory` reply (one per node on a cluster).
+fn policies_in(v: &Value, out: &mut Vec<String>) {
+    let mut text = |s: &str| {
+        out.extend(s.lines().filter_map(|l| {
+            l.strip_prefix("maxmemory_policy:")
+                .map(|p| p.trim().to_string())
+        }));
+    };
+    match v {
+        Value::BulkString(b) => text(&String::from_utf8_lossy(b)),
+        Value::SimpleString(s) => text(s),
+        Value::VerbatimString { text: t, .. } => text(t),
+        Value::Array(items) | Value::Set(items) => {
+            for i in items {
+                policies_in(i, out);
+            }
+        }
+        Value::Map(pairs) => {
+            for (_, i) in pairs {
+                policies_in(i, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A client for `url` that trusts `ca` (when set) instead of the system roots.
+pub(crate) fn open_client(url: &str, ca: Option<&TlsCa>) -> RedisResult<redis::Client> {
+    #[cfg(feature = "tls")]
+    if let Some(ca) = ca {
+        return redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.pem().to_vec()),
+            },
+        );
+    }
+    // Without TLS support the configuration rejects a CA file (and rediss:// URLs).
+    let _ = ca;
+    redis::Client::open(url)
 }
 
 /// The Redis store. Clones share one connection (or cluster connection).
@@ -174,7 +252,7 @@ impl RedisStore {
     /// Builds the store from configuration without connecting: the first command (or
     /// readiness probe) connects. Fails only on configuration that cannot work at all.
     pub fn new(config: &RedisConfig, health: Health) -> Result<Self, BackendError> {
-        let mut pubsub_urls = Vec::new();
+        let mut pubsub_clients = Vec::new();
         let (conn, description, label) = match &config.mode {
             RedisMode::Disabled => {
                 return Err(BackendError::Unsupported(
@@ -182,14 +260,14 @@ impl RedisStore {
                 ))
             }
             RedisMode::Single(url) => {
-                let client = redis::Client::open(url.expose())?;
+                let client = open_client(url.expose(), config.tls_ca.as_ref())?;
                 let cm_config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
                     .set_response_timeout(Some(config.command_timeout))
                     .set_number_of_retries(config.max_retries as usize)
                     .set_max_delay(Duration::from_secs(2));
+                pubsub_clients.push(client.clone());
                 let cm = ConnectionManager::new_lazy_with_config(client, cm_config)?;
-                pubsub_urls.push(url.expose().to_string());
                 (Conn::Single(cm), url.to_string(), "redis")
             }
             RedisMode::Cluster(nodes) => {
@@ -199,7 +277,9 @@ impl RedisStore {
                     .retries(config.max_retries)
                     .build()?;
                 let list: Vec<String> = nodes.iter().map(ToString::to_string).collect();
-                pubsub_urls.extend(nodes.iter().map(|u| u.expose().to_string()));
+                for u in nodes {
+                    pubsub_clients.push(open_client(u.expose(), config.tls_ca.as_ref())?);
+                }
                 (
                     Conn::Cluster(Box::new(ClusterConn {
                         client,
@@ -222,7 +302,8 @@ impl RedisStore {
                 command_timeout: config.command_timeout,
                 connect_timeout: config.connect_timeout,
                 description,
-                pubsub_urls,
+                pubsub_clients,
+                deployment: OnceCell::new(),
             }),
         })
     }
@@ -232,10 +313,84 @@ impl RedisStore {
         &self.inner.description
     }
 
-    /// Node URLs for a dedicated pub/sub connection (credentials included: never log them).
-    /// On a cluster any node will do: classic pub/sub messages reach every node.
-    pub(crate) fn pubsub_urls(&self) -> &[String] {
-        &self.inner.pubsub_urls
+    /// Clients for a dedicated pub/sub connection, one per node (with the TLS roots of the
+    /// configuration). On a cluster any node will do: classic pub/sub messages reach every
+    /// node.
+    pub(crate) fn pubsub_clients(&self) -> &[redis::Client] {
+        &self.inner.pubsub_clients
+    }
+
+    /// Reads the settings of the Redis deployment that can break the crate's guarantees
+    /// (today: a `maxmemory-policy` that evicts keys) and logs a warning for each. Runs
+    /// once: after the first answer the result is kept and returned at once. Fails (and
+    /// runs again next time) only while Redis cannot be reached; a user whose ACL denies
+    /// `INFO` gets a result with the policy unknown.
+    ///
+    /// The readiness route calls it, so its warnings show in `/health/ready`; apps may
+    /// call it at start-up to log them early.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: tenant_guard::backend::RedisStore) {
+    /// if let Ok(d) = store.check_deployment().await {
+    ///     for w in &d.warnings {
+    ///         eprintln!("Redis: {w}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn check_deployment(&self) -> Result<&Deployment, BackendError> {
+        self.inner
+            .deployment
+            .get_or_try_init(|| async {
+                let reply = self
+                    .run("info", |c| async move {
+                        let mut cmd = redis::cmd("INFO");
+                        cmd.arg("memory");
+                        match c {
+                            AnyConn::Single(mut c) => cmd.query_async::<Value>(&mut c).await,
+                            AnyConn::Cluster(mut c) => {
+                                let all = RoutingInfo::MultiNode((
+                                    MultipleNodeRoutingInfo::AllMasters,
+                                    Some(ResponsePolicy::Special),
+                                ));
+                                c.route_command(cmd, all).await
+                            }
+                        }
+                    })
+                    .await;
+                let mut policies = Vec::new();
+                match reply {
+                    Ok(v) => policies_in(&v, &mut policies),
+                    // Denied (NOPERM) or renamed away: Redis answered, the policy is unknown.
+                    Err(BackendError::Redis(e)) if !is_outage(&e) => {
+                        tracing::info!(
+                            error = %e,
+                            "cannot read Redis' maxmemory-policy (INFO denied?); not checked"
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+                let evicting = policies.iter().find(|p| eviction_warning(p).is_some());
+                let policy = evicting.or(policies.first()).cloned();
+                let warnings: Vec<String> = policy
+                    .as_deref()
+                    .and_then(eviction_warning)
+                    .into_iter()
+                    .collect();
+                for w in &warnings {
+                    tracing::warn!(target: "tenant_guard::backend", "Redis {}: {w}", self.description());
+                }
+                Ok(Deployment {
+                    maxmemory_policy: policy,
+                    warnings,
+                })
+            })
+            .await
+    }
+
+    /// The result of [`check_deployment`](Self::check_deployment), if it has run.
+    pub fn deployment(&self) -> Option<&Deployment> {
+        self.inner.deployment.get()
     }
 
     /// The connect timeout.

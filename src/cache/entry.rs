@@ -116,4 +116,68 @@ mod tests {
             assert_eq!(Entry::decode(&Bytes::copy_from_slice(bad)), None);
         }
     }
+
+    use proptest::prelude::*;
+
+    /// Meta JSON with arbitrary values in every field (and fields of the wrong type).
+    fn meta() -> impl Strategy<Value = String> {
+        let num = prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("1e400".to_string()),
+            Just("\"x\"".to_string()),
+        ];
+        let header =
+            ("\\PC{0,20}", "\\PC{0,20}").prop_map(|(k, v)| serde_json::json!([k, v]).to_string());
+        (
+            num.clone(),
+            num.clone(),
+            num,
+            proptest::collection::vec(header, 0..4),
+        )
+            .prop_map(|(s, f, st, h)| {
+                format!(r#"{{"s":{s},"f":{f},"st":{st},"h":[{}]}}"#, h.join(","))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::Direct(
+                    "proptest-regressions/cache/entry.txt",
+                ),
+            )),
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever Redis holds under a cache key decodes to an entry or to a miss.
+        #[test]
+        fn arbitrary_bytes_decode_without_panic(
+            raw in proptest::collection::vec(any::<u8>(), 0..300),
+            meta in meta(),
+            len_delta in -3i64..3,
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            if let Some(e) = Entry::decode(&Bytes::from(raw.clone())) {
+                let _ = e.weight();
+            }
+            // The magic, then arbitrary bytes: the length field is whatever they say.
+            let mut magic = MAGIC.to_vec();
+            magic.extend_from_slice(&raw);
+            let _ = Entry::decode(&Bytes::from(magic));
+            // A well-framed envelope of arbitrary meta, with the length off by a little.
+            let len = (meta.len() as i64 + len_delta).max(0) as u32;
+            let mut framed = MAGIC.to_vec();
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(meta.as_bytes());
+            framed.extend_from_slice(&body);
+            if let Some(e) = Entry::decode(&Bytes::from(framed)) {
+                let _ = e.weight();
+                if len_delta == 0 {
+                    prop_assert_eq!(&e.body[..], &body[..]);
+                }
+            }
+        }
+    }
 }

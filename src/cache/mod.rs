@@ -264,12 +264,16 @@ fn jitter(ttl: Duration, percent: u8) -> Duration {
     } else {
         entry::now_ms()
     };
-    let max_extra = ttl.as_millis() as u64 * u64::from(percent) / 100;
-    ttl + Duration::from_millis(if max_extra == 0 {
+    // Saturating: CACHE_TTL may be any duration the environment spells.
+    let max_extra = u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(u64::from(percent))
+        / 100;
+    ttl.saturating_add(Duration::from_millis(if max_extra == 0 {
         0
     } else {
-        r % (max_extra + 1)
-    })
+        r % max_extra.saturating_add(1)
+    }))
 }
 
 /// Removes the flight when the leader finishes or is dropped (waiters then retry).
@@ -367,7 +371,7 @@ impl Cache {
             {
                 let task = rt.spawn(subscriber(
                     Arc::downgrade(&inner),
-                    r.pubsub_urls().to_vec(),
+                    r.pubsub_clients().to_vec(),
                     r.connect_timeout(),
                     inner.channel.clone(),
                 ));
@@ -768,7 +772,8 @@ impl Cache {
                 let ttl = jitter(ttl, inner.config.jitter_percent);
                 let now = entry::now_ms();
                 e.stored_ms = now;
-                e.fresh_until_ms = now + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX / 2);
+                e.fresh_until_ms =
+                    now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
                 if write {
                     e.gens = inner.generations(key, gens).await;
                 }
@@ -914,9 +919,11 @@ impl Inner {
                     if e.fresh_until_ms > now {
                         self.fill_l1(key, &e, gen0);
                         Lookup::Fresh(e, CacheStatus::HitL2)
-                    } else if e.fresh_until_ms
-                        + u64::try_from(self.config.stale.as_millis()).unwrap_or(0)
-                        > now
+                    } else if e.fresh_until_ms.saturating_add(
+                        // Saturating: the stored time is whatever the store holds, and
+                        // CACHE_STALE_TTL any duration the environment spells.
+                        u64::try_from(self.config.stale.as_millis()).unwrap_or(u64::MAX),
+                    ) > now
                     {
                         Lookup::Stale(e)
                     } else {
@@ -955,7 +962,7 @@ impl Inner {
         let raw = e.encode();
         match self
             .backend
-            .set(key, &raw, Some(ttl + self.config.stale))
+            .set(key, &raw, Some(ttl.saturating_add(self.config.stale)))
             .await
         {
             Ok(()) => self.event(category, "store"),
@@ -970,7 +977,7 @@ impl Inner {
 #[cfg(feature = "redis")]
 async fn subscriber(
     inner: Weak<Inner>,
-    urls: Vec<String>,
+    clients: Vec<redis::Client>,
     connect_timeout: Duration,
     channel: String,
 ) {
@@ -978,10 +985,7 @@ async fn subscriber(
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut pubsub = None;
-        for url in &urls {
-            let Ok(client) = redis::Client::open(url.as_str()) else {
-                continue;
-            };
+        for client in &clients {
             if let Ok(Ok(ps)) =
                 tokio::time::timeout(connect_timeout, client.get_async_pubsub()).await
             {
@@ -1021,5 +1025,117 @@ async fn subscriber(
         i.apply("flush");
         tracing::warn!("cache invalidation subscription dropped; L1 flushed, reconnecting");
         tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod hostile_store_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Milliseconds around now, far past and far future, and the extremes.
+    fn instant_ms() -> impl Strategy<Value = u64> {
+        let now = entry::now_ms();
+        prop_oneof![
+            Just(0),
+            Just(u64::MAX),
+            any::<u64>(),
+            (0..120_000u64).prop_map(move |d| now - 60_000 + d),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 128,
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::Direct(
+                    "proptest-regressions/cache/mod.txt",
+                ),
+            )),
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever the store holds under a key (an envelope with any times, status,
+        /// headers and body, or raw bytes), with any TTL, jitter and stale window from the
+        /// environment: a lookup answers a value, never a panic (L1 on, so a decoded entry
+        /// is also put there; a miss stores what it computed).
+        #[test]
+        fn any_stored_value_is_served_or_recomputed(
+            stored_ms in instant_ms(),
+            fresh_until_ms in instant_ms(),
+            status in any::<u16>(),
+            json_body in any::<bool>(),
+            body in proptest::collection::vec(any::<u8>(), 0..40),
+            raw in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..60)),
+            stale in prop_oneof![
+                Just("0".to_string()),
+                Just("10s".to_string()),
+                Just("18446744073709551".to_string()),
+                (0..u64::MAX / 1000).prop_map(|s| s.to_string()),
+            ],
+            ttl in prop_oneof![
+                Just("5m".to_string()),
+                Just("18446744073709551615".to_string()),
+                any::<u64>().prop_map(|s| s.to_string()),
+                // Milliseconds that fit a u64 but not when added to now.
+                (u64::MAX / 1000 - 1_000_000_000..=u64::MAX / 1000).prop_map(|s| s.to_string()),
+            ],
+            jitter in prop_oneof![Just("0"), Just("10"), Just("100")],
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let served: Result<serde_json::Value, String> = rt.block_on(async {
+                let config = Config::from_vars([
+                    ("REDIS_ENABLED", "false"),
+                    ("CACHE_STALE_TTL", stale.as_str()),
+                    ("QUERY_CACHE_TTL", ttl.as_str()),
+                    ("CACHE_TTL_JITTER", jitter),
+                ])
+                .map_err(|e| e.to_string())?;
+                let metrics = Metrics::new();
+                let backend = Backend::from_config(&config, &metrics).map_err(|e| e.to_string())?;
+                let cache = Cache::from_config(&config, backend.clone(), &metrics);
+                let t = TenantId::new("acme").unwrap();
+                let key = cache
+                    .material_key(&t, &Category::query(), &"k")
+                    .map_err(|e| e.to_string())?;
+                let stored = match &raw {
+                    Some(raw) => raw.clone(),
+                    None => Entry {
+                        stored_ms,
+                        fresh_until_ms,
+                        status,
+                        headers: vec![("content-type".into(), "application/json".into())],
+                        body: if json_body {
+                            Bytes::from_static(b"{\"from\":\"store\"}")
+                        } else {
+                            Bytes::from(body.clone())
+                        },
+                        gens: [0, 0],
+                    }
+                    .encode(),
+                };
+                backend
+                    .set(&key.key, &stored, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Twice: the second lookup may be served from L1.
+                let mut last = serde_json::Value::Null;
+                for _ in 0..2 {
+                    last = cache
+                        .get_or_compute(&t, &Category::query(), &"k", || async {
+                            Ok::<_, String>(serde_json::json!({ "from": "compute" }))
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .value;
+                }
+                Ok(last)
+            });
+            let v = served.map_err(TestCaseError::fail)?;
+            prop_assert!(v["from"] == "store" || v["from"] == "compute", "{v}");
+        }
     }
 }

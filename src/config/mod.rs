@@ -119,6 +119,9 @@ pub struct RedisConfig {
     /// Reconnect attempts per outage before waiting for the next command
     /// (`REDIS_MAX_RETRIES`, default 3).
     pub max_retries: u32,
+    /// CA certificate(s) that sign the server's TLS certificate, when it is not in the
+    /// system trust store (`REDIS_TLS_CA_FILE`, default none: the system roots).
+    pub tls_ca: Option<TlsCa>,
 }
 
 impl Default for RedisConfig {
@@ -128,7 +131,87 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(1),
             max_retries: 3,
+            tls_ca: None,
         }
+    }
+}
+
+/// Largest CA file read from `REDIS_TLS_CA_FILE` (a bundle of a few hundred roots fits).
+const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
+/// PEM CA certificates read from `REDIS_TLS_CA_FILE`: the roots a `rediss://` connection
+/// trusts instead of the system's.
+///
+/// ```
+/// use tenant_guard::config::TlsCa;
+///
+/// let pem = "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n";
+/// let ca = TlsCa::from_pem("ca.pem", pem.as_bytes().to_vec()).unwrap();
+/// assert_eq!(ca.path(), std::path::Path::new("ca.pem"));
+/// assert!(TlsCa::from_pem("key.pem", b"not a certificate".to_vec()).is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsCa {
+    path: std::path::PathBuf,
+    pem: Vec<u8>,
+}
+
+impl TlsCa {
+    /// Reads a PEM file of one or more CA certificates (at most 1 MiB).
+    ///
+    /// ```
+    /// let err = tenant_guard::config::TlsCa::read("/nonexistent/ca.pem").unwrap_err();
+    /// assert!(err.contains("cannot read"));
+    /// ```
+    pub fn read(path: impl Into<std::path::PathBuf>) -> Result<Self, String> {
+        use std::io::Read;
+        let path = path.into();
+        // Checked before opening: opening a FIFO would wait for a writer, and a device
+        // (`/dev/zero`) would never end.
+        let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read the file ({e})"))?;
+        if !meta.is_file() {
+            return Err("not a regular file".into());
+        }
+        let file = std::fs::File::open(&path).map_err(|e| format!("cannot read the file ({e})"))?;
+        let mut pem = Vec::new();
+        file.take(MAX_CA_FILE_BYTES + 1)
+            .read_to_end(&mut pem)
+            .map_err(|e| format!("cannot read the file ({e})"))?;
+        if pem.len() as u64 > MAX_CA_FILE_BYTES {
+            return Err(format!("larger than {MAX_CA_FILE_BYTES} bytes"));
+        }
+        Self::from_pem(path, pem)
+    }
+
+    /// Wraps PEM text already in memory; `path` only names it in messages.
+    pub fn from_pem(path: impl Into<std::path::PathBuf>, pem: Vec<u8>) -> Result<Self, String> {
+        let has_cert = pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----");
+        if !has_cert {
+            return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+        }
+        Ok(Self {
+            path: path.into(),
+            pem,
+        })
+    }
+
+    /// The file it was read from.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The PEM bytes.
+    pub fn pem(&self) -> &[u8] {
+        &self.pem
+    }
+}
+
+impl fmt::Debug for TlsCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsCa")
+            .field("path", &self.path)
+            .field("bytes", &self.pem.len())
+            .finish()
     }
 }
 
@@ -776,6 +859,13 @@ impl Config {
             fmt_duration(self.redis.command_timeout),
         );
         push("REDIS_MAX_RETRIES", self.redis.max_retries.to_string());
+        push(
+            "REDIS_TLS_CA_FILE",
+            self.redis.tls_ca.as_ref().map_or_else(
+                || "(none: system trust store)".into(),
+                |ca| ca.path().display().to_string(),
+            ),
+        );
         push("TG_KEY_PREFIX", self.key_prefix.to_string());
         push("TG_MEMORY_MAX_ENTRIES", self.memory.max_entries.to_string());
         push("TG_MEMORY_MAX_BYTES", self.memory.max_bytes.to_string());
@@ -1122,6 +1212,7 @@ fn read_redis(r: &mut Reader) -> RedisConfig {
             "REDIS_USERNAME",
             "REDIS_DB",
             "REDIS_USE_TLS",
+            "REDIS_TLS_CA_FILE",
         ]
         .into_iter()
         .filter(|v| r.get(v).is_some())
@@ -1154,6 +1245,34 @@ fn read_redis(r: &mut Reader) -> RedisConfig {
         _ => RedisMode::Disabled,
     };
 
+    const CA_FORM: &str = "a path to a PEM file of the CA certificate(s) that sign the Redis \
+        server's certificate, used with rediss:// (or REDIS_USE_TLS=true)";
+    let tls_ca = r.parse("REDIS_TLS_CA_FILE", |v| TlsCa::read(v.trim()), CA_FORM);
+    if tls_ca.is_some() {
+        let plain = match &mode {
+            RedisMode::Disabled => false,
+            RedisMode::Single(u) => !u.is_tls(),
+            RedisMode::Cluster(nodes) => nodes.iter().any(|u| !u.is_tls()),
+        };
+        if plain {
+            r.problem(
+                "REDIS_TLS_CA_FILE",
+                None,
+                "set, but the Redis connection is plain TCP (redis://)".into(),
+                "a rediss:// REDIS_URL or REDIS_USE_TLS=true with REDIS_TLS_CA_FILE",
+            );
+        } else if matches!(mode, RedisMode::Cluster(_)) {
+            // The redis crate takes custom roots for a cluster only with rustls; this build
+            // uses native-tls (OpenSSL), which reads SSL_CERT_FILE instead.
+            r.problem(
+                "REDIS_TLS_CA_FILE",
+                None,
+                "not supported with REDIS_CLUSTER_NODES".into(),
+                "the CA in the system trust store, or SSL_CERT_FILE=<ca.pem> for OpenSSL, for a cluster",
+            );
+        }
+    }
+
     let max_retries = r
         .parse(
             "REDIS_MAX_RETRIES",
@@ -1166,6 +1285,7 @@ fn read_redis(r: &mut Reader) -> RedisConfig {
         connect_timeout: r.duration("REDIS_CONNECT_TIMEOUT", defaults.connect_timeout, true),
         command_timeout: r.duration("REDIS_COMMAND_TIMEOUT", defaults.command_timeout, true),
         max_retries,
+        tls_ca,
     }
 }
 
@@ -1564,7 +1684,17 @@ fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
             "a whole number of requests per window, at least 1",
         )
         .unwrap_or(d.max);
-    let window = r.duration("RATE_LIMIT_WINDOW", d.window, true);
+    let mut window = r.duration("RATE_LIMIT_WINDOW", d.window, true);
+    if window > Quota::MAX_WINDOW {
+        let raw = r.get("RATE_LIMIT_WINDOW").map(str::to_string);
+        r.problem(
+            "RATE_LIMIT_WINDOW",
+            raw.as_deref(),
+            "longer than 10 years".into(),
+            DURATION_FORM,
+        );
+        window = d.window;
+    }
     let enabled = r
         .parse("RATE_LIMIT_ENABLED", parse::boolean, BOOL_FORM)
         .unwrap_or(true);

@@ -320,3 +320,86 @@ fn outage_memory_size() {
         "{err}"
     );
 }
+
+#[test]
+fn tls_ca_file_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("ca.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let pem = pem.to_str().unwrap();
+    let problem = |vars: &[(&str, &str)]| {
+        let err = cfg(vars).unwrap_err();
+        let p = err
+            .problems()
+            .iter()
+            .find(|p| p.var == "REDIS_TLS_CA_FILE")
+            .unwrap_or_else(|| panic!("no REDIS_TLS_CA_FILE problem in {err}"))
+            .clone();
+        p.reason
+    };
+    let missing = dir.path().join("missing.pem");
+    assert!(problem(&[
+        ("REDIS_URL", "rediss://h"),
+        ("REDIS_TLS_CA_FILE", missing.to_str().unwrap())
+    ])
+    .contains("cannot read"));
+    assert!(problem(&[
+        ("REDIS_URL", "rediss://h"),
+        ("REDIS_TLS_CA_FILE", "/dev/zero")
+    ])
+    .contains("not a regular file"));
+    // A FIFO is refused without opening it (opening would wait for a writer).
+    let fifo = dir.path().join("ca.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        assert!(problem(&[
+            ("REDIS_URL", "rediss://h"),
+            ("REDIS_TLS_CA_FILE", fifo.to_str().unwrap())
+        ])
+        .contains("not a regular file"));
+    }
+    // A CA with a plain connection means TLS was meant but is not on.
+    assert!(problem(&[("REDIS_URL", "redis://h"), ("REDIS_TLS_CA_FILE", pem)]).contains("plain"));
+    assert!(problem(&[
+        ("REDIS_CLUSTER_NODES", "rediss://a:7000,rediss://b:7000"),
+        ("REDIS_TLS_CA_FILE", pem)
+    ])
+    .contains("not supported"));
+    let big = dir.path().join("big.pem");
+    std::fs::write(&big, vec![b'x'; (1 << 20) + 1]).unwrap();
+    assert!(problem(&[
+        ("REDIS_URL", "rediss://h"),
+        ("REDIS_TLS_CA_FILE", big.to_str().unwrap())
+    ])
+    .contains("larger than"));
+    if cfg!(feature = "tls") {
+        let c = cfg(&[("REDIS_URL", "rediss://h"), ("REDIS_TLS_CA_FILE", pem)]).unwrap();
+        let ca = c.redis.tls_ca.as_ref().unwrap();
+        assert!(ca.pem().starts_with(b"-----BEGIN CERTIFICATE-----"));
+        assert!(!format!("{c:?}").contains("MIIB"), "PEM bytes in Debug");
+        assert!(c
+            .effective()
+            .iter()
+            .any(|(k, v)| k == "REDIS_TLS_CA_FILE" && v == pem));
+    }
+}
+
+#[test]
+fn rate_limit_windows_are_at_most_ten_years() {
+    assert!(cfg(&[("RATE_LIMIT_WINDOW", "10y")]).is_ok());
+    for (var, value) in [
+        ("RATE_LIMIT_WINDOW", "11y"),
+        ("RATE_LIMIT_WINDOW", "18446744073709551615"),
+        ("RATE_LIMIT_TENANT", "1/11y"),
+        ("RATE_LIMIT_BURST", "1/500000000000y"),
+        ("RATE_LIMIT_ENDPOINTS", "GET /a = 1/11y"),
+    ] {
+        let err = cfg(&[(var, value)]).unwrap_err();
+        assert_eq!(err.problems()[0].var, var, "{err}");
+        assert!(err.to_string().contains("10 years"), "{var}={value}: {err}");
+    }
+}

@@ -1077,8 +1077,12 @@ impl RateLimiter {
 
 fn governor_quota(limit: u32, window: Duration) -> Option<GQuota> {
     let limit = NonZeroU32::new(limit)?;
-    let period = window / limit.get();
-    GQuota::with_period(period.max(Duration::from_nanos(1))).map(|q| q.allow_burst(limit))
+    // governor counts in u64 nanoseconds and overflows (panics) when a period times the
+    // burst passes 584 years. A window longer than ~146 years (any duration the
+    // environment spells) is the same limit for any run of a process: clamp to that.
+    let max_period = Duration::from_nanos((u64::MAX / 4 / u64::from(limit.get())).max(1));
+    let period = (window / limit.get()).clamp(Duration::from_nanos(1), max_period);
+    GQuota::with_period(period).map(|q| q.allow_burst(limit))
 }
 
 fn build(

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use http::Method;
 
@@ -142,6 +143,16 @@ impl PolicyBuilder {
         for r in &p.rules {
             let mut quotas = vec![r.quota];
             quotas.extend(p.plans.values().filter_map(|o| o.get(&r.name)).copied());
+            // `Quota`'s fields are public: a quota built in code skips `Quota::parse`.
+            if quotas
+                .iter()
+                .any(|q| q.window < Duration::from_millis(1) || q.window > Quota::MAX_WINDOW)
+            {
+                return Err(format!(
+                    "rule `{}` has a window under 1ms or over 10 years",
+                    r.name
+                ));
+            }
             if r.algorithm.unwrap_or(algo) == Algorithm::Exact
                 && quotas.iter().any(|q| q.limit.get() > MAX_EXACT_LIMIT)
             {

@@ -80,7 +80,7 @@ pub enum Scope {
 pub struct Quota {
     /// Units (requests, or cost) allowed in any window.
     pub limit: NonZeroU32,
-    /// Window length (at least 1 ms).
+    /// Window length (at least 1 ms, at most [`Quota::MAX_WINDOW`]).
     pub window: Duration,
 }
 
@@ -89,10 +89,22 @@ impl Quota {
     pub const FORM: &'static str =
         "LIMIT/WINDOW with a whole LIMIT >= 1 and a duration WINDOW, e.g. `100/15m`, `1000/60`, `10/1s`";
 
+    /// Longest window: 10 years. Longer ones are refused rather than carried into time
+    /// arithmetic that has to fit in 64 bits (microseconds, governor's nanoseconds).
+    ///
+    /// ```
+    /// let ten_years = tenant_guard::ratelimit::Quota::MAX_WINDOW;
+    /// assert!(tenant_guard::ratelimit::Quota::parse("1/10y").is_ok());
+    /// assert!(tenant_guard::ratelimit::Quota::parse("1/11y").is_err());
+    /// # let _ = ten_years;
+    /// ```
+    pub const MAX_WINDOW: Duration = Duration::from_secs(315_576_000);
+
     /// `limit` per `window`.
     ///
     /// # Panics
-    /// If `limit` is 0 or `window` is under 1 ms (use [`Quota::parse`] for input).
+    /// If `limit` is 0 or `window` is under 1 ms or over [`Quota::MAX_WINDOW`] (use
+    /// [`Quota::parse`] for input).
     ///
     /// ```
     /// use std::time::Duration;
@@ -101,6 +113,7 @@ impl Quota {
     /// ```
     pub fn new(limit: u32, window: Duration) -> Self {
         assert!(window >= Duration::from_millis(1), "window under 1 ms");
+        assert!(window <= Self::MAX_WINDOW, "window over 10 years");
         Self {
             limit: NonZeroU32::new(limit).expect("limit must be at least 1"),
             window,
@@ -127,6 +140,9 @@ impl Quota {
             crate::config::parse_duration(w).map_err(|e| format!("window `{}`: {e}", w.trim()))?;
         if window < Duration::from_millis(1) {
             return Err("the window must be at least 1ms".into());
+        }
+        if window > Self::MAX_WINDOW {
+            return Err("the window must be at most 10 years".into());
         }
         Ok(Self { limit, window })
     }

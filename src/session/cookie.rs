@@ -414,4 +414,65 @@ mod tests {
         });
         assert_eq!(domain.name(), "sid");
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::Direct(
+                    "proptest-regressions/session/cookie.txt",
+                ),
+            )),
+            ..ProptestConfig::default()
+        })]
+
+        /// Arbitrary `Cookie` header bytes (whatever `http` accepts), a `sid=` with any
+        /// printable value, and a real cookie value cut or with one byte changed: decoding
+        /// answers, never panics, and only the untouched value verifies.
+        #[test]
+        fn arbitrary_cookie_headers_decode_without_panic(
+            raw in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..400), 0..3),
+            value in "[ -~]{0,300}",
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            byte in 0x21u8..0x7f,
+            encrypt in any::<bool>(),
+        ) {
+            let codec = CookieCodec::from_config(&SessionConfig {
+                cookie_encrypt: encrypt,
+                ..config(A)
+            });
+            let mut h = HeaderMap::new();
+            for v in &raw {
+                if let Ok(v) = HeaderValue::from_bytes(v) {
+                    h.append(http::header::COOKIE, v);
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(&format!("sid={value}")) {
+                h.append(http::header::COOKIE, v);
+            }
+            prop_assert!(!matches!(decode(&codec, &h), CookieState::Valid(_)));
+
+            let id = SessionId::generate();
+            let good = value_of(&codec.encode(&acme(), &id));
+            let mut bad = good.clone().into_bytes();
+            let i = flip.index(bad.len());
+            let changed = bad[i] != byte;
+            bad[i] = byte;
+            if changed {
+                let bad = format!("sid={}", String::from_utf8(bad).unwrap());
+                prop_assert_ne!(
+                    decode(&codec, &request_with(bad.as_bytes())),
+                    CookieState::Valid(id.clone())
+                );
+            }
+            let short = format!("sid={}", &good[..cut.index(good.len())]);
+            prop_assert_ne!(
+                decode(&codec, &request_with(short.as_bytes())),
+                CookieState::Valid(id.clone())
+            );
+        }
+    }
 }

@@ -270,11 +270,17 @@ impl RedisCluster {
     /// Three masters with `replicas` replicas each; `node_timeout_ms` is how long a master
     /// may be silent before its replica takes over.
     pub fn start_with_replicas(replicas: usize, node_timeout_ms: u32) -> Self {
+        Self::start_with_args(replicas, node_timeout_ms, &[])
+    }
+
+    /// Like [`start_with_replicas`](Self::start_with_replicas), every node also started
+    /// with `extra` arguments (e.g. an `--aclfile`).
+    pub fn start_with_args(replicas: usize, node_timeout_ms: u32, extra: &[&str]) -> Self {
         require_redis();
         let timeout = node_timeout_ms.to_string();
         let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
-                RedisServer::start_with(&[
+                let mut args = vec![
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
@@ -284,7 +290,9 @@ impl RedisCluster {
                     // Replicas sync at once (the default waits 5 s for more replicas).
                     "--repl-diskless-sync-delay",
                     "0",
-                ])
+                ];
+                args.extend_from_slice(extra);
+                RedisServer::start_with(&args)
             })
             .collect();
         let addrs: Vec<String> = nodes
