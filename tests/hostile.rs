@@ -633,3 +633,128 @@ async fn tenant_invalidation_is_one_command_without_scan() {
         assert_eq!((r.value, r.status), (i + 1000, CacheStatus::Miss));
     }
 }
+
+mod tenants {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tenant_guard::tenant::{TenantId, TenantLayer, TenantResolver};
+
+    fn tenant_req(tenant: &str) -> http::Request<Body> {
+        let mut req = http::Request::get("/api/items")
+            .header("x-tenant-id", tenant)
+            .body(Body::empty())
+            .unwrap();
+        let peer: SocketAddr = "198.51.100.9:1000".parse().unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        req
+    }
+
+    /// Finding 9: tenant ids were self-declared and unlimited; each invented id created
+    /// keys. With `TG_TENANTS`, an unknown tenant gets 404 and nothing is written.
+    #[tokio::test]
+    async fn unknown_tenants_get_404_and_write_nothing() {
+        let server = common::RedisServer::start();
+        let config = Config::from_vars([
+            ("REDIS_URL", server.url().as_str()),
+            ("TG_TENANTS", "acme, globex"),
+            ("RATE_LIMIT_OUTAGE", "closed"),
+        ])
+        .unwrap();
+        let app = tenant_guard::demo::app(&config).unwrap();
+        for i in 0..200 {
+            let res = app
+                .clone()
+                .oneshot(tenant_req(&format!("invented-{i}")))
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 404);
+            assert_eq!(res.headers()["content-type"], "application/problem+json");
+        }
+        assert_eq!(
+            server.cli(&["DBSIZE"]).trim(),
+            "0",
+            "keys written for unknown tenants"
+        );
+        let res = app.clone().oneshot(tenant_req("acme")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_ne!(server.cli(&["DBSIZE"]).trim(), "0");
+        // The list is checked against the default tenant too.
+        let err = Config::from_vars([("TG_TENANTS", "acme"), ("TG_DEFAULT_TENANT", "other")])
+            .unwrap_err();
+        assert!(err.to_string().contains("TG_DEFAULT_TENANT"), "{err}");
+    }
+
+    /// `validate_with`: an async check (a database, say), its answers cached.
+    #[tokio::test]
+    async fn validated_tenants_ask_once_per_id() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let app: Router = Router::new()
+            .route("/api/items", get(|| async { "ok" }))
+            .layer(
+                TenantLayer::new(TenantResolver::header("x-tenant-id")).validate_with(
+                    move |t: TenantId| {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        async move { t.as_str().starts_with("cust-") }
+                    },
+                ),
+            );
+        for _ in 0..20 {
+            assert_eq!(
+                app.clone()
+                    .oneshot(tenant_req("cust-1"))
+                    .await
+                    .unwrap()
+                    .status(),
+                200
+            );
+            assert_eq!(
+                app.clone()
+                    .oneshot(tenant_req("nope"))
+                    .await
+                    .unwrap()
+                    .status(),
+                404
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "answers are cached");
+    }
+
+    /// Finding 9: one client cycling tenant (and user) ids was never limited.
+    /// `RATE_LIMIT_IP` counts the client address across every tenant.
+    #[tokio::test]
+    async fn one_client_cycling_tenants_is_limited() {
+        for target in [common::Target::Memory, common::Target::Redis] {
+            let (vars, _server) = common::target_vars(
+                target,
+                &[
+                    ("RATE_LIMIT_IP", "5/1m"),
+                    ("RATE_LIMIT_MAX", "1000"),
+                    ("RATE_LIMIT_USER_HEADER", "x-user-id"),
+                    ("RATE_LIMIT_OUTAGE", "closed"),
+                ],
+            );
+            let app = tenant_guard::demo::app(&Config::from_vars(vars).unwrap()).unwrap();
+            let mut statuses = Vec::new();
+            for i in 0..10 {
+                let mut req = tenant_req(&format!("t{i}"));
+                req.headers_mut()
+                    .insert("x-user-id", format!("u{i}").parse().unwrap());
+                statuses.push(app.clone().oneshot(req).await.unwrap().status().as_u16());
+            }
+            assert_eq!(
+                statuses,
+                [200, 200, 200, 200, 200, 429, 429, 429, 429, 429],
+                "{target:?}"
+            );
+            // Another client is not affected.
+            let mut req = tenant_req("t0");
+            let peer: SocketAddr = "198.51.100.10:1000".parse().unwrap();
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 200);
+        }
+    }
+}

@@ -532,6 +532,9 @@ pub struct RateLimitConfig {
     pub legacy_headers: bool,
     /// Per-tenant in-process cap in front of Redis (`RATE_LIMIT_BURST`, e.g. `200/1s`).
     pub burst: Option<Quota>,
+    /// Requests per client address across every tenant (`RATE_LIMIT_IP`, e.g. `300/1m`):
+    /// one client cycling tenant ids is limited too.
+    pub per_ip: Option<Quota>,
     /// Entries of the local cache of identities known to be denied (`RATE_LIMIT_DENY_CACHE`,
     /// default 10000; 0 turns it off).
     pub deny_cache: u64,
@@ -558,6 +561,7 @@ impl Default for RateLimitConfig {
             user_header: None,
             legacy_headers: false,
             burst: None,
+            per_ip: None,
             deny_cache: 10_000,
             outage_keys: 100_000,
         }
@@ -1012,6 +1016,10 @@ impl Config {
         push(
             "RATE_LIMIT_BURST",
             rl.burst.map_or_else(|| "(none)".into(), |q| q.to_string()),
+        );
+        push(
+            "RATE_LIMIT_IP",
+            rl.per_ip.map_or_else(|| "(none)".into(), |q| q.to_string()),
         );
         push("RATE_LIMIT_DENY_CACHE", rl.deny_cache.to_string());
         push("RATE_LIMIT_OUTAGE_KEYS", rl.outage_keys.to_string());
@@ -1896,6 +1904,7 @@ fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
         .parse("RATE_LIMIT_LEGACY_HEADERS", parse::boolean, BOOL_FORM)
         .unwrap_or(false);
     let burst = r.parse("RATE_LIMIT_BURST", Quota::parse, QUOTA_VARS_FORM);
+    let per_ip = r.parse("RATE_LIMIT_IP", Quota::parse, QUOTA_VARS_FORM);
     let deny_cache = r
         .parse(
             "RATE_LIMIT_DENY_CACHE",
@@ -1929,6 +1938,7 @@ fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
         user_header,
         legacy_headers,
         burst,
+        per_ip,
         deny_cache,
         outage_keys,
     }

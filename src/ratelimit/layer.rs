@@ -13,7 +13,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::headers;
-use super::identity::{Identity, IdentityConfig};
+use super::identity::{ClientAddr, Identity, IdentityConfig};
 use super::limiter::{Check, RateLimiter};
 use crate::config::Config;
 use crate::tenant::TenantId;
@@ -62,6 +62,19 @@ pub struct RateLimitLayer {
     cost: Option<Arc<CostFn>>,
     legacy_headers: bool,
     global: TenantId,
+    per_client: Option<RateLimiter>,
+}
+
+/// Counter buckets of the per-client rule: its keys carry `clients-<n>` as their hash tag,
+/// so that they spread over this many Redis Cluster slots instead of one.
+const CLIENT_BUCKETS: u64 = 1024;
+
+/// The tenant (hash tag) of a client's per-client counter.
+fn client_bucket(who: &Identity) -> TenantId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = foldhash::fast::FixedState::with_seed(0x7467).build_hasher();
+    h.write(who.parts().1.as_bytes());
+    TenantId::new(&format!("clients-{}", h.finish() % CLIENT_BUCKETS)).expect("a valid tenant id")
 }
 
 impl std::fmt::Debug for RateLimitLayer {
@@ -84,6 +97,7 @@ impl RateLimitLayer {
             cost: None,
             legacy_headers: false,
             global: TenantId::new(GLOBAL_TENANT).expect("valid tenant id"),
+            per_client: None,
         }
     }
 
@@ -98,9 +112,40 @@ impl RateLimitLayer {
             trusted_proxies: rl.trusted_proxies.clone(),
             forwarded_header: rl.forwarded_header,
         };
-        Self::new(limiter)
+        let per_client = RateLimiter::per_client_from_config(
+            config,
+            limiter.backend().clone(),
+            limiter.metrics(),
+        );
+        let layer = Self::new(limiter)
             .identity(identity)
-            .legacy_headers(rl.legacy_headers)
+            .legacy_headers(rl.legacy_headers);
+        match per_client {
+            Some(p) => layer.per_client(p),
+            None => layer,
+        }
+    }
+
+    /// A limiter checked first, for the client address across every tenant
+    /// (`RATE_LIMIT_IP`; see [`RateLimiter::per_client_from_config`]): its user-scoped
+    /// rules count the client's IP (from the peer and trusted proxies), never a user id or
+    /// a tenant, so a client cycling tenant or user ids is limited as one.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let _g = rt.enter();
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
+    /// let config = Config::from_vars([("RATE_LIMIT_IP", "300/1m")]).unwrap();
+    /// let metrics = Metrics::new();
+    /// let backend = Backend::from_config(&config, &metrics).unwrap();
+    /// let limiter = RateLimiter::from_config(&config, backend.clone(), &metrics);
+    /// let per_ip = RateLimiter::per_client_from_config(&config, backend, &metrics).unwrap();
+    /// let layer = RateLimitLayer::new(limiter).per_client(per_ip); // what from_config does
+    /// ```
+    pub fn per_client(mut self, limiter: RateLimiter) -> Self {
+        self.per_client = Some(limiter);
+        self
     }
 
     /// How identities are found (user header, trusted proxies).
@@ -243,6 +288,26 @@ where
             }
             .unwrap_or_else(|| layer.identity.identify(&parts, peer(&parts)));
             let route = Route::of(&parts);
+            if let Some(per_client) = &layer.per_client {
+                let who = match layer.identity.client(&parts, peer(&parts)) {
+                    ClientAddr::Ip(ip) => Identity::from_ip(ip),
+                    ClientAddr::InvalidForwarding => Identity::InvalidForwarding,
+                    ClientAddr::Unknown => Identity::Unknown,
+                };
+                let bucket = client_bucket(&who);
+                let check = Check {
+                    tenant: &bucket,
+                    identity: &who,
+                    method: &parts.method,
+                    route: route.as_str(),
+                    cost: None,
+                    plan: None,
+                };
+                let d = per_client.check(&check).await;
+                if !d.allowed {
+                    return Ok(headers::denied(&d, layer.legacy_headers));
+                }
+            }
             let cost = layer.cost.as_ref().and_then(|f| f(&parts));
             let check = Check {
                 tenant: &tenant,

@@ -197,6 +197,18 @@ pub struct Check<'a> {
 
 static GET: Method = Method::GET;
 
+fn options_of(config: &Config) -> LimiterOptions {
+    let rl = &config.rate_limit;
+    LimiterOptions {
+        outage: rl.outage,
+        instances: rl.instances,
+        burst: rl.burst,
+        deny_cache: rl.deny_cache,
+        memory_max_keys: usize::try_from(config.memory.max_entries.get()).unwrap_or(usize::MAX),
+        outage_keys: usize::try_from(rl.outage_keys).unwrap_or(usize::MAX),
+    }
+}
+
 /// A `HEAD` check as the `GET` it runs (axum routes `HEAD` to the `GET` handler).
 fn as_get<'a>(c: &Check<'a>) -> Option<Check<'a>> {
     (c.method == Method::HEAD).then_some(Check { method: &GET, ..*c })
@@ -434,22 +446,55 @@ impl RateLimiter {
 
     /// The limiter described by configuration.
     pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
-        let rl = &config.rate_limit;
-        let options = LimiterOptions {
-            outage: rl.outage,
-            instances: rl.instances,
-            burst: rl.burst,
-            deny_cache: rl.deny_cache,
-            memory_max_keys: usize::try_from(config.memory.max_entries.get()).unwrap_or(usize::MAX),
-            outage_keys: usize::try_from(rl.outage_keys).unwrap_or(usize::MAX),
-        };
         Self::new(
             backend,
             Keys::new(config.key_prefix.clone()),
-            Policy::from_config(rl),
-            options,
+            Policy::from_config(&config.rate_limit),
+            options_of(config),
             metrics,
         )
+    }
+
+    /// The limiter of `RATE_LIMIT_IP` (one rule, `per-ip`: requests per client address
+    /// across every tenant), if that is set. [`RateLimitLayer::from_config`](super::RateLimitLayer::from_config)
+    /// builds it; the layer checks it before the tenant's rules.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let _g = rt.enter();
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, ratelimit::RateLimiter};
+    /// let config = Config::from_vars([("RATE_LIMIT_IP", "300/1m")]).unwrap();
+    /// let metrics = Metrics::new();
+    /// let backend = Backend::from_config(&config, &metrics).unwrap();
+    /// let per_ip = RateLimiter::per_client_from_config(&config, backend, &metrics).unwrap();
+    /// assert_eq!(per_ip.policy().rules()[0].name, "per-ip");
+    /// ```
+    pub fn per_client_from_config(
+        config: &Config,
+        backend: Backend,
+        metrics: &Metrics,
+    ) -> Option<Self> {
+        let quota = config.rate_limit.per_ip?;
+        let policy = Policy::builder()
+            .rule(super::Rule::new("per-ip", super::Scope::User, quota))
+            .build()
+            .ok()?;
+        Some(Self::new(
+            backend,
+            Keys::new(config.key_prefix.clone()),
+            policy,
+            LimiterOptions {
+                // A per-tenant cap means nothing for a rule across tenants.
+                burst: None,
+                ..options_of(config)
+            },
+            metrics,
+        ))
+    }
+
+    /// The metrics this limiter records to.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The policy.
