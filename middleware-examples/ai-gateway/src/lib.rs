@@ -4,8 +4,8 @@
 //! 300 ms per call).
 //!
 //! * `CacheLayer::ai` caches completions per tenant under `ai:{tenant}:<model>:<sha256>`:
-//!   the model and every generation parameter are part of the key, `stream` and
-//!   `request_id` are not, and JSON key order does not matter. Concurrent identical
+//!   the model, every generation parameter and whether the answer is streamed are part of
+//!   the key, `request_id` is not, and JSON key order does not matter. Concurrent identical
 //!   requests call the model once (single-flight); the others wait for that answer.
 //! * Each completion costs 5 units of the tenant's quota (`RATE_LIMIT_COSTS`), other calls
 //!   1 (`RATE_LIMIT_TENANT`, 100 units per minute here): a cache hit is cheap for the

@@ -66,8 +66,9 @@ async fn concurrent_identical_requests_call_the_model_once() {
         send(&app, "acme", "GET", "/upstream-calls", "").await.2,
         "1"
     );
-    // Same request with other key order and `stream`: a hit.
-    let same = r#"{"messages":[{"content":"hi","role":"user"}],"stream":true,"temperature":0,"model":"small"}"#;
+    // Same request with other key order (and `stream: false`, the default): a hit. A
+    // streamed request is another response: never served this one.
+    let same = r#"{"messages":[{"content":"hi","role":"user"}],"stream":false,"temperature":0,"model":"small"}"#;
     assert_eq!(
         send(&app, "acme", "POST", "/v1/chat/completions", same)
             .await
