@@ -123,6 +123,9 @@ pub struct Metrics {
     pub(crate) ratelimit_rule_denied: Family<RuleLabels, Counter>,
     /// Requests a shadow rule would have denied.
     pub(crate) ratelimit_shadow_denied: Family<RuleLabels, Counter>,
+    /// Checks decided by a rule's shared overflow counter (memory backend, counter table
+    /// full of live counters).
+    pub(crate) ratelimit_memory_overflow: Family<RuleLabels, Counter>,
     /// Session events.
     pub(crate) session_events: Family<SessionEventLabels, Counter>,
     /// Cache events by category.
@@ -158,6 +161,7 @@ impl Metrics {
             ratelimit_decisions: Family::default(),
             ratelimit_rule_denied: Family::default(),
             ratelimit_shadow_denied: Family::default(),
+            ratelimit_memory_overflow: Family::default(),
             session_events: Family::default(),
             cache_events: Family::default(),
             cache_totals: Arc::default(),
@@ -206,6 +210,13 @@ impl Metrics {
             "ratelimit_shadow_denied",
             "Requests a shadow (dry-run) rule would have denied",
             m.ratelimit_shadow_denied.clone(),
+        );
+        registry.register(
+            "ratelimit_memory_overflow",
+            "Checks of new identities decided by their rule's shared overflow counter, \
+             because the memory backend's counter table was full of live counters \
+             (TG_MEMORY_MAX_COUNTERS), by rule",
+            m.ratelimit_memory_overflow.clone(),
         );
         registry.register(
             "session_events",
