@@ -130,6 +130,32 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
+    /// The kind of a key this module made: the segment before the tenant's `{`. The
+    /// prefix cannot contain `{`, so the first one opens the tenant.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::{KeyKind, KeyPrefix, Keys}, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// let keys = Keys::new(KeyPrefix::new("app:tg").unwrap());
+    /// assert_eq!(KeyKind::of(keys.session(&t, "abc").as_str()), Some(KeyKind::Session));
+    /// assert_eq!(KeyKind::of(keys.query(&t, "h").as_str()), Some(KeyKind::Query));
+    /// assert_eq!(KeyKind::of("no-kind-here"), None);
+    /// ```
+    pub fn of(key: &str) -> Option<Self> {
+        let head = &key[..key.find(":{")?];
+        let kind = head.rsplit(':').next()?;
+        Some(match kind {
+            "ratelimit" => Self::RateLimit,
+            "session" => Self::Session,
+            "session-index" => Self::SessionIndex,
+            "query" => Self::Query,
+            "ai" => Self::Ai,
+            "cache" => Self::Cache,
+            "lock" => Self::Lock,
+            _ => return None,
+        })
+    }
+
     /// The segment written in keys.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -46,7 +46,8 @@ pub struct RuleLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SessionEventLabels {
     /// `load`, `miss`, `create`, `save`, `renew`, `cycle`, `destroy`, `expired`,
-    /// `invalid_cookie`, `store_error`, `fallback`.
+    /// `invalid_cookie`, `store_error`, `store_full` (memory backend: a new session refused
+    /// while every session is live), `fallback`.
     pub event: &'static str,
 }
 
