@@ -145,7 +145,10 @@ impl Slab {
     }
 
     /// The slot of `key`, inserting an empty (already expired) one if there is none.
-    fn get_or_insert(&mut self, key: u64, owner: u64, overflow: bool) -> usize {
+    /// Its heap entry records `now`: a lower bound of the expiry a charge gives it (and
+    /// past by the next check if none does), later than older slots' entries, so those
+    /// come out first.
+    fn get_or_insert(&mut self, key: u64, owner: u64, overflow: bool, now: u64) -> usize {
         let slots = &mut self.slots;
         let heap = &mut self.expiry;
         let added = &mut self.overflow;
@@ -157,7 +160,7 @@ impl Slab {
                 owner,
                 overflow,
             });
-            heap.push(Reverse((0, key)));
+            heap.push(Reverse((now, key)));
             *added += usize::from(overflow);
             slots.len() - 1
         })
@@ -331,14 +334,14 @@ impl MemoryLimiter {
                 None if room > 0 => {
                     room -= 1;
                     (
-                        commit.then(|| slots.get_or_insert(r.key, r.owner, false)),
+                        commit.then(|| slots.get_or_insert(r.key, r.owner, false, now)),
                         false,
                     )
                 }
                 None => {
                     let k = overflow_key(r.idx, r.spec);
                     let i = if commit {
-                        Some(slots.get_or_insert(k, k, true))
+                        Some(slots.get_or_insert(k, k, true, now))
                     } else {
                         slots.find(k)
                     };
