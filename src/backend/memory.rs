@@ -160,7 +160,11 @@ impl State {
     }
 
     fn remove(&mut self, key: &str) -> Option<Entry> {
-        let t = self.table(key);
+        self.remove_in(Part::of(key), key)
+    }
+
+    fn remove_in(&mut self, part: Part, key: &str) -> Option<Entry> {
+        let t = &mut self.tables[part as usize];
         let (k, e) = t.map.remove_entry(key)?;
         if let Some(at) = e.expires_at {
             t.expiries.remove(&(at, k.clone()));
@@ -172,7 +176,11 @@ impl State {
     /// Looks a key up, dropping it first if it has expired; `touch` also marks it most
     /// recently used (reads do, bookkeeping like TTL queries does not).
     fn live(&mut self, key: &str, now: u64, touch: bool) -> Option<&mut Entry> {
-        let t = self.table(key);
+        self.live_in(Part::of(key), key, now, touch)
+    }
+
+    fn live_in(&mut self, part: Part, key: &str, now: u64, touch: bool) -> Option<&mut Entry> {
+        let t = &mut self.tables[part as usize];
         let entry = if touch {
             t.map.to_back(key)
         } else {
@@ -180,10 +188,10 @@ impl State {
         };
         let expired = entry?.expires_at.is_some_and(|at| at <= now);
         if expired {
-            self.remove(key);
+            self.remove_in(part, key);
             return None;
         }
-        self.table(key).map.get_mut(key)
+        self.tables[part as usize].map.get_mut(key)
     }
 
     /// Drops the soonest expired entry of `part`, if one has expired; O(log n).
@@ -194,7 +202,7 @@ impl State {
             _ => return false,
         }
         if let Some((_, k)) = t.expiries.pop_first() {
-            self.remove(&k);
+            self.remove_in(part, &k);
         }
         true
     }
@@ -202,14 +210,20 @@ impl State {
     /// Checks that writing `new_len` bytes of value under `key` keeps sessions and bytes
     /// within bounds, making room by dropping expired entries and evicting cache entries
     /// (never a live session). Cache writes always pass: the cache evicts after writing.
-    fn admit(&mut self, key: &str, new_len: u64, b: &Bounds, now: u64) -> Result<(), BackendError> {
-        let part = Part::of(key);
+    fn admit(
+        &mut self,
+        part: Part,
+        key: &str,
+        new_len: u64,
+        b: &Bounds,
+        now: u64,
+    ) -> Result<(), BackendError> {
         if part == Part::Cache {
             return Ok(());
         }
         // An expired entry under `key` goes now: `old` must stay accurate while expired
         // entries are dropped below.
-        self.live(key, now, false);
+        self.live_in(part, key, now, false);
         let old = self.tables[part as usize]
             .map
             .get(key)
@@ -256,7 +270,7 @@ impl State {
         else {
             return false;
         };
-        self.remove(&k);
+        self.remove_in(Part::Cache, &k);
         self.evictions += 1;
         true
     }
@@ -270,16 +284,19 @@ impl State {
         b: &Bounds,
         now: u64,
     ) -> Result<(), BackendError> {
-        self.admit(key, value.len() as u64, b, now)?;
-        self.put(key, value, expires_at);
-        self.evict_cache_to(b, now);
+        let part = Part::of(key);
+        self.admit(part, key, value.len() as u64, b, now)?;
+        self.put(part, key, value, expires_at);
+        if part == Part::Cache || self.bytes > b.max_bytes {
+            self.evict_cache_to(b, now);
+        }
         Ok(())
     }
 
     /// Writes an entry, bounds unchecked.
-    fn put(&mut self, key: &str, value: Bytes, expires_at: Option<u64>) {
+    fn put(&mut self, part: Part, key: &str, value: Bytes, expires_at: Option<u64>) {
         let new_len = value.len() as u64;
-        let t = &mut self.tables[Part::of(key) as usize];
+        let t = &mut self.tables[part as usize];
         match t.map.raw_entry_mut().from_key(key) {
             RawEntryMut::Occupied(mut o) => {
                 // Overwrite in place: keeps the key's allocation, moves it to the back.
@@ -714,7 +731,7 @@ impl Txn<'_> {
         for (key, before) in self.undo.take().unwrap_or_default().into_iter().rev() {
             self.st.remove(&key);
             if let Some(e) = before {
-                self.st.put(&key, e.value, e.expires_at);
+                self.st.put(Part::of(&key), &key, e.value, e.expires_at);
             }
         }
     }
