@@ -1,12 +1,15 @@
 //! The in-memory rate-limit path: one check against three rules (per-tenant, per-user,
-//! per-endpoint) next to governor's keyed `check_key` on one key, in one group.
+//! per-endpoint) next to governor's keyed `check_key` on one key, in one group; then the
+//! per-check cost with an empty counter table against a full one (every counter live),
+//! for a known identity and for a new one (which takes its rule's overflow counter).
 //!
 //! Run: `cargo bench --bench ratelimit_memory`
+//! (only the table comparison: `cargo bench --bench ratelimit_memory -- table`)
 
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use futures_util::FutureExt;
 use governor::{Quota as GQuota, RateLimiter as Governor};
 use std::hint::black_box;
@@ -97,5 +100,95 @@ fn bench(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench);
+/// A limiter with one per-endpoint rule (limit never reached) and a table of `max`
+/// counters.
+fn table_limiter(max: usize, window: &str) -> RateLimiter {
+    let config = Config::from_vars([
+        ("RATE_LIMIT_MAX", "1000000000"),
+        ("RATE_LIMIT_WINDOW", window),
+        ("TG_MEMORY_MAX_COUNTERS", &max.to_string()),
+        // The same bound under its older name, so this bench runs on earlier versions.
+        ("TG_MEMORY_MAX_ENTRIES", &max.to_string()),
+    ])
+    .expect("config");
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).expect("backend");
+    RateLimiter::from_config(&config, backend, &metrics)
+}
+
+fn ip(n: u32) -> Identity {
+    Identity::from_ip(std::net::Ipv4Addr::from(n).into())
+}
+
+fn check_ip(limiter: &RateLimiter, tenant: &TenantId, who: &Identity) -> bool {
+    let method = http::Method::GET;
+    let check = Check {
+        tenant,
+        identity: who,
+        method: &method,
+        route: "/api/items",
+        cost: None,
+        plan: None,
+    };
+    limiter
+        .check(black_box(&check))
+        .now_or_never()
+        .expect("the memory path never waits")
+        .allowed
+}
+
+/// Per-check cost by how full the counter table is (one rule, 100 000 counters at most):
+///
+/// - `empty/known_identity`: one counter in the table;
+/// - `full_live/known_identity`: 100 000 live counters, an identity that has one;
+/// - `full_live/new_identity`: the same, a new identity every check (it shares the
+///   overflow counter: nothing may be evicted);
+/// - `full_expired/new_identity`: 100 000 counters of a 1 ms window, a new identity every
+///   check (one expired counter is dropped to make room).
+fn table(c: &mut Criterion) {
+    const MAX: u32 = 100_000;
+    let tenant = TenantId::new("acme").expect("tenant");
+    let mut g = c.benchmark_group("ratelimit_memory_table");
+    let mut next = 1_000_000u32;
+    let mut new_identity =
+        |g: &mut criterion::BenchmarkGroup<'_, _>, name: &str, l: &RateLimiter| {
+            g.bench_function(name, |b| {
+                b.iter_batched(
+                    || {
+                        next += 1;
+                        ip(next)
+                    },
+                    |who| check_ip(l, &tenant, &who),
+                    BatchSize::SmallInput,
+                )
+            });
+        };
+
+    let empty = table_limiter(MAX as usize, "1h");
+    check_ip(&empty, &tenant, &ip(0));
+    let known = ip(0);
+    g.bench_function("empty/known_identity", |b| {
+        b.iter(|| check_ip(&empty, &tenant, &known))
+    });
+
+    let full = table_limiter(MAX as usize, "1h");
+    for n in 0..MAX {
+        check_ip(&full, &tenant, &ip(n));
+    }
+    let known = ip(MAX / 2);
+    g.bench_function("full_live/known_identity", |b| {
+        b.iter(|| check_ip(&full, &tenant, &known))
+    });
+    new_identity(&mut g, "full_live/new_identity", &full);
+
+    let expiring = table_limiter(MAX as usize, "1ms");
+    for n in 0..MAX {
+        check_ip(&expiring, &tenant, &ip(n));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    new_identity(&mut g, "full_expired/new_identity", &expiring);
+    g.finish();
+}
+
+criterion_group!(benches, bench, table);
 criterion_main!(benches);

@@ -132,6 +132,37 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
+    /// The kind of a key this module made: the segment before the tenant's `{`. The
+    /// prefix cannot contain `{`, so the first one opens the tenant.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::{KeyKind, KeyPrefix, Keys}, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// let keys = Keys::new(KeyPrefix::new("app:tg").unwrap());
+    /// assert_eq!(KeyKind::of(keys.session(&t, "abc").as_str()), Some(KeyKind::Session));
+    /// assert_eq!(KeyKind::of(keys.query(&t, "h").as_str()), Some(KeyKind::Query));
+    /// assert_eq!(KeyKind::of("no-kind-here"), None);
+    /// // A prefix may hold `:` and kind names; the segment before the tenant decides.
+    /// let odd = Keys::new(KeyPrefix::new("session:x").unwrap());
+    /// assert_eq!(KeyKind::of(odd.query(&t, "h").as_str()), Some(KeyKind::Query));
+    /// ```
+    pub fn of(key: &str) -> Option<Self> {
+        let b = key.as_bytes();
+        let open = b.iter().position(|&c| c == b'{')?;
+        let head = b[..open].strip_suffix(b":")?;
+        let start = head.iter().rposition(|&c| c == b':').map_or(0, |i| i + 1);
+        Some(match &head[start..] {
+            b"ratelimit" => Self::RateLimit,
+            b"session" => Self::Session,
+            b"session-index" => Self::SessionIndex,
+            b"query" => Self::Query,
+            b"ai" => Self::Ai,
+            b"cache" => Self::Cache,
+            b"lock" => Self::Lock,
+            _ => return None,
+        })
+    }
+
     /// The segment written in keys.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -521,6 +552,27 @@ mod tests {
         assert!(glob_match(b"*", b""));
         assert!(glob_match(b"a?c", b"abc"));
         assert!(!glob_match(b"abc", b"abcd"));
+    }
+
+    proptest! {
+        #[test]
+        fn the_kind_of_a_key_is_read_back(
+            t in tenant(),
+            prefix in "[a-z][a-z0-9:._-]{0,20}[a-z0-9]",
+            parts in proptest::collection::vec(any::<String>(), 0..4),
+        ) {
+            // Whatever the prefix (it may contain `:` and kind names) and components, the
+            // memory backend classifies a key by the kind it was made with.
+            let Ok(prefix) = KeyPrefix::new(&prefix) else { return Ok(()) };
+            let keys = Keys::new(prefix);
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            for kind in [
+                KeyKind::RateLimit, KeyKind::Session, KeyKind::SessionIndex, KeyKind::Query,
+                KeyKind::Ai, KeyKind::Cache, KeyKind::Lock,
+            ] {
+                prop_assert_eq!(KeyKind::of(keys.key(kind, &t, &refs).as_str()), Some(kind));
+            }
+        }
     }
 
     proptest! {

@@ -46,7 +46,8 @@ pub struct RuleLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SessionEventLabels {
     /// `load`, `miss`, `create`, `save`, `renew`, `cycle`, `destroy`, `expired`,
-    /// `invalid_cookie`, `store_error`, `fallback`.
+    /// `invalid_cookie`, `store_error`, `store_full` (memory backend: a new session refused
+    /// while every session is live), `fallback`.
     pub event: &'static str,
 }
 
@@ -123,6 +124,9 @@ pub struct Metrics {
     pub(crate) ratelimit_rule_denied: Family<RuleLabels, Counter>,
     /// Requests a shadow rule would have denied.
     pub(crate) ratelimit_shadow_denied: Family<RuleLabels, Counter>,
+    /// Checks decided by a rule's shared overflow counter (memory backend, counter table
+    /// full of live counters).
+    pub(crate) ratelimit_memory_overflow: Family<RuleLabels, Counter>,
     /// Session events.
     pub(crate) session_events: Family<SessionEventLabels, Counter>,
     /// Cache events by category.
@@ -158,6 +162,7 @@ impl Metrics {
             ratelimit_decisions: Family::default(),
             ratelimit_rule_denied: Family::default(),
             ratelimit_shadow_denied: Family::default(),
+            ratelimit_memory_overflow: Family::default(),
             session_events: Family::default(),
             cache_events: Family::default(),
             cache_totals: Arc::default(),
@@ -206,6 +211,13 @@ impl Metrics {
             "ratelimit_shadow_denied",
             "Requests a shadow (dry-run) rule would have denied",
             m.ratelimit_shadow_denied.clone(),
+        );
+        registry.register(
+            "ratelimit_memory_overflow",
+            "Checks of new identities decided by their rule's shared overflow counter, \
+             because the memory backend's counter table was full of live counters \
+             (TG_MEMORY_MAX_COUNTERS), by rule",
+            m.ratelimit_memory_overflow.clone(),
         );
         registry.register(
             "session_events",

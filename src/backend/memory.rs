@@ -1,12 +1,24 @@
 //! The in-memory backend: bounded, expiring, with an injectable clock.
 //!
-//! Modelled on mini-redis' `db.rs`: one mutex-protected map plus an expiry index; a
+//! Modelled on mini-redis' `db.rs`: mutex-protected maps plus expiry indexes; a
 //! background task purges expired entries and stops when the last handle is dropped.
 //! Reads also check expiry, so an entry is never visible after its TTL even between purges.
 //!
-//! Bounds: at most `max_entries` entries and `max_bytes` bytes of keys plus values. When a
-//! write would exceed them, entries already expired go first, then the least recently used
-//! (Redis' `allkeys-lru`, exact rather than sampled: a linked hash map keeps the order).
+//! Bounds, per kind of key, so that a flood of one kind cannot push out another:
+//!
+//! - cache entries (queries, AI responses, named entries, fill locks — every kind but
+//!   sessions): at most `max_entries`; when a write would exceed it (or the byte bound),
+//!   expired entries go first, then the least recently used (Redis' `allkeys-lru`, exact
+//!   rather than sampled: a linked hash map keeps the order);
+//! - sessions: at most `max_sessions`, never evicted while live. A new session at a full
+//!   table is refused ([`BackendError::Full`]) once expired ones are dropped: evicting a
+//!   live one would log a user out on behalf of whoever floods the store;
+//! - per-user session indexes: not evicted either (losing one would hide sessions from
+//!   "log out everywhere"); the session code keeps at most one per user with a session;
+//! - bytes of keys and values of all of them: at most `max_bytes`, cache entries giving way
+//!   first; a session write that still does not fit is refused.
+//!
+//! Every eviction costs O(log n) or O(1) (expiry index, LRU list): no scan under the lock.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -20,7 +32,7 @@ use tokio::sync::Notify;
 use super::{BackendError, KeyTtl};
 use crate::clock::{Clock, SystemClock};
 use crate::config::MemoryConfig;
-use crate::keys::{KeyPattern, RedisKey};
+use crate::keys::{KeyKind, KeyPattern, RedisKey};
 
 /// The in-memory store. Clones share the same data.
 ///
@@ -49,8 +61,7 @@ pub struct MemoryStore {
 struct Inner {
     state: Mutex<State>,
     clock: Arc<dyn Clock>,
-    max_entries: u64,
-    max_bytes: u64,
+    bounds: Bounds,
     /// Wakes the purge task so it can exit; the task holds its own `Arc` of this.
     shutdown: Arc<Notify>,
 }
@@ -63,18 +74,76 @@ impl Drop for Inner {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    max_entries: u64,
+    max_sessions: u64,
+    max_bytes: u64,
+}
+
+/// Which table a key lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Evictable: everything but sessions.
+    Cache = 0,
+    Sessions = 1,
+    SessionIndexes = 2,
+}
+
+impl Part {
+    fn of(key: &str) -> Self {
+        match KeyKind::of(key) {
+            Some(KeyKind::Session) => Self::Sessions,
+            Some(KeyKind::SessionIndex) => Self::SessionIndexes,
+            _ => Self::Cache,
+        }
+    }
+}
+
+/// Snapshot of what a [`MemoryStore`] holds.
+///
+/// ```
+/// let store = tenant_guard::backend::MemoryStore::new(Default::default());
+/// let stats = store.stats();
+/// assert_eq!((stats.cache_entries, stats.sessions, stats.refused), (0, 0, 0));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryStats {
+    /// Cache entries (every key but sessions and session indexes), expired ones included
+    /// until purged.
+    pub cache_entries: u64,
+    /// Sessions, expired ones included until purged.
+    pub sessions: u64,
+    /// Per-user session indexes.
+    pub session_indexes: u64,
+    /// Bytes of keys and values held.
+    pub bytes: u64,
+    /// Live cache entries evicted to stay within bounds since the store was made.
+    pub evictions: u64,
+    /// Session writes refused because sessions (or bytes) were at their bound with live
+    /// entries only.
+    pub refused: u64,
+}
+
 #[derive(Debug, Default)]
-struct State {
+struct Table {
     /// Entries in least-recently-used-first order: a get moves its entry to the back in
     /// O(1), eviction pops the front.
     map: LinkedHashMap<Arc<str>, Entry>,
     /// (expires_at_ms, key) of entries with a TTL, so the next expiry is first.
     expiries: BTreeSet<(u64, Arc<str>)>,
-    bytes: u64,
-    evictions: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
+struct State {
+    tables: [Table; 3],
+    bytes: u64,
+    evictions: u64,
+    refused: u64,
+}
+
+#[derive(Debug, Clone)]
 struct Entry {
     value: Bytes,
     expires_at: Option<u64>,
@@ -86,10 +155,19 @@ fn ttl_ms(ttl: Duration) -> u64 {
 }
 
 impl State {
+    fn table(&mut self, key: &str) -> &mut Table {
+        &mut self.tables[Part::of(key) as usize]
+    }
+
     fn remove(&mut self, key: &str) -> Option<Entry> {
-        let (k, e) = self.map.remove_entry(key)?;
+        self.remove_in(Part::of(key), key)
+    }
+
+    fn remove_in(&mut self, part: Part, key: &str) -> Option<Entry> {
+        let t = &mut self.tables[part as usize];
+        let (k, e) = t.map.remove_entry(key)?;
         if let Some(at) = e.expires_at {
-            self.expiries.remove(&(at, k.clone()));
+            t.expiries.remove(&(at, k.clone()));
         }
         self.bytes -= (k.len() + e.value.len()) as u64;
         Some(e)
@@ -98,22 +176,128 @@ impl State {
     /// Looks a key up, dropping it first if it has expired; `touch` also marks it most
     /// recently used (reads do, bookkeeping like TTL queries does not).
     fn live(&mut self, key: &str, now: u64, touch: bool) -> Option<&mut Entry> {
+        self.live_in(Part::of(key), key, now, touch)
+    }
+
+    fn live_in(&mut self, part: Part, key: &str, now: u64, touch: bool) -> Option<&mut Entry> {
+        let t = &mut self.tables[part as usize];
         let entry = if touch {
-            self.map.to_back(key)
+            t.map.to_back(key)
         } else {
-            self.map.get_mut(key)
+            t.map.get_mut(key)
         };
         let expired = entry?.expires_at.is_some_and(|at| at <= now);
         if expired {
-            self.remove(key);
+            self.remove_in(part, key);
             return None;
         }
-        self.map.get_mut(key)
+        self.tables[part as usize].map.get_mut(key)
     }
 
-    fn insert(&mut self, key: &str, value: Bytes, expires_at: Option<u64>) {
+    /// Drops the soonest expired entry of `part`, if one has expired; O(log n).
+    fn drop_expired(&mut self, part: Part, now: u64) -> bool {
+        let t = &mut self.tables[part as usize];
+        match t.expiries.first() {
+            Some((at, _)) if *at <= now => {}
+            _ => return false,
+        }
+        if let Some((_, k)) = t.expiries.pop_first() {
+            self.remove_in(part, &k);
+        }
+        true
+    }
+
+    /// Checks that writing `new_len` bytes of value under `key` keeps sessions and bytes
+    /// within bounds, making room by dropping expired entries and evicting cache entries
+    /// (never a live session). Cache writes always pass: the cache evicts after writing.
+    fn admit(
+        &mut self,
+        part: Part,
+        key: &str,
+        new_len: u64,
+        b: &Bounds,
+        now: u64,
+    ) -> Result<(), BackendError> {
+        if part == Part::Cache {
+            return Ok(());
+        }
+        // An expired entry under `key` goes now: `old` must stay accurate while expired
+        // entries are dropped below.
+        self.live_in(part, key, now, false);
+        let old = self.tables[part as usize]
+            .map
+            .get(key)
+            .map(|e| e.value.len() as u64);
+        if old.is_none() && part == Part::Sessions {
+            while self.tables[part as usize].map.len() as u64 >= b.max_sessions {
+                if !self.drop_expired(part, now) {
+                    self.refused += 1;
+                    return Err(BackendError::Full {
+                        what: "sessions",
+                        limit: b.max_sessions,
+                    });
+                }
+            }
+        }
+        let after = |st: &Self| match old {
+            Some(old) => st.bytes - old + new_len,
+            None => st.bytes + key.len() as u64 + new_len,
+        };
+        while after(self) > b.max_bytes {
+            // Anything expired first, then the least recently used cache entry.
+            if self.drop_expired(Part::Cache, now)
+                || self.drop_expired(Part::Sessions, now)
+                || self.drop_expired(Part::SessionIndexes, now)
+            {
+                continue;
+            }
+            if !self.evict_lru_cache() {
+                self.refused += 1;
+                return Err(BackendError::Full {
+                    what: "bytes",
+                    limit: b.max_bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn evict_lru_cache(&mut self) -> bool {
+        let Some(k) = self.tables[Part::Cache as usize]
+            .map
+            .front()
+            .map(|(k, _)| k.clone())
+        else {
+            return false;
+        };
+        self.remove_in(Part::Cache, &k);
+        self.evictions += 1;
+        true
+    }
+
+    /// Writes an entry within bounds: see [`admit`](Self::admit).
+    fn insert(
+        &mut self,
+        key: &str,
+        value: Bytes,
+        expires_at: Option<u64>,
+        b: &Bounds,
+        now: u64,
+    ) -> Result<(), BackendError> {
+        let part = Part::of(key);
+        self.admit(part, key, value.len() as u64, b, now)?;
+        self.put(part, key, value, expires_at);
+        if part == Part::Cache || self.bytes > b.max_bytes {
+            self.evict_cache_to(b, now);
+        }
+        Ok(())
+    }
+
+    /// Writes an entry, bounds unchecked.
+    fn put(&mut self, part: Part, key: &str, value: Bytes, expires_at: Option<u64>) {
         let new_len = value.len() as u64;
-        match self.map.raw_entry_mut().from_key(key) {
+        let t = &mut self.tables[part as usize];
+        match t.map.raw_entry_mut().from_key(key) {
             RawEntryMut::Occupied(mut o) => {
                 // Overwrite in place: keeps the key's allocation, moves it to the back.
                 o.to_back();
@@ -125,10 +309,10 @@ impl State {
                 self.bytes = self.bytes - old_len + new_len;
                 if old_at != expires_at {
                     if let Some(at) = old_at {
-                        self.expiries.remove(&(at, k.clone()));
+                        t.expiries.remove(&(at, k.clone()));
                     }
                     if let Some(at) = expires_at {
-                        self.expiries.insert((at, k));
+                        t.expiries.insert((at, k));
                     }
                 }
             }
@@ -136,7 +320,7 @@ impl State {
                 let k: Arc<str> = Arc::from(key);
                 self.bytes += k.len() as u64 + new_len;
                 if let Some(at) = expires_at {
-                    self.expiries.insert((at, k.clone()));
+                    t.expiries.insert((at, k.clone()));
                 }
                 v.insert(k, Entry { value, expires_at });
             }
@@ -157,36 +341,36 @@ impl State {
         }
     }
 
-    fn evict_to(&mut self, max_entries: u64, max_bytes: u64, now: u64) {
-        // Expired entries go first: dropping them loses nothing.
-        while (self.map.len() as u64 > max_entries || self.bytes > max_bytes)
-            && self.expiries.first().is_some_and(|(at, _)| *at <= now)
-        {
-            if let Some((_, k)) = self.expiries.pop_first() {
-                self.remove(&k);
-            }
-        }
-        while self.map.len() as u64 > max_entries || self.bytes > max_bytes {
-            let Some(k) = self.map.front().map(|(k, _)| k.clone()) else {
-                break;
-            };
-            self.remove(&k);
-            self.evictions += 1;
-        }
+    /// Brings the cache within its entry bound and everything within the byte bound,
+    /// taking only cache entries: expired ones first, then the least recently used.
+    fn evict_cache_to(&mut self, b: &Bounds, now: u64) {
+        let over = |st: &Self| {
+            st.tables[Part::Cache as usize].map.len() as u64 > b.max_entries
+                || st.bytes > b.max_bytes
+        };
+        while over(self) && self.drop_expired(Part::Cache, now) {}
+        while over(self) && self.evict_lru_cache() {}
     }
 
-    fn purge(&mut self, now: u64) -> usize {
+    /// Drops up to `budget` expired entries; returns how many.
+    fn purge(&mut self, now: u64, budget: usize) -> usize {
         let mut n = 0;
-        while let Some((at, k)) = self.expiries.first().cloned() {
-            if at > now {
-                break;
+        for part in [Part::Cache, Part::Sessions, Part::SessionIndexes] {
+            while n < budget && self.drop_expired(part, now) {
+                n += 1;
             }
-            self.remove(&k);
-            n += 1;
         }
         n
     }
+
+    fn len(&self) -> usize {
+        self.tables.iter().map(|t| t.map.len()).sum()
+    }
 }
+
+/// Expired entries dropped per lock hold by the purge: a backlog is cleared in steps,
+/// letting requests in between.
+const PURGE_BATCH: usize = 1024;
 
 impl MemoryStore {
     /// A store on the system clock. If called inside a Tokio runtime, a background task
@@ -206,8 +390,11 @@ impl MemoryStore {
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
             clock: Arc::new(clock),
-            max_entries: config.max_entries.get(),
-            max_bytes: config.max_bytes.get(),
+            bounds: Bounds {
+                max_entries: config.max_entries.get(),
+                max_sessions: config.max_sessions.get(),
+                max_bytes: config.max_bytes.get(),
+            },
             shutdown: shutdown.clone(),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -250,17 +437,13 @@ impl MemoryStore {
     }
 
     fn check_size(&self, key: &RedisKey, value: &Bytes) -> Result<(), BackendError> {
-        let size = (key.as_str().len() + value.len()) as u64;
-        if size > self.inner.max_bytes {
-            return Err(BackendError::TooLarge {
-                size,
-                limit: self.inner.max_bytes,
-            });
-        }
-        Ok(())
+        check_size(key, value, &self.inner.bounds)
     }
 
     /// Writes a value, replacing any previous one and its TTL (`SET key value [PX ttl]`).
+    ///
+    /// Fails with [`BackendError::Full`] for a new session while every session is live
+    /// (or sessions alone fill the byte bound).
     pub fn set(
         &self,
         key: &RedisKey,
@@ -274,9 +457,9 @@ impl MemoryStore {
             key.as_str(),
             value,
             ttl.map(|t| now.saturating_add(ttl_ms(t))),
-        );
-        st.evict_to(self.inner.max_entries, self.inner.max_bytes, now);
-        Ok(())
+            &self.inner.bounds,
+            now,
+        )
     }
 
     /// Writes only if the key does not exist (`SET key value NX [PX ttl]`); returns whether
@@ -297,8 +480,9 @@ impl MemoryStore {
             key.as_str(),
             value,
             ttl.map(|t| now.saturating_add(ttl_ms(t))),
-        );
-        st.evict_to(self.inner.max_entries, self.inner.max_bytes, now);
+            &self.inner.bounds,
+            now,
+        )?;
         Ok(true)
     }
 
@@ -336,12 +520,13 @@ impl MemoryStore {
         let old = e.expires_at;
         let at = now.saturating_add(ttl_ms(ttl));
         e.expires_at = Some(at);
-        let arc = st.map.get_key_value(k).map(|(a, _)| a.clone());
+        let t = st.table(k);
+        let arc = t.map.get_key_value(k).map(|(a, _)| a.clone());
         if let Some(a) = arc {
             if let Some(old) = old {
-                st.expiries.remove(&(old, a.clone()));
+                t.expiries.remove(&(old, a.clone()));
             }
-            st.expiries.insert((at, a));
+            t.expiries.insert((at, a));
         }
         true
     }
@@ -356,8 +541,9 @@ impl MemoryStore {
     pub fn delete_matching(&self, pattern: &KeyPattern) -> u64 {
         let mut st = self.state();
         let doomed: Vec<Arc<str>> = st
-            .map
-            .keys()
+            .tables
+            .iter()
+            .flat_map(|t| t.map.keys())
             .filter(|k| pattern.matches(k))
             .cloned()
             .collect();
@@ -373,30 +559,58 @@ impl MemoryStore {
     }
 
     /// Runs `f` with several reads and writes under one lock: the memory counterpart of a
-    /// Lua script (the session store uses it for multi-key updates). Bounds are enforced
-    /// once `f` returns.
+    /// Lua script (the session store uses it for multi-key updates). Each write is
+    /// checked against the bounds as it happens.
     pub(crate) fn transact<R>(&self, f: impl FnOnce(&mut Txn<'_>) -> R) -> R {
         let now = self.now();
         let mut st = self.state();
         let mut tx = Txn {
             st: &mut st,
             now,
-            max_bytes: self.inner.max_bytes,
+            bounds: &self.inner.bounds,
+            undo: None,
+        };
+        f(&mut tx)
+    }
+
+    /// Like [`transact`](Self::transact), but all or nothing: if `f` fails, every write
+    /// it made is undone (a session is never left half-saved when a bound refuses a
+    /// write).
+    pub(crate) fn transact_all<T, E>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let now = self.now();
+        let mut st = self.state();
+        let mut tx = Txn {
+            st: &mut st,
+            now,
+            bounds: &self.inner.bounds,
+            undo: Some(Vec::new()),
         };
         let r = f(&mut tx);
-        st.evict_to(self.inner.max_entries, self.inner.max_bytes, now);
+        if r.is_err() {
+            tx.rollback();
+        }
         r
     }
 
     /// Removes expired entries now; returns how many. The background task calls this.
     pub fn purge_expired(&self) -> usize {
-        let now = self.now();
-        self.state().purge(now)
+        let mut total = 0;
+        loop {
+            let now = self.now();
+            let n = self.state().purge(now, PURGE_BATCH);
+            total += n;
+            if n < PURGE_BATCH {
+                return total;
+            }
+        }
     }
 
     /// Entries held, including expired ones not yet purged.
     pub fn len(&self) -> usize {
-        self.state().map.len()
+        self.state().len()
     }
 
     /// Whether the store holds no entries.
@@ -409,17 +623,54 @@ impl MemoryStore {
         self.state().bytes
     }
 
-    /// Entries evicted to stay within bounds since the store was made.
+    /// Live cache entries evicted to stay within bounds since the store was made.
     pub fn evictions(&self) -> u64 {
         self.state().evictions
     }
+
+    /// What the store holds, by kind, and what it evicted or refused.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::MemoryStore, keys::Keys, tenant::TenantId};
+    /// let store = MemoryStore::new(Default::default());
+    /// let t = TenantId::new("acme").unwrap();
+    /// store.set(&Keys::default().query(&t, "h"), "v".into(), None).unwrap();
+    /// assert_eq!(store.stats().cache_entries, 1);
+    /// assert_eq!(store.stats().sessions, 0);
+    /// ```
+    pub fn stats(&self) -> MemoryStats {
+        let st = self.state();
+        let len = |p: Part| st.tables[p as usize].map.len() as u64;
+        MemoryStats {
+            cache_entries: len(Part::Cache),
+            sessions: len(Part::Sessions),
+            session_indexes: len(Part::SessionIndexes),
+            bytes: st.bytes,
+            evictions: st.evictions,
+            refused: st.refused,
+        }
+    }
+}
+
+fn check_size(key: &RedisKey, value: &Bytes, b: &Bounds) -> Result<(), BackendError> {
+    let size = (key.as_str().len() + value.len()) as u64;
+    if size > b.max_bytes {
+        return Err(BackendError::TooLarge {
+            size,
+            limit: b.max_bytes,
+        });
+    }
+    Ok(())
 }
 
 /// Access to the store inside [`MemoryStore::transact`]; every call sees the same instant.
 pub(crate) struct Txn<'a> {
     st: &'a mut State,
     now: u64,
-    max_bytes: u64,
+    bounds: &'a Bounds,
+    /// For [`MemoryStore::transact_all`]: each key written, with what it held before
+    /// (first write of the key only), in order.
+    undo: Option<Vec<(Arc<str>, Option<Entry>)>>,
 }
 
 impl Txn<'_> {
@@ -438,30 +689,51 @@ impl Txn<'_> {
         self.st.ttl(key.as_str(), self.now)
     }
 
-    /// Writes a value with an optional TTL.
+    /// Records what `key` holds before its first write, when undo is on.
+    fn journal(&mut self, key: &str) {
+        let Some(undo) = &mut self.undo else {
+            return;
+        };
+        if undo.iter().any(|(k, _)| &**k == key) {
+            return;
+        }
+        let before = self.st.live(key, self.now, false).map(|e| Entry::clone(e));
+        if let Some(undo) = &mut self.undo {
+            undo.push((Arc::from(key), before));
+        }
+    }
+
+    /// Writes a value with an optional TTL; fails as [`MemoryStore::set`] does.
     pub(crate) fn set(
         &mut self,
         key: &RedisKey,
         value: Bytes,
         ttl: Option<Duration>,
     ) -> Result<(), BackendError> {
-        let size = (key.as_str().len() + value.len()) as u64;
-        if size > self.max_bytes {
-            return Err(BackendError::TooLarge {
-                size,
-                limit: self.max_bytes,
-            });
-        }
+        check_size(key, &value, self.bounds)?;
+        self.journal(key.as_str());
         let at = ttl.map(|t| self.now.saturating_add(ttl_ms(t)));
-        self.st.insert(key.as_str(), value, at);
-        Ok(())
+        self.st
+            .insert(key.as_str(), value, at, self.bounds, self.now)
     }
 
     /// Deletes a key; returns whether it was live.
     pub(crate) fn delete(&mut self, key: &RedisKey) -> bool {
+        self.journal(key.as_str());
         let existed = self.st.live(key.as_str(), self.now, false).is_some();
         self.st.remove(key.as_str());
         existed
+    }
+
+    /// Puts back what every journaled key held (latest first). What was there fitted the
+    /// bounds, and nothing but cache entries has been added since.
+    fn rollback(&mut self) {
+        for (key, before) in self.undo.take().unwrap_or_default().into_iter().rev() {
+            self.st.remove(&key);
+            if let Some(e) = before {
+                self.st.put(Part::of(&key), &key, e.value, e.expires_at);
+            }
+        }
     }
 }
 
@@ -474,12 +746,8 @@ async fn purge_task(inner: Weak<Inner>, shutdown: Arc<Notify>, every: Duration) 
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let now = inner.clock.now_ms();
-        let purged = inner
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .purge(now);
+        let store = MemoryStore { inner };
+        let purged = store.purge_expired();
         if purged > 0 {
             tracing::trace!(purged, "memory backend purged expired entries");
         }
@@ -498,14 +766,163 @@ mod tests {
         Keys::default().cache(&TenantId::new("t").unwrap(), "c", id)
     }
 
+    fn session(id: &str) -> RedisKey {
+        Keys::default().session(&TenantId::new("t").unwrap(), id)
+    }
+
+    fn index(user: &str) -> RedisKey {
+        Keys::default().session_index(&TenantId::new("t").unwrap(), user)
+    }
+
     fn bounded(entries: u64, bytes: u64) -> (MemoryStore, ManualClock) {
+        bounded3(entries, 1_000, bytes)
+    }
+
+    fn bounded3(entries: u64, sessions: u64, bytes: u64) -> (MemoryStore, ManualClock) {
         let clock = ManualClock::new();
         let cfg = MemoryConfig {
             max_entries: NonZeroU64::new(entries).unwrap(),
+            max_sessions: NonZeroU64::new(sessions).unwrap(),
             max_bytes: NonZeroU64::new(bytes).unwrap(),
             ..MemoryConfig::default()
         };
         (MemoryStore::with_clock(cfg, clock.clone()), clock)
+    }
+
+    const HOUR: Option<Duration> = Some(Duration::from_secs(3600));
+
+    #[test]
+    fn a_cache_flood_evicts_no_session_nor_index() {
+        // Regression: one LRU over every key let a flood of cache entries push out
+        // sessions (users logged out) and session indexes ("log out everywhere" missed
+        // sessions).
+        let (s, _) = bounded3(10, 10, 1 << 20);
+        s.set(&session("alice"), "a".into(), HOUR).unwrap();
+        s.set(&index("alice"), "i".into(), HOUR).unwrap();
+        for i in 0..1_000 {
+            s.set(&key(&i.to_string()), "v".into(), HOUR).unwrap();
+        }
+        assert_eq!(s.get(&session("alice")).as_deref(), Some(&b"a"[..]));
+        assert_eq!(s.get(&index("alice")).as_deref(), Some(&b"i"[..]));
+        let st = s.stats();
+        assert_eq!(
+            (st.cache_entries, st.sessions, st.session_indexes),
+            (10, 1, 1)
+        );
+        assert_eq!(st.evictions, 990);
+    }
+
+    #[test]
+    fn a_cache_flood_by_bytes_evicts_no_session() {
+        let klen = session("alice").as_str().len() as u64;
+        let (s, _) = bounded3(1_000, 10, 4 * (klen + 100));
+        s.set(&session("alice"), vec![1u8; 100].into(), HOUR)
+            .unwrap();
+        for i in 0..100 {
+            s.set(&key(&i.to_string()), vec![0u8; 100].into(), HOUR)
+                .unwrap();
+        }
+        assert!(s.get(&session("alice")).is_some());
+        assert!(s.bytes() <= 4 * (klen + 100));
+        // A session write makes room from the cache.
+        s.set(&session("bob"), vec![1u8; 100].into(), HOUR).unwrap();
+        assert!(s.get(&session("alice")).is_some());
+        assert!(s.bytes() <= 4 * (klen + 100));
+    }
+
+    #[test]
+    fn a_session_flood_is_refused_not_evicting() {
+        let (s, clock) = bounded3(100, 3, 1 << 20);
+        s.set(&session("alice"), "a".into(), HOUR).unwrap();
+        s.set(&session("s1"), "x".into(), Some(Duration::from_secs(10)))
+            .unwrap();
+        s.set(&session("s2"), "x".into(), HOUR).unwrap();
+        for i in 0..100 {
+            let err = s.set(&session(&format!("new{i}")), "x".into(), HOUR);
+            assert!(
+                matches!(
+                    err,
+                    Err(BackendError::Full {
+                        what: "sessions",
+                        limit: 3
+                    })
+                ),
+                "{err:?}"
+            );
+        }
+        assert_eq!(s.stats().refused, 100);
+        // Updating an existing session is no new session: allowed.
+        s.set(&session("alice"), "a2".into(), HOUR).unwrap();
+        assert_eq!(s.get(&session("alice")).as_deref(), Some(&b"a2"[..]));
+        // Once one expires, its place is free.
+        clock.advance(Duration::from_secs(10));
+        s.set(&session("late"), "x".into(), HOUR).unwrap();
+        assert!(s.get(&session("alice")).is_some());
+        assert_eq!(s.stats().sessions, 3);
+    }
+
+    #[test]
+    fn sessions_alone_over_the_byte_bound_are_refused() {
+        let klen = session("a").as_str().len() as u64;
+        let (s, _) = bounded3(100, 100, 2 * (klen + 10));
+        s.set(&key("c"), vec![0u8; 10].into(), HOUR).unwrap();
+        s.set(&session("a"), vec![0u8; 10].into(), HOUR).unwrap();
+        s.set(&session("b"), vec![0u8; 10].into(), HOUR).unwrap();
+        // The cache entry made room; now only live sessions are left.
+        assert!(s.get(&key("c")).is_none());
+        let err = s.set(&session("c"), vec![0u8; 10].into(), HOUR);
+        assert!(matches!(err, Err(BackendError::Full { what: "bytes", .. })));
+        // Cache writes still succeed, by evicting themselves: sessions stay.
+        s.set(&key("d"), vec![0u8; 10].into(), HOUR).unwrap();
+        assert!(s.get(&session("a")).is_some() && s.get(&session("b")).is_some());
+    }
+
+    #[test]
+    fn transact_all_undoes_every_write_when_one_is_refused() {
+        let (s, _) = bounded3(100, 2, 1 << 20);
+        s.set(&session("old"), "o".into(), HOUR).unwrap();
+        s.set(&index("u"), "i".into(), HOUR).unwrap();
+        let r: Result<(), BackendError> = s.transact_all(|tx| {
+            tx.delete(&session("old"));
+            tx.set(&index("u"), "changed".into(), HOUR)?;
+            tx.set(&session("n1"), "1".into(), HOUR)?;
+            tx.set(&session("n2"), "2".into(), HOUR)?;
+            tx.set(&session("n3"), "3".into(), HOUR)?; // the third live session: refused
+            Ok(())
+        });
+        assert!(matches!(r, Err(BackendError::Full { .. })));
+        assert_eq!(s.get(&session("old")).as_deref(), Some(&b"o"[..]));
+        assert_eq!(s.get(&index("u")).as_deref(), Some(&b"i"[..]));
+        assert!(s.get(&session("n1")).is_none() && s.get(&session("n2")).is_none());
+        assert_eq!(
+            s.ttl(&session("old")),
+            KeyTtl::Expires(Duration::from_secs(3600))
+        );
+        let st = s.stats();
+        assert_eq!((st.sessions, st.session_indexes), (1, 1));
+        assert_eq!(
+            st.bytes,
+            (session("old").as_str().len() + index("u").as_str().len() + 2) as u64
+        );
+    }
+
+    #[test]
+    fn purge_clears_a_backlog_in_batches() {
+        let (s, clock) = bounded(10_000, 1 << 24);
+        for i in 0..3 * PURGE_BATCH + 5 {
+            s.set(
+                &key(&i.to_string()),
+                "v".into(),
+                Some(Duration::from_millis(5)),
+            )
+            .unwrap();
+        }
+        s.set(&session("a"), "v".into(), Some(Duration::from_millis(5)))
+            .unwrap();
+        s.set(&key("live"), "v".into(), None).unwrap();
+        clock.advance(Duration::from_millis(5));
+        assert_eq!(s.purge_expired(), 3 * PURGE_BATCH + 6);
+        assert_eq!(s.len(), 1);
     }
 
     #[test]

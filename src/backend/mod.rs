@@ -16,8 +16,8 @@ use serde::Serialize;
 #[cfg(feature = "redis")]
 pub use self::redis::{Deployment, LuaScript, RedisStore};
 pub use health::{BreakerState, Health};
-pub use memory::MemoryStore;
 pub(crate) use memory::Txn;
+pub use memory::{MemoryStats, MemoryStore};
 
 use crate::config::{Config, RedisMode};
 use crate::keys::{KeyPattern, RedisKey};
@@ -45,6 +45,15 @@ pub enum BackendError {
         /// `TG_MEMORY_MAX_BYTES`.
         limit: u64,
     },
+    /// The memory backend holds as many live entries of this kind as it may, and does not
+    /// evict live ones of it (sessions): the write is refused.
+    #[error("memory backend full: {what} at their bound of {limit} with live entries only")]
+    Full {
+        /// `sessions` (`TG_MEMORY_MAX_SESSIONS`) or `bytes` (`TG_MEMORY_MAX_BYTES`).
+        what: &'static str,
+        /// The bound.
+        limit: u64,
+    },
     /// The operation is not available on this backend or configuration.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
@@ -64,7 +73,7 @@ impl BackendError {
                     || e.is_timeout()
                     || e.is_cluster_error()
             }
-            Self::TooLarge { .. } | Self::Unsupported(_) => false,
+            Self::TooLarge { .. } | Self::Full { .. } | Self::Unsupported(_) => false,
         }
     }
 }

@@ -216,12 +216,45 @@ impl fmt::Debug for TlsCa {
 }
 
 /// Bounds of the in-memory backend.
+///
+/// Each kind of state has its own bound, so a flood of one kind cannot push out another:
+/// cache entries are evicted least recently used first; sessions and rate-limit counters
+/// that are still live are never evicted (a new session is refused, a new identity shares
+/// its rule's overflow counter). Expired state of any kind may always go.
+///
+/// ```
+/// use std::num::NonZeroU64;
+/// use tenant_guard::config::{Config, MemoryConfig};
+///
+/// // From the environment, the per-kind bounds default to TG_MEMORY_MAX_ENTRIES.
+/// let c = Config::from_vars([("TG_MEMORY_MAX_ENTRIES", "5000"), ("TG_MEMORY_MAX_SESSIONS", "800")]).unwrap();
+/// assert_eq!(c.memory.max_entries.get(), 5000);
+/// assert_eq!(c.memory.max_sessions.get(), 800);
+/// assert_eq!(c.memory.max_counters.get(), 5000);
+///
+/// // In code, start from the defaults and change fields.
+/// let mut m = MemoryConfig::default();
+/// m.max_sessions = NonZeroU64::new(10_000).unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MemoryConfig {
-    /// Most entries kept (`TG_MEMORY_MAX_ENTRIES`, default 100 000).
+    /// Most cache entries kept: cached queries, AI responses, named cache entries and
+    /// their fill locks; the least recently used go first (`TG_MEMORY_MAX_ENTRIES`,
+    /// default 100 000; also the default of the two bounds below when read from the
+    /// environment).
     pub max_entries: NonZeroU64,
-    /// Most bytes of keys and values kept (`TG_MEMORY_MAX_BYTES`, default 64 MiB).
+    /// Most live sessions kept (`TG_MEMORY_MAX_SESSIONS`, default `TG_MEMORY_MAX_ENTRIES`).
+    /// Per-user session indexes come on top (at most one per logged-in user). When all
+    /// are live, creating a new session fails with 503; existing ones are untouched.
+    pub max_sessions: NonZeroU64,
+    /// Most rate-limit counters of identities kept (`TG_MEMORY_MAX_COUNTERS`, default
+    /// `TG_MEMORY_MAX_ENTRIES`). When all are live, a new identity is counted on its
+    /// rule's shared overflow counter (one per rule and plan tier, on top of this bound).
+    pub max_counters: NonZeroU64,
+    /// Most bytes of keys and values of cache entries and sessions together
+    /// (`TG_MEMORY_MAX_BYTES`, default 64 MiB). Cache entries give way first; a session
+    /// write that would still not fit is refused.
     pub max_bytes: NonZeroU64,
     /// How often expired entries are purged (`TG_MEMORY_PURGE_INTERVAL`, default 1 s).
     pub purge_interval: Duration,
@@ -231,6 +264,8 @@ impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
             max_entries: NonZeroU64::new(100_000).expect("nonzero"),
+            max_sessions: NonZeroU64::new(100_000).expect("nonzero"),
+            max_counters: NonZeroU64::new(100_000).expect("nonzero"),
             max_bytes: NonZeroU64::new(64 << 20).expect("nonzero"),
             purge_interval: Duration::from_secs(1),
         }
@@ -635,6 +670,8 @@ impl fmt::Display for ConfigError {
 const KNOWN_TG_VARS: &[&str] = &[
     "TG_KEY_PREFIX",
     "TG_MEMORY_MAX_ENTRIES",
+    "TG_MEMORY_MAX_SESSIONS",
+    "TG_MEMORY_MAX_COUNTERS",
     "TG_MEMORY_MAX_BYTES",
     "TG_MEMORY_PURGE_INTERVAL",
     "TG_BREAKER_THRESHOLD",
@@ -872,6 +909,14 @@ impl Config {
         );
         push("TG_KEY_PREFIX", self.key_prefix.to_string());
         push("TG_MEMORY_MAX_ENTRIES", self.memory.max_entries.to_string());
+        push(
+            "TG_MEMORY_MAX_SESSIONS",
+            self.memory.max_sessions.to_string(),
+        );
+        push(
+            "TG_MEMORY_MAX_COUNTERS",
+            self.memory.max_counters.to_string(),
+        );
         push("TG_MEMORY_MAX_BYTES", self.memory.max_bytes.to_string());
         push(
             "TG_MEMORY_PURGE_INTERVAL",
@@ -1306,17 +1351,22 @@ fn redact_userinfo(s: &str) -> String {
 
 fn read_memory(r: &mut Reader) -> MemoryConfig {
     let d = MemoryConfig::default();
+    let count = |r: &mut Reader, var: &str, default: NonZeroU64| {
+        r.parse(
+            var,
+            |v| {
+                parse::integer::<u64>(v)
+                    .and_then(|n| NonZeroU64::new(n).ok_or_else(|| "must be at least 1".into()))
+            },
+            "a whole number of entries, at least 1",
+        )
+        .unwrap_or(default)
+    };
+    let max_entries = count(r, "TG_MEMORY_MAX_ENTRIES", d.max_entries);
     MemoryConfig {
-        max_entries: r
-            .parse(
-                "TG_MEMORY_MAX_ENTRIES",
-                |v| {
-                    parse::integer::<u64>(v)
-                        .and_then(|n| NonZeroU64::new(n).ok_or_else(|| "must be at least 1".into()))
-                },
-                "a whole number of entries, at least 1",
-            )
-            .unwrap_or(d.max_entries),
+        max_entries,
+        max_sessions: count(r, "TG_MEMORY_MAX_SESSIONS", max_entries),
+        max_counters: count(r, "TG_MEMORY_MAX_COUNTERS", max_entries),
         max_bytes: r
             .parse(
                 "TG_MEMORY_MAX_BYTES",

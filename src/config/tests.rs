@@ -403,3 +403,46 @@ fn rate_limit_windows_are_at_most_ten_years() {
         assert!(err.to_string().contains("10 years"), "{var}={value}: {err}");
     }
 }
+
+#[test]
+fn memory_bounds_per_kind_default_to_max_entries() {
+    let c = cfg(&[]).unwrap();
+    assert_eq!(
+        (
+            c.memory.max_entries.get(),
+            c.memory.max_sessions.get(),
+            c.memory.max_counters.get()
+        ),
+        (100_000, 100_000, 100_000)
+    );
+    // Lowering TG_MEMORY_MAX_ENTRIES still bounds everything, as it did before the split.
+    let c = cfg(&[("TG_MEMORY_MAX_ENTRIES", "500")]).unwrap();
+    assert_eq!(
+        (c.memory.max_sessions.get(), c.memory.max_counters.get()),
+        (500, 500)
+    );
+    let c = cfg(&[
+        ("TG_MEMORY_MAX_ENTRIES", "500"),
+        ("TG_MEMORY_MAX_SESSIONS", "20"),
+        ("TG_MEMORY_MAX_COUNTERS", "1000000"),
+    ])
+    .unwrap();
+    assert_eq!(
+        (
+            c.memory.max_entries.get(),
+            c.memory.max_sessions.get(),
+            c.memory.max_counters.get()
+        ),
+        (500, 20, 1_000_000)
+    );
+    assert!(c.warnings().is_empty());
+    let printed = c.effective();
+    assert!(printed.contains(&("TG_MEMORY_MAX_SESSIONS".into(), "20".into())));
+    let err = cfg(&[
+        ("TG_MEMORY_MAX_SESSIONS", "0"),
+        ("TG_MEMORY_MAX_COUNTERS", "lots"),
+    ])
+    .unwrap_err();
+    let vars: Vec<&str> = err.problems().iter().map(|p| p.var.as_str()).collect();
+    assert_eq!(vars, ["TG_MEMORY_MAX_SESSIONS", "TG_MEMORY_MAX_COUNTERS"]);
+}

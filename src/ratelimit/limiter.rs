@@ -204,7 +204,7 @@ fn options_of(config: &Config) -> LimiterOptions {
         instances: rl.instances,
         burst: rl.burst,
         deny_cache: rl.deny_cache,
-        memory_max_keys: usize::try_from(config.memory.max_entries.get()).unwrap_or(usize::MAX),
+        memory_max_keys: usize::try_from(config.memory.max_counters.get()).unwrap_or(usize::MAX),
         outage_keys: usize::try_from(rl.outage_keys).unwrap_or(usize::MAX),
     }
 }
@@ -226,7 +226,9 @@ pub struct LimiterOptions {
     pub burst: Option<Quota>,
     /// Deny-cache capacity (0: off).
     pub deny_cache: u64,
-    /// Most rate-limit counters the memory backend keeps.
+    /// Most rate-limit counters of identities the memory backend keeps
+    /// (`TG_MEMORY_MAX_COUNTERS`). Live counters are never evicted: when all are live, new
+    /// identities share one overflow counter per rule.
     pub memory_max_keys: usize,
     /// Most counters whose last Redis answer (and units admitted during an outage) this
     /// instance remembers for the `local` outage mode.
@@ -274,6 +276,10 @@ struct Inner {
     metrics: Metrics,
     /// Decision counters by [allowed][source], fetched once: no label lookup per check.
     decisions: [[Counter; Source::COUNT]; 2],
+    /// Overflow-counter uses by rule position (memory backend), fetched once.
+    overflows: Vec<Counter>,
+    /// Store-clock time of the last overflow warning, ms (warned at most every 10 s).
+    overflow_warned_ms: std::sync::atomic::AtomicU64,
     rule_names: Vec<&'static str>,
     /// Seeded hash of each rule's name, part of its in-process counter keys.
     rule_hashes: Vec<u64>,
@@ -407,6 +413,20 @@ impl RateLimiter {
                 .collect()
         };
         let base_specs = specs(None);
+        // Only the memory backend has overflow counters (no idle series on Redis).
+        let overflows = policy
+            .rules()
+            .iter()
+            .filter(|_| memory.is_some())
+            .map(|r| {
+                metrics
+                    .ratelimit_memory_overflow
+                    .get_or_create(&RuleLabels {
+                        rule: r.name.clone(),
+                    })
+                    .clone()
+            })
+            .collect();
         let plan_specs = policy
             .plan_names()
             .map(|p| (p.to_string(), specs(Some(p))))
@@ -434,6 +454,8 @@ impl RateLimiter {
                             .clone()
                     })
                 }),
+                overflows,
+                overflow_warned_ms: std::sync::atomic::AtomicU64::new(0),
                 metrics: metrics.clone(),
                 rule_names,
                 rule_hashes,
@@ -748,6 +770,9 @@ impl RateLimiter {
         let allowed = mem.decide(&rules, cost, commit, &mut outs);
         let mut decisions = Vec::with_capacity(rules.len());
         for (r, o) in rules.iter().zip(&outs) {
+            if o.overflow && commit {
+                self.overflowed(mem, r.idx);
+            }
             decisions.push(rule_decision(inner.rule_names[r.idx], r.spec, o));
         }
         Decision {
@@ -755,6 +780,33 @@ impl RateLimiter {
             source: Source::Memory,
             cost,
             rules: decisions,
+        }
+    }
+
+    /// Counts a check decided by rule `idx`'s overflow counter, and warns (at most every
+    /// 10 s): the operator should know new identities are being limited together.
+    #[cold]
+    fn overflowed(&self, mem: &MemoryLimiter, idx: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        const EVERY_MS: u64 = 10_000;
+        let inner = &*self.inner;
+        inner.overflows[idx].inc();
+        let now = mem.now_ms();
+        let last = inner.overflow_warned_ms.load(Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= EVERY_MS)
+            && inner
+                .overflow_warned_ms
+                .compare_exchange(last, now.max(1), Relaxed, Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                rule = inner.rule_names[idx],
+                max_counters = inner.options.memory_max_keys,
+                "rate-limit counter table full of live counters: new identities share one \
+                 overflow counter per rule and are limited together (raise \
+                 TG_MEMORY_MAX_COUNTERS, or use Redis); see \
+                 tenant_guard_ratelimit_memory_overflow_total"
+            );
         }
     }
 
@@ -921,6 +973,7 @@ impl RateLimiter {
                 reset_ms: x[2].max(0).unsigned_abs(),
                 retry_ms: (x[3] >= 0).then(|| x[3].unsigned_abs()),
                 free1_ms: x[4].max(0).unsigned_abs(),
+                overflow: false,
             })
             .collect();
         Ok((v[0] == 1, outs, v[1].max(0).unsigned_abs()))

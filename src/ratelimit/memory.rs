@@ -1,8 +1,16 @@
 //! The two algorithms in process, for the memory backend. They mirror `lua/ratelimit.lua`
 //! line for line (same buckets, same rounding), so both backends decide alike; the
 //! conformance suite checks that.
+//!
+//! Bounds: at most `max_keys` counters of identities. A counter whose window has passed
+//! holds nothing and may be dropped; a live one never is (dropping it would hand its
+//! identity a full quota again). A new identity arriving at a table full of live counters
+//! is charged to an overflow counter of the rule instead, shared by every such identity
+//! (they are limited together: stricter, never looser). Dropping expired counters costs
+//! O(log n) each through an expiry heap: no scan of the table under its lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use smallvec::SmallVec;
 
@@ -73,6 +81,9 @@ pub(crate) struct Outcome {
     /// `None`: never (cost above the limit).
     pub(crate) retry_ms: Option<u64>,
     pub(crate) free1_ms: u64,
+    /// The identity had no counter and the table was full of live ones: the rule's shared
+    /// overflow counter decided.
+    pub(crate) overflow: bool,
 }
 
 #[derive(Debug)]
@@ -97,6 +108,8 @@ struct Slot {
     /// Hash of (tenant, rule, identity) without the endpoint, so `reset` can find every
     /// per-endpoint counter of an identity.
     owner: u64,
+    /// A rule's shared overflow counter (not counted against `max_keys`).
+    overflow: bool,
 }
 
 /// Counters of all rules and identities in this process.
@@ -117,6 +130,13 @@ struct Slab {
     /// Latest time any check used: time read under the lock never goes back, even if
     /// the clock source does (a stale time would shift a window back and wipe counts).
     last_now: u64,
+    /// Min-heap of (expiry, key), exactly one entry per slot. The expiry recorded is a
+    /// lower bound of the slot's own: checks extend `expires_at` without touching the
+    /// heap (the hot path stays a hash lookup), and an entry found outdated when it
+    /// reaches the top is pushed again with the slot's current expiry.
+    expiry: BinaryHeap<Reverse<(u64, u64)>>,
+    /// Overflow counters among `slots`.
+    overflow: usize,
 }
 
 impl Slab {
@@ -125,40 +145,87 @@ impl Slab {
     }
 
     /// The slot of `key`, inserting an empty (already expired) one if there is none.
-    fn get_or_insert(&mut self, key: u64, owner: u64) -> usize {
+    /// Its heap entry records `now`: a lower bound of the expiry a charge gives it (and
+    /// past by the next check if none does), later than older slots' entries, so those
+    /// come out first.
+    fn get_or_insert(&mut self, key: u64, owner: u64, overflow: bool, now: u64) -> usize {
         let slots = &mut self.slots;
+        let heap = &mut self.expiry;
+        let added = &mut self.overflow;
         *self.index.entry(key).or_insert_with(|| {
             slots.push(Slot {
                 key,
                 state: State::Log(VecDeque::new()),
                 expires_at: 0,
                 owner,
+                overflow,
             });
+            heap.push(Reverse((now, key)));
+            *added += usize::from(overflow);
             slots.len() - 1
         })
     }
 
+    /// Removes slot `i`; its heap entry must be gone already (popped, or the heap rebuilt).
     fn remove_at(&mut self, i: usize) {
         let gone = self.slots.swap_remove(i);
         self.index.remove(&gone.key);
+        self.overflow -= usize::from(gone.overflow);
         if let Some(moved) = self.slots.get(i) {
             self.index.insert(moved.key, i);
         }
     }
 
-    fn retain(&mut self, mut keep: impl FnMut(&Slot) -> bool) {
-        let mut i = self.slots.len();
-        while i > 0 {
-            i -= 1;
-            if !keep(&self.slots[i]) {
+    /// Drops up to `want` expired counters, soonest expired first; returns how many. Each
+    /// costs O(log n), as does each outdated heap entry met on the way (pushed again with
+    /// its slot's current expiry, so it comes back at most once per extension).
+    fn reclaim(&mut self, now: u64, want: usize) -> usize {
+        let mut got = 0;
+        while got < want {
+            let Some(&Reverse((at, key))) = self.expiry.peek() else {
+                break;
+            };
+            if at > now {
+                // Every slot expires at or after its recorded time: all are live.
+                break;
+            }
+            self.expiry.pop();
+            let Some(&i) = self.index.get(&key) else {
+                continue;
+            };
+            let expires_at = self.slots[i].expires_at;
+            if expires_at <= now {
                 self.remove_at(i);
+                got += 1;
+            } else {
+                self.expiry.push(Reverse((expires_at, key)));
             }
         }
+        got
     }
 
-    fn len(&self) -> usize {
-        self.slots.len()
+    /// Counters of identities (overflow counters not included).
+    fn identities(&self) -> usize {
+        self.slots.len() - self.overflow
     }
+}
+
+/// The key of rule `idx`'s overflow counter under `spec` (one per rule and plan tier:
+/// tiers differ in parameters, and one counter holds one set). Unseeded, unlike identity
+/// keys: a collision with one of those is as likely (~n / 2^64) as any other.
+fn overflow_key(idx: usize, spec: &Spec) -> u64 {
+    // splitmix64 finalizer over the rule's position and parameters.
+    let mut z = 0x6f76_6572_666c_6f77_u64
+        ^ (idx as u64).rotate_left(48)
+        ^ u64::from(spec.limit).rotate_left(16)
+        ^ spec.window_ms.rotate_left(32)
+        ^ (spec.algo as u64);
+    for _ in 0..2 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+    }
+    z
 }
 
 /// Per-rule working state between the decision and the commit (the outcome itself is
@@ -199,11 +266,17 @@ fn win_wait(
 
 impl MemoryLimiter {
     pub(crate) fn new(clock: Arc<dyn Clock>, max_keys: usize) -> Self {
+        // `max_keys` counts identities' counters; overflow ones (a few per rule) come on top.
         Self {
             slots: Mutex::new(Slab::default()),
             clock,
             max_keys: max_keys.max(1),
         }
+    }
+
+    /// The clock's time, ms.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// Decides all rules; charges every allowing rule if `commit` and no enforced rule
@@ -229,30 +302,57 @@ impl MemoryLimiter {
         slots.last_now = now;
         let now_us = now * 1000;
         let cost64 = u64::from(cost);
-        if commit && slots.len() + rules.len() > self.max_keys {
-            slots.retain(|s| s.expires_at > now);
-            while slots.len() + rules.len() > self.max_keys {
-                // Still full of live counters: drop the one expiring soonest (it has the
-                // least usage left to forget).
-                let Some(i) = (0..slots.len()).min_by_key(|&i| slots.slots[i].expires_at) else {
-                    break;
-                };
-                slots.remove_at(i);
+        // Each rule's slot, found before anything moves: dropping an expired counter to
+        // make room moves another one into its place.
+        let mut found: Rules<Option<usize>> = SmallVec::new();
+        let mut missing = 0;
+        let resolve = |slots: &Slab, found: &mut Rules<Option<usize>>, missing: &mut usize| {
+            found.clear();
+            *missing = 0;
+            for r in rules {
+                let i = slots.find(r.key);
+                *missing += usize::from(i.is_none());
+                found.push(i);
             }
+        };
+        resolve(&slots, &mut found, &mut missing);
+        let mut room = self.max_keys.saturating_sub(slots.identities());
+        while missing > room {
+            // Full: only counters whose window has passed may go (they hold nothing).
+            if slots.reclaim(now, missing - room) == 0 {
+                break;
+            }
+            resolve(&slots, &mut found, &mut missing);
+            room = self.max_keys.saturating_sub(slots.identities());
+        }
+        // (slot, overflow) per rule: identities without a counter get a new one while
+        // there is room, else share their rule's overflow counter.
+        let mut at: Rules<(Option<usize>, bool)> = SmallVec::new();
+        for (r, i) in rules.iter().zip(&found) {
+            at.push(match i {
+                Some(i) => (Some(*i), false),
+                None if room > 0 => {
+                    room -= 1;
+                    (
+                        commit.then(|| slots.get_or_insert(r.key, r.owner, false, now)),
+                        false,
+                    )
+                }
+                None => {
+                    let k = overflow_key(r.idx, r.spec);
+                    let i = if commit {
+                        Some(slots.get_or_insert(k, k, true, now))
+                    } else {
+                        slots.find(k)
+                    };
+                    (i, true)
+                }
+            });
         }
         let mut work: Rules<Work> = SmallVec::new();
         let mut all = true;
         outs.clear();
-        for MemRule {
-            key, owner, spec, ..
-        } in rules
-        {
-            // A check that may charge makes room now, so the commit needs no second lookup.
-            let idx = if commit {
-                Some(slots.get_or_insert(*key, *owner))
-            } else {
-                slots.find(*key)
-            };
+        for (MemRule { spec, .. }, &(idx, overflow)) in rules.iter().zip(&at) {
             let slot = idx
                 .map(|i| &mut slots.slots[i])
                 .filter(|s| s.expires_at > now);
@@ -303,6 +403,7 @@ impl MemoryLimiter {
                             reset_ms,
                             retry_ms,
                             free1_ms,
+                            overflow,
                         },
                     )
                 }
@@ -336,6 +437,7 @@ impl MemoryLimiter {
                             reset_ms: ahead.div_ceil(1000),
                             retry_ms,
                             free1_ms: (ahead + t).saturating_sub(cap).div_ceil(1000),
+                            overflow,
                         },
                     )
                 }
@@ -405,6 +507,7 @@ impl MemoryLimiter {
                             reset_ms,
                             retry_ms,
                             free1_ms,
+                            overflow,
                         },
                     )
                 }
@@ -486,7 +589,9 @@ impl MemoryLimiter {
                             .div_ceil(1000);
                     }
                 }
-                slot.owner = *owner;
+                if !slot.overflow {
+                    slot.owner = *owner;
+                }
                 w.count += cost64;
             }
             if !charged && spec.algo == Algorithm::Compact {
@@ -526,13 +631,23 @@ impl MemoryLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut n = 0;
-        slots.retain(|s| {
-            let doomed = owners.contains(&s.owner);
-            if doomed && s.expires_at > now {
-                n += 1;
+        // An operator's call, not a client's: a scan is fine here. (Overflow counters
+        // have owners no identity hashes to.)
+        let mut i = slots.slots.len();
+        while i > 0 {
+            i -= 1;
+            let s = &slots.slots[i];
+            if owners.contains(&s.owner) && !s.overflow {
+                n += u64::from(s.expires_at > now);
+                slots.remove_at(i);
             }
-            !doomed
-        });
+        }
+        let heap = slots
+            .slots
+            .iter()
+            .map(|s| Reverse((s.expires_at, s.key)))
+            .collect();
+        slots.expiry = heap;
         n
     }
 }
@@ -743,25 +858,134 @@ mod tests {
         }
     }
 
-    #[test]
-    fn counters_stay_within_max_keys() {
-        let clock = ManualClock::new();
-        let l = MemoryLimiter::new(Arc::new(clock.clone()), 5);
-        let spec = Spec::new(Algorithm::Compact, 10, 1000, false);
-        for k in 0..100u64 {
-            assert!(decide(&l, &[k], &[k], &[spec], 1, true).0);
-            clock.advance(std::time::Duration::from_millis(1));
-            assert!(l.slots.lock().unwrap().len() <= 5);
-        }
-        // The most recent counters survived and still count.
-        let (_, outs) = decide(&l, &[99], &[99], &[spec], 1, false);
-        assert_eq!(outs[0].remaining, 9);
-        // Index and slots agree after all the swap-removes.
+    /// Index, slots and expiry heap agree.
+    fn assert_consistent(l: &MemoryLimiter) {
         let slab = l.slots.lock().unwrap();
         for (i, slot) in slab.slots.iter().enumerate() {
             assert_eq!(slab.index[&slot.key], i);
         }
         assert_eq!(slab.index.len(), slab.slots.len());
+        assert_eq!(slab.expiry.len(), slab.slots.len());
+        assert_eq!(
+            slab.overflow,
+            slab.slots.iter().filter(|s| s.overflow).count()
+        );
+    }
+
+    #[test]
+    fn counters_stay_within_max_keys() {
+        let clock = ManualClock::new();
+        let l = MemoryLimiter::new(Arc::new(clock.clone()), 5);
+        let spec = Spec::new(Algorithm::Compact, 1000, 1000, false);
+        for k in 0..100u64 {
+            assert!(decide(&l, &[k], &[k], &[spec], 1, true).0);
+            clock.advance(std::time::Duration::from_millis(1));
+            let slab = l.slots.lock().unwrap();
+            assert!(slab.identities() <= 5);
+            // Plus one overflow counter for the one rule.
+            assert!(slab.slots.len() <= 6);
+        }
+        // The first five kept their counters; the other 95 shared the overflow one.
+        let (_, outs) = decide(&l, &[0], &[0], &[spec], 1, false);
+        assert_eq!((outs[0].remaining, outs[0].overflow), (999, false));
+        let (_, outs) = decide(&l, &[99], &[99], &[spec], 1, false);
+        assert_eq!((outs[0].remaining, outs[0].overflow), (905, true));
+        assert_consistent(&l);
+        // Once windows pass, expired counters make room again: a new identity gets its
+        // own counter.
+        clock.advance(std::time::Duration::from_secs(2));
+        let (ok, outs) = decide(&l, &[500], &[500], &[spec], 1, true);
+        assert!(ok);
+        assert_eq!((outs[0].remaining, outs[0].overflow), (999, false));
+        assert_consistent(&l);
+    }
+
+    #[test]
+    fn a_flood_of_new_identities_resets_no_live_counter() {
+        // Regression: a full table used to evict the live counter expiring soonest, so a
+        // client inventing identities could wipe its own exhausted counter.
+        let clock = ManualClock::new();
+        let l = MemoryLimiter::new(Arc::new(clock.clone()), 100);
+        let spec = Spec::new(Algorithm::Exact, 3, 60_000, false);
+        for _ in 0..3 {
+            assert!(decide(&l, &[1], &[1], &[spec], 1, true).0);
+        }
+        assert!(!decide(&l, &[1], &[1], &[spec], 1, true).0);
+        // Later identities expire later than counter 1: under the old policy it was the
+        // first to go.
+        clock.advance(std::time::Duration::from_millis(10));
+        for k in 1_000..11_000u64 {
+            decide(&l, &[k], &[k], &[spec], 1, true);
+            let (ok, outs) = decide(&l, &[1], &[1], &[spec], 1, true);
+            assert!(!ok, "counter 1 was reset after {k}");
+            assert_eq!(outs[0].remaining, 0);
+        }
+        assert!(l.slots.lock().unwrap().identities() <= 100);
+        assert_consistent(&l);
+    }
+
+    #[test]
+    fn overflow_counter_limits_new_identities_together_per_rule() {
+        let clock = ManualClock::new();
+        let l = MemoryLimiter::new(Arc::new(clock.clone()), 3);
+        let tenant = Spec::new(Algorithm::Compact, 100, 60_000, false);
+        let user = Spec::new(Algorithm::Gcra, 3, 60_000, false);
+        // One tenant (key 1), two users (keys 10, 11): three counters, the table is full.
+        assert!(decide(&l, &[1, 10], &[1, 10], &[tenant, user], 1, true).0);
+        assert!(decide(&l, &[1, 11], &[1, 11], &[tenant, user], 1, true).0);
+        let total = |l: &MemoryLimiter| l.slots.lock().unwrap().slots.len();
+        assert_eq!(total(&l), 3);
+        // New users share the user rule's overflow counter (limit 3 between them);
+        // the tenant keeps its own counter.
+        for (n, k) in (20..23u64).enumerate() {
+            let (ok, outs) = decide(&l, &[1, k], &[1, k], &[tenant, user], 1, true);
+            assert!(ok, "new user {n}");
+            assert!(!outs[0].overflow && outs[1].overflow);
+            assert_eq!(outs[1].remaining, 2 - n as u32);
+        }
+        let (ok, outs) = decide(&l, &[1, 99], &[1, 99], &[tenant, user], 1, true);
+        assert!(!ok && outs[1].overflow && !outs[1].allowed);
+        // A peek reports the same.
+        let (ok, outs) = decide(&l, &[1, 98], &[1, 98], &[tenant, user], 1, false);
+        assert!(!ok && outs[1].overflow);
+        // Known users are unaffected, and resetting one leaves the overflow counter.
+        let (ok, outs) = decide(&l, &[1, 10], &[1, 10], &[tenant, user], 1, true);
+        assert!(ok && !outs[1].overflow);
+        assert_eq!(l.reset_owners(&[10]), 1);
+        assert_consistent(&l);
+        assert_eq!(total(&l), 3); // 2 identities + 1 overflow
+                                  // The freed place goes to the next new identity.
+        let (ok, outs) = decide(&l, &[1, 30], &[1, 30], &[tenant, user], 1, true);
+        assert!(ok && !outs[1].overflow);
+        assert_consistent(&l);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100))]
+        #[test]
+        fn bounded_and_consistent_under_any_arrivals(
+            max in 1usize..8,
+            ops in proptest::collection::vec((0u64..20, 0u64..300, any::<bool>(), 0u8..10), 1..300),
+        ) {
+            let clock = ManualClock::new();
+            let l = MemoryLimiter::new(Arc::new(clock.clone()), max);
+            let specs = [
+                Spec::new(Algorithm::Exact, 2, 100, false),
+                Spec::new(Algorithm::Compact, 3, 250, false),
+                Spec::new(Algorithm::Gcra, 2, 50, false),
+            ];
+            for (key, gap, commit, op) in ops {
+                clock.advance(std::time::Duration::from_millis(gap));
+                if op == 0 {
+                    l.reset_owners(&[key]);
+                } else {
+                    let spec = specs[usize::from(op) % 3];
+                    decide(&l, &[key], &[key], &[spec], 1, commit);
+                }
+                prop_assert!(l.slots.lock().unwrap().identities() <= max);
+                assert_consistent(&l);
+            }
+        }
     }
 
     /// A clock source that can go back (as a TSC read on another core, or a time read

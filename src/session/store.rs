@@ -261,14 +261,18 @@ impl SessionStore {
             rename_from: op.rename_from.map(|id| self.session_key(tenant, id)),
         };
         let (idle, max) = (ms(self.inner.ttl), ms(self.inner.max_lifetime));
-        match &self.inner.backend {
+        let saved = match &self.inner.backend {
             Backend::Memory(m) => mem_save(m, &keys, op, idle, max),
             #[cfg(feature = "redis")]
             Backend::Redis(r) => match redis_save(r, &keys, op, idle, max).await {
                 Ok(s) => Ok(s),
                 Err(e) => mem_save(self.after_error(e)?, &keys, op, idle, max),
             },
+        };
+        if let Err(SessionError::Unavailable(BackendError::Full { .. })) = &saved {
+            self.event("store_full");
         }
+        saved
     }
 
     /// The live sessions of `user` in `tenant`. Index entries of sessions that expired or
@@ -578,7 +582,7 @@ fn mem_save(
     idle_ms: u64,
     max_ms: u64,
 ) -> Result<Saved, SessionError> {
-    m.transact(|tx| {
+    m.transact_all(|tx| {
         let now = tx.now_ms();
         let key = &keys.session;
         let remove_from_index = |tx: &mut crate::backend::Txn<'_>, member: &str| {
@@ -592,7 +596,7 @@ fn mem_save(
         };
         if op.mode == Mode::Destroy {
             tx.delete(key);
-            remove_from_index(tx, op.id.as_str()).map_err(SessionError::Store)?;
+            remove_from_index(tx, op.id.as_str()).map_err(store_error)?;
             return Ok(Saved::Ok);
         }
         let mut old_member = op.id.as_str();
@@ -623,7 +627,7 @@ fn mem_save(
         let ttl = idle_ms.min(rec.c.saturating_add(max_ms).saturating_sub(now));
         if ttl == 0 {
             tx.delete(key);
-            remove_from_index(tx, old_member).map_err(SessionError::Store)?;
+            remove_from_index(tx, old_member).map_err(store_error)?;
             return Ok(Saved::Gone);
         }
         if op.clear {
@@ -642,16 +646,25 @@ fn mem_save(
         }
         let body = Bytes::from(serde_json::to_vec(&rec).unwrap_or_default());
         tx.set(key, body, Some(Duration::from_millis(ttl)))
-            .map_err(SessionError::Store)?;
-        remove_from_index(tx, old_member).map_err(SessionError::Store)?;
+            .map_err(store_error)?;
+        remove_from_index(tx, old_member).map_err(store_error)?;
         if let Some(ik) = &keys.index_after {
             let mut idx = read_index(tx.get(ik));
             idx.insert(op.id.as_str().to_string(), now + ttl);
             idx.retain(|_, at| *at > now);
-            write_index(tx, ik, &idx).map_err(SessionError::Store)?;
+            write_index(tx, ik, &idx).map_err(store_error)?;
         }
         Ok(Saved::Ok)
     })
+}
+
+/// A memory-store write error as a session error: a full store (every session live) is
+/// a 503 like an unavailable one — the user can retry; no live session was evicted.
+fn store_error(e: BackendError) -> SessionError {
+    match e {
+        BackendError::Full { .. } => SessionError::Unavailable(e),
+        e => SessionError::Store(e),
+    }
 }
 
 /// Lists (`revoke == false`) or revokes the sessions of one index; returns the live
