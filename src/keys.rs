@@ -159,6 +159,7 @@ impl KeyKind {
             b"ai" => Self::Ai,
             b"cache" => Self::Cache,
             b"lock" => Self::Lock,
+            b"cache-gen" => Self::CacheGen,
             _ => return None,
         })
     }

@@ -241,14 +241,12 @@ mod checks {
             })
             .await
             .unwrap();
-        assert_eq!(
-            f.cache
-                .invalidate_category(&t, &Category::query())
-                .await
-                .unwrap(),
-            1,
-            "the category's first generation bump"
-        );
+        let first = f
+            .cache
+            .invalidate_category(&t, &Category::query())
+            .await
+            .unwrap();
+        assert!(first > 0);
         assert_eq!(
             rows(&f.cache, &t, &q2, &calls, 21).await,
             (21, CacheStatus::Miss)
@@ -275,8 +273,8 @@ mod checks {
             })
             .await
             .unwrap();
-        assert_eq!(f.cache.invalidate_tenant(&t).await.unwrap(), 1);
-        assert_eq!(f.cache.invalidate_tenant(&t).await.unwrap(), 2);
+        let g1 = f.cache.invalidate_tenant(&t).await.unwrap();
+        assert_eq!(f.cache.invalidate_tenant(&t).await.unwrap(), g1 + 1);
         for (category, material) in [
             (Category::query(), "q2"),
             (Category::ai("m"), "p"),

@@ -254,6 +254,17 @@ fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A first generation: random, so that a generation key that was lost (evicted, deleted)
+/// and made again never takes a value that entries already carry. Between 2^40 and 2^52
+/// (exact in a double, never 0).
+fn first_generation() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        b = entry::now_ms().to_le_bytes();
+    }
+    (u64::from_le_bytes(b) & ((1 << 52) - 1)) | (1 << 40)
+}
+
 fn jitter(ttl: Duration, percent: u8) -> Duration {
     if percent == 0 {
         return ttl;
@@ -630,6 +641,11 @@ impl Cache {
             self.inner.apply(&format!("p {p}"));
         }
         self.event(category, "invalidation");
+        // Made random first if absent, then moved on: never a value an entry carries.
+        self.inner
+            .backend
+            .set_nx(gen_key, first_generation().to_string().as_bytes(), None)
+            .await?;
         let generation = self.inner.backend.incr(gen_key).await?;
         for p in &prefixes {
             self.publish(&format!("p {p}")).await;
@@ -870,21 +886,40 @@ impl Inner {
         ]
     }
 
-    /// The generations to store an entry with: those read with the lookup, else read now.
-    /// When they cannot be read, `[0, 0]`: such an entry is only ever served while nothing
-    /// of its tenant was invalidated, so it can never be stale.
+    /// The generations to store an entry with: those read with the lookup, else read now;
+    /// a generation key that does not exist yet is made (random, `SET NX`) first. When
+    /// they cannot be had, `[0, 0]`: reads never serve an entry with a 0 generation.
     async fn generations(&self, key: &CacheKey, read: Option<[u64; 2]>) -> [u64; 2] {
-        if let Some(g) = read {
+        if let Some(g) = read.filter(|g| !g.contains(&0)) {
             return g;
         }
         let [t, c] = &key.gens;
-        match self.backend.get_many(&[t, c]).await {
-            Ok(raw) => [
+        let read = |raw: Vec<Option<Bytes>>| {
+            [
                 generation(raw.first().and_then(Option::as_ref)),
                 generation(raw.get(1).and_then(Option::as_ref)),
-            ],
-            Err(_) => [0, 0],
+            ]
+        };
+        let Ok(current) = self.backend.get_many(&[t, c]).await.map(read) else {
+            return [0, 0];
+        };
+        if !current.contains(&0) {
+            return current;
         }
+        for (k, g) in [t, c].into_iter().zip(current) {
+            if g == 0 {
+                let first = first_generation().to_string();
+                if self
+                    .backend
+                    .set_nx(k, first.as_bytes(), None)
+                    .await
+                    .is_err()
+                {
+                    return [0, 0];
+                }
+            }
+        }
+        self.backend.get_many(&[t, c]).await.map_or([0, 0], read)
     }
 
     async fn lookup(&self, key: &CacheKey, gen0: u64, gens: &mut Option<[u64; 2]>) -> Lookup {
@@ -912,27 +947,29 @@ impl Inner {
             (v.pop().flatten(), current)
         });
         match got {
-            Ok((Some(raw), current)) => match Entry::decode(&raw).filter(|e| e.gens == current) {
-                Some(e) => {
-                    let now = entry::now_ms();
-                    let e = Arc::new(e);
-                    if e.fresh_until_ms > now {
-                        self.fill_l1(key, &e, gen0);
-                        Lookup::Fresh(e, CacheStatus::HitL2)
-                    } else if e.fresh_until_ms.saturating_add(
-                        // Saturating: the stored time is whatever the store holds, and
-                        // CACHE_STALE_TTL any duration the environment spells.
-                        u64::try_from(self.config.stale.as_millis()).unwrap_or(u64::MAX),
-                    ) > now
-                    {
-                        Lookup::Stale(e)
-                    } else {
-                        Lookup::Miss { l2_down: false }
+            Ok((Some(raw), current)) => {
+                match Entry::decode(&raw).filter(|e| e.gens == current && !current.contains(&0)) {
+                    Some(e) => {
+                        let now = entry::now_ms();
+                        let e = Arc::new(e);
+                        if e.fresh_until_ms > now {
+                            self.fill_l1(key, &e, gen0);
+                            Lookup::Fresh(e, CacheStatus::HitL2)
+                        } else if e.fresh_until_ms.saturating_add(
+                            // Saturating: the stored time is whatever the store holds, and
+                            // CACHE_STALE_TTL any duration the environment spells.
+                            u64::try_from(self.config.stale.as_millis()).unwrap_or(u64::MAX),
+                        ) > now
+                        {
+                            Lookup::Stale(e)
+                        } else {
+                            Lookup::Miss { l2_down: false }
+                        }
                     }
+                    // Not an envelope of this version, or invalidated: a miss, never an error.
+                    None => Lookup::Miss { l2_down: false },
                 }
-                // Not an envelope of this version, or invalidated: a miss, never an error.
-                None => Lookup::Miss { l2_down: false },
-            },
+            }
             Ok((None, _)) => Lookup::Miss { l2_down: false },
             Err(e) => {
                 tracing::debug!(error = %e, "cache L2 unavailable; L1 only");
