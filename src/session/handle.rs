@@ -142,7 +142,9 @@ impl Session {
         &self.shared.cookie
     }
 
-    /// The session id the request's cookie carried for this tenant, if it verified.
+    /// The session id the request's cookie carried for this tenant, if it verified (the
+    /// cache layer's caller scope).
+    #[cfg(feature = "axum")]
     pub(crate) fn cookie_id(&self) -> Option<&SessionId> {
         match &self.shared.cookie {
             CookieState::Valid(id) => Some(id),
