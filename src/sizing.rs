@@ -4,7 +4,8 @@
 //! Per tenant it writes what one active tenant with one logged-in user typically leaves:
 //! a rate-limit check against three rules (per-tenant, per-user, per-endpoint: three
 //! compact counters), one session (user id plus three small values, and its entry in the
-//! user's index) and one cached query result (1 KiB of JSON). It then reads `INFO memory`
+//! user's index) and one cached query result (1 KiB of JSON, with the tenant's and the
+//! category's cache generation keys its first fill makes). It then reads `INFO memory`
 //! and `MEMORY USAGE` of sampled keys of each kind, and computes how the tenants spread
 //! over the 16 384 hash slots and over three masters holding equal slot ranges.
 
@@ -222,6 +223,11 @@ pub async fn run(
         (KeyKind::Session, "session (user + 3 values)", 1),
         (KeyKind::SessionIndex, "per-user session index", 1),
         (KeyKind::Query, "cached query result (1 KiB JSON)", 1),
+        (
+            KeyKind::CacheGen,
+            "cache generations (tenant + category)",
+            2,
+        ),
     ];
     let prefixes: Vec<String> = kinds_wanted
         .iter()
