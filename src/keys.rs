@@ -522,8 +522,12 @@ mod tests {
         // Values from `CLUSTER KEYSLOT` on Redis 7.
         assert_eq!(hash_slot(b"foo"), 12182);
         assert_eq!(hash_slot(b"bar"), 5061);
-        assert_eq!(hash_slot(b"{}foo"), hash_slot(b"{}foo"));
-        assert_eq!(hash_slot(b"a{}{b}"), hash_slot(b"a{}{b}"));
+        // An empty tag does not count: the whole key is hashed (values from CLUSTER KEYSLOT).
+        assert_eq!(hash_slot(b"{}foo"), 9500);
+        assert_ne!(hash_slot(b"{}foo"), hash_slot(b"foo"));
+        // Only the first `{...}` counts, and it is empty here: the whole key.
+        assert_eq!(hash_slot(b"a{}{b}"), 15033);
+        assert_ne!(hash_slot(b"a{}{b}"), hash_slot(b"b"));
         assert_eq!(hash_slot(b"x{acme}y"), hash_slot(b"acme"));
     }
 

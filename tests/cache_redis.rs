@@ -326,3 +326,23 @@ async fn redis_killed_mid_test_requests_still_served() {
         ("w".into(), CacheStatus::HitL1)
     );
 }
+
+/// The filler's lease is released by `lua/compare_and_delete.lua` as soon as the entry is
+/// stored: no lock key is left for other instances to wait on.
+#[tokio::test]
+async fn a_fill_releases_its_lease() {
+    let server = common::RedisServer::start();
+    let cache = instance(("REDIS_URL", server.url()), &[]);
+    let t = common::unique_tenant("lease");
+    let r = cache
+        .get_or_compute(&t, &Category::query(), &"q", || async {
+            Ok::<_, String>(7u8)
+        })
+        .await
+        .unwrap();
+    assert_eq!((r.value, r.status), (7, CacheStatus::Miss));
+    let stats = server.cli(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_evalsha"), "no release ran: {stats}");
+    let locks = server.cli(&["--scan", "--pattern", "tg:lock:*"]);
+    assert!(locks.trim().is_empty(), "lease left behind: {locks}");
+}

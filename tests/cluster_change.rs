@@ -147,6 +147,28 @@ async fn master_failover_under_load() {
     let worst = tenant_guard::loadgen::max_in_window(&admitted, WINDOW);
     println!("most admissions in one {WINDOW:?} window: {worst} (limit {LIMIT})");
     assert!(worst <= 2 * LIMIT, "{worst} admissions in one window");
+    // ... and the limit was enforced at all: the busy tenant sent four times its quota.
+    assert!(
+        statuses.get("busy 429").copied().unwrap_or(0) > 0,
+        "no 429 for a tenant at 4x its limit: {statuses:?}"
+    );
+    assert!(
+        worst >= LIMIT / 2,
+        "the busy tenant barely got through: {worst}"
+    );
+    // Per layer, as documented: rate limits fall back in process (never a 503 for a route
+    // that only the limiter guards); the session answers 200 or 503 (`closed`), never 500.
+    for (k, n) in &statuses {
+        if let Some(code) = k.strip_prefix("busy ") {
+            assert!(
+                code == "200" || code == "429",
+                "busy {code} x{n}: {statuses:?}"
+            );
+        }
+        if let Some(code) = k.strip_prefix("calm /me ") {
+            assert!(code == "200" || code == "503", "calm /me {code} x{n}");
+        }
+    }
 
     // The replica took over: every live node agrees the cluster is ok.
     cluster.wait_ok();
@@ -250,6 +272,22 @@ async fn slot_migration_under_load() {
     let worst = tenant_guard::loadgen::max_in_window(&admitted, WINDOW);
     println!("most admissions in one {WINDOW:?} window: {worst} (limit {LIMIT})");
     assert!(worst <= 2 * LIMIT, "{worst} admissions in one window");
+    assert!(
+        statuses.get("items 429").copied().unwrap_or(0) > 0,
+        "no 429 for a tenant at 4x its limit: {statuses:?}"
+    );
+    assert!(
+        worst >= LIMIT / 2,
+        "the busy tenant barely got through: {worst}"
+    );
+    for (k, n) in &statuses {
+        if let Some(code) = k.strip_prefix("items ") {
+            assert!(
+                code == "200" || code == "429",
+                "items {code} x{n}: {statuses:?}"
+            );
+        }
+    }
     // After the move: decisions from Redis on the new owner, the session intact.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

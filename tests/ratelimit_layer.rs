@@ -50,11 +50,15 @@ fn app_on(store: Store, vars: &[(&str, &str)]) -> App {
             let s = common::RedisServer::start();
             all.push(("REDIS_URL".into(), s.url()));
             server = Some(s);
+            common::strict_on_redis(&mut all);
         }
-        Store::Cluster => all.push((
-            "REDIS_CLUSTER_NODES".into(),
-            common::shared_cluster().nodes_var.clone(),
-        )),
+        Store::Cluster => {
+            all.push((
+                "REDIS_CLUSTER_NODES".into(),
+                common::shared_cluster().nodes_var.clone(),
+            ));
+            common::strict_on_redis(&mut all);
+        }
     }
     App {
         router: router(all),
@@ -361,6 +365,8 @@ async fn real_http_server_on_redis() {
         ("REDIS_URL", &server.url()),
         ("RATE_LIMIT_MAX", "3"),
         ("RATE_LIMIT_WINDOW", "1m"),
+        // A failing script answers 503 here, never the in-process limit.
+        ("RATE_LIMIT_OUTAGE", "closed"),
     ]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

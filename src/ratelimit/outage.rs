@@ -502,6 +502,8 @@ mod tests {
         assert_eq!(admitted(&m, 1, &k, &s, 2, t0), 10);
     }
 
+    // Counts windows with the load tool's `max_in_window` (the `cli` feature, on by default).
+    #[cfg(feature = "cli")]
     #[test]
     fn no_window_holds_more_than_the_limit_with_one_instance() {
         let m = OutageMemory::new(100);

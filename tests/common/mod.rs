@@ -452,6 +452,18 @@ pub fn unique_tenant(label: &str) -> tenant_guard::tenant::TenantId {
         .expect("valid tenant")
 }
 
+/// Makes a configuration on Redis fail loudly: rate-limit checks answer 503 instead of
+/// falling back to the in-process limiter (`RATE_LIMIT_OUTAGE=closed`, unless the test sets
+/// an outage mode itself), so a broken script or Redis path cannot pass for a working one.
+pub fn strict_on_redis(vars: &mut Vec<(String, String)>) {
+    if !vars.iter().any(|(k, _)| k == "RATE_LIMIT_OUTAGE") {
+        vars.push(("RATE_LIMIT_OUTAGE".into(), "closed".into()));
+    }
+    if !vars.iter().any(|(k, _)| k == "SESSION_OUTAGE") {
+        vars.push(("SESSION_OUTAGE".into(), "closed".into()));
+    }
+}
+
 /// A rate limiter (with its backend and metrics) built from env-style variables, as an app
 /// would build it.
 pub fn build_limiter(
@@ -512,12 +524,14 @@ pub fn target_vars(
             let s = RedisServer::start();
             all.push(("REDIS_URL".into(), s.url()));
             server = Some(s);
+            strict_on_redis(&mut all);
         }
         Target::Cluster => {
             all.push((
                 "REDIS_CLUSTER_NODES".into(),
                 shared_cluster().nodes_var.clone(),
             ));
+            strict_on_redis(&mut all);
         }
     }
     (all, server)
