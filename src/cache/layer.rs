@@ -521,14 +521,26 @@ where
             }
             vary_names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
             vary_names.dedup();
-            let vary: Vec<(&str, &[u8])> = vary_names
+            // Every value of a header, not only the first: the handler sees them all (one
+            // comma list), so two requests whose first values agree are not one answer.
+            // Values cannot hold `\n`, so the join is unambiguous.
+            let vary_values: Vec<Vec<u8>> = vary_names
                 .iter()
                 .map(|h| {
-                    (
-                        h.as_str(),
-                        parts.headers.get(h).map_or(&b""[..], HeaderValue::as_bytes),
-                    )
+                    let mut out = Vec::new();
+                    for (i, v) in parts.headers.get_all(h).iter().enumerate() {
+                        if i > 0 {
+                            out.push(b'\n');
+                        }
+                        out.extend_from_slice(v.as_bytes());
+                    }
+                    out
                 })
+                .collect();
+            let vary: Vec<(&str, &[u8])> = vary_names
+                .iter()
+                .zip(&vary_values)
+                .map(|(h, v)| (h.as_str(), v.as_slice()))
                 .collect();
             let caller = caller_scope(settings.scope, &parts);
             let (hash, model) = http_key(&HttpKeyInput {

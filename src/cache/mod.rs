@@ -783,6 +783,12 @@ impl Cache {
         if read {
             inner.count(cat, CacheStatus::Miss);
         }
+        // The generations an entry carries are had BEFORE the upstream runs (made first if
+        // absent): read after it, a fill that computed before an invalidation would carry
+        // the new generation and be served (a `no-cache` request reads nothing before).
+        if write {
+            gens = Some(inner.generations(key, gens).await);
+        }
         let served = match compute().await {
             Computed::Store(mut e, ttl, own) => {
                 let ttl = jitter(ttl, inner.config.jitter_percent);
@@ -791,7 +797,7 @@ impl Cache {
                 e.fresh_until_ms =
                     now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
                 if write {
-                    e.gens = inner.generations(key, gens).await;
+                    e.gens = gens.unwrap_or([0, 0]);
                 }
                 let e = Arc::new(e);
                 if write {
