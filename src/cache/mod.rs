@@ -644,7 +644,11 @@ impl Cache {
         // Made random first if absent, then moved on: never a value an entry carries.
         self.inner
             .backend
-            .set_nx(gen_key, first_generation().to_string().as_bytes(), None)
+            .set_nx(
+                gen_key,
+                first_generation().to_string().as_bytes(),
+                Some(self.inner.generation_ttl(Duration::ZERO)),
+            )
             .await?;
         let generation = self.inner.backend.incr(gen_key).await?;
         for p in &prefixes {
@@ -801,7 +805,7 @@ impl Cache {
                 }
                 let e = Arc::new(e);
                 if write {
-                    inner.store(&key.key, cat, &e, ttl, gen0).await;
+                    inner.store(key, cat, &e, ttl, gen0).await;
                 }
                 guard.finish(Flight::Entry(e));
                 Served::Own(own)
@@ -917,7 +921,7 @@ impl Inner {
                 let first = first_generation().to_string();
                 if self
                     .backend
-                    .set_nx(k, first.as_bytes(), None)
+                    .set_nx(k, first.as_bytes(), Some(self.generation_ttl(Duration::ZERO)))
                     .await
                     .is_err()
                 {
@@ -996,22 +1000,54 @@ impl Inner {
 
     async fn store(
         &self,
-        key: &RedisKey,
+        ck: &CacheKey,
         category: &str,
         e: &Arc<Entry>,
         ttl: Duration,
         gen0: u64,
     ) {
+        let key = &ck.key;
         let raw = e.encode();
-        match self
-            .backend
-            .set(key, &raw, Some(ttl.saturating_add(self.config.stale)))
-            .await
-        {
-            Ok(()) => self.event(category, "store"),
+        let lifetime = ttl.saturating_add(self.config.stale);
+        match self.backend.set(key, &raw, Some(lifetime)).await {
+            Ok(()) => {
+                self.event(category, "store");
+                // The generations live at least as long as the entries that carry them.
+                let gen_ttl = self.generation_ttl(lifetime);
+                let [t, c] = &ck.gens;
+                let _ = futures_util::future::join(
+                    self.backend.expire(t, gen_ttl),
+                    self.backend.expire(c, gen_ttl),
+                )
+                .await;
+            }
             Err(err) => tracing::debug!(error = %err, "cache entry not stored in L2"),
         }
         self.fill_l1(key, e, gen0);
+    }
+
+    /// How long a generation key is kept: at least the longest lifetime (TTL, jitter and
+    /// stale time) of any configured category, and `lifetime`. Generation keys are made
+    /// for whatever tenants and (AI) model names clients send, so they must expire like
+    /// every other key; one that expires is safe to lose (a missing generation serves
+    /// nothing and a new one starts at a random value).
+    fn generation_ttl(&self, lifetime: Duration) -> Duration {
+        let c = &self.config;
+        let longest = c
+            .categories
+            .values()
+            .chain([&c.default_ttl, &c.query_ttl, &c.ai_ttl])
+            .max()
+            .copied()
+            .unwrap_or_default();
+        let jitter = u32::from(c.jitter_percent);
+        let longest = longest
+            .saturating_add(longest.checked_mul(jitter).map_or(longest, |d| d / 100))
+            .saturating_add(c.stale);
+        // Redis refuses expiry times past ~2^62 ms; a century is forever for a cache.
+        longest
+            .max(lifetime)
+            .min(Duration::from_secs(100 * 365 * 24 * 3600))
     }
 }
 
