@@ -346,8 +346,13 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Who an entry is for under `scope`: `None` shares it with the tenant.
-fn caller_scope(scope: CacheScope, parts: &Parts) -> Option<Vec<u8>> {
+/// Who an entry is for under `scope`: `None` shares it with the tenant. `user_header` is
+/// the trusted gateway's (`RATE_LIMIT_USER_HEADER`).
+fn caller_scope(
+    scope: CacheScope,
+    parts: &Parts,
+    user_header: Option<&HeaderName>,
+) -> Option<Vec<u8>> {
     use sha2::{Digest, Sha256};
     if scope == CacheScope::Tenant {
         return None;
@@ -364,6 +369,11 @@ fn caller_scope(scope: CacheScope, parts: &Parts) -> Option<Vec<u8>> {
     };
     if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
         return credential(b"auth:", auth.as_bytes());
+    }
+    // The gateway authenticated the caller and wrote the user here (the rate limiter counts
+    // per this user): an answer for one user is not the tenant's.
+    if let Some(user) = user_header.and_then(|h| parts.headers.get(h)) {
+        return credential(b"gateway-user:", user.as_bytes());
     }
     if let Some(session) = parts.extensions.get::<crate::session::Session>() {
         // The session layer read the cookie: its session id is the credential (other
@@ -542,7 +552,7 @@ where
                 .zip(&vary_values)
                 .map(|(h, v)| (h.as_str(), v.as_slice()))
                 .collect();
-            let caller = caller_scope(settings.scope, &parts);
+            let caller = caller_scope(settings.scope, &parts, cache.user_header());
             let (hash, model) = http_key(&HttpKeyInput {
                 method: parts.method.as_str(),
                 route: &route,

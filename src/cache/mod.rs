@@ -196,6 +196,9 @@ struct Inner {
     channel: String,
     subscribed: AtomicBool,
     subscriber: Mutex<Option<tokio::task::AbortHandle>>,
+    /// `RATE_LIMIT_USER_HEADER`: a caller's credential for the HTTP layer's scope.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    user_header: Option<http::HeaderName>,
 }
 
 impl Drop for Inner {
@@ -330,6 +333,16 @@ impl Cache {
     /// A cache on `backend`. With Redis (and `l1_max_bytes > 0`) it keeps an L1 and, when
     /// called inside a Tokio runtime, subscribes to the invalidation channel.
     pub fn new(backend: Backend, config: CacheConfig, keys: Keys, metrics: &Metrics) -> Self {
+        Self::build(backend, config, keys, metrics, None)
+    }
+
+    fn build(
+        backend: Backend,
+        config: CacheConfig,
+        keys: Keys,
+        metrics: &Metrics,
+        user_header: Option<http::HeaderName>,
+    ) -> Self {
         let l1 = match &backend {
             // The memory backend is in process already: an L1 would only copy it.
             Backend::Memory(_) => None,
@@ -374,6 +387,7 @@ impl Cache {
             channel,
             subscribed: AtomicBool::new(false),
             subscriber: Mutex::new(None),
+            user_header,
         });
         #[cfg(feature = "redis")]
         if inner.l1.is_some() {
@@ -395,14 +409,27 @@ impl Cache {
         Self { inner }
     }
 
-    /// A cache configured from `config.cache` and `config.key_prefix`.
+    /// A cache configured from `config.cache` and `config.key_prefix`. The user header of
+    /// a trusted gateway (`RATE_LIMIT_USER_HEADER`) counts as a caller's credential for the
+    /// HTTP layer's [`CacheScope`].
     pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
-        Self::new(
+        Self::build(
             backend,
             config.cache.clone(),
             Keys::new(config.key_prefix.clone()),
             metrics,
+            config
+                .rate_limit
+                .user_header
+                .as_deref()
+                .and_then(|h| http::HeaderName::try_from(h).ok()),
         )
+    }
+
+    /// The header a trusted gateway writes the user in (`RATE_LIMIT_USER_HEADER`).
+    #[cfg(feature = "axum")]
+    pub(crate) fn user_header(&self) -> Option<&http::HeaderName> {
+        self.inner.user_header.as_ref()
     }
 
     /// The settings.
