@@ -348,7 +348,7 @@ async fn invented_model_names_leave_no_permanent_keys() {
     );
 }
 
-/// WEAKNESS (validator storm, low; NOT FIXED): `validate_with` answers are cached, but
+/// WEAKNESS (validator storm, low): `validate_with` answers are cached, but
 /// concurrent requests for an id whose answer is not cached (new, or expired after the TTL)
 /// each call the validator — "one check per new id" holds only for requests one after the
 /// other. Every TTL, a busy tenant's concurrent requests all hit the database at once.
