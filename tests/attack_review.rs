@@ -82,10 +82,16 @@ async fn vary_headers_are_keyed_on_every_value() {
         "",
     );
     let (_, x, body) = send(&app, attacker).await;
-    assert_eq!((x.as_str(), body.as_str()), ("MISS", "greeting for en, xx-evil"));
+    assert_eq!(
+        (x.as_str(), body.as_str()),
+        ("MISS", "greeting for en, xx-evil")
+    );
     let victim = req("GET", "/api/greeting", &[("accept-language", "en")], "");
     let (_, _, body) = send(&app, victim).await;
-    assert_eq!(body, "greeting for en", "the victim got the attacker's entry");
+    assert_eq!(
+        body, "greeting for en",
+        "the victim got the attacker's entry"
+    );
 }
 
 /// WEAKNESS (stale data after invalidation, low-medium): with `Cache-Control: no-cache`
@@ -136,7 +142,10 @@ async fn a_no_cache_fill_racing_an_invalidation_does_not_land() {
     // The price changes and the operator invalidates while the slow fill is in flight.
     version.store(2, Ordering::SeqCst);
     let acme = TenantId::new("acme").unwrap();
-    cache.invalidate_category(&acme, &Category::query()).await.unwrap();
+    cache
+        .invalidate_category(&acme, &Category::query())
+        .await
+        .unwrap();
     gate.notify_one();
     let (_, _, body) = slow.await.unwrap();
     assert_eq!(body, "price v1");
@@ -172,9 +181,9 @@ async fn a_first_fill_racing_the_first_invalidation_does_not_land() {
         .layer(TenantLayer::from_config(&Default::default()));
     let slow = {
         let app = app.clone();
-        tokio::spawn(async move {
-            send(&app, req("GET", "/api/price", &[("x-slow", "1")], "")).await
-        })
+        tokio::spawn(
+            async move { send(&app, req("GET", "/api/price", &[("x-slow", "1")], "")).await },
+        )
     };
     entered.notified().await;
     version.store(2, Ordering::SeqCst);
@@ -203,7 +212,10 @@ async fn truthy_non_boolean_stream_flags_never_share_the_whole_answer() {
                     Some(serde_json::Value::Bool(b)) => *b,
                     Some(serde_json::Value::Number(n)) => n.as_f64() != Some(0.0),
                     Some(serde_json::Value::String(s)) => {
-                        matches!(s.to_ascii_lowercase().as_str(), "true" | "yes" | "on" | "1" | "y" | "t")
+                        matches!(
+                            s.to_ascii_lowercase().as_str(),
+                            "true" | "yes" | "on" | "1" | "y" | "t"
+                        )
                     }
                     _ => false,
                 };
@@ -217,7 +229,10 @@ async fn truthy_non_boolean_stream_flags_never_share_the_whole_answer() {
         .route_layer(CacheLayer::ai(cache_of(&[])))
         .layer(TenantLayer::from_config(&Default::default()));
     let json = [("content-type", "application/json")];
-    for (i, flag) in [r#""yes""#, r#""true""#, "1", r#""on""#].into_iter().enumerate() {
+    for (i, flag) in [r#""yes""#, r#""true""#, "1", r#""on""#]
+        .into_iter()
+        .enumerate()
+    {
         let attacker = format!(r#"{{"model":"m","prompt":"p-{i}","stream":{flag}}}"#);
         let (_, _, body) = send(&app, req("POST", "/v1/chat", &json, &attacker)).await;
         assert!(body.starts_with("data:"), "{body}");
@@ -260,10 +275,17 @@ async fn invented_methods_do_not_get_fresh_counters() {
                 allowed += 1;
             }
         }
-        assert_eq!(allowed, 3, "{target:?}: {allowed} of 20 requests with invented methods were let through");
+        assert_eq!(
+            allowed, 3,
+            "{target:?}: {allowed} of 20 requests with invented methods were let through"
+        );
         // The standard methods keep their own counters.
         let r = req("POST", "/api/proxy", &[], "");
-        assert_eq!(app.clone().oneshot(r).await.unwrap().status(), 200, "{target:?}");
+        assert_eq!(
+            app.clone().oneshot(r).await.unwrap().status(),
+            200,
+            "{target:?}"
+        );
     }
 }
 
@@ -307,7 +329,11 @@ async fn the_gateway_user_header_scopes_cached_answers() {
         .route_layer(CacheLayer::query(cache))
         .layer(RateLimitLayer::from_config(&config, limiter))
         .layer(TenantLayer::from_config(&config.tenant));
-    let (_, _, a) = send(&app, req("GET", "/me/orders", &[("x-user-id", "alice")], "")).await;
+    let (_, _, a) = send(
+        &app,
+        req("GET", "/me/orders", &[("x-user-id", "alice")], ""),
+    )
+    .await;
     assert_eq!(a, "orders of alice");
     let (_, x, b) = send(&app, req("GET", "/me/orders", &[("x-user-id", "bob")], "")).await;
     assert_eq!(b, "orders of bob", "bob got alice's orders ({x})");
@@ -386,5 +412,9 @@ async fn concurrent_requests_for_one_unknown_id_ask_the_validator_once() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "validator calls for one id");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "validator calls for one id"
+    );
 }

@@ -948,7 +948,11 @@ impl Inner {
                 let first = first_generation().to_string();
                 if self
                     .backend
-                    .set_nx(k, first.as_bytes(), Some(self.generation_ttl(Duration::ZERO)))
+                    .set_nx(
+                        k,
+                        first.as_bytes(),
+                        Some(self.generation_ttl(Duration::ZERO)),
+                    )
                     .await
                     .is_err()
                 {
@@ -1025,14 +1029,7 @@ impl Inner {
         }
     }
 
-    async fn store(
-        &self,
-        ck: &CacheKey,
-        category: &str,
-        e: &Arc<Entry>,
-        ttl: Duration,
-        gen0: u64,
-    ) {
+    async fn store(&self, ck: &CacheKey, category: &str, e: &Arc<Entry>, ttl: Duration, gen0: u64) {
         let key = &ck.key;
         let raw = e.encode();
         let lifetime = ttl.saturating_add(self.config.stale);
