@@ -418,3 +418,53 @@ async fn concurrent_requests_for_one_unknown_id_ask_the_validator_once() {
         "validator calls for one id"
     );
 }
+
+/// WEAKNESS (Redis load amplification, low-medium): an instance waiting for another
+/// instance's fill (the Redis lease) polled Redis every 10 ms — an `MGET` and a `SET NX`
+/// each time — for up to `CACHE_LEASE_TTL` (5 s): up to ~1000 commands per waiting request.
+/// AI answers take seconds, so a client sending the same slow prompts to two instances made
+/// each of its requests cost Redis hundreds of commands.
+#[tokio::test]
+async fn waiting_for_another_instance_polls_redis_with_backoff() {
+    let server = common::RedisServer::start();
+    let vars = [
+        ("REDIS_URL", server.url()),
+        ("CACHE_L1_MAX_BYTES", "0".to_string()),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (a, b) = (cache_of(&vars), cache_of(&vars));
+    let acme = TenantId::new("acme").unwrap();
+    let material = serde_json::json!({"prompt": "slow"});
+    let calls = |server: &common::RedisServer| -> u64 {
+        let info = server.cli(&["INFO", "commandstats"]);
+        ["cmdstat_mget:", "cmdstat_set:"]
+            .iter()
+            .filter_map(|name| {
+                let line = info.lines().find(|l| l.starts_with(name))?;
+                let calls = line.split("calls=").nth(1)?.split(',').next()?;
+                calls.parse::<u64>().ok()
+            })
+            .sum()
+    };
+    let (acme2, material2) = (acme.clone(), material.clone());
+    let filler = tokio::spawn(async move {
+        a.get_or_compute(&acme2, &Category::query(), &material2, || async {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            Ok::<_, String>("answer".to_string())
+        })
+        .await
+        .unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let before = calls(&server);
+    let waited = b
+        .get_or_compute(&acme, &Category::query(), &material, || async {
+            Ok::<_, String>("computed again".to_string())
+        })
+        .await
+        .unwrap();
+    let used = calls(&server) - before;
+    assert_eq!(filler.await.unwrap().value, "answer");
+    assert_eq!(waited.value, "answer", "the waiter took over instead of waiting");
+    assert!(used < 100, "{used} MGET/SET commands while waiting ~2 s for one fill");
+}
