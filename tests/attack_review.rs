@@ -465,6 +465,12 @@ async fn waiting_for_another_instance_polls_redis_with_backoff() {
         .unwrap();
     let used = calls(&server) - before;
     assert_eq!(filler.await.unwrap().value, "answer");
-    assert_eq!(waited.value, "answer", "the waiter took over instead of waiting");
-    assert!(used < 100, "{used} MGET/SET commands while waiting ~2 s for one fill");
+    assert_eq!(
+        waited.value, "answer",
+        "the waiter took over instead of waiting"
+    );
+    assert!(
+        used < 100,
+        "{used} MGET/SET commands while waiting ~2 s for one fill"
+    );
 }

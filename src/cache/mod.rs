@@ -783,8 +783,12 @@ impl Cache {
                         return Served::Cached(e, CacheStatus::Stale);
                     }
                     let deadline = Instant::now() + inner.config.lease;
+                    // Backing off (10 ms doubling to 100 ms): fills take seconds (AI answers),
+                    // and every poll is two commands for one waiting request.
+                    let mut pause = Duration::from_millis(10);
                     while Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(100));
                         match inner.lookup_l2(key, gen0, &mut gens).await {
                             Lookup::Fresh(e, _) => {
                                 inner.count(cat, CacheStatus::Coalesced);
