@@ -277,18 +277,27 @@ pub fn http_key(input: &HttpKeyInput<'_>) -> (String, Option<String>) {
     let mut h = KeyHasher::default();
     h.part("method", input.method.as_bytes());
     h.part("route", input.route.as_bytes());
-    let mut pairs: Vec<(String, String)> = input
+    // Decoded to bytes, not lossily to strings: `%FE` and `%FF` (any invalid UTF-8) must not
+    // both become U+FFFD and share an entry. Same splitting as `form_urlencoded::parse`.
+    let decode = |s: &str| -> Vec<u8> {
+        percent_encoding::percent_decode_str(&s.replace('+', " ")).collect()
+    };
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = input
         .query
         .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (decode(k), decode(v))
+                })
                 .collect()
         })
         .unwrap_or_default();
     pairs.sort();
     for (k, v) in &pairs {
-        h.part("q", k.as_bytes());
-        h.part("v", v.as_bytes());
+        h.part("q", k);
+        h.part("v", v);
     }
     for (name, value) in &input.vary {
         h.part("h", name.as_bytes());
@@ -307,8 +316,18 @@ pub fn http_key(input: &HttpKeyInput<'_>) -> (String, Option<String>) {
         Some(mut v) => {
             if let Value::Object(map) = &mut v {
                 // Streamed or whole: never the same response, whatever is excluded.
-                let stream = map.remove("stream").is_some_and(|s| s == Value::Bool(true));
-                h.part("stream", if stream { b"1" } else { b"0" });
+                // Only absent, `false` and `null` are a whole answer: servers that coerce
+                // (pydantic: `"yes"`, `"true"`, `1`, `"on"` are true) stream for others, so
+                // any other value is its own part of the key.
+                match map.remove("stream") {
+                    None | Some(Value::Bool(false) | Value::Null) => h.part("stream", b"0"),
+                    Some(Value::Bool(true)) => h.part("stream", b"1"),
+                    Some(other) => {
+                        let mut buf = Vec::new();
+                        canonical_json(&other, &mut buf);
+                        h.part("stream-value", &buf)
+                    }
+                };
                 for f in input.excluded_fields {
                     map.remove(f);
                 }

@@ -346,8 +346,13 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Who an entry is for under `scope`: `None` shares it with the tenant.
-fn caller_scope(scope: CacheScope, parts: &Parts) -> Option<Vec<u8>> {
+/// Who an entry is for under `scope`: `None` shares it with the tenant. `user_header` is
+/// the trusted gateway's (`RATE_LIMIT_USER_HEADER`).
+fn caller_scope(
+    scope: CacheScope,
+    parts: &Parts,
+    user_header: Option<&HeaderName>,
+) -> Option<Vec<u8>> {
     use sha2::{Digest, Sha256};
     if scope == CacheScope::Tenant {
         return None;
@@ -364,6 +369,11 @@ fn caller_scope(scope: CacheScope, parts: &Parts) -> Option<Vec<u8>> {
     };
     if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
         return credential(b"auth:", auth.as_bytes());
+    }
+    // The gateway authenticated the caller and wrote the user here (the rate limiter counts
+    // per this user): an answer for one user is not the tenant's.
+    if let Some(user) = user_header.and_then(|h| parts.headers.get(h)) {
+        return credential(b"gateway-user:", user.as_bytes());
     }
     if let Some(session) = parts.extensions.get::<crate::session::Session>() {
         // The session layer read the cookie: its session id is the credential (other
@@ -521,16 +531,28 @@ where
             }
             vary_names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
             vary_names.dedup();
-            let vary: Vec<(&str, &[u8])> = vary_names
+            // Every value of a header, not only the first: the handler sees them all (one
+            // comma list), so two requests whose first values agree are not one answer.
+            // Values cannot hold `\n`, so the join is unambiguous.
+            let vary_values: Vec<Vec<u8>> = vary_names
                 .iter()
                 .map(|h| {
-                    (
-                        h.as_str(),
-                        parts.headers.get(h).map_or(&b""[..], HeaderValue::as_bytes),
-                    )
+                    let mut out = Vec::new();
+                    for (i, v) in parts.headers.get_all(h).iter().enumerate() {
+                        if i > 0 {
+                            out.push(b'\n');
+                        }
+                        out.extend_from_slice(v.as_bytes());
+                    }
+                    out
                 })
                 .collect();
-            let caller = caller_scope(settings.scope, &parts);
+            let vary: Vec<(&str, &[u8])> = vary_names
+                .iter()
+                .zip(&vary_values)
+                .map(|(h, v)| (h.as_str(), v.as_slice()))
+                .collect();
+            let caller = caller_scope(settings.scope, &parts, cache.user_header());
             let (hash, model) = http_key(&HttpKeyInput {
                 method: parts.method.as_str(),
                 route: &route,

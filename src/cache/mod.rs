@@ -196,6 +196,9 @@ struct Inner {
     channel: String,
     subscribed: AtomicBool,
     subscriber: Mutex<Option<tokio::task::AbortHandle>>,
+    /// `RATE_LIMIT_USER_HEADER`: a caller's credential for the HTTP layer's scope.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    user_header: Option<http::HeaderName>,
 }
 
 impl Drop for Inner {
@@ -330,6 +333,16 @@ impl Cache {
     /// A cache on `backend`. With Redis (and `l1_max_bytes > 0`) it keeps an L1 and, when
     /// called inside a Tokio runtime, subscribes to the invalidation channel.
     pub fn new(backend: Backend, config: CacheConfig, keys: Keys, metrics: &Metrics) -> Self {
+        Self::build(backend, config, keys, metrics, None)
+    }
+
+    fn build(
+        backend: Backend,
+        config: CacheConfig,
+        keys: Keys,
+        metrics: &Metrics,
+        user_header: Option<http::HeaderName>,
+    ) -> Self {
         let l1 = match &backend {
             // The memory backend is in process already: an L1 would only copy it.
             Backend::Memory(_) => None,
@@ -374,6 +387,7 @@ impl Cache {
             channel,
             subscribed: AtomicBool::new(false),
             subscriber: Mutex::new(None),
+            user_header,
         });
         #[cfg(feature = "redis")]
         if inner.l1.is_some() {
@@ -395,14 +409,27 @@ impl Cache {
         Self { inner }
     }
 
-    /// A cache configured from `config.cache` and `config.key_prefix`.
+    /// A cache configured from `config.cache` and `config.key_prefix`. The user header of
+    /// a trusted gateway (`RATE_LIMIT_USER_HEADER`) counts as a caller's credential for the
+    /// HTTP layer's [`CacheScope`].
     pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
-        Self::new(
+        Self::build(
             backend,
             config.cache.clone(),
             Keys::new(config.key_prefix.clone()),
             metrics,
+            config
+                .rate_limit
+                .user_header
+                .as_deref()
+                .and_then(|h| http::HeaderName::try_from(h).ok()),
         )
+    }
+
+    /// The header a trusted gateway writes the user in (`RATE_LIMIT_USER_HEADER`).
+    #[cfg(feature = "axum")]
+    pub(crate) fn user_header(&self) -> Option<&http::HeaderName> {
+        self.inner.user_header.as_ref()
     }
 
     /// The settings.
@@ -644,7 +671,11 @@ impl Cache {
         // Made random first if absent, then moved on: never a value an entry carries.
         self.inner
             .backend
-            .set_nx(gen_key, first_generation().to_string().as_bytes(), None)
+            .set_nx(
+                gen_key,
+                first_generation().to_string().as_bytes(),
+                Some(self.inner.generation_ttl(Duration::ZERO)),
+            )
             .await?;
         let generation = self.inner.backend.incr(gen_key).await?;
         for p in &prefixes {
@@ -752,8 +783,12 @@ impl Cache {
                         return Served::Cached(e, CacheStatus::Stale);
                     }
                     let deadline = Instant::now() + inner.config.lease;
+                    // Backing off (10 ms doubling to 100 ms): fills take seconds (AI answers),
+                    // and every poll is two commands for one waiting request.
+                    let mut pause = Duration::from_millis(10);
                     while Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(100));
                         match inner.lookup_l2(key, gen0, &mut gens).await {
                             Lookup::Fresh(e, _) => {
                                 inner.count(cat, CacheStatus::Coalesced);
@@ -783,6 +818,12 @@ impl Cache {
         if read {
             inner.count(cat, CacheStatus::Miss);
         }
+        // The generations an entry carries are had BEFORE the upstream runs (made first if
+        // absent): read after it, a fill that computed before an invalidation would carry
+        // the new generation and be served (a `no-cache` request reads nothing before).
+        if write {
+            gens = Some(inner.generations(key, gens).await);
+        }
         let served = match compute().await {
             Computed::Store(mut e, ttl, own) => {
                 let ttl = jitter(ttl, inner.config.jitter_percent);
@@ -791,11 +832,11 @@ impl Cache {
                 e.fresh_until_ms =
                     now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
                 if write {
-                    e.gens = inner.generations(key, gens).await;
+                    e.gens = gens.unwrap_or([0, 0]);
                 }
                 let e = Arc::new(e);
                 if write {
-                    inner.store(&key.key, cat, &e, ttl, gen0).await;
+                    inner.store(key, cat, &e, ttl, gen0).await;
                 }
                 guard.finish(Flight::Entry(e));
                 Served::Own(own)
@@ -911,7 +952,11 @@ impl Inner {
                 let first = first_generation().to_string();
                 if self
                     .backend
-                    .set_nx(k, first.as_bytes(), None)
+                    .set_nx(
+                        k,
+                        first.as_bytes(),
+                        Some(self.generation_ttl(Duration::ZERO)),
+                    )
                     .await
                     .is_err()
                 {
@@ -988,24 +1033,49 @@ impl Inner {
         }
     }
 
-    async fn store(
-        &self,
-        key: &RedisKey,
-        category: &str,
-        e: &Arc<Entry>,
-        ttl: Duration,
-        gen0: u64,
-    ) {
+    async fn store(&self, ck: &CacheKey, category: &str, e: &Arc<Entry>, ttl: Duration, gen0: u64) {
+        let key = &ck.key;
         let raw = e.encode();
-        match self
-            .backend
-            .set(key, &raw, Some(ttl.saturating_add(self.config.stale)))
-            .await
-        {
-            Ok(()) => self.event(category, "store"),
+        let lifetime = ttl.saturating_add(self.config.stale);
+        match self.backend.set(key, &raw, Some(lifetime)).await {
+            Ok(()) => {
+                self.event(category, "store");
+                // The generations live at least as long as the entries that carry them.
+                let gen_ttl = self.generation_ttl(lifetime);
+                let [t, c] = &ck.gens;
+                let _ = futures_util::future::join(
+                    self.backend.expire(t, gen_ttl),
+                    self.backend.expire(c, gen_ttl),
+                )
+                .await;
+            }
             Err(err) => tracing::debug!(error = %err, "cache entry not stored in L2"),
         }
         self.fill_l1(key, e, gen0);
+    }
+
+    /// How long a generation key is kept: at least the longest lifetime (TTL, jitter and
+    /// stale time) of any configured category, and `lifetime`. Generation keys are made
+    /// for whatever tenants and (AI) model names clients send, so they must expire like
+    /// every other key; one that expires is safe to lose (a missing generation serves
+    /// nothing and a new one starts at a random value).
+    fn generation_ttl(&self, lifetime: Duration) -> Duration {
+        let c = &self.config;
+        let longest = c
+            .categories
+            .values()
+            .chain([&c.default_ttl, &c.query_ttl, &c.ai_ttl])
+            .max()
+            .copied()
+            .unwrap_or_default();
+        let jitter = u32::from(c.jitter_percent);
+        let longest = longest
+            .saturating_add(longest.checked_mul(jitter).map_or(longest, |d| d / 100))
+            .saturating_add(c.stale);
+        // Redis refuses expiry times past ~2^62 ms; a century is forever for a cache.
+        longest
+            .max(lifetime)
+            .min(Duration::from_secs(100 * 365 * 24 * 3600))
     }
 }
 

@@ -209,6 +209,25 @@ fn options_of(config: &Config) -> LimiterOptions {
     }
 }
 
+/// The method as written in per-endpoint counter keys: the standard methods as they are,
+/// every other one (`FOO`, `X1`, ... — a client can invent any token) as `OTHER`. Rules and
+/// costs still see the real method; only the counters are shared, so a route that answers
+/// any method (`any(..)`, a proxy) gives no fresh counter per invented method.
+fn counted_method(m: &Method) -> &str {
+    match *m {
+        Method::GET
+        | Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::HEAD
+        | Method::OPTIONS
+        | Method::CONNECT
+        | Method::PATCH
+        | Method::TRACE => m.as_str(),
+        _ => "OTHER",
+    }
+}
+
 /// A `HEAD` check as the `GET` it runs (axum routes `HEAD` to the `GET` handler).
 fn as_get<'a>(c: &Check<'a>) -> Option<Check<'a>> {
     (c.method == Method::HEAD).then_some(Check { method: &GET, ..*c })
@@ -586,7 +605,7 @@ impl RateLimiter {
         let user = h.finish();
         let endpoint = if endpoint {
             let mut h = seed.build_hasher();
-            h.write(c.method.as_str().as_bytes());
+            h.write(counted_method(c.method).as_bytes());
             h.write_u8(b' ');
             h.write(c.route.as_bytes());
             h.finish()
@@ -819,7 +838,7 @@ impl RateLimiter {
     ) -> Decision {
         let inner = &*self.inner;
         let cost = self.cost(c);
-        let endpoint = format!("{} {}", c.method, c.route);
+        let endpoint = format!("{} {}", counted_method(c.method), c.route);
         let keys: Vec<RedisKey> = applied
             .iter()
             .map(|a| self.redis_key(a, c, &endpoint))

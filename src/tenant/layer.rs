@@ -51,10 +51,51 @@ pub struct TenantLayer {
 
 type ValidateFn = dyn Fn(TenantId) -> BoxFuture<'static, bool> + Send + Sync;
 
+type Check = futures_util::future::Shared<BoxFuture<'static, bool>>;
+
 /// An async tenant check and its cached answers.
 struct Validator {
     check: Arc<ValidateFn>,
     answers: moka::sync::Cache<TenantId, bool>,
+    /// Checks running now, so that concurrent requests for one id (a new id, or one whose
+    /// answer just expired) wait for one check instead of each making one. Holds at most
+    /// one entry per request in flight: a waiter removes it however it ends.
+    running: std::sync::Mutex<std::collections::HashMap<TenantId, Check>>,
+}
+
+impl Validator {
+    fn new(check: Arc<ValidateFn>, answers: moka::sync::Cache<TenantId, bool>) -> Self {
+        Self {
+            check,
+            answers,
+            running: std::sync::Mutex::default(),
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<TenantId, Check>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn ask(&self, tenant: &TenantId) -> bool {
+        use futures_util::FutureExt;
+        let check = self
+            .running()
+            .entry(tenant.clone())
+            .or_insert_with(|| (self.check)(tenant.clone()).shared())
+            .clone();
+        struct Done<'a>(&'a Validator, &'a TenantId);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.running().remove(self.1);
+            }
+        }
+        let _done = Done(self, tenant);
+        let answer = check.await;
+        self.answers.insert(tenant.clone(), answer);
+        answer
+    }
 }
 
 impl std::fmt::Debug for Validator {
@@ -152,10 +193,10 @@ impl TenantLayer {
         Fut: Future<Output = bool> + Send + 'static,
     {
         let check: Arc<ValidateFn> = Arc::new(move |t| Box::pin(check(t)));
-        self.validator = Some(Arc::new(Validator {
+        self.validator = Some(Arc::new(Validator::new(
             check,
-            answers: answers_cache(VALIDATION_CACHE_ENTRIES, VALIDATION_CACHE_TTL),
-        }));
+            answers_cache(VALIDATION_CACHE_ENTRIES, VALIDATION_CACHE_TTL),
+        )));
         self
     }
 
@@ -171,10 +212,10 @@ impl TenantLayer {
     /// ```
     pub fn validation_cache(mut self, max_entries: u64, ttl: Duration) -> Self {
         if let Some(v) = &self.validator {
-            self.validator = Some(Arc::new(Validator {
-                check: v.check.clone(),
-                answers: answers_cache(max_entries, ttl),
-            }));
+            self.validator = Some(Arc::new(Validator::new(
+                v.check.clone(),
+                answers_cache(max_entries, ttl),
+            )));
         }
         self
     }
@@ -198,9 +239,7 @@ impl TenantLayer {
         let Some(v) = &self.validator else {
             return true;
         };
-        let answer = (v.check)(tenant.clone()).await;
-        v.answers.insert(tenant.clone(), answer);
-        answer
+        v.ask(tenant).await
     }
 
     /// Tenant used for requests that name none.
