@@ -446,3 +446,29 @@ fn memory_bounds_per_kind_default_to_max_entries() {
     let vars: Vec<&str> = err.problems().iter().map(|p| p.var.as_str()).collect();
     assert_eq!(vars, ["TG_MEMORY_MAX_SESSIONS", "TG_MEMORY_MAX_COUNTERS"]);
 }
+
+/// Every variable `effective()` lists rejects a malformed value with a problem that names
+/// it (none is silently ignored or defaulted).
+#[test]
+fn every_variable_rejects_a_malformed_value() {
+    let names: Vec<String> = Config::default()
+        .effective()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !k.starts_with('('))
+        .collect();
+    assert!(names.len() > 50, "{names:?}");
+    for var in &names {
+        let err = cfg(&[(var.as_str(), "@@not-valid@@")])
+            .expect_err(&format!("{var} accepted a malformed value"));
+        assert!(
+            err.problems().iter().any(|p| &p.var == var),
+            "{var}: the problem does not name it: {err}"
+        );
+    }
+    // The category variables too.
+    for var in ["CACHE_TTL_REPORTS", "CACHE_SCOPE_AI"] {
+        let err = cfg(&[(var, "@@not-valid@@")]).unwrap_err();
+        assert!(err.problems().iter().any(|p| p.var == var), "{err}");
+    }
+}
