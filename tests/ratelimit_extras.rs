@@ -197,3 +197,88 @@ fn invalid_rules_name_the_variable_and_fragment() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+/// `RATE_LIMIT_ENABLED=false`: no rule at all, every request passes, nothing is written.
+#[tokio::test]
+async fn disabled_limits_admit_everything_and_write_nothing() {
+    let server = common::RedisServer::start();
+    let mut v = vars(&[("RATE_LIMIT_ENABLED", "false"), ("RATE_LIMIT_MAX", "1")]);
+    v.push(("REDIS_URL".into(), server.url()));
+    let l = build(v);
+    assert!(l.policy().rules().is_empty());
+    let t = TenantId::new("acme").unwrap();
+    let u = Identity::User("u".into());
+    for _ in 0..20 {
+        assert!(l.check(&check(&t, &u, "/x")).await.allowed);
+    }
+    assert_eq!(common::cli(server.port, &["DBSIZE"]).trim(), "0");
+}
+
+/// Requests no route matched share one `<unmatched>` endpoint: scanning random paths
+/// neither escapes the per-endpoint limit nor makes a key per path.
+#[tokio::test]
+async fn unmatched_paths_share_one_endpoint() {
+    let server = common::RedisServer::start();
+    let config = Config::from_vars([
+        ("REDIS_URL", server.url().as_str()),
+        ("RATE_LIMIT_MAX", "3"),
+        ("RATE_LIMIT_OUTAGE", "closed"),
+    ])
+    .unwrap();
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).unwrap();
+    let limiter = RateLimiter::from_config(&config, backend, &metrics);
+    let app: Router = Router::new()
+        .route("/known", get(|| async { "ok" }))
+        .layer(RateLimitLayer::from_config(&config, limiter));
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let mut req = http::Request::get(format!("/scan/{i}/x"))
+            .body(Body::empty())
+            .unwrap();
+        let peer: std::net::SocketAddr = "198.51.100.3:1".parse().unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        statuses.push(app.clone().oneshot(req).await.unwrap().status().as_u16());
+    }
+    // 404s from the router, but only three get that far: the rest are limited first.
+    assert_eq!(statuses, [404, 404, 404, 429, 429, 429]);
+    let keys = common::cli(server.port, &["--scan", "--pattern", "tg:ratelimit:*"]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].ends_with(tenant_guard::ratelimit::UNMATCHED_ROUTE),
+        "{keys:?}"
+    );
+}
+
+/// The deny cache: with it, an exhausted identity is answered in process until its first
+/// unit frees; with `RATE_LIMIT_DENY_CACHE=0` every answer comes from Redis; `peek` always
+/// asks Redis.
+#[tokio::test]
+async fn deny_cache_on_off_and_peek() {
+    let server = common::RedisServer::start();
+    let t = TenantId::new("acme").unwrap();
+    let u = Identity::User("u".into());
+    for (size, expect) in [("10000", Source::DenyCache), ("0", Source::Redis)] {
+        let mut v = vars(&[
+            ("RATE_LIMIT_MAX", "2"),
+            ("RATE_LIMIT_WINDOW", "1m"),
+            ("RATE_LIMIT_DENY_CACHE", size),
+            ("RATE_LIMIT_OUTAGE", "closed"),
+        ]);
+        v.push(("REDIS_URL".into(), server.url()));
+        v.push(("TG_KEY_PREFIX".into(), format!("dc{size}")));
+        let l = build(v);
+        assert!(l.check(&check(&t, &u, "/x")).await.allowed);
+        assert!(l.check(&check(&t, &u, "/x")).await.allowed);
+        // The admission that took the last unit told the deny cache (when there is one).
+        for _ in 0..3 {
+            let denied = l.check(&check(&t, &u, "/x")).await;
+            assert!(!denied.allowed);
+            assert_eq!(denied.source, expect, "deny cache {size}");
+        }
+        let peek = l.peek(&check(&t, &u, "/x")).await;
+        assert_eq!((peek.allowed, peek.source), (false, Source::Redis));
+    }
+}

@@ -95,12 +95,12 @@ struct Monitor {
 
 impl Monitor {
     fn start(port: u16) -> Self {
-        let mut child = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "MONITOR"])
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "MONITOR"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-cli MONITOR");
+            .stderr(Stdio::null());
+        common::die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().expect("redis-cli MONITOR");
         let out = child.stdout.take().unwrap();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = lines.clone();

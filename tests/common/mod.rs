@@ -80,7 +80,22 @@ pub fn raw_command(port: u16, args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
+/// If the test process dies without running destructors (SIGKILL, abort, a crashed test
+/// run), the kernel kills the child too (PR_SET_PDEATHSIG), so no redis-server, `serve` or
+/// `redis-cli MONITOR` outlives the tests. The signal follows the spawning *thread*: spawn
+/// from a thread that lives as long as the child should.
 #[allow(unsafe_code)]
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Child {
     let mut cmd = Command::new("redis-server");
     cmd.arg("--port")
@@ -94,15 +109,7 @@ fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // If the test process dies without running destructors (SIGKILL, abort), the kernel
-    // kills the server too, so no redis-server outlives the tests.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    die_with_parent(&mut cmd);
     cmd.spawn()
         .unwrap_or_else(|e| panic!("cannot start redis-server: {e}. {INSTALL_HINT}"))
 }
@@ -546,16 +553,16 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     pub fn start(bin: &str, port: u16, env: &[(&str, &str)]) -> Self {
-        let child = Command::new(bin)
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tenant-guard serve");
+            .stderr(Stdio::null());
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("start tenant-guard serve");
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "serve did not start listening");
