@@ -105,11 +105,12 @@ mod checks {
         let t = common::unique_tenant("exp");
         let k = f.keys.cache(&t, "c", "short");
         f.backend
-            .set(&k, b"v", Some(Duration::from_millis(50)))
+            .set(&k, b"v", Some(Duration::from_millis(400)))
             .await
             .unwrap();
+        // Real time on Redis: margins of several times the TTL either way.
         assert!(f.backend.get(&k).await.unwrap().is_some());
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
         assert_eq!(f.backend.get(&k).await.unwrap(), None);
         assert_eq!(f.backend.ttl(&k).await.unwrap(), KeyTtl::Missing);
     }
@@ -119,16 +120,16 @@ mod checks {
         let k = f.keys.key(KeyKind::Lock, &t, &["fill", "abc"]);
         assert!(f
             .backend
-            .set_nx(&k, b"a", Some(Duration::from_millis(80)))
+            .set_nx(&k, b"a", Some(Duration::from_millis(400)))
             .await
             .unwrap());
         assert!(!f
             .backend
-            .set_nx(&k, b"b", Some(Duration::from_millis(80)))
+            .set_nx(&k, b"b", Some(Duration::from_millis(400)))
             .await
             .unwrap());
         assert_eq!(f.backend.get(&k).await.unwrap().as_deref(), Some(&b"a"[..]));
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
         assert!(
             f.backend.set_nx(&k, b"c", None).await.unwrap(),
             "NX after expiry"
