@@ -209,21 +209,39 @@ async fn a_fill_that_raced_an_invalidation_does_not_land_in_l1() {
     let b = instance(("REDIS_URL", server.url()), &[]);
     wait_subscribed(&[&a, &b]).await;
     let t = common::unique_tenant("race");
-    let calls = Arc::new(AtomicUsize::new(0));
-    // B starts a slow fill with data read before the invalidation...
+    // Ordered by events, not sleeps: B's fill has read its data when A invalidates, and
+    // finishes only after B has received A's invalidation.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (proceed_tx, proceed_rx) = tokio::sync::oneshot::channel::<()>();
     let fill = {
         let b = b.clone();
         let t = t.clone();
-        let calls = calls.clone();
-        tokio::spawn(async move { get(&b, &t, "old", &calls).await })
+        tokio::spawn(async move {
+            b.get_or_compute(&t, &Category::query(), &"rooms on floor 3", || async move {
+                let _ = started_tx.send(());
+                let _ = proceed_rx.await;
+                Ok::<_, String>("old".to_string())
+            })
+            .await
+            .map(|r| r.status)
+            .unwrap()
+        })
     };
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    // ...A invalidates meanwhile...
+    started_rx.await.unwrap();
+    let seen = b.applied_invalidations();
     a.invalidate(&t, &Category::query(), &"rooms on floor 3")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(fill.await.unwrap().1, CacheStatus::Miss);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.applied_invalidations() == seen {
+        assert!(
+            Instant::now() < deadline,
+            "B never received the invalidation"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    proceed_tx.send(()).unwrap();
+    assert_eq!(fill.await.unwrap(), CacheStatus::Miss);
     // ...so B's L1 must not serve the old value.
     assert_eq!(
         b.l1_len(),
@@ -245,9 +263,12 @@ async fn stale_entries_are_served_while_another_instance_refills() {
     let t = common::unique_tenant("stale");
     let calls = Arc::new(AtomicUsize::new(0));
     get(&a, &t, "v1", &calls).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    // A refills slowly (1 s); B asks meanwhile and gets the stale value without waiting
-    // for the refill.
+    // Past the 300 ms TTL (waiting longer only makes it staler), within the stale window.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A refills and holds the lease until told to finish; B asks meanwhile and gets the
+    // stale value without waiting for the refill.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (proceed_tx, proceed_rx) = tokio::sync::oneshot::channel::<()>();
     let refill = {
         let a = a.clone();
         let t = t.clone();
@@ -255,7 +276,8 @@ async fn stale_entries_are_served_while_another_instance_refills() {
         tokio::spawn(async move {
             a.get_or_compute(&t, &Category::query(), &"rooms on floor 3", || async move {
                 calls.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = started_tx.send(());
+                let _ = proceed_rx.await;
                 Ok::<_, String>("v2".to_string())
             })
             .await
@@ -263,12 +285,13 @@ async fn stale_entries_are_served_while_another_instance_refills() {
             .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    started_rx.await.unwrap(); // A holds the lease now
     assert_eq!(
         get(&b, &t, "never", &calls).await,
         ("v1".into(), CacheStatus::Stale)
     );
     assert!(!refill.is_finished(), "B waited for the refill");
+    proceed_tx.send(()).unwrap();
     assert_eq!(refill.await.unwrap(), ("v2".into(), CacheStatus::Miss));
     assert_eq!(
         get(&b, &t, "never", &calls).await,

@@ -437,6 +437,25 @@ impl Cache {
         &self.inner.config
     }
 
+    /// How many invalidations (made here or received from other instances) and L1 flushes
+    /// this instance has applied: tests and operators can tell that a message arrived.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tenant_guard::{backend::Backend, cache::{Cache, Category}, config::Config, metrics::Metrics};
+    /// let (config, metrics) = (Config::default(), Metrics::new());
+    /// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+    /// let t = tenant_guard::tenant::TenantId::new("acme").unwrap();
+    /// let before = cache.applied_invalidations();
+    /// cache.invalidate(&t, &Category::query(), &"q").await.unwrap();
+    /// assert_eq!(cache.applied_invalidations(), before + 1);
+    /// # }
+    /// ```
+    pub fn applied_invalidations(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
+    }
+
     /// Whether the invalidation subscription is live (always false without Redis or L1).
     pub fn is_subscribed(&self) -> bool {
         self.inner.subscribed.load(Ordering::SeqCst)
