@@ -176,3 +176,54 @@ impl Health {
         self.inner.probing.store(false, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+
+    fn health(threshold: u32) -> Health {
+        let config = BreakerConfig {
+            failure_threshold: NonZeroU32::new(threshold).unwrap(),
+            ..BreakerConfig::default()
+        };
+        Health::new(config, Metrics::new())
+    }
+
+    /// The breaker is driven by events, not time: it opens on the threshold-th consecutive
+    /// failure, a success in between starts the count again, and a success (a command or
+    /// the probe's PING) closes it.
+    #[test]
+    fn opens_on_consecutive_failures_and_closes_on_success() {
+        let h = health(3);
+        assert!(h.allows());
+        assert!(!h.record_failure("a"));
+        assert!(!h.record_failure("b"));
+        h.record_success(Duration::from_micros(300));
+        assert_eq!(h.consecutive_failures(), 0);
+        assert!(!h.record_failure("c"));
+        assert!(!h.record_failure("d"));
+        assert!(
+            h.allows(),
+            "two failures after a success are under the threshold"
+        );
+        assert!(
+            h.record_failure("e"),
+            "the third consecutive failure opens it"
+        );
+        assert_eq!(h.state(), BreakerState::Open);
+        assert!(!h.allows());
+        assert!(!h.record_failure("f"), "already open: not opened again");
+        assert_eq!(h.last_error().as_deref(), Some("f"));
+        h.record_success(Duration::from_millis(1));
+        assert_eq!(h.state(), BreakerState::Closed);
+        assert_eq!(h.last_latency(), Some(Duration::from_millis(1)));
+        // Clones share one state (every store and the probe see the same breaker).
+        let clone = h.clone();
+        for _ in 0..3 {
+            clone.record_failure("g");
+        }
+        assert!(!h.allows());
+    }
+}
