@@ -627,12 +627,13 @@ async fn http_ttl_hook_decides_per_request() {
         .route_layer(
             CacheLayer::query(f.cache.clone()).ttl_with(|parts, status| {
                 assert_eq!(status, StatusCode::OK);
-                // Today's report lives 200 ms, others the category TTL.
+                // Today's report lives 1 s (several times what the MISS-then-HIT below can
+                // take), others the category TTL.
                 parts
                     .uri
                     .path()
                     .ends_with("/today")
-                    .then(|| Duration::from_millis(200))
+                    .then(|| Duration::from_secs(1))
             }),
         );
     let x = |path: &'static str| {
@@ -649,7 +650,7 @@ async fn http_ttl_hook_decides_per_request() {
         assert_eq!(x(path).await, "MISS");
         assert_eq!(x(path).await, "HIT");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(
         x("/reports/today").await,
         "MISS",
