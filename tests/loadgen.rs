@@ -69,7 +69,7 @@ async fn a_slow_server_does_not_lower_the_send_rate() {
     assert_eq!(total.load(Ordering::SeqCst), 40);
     // Requests overlapped at the server: the schedule did not wait for responses.
     assert!(
-        peak.load(Ordering::SeqCst) >= 10,
+        peak.load(Ordering::SeqCst) >= 5,
         "peak concurrency {}",
         peak.load(Ordering::SeqCst)
     );
