@@ -228,9 +228,14 @@ fn counted_method(m: &Method) -> &str {
     }
 }
 
-/// A `HEAD` check as the `GET` it runs (axum routes `HEAD` to the `GET` handler).
-fn as_get<'a>(c: &Check<'a>) -> Option<Check<'a>> {
-    (c.method == Method::HEAD).then_some(Check { method: &GET, ..*c })
+/// The check as decided: a `HEAD` is the `GET` it runs (axum routes `HEAD` to the `GET`
+/// handler); anything else as it is.
+fn as_get<'a>(c: &Check<'a>) -> Check<'a> {
+    if c.method == Method::HEAD {
+        Check { method: &GET, ..*c }
+    } else {
+        *c
+    }
 }
 
 /// Options of a limiter beyond its rules.
@@ -651,14 +656,7 @@ impl RateLimiter {
     /// `HEAD` is checked as `GET` (axum and hyper run the `GET` handler for it), so
     /// `HEAD` requests meet the `GET` endpoint rules and costs and share their counters.
     pub async fn check(&self, c: &Check<'_>) -> Decision {
-        let head;
-        let c = match as_get(c) {
-            Some(get) => {
-                head = get;
-                &head
-            }
-            None => c,
-        };
+        let c = &as_get(c);
         // The match ends before the await: only the boxed Redis future lives across it,
         // so the future of an in-process check stays a few words (it is moved around).
         let remote = match self.decide_local(c, true) {
@@ -676,14 +674,7 @@ impl RateLimiter {
 
     /// Like [`check`](Self::check) but never charges anything: what would happen now.
     pub async fn peek(&self, c: &Check<'_>) -> Decision {
-        let head;
-        let c = match as_get(c) {
-            Some(get) => {
-                head = get;
-                &head
-            }
-            None => c,
-        };
+        let c = &as_get(c);
         let remote = match self.decide_local(c, false) {
             Local::Done(d) => return d,
             Local::Remote(applied) => Box::pin(self.decide_remote(c, applied, false)),
