@@ -351,6 +351,24 @@ async fn readiness_shows_no_address_or_error_text() {
         );
         assert!(!body.contains("error"), "{body}");
     }
+    // The failures are counted where operators look for them (the README's metric names).
+    let res = ops
+        .clone()
+        .oneshot(http::Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let errors = text
+        .lines()
+        .find(|l| l.starts_with("tenant_guard_redis_command_errors_total{"))
+        .unwrap_or_else(|| panic!("no command error counter in:\n{text}"));
+    let n: f64 = errors.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 1.0, "{errors}");
+    assert!(text.contains("tenant_guard_redis_circuit_open"), "{text}");
 }
 
 mod cache {
