@@ -210,18 +210,27 @@ async fn slot_migration_under_load() {
     assert_eq!(s, 200);
     let cookie = cookie.unwrap();
 
+    // Phases follow the load (requests sent), not the clock.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
         let app = app.clone();
         let busy = busy.clone();
         let cookie = cookie.clone();
+        let sent = sent.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let started = Instant::now();
             let mut admitted = Vec::new();
             let mut statuses = std::collections::BTreeMap::new();
             let mut tick = 0u32;
-            while started.elapsed() < Duration::from_secs(8) {
+            // Until the test says stop (after the move), with a hard bound for a hung run.
+            while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                && started.elapsed() < Duration::from_secs(120)
+            {
                 let (s, _, body) = send(&app, "GET", "/api/items", &busy, None, "").await;
                 assert_ne!(s, 500, "{body}");
+                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if s == 200 {
                     admitted.push(started.elapsed());
                 }
@@ -241,7 +250,21 @@ async fn slot_migration_under_load() {
     // Migrate the busy tenant's slot while the load runs: mark it, move half of its keys,
     // hold that state (the keys are split between two nodes: TRYAGAIN for the scripts),
     // move the rest, hand the slot over.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let test_deadline = Instant::now() + Duration::from_secs(120);
+    let wait_sent = |n: usize| {
+        let sent = sent.clone();
+        async move {
+            while sent.load(std::sync::atomic::Ordering::SeqCst) < n {
+                assert!(
+                    Instant::now() < test_deadline,
+                    "the load stopped before {n} requests"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    // The limit is exhausted before the move (50 per 5 s; the load sends ~40/s).
+    wait_sent(60).await;
     let to = node(to_port);
     let from = node(from_port);
     to.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
@@ -260,12 +283,18 @@ async fn slot_migration_under_load() {
         assert!(out.contains("OK") || out.contains("NOKEY"), "{out}");
     };
     migrate(&keys[..keys.len() / 2]);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Hold the split state while 30 more requests go through it.
+    let now = sent.load(std::sync::atomic::Ordering::SeqCst);
+    wait_sent(now + 30).await;
     let rest = from.cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "1000"]);
     migrate(&rest.lines().collect::<Vec<_>>());
     for n in &cluster.nodes {
         n.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
     }
+    // Some load after the move too, then stop.
+    let now = sent.load(std::sync::atomic::Ordering::SeqCst);
+    wait_sent(now + 120).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
 
     let (admitted, statuses) = load.await.unwrap();
     println!("slot {slot} moved {from_port} -> {to_port}: {statuses:?}");
