@@ -1164,6 +1164,12 @@ mod tests {
         assert!(!figures(&l, spec, 1, false).0);
         at(67 + 967);
         assert_eq!(figures(&l, spec, 1, false), (true, 1, 67, Some(0), 0));
+        // The counter lives until its last bucket (30002) leaves the window: until
+        // t0 + 67 + 1034 ms, 31 buckets on (ceil), not 30.
+        at(1_080);
+        assert_eq!(figures(&l, spec, 1, false), (true, 2, 21, Some(0), 0));
+        at(1_101);
+        assert_eq!(figures(&l, spec, 1, false), (true, 3, 0, Some(0), 0));
     }
 
     #[test]
