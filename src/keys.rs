@@ -567,6 +567,12 @@ mod tests {
         assert!(glob_match(b"*", b""));
         assert!(glob_match(b"a?c", b"abc"));
         assert!(!glob_match(b"abc", b"abcd"));
+        // Found by mutation testing: a leading `*`, and backtracking to a `*` when the
+        // subject holds a literal `*` where the rest must start matching.
+        assert!(glob_match(b"*", b"abc"));
+        assert!(glob_match(b"*c", b"abc"));
+        assert!(!glob_match(b"*d", b"abc"));
+        assert!(glob_match(b"*?c", b"a*c"));
     }
 
     proptest! {

@@ -1173,6 +1173,20 @@ mod tests {
     }
 
     #[test]
+    fn new_identities_of_one_check_share_the_last_room() {
+        // Found by mutation testing: room for one counter, two rules of one check without
+        // a counter: the first gets it, the second the overflow counter.
+        let clock = ManualClock::new();
+        let l = MemoryLimiter::new(Arc::new(clock.clone()), 1);
+        let spec = Spec::new(Algorithm::Exact, 5, 1_000, false);
+        let (ok, outs) = decide(&l, &[1, 2], &[1, 2], &[spec, spec], 1, true);
+        assert!(ok);
+        assert_eq!((outs[0].overflow, outs[1].overflow), (false, true));
+        assert_eq!(l.slots.lock().unwrap().identities(), 1);
+        assert_consistent(&l);
+    }
+
+    #[test]
     fn cost_above_limit_never_fits() {
         let (l, _) = limiter();
         for algo in [Algorithm::Exact, Algorithm::Compact, Algorithm::Gcra] {
