@@ -545,8 +545,18 @@ mod tests {
         fn escaper_matches_percent_encoding(c in any::<String>()) {
             let mut out = String::new();
             push_escaped(&mut out, &c);
-            prop_assert_eq!(out, utf8_percent_encode(&c, ESCAPE).to_string());
+            prop_assert_eq!(&out, &utf8_percent_encode(&c, ESCAPE).to_string());
+            prop_assert_eq!(escape(&c), out);
         }
+    }
+
+    #[test]
+    fn escape_examples() {
+        // Found by mutation testing: `escape` itself was only checked by its doctest.
+        assert_eq!(escape("GET /users/{id}"), "GET /users/%7Bid%7D");
+        assert_eq!(escape("a:b*c?[d]\\%"), "a%3Ab%2Ac%3F%5Bd%5D%5C%25");
+        assert_eq!(escape("plain-id_1.2"), "plain-id_1.2");
+        assert_eq!(escape(""), "");
     }
 
     #[test]
@@ -557,6 +567,12 @@ mod tests {
         assert!(glob_match(b"*", b""));
         assert!(glob_match(b"a?c", b"abc"));
         assert!(!glob_match(b"abc", b"abcd"));
+        // Found by mutation testing: a leading `*`, and backtracking to a `*` when the
+        // subject holds a literal `*` where the rest must start matching.
+        assert!(glob_match(b"*", b"abc"));
+        assert!(glob_match(b"*c", b"abc"));
+        assert!(!glob_match(b"*d", b"abc"));
+        assert!(glob_match(b"*?c", b"a*c"));
     }
 
     proptest! {
@@ -573,7 +589,7 @@ mod tests {
             let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
             for kind in [
                 KeyKind::RateLimit, KeyKind::Session, KeyKind::SessionIndex, KeyKind::Query,
-                KeyKind::Ai, KeyKind::Cache, KeyKind::Lock,
+                KeyKind::Ai, KeyKind::Cache, KeyKind::Lock, KeyKind::CacheGen,
             ] {
                 prop_assert_eq!(KeyKind::of(keys.key(kind, &t, &refs).as_str()), Some(kind));
             }

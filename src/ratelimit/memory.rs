@@ -1048,6 +1048,145 @@ mod tests {
     }
 
     #[test]
+    fn gcra_outcomes_are_exact_at_any_start_time() {
+        // Found by mutation testing: every figure of every outcome, away from time zero
+        // (where `now + x` and `now * x` look alike). 20 per 2 s: T = 100 ms.
+        let (l, clock) = limiter();
+        clock.set_ms(1_000_000);
+        let spec = Spec::new(Algorithm::Gcra, 20, 2_000, false);
+        for i in 0..20u64 {
+            let (ok, outs) = decide(&l, &[1], &[1], &[spec], 1, true);
+            let o = &outs[0];
+            assert!(ok && o.allowed, "burst unit {i}");
+            assert_eq!(o.retry_ms, Some(0));
+            assert_eq!(u64::from(o.remaining), 19 - i);
+            // Charged: full again (i + 1) * T from now; one unit short only at the end.
+            assert_eq!(o.reset_ms, (i + 1) * 100, "unit {i}");
+            assert_eq!(o.free1_ms, if i == 19 { 100 } else { 0 }, "unit {i}");
+        }
+        // Denied (nothing charged): the same figures, read before any commit.
+        let (ok, outs) = decide(&l, &[1], &[1], &[spec], 1, true);
+        let o = &outs[0];
+        assert!(!ok && !o.allowed);
+        assert_eq!(
+            (o.remaining, o.reset_ms, o.retry_ms, o.free1_ms),
+            (0, 2_000, Some(100), 100)
+        );
+        // A peek after 250 ms: 2.5 units back.
+        clock.advance(std::time::Duration::from_millis(250));
+        let (ok, outs) = decide(&l, &[1], &[1], &[spec], 3, false);
+        let o = &outs[0];
+        assert!(!ok);
+        assert_eq!(
+            (o.remaining, o.reset_ms, o.retry_ms, o.free1_ms),
+            (2, 1_750, Some(50), 0)
+        );
+        // The whole limit fits again exactly when the burst is full again, not 1 ms before.
+        clock.advance(std::time::Duration::from_millis(1_749));
+        assert!(!decide(&l, &[1], &[1], &[spec], 20, false).0);
+        clock.advance(std::time::Duration::from_millis(1));
+        let (ok, outs) = decide(&l, &[1], &[1], &[spec], 20, true);
+        assert!(ok);
+        assert_eq!((outs[0].remaining, outs[0].reset_ms), (0, 2_000));
+        // A cost of exactly the limit fits a fresh counter.
+        let (ok, outs) = decide(&l, &[2], &[2], &[spec], 20, true);
+        assert!(ok);
+        assert_eq!((outs[0].retry_ms, outs[0].free1_ms), (Some(0), 100));
+    }
+
+    /// `(allowed, remaining, reset_ms, retry_ms, free1_ms)` of a one-rule check.
+    fn figures(
+        l: &MemoryLimiter,
+        spec: Spec,
+        cost: u32,
+        commit: bool,
+    ) -> (bool, u32, u64, Option<u64>, u64) {
+        let (ok, outs) = decide(l, &[1], &[1], &[spec], cost, commit);
+        let o = &outs[0];
+        assert_eq!(ok, o.allowed);
+        (o.allowed, o.remaining, o.reset_ms, o.retry_ms, o.free1_ms)
+    }
+
+    #[test]
+    fn exact_log_outcomes_are_exact_at_any_start_time() {
+        // Found by mutation testing: every figure, away from time zero. 3 per second.
+        let (l, clock) = limiter();
+        let t0 = 1_000_000;
+        clock.set_ms(t0);
+        let spec = Spec::new(Algorithm::Exact, 3, 1_000, false);
+        let at = |ms: u64| clock.set_ms(t0 + ms);
+        assert_eq!(figures(&l, spec, 1, true), (true, 2, 1_000, Some(0), 0));
+        at(100);
+        assert_eq!(figures(&l, spec, 1, true), (true, 1, 1_000, Some(0), 0));
+        at(200);
+        // The last unit: the first one frees at t0 + 1000.
+        assert_eq!(figures(&l, spec, 1, true), (true, 0, 1_000, Some(0), 800));
+        at(300);
+        assert_eq!(figures(&l, spec, 1, true), (false, 0, 900, Some(700), 700));
+        // Two units wait for the second-oldest entry.
+        assert_eq!(figures(&l, spec, 2, false), (false, 0, 900, Some(800), 700));
+        at(999);
+        assert_eq!(figures(&l, spec, 1, false), (false, 0, 201, Some(1), 1));
+        // An entry leaves the window exactly `window` after it came.
+        at(1_000);
+        assert_eq!(figures(&l, spec, 1, false), (true, 1, 200, Some(0), 0));
+        assert_eq!(figures(&l, spec, 2, false), (false, 1, 200, Some(100), 0));
+    }
+
+    #[test]
+    fn compact_outcomes_are_exact_at_any_start_time() {
+        // Found by mutation testing. 3 per second in 30 buckets of 33.334 ms (31 with
+        // the current one); t0 starts bucket 30000 exactly.
+        let (l, clock) = limiter();
+        let t0 = 1_000_020;
+        clock.set_ms(t0);
+        let spec = Spec::new(Algorithm::Compact, 3, 1_000, false);
+        assert_eq!((spec.bucket_us, spec.n), (33_334, 30));
+        let at = |ms: u64| clock.set_ms(t0 + ms);
+        // Bucket 30000: the window ends 31 buckets on (1033.354 ms).
+        assert_eq!(figures(&l, spec, 1, true), (true, 2, 1_034, Some(0), 0));
+        at(34); // bucket 30001
+        assert_eq!(figures(&l, spec, 1, true), (true, 1, 1_033, Some(0), 0));
+        // Bucket 30002, full: one unit is free when bucket 30000 leaves (at 30031).
+        at(67);
+        assert_eq!(figures(&l, spec, 1, true), (true, 0, 1_034, Some(0), 967));
+        assert_eq!(
+            figures(&l, spec, 1, true),
+            (false, 0, 1_034, Some(967), 967)
+        );
+        // Two units: when bucket 30001 leaves too.
+        assert_eq!(
+            figures(&l, spec, 2, false),
+            (false, 0, 1_034, Some(1_000), 967)
+        );
+        // Honest to the millisecond.
+        at(67 + 966);
+        assert!(!figures(&l, spec, 1, false).0);
+        at(67 + 967);
+        assert_eq!(figures(&l, spec, 1, false), (true, 1, 67, Some(0), 0));
+        // The counter lives until its last bucket (30002) leaves the window: until
+        // t0 + 67 + 1034 ms, 31 buckets on (ceil), not 30.
+        at(1_080);
+        assert_eq!(figures(&l, spec, 1, false), (true, 2, 21, Some(0), 0));
+        at(1_101);
+        assert_eq!(figures(&l, spec, 1, false), (true, 3, 0, Some(0), 0));
+    }
+
+    #[test]
+    fn new_identities_of_one_check_share_the_last_room() {
+        // Found by mutation testing: room for one counter, two rules of one check without
+        // a counter: the first gets it, the second the overflow counter.
+        let clock = ManualClock::new();
+        let l = MemoryLimiter::new(Arc::new(clock.clone()), 1);
+        let spec = Spec::new(Algorithm::Exact, 5, 1_000, false);
+        let (ok, outs) = decide(&l, &[1, 2], &[1, 2], &[spec, spec], 1, true);
+        assert!(ok);
+        assert_eq!((outs[0].overflow, outs[1].overflow), (false, true));
+        assert_eq!(l.slots.lock().unwrap().identities(), 1);
+        assert_consistent(&l);
+    }
+
+    #[test]
     fn cost_above_limit_never_fits() {
         let (l, _) = limiter();
         for algo in [Algorithm::Exact, Algorithm::Compact, Algorithm::Gcra] {

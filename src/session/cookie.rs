@@ -415,6 +415,60 @@ mod tests {
         assert_eq!(domain.name(), "sid");
     }
 
+    #[test]
+    fn a_non_utf8_header_is_ours_only_if_it_names_our_cookie() {
+        // Found by mutation testing: only `sid=` itself makes an unreadable header count.
+        let codec = CookieCodec::from_config(&config(A));
+        for raw in [&b"other=\xff"[..], b"sid\xff=1", b"x=sid\xff", b"si=d\xff"] {
+            assert_eq!(
+                decode(&codec, &request_with(raw)),
+                CookieState::Absent,
+                "{raw:?}"
+            );
+        }
+        assert_eq!(
+            decode(&codec, &request_with(b"a=1; sid=\xff")),
+            CookieState::Invalid
+        );
+        assert!(memchr_name(b"sid=", b"sid"));
+        assert!(!memchr_name(b"sid", b"sid"));
+        assert!(!memchr_name(b"sidx=", b"sid"));
+    }
+
+    #[test]
+    fn values_up_to_the_length_cap_verify_longer_ones_do_not() {
+        // Found by mutation testing: the cap is inclusive and is checked on its own
+        // (a well-signed value over it is refused unread).
+        let codec = CookieCodec::from_config(&config(A));
+        let id = SessionId::generate();
+        let signed = |plain: String| {
+            let mut jar = CookieJar::new();
+            jar.signed_mut(&codec.signing)
+                .add(Cookie::new("sid", plain));
+            jar.get("sid").unwrap().value().to_string()
+        };
+        let overhead = signed(String::new()).len();
+        let of_len = |len: usize| {
+            let tenant = "t".repeat(len - overhead - 1 - id.as_str().len());
+            let v = signed(format!("{tenant}.{}", id.as_str()));
+            assert_eq!(v.len(), len);
+            (tenant, v)
+        };
+        let (tenant, at_cap) = of_len(MAX_VALUE_LEN);
+        assert_eq!(codec.verify(&at_cap), Some((Some(tenant), id.clone())));
+        let (_, over) = of_len(MAX_VALUE_LEN + 1);
+        assert_eq!(codec.verify(&over), None);
+        assert_eq!(codec.verify(""), None);
+    }
+
+    #[test]
+    fn debug_names_the_cookie_and_hides_the_keys() {
+        let codec = CookieCodec::from_config(&config(A));
+        let s = format!("{codec:?}");
+        assert!(s.starts_with("CookieCodec") && s.contains("\"sid\""), "{s}");
+        assert!(s.contains("keys: 1") && !s.contains(A), "{s}");
+    }
+
     use proptest::prelude::*;
 
     proptest! {
