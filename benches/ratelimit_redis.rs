@@ -95,6 +95,20 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+    // Redis time per call of the crate's checks (server side, not client time).
+    let usec = |stats: &str| {
+        stats
+            .lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("usec_per_call=")))
+            .unwrap_or("?")
+            .to_string()
+    };
+    println!(
+        "tenant-guard checks: Redis time per EVALSHA {} us (INFO commandstats)",
+        usec(&server.cli(&["INFO", "commandstats"]))
+    );
+    server.cli(&["CONFIG", "RESETSTAT"]);
 
     // The same script, keys and arguments through redis-benchmark.
     let script = include_str!("../lua/ratelimit.lua");
@@ -136,6 +150,10 @@ fn bench(c: &mut Criterion) {
                 .trim()
                 .to_string();
             println!("redis-benchmark -c 50, same script by EVALSHA, 3 keys: {line}");
+            println!(
+                "redis-benchmark: Redis time per EVALSHA {} us (INFO commandstats)",
+                usec(&server.cli(&["INFO", "commandstats"]))
+            );
         }
         Err(e) => println!("redis-benchmark not run: {e} (install redis-tools)"),
     }
