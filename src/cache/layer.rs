@@ -90,7 +90,9 @@ struct Settings {
     global: TenantId,
     scope: CacheScope,
     /// Request headers responses were seen to vary on, per route template.
-    learned_vary: Arc<std::sync::Mutex<HashMap<String, Vec<HeaderName>>>>,
+    /// Read by every request of the wrapped routes, written only when a response names a
+    /// new header: a read-write lock, so readers never wait on each other.
+    learned_vary: Arc<std::sync::RwLock<HashMap<String, Vec<HeaderName>>>>,
 }
 
 /// Route templates whose learned `Vary` headers are kept (templates come from the router,
@@ -341,9 +343,13 @@ fn content_length(headers: &http::HeaderMap) -> Option<usize> {
         .ok()
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere cannot leave a learned-header list half-written: use it.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+// A panic elsewhere cannot leave a learned-header list half-written: use it either way.
+fn read_lock<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Who an entry is for under `scope`: `None` shares it with the tenant. `user_header` is
@@ -430,11 +436,11 @@ fn vary_covered(
 }
 
 fn learn_vary(
-    learned: &std::sync::Mutex<HashMap<String, Vec<HeaderName>>>,
+    learned: &std::sync::RwLock<HashMap<String, Vec<HeaderName>>>,
     template: &str,
     headers: Vec<HeaderName>,
 ) {
-    let mut map = lock(learned);
+    let mut map = write_lock(learned);
     if !map.contains_key(template) && map.len() >= MAX_LEARNED_ROUTES {
         return;
     }
@@ -526,7 +532,7 @@ where
                 .is_some_and(|v| v.contains("json"))
                 || matches!(settings.kind, Kind::Ai);
             let mut vary_names: Vec<HeaderName> = settings.vary.clone();
-            if let Some(learned) = lock(&settings.learned_vary).get(&template) {
+            if let Some(learned) = read_lock(&settings.learned_vary).get(&template) {
                 vary_names.extend(learned.iter().cloned());
             }
             vary_names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
