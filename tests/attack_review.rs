@@ -447,15 +447,19 @@ async fn waiting_for_another_instance_polls_redis_with_backoff() {
             .sum()
     };
     let (acme2, material2) = (acme.clone(), material.clone());
+    // Ordered by an event: the filler's compute runs only once it holds the lease, and
+    // tells the test so before it starts its ~2 s of work.
+    let (computing_tx, computing_rx) = tokio::sync::oneshot::channel::<()>();
     let filler = tokio::spawn(async move {
-        a.get_or_compute(&acme2, &Category::query(), &material2, || async {
+        a.get_or_compute(&acme2, &Category::query(), &material2, || async move {
+            let _ = computing_tx.send(());
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             Ok::<_, String>("answer".to_string())
         })
         .await
         .unwrap()
     });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    computing_rx.await.expect("the filler never computed");
     let before = calls(&server);
     let waited = b
         .get_or_compute(&acme, &Category::query(), &material, || async {

@@ -191,7 +191,9 @@ mod checks {
                 cache
                     .get_or_compute(&t, &Category::query(), &"boom", || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Long enough (many times a task's start-up and lookup) that every
+                        // task joins this one failing fill; a later one would compute again.
+                        tokio::time::sleep(Duration::from_millis(1_000)).await;
                         Err::<String, _>("database down".to_string())
                     })
                     .await

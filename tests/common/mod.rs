@@ -6,8 +6,10 @@
 //!   `redis-cli --cluster create`; [`shared_cluster`] gives one per test binary.
 //! * kill / pause (SIGSTOP) / resume / restart helpers, so tests can stage outages.
 //!
-//! Nothing here touches the machine's Redis on 6379: ports come from a private range and
-//! are checked free (with the cluster bus port, +10000) before use.
+//! Nothing here touches the machine's Redis on 6379: ports come from a private range, are
+//! checked free (with the cluster bus port, +10000) and reserved for this test process by a
+//! lock file before use, and a server counts as started only when the process answering on
+//! the port is the one this harness spawned (`INFO server` names its pid).
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
@@ -40,6 +42,34 @@ fn port_free(p: u16) -> bool {
     TcpListener::bind(("127.0.0.1", p)).is_ok()
 }
 
+/// Reserves `p` for this process: an exclusive `flock` on a lock file per port, held until
+/// the process exits (the kernel releases it even when the process is killed). Two test
+/// processes therefore never pick the same port between "checked free" and "bound"; a
+/// program outside the tests can still take it, which [`wait_ready`]'s pid check catches.
+#[allow(unsafe_code)]
+fn reserve(p: u16) -> bool {
+    use std::os::fd::AsRawFd;
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("tenant-guard-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(p.to_string()))
+    else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor this function owns; no memory is shared.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return false;
+    }
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(file);
+    true
+}
+
 /// A free port whose cluster-bus port (+10000) is free too. The start of the range is
 /// spread by process id so parallel test processes rarely probe the same ports.
 pub fn free_port() -> u16 {
@@ -56,7 +86,7 @@ pub fn free_port() -> u16 {
             NEXT.store(20_000, Ordering::SeqCst);
             continue;
         }
-        if p != 6379 && port_free(p) && port_free(p + 10_000) {
+        if p != 6379 && port_free(p) && port_free(p + 10_000) && reserve(p) {
             return p;
         }
     }
@@ -120,8 +150,19 @@ fn wait_ready(port: u16, child: &mut Child, dir: &Path) -> bool {
         if let Ok(Some(_)) = child.try_wait() {
             return false; // exited: port taken, bad args...
         }
-        if raw_command(port, &["PING"]).is_some_and(|r| r.starts_with("+PONG")) {
-            return true;
+        if let Some(info) = raw_command(port, &["INFO", "server"]) {
+            // Ours only if the server answering is the process we spawned; another
+            // program that took the port first means: try again elsewhere.
+            let pid = info
+                .lines()
+                .find_map(|l| l.strip_prefix("process_id:"))
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            if pid == Some(child.id()) {
+                return true;
+            }
+            if pid.is_some() {
+                return false;
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
