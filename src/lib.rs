@@ -69,8 +69,10 @@ pub mod loadgen;
 pub mod metrics;
 #[cfg(feature = "axum")]
 pub mod ops;
+pub(crate) mod parse;
 pub mod problem;
 pub mod ratelimit;
+pub mod secret;
 pub mod session;
 #[cfg(feature = "cli")]
 pub mod sizing;

@@ -26,9 +26,9 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::backend::{Backend, BackendKind, BreakerState};
-use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
+use crate::secret::Secret;
 
 #[derive(Clone, Debug)]
 struct OpsState {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::BreakerConfig;
+use super::BreakerConfig;
 use crate::metrics::Metrics;
 
 /// State of the circuit breaker.

@@ -29,9 +29,9 @@ use hashlink::linked_hash_map::RawEntryMut;
 use hashlink::LinkedHashMap;
 use tokio::sync::Notify;
 
+use super::MemoryConfig;
 use super::{BackendError, KeyTtl};
 use crate::clock::{Clock, SystemClock};
-use crate::config::MemoryConfig;
 use crate::keys::{KeyKind, KeyPattern, RedisKey};
 
 /// The in-memory store. Clones share the same data.

@@ -3,6 +3,7 @@
 //! The layers talk to [`Backend`]; its operations mean the same on both stores (one
 //! conformance suite in `tests/` runs against memory, Redis and a 3-node cluster).
 
+mod config;
 mod health;
 mod memory;
 #[cfg(feature = "redis")]
@@ -15,13 +16,12 @@ use serde::Serialize;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{Deployment, LuaScript, RedisStore};
+pub use config::{BreakerConfig, MemoryConfig, RedisConfig, RedisMode, TlsCa};
 pub use health::{BreakerState, Health};
 pub(crate) use memory::Txn;
 pub use memory::{MemoryStats, MemoryStore};
 
-use crate::config::{Config, RedisMode};
 use crate::keys::{KeyPattern, RedisKey};
-use crate::metrics::{BackendLabels, Metrics};
 
 /// Errors of backend operations.
 #[derive(Debug, thiserror::Error)]
@@ -126,29 +126,6 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The backend the configuration asks for. Redis is connected lazily: this succeeds
-    /// while Redis is down.
-    pub fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, BackendError> {
-        match &config.redis.mode {
-            RedisMode::Disabled => {
-                metrics
-                    .backend
-                    .get_or_create(&BackendLabels { backend: "memory" })
-                    .set(1);
-                Ok(Self::Memory(MemoryStore::new(config.memory)))
-            }
-            #[cfg(feature = "redis")]
-            RedisMode::Single(_) | RedisMode::Cluster(_) => {
-                let health = Health::new(config.breaker, metrics.clone());
-                Ok(Self::Redis(RedisStore::new(&config.redis, health)?))
-            }
-            #[cfg(not(feature = "redis"))]
-            RedisMode::Single(_) | RedisMode::Cluster(_) => Err(BackendError::Unsupported(
-                "Redis is configured but this build lacks the `redis` feature",
-            )),
-        }
-    }
-
     /// Which backend this is.
     pub fn kind(&self) -> BackendKind {
         match self {

@@ -26,7 +26,7 @@ use tokio::sync::OnceCell;
 
 use super::health::Health;
 use super::{BackendError, KeyTtl};
-use crate::config::{RedisConfig, RedisMode, TlsCa};
+use super::{RedisConfig, RedisMode, TlsCa};
 use crate::keys::{KeyPattern, RedisKey};
 use crate::metrics::{BackendLabels, OpLabels};
 

@@ -51,6 +51,7 @@
 // Without Redis there is no L1 and no subscription: their parts are unused.
 #![cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
 
+mod config;
 mod entry;
 mod key;
 #[cfg(feature = "axum")]
@@ -68,6 +69,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
 
+pub use config::CacheConfig;
 pub(crate) use entry::Entry;
 pub use key::{
     canonical_json, http_key, model_component, CacheScope, Category, HttpKeyInput, MAX_MODEL_IN_KEY,
@@ -76,7 +78,6 @@ pub use key::{
 pub use layer::{CacheLayer, CacheService};
 
 use crate::backend::{Backend, BackendError};
-use crate::config::{CacheConfig, Config};
 use crate::keys::{KeyKind, Keys, RedisKey};
 use crate::metrics::{CacheLabels, Metrics};
 use crate::tenant::TenantId;
@@ -336,7 +337,7 @@ impl Cache {
         Self::build(backend, config, keys, metrics, None)
     }
 
-    fn build(
+    pub(crate) fn build(
         backend: Backend,
         config: CacheConfig,
         keys: Keys,
@@ -407,23 +408,6 @@ impl Cache {
             }
         }
         Self { inner }
-    }
-
-    /// A cache configured from `config.cache` and `config.key_prefix`. The user header of
-    /// a trusted gateway (`RATE_LIMIT_USER_HEADER`) counts as a caller's credential for the
-    /// HTTP layer's [`CacheScope`].
-    pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
-        Self::build(
-            backend,
-            config.cache.clone(),
-            Keys::new(config.key_prefix.clone()),
-            metrics,
-            config
-                .rate_limit
-                .user_header
-                .as_deref()
-                .and_then(|h| http::HeaderName::try_from(h).ok()),
-        )
     }
 
     /// The header a trusted gateway writes the user in (`RATE_LIMIT_USER_HEADER`).
@@ -1157,6 +1141,7 @@ async fn subscriber(
 #[cfg(test)]
 mod hostile_store_tests {
     use super::*;
+    use crate::config::Config;
     use proptest::prelude::*;
 
     /// Milliseconds around now, far past and far future, and the extremes.

@@ -15,7 +15,6 @@ use tower_service::Service;
 use super::headers;
 use super::identity::{ClientAddr, Identity, IdentityConfig};
 use super::limiter::{Check, RateLimiter};
-use crate::config::Config;
 use crate::tenant::TenantId;
 
 type IdentifyFn = dyn Fn(&Parts) -> BoxFuture<'static, Option<Identity>> + Send + Sync;
@@ -98,31 +97,6 @@ impl RateLimitLayer {
             legacy_headers: false,
             global: TenantId::new(GLOBAL_TENANT).expect("valid tenant id"),
             per_client: None,
-        }
-    }
-
-    /// A layer with the identity and header settings of `config`.
-    pub fn from_config(config: &Config, limiter: RateLimiter) -> Self {
-        let rl = &config.rate_limit;
-        let identity = IdentityConfig {
-            user_header: rl
-                .user_header
-                .as_deref()
-                .and_then(|h| http::HeaderName::try_from(h).ok()),
-            trusted_proxies: rl.trusted_proxies.clone(),
-            forwarded_header: rl.forwarded_header,
-        };
-        let per_client = RateLimiter::per_client_from_config(
-            config,
-            limiter.backend().clone(),
-            limiter.metrics(),
-        );
-        let layer = Self::new(limiter)
-            .identity(identity)
-            .legacy_headers(rl.legacy_headers);
-        match per_client {
-            Some(p) => layer.per_client(p),
-            None => layer,
         }
     }
 

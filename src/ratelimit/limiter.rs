@@ -19,7 +19,6 @@ use super::outage::{LocalRule, OutageMemory};
 use super::policy::Policy;
 use super::rules::{Quota, Rule, Scope};
 use crate::backend::{Backend, BackendError};
-use crate::config::Config;
 use crate::keys::{KeyKind, Keys, RedisKey};
 use crate::metrics::{DecisionLabels, Metrics, RuleLabels};
 use crate::tenant::TenantId;
@@ -196,18 +195,6 @@ pub struct Check<'a> {
 }
 
 static GET: Method = Method::GET;
-
-fn options_of(config: &Config) -> LimiterOptions {
-    let rl = &config.rate_limit;
-    LimiterOptions {
-        outage: rl.outage,
-        instances: rl.instances,
-        burst: rl.burst,
-        deny_cache: rl.deny_cache,
-        memory_max_keys: usize::try_from(config.memory.max_counters.get()).unwrap_or(usize::MAX),
-        outage_keys: usize::try_from(rl.outage_keys).unwrap_or(usize::MAX),
-    }
-}
 
 /// The method as written in per-endpoint counter keys: the standard methods as they are,
 /// every other one (`FOO`, `X1`, ... — a client can invent any token) as `OTHER`. Rules and
@@ -488,54 +475,6 @@ impl RateLimiter {
                 plan_specs,
             }),
         }
-    }
-
-    /// The limiter described by configuration.
-    pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
-        Self::new(
-            backend,
-            Keys::new(config.key_prefix.clone()),
-            Policy::from_config(&config.rate_limit),
-            options_of(config),
-            metrics,
-        )
-    }
-
-    /// The limiter of `RATE_LIMIT_IP` (one rule, `per-ip`: requests per client address
-    /// across every tenant), if that is set. [`RateLimitLayer::from_config`](super::RateLimitLayer::from_config)
-    /// builds it; the layer checks it before the tenant's rules.
-    ///
-    /// ```
-    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    /// # let _g = rt.enter();
-    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, ratelimit::RateLimiter};
-    /// let config = Config::from_vars([("RATE_LIMIT_IP", "300/1m")]).unwrap();
-    /// let metrics = Metrics::new();
-    /// let backend = Backend::from_config(&config, &metrics).unwrap();
-    /// let per_ip = RateLimiter::per_client_from_config(&config, backend, &metrics).unwrap();
-    /// assert_eq!(per_ip.policy().rules()[0].name, "per-ip");
-    /// ```
-    pub fn per_client_from_config(
-        config: &Config,
-        backend: Backend,
-        metrics: &Metrics,
-    ) -> Option<Self> {
-        let quota = config.rate_limit.per_ip?;
-        let policy = Policy::builder()
-            .rule(super::Rule::new("per-ip", super::Scope::User, quota))
-            .build()
-            .ok()?;
-        Some(Self::new(
-            backend,
-            Keys::new(config.key_prefix.clone()),
-            policy,
-            LimiterOptions {
-                // A per-tenant cap means nothing for a rule across tenants.
-                burst: None,
-                ..options_of(config)
-            },
-            metrics,
-        ))
     }
 
     /// The metrics this limiter records to.
@@ -1261,6 +1200,7 @@ fn intern(name: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[tokio::test]
     async fn the_burst_map_forgets_tenants_that_went_away() {

@@ -21,6 +21,7 @@
 //!   unit frees; **burst**: an optional per-tenant governor cap in front of Redis.
 
 mod burst;
+mod config;
 mod headers;
 mod identity;
 mod layer;
@@ -30,6 +31,8 @@ mod outage;
 mod policy;
 pub mod rules;
 
+pub(crate) use config::default_rule;
+pub use config::RateLimitConfig;
 pub use identity::{
     ClientAddr, ForwardedHeader, Identity, IdentityConfig, UserId, MAX_HEADER_USER_LEN,
 };

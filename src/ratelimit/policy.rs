@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Method;
 
 use super::rules::{Algorithm, EndpointPattern, Quota, Rule, Scope, MAX_EXACT_LIMIT};
-use crate::config::RateLimitConfig;
+use super::RateLimitConfig;
 use crate::tenant::TenantId;
 
 /// All rate-limit rules of an app.

@@ -137,7 +137,7 @@ impl Quota {
             .map_err(|_| format!("`{}` is not a whole number", l.trim()))?;
         let limit = NonZeroU32::new(limit).ok_or("the limit must be at least 1")?;
         let window =
-            crate::config::parse_duration(w).map_err(|e| format!("window `{}`: {e}", w.trim()))?;
+            crate::parse::duration(w).map_err(|e| format!("window `{}`: {e}", w.trim()))?;
         if window < Duration::from_millis(1) {
             return Err("the window must be at least 1ms".into());
         }

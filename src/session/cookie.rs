@@ -6,7 +6,7 @@ use cookie::{Cookie, CookieJar, Key};
 use http::{HeaderMap, HeaderValue};
 
 use super::SessionId;
-use crate::config::{SameSite, SessionConfig};
+use super::{SameSite, SessionConfig};
 use crate::tenant::TenantId;
 
 /// Longest cookie value considered; longer ones are treated as absent-and-bad. A signed id
@@ -233,7 +233,7 @@ fn memchr_name(hay: &[u8], name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
 
     fn config(secret: &str) -> SessionConfig {
         SessionConfig {

@@ -11,7 +11,7 @@ use tower_service::Service;
 use super::cookie::{CookieCodec, CookieState};
 use super::handle::{CookieAction, Session};
 use super::store::SessionStore;
-use crate::config::SessionConfig;
+use super::SessionConfig;
 use crate::ratelimit::UserId;
 use crate::tenant::TenantId;
 

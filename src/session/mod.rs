@@ -51,6 +51,7 @@
 //!     .layer(TenantLayer::from_config(&config.tenant));
 //! ```
 
+mod config;
 mod cookie;
 mod handle;
 mod layer;
@@ -62,6 +63,7 @@ use base64::Engine as _;
 use http::StatusCode;
 
 pub use self::cookie::CookieCodec;
+pub use config::{SameSite, SessionConfig, SessionOutage};
 pub use handle::Session;
 pub use layer::{SessionLayer, SessionService};
 pub use store::{SessionInfo, SessionStore};

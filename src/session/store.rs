@@ -8,11 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::{SessionConfig, SessionOutage};
 use super::{SessionError, SessionId};
+use crate::backend::MemoryConfig;
 use crate::backend::{Backend, BackendError, KeyTtl, MemoryStore};
 #[cfg(feature = "redis")]
 use crate::backend::{LuaScript, RedisStore};
-use crate::config::{Config, MemoryConfig, SessionConfig, SessionOutage};
 use crate::keys::{Keys, RedisKey};
 use crate::metrics::{Metrics, SessionEventLabels};
 use crate::tenant::TenantId;
@@ -167,16 +168,6 @@ impl SessionStore {
                 metrics: metrics.clone(),
             }),
         }
-    }
-
-    /// A store configured from `config.session` and `config.key_prefix`.
-    pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
-        Self::new(
-            backend,
-            &config.session,
-            Keys::new(config.key_prefix.clone()),
-            metrics,
-        )
     }
 
     pub(crate) fn event(&self, event: &'static str) {

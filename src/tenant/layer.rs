@@ -13,8 +13,8 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::TenantConfig;
 use super::{TenantError, TenantId, TenantResolver};
-use crate::config::TenantConfig;
 use crate::problem::Problem;
 
 /// Puts the request's [`TenantId`] into its extensions, or answers

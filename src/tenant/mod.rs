@@ -9,9 +9,11 @@
 //! UUIDs, slugs and numeric ids fit; nothing that could change a Redis key's meaning
 //! (`:`, `{`, `}`, `*`, `?`, `[`, `]`, whitespace, control or non-ASCII bytes) does.
 
+mod config;
 mod layer;
 mod resolver;
 
+pub use config::{TenantConfig, TenantSource};
 pub use layer::{TenantLayer, TenantService, VALIDATION_CACHE_ENTRIES, VALIDATION_CACHE_TTL};
 pub use resolver::TenantResolver;
 

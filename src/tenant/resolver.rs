@@ -8,8 +8,8 @@ use futures_util::future::BoxFuture;
 use http::request::Parts;
 use http::{HeaderName, Uri};
 
+use super::{TenantConfig, TenantSource};
 use super::{TenantError, TenantId};
-use crate::config::{TenantConfig, TenantSource};
 
 type CustomFn =
     dyn Fn(&Parts) -> BoxFuture<'static, Result<Option<TenantId>, TenantError>> + Send + Sync;

@@ -1,0 +1,165 @@
+//! Components built from a [`Config`]: each layer's `from_config` constructor.
+//!
+//! They live here, not beside their types, so that dependencies run one way: the modules
+//! below `config` know only their own settings types (`RateLimitConfig`, `SessionConfig`,
+//! ...); this file is where the whole configuration meets them. Each constructor only picks
+//! the sections it needs and calls the component's own public constructor.
+
+use crate::backend::{Backend, BackendError, MemoryStore, RedisMode};
+#[cfg(feature = "redis")]
+use crate::backend::{Health, RedisStore};
+use crate::cache::Cache;
+use crate::keys::Keys;
+use crate::metrics::{BackendLabels, Metrics};
+use crate::ratelimit::{
+    IdentityConfig, LimiterOptions, Policy, RateLimitLayer, RateLimiter, Rule, Scope,
+};
+use crate::session::SessionStore;
+
+use super::Config;
+
+impl Backend {
+    /// The backend the configuration asks for. Redis is connected lazily: this succeeds
+    /// while Redis is down.
+    pub fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, BackendError> {
+        match &config.redis.mode {
+            RedisMode::Disabled => {
+                metrics
+                    .backend
+                    .get_or_create(&BackendLabels { backend: "memory" })
+                    .set(1);
+                Ok(Self::Memory(MemoryStore::new(config.memory)))
+            }
+            #[cfg(feature = "redis")]
+            RedisMode::Single(_) | RedisMode::Cluster(_) => {
+                let health = Health::new(config.breaker, metrics.clone());
+                Ok(Self::Redis(RedisStore::new(&config.redis, health)?))
+            }
+            #[cfg(not(feature = "redis"))]
+            RedisMode::Single(_) | RedisMode::Cluster(_) => Err(BackendError::Unsupported(
+                "Redis is configured but this build lacks the `redis` feature",
+            )),
+        }
+    }
+}
+
+/// The limiter options of `config` (outage, burst, deny cache, memory bounds).
+fn options_of(config: &Config) -> LimiterOptions {
+    let rl = &config.rate_limit;
+    LimiterOptions {
+        outage: rl.outage,
+        instances: rl.instances,
+        burst: rl.burst,
+        deny_cache: rl.deny_cache,
+        memory_max_keys: usize::try_from(config.memory.max_counters.get()).unwrap_or(usize::MAX),
+        outage_keys: usize::try_from(rl.outage_keys).unwrap_or(usize::MAX),
+    }
+}
+
+impl RateLimiter {
+    /// The limiter described by configuration.
+    pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
+        Self::new(
+            backend,
+            Keys::new(config.key_prefix.clone()),
+            Policy::from_config(&config.rate_limit),
+            options_of(config),
+            metrics,
+        )
+    }
+
+    /// The limiter of `RATE_LIMIT_IP` (one rule, `per-ip`: requests per client address
+    /// across every tenant), if that is set. [`RateLimitLayer::from_config`]
+    /// builds it; the layer checks it before the tenant's rules.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let _g = rt.enter();
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, ratelimit::RateLimiter};
+    /// let config = Config::from_vars([("RATE_LIMIT_IP", "300/1m")]).unwrap();
+    /// let metrics = Metrics::new();
+    /// let backend = Backend::from_config(&config, &metrics).unwrap();
+    /// let per_ip = RateLimiter::per_client_from_config(&config, backend, &metrics).unwrap();
+    /// assert_eq!(per_ip.policy().rules()[0].name, "per-ip");
+    /// ```
+    pub fn per_client_from_config(
+        config: &Config,
+        backend: Backend,
+        metrics: &Metrics,
+    ) -> Option<Self> {
+        let quota = config.rate_limit.per_ip?;
+        let policy = Policy::builder()
+            .rule(Rule::new("per-ip", Scope::User, quota))
+            .build()
+            .ok()?;
+        Some(Self::new(
+            backend,
+            Keys::new(config.key_prefix.clone()),
+            policy,
+            LimiterOptions {
+                // A per-tenant cap means nothing for a rule across tenants.
+                burst: None,
+                ..options_of(config)
+            },
+            metrics,
+        ))
+    }
+}
+
+impl RateLimitLayer {
+    /// A layer with the identity and header settings of `config`.
+    pub fn from_config(config: &Config, limiter: RateLimiter) -> Self {
+        let rl = &config.rate_limit;
+        let identity = IdentityConfig {
+            user_header: rl
+                .user_header
+                .as_deref()
+                .and_then(|h| http::HeaderName::try_from(h).ok()),
+            trusted_proxies: rl.trusted_proxies.clone(),
+            forwarded_header: rl.forwarded_header,
+        };
+        let per_client = RateLimiter::per_client_from_config(
+            config,
+            limiter.backend().clone(),
+            limiter.metrics(),
+        );
+        let layer = Self::new(limiter)
+            .identity(identity)
+            .legacy_headers(rl.legacy_headers);
+        match per_client {
+            Some(p) => layer.per_client(p),
+            None => layer,
+        }
+    }
+}
+
+impl Cache {
+    /// A cache configured from `config.cache` and `config.key_prefix`. The user header of
+    /// a trusted gateway (`RATE_LIMIT_USER_HEADER`) counts as a caller's credential for the
+    /// HTTP layer's [`CacheScope`](crate::cache::CacheScope).
+    pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
+        Self::build(
+            backend,
+            config.cache.clone(),
+            Keys::new(config.key_prefix.clone()),
+            metrics,
+            config
+                .rate_limit
+                .user_header
+                .as_deref()
+                .and_then(|h| http::HeaderName::try_from(h).ok()),
+        )
+    }
+}
+
+impl SessionStore {
+    /// A store configured from `config.session` and `config.key_prefix`.
+    pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
+        Self::new(
+            backend,
+            &config.session,
+            Keys::new(config.key_prefix.clone()),
+            metrics,
+        )
+    }
+}

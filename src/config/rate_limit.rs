@@ -1,0 +1,336 @@
+//! Reads the variables of rate limiting (`RATE_LIMIT_*`).
+
+use super::*;
+
+const QUOTA_VARS_FORM: &str = Quota::FORM;
+
+pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
+    let d = RateLimitConfig::default();
+    let max = r
+        .parse(
+            "RATE_LIMIT_MAX",
+            |v| {
+                parse::integer::<u32>(v)
+                    .and_then(|n| NonZeroU32::new(n).ok_or_else(|| "must be at least 1".into()))
+            },
+            "a whole number of requests per window, at least 1",
+        )
+        .unwrap_or(d.max);
+    let mut window = r.duration("RATE_LIMIT_WINDOW", d.window, true);
+    if window > Quota::MAX_WINDOW {
+        let raw = r.get("RATE_LIMIT_WINDOW").map(str::to_string);
+        r.problem(
+            "RATE_LIMIT_WINDOW",
+            raw.as_deref(),
+            "longer than 10 years".into(),
+            DURATION_FORM,
+        );
+        window = d.window;
+    }
+    let enabled = r
+        .parse("RATE_LIMIT_ENABLED", parse::boolean, BOOL_FORM)
+        .unwrap_or(true);
+    let tenant = r.parse("RATE_LIMIT_TENANT", Quota::parse, QUOTA_VARS_FORM);
+    let user = r.parse("RATE_LIMIT_USER", Quota::parse, QUOTA_VARS_FORM);
+    let endpoints = r
+        .parse(
+            "RATE_LIMIT_ENDPOINTS",
+            rl::parse_endpoint_rules,
+            "`[name:] [METHOD] /route = LIMIT/WINDOW` entries separated by `;`, e.g. `ai: POST /api/ai/{*rest} = 10/1m`",
+        )
+        .unwrap_or_default();
+    let costs = r
+        .parse(
+            "RATE_LIMIT_COSTS",
+            rl::parse_costs,
+            "`[METHOD] /route = COST` entries separated by `;`, e.g. `POST /api/ai/complete = 5`",
+        )
+        .unwrap_or_default();
+    let algorithm = r
+        .parse(
+            "RATE_LIMIT_ALGORITHM",
+            str::parse::<Algorithm>,
+            "`compact`, `exact` or `gcra`",
+        )
+        .unwrap_or_default();
+    let plans = r
+        .parse(
+            "RATE_LIMIT_PLANS",
+            |v| {
+                let mut out = Vec::new();
+                for part in v.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (name, rest) = part
+                        .split_once(':')
+                        .ok_or_else(|| format!("`{part}` has no `PLAN:`"))?;
+                    out.push((name.trim().to_string(), rl::parse_overrides(rest)?));
+                }
+                Ok(out)
+            },
+            "`PLAN: RULE=LIMIT/WINDOW, ...` entries separated by `;`, e.g. `pro: per-tenant=5000/1m, per-user=500/15m`",
+        )
+        .unwrap_or_default();
+    let tenant_plans = r
+        .parse(
+            "RATE_LIMIT_TENANT_PLANS",
+            |v| {
+                let mut out = Vec::new();
+                for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (t, p) = part
+                        .split_once('=')
+                        .ok_or_else(|| format!("`{part}` is not TENANT=PLAN"))?;
+                    let t = TenantId::new(t.trim()).map_err(|e| format!("`{part}`: {e}"))?;
+                    out.push((t, p.trim().to_string()));
+                }
+                Ok(out)
+            },
+            "`TENANT=PLAN` entries separated by `,`, e.g. `acme=pro,globex=free`",
+        )
+        .unwrap_or_default();
+    let shadow: Vec<String> = r
+        .get("RATE_LIMIT_SHADOW")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let mut rules = Vec::new();
+    if enabled {
+        if let Some(q) = tenant {
+            rules.push(Rule::new("per-tenant", Scope::Tenant, q));
+        }
+        if let Some(q) = user {
+            rules.push(Rule::new("per-user", Scope::User, q));
+        }
+        rules.extend(endpoints);
+        rules.push(default_rule(max, window));
+    }
+    // Cross-checks, each blamed on the variable that names the missing thing.
+    for s in &shadow {
+        if !rules.iter().any(|rule| &rule.name == s) {
+            let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+            r.problem(
+                "RATE_LIMIT_SHADOW",
+                Some(s),
+                format!("no rule is named `{s}`"),
+                &format!("a comma list of rule names: {}", names.join(", ")),
+            );
+        }
+    }
+    for (plan, overrides) in &plans {
+        for (rule, _) in overrides {
+            if !rules.iter().any(|x| &x.name == rule) {
+                r.problem(
+                    "RATE_LIMIT_PLANS",
+                    None,
+                    format!("plan `{plan}` overrides `{rule}`, which is not a rule"),
+                    "overrides of existing rules (per-tenant, per-user, per-endpoint or a RATE_LIMIT_ENDPOINTS name)",
+                );
+            }
+        }
+    }
+    for (t, p) in &tenant_plans {
+        if !plans.iter().any(|(name, _)| name == p) {
+            r.problem(
+                "RATE_LIMIT_TENANT_PLANS",
+                None,
+                format!("tenant `{t}` is on plan `{p}`, which RATE_LIMIT_PLANS does not define"),
+                "plans defined in RATE_LIMIT_PLANS",
+            );
+        }
+    }
+    let mut b = Policy::builder().algorithm(algorithm);
+    for rule in rules {
+        b = b.rule(rule);
+    }
+    for (p, c) in costs {
+        b = b.cost(p, c.get());
+    }
+    for (name, overrides) in &plans {
+        b = b.plan(name, overrides.iter().map(|(r, q)| (r.as_str(), *q)));
+    }
+    for (t, p) in &tenant_plans {
+        b = b.tenant_plan(t.as_str(), p);
+    }
+    for s in &shadow {
+        b = b.shadow(s);
+    }
+    let has_problems = r.problems.iter().any(|p| p.var.starts_with("RATE_LIMIT_"));
+    let policy = match b.build() {
+        Ok(p) => p,
+        Err(e) => {
+            if !has_problems {
+                r.problem(
+                    "RATE_LIMIT_ALGORITHM",
+                    None,
+                    e,
+                    "`compact` for limits above 100000",
+                );
+            }
+            Policy::default()
+        }
+    };
+
+    let outage = r
+        .parse(
+            "RATE_LIMIT_OUTAGE",
+            str::parse::<OutageMode>,
+            "`open`, `closed` or `local`",
+        )
+        .unwrap_or(d.outage);
+    let instances = r
+        .parse(
+            "RATE_LIMIT_INSTANCES",
+            |v| {
+                parse::integer::<u32>(v)
+                    .and_then(|n| NonZeroU32::new(n).ok_or_else(|| "must be at least 1".into()))
+            },
+            "the number of app instances, at least 1",
+        )
+        .unwrap_or(d.instances);
+    let trusted_proxies = r
+        .parse(
+            "RATE_LIMIT_TRUSTED_PROXIES",
+            |v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse::<ipnet::IpNet>()
+                            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                            .map_err(|_| format!("`{p}` is not an IP address or CIDR block"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            },
+            "a comma list of IPs or CIDR blocks, e.g. `10.0.0.0/8, 127.0.0.1`",
+        )
+        .unwrap_or_default();
+    let forwarded_header = r
+        .parse(
+            "RATE_LIMIT_FORWARDED_HEADER",
+            str::parse::<crate::ratelimit::ForwardedHeader>,
+            crate::ratelimit::ForwardedHeader::FORM,
+        )
+        .unwrap_or_default();
+    let user_header = r.parse(
+        "RATE_LIMIT_USER_HEADER",
+        |v| {
+            http::HeaderName::try_from(v.trim())
+                .map(|_| v.trim().to_string())
+                .map_err(|_| "not a valid header name".to_string())
+        },
+        "a header name, e.g. `X-User-ID`",
+    );
+    let legacy_headers = r
+        .parse("RATE_LIMIT_LEGACY_HEADERS", parse::boolean, BOOL_FORM)
+        .unwrap_or(false);
+    let burst = r.parse("RATE_LIMIT_BURST", Quota::parse, QUOTA_VARS_FORM);
+    let per_ip = r.parse("RATE_LIMIT_IP", Quota::parse, QUOTA_VARS_FORM);
+    let deny_cache = r
+        .parse(
+            "RATE_LIMIT_DENY_CACHE",
+            parse::integer::<u64>,
+            "a whole number of entries (0 turns the cache off)",
+        )
+        .unwrap_or(d.deny_cache);
+    let outage_keys = r
+        .parse(
+            "RATE_LIMIT_OUTAGE_KEYS",
+            |v| {
+                parse::integer::<u64>(v).and_then(|n| {
+                    if n >= 2 {
+                        Ok(n)
+                    } else {
+                        Err("must be at least 2".into())
+                    }
+                })
+            },
+            "a whole number of counters, at least 2",
+        )
+        .unwrap_or(d.outage_keys);
+    RateLimitConfig {
+        max,
+        window,
+        policy,
+        outage,
+        instances,
+        trusted_proxies,
+        forwarded_header,
+        user_header,
+        legacy_headers,
+        burst,
+        per_ip,
+        deny_cache,
+        outage_keys,
+    }
+}
+
+/// The effective values of these variables, as `tenant-guard config` prints them.
+pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
+    push("RATE_LIMIT_MAX", c.rate_limit.max.to_string());
+    push("RATE_LIMIT_WINDOW", fmt_duration(c.rate_limit.window));
+    let rl = &c.rate_limit;
+    let rules: Vec<String> = rl
+        .policy
+        .rules()
+        .iter()
+        .map(|r| {
+            let scope = match r.scope {
+                Scope::Tenant => "tenant",
+                Scope::User => "user",
+            };
+            let ep = r
+                .endpoint
+                .as_ref()
+                .map_or_else(String::new, |e| format!(" {e}"));
+            let per = if r.per_endpoint { " per endpoint" } else { "" };
+            let shadow = if r.shadow { " (shadow)" } else { "" };
+            format!("{} = {} per {scope}{ep}{per}{shadow}", r.name, r.quota)
+        })
+        .collect();
+    push(
+        "(rate-limit rules)",
+        if rules.is_empty() {
+            "(none: RATE_LIMIT_ENABLED=false)".into()
+        } else {
+            rules.join("; ")
+        },
+    );
+    push(
+        "RATE_LIMIT_ALGORITHM",
+        format!("{:?}", rl.policy.algorithm()).to_lowercase(),
+    );
+    push("RATE_LIMIT_OUTAGE", rl.outage.to_string());
+    push("RATE_LIMIT_INSTANCES", rl.instances.to_string());
+    let proxies: Vec<String> = rl.trusted_proxies.iter().map(ToString::to_string).collect();
+    push(
+        "RATE_LIMIT_TRUSTED_PROXIES",
+        if proxies.is_empty() {
+            "(none: forwarding headers ignored)".into()
+        } else {
+            proxies.join(",")
+        },
+    );
+    push(
+        "RATE_LIMIT_FORWARDED_HEADER",
+        rl.forwarded_header.to_string(),
+    );
+    push(
+        "RATE_LIMIT_USER_HEADER",
+        rl.user_header.clone().unwrap_or_else(|| "(none)".into()),
+    );
+    push("RATE_LIMIT_LEGACY_HEADERS", rl.legacy_headers.to_string());
+    push(
+        "RATE_LIMIT_BURST",
+        rl.burst.map_or_else(|| "(none)".into(), |q| q.to_string()),
+    );
+    push(
+        "RATE_LIMIT_IP",
+        rl.per_ip.map_or_else(|| "(none)".into(), |q| q.to_string()),
+    );
+    push("RATE_LIMIT_DENY_CACHE", rl.deny_cache.to_string());
+    push("RATE_LIMIT_OUTAGE_KEYS", rl.outage_keys.to_string());
+}
