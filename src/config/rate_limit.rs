@@ -1,6 +1,7 @@
 //! Reads the variables of rate limiting (`RATE_LIMIT_*`).
 
 use super::*;
+use crate::ratelimit::PolicyProblem;
 
 const QUOTA_VARS_FORM: &str = Quota::FORM;
 
@@ -108,40 +109,7 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
         rules.extend(endpoints);
         rules.push(default_rule(max, window));
     }
-    // Cross-checks, each blamed on the variable that names the missing thing.
-    for s in &shadow {
-        if !rules.iter().any(|rule| &rule.name == s) {
-            let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
-            r.problem(
-                "RATE_LIMIT_SHADOW",
-                Some(s),
-                format!("no rule is named `{s}`"),
-                &format!("a comma list of rule names: {}", names.join(", ")),
-            );
-        }
-    }
-    for (plan, overrides) in &plans {
-        for (rule, _) in overrides {
-            if !rules.iter().any(|x| &x.name == rule) {
-                r.problem(
-                    "RATE_LIMIT_PLANS",
-                    None,
-                    format!("plan `{plan}` overrides `{rule}`, which is not a rule"),
-                    "overrides of existing rules (per-tenant, per-user, per-endpoint or a RATE_LIMIT_ENDPOINTS name)",
-                );
-            }
-        }
-    }
-    for (t, p) in &tenant_plans {
-        if !plans.iter().any(|(name, _)| name == p) {
-            r.problem(
-                "RATE_LIMIT_TENANT_PLANS",
-                None,
-                format!("tenant `{t}` is on plan `{p}`, which RATE_LIMIT_PLANS does not define"),
-                "plans defined in RATE_LIMIT_PLANS",
-            );
-        }
-    }
+    let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
     let mut b = Policy::builder().algorithm(algorithm);
     for rule in rules {
         b = b.rule(rule);
@@ -158,17 +126,43 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
     for s in &shadow {
         b = b.shadow(s);
     }
-    let has_problems = r.problems.iter().any(|p| p.var.starts_with("RATE_LIMIT_"));
+    // The builder checks the rule set; each problem is blamed on the variable that names
+    // the missing or offending thing.
     let policy = match b.build() {
         Ok(p) => p,
         Err(e) => {
-            if !has_problems {
-                r.problem(
-                    "RATE_LIMIT_ALGORITHM",
-                    None,
-                    e,
-                    "`compact` for limits above 100000",
-                );
+            for problem in e.problems() {
+                let (var, value, expected) = match problem {
+                    PolicyProblem::UnknownShadow { rule } => (
+                        "RATE_LIMIT_SHADOW",
+                        Some(rule.as_str()),
+                        format!("a comma list of rule names: {}", names.join(", ")),
+                    ),
+                    PolicyProblem::UnknownPlanRule { .. } => (
+                        "RATE_LIMIT_PLANS",
+                        None,
+                        "overrides of existing rules (per-tenant, per-user, per-endpoint or a \
+                         RATE_LIMIT_ENDPOINTS name)"
+                            .into(),
+                    ),
+                    PolicyProblem::UnknownTenantPlan { .. } => (
+                        "RATE_LIMIT_TENANT_PLANS",
+                        None,
+                        "plans defined in RATE_LIMIT_PLANS".into(),
+                    ),
+                    PolicyProblem::DuplicateRule { .. } | PolicyProblem::BadRuleName { .. } => (
+                        "RATE_LIMIT_ENDPOINTS",
+                        None,
+                        "rule names other than per-tenant, per-user and per-endpoint, each used once"
+                            .into(),
+                    ),
+                    _ => (
+                        "RATE_LIMIT_ALGORITHM",
+                        None,
+                        "`compact` for limits above 100000".into(),
+                    ),
+                };
+                r.problem(var, value, problem.to_string(), &expected);
             }
             Policy::default()
         }

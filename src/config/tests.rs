@@ -472,3 +472,32 @@ fn every_variable_rejects_a_malformed_value() {
         assert!(err.problems().iter().any(|p| p.var == var), "{err}");
     }
 }
+
+/// The rule set's cross-checks (done once, by `PolicyBuilder::build`) are each blamed on
+/// the variable that names the offending thing, all reported together.
+#[test]
+fn policy_problems_name_their_variable() {
+    let err = Config::from_vars([
+        ("RATE_LIMIT_TENANT", "10/1s"),
+        ("RATE_LIMIT_ENDPOINTS", "per-tenant: GET /a = 5/1s"),
+        ("RATE_LIMIT_SHADOW", "ghost"),
+        ("RATE_LIMIT_PLANS", "gold: phantom=5/1s"),
+        ("RATE_LIMIT_TENANT_PLANS", "acme=platinum"),
+    ])
+    .unwrap_err();
+    let vars: Vec<&str> = err.problems().iter().map(|p| p.var.as_str()).collect();
+    for want in [
+        "RATE_LIMIT_ENDPOINTS",
+        "RATE_LIMIT_SHADOW",
+        "RATE_LIMIT_PLANS",
+        "RATE_LIMIT_TENANT_PLANS",
+    ] {
+        assert!(vars.contains(&want), "{want} missing: {err}");
+    }
+    let err = Config::from_vars([
+        ("RATE_LIMIT_ALGORITHM", "exact"),
+        ("RATE_LIMIT_MAX", "200000"),
+    ])
+    .unwrap_err();
+    assert_eq!(err.problems()[0].var, "RATE_LIMIT_ALGORITHM", "{err}");
+}

@@ -38,5 +38,5 @@ pub use identity::{
 };
 pub use layer::{RateLimitLayer, RateLimitService, GLOBAL_TENANT, UNMATCHED_ROUTE};
 pub use limiter::{Check, Decision, LimiterOptions, OutageMode, RateLimiter, RuleDecision, Source};
-pub use policy::{Policy, PolicyBuilder};
+pub use policy::{Policy, PolicyBuilder, PolicyError, PolicyProblem};
 pub use rules::{Algorithm, EndpointPattern, Quota, Rule, Scope};

@@ -97,46 +97,69 @@ impl PolicyBuilder {
         self
     }
 
-    /// Validates and returns the policy. Errors name the offending rule, plan or tenant.
-    pub fn build(mut self) -> Result<Policy, String> {
+    /// Validates and returns the policy; the error lists every problem found, each naming
+    /// the offending rule, plan or tenant.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Policy, PolicyProblem, Quota, Rule, Scope};
+    ///
+    /// let q = Quota::parse("10/1m").unwrap();
+    /// let err = Policy::builder()
+    ///     .rule(Rule::new("per-user", Scope::User, q))
+    ///     .shadow("nope")
+    ///     .tenant_plan("acme", "gold")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.problems().len(), 2);
+    /// assert!(matches!(&err.problems()[0], PolicyProblem::UnknownShadow { rule } if rule == "nope"));
+    /// ```
+    pub fn build(mut self) -> Result<Policy, PolicyError> {
         let p = &mut self.policy;
+        let mut problems = Vec::new();
         let mut names = std::collections::HashSet::new();
         for r in &p.rules {
             if !names.insert(r.name.as_str()) {
-                return Err(format!("rule name `{}` is used twice", r.name));
+                problems.push(PolicyProblem::DuplicateRule {
+                    rule: r.name.clone(),
+                });
             }
             if r.name.is_empty()
                 || r.name.contains(['"', '\\'])
                 || r.name.chars().any(char::is_control)
             {
-                return Err(format!(
-                    "rule name `{}` is empty or has quotes, backslashes or control characters",
-                    r.name
-                ));
+                problems.push(PolicyProblem::BadRuleName {
+                    rule: r.name.clone(),
+                });
             }
         }
         for s in &self.shadow {
-            let rule = p
-                .rules
-                .iter_mut()
-                .find(|r| &r.name == s)
-                .ok_or_else(|| format!("shadow rule `{s}` does not exist"))?;
-            rule.shadow = true;
+            match p.rules.iter_mut().find(|r| &r.name == s) {
+                Some(rule) => rule.shadow = true,
+                None => problems.push(PolicyProblem::UnknownShadow { rule: s.clone() }),
+            }
         }
-        for (plan, overrides) in &p.plans {
-            for rule in overrides.keys() {
+        let mut plans: Vec<_> = p.plans.iter().collect();
+        plans.sort_by(|a, b| a.0.cmp(b.0));
+        for (plan, overrides) in plans {
+            let mut rules: Vec<&String> = overrides.keys().collect();
+            rules.sort();
+            for rule in rules {
                 if !p.rules.iter().any(|r| &r.name == rule) {
-                    return Err(format!(
-                        "plan `{plan}` overrides rule `{rule}`, which does not exist"
-                    ));
+                    problems.push(PolicyProblem::UnknownPlanRule {
+                        plan: plan.clone(),
+                        rule: rule.clone(),
+                    });
                 }
             }
         }
-        for (tenant, plan) in &p.tenant_plans {
+        let mut tenant_plans: Vec<_> = p.tenant_plans.iter().collect();
+        tenant_plans.sort();
+        for (tenant, plan) in tenant_plans {
             if !p.plans.contains_key(plan) {
-                return Err(format!(
-                    "tenant `{tenant}` is on plan `{plan}`, which does not exist"
-                ));
+                problems.push(PolicyProblem::UnknownTenantPlan {
+                    tenant: tenant.clone(),
+                    plan: plan.clone(),
+                });
             }
         }
         let algo = p.algorithm;
@@ -148,21 +171,112 @@ impl PolicyBuilder {
                 .iter()
                 .any(|q| q.window < Duration::from_millis(1) || q.window > Quota::MAX_WINDOW)
             {
-                return Err(format!(
-                    "rule `{}` has a window under 1ms or over 10 years",
-                    r.name
-                ));
+                problems.push(PolicyProblem::BadWindow {
+                    rule: r.name.clone(),
+                });
             }
             if r.algorithm.unwrap_or(algo) == Algorithm::Exact
                 && quotas.iter().any(|q| q.limit.get() > MAX_EXACT_LIMIT)
             {
-                return Err(format!(
-                    "rule `{}` uses the exact algorithm with a limit above {MAX_EXACT_LIMIT}; use the compact one",
-                    r.name
-                ));
+                problems.push(PolicyProblem::ExactLimitTooHigh {
+                    rule: r.name.clone(),
+                });
             }
         }
-        Ok(self.policy)
+        if problems.is_empty() {
+            Ok(self.policy)
+        } else {
+            Err(PolicyError { problems })
+        }
+    }
+}
+
+/// One thing wrong with a rule set, found by [`PolicyBuilder::build`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyProblem {
+    /// Two rules share a name.
+    #[error("rule name `{rule}` is used twice")]
+    DuplicateRule {
+        /// The name.
+        rule: String,
+    },
+    /// A rule name is empty or has quotes, backslashes or control characters.
+    #[error("rule name `{rule}` is empty or has quotes, backslashes or control characters")]
+    BadRuleName {
+        /// The name.
+        rule: String,
+    },
+    /// A shadow rule that no rule is named.
+    #[error("no rule is named `{rule}`")]
+    UnknownShadow {
+        /// The name given.
+        rule: String,
+    },
+    /// A plan overrides a rule that does not exist.
+    #[error("plan `{plan}` overrides `{rule}`, which is not a rule")]
+    UnknownPlanRule {
+        /// The plan.
+        plan: String,
+        /// The rule it names.
+        rule: String,
+    },
+    /// A tenant is put on a plan that does not exist.
+    #[error("tenant `{tenant}` is on plan `{plan}`, which is not defined")]
+    UnknownTenantPlan {
+        /// The tenant.
+        tenant: String,
+        /// The plan it names.
+        plan: String,
+    },
+    /// A window under 1 ms or over 10 years (only a quota built in code can have one).
+    #[error("rule `{rule}` has a window under 1ms or over 10 years")]
+    BadWindow {
+        /// The rule.
+        rule: String,
+    },
+    /// The exact algorithm keeps one entry per request: limits above
+    /// `100000` need the compact one.
+    #[error("rule `{rule}` uses the exact algorithm with a limit above {MAX_EXACT_LIMIT}; use the compact one")]
+    ExactLimitTooHigh {
+        /// The rule.
+        rule: String,
+    },
+}
+
+/// Every problem of a rule set, from [`PolicyBuilder::build`].
+///
+/// ```
+/// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
+/// let q = Quota::parse("1/1s").unwrap();
+/// let err = Policy::builder()
+///     .rule(Rule::new("a", Scope::User, q))
+///     .rule(Rule::new("a", Scope::Tenant, q))
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err.to_string(), "rule name `a` is used twice");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyError {
+    problems: Vec<PolicyProblem>,
+}
+
+impl PolicyError {
+    /// The problems, in the order they were checked.
+    pub fn problems(&self) -> &[PolicyProblem] {
+        &self.problems
+    }
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
     }
 }
 
