@@ -12,9 +12,10 @@ use http::Method;
 use prometheus_client::metrics::counter::Counter;
 use smallvec::SmallVec;
 
+use super::algo::{Outcome, Spec};
 use super::burst::Burst;
 use super::identity::Identity;
-use super::memory::{MemRule, MemoryLimiter, Outcome, Rules, Spec};
+use super::memory::{MemRule, MemoryLimiter, Rules};
 use super::outage::{LocalRule, OutageMemory};
 use super::policy::Policy;
 use super::rules::{Quota, Rule, Scope};

@@ -1,6 +1,6 @@
-//! The two algorithms in process, for the memory backend. They mirror `lua/ratelimit.lua`
-//! line for line (same buckets, same rounding), so both backends decide alike; the
-//! conformance suite checks that.
+//! The counters of the memory backend: one table of every rule's and identity's state,
+//! all rules of a check decided and charged under one lock (all or nothing). The
+//! algorithms themselves are in [`super::algo`].
 //!
 //! Bounds: at most `max_keys` counters of identities. A counter whose window has passed
 //! holds nothing and may be dropped; a live one never is (dropping it would hand its
@@ -10,55 +10,16 @@
 //! O(log n) each through an expiry heap: no scan of the table under its lock.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use smallvec::SmallVec;
 
 /// Per-rule values of one check, inline for up to 4 rules (no heap allocation).
 pub(crate) type Rules<T> = SmallVec<[T; 4]>;
-use std::sync::{Arc, Mutex};
 
-use super::rules::Algorithm;
+use super::algo::{self, Outcome, Spec, State, Work};
 use crate::clock::Clock;
-
-/// One rule as the algorithms see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Spec {
-    pub(crate) algo: Algorithm,
-    pub(crate) limit: u32,
-    pub(crate) window_ms: u64,
-    /// Compact buckets are in microseconds, so short windows still get all their buckets.
-    pub(crate) bucket_us: u64,
-    pub(crate) n: u64,
-    pub(crate) shadow: bool,
-}
-
-/// Most buckets a compact window can have (ceil(W / ceil(W / N)) <= N), plus the
-/// current one.
-const MAX_SLOTS: usize = super::rules::COMPACT_BUCKETS as usize + 1;
-
-impl Spec {
-    pub(crate) fn new(algo: Algorithm, limit: u32, window_ms: u64, shadow: bool) -> Self {
-        let window_ms = window_ms.max(1);
-        let window_us = window_ms.saturating_mul(1000);
-        let (bucket_us, n) = match algo {
-            // GCRA: `bucket_us` is the emission interval (rounded up: never faster).
-            Algorithm::Gcra => (window_us.div_ceil(u64::from(limit.max(1))).max(1), 0),
-            _ => {
-                let bucket_us = window_us.div_ceil(super::rules::COMPACT_BUCKETS).max(1);
-                (bucket_us, window_us.div_ceil(bucket_us))
-            }
-        };
-        Self {
-            algo,
-            limit,
-            window_ms,
-            bucket_us,
-            n,
-            shadow,
-        }
-    }
-}
 
 /// One rule of a check: its counter's key, owner and parameters.
 #[derive(Debug, Clone, Copy)]
@@ -70,34 +31,6 @@ pub(crate) struct MemRule<'s> {
     pub(crate) spec: &'s Spec,
     /// The rule's position in its policy (for the caller; unused here).
     pub(crate) idx: usize,
-}
-
-/// What one rule decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Outcome {
-    pub(crate) allowed: bool,
-    pub(crate) remaining: u32,
-    pub(crate) reset_ms: u64,
-    /// `None`: never (cost above the limit).
-    pub(crate) retry_ms: Option<u64>,
-    pub(crate) free1_ms: u64,
-    /// The identity had no counter and the table was full of live ones: the rule's shared
-    /// overflow counter decided.
-    pub(crate) overflow: bool,
-}
-
-#[derive(Debug)]
-enum State {
-    Log(VecDeque<u64>),
-    /// GCRA: the theoretical arrival time (microseconds) of the next unit.
-    Tat(u64),
-    /// `total` is the sum of `counts[..=n]`, kept current so a check need not add up
-    /// 31 buckets.
-    Win {
-        base: u64,
-        total: u64,
-        counts: [u32; MAX_SLOTS],
-    },
 }
 
 #[derive(Debug)]
@@ -155,7 +88,7 @@ impl Slab {
         *self.index.entry(key).or_insert_with(|| {
             slots.push(Slot {
                 key,
-                state: State::Log(VecDeque::new()),
+                state: State::empty(),
                 expires_at: 0,
                 owner,
                 overflow,
@@ -228,42 +161,6 @@ fn overflow_key(idx: usize, spec: &Spec) -> u64 {
     z
 }
 
-/// Per-rule working state between the decision and the commit (the outcome itself is
-/// written in place in the caller's buffer).
-struct Work {
-    count: u64,
-    cur: u64,
-    slot: Option<usize>,
-}
-
-/// Milliseconds (rounded up) until dropping the oldest buckets leaves `total - dropped <=
-/// target`; `None` if never. `now_us` and `bucket_us` in microseconds.
-fn win_wait(
-    counts: &[u32],
-    n: u64,
-    total: u64,
-    target: i64,
-    cur: u64,
-    bucket_us: u64,
-    now_us: u64,
-) -> Option<u64> {
-    if (total as i64) <= target {
-        return Some(0);
-    }
-    let mut dropped = 0u64;
-    for k in 1..=n + 1 {
-        dropped += u64::from(counts[(k - 1) as usize]);
-        if (total as i64 - dropped as i64) <= target {
-            return Some(
-                ((cur + k) * bucket_us)
-                    .saturating_sub(now_us)
-                    .div_ceil(1000),
-            );
-        }
-    }
-    None
-}
-
 impl MemoryLimiter {
     pub(crate) fn new(clock: Arc<dyn Clock>, max_keys: usize) -> Self {
         // `max_keys` counts identities' counters; overflow ones (a few per rule) come on top.
@@ -283,8 +180,6 @@ impl MemoryLimiter {
     /// denies. Returns whether all enforced rules allow; per-rule outcomes go to `outs`
     /// (an out-parameter: returning it would copy it).
     ///
-    /// Stored state is normalised in place (old log entries dropped, buckets shifted to
-    /// the current one): that changes no count, and avoids copying bucket arrays.
     pub(crate) fn decide(
         &self,
         rules: &[MemRule<'_>],
@@ -300,7 +195,6 @@ impl MemoryLimiter {
         // one another check already stored.
         let now = self.clock.now_ms().max(slots.last_now);
         slots.last_now = now;
-        let now_us = now * 1000;
         let cost64 = u64::from(cost);
         // Each rule's slot, found before anything moves: dropping an expired counter to
         // make room moves another one into its place.
@@ -349,270 +243,40 @@ impl MemoryLimiter {
                 }
             });
         }
-        let mut work: Rules<Work> = SmallVec::new();
+        let mut work: Rules<(Work, Option<usize>)> = SmallVec::new();
         let mut all = true;
         outs.clear();
         for (MemRule { spec, .. }, &(idx, overflow)) in rules.iter().zip(&at) {
-            let slot = idx
+            let state = idx
                 .map(|i| &mut slots.slots[i])
-                .filter(|s| s.expires_at > now);
-            let limit = u64::from(spec.limit);
-            let (w, out) = match spec.algo {
-                Algorithm::Exact => {
-                    let from = now.saturating_sub(spec.window_ms);
-                    let times: &[u64] = match slot {
-                        Some(Slot {
-                            state: State::Log(q),
-                            ..
-                        }) => {
-                            while q
-                                .front()
-                                .is_some_and(|&t| t <= from && now >= spec.window_ms)
-                            {
-                                q.pop_front();
-                            }
-                            q.make_contiguous()
-                        }
-                        _ => &[],
-                    };
-                    let count = times.len() as u64;
-                    let allowed = count + cost64 <= limit;
-                    let leave = |rank: u64| times[rank as usize] + spec.window_ms - now;
-                    let retry_ms = if cost64 > limit {
-                        None
-                    } else if allowed {
-                        Some(0)
-                    } else {
-                        Some(leave(count + cost64 - limit - 1))
-                    };
-                    let free1_ms = if count < limit {
-                        0
-                    } else {
-                        leave(count - limit)
-                    };
-                    let reset_ms = times.last().map_or(0, |&t| t + spec.window_ms - now);
-                    (
-                        Work {
-                            count,
-                            cur: 0,
-                            slot: idx,
-                        },
-                        Outcome {
-                            allowed,
-                            remaining: 0,
-                            reset_ms,
-                            retry_ms,
-                            free1_ms,
-                            overflow,
-                        },
-                    )
-                }
-                Algorithm::Gcra => {
-                    // `cur` holds max(TAT, now): when the burst is back to full.
-                    let t = spec.bucket_us;
-                    let tat = match slot {
-                        Some(Slot {
-                            state: State::Tat(tat),
-                            ..
-                        }) => (*tat).max(now_us),
-                        _ => now_us,
-                    };
-                    let cap = limit * t;
-                    let ahead = tat - now_us;
-                    let allowed = ahead + cost64 * t <= cap;
-                    let retry_ms = if cost64 > limit {
-                        None
-                    } else {
-                        Some((ahead + cost64 * t).saturating_sub(cap).div_ceil(1000))
-                    };
-                    (
-                        Work {
-                            count: ahead.div_ceil(t),
-                            cur: tat,
-                            slot: idx,
-                        },
-                        Outcome {
-                            allowed,
-                            remaining: 0,
-                            reset_ms: ahead.div_ceil(1000),
-                            retry_ms,
-                            free1_ms: (ahead + t).saturating_sub(cap).div_ceil(1000),
-                            overflow,
-                        },
-                    )
-                }
-                Algorithm::Compact => {
-                    // Still in the stored current bucket (the common case): no division.
-                    let cur = match slot.as_deref() {
-                        Some(Slot {
-                            state: State::Win { base, .. },
-                            ..
-                        }) if (base * spec.bucket_us..(base + 1) * spec.bucket_us)
-                            .contains(&now_us) =>
-                        {
-                            *base
-                        }
-                        _ => now_us / spec.bucket_us,
-                    };
-                    let n = spec.n as usize;
-                    let (counts, total): (&[u32], u64) = match slot {
-                        Some(Slot {
-                            state:
-                                State::Win {
-                                    base,
-                                    total,
-                                    counts,
-                                },
-                            ..
-                        }) => {
-                            let shift = cur.wrapping_sub(*base);
-                            if cur < *base || shift > spec.n {
-                                counts[..=n].fill(0);
-                                *total = 0;
-                            } else if shift > 0 {
-                                let shift = shift as usize;
-                                let dropped: u64 =
-                                    counts[..shift].iter().map(|&c| u64::from(c)).sum();
-                                *total -= dropped;
-                                counts.copy_within(shift..=n, 0);
-                                counts[n + 1 - shift..=n].fill(0);
-                            }
-                            *base = cur;
-                            (&counts[..=n], *total)
-                        }
-                        _ => (&[0; MAX_SLOTS][..=n], 0),
-                    };
-                    let allowed = total + cost64 <= limit;
-                    let wait = |target: i64| {
-                        win_wait(counts, spec.n, total, target, cur, spec.bucket_us, now_us)
-                    };
-                    let retry_ms = if cost64 > limit {
-                        None
-                    } else {
-                        wait(limit as i64 - cost64 as i64)
-                    };
-                    let free1_ms = wait(limit as i64 - 1).unwrap_or(0);
-                    // `reset_ms` scans the buckets: computed after the commit, where a
-                    // charge makes it plain arithmetic.
-                    let reset_ms = 0;
-                    (
-                        Work {
-                            count: total,
-                            cur,
-                            slot: idx,
-                        },
-                        Outcome {
-                            allowed,
-                            remaining: 0,
-                            reset_ms,
-                            retry_ms,
-                            free1_ms,
-                            overflow,
-                        },
-                    )
-                }
-            };
+                .filter(|s| s.expires_at > now)
+                .map(|s| &mut s.state);
+            let (w, out) = algo::decide(spec, state, now, cost64, overflow);
             if !out.allowed && !spec.shadow {
                 all = false;
             }
-            work.push(w);
+            work.push((w, idx));
             outs.push(out);
         }
 
         let commit = commit && all;
-        for ((MemRule { owner, spec, .. }, w), out) in
+        for ((MemRule { owner, spec, .. }, (w, idx)), out) in
             rules.iter().zip(&mut work).zip(outs.iter_mut())
         {
             let charged = commit && out.allowed;
-            if let (true, Some(i)) = (charged, w.slot) {
+            if let (true, Some(i)) = (charged, *idx) {
                 let slot = &mut slots.slots[i];
                 let fresh = slot.expires_at <= now;
-                match spec.algo {
-                    Algorithm::Exact => {
-                        if fresh || !matches!(slot.state, State::Log(_)) {
-                            slot.state = State::Log(VecDeque::new());
-                        }
-                        if let State::Log(q) = &mut slot.state {
-                            for _ in 0..cost {
-                                q.push_back(now);
-                            }
-                            // Hard cap, as in the script.
-                            while q.len() as u64 > u64::from(spec.limit) {
-                                q.pop_front();
-                            }
-                            if w.count + cost64 >= u64::from(spec.limit) {
-                                out.free1_ms = q.front().map_or(0, |&t| t + spec.window_ms - now);
-                            }
-                        }
-                        slot.expires_at = now + spec.window_ms;
-                        out.reset_ms = spec.window_ms;
-                    }
-                    Algorithm::Gcra => {
-                        let t = spec.bucket_us;
-                        let tat = w.cur + cost64 * t;
-                        slot.state = State::Tat(tat);
-                        let ahead = tat - now_us;
-                        slot.expires_at = now + ahead.div_ceil(1000).max(1);
-                        out.reset_ms = ahead.div_ceil(1000);
-                        out.free1_ms = (ahead + t)
-                            .saturating_sub(u64::from(spec.limit) * t)
-                            .div_ceil(1000);
-                    }
-                    Algorithm::Compact => {
-                        let n = spec.n as usize;
-                        if fresh || !matches!(slot.state, State::Win { .. }) {
-                            slot.state = State::Win {
-                                base: w.cur,
-                                total: 0,
-                                counts: [0; MAX_SLOTS],
-                            };
-                        }
-                        if let State::Win { counts, total, .. } = &mut slot.state {
-                            counts[n] += cost;
-                            *total += cost64;
-                            if w.count + cost64 >= u64::from(spec.limit) {
-                                out.free1_ms = win_wait(
-                                    &counts[..=n],
-                                    spec.n,
-                                    w.count + cost64,
-                                    i64::from(spec.limit) - 1,
-                                    w.cur,
-                                    spec.bucket_us,
-                                    now_us,
-                                )
-                                .unwrap_or(0);
-                            }
-                        }
-                        slot.expires_at = now + ((spec.n + 1) * spec.bucket_us).div_ceil(1000);
-                        out.reset_ms = ((w.cur + spec.n + 1) * spec.bucket_us)
-                            .saturating_sub(now_us)
-                            .div_ceil(1000);
-                    }
-                }
+                slot.expires_at = algo::charge(spec, &mut slot.state, fresh, w, cost, now, out);
                 if !slot.overflow {
                     slot.owner = *owner;
                 }
                 w.count += cost64;
             }
-            if !charged && spec.algo == Algorithm::Compact {
-                if let Some(Slot {
-                    state: State::Win { counts, .. },
-                    expires_at,
-                    ..
-                }) = w.slot.map(|i| &slots.slots[i])
-                {
-                    if *expires_at > now {
-                        let n = spec.n as usize;
-                        out.reset_ms = win_wait(
-                            &counts[..=n],
-                            spec.n,
-                            w.count,
-                            0,
-                            w.cur,
-                            spec.bucket_us,
-                            now_us,
-                        )
-                        .unwrap_or(0);
+            if !charged {
+                if let Some(slot) = idx.map(|i| &slots.slots[i]).filter(|s| s.expires_at > now) {
+                    if let Some(reset) = algo::reset_uncharged(spec, &slot.state, w, now) {
+                        out.reset_ms = reset;
                     }
                 }
             }
@@ -656,6 +320,7 @@ impl MemoryLimiter {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::ratelimit::rules::Algorithm;
     use proptest::prelude::*;
 
     /// `decide` returning the outcomes, for terse tests.

@@ -20,6 +20,7 @@
 //! * **Deny cache**: identities Redis reported full are answered locally until the first
 //!   unit frees; **burst**: an optional per-tenant governor cap in front of Redis.
 
+mod algo;
 mod burst;
 mod config;
 mod headers;

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use nohash_hasher::BuildNoHashHasher;
 
-use super::memory::{Rules, Spec};
+use super::algo::Spec;
+use super::memory::Rules;
 use crate::keys::RedisKey;
 
 /// Sub-windows of a local counter's window.
