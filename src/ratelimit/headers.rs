@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
-use super::limiter::{Decision, RuleDecision, Source};
+use super::decision::{Decision, RuleDecision, Source};
 use crate::problem::Problem;
 
 /// Whole seconds, rounded up (a client waiting the floor would come back too early).

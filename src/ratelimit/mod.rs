@@ -23,6 +23,7 @@
 mod algo;
 mod burst;
 mod config;
+mod decision;
 mod headers;
 mod identity;
 mod layer;
@@ -34,10 +35,12 @@ pub mod rules;
 
 pub(crate) use config::default_rule;
 pub use config::RateLimitConfig;
+pub use decision::{Decision, RuleDecision, Source};
 pub use identity::{
     ClientAddr, ForwardedHeader, Identity, IdentityConfig, UserId, MAX_HEADER_USER_LEN,
 };
 pub use layer::{RateLimitLayer, RateLimitService, GLOBAL_TENANT, UNMATCHED_ROUTE};
-pub use limiter::{Check, Decision, LimiterOptions, OutageMode, RateLimiter, RuleDecision, Source};
+pub use limiter::{Check, LimiterOptions, RateLimiter};
+pub use outage::OutageMode;
 pub use policy::{Policy, PolicyBuilder, PolicyError, PolicyProblem};
 pub use rules::{Algorithm, EndpointPattern, Quota, Rule, Scope};

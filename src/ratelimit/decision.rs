@@ -1,0 +1,149 @@
+//! What a check decided: [`Decision`], per rule [`RuleDecision`], and who decided
+//! ([`Source`]).
+
+use std::time::Duration;
+
+use super::algo::{Outcome, Spec};
+
+/// Who decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The Lua script on Redis.
+    Redis,
+    /// The in-memory backend.
+    Memory,
+    /// The local cache of identities known to be denied (no Redis call).
+    DenyCache,
+    /// The per-tenant in-process burst cap (no Redis call).
+    Burst,
+    /// Redis unusable, outage mode `local`: decided in process.
+    Local,
+    /// Redis unusable, outage mode `open`: allowed without counting.
+    OutageOpen,
+    /// Redis unusable, outage mode `closed`: refused.
+    OutageClosed,
+    /// No rule applies.
+    NoRules,
+}
+
+impl Source {
+    pub(crate) const COUNT: usize = 8;
+    pub(crate) const ALL: [Source; Self::COUNT] = [
+        Self::Redis,
+        Self::Memory,
+        Self::DenyCache,
+        Self::Burst,
+        Self::Local,
+        Self::OutageOpen,
+        Self::OutageClosed,
+        Self::NoRules,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Memory => "memory",
+            Self::DenyCache => "deny-cache",
+            Self::Burst => "burst",
+            Self::Local => "local",
+            Self::OutageOpen => "outage-open",
+            Self::OutageClosed => "outage-closed",
+            Self::NoRules => "no-rules",
+        }
+    }
+}
+
+/// One rule's part of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleDecision {
+    /// Rule name (interned: rule names come from configuration, a bounded set).
+    pub name: &'static str,
+    /// Units allowed per window (after plan overrides).
+    pub limit: u32,
+    /// Window length.
+    pub window: Duration,
+    /// Units left after this request.
+    pub remaining: u32,
+    /// Time until all counted usage has left the window.
+    pub reset: Duration,
+    /// When denied: time until this request's cost would fit (`None`: never, or allowed).
+    pub retry_after: Option<Duration>,
+    /// Whether this rule allowed the request.
+    pub allowed: bool,
+    /// Shadow rule: recorded, not enforced.
+    pub shadow: bool,
+}
+
+/// The outcome of a check; also put into request extensions by the layer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// Who decided.
+    pub source: Source,
+    /// Units this request cost.
+    pub cost: u32,
+    /// Per-rule outcomes (for the deny cache and burst sources: the denying rule only).
+    pub rules: Vec<RuleDecision>,
+}
+
+impl Decision {
+    /// The enforced rule with the least quota left (ties: the longest reset) — the one
+    /// reported in `RateLimit` headers.
+    pub fn most_restrictive(&self) -> Option<&RuleDecision> {
+        self.rules
+            .iter()
+            .filter(|r| !r.shadow)
+            .min_by(|a, b| a.remaining.cmp(&b.remaining).then(b.reset.cmp(&a.reset)))
+    }
+
+    /// The enforced rule that denied, waiting longest if several did.
+    pub fn denied_by(&self) -> Option<&RuleDecision> {
+        self.rules
+            .iter()
+            .filter(|r| !r.shadow && !r.allowed)
+            .max_by_key(|r| r.retry_after.unwrap_or(Duration::MAX))
+    }
+
+    /// How long until the request would be allowed (longest wait of the denying rules);
+    /// `None` if allowed or never.
+    pub fn retry_after(&self) -> Option<Duration> {
+        if self.allowed {
+            return None;
+        }
+        self.denied_by().and_then(|r| r.retry_after)
+    }
+}
+
+/// A rule's part of a decision from its store's outcome.
+pub(crate) fn rule_decision(name: &'static str, spec: &Spec, o: &Outcome) -> RuleDecision {
+    RuleDecision {
+        name,
+        limit: spec.limit,
+        window: Duration::from_millis(spec.window_ms),
+        remaining: o.remaining,
+        reset: Duration::from_millis(o.reset_ms),
+        retry_after: if o.allowed {
+            None
+        } else {
+            o.retry_ms.map(|ms| Duration::from_millis(ms.max(1)))
+        },
+        allowed: o.allowed,
+        shadow: spec.shadow,
+    }
+}
+
+/// The decision when no rule applies.
+pub(crate) fn no_rules(cost: u32) -> Decision {
+    Decision {
+        allowed: true,
+        source: Source::NoRules,
+        cost,
+        rules: Vec::new(),
+    }
+}

@@ -1,0 +1,623 @@
+//! [`RateLimiter`]: decides a request against every applicable rule in one step.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::Quota as GQuota;
+use http::Method;
+use prometheus_client::metrics::counter::Counter;
+use smallvec::SmallVec;
+
+use super::algo::{Outcome, Spec};
+use super::burst::Burst;
+use super::decision::{no_rules, rule_decision, Decision, RuleDecision, Source};
+use super::identity::Identity;
+use super::memory::{MemRule, MemoryLimiter, Rules};
+use super::outage::OutageMode;
+use super::outage::{LocalRule, OutageMemory};
+use super::policy::Policy;
+use super::rules::{Quota, Rule, Scope};
+use crate::backend::{Backend, BackendError};
+use crate::keys::{KeyKind, Keys, RedisKey};
+use crate::metrics::{DecisionLabels, Metrics, RuleLabels};
+use crate::tenant::TenantId;
+
+mod local;
+mod remote;
+mod script;
+
+/// One request to check.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// The tenant.
+    pub tenant: &'a TenantId,
+    /// Who, for user-scoped rules.
+    pub identity: &'a Identity,
+    /// Request method.
+    pub method: &'a Method,
+    /// Matched route template (`/users/{id}`), never the raw path.
+    pub route: &'a str,
+    /// Units the request costs (`None`: from the policy's costs, default 1).
+    pub cost: Option<u32>,
+    /// Plan tier of the tenant (`None`: the policy's tenant plans, else base quotas).
+    pub plan: Option<&'a str>,
+}
+
+static GET: Method = Method::GET;
+
+/// The method as written in per-endpoint counter keys: the standard methods as they are,
+/// every other one (`FOO`, `X1`, ... — a client can invent any token) as `OTHER`. Rules and
+/// costs still see the real method; only the counters are shared, so a route that answers
+/// any method (`any(..)`, a proxy) gives no fresh counter per invented method.
+fn counted_method(m: &Method) -> &str {
+    match *m {
+        Method::GET
+        | Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::HEAD
+        | Method::OPTIONS
+        | Method::CONNECT
+        | Method::PATCH
+        | Method::TRACE => m.as_str(),
+        _ => "OTHER",
+    }
+}
+
+/// The check as decided: a `HEAD` is the `GET` it runs (axum routes `HEAD` to the `GET`
+/// handler); anything else as it is.
+fn as_get<'a>(c: &Check<'a>) -> Check<'a> {
+    if c.method == Method::HEAD {
+        Check { method: &GET, ..*c }
+    } else {
+        *c
+    }
+}
+
+/// Options of a limiter beyond its rules.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LimiterOptions {
+    /// Behaviour while Redis is unusable.
+    pub outage: OutageMode,
+    /// App instances (divides limits in `local` mode).
+    pub instances: NonZeroU32,
+    /// Per-tenant in-process cap in front of Redis.
+    pub burst: Option<Quota>,
+    /// Deny-cache capacity (0: off).
+    pub deny_cache: u64,
+    /// Most rate-limit counters of identities the memory backend keeps
+    /// (`TG_MEMORY_MAX_COUNTERS`). Live counters are never evicted: when all are live, new
+    /// identities share one overflow counter per rule.
+    pub memory_max_keys: usize,
+    /// Most counters whose last Redis answer (and units admitted during an outage) this
+    /// instance remembers for the `local` outage mode.
+    pub outage_keys: usize,
+}
+
+impl Default for LimiterOptions {
+    fn default() -> Self {
+        Self {
+            outage: OutageMode::Local,
+            instances: NonZeroU32::MIN,
+            burst: None,
+            deny_cache: 10_000,
+            memory_max_keys: 1_000_000,
+            outage_keys: 100_000,
+        }
+    }
+}
+
+struct Inner {
+    backend: Backend,
+    keys: Keys,
+    policy: Policy,
+    options: LimiterOptions,
+    memory: Option<MemoryLimiter>,
+    /// Outage mode `local`: last answers and local counters (`None` in other modes).
+    outage_mem: Option<OutageMemory>,
+    /// Whether a charge-back task runs.
+    charging_back: std::sync::atomic::AtomicBool,
+    burst: Option<Burst>,
+    deny: Option<moka::sync::Cache<u64, Instant>>,
+    /// Per-process random seed of in-process counter keys (64-bit hashes of tenant, rule,
+    /// identity and endpoint: a collision, ~1e-8 over a million counters, merges two
+    /// counters, which can only make a limit stricter).
+    seed: foldhash::fast::RandomState,
+    metrics: Metrics,
+    /// Decision counters by [allowed][source], fetched once: no label lookup per check.
+    decisions: [[Counter; Source::COUNT]; 2],
+    /// Overflow-counter uses by rule position (memory backend), fetched once.
+    overflows: Vec<Counter>,
+    /// Store-clock time of the last overflow warning, ms (warned at most every 10 s).
+    overflow_warned_ms: std::sync::atomic::AtomicU64,
+    rule_names: Vec<&'static str>,
+    /// Seeded hash of each rule's name, part of its in-process counter keys.
+    rule_hashes: Vec<u64>,
+    /// Whether any rule counts per endpoint (then checks hash the endpoint).
+    any_per_endpoint: bool,
+    /// Algorithm parameters of each rule's base quota.
+    base_specs: Vec<Spec>,
+    /// The same under each plan tier's overrides, computed once: a check copies nothing.
+    plan_specs: HashMap<String, Vec<Spec>>,
+}
+
+/// The rate limiter: rules + backend + outage policy. Cheap to clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+/// use tenant_guard::ratelimit::{Check, Identity, RateLimiter};
+///
+/// let config = Config::from_vars([("RATE_LIMIT_MAX", "2"), ("RATE_LIMIT_WINDOW", "1m")]).unwrap();
+/// let metrics = Metrics::new();
+/// let backend = Backend::from_config(&config, &metrics).unwrap();
+/// let limiter = RateLimiter::from_config(&config, backend, &metrics);
+/// let tenant = TenantId::new("acme").unwrap();
+/// let who = Identity::from_ip("192.0.2.7".parse().unwrap());
+/// let check = Check { tenant: &tenant, identity: &who, method: &http::Method::GET,
+///                     route: "/items", cost: None, plan: None };
+/// assert!(limiter.check(&check).await.allowed);
+/// assert!(limiter.check(&check).await.allowed);
+/// let third = limiter.check(&check).await;
+/// assert!(!third.allowed);
+/// assert_eq!(third.denied_by().unwrap().name, "per-endpoint");
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("backend", &self.inner.backend.kind())
+            .field("rules", &self.inner.rule_names)
+            .field("outage", &self.inner.options.outage)
+            .finish()
+    }
+}
+
+/// Outcome of the in-process part of a decision.
+enum Local<'p> {
+    /// Decided.
+    Done(Decision),
+    /// Needs Redis, for these rules.
+    Remote(Rules<Applied<'p>>),
+}
+
+/// Hashes of a check's tenant, (tenant, identity) and endpoint.
+struct KeyParts {
+    tenant: u64,
+    user: u64,
+    endpoint: u64,
+}
+
+/// A rule as applied to one request.
+struct Applied<'p> {
+    rule: &'p Rule,
+    name: &'static str,
+    /// Algorithm parameters of the effective quota (after plan overrides).
+    spec: &'p Spec,
+}
+
+impl Applied<'_> {
+    fn limit(&self) -> u32 {
+        self.spec.limit
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_millis(self.spec.window_ms)
+    }
+
+    fn per_endpoint(&self) -> bool {
+        self.rule.per_endpoint
+    }
+}
+
+impl RateLimiter {
+    /// A limiter over `backend` with `policy`.
+    pub fn new(
+        backend: Backend,
+        keys: Keys,
+        policy: Policy,
+        options: LimiterOptions,
+        metrics: &Metrics,
+    ) -> Self {
+        let memory = match &backend {
+            Backend::Memory(m) => Some(MemoryLimiter::new(m.clock_arc(), options.memory_max_keys)),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => None,
+        };
+        let burst = options
+            .burst
+            .and_then(|q| governor_quota(q.limit.get(), q.window))
+            .map(Burst::new);
+        let deny = (options.deny_cache > 0 && memory.is_none()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(options.deny_cache)
+                // Entries hold their own deadline; this only bounds stale ones.
+                .time_to_live(Duration::from_secs(3600))
+                .build()
+        });
+        let outage_mem = (options.outage == OutageMode::Local && memory.is_none())
+            .then(|| OutageMemory::new(options.outage_keys));
+        let rule_names = policy.rules().iter().map(|r| intern(&r.name)).collect();
+        let any_per_endpoint = policy.rules().iter().any(|r| r.per_endpoint);
+        let seed = foldhash::fast::RandomState::default();
+        let rule_hashes = policy
+            .rules()
+            .iter()
+            .map(|r| seed.hash_one(r.name.as_str()))
+            .collect();
+        let specs = |plan: Option<&str>| -> Vec<Spec> {
+            policy
+                .rules()
+                .iter()
+                .map(|r| {
+                    let algo = r.algorithm.unwrap_or(policy.algorithm());
+                    let q = policy.quota(r, plan);
+                    Spec::new(algo, q.limit.get(), q.window_ms(), r.shadow)
+                })
+                .collect()
+        };
+        let base_specs = specs(None);
+        // Only the memory backend has overflow counters (no idle series on Redis).
+        let overflows = policy
+            .rules()
+            .iter()
+            .filter(|_| memory.is_some())
+            .map(|r| {
+                metrics
+                    .ratelimit_memory_overflow
+                    .get_or_create(&RuleLabels {
+                        rule: r.name.clone(),
+                    })
+                    .clone()
+            })
+            .collect();
+        let plan_specs = policy
+            .plan_names()
+            .map(|p| (p.to_string(), specs(Some(p))))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                keys,
+                policy,
+                options,
+                memory,
+                outage_mem,
+                charging_back: std::sync::atomic::AtomicBool::new(false),
+                burst,
+                deny,
+                seed,
+                decisions: [false, true].map(|allowed| {
+                    Source::ALL.map(|source| {
+                        metrics
+                            .ratelimit_decisions
+                            .get_or_create(&DecisionLabels {
+                                outcome: if allowed { "allowed" } else { "denied" },
+                                source: source.label(),
+                            })
+                            .clone()
+                    })
+                }),
+                overflows,
+                overflow_warned_ms: std::sync::atomic::AtomicU64::new(0),
+                metrics: metrics.clone(),
+                rule_names,
+                rule_hashes,
+                any_per_endpoint,
+                base_specs,
+                plan_specs,
+            }),
+        }
+    }
+
+    /// The metrics this limiter records to.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// Algorithm parameters of every rule for the check's plan tier.
+    fn specs(&self, c: &Check<'_>) -> &[Spec] {
+        let inner = &*self.inner;
+        c.plan
+            .or_else(|| inner.policy.plan_of(c.tenant))
+            .and_then(|p| inner.plan_specs.get(p))
+            .unwrap_or(&inner.base_specs)
+    }
+
+    fn applied<'p>(&'p self, c: &Check<'_>) -> Rules<Applied<'p>> {
+        let inner = &*self.inner;
+        let policy = &inner.policy;
+        let specs = self.specs(c);
+        let mut out = Rules::new();
+        let rules = policy.rules().iter().zip(&inner.rule_names);
+        for ((rule, &name), spec) in rules.zip(specs) {
+            if rule.applies(c.method, c.route) {
+                out.push(Applied { rule, name, spec });
+            }
+        }
+        out
+    }
+
+    fn identity_parts<'a>(rule: &Rule, c: &'a Check<'_>) -> (&'static str, &'a str) {
+        match rule.scope {
+            Scope::Tenant => ("tenant", "all"),
+            Scope::User => c.identity.parts(),
+        }
+    }
+
+    fn redis_key(&self, a: &Applied<'_>, c: &Check<'_>, endpoint: &str) -> RedisKey {
+        let (kind, id) = Self::identity_parts(a.rule, c);
+        self.inner.keys.ratelimit(
+            c.tenant,
+            a.name,
+            kind,
+            id,
+            a.per_endpoint().then_some(endpoint),
+        )
+    }
+
+    /// Hashes of the parts of a check that in-process counter keys are made of; the
+    /// endpoint only if `endpoint` (some rule counts per endpoint).
+    fn key_parts(&self, c: &Check<'_>, endpoint: bool) -> KeyParts {
+        let seed = &self.inner.seed;
+        let mut h = seed.build_hasher();
+        h.write(c.tenant.as_str().as_bytes());
+        let tenant = h.finish();
+        let (kind, id) = c.identity.parts();
+        let mut h = seed.build_hasher();
+        h.write_u64(tenant);
+        h.write(kind.as_bytes());
+        h.write_u8(0xff);
+        h.write(id.as_bytes());
+        let user = h.finish();
+        let endpoint = if endpoint {
+            let mut h = seed.build_hasher();
+            h.write(counted_method(c.method).as_bytes());
+            h.write_u8(b' ');
+            h.write(c.route.as_bytes());
+            h.finish()
+        } else {
+            0
+        };
+        KeyParts {
+            tenant,
+            user,
+            endpoint,
+        }
+    }
+
+    /// (key, owner) hashes of a rule's in-process counter: no string formatting on the
+    /// hot path, and each string of the check hashed once whatever the number of rules.
+    /// The owner leaves out the endpoint, so `reset` finds every per-endpoint counter.
+    fn mem_key(&self, rule: &Rule, rule_hash: u64, p: &KeyParts) -> (u64, u64) {
+        let seed = &self.inner.seed;
+        let mut h = seed.build_hasher();
+        match rule.scope {
+            Scope::Tenant => h.write_u64(p.tenant),
+            Scope::User => h.write_u64(p.user),
+        }
+        h.write_u8(rule.scope as u8);
+        h.write_u64(rule_hash);
+        let owner = h.finish();
+        if !rule.per_endpoint {
+            return (owner, owner);
+        }
+        let mut h = seed.build_hasher();
+        h.write_u64(owner);
+        h.write_u64(p.endpoint);
+        (h.finish(), owner)
+    }
+
+    fn deny_hash(&self, key: &RedisKey) -> u64 {
+        self.inner.seed.hash_one(key.as_str())
+    }
+
+    /// Checks a request and, if every enforced rule allows it, charges its cost to every
+    /// rule that allows it — all in one step (one Lua call on Redis).
+    ///
+    /// `HEAD` is checked as `GET` (axum and hyper run the `GET` handler for it), so
+    /// `HEAD` requests meet the `GET` endpoint rules and costs and share their counters.
+    pub async fn check(&self, c: &Check<'_>) -> Decision {
+        let c = &as_get(c);
+        // The match ends before the await: only the boxed Redis future lives across it,
+        // so the future of an in-process check stays a few words (it is moved around).
+        let remote = match self.decide_local(c, true) {
+            Local::Done(d) => {
+                self.record(&d);
+                return d;
+            }
+            // Boxed: the Redis path's large state machine is built only when needed.
+            Local::Remote(applied) => Box::pin(self.decide_remote(c, applied, true)),
+        };
+        let d = remote.await;
+        self.record(&d);
+        d
+    }
+
+    /// Like [`check`](Self::check) but never charges anything: what would happen now.
+    pub async fn peek(&self, c: &Check<'_>) -> Decision {
+        let c = &as_get(c);
+        let remote = match self.decide_local(c, false) {
+            Local::Done(d) => return d,
+            Local::Remote(applied) => Box::pin(self.decide_remote(c, applied, false)),
+        };
+        remote.await
+    }
+
+    fn record(&self, d: &Decision) {
+        let m = &self.inner.metrics;
+        self.inner.decisions[usize::from(d.allowed)][d.source.index()].inc();
+        for r in &d.rules {
+            if !r.allowed {
+                let fam = if r.shadow {
+                    &m.ratelimit_shadow_denied
+                } else {
+                    &m.ratelimit_rule_denied
+                };
+                fam.get_or_create(&RuleLabels {
+                    rule: r.name.to_string(),
+                })
+                .inc();
+            }
+        }
+    }
+
+    fn cost(&self, c: &Check<'_>) -> u32 {
+        c.cost
+            .unwrap_or_else(|| self.inner.policy.cost(c.method, c.route))
+            .max(1)
+    }
+
+    /// Forgets one identity's usage of every user-scoped rule of a tenant (e.g. after a
+    /// support agent unblocks a user). Returns how many counters were removed.
+    pub async fn reset(&self, tenant: &TenantId, identity: &Identity) -> Result<u64, BackendError> {
+        let (kind, id) = identity.parts();
+        let rules = self.inner.policy.rules().iter().zip(&self.inner.rule_names);
+        if let Some(mem) = &self.inner.memory {
+            let method = Method::GET;
+            let check = Check {
+                tenant,
+                identity,
+                method: &method,
+                route: "",
+                cost: None,
+                plan: None,
+            };
+            // The owner hash does not depend on the endpoint.
+            let parts = self.key_parts(&check, false);
+            let owners: Vec<u64> = rules
+                .zip(&self.inner.rule_hashes)
+                .filter(|((r, _), _)| r.scope == Scope::User)
+                .map(|((r, _), &hash)| self.mem_key(r, hash, &parts).1)
+                .collect();
+            return Ok(mem.reset_owners(&owners));
+        }
+        let mut n = 0;
+        for (r, name) in rules.filter(|(r, _)| r.scope == Scope::User) {
+            if r.per_endpoint {
+                let p =
+                    self.inner
+                        .keys
+                        .prefix_pattern(KeyKind::RateLimit, tenant, &[name, kind, id]);
+                n += self.inner.backend.delete_matching(&p).await?;
+            } else {
+                let k = self.inner.keys.ratelimit(tenant, name, kind, id, None);
+                n += u64::from(self.inner.backend.delete(&k).await?);
+            }
+        }
+        if let Some(deny) = &self.inner.deny {
+            // Cached denials of this identity must go too (the cache is keyed by hashes,
+            // so it is cleared whole; it refills from the next Redis answers).
+            deny.invalidate_all();
+        }
+        Ok(n)
+    }
+}
+
+fn governor_quota(limit: u32, window: Duration) -> Option<GQuota> {
+    let limit = NonZeroU32::new(limit)?;
+    // governor counts in u64 nanoseconds and overflows (panics) when a period times the
+    // burst passes 584 years. A window longer than ~146 years (any duration the
+    // environment spells) is the same limit for any run of a process: clamp to that.
+    let max_period = Duration::from_nanos((u64::MAX / 4 / u64::from(limit.get())).max(1));
+    let period = (window / limit.get()).clamp(Duration::from_nanos(1), max_period);
+    GQuota::with_period(period).map(|q| q.allow_burst(limit))
+}
+
+/// Interns a rule name: decisions then carry a `&'static str` (no reference counting per
+/// check). Rule names come from configuration, so the set (and what it keeps) is bounded
+/// by the distinct names a process ever configures.
+fn intern(name: &str) -> &'static str {
+    static NAMES: std::sync::OnceLock<Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let mut set = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(n) = set.get(name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
+fn build(
+    applied: &[Applied<'_>],
+    allowed: bool,
+    outs: &[Outcome],
+    source: Source,
+    cost: u32,
+) -> Decision {
+    let mut rules = Vec::with_capacity(applied.len());
+    for (a, o) in applied.iter().zip(outs) {
+        rules.push(rule_decision(a.name, a.spec, o));
+    }
+    Decision {
+        allowed,
+        source,
+        cost,
+        rules,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn the_burst_map_forgets_tenants_that_went_away() {
+        // 1000/1s: one unit back every millisecond, so a tenant seen once is fresh again
+        // (and may be dropped) 2 ms after its check.
+        let config =
+            Config::from_vars([("RATE_LIMIT_BURST", "1000/1s"), ("RATE_LIMIT_MAX", "5")]).unwrap();
+        let metrics = Metrics::new();
+        let backend = Backend::from_config(&config, &metrics).unwrap();
+        let l = RateLimiter::from_config(&config, backend, &metrics);
+        let who = Identity::User("u".into());
+        let tenants: Vec<TenantId> = (0..20_000)
+            .map(|i| TenantId::new(&format!("t{i}")).unwrap())
+            .collect();
+        let check = |t| Check {
+            tenant: t,
+            identity: &who,
+            method: &Method::GET,
+            route: "/x",
+            cost: None,
+            plan: None,
+        };
+        for t in &tenants {
+            l.check(&check(t)).await;
+        }
+        let burst = l.inner.burst.as_ref().unwrap();
+        // Real time here: 50 ms is 25 times what a tenant seen once needs to be fresh.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The next prune is due within max(PRUNE_EVERY, keys held) checks.
+        for _ in 0..2 * tenants.len() {
+            l.check(&check(&tenants[0])).await;
+        }
+        assert!(burst.len() <= 1, "{} tenants held", burst.len());
+    }
+}

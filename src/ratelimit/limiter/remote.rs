@@ -1,0 +1,249 @@
+//! The Redis path of a check: the deny cache in front, one script call, what its answer
+//! teaches the deny cache and the outage memory, and the outage mode when Redis fails
+//! (with the charge-back of units admitted in process once Redis is back).
+
+use super::*;
+
+impl RateLimiter {
+    /// The Redis path: deny cache, then one script call; the outage mode on failure.
+    pub(super) async fn decide_remote(
+        &self,
+        c: &Check<'_>,
+        applied: Rules<Applied<'_>>,
+        commit: bool,
+    ) -> Decision {
+        let inner = &*self.inner;
+        let cost = self.cost(c);
+        let endpoint = format!("{} {}", counted_method(c.method), c.route);
+        let keys: Vec<RedisKey> = applied
+            .iter()
+            .map(|a| self.redis_key(a, c, &endpoint))
+            .collect();
+        // Seeded hashes of the keys: the deny cache's and the outage memory's keys.
+        let hashes: Rules<u64> = if inner.deny.is_some() || inner.outage_mem.is_some() {
+            keys.iter().map(|k| self.deny_hash(k)).collect()
+        } else {
+            Rules::new()
+        };
+
+        // Known repeat offenders: answered without a round trip. Entries exist only for
+        // keys Redis reported full (no unit left) and expire when the first unit frees,
+        // so this never allows anything and never outlasts Redis' own denial.
+        // (`peek` always asks the store: it reports every rule's state.)
+        if let Some(deny) = inner.deny.as_ref().filter(|_| commit) {
+            let now = Instant::now();
+            for (a, &h) in applied.iter().zip(&hashes) {
+                if a.spec.shadow {
+                    continue;
+                }
+                if let Some(until) = deny.get(&h) {
+                    if until > now {
+                        let wait = until - now;
+                        let fits = cost <= a.limit();
+                        return Decision {
+                            allowed: false,
+                            source: Source::DenyCache,
+                            cost,
+                            rules: vec![RuleDecision {
+                                name: a.name,
+                                limit: a.limit(),
+                                window: a.window(),
+                                remaining: 0,
+                                reset: wait,
+                                retry_after: fits.then_some(wait),
+                                allowed: false,
+                                shadow: false,
+                            }],
+                        };
+                    }
+                }
+            }
+        }
+
+        // Units this instance admitted in process during an outage go back to Redis with
+        // this call, before the request is decided (not while the breaker is open: the
+        // call would not be sent).
+        let mem = inner.outage_mem.as_ref();
+        let charges: Rules<u32> = match mem {
+            Some(m)
+                if commit
+                    && m.pending() > 0
+                    && inner.backend.health().is_none_or(|h| h.allows()) =>
+            {
+                m.begin_charge(&hashes, Instant::now())
+            }
+            _ => Rules::new(),
+        };
+        let specs: Rules<&Spec> = applied.iter().map(|a| a.spec).collect();
+        let mode = if commit { "check" } else { "peek" };
+        let sent = Instant::now();
+        match self.eval(&specs, &keys, cost, mode, &charges).await {
+            Ok((allowed, outs, redis_ms)) => {
+                let now = Instant::now();
+                if let Some(deny) = &inner.deny {
+                    for ((a, &h), o) in applied.iter().zip(&hashes).zip(&outs) {
+                        if !a.spec.shadow && o.remaining == 0 && o.free1_ms > 0 {
+                            deny.insert(h, sent + Duration::from_millis(o.free1_ms));
+                        }
+                    }
+                }
+                if let Some(m) = mem {
+                    for ((a, &h), o) in applied.iter().zip(&hashes).zip(&outs) {
+                        let used = a.spec.limit.saturating_sub(o.remaining);
+                        m.record(h, redis_ms, used, Duration::from_millis(o.reset_ms), now);
+                    }
+                    for (&h, _) in hashes.iter().zip(&charges).filter(|(_, &u)| u > 0) {
+                        m.end_charge(h, true, now);
+                    }
+                    self.charge_back_soon();
+                }
+                build(&applied, allowed, &outs, Source::Redis, cost)
+            }
+            Err(e) => {
+                if let Some(m) = mem {
+                    let now = Instant::now();
+                    for (&h, _) in hashes.iter().zip(&charges).filter(|(_, &u)| u > 0) {
+                        m.end_charge(h, false, now);
+                    }
+                }
+                self.outage(&applied, &keys, &hashes, cost, commit, &e)
+            }
+        }
+    }
+
+    /// Starts charging every counter's locally admitted units back to Redis, unless that
+    /// is already running or there are none (after a successful script call: Redis is
+    /// back). Counters used again are charged by their next check anyway; this reaches
+    /// the others, so other instances see those units too.
+    pub(super) fn charge_back_soon(&self) {
+        use std::sync::atomic::Ordering;
+        let inner = &*self.inner;
+        let Some(m) = &inner.outage_mem else { return };
+        if m.pending() == 0 || inner.charging_back.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            inner.charging_back.store(false, Ordering::Release);
+            return;
+        };
+        let this = self.clone();
+        rt.spawn(async move {
+            let n = this.charge_back().await;
+            tracing::info!(
+                counters = n,
+                "units admitted during the Redis outage charged back"
+            );
+            this.inner.charging_back.store(false, Ordering::Release);
+        });
+    }
+
+    /// Charges every local counter back, one script call each, until none is left or a
+    /// call fails (then what is left waits for the next success). Returns how many
+    /// counters were charged.
+    pub(super) async fn charge_back(&self) -> usize {
+        let Some(m) = &self.inner.outage_mem else {
+            return 0;
+        };
+        let mut done = 0;
+        loop {
+            let batch = m.begin_charge_some(64, Instant::now());
+            if batch.is_empty() {
+                return done;
+            }
+            let mut rest = batch.into_iter();
+            while let Some((h, key, spec, units)) = rest.next() {
+                let res = self
+                    .eval(&[&spec], std::slice::from_ref(&key), 1, "charge", &[units])
+                    .await;
+                let now = Instant::now();
+                match res {
+                    Ok((_, outs, redis_ms)) => {
+                        done += 1;
+                        if let Some(o) = outs.first() {
+                            let used = spec.limit.saturating_sub(o.remaining);
+                            let reset = Duration::from_millis(o.reset_ms);
+                            m.record(h, redis_ms, used, reset, now);
+                        }
+                        m.end_charge(h, true, now);
+                    }
+                    Err(_) => {
+                        m.end_charge(h, false, now);
+                        for (h, ..) in rest {
+                            m.end_charge(h, false, now);
+                        }
+                        return done;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn outage(
+        &self,
+        applied: &[Applied<'_>],
+        keys: &[RedisKey],
+        hashes: &[u64],
+        cost: u32,
+        commit: bool,
+        error: &BackendError,
+    ) -> Decision {
+        tracing::debug!(%error, mode = %self.inner.options.outage, "rate limit decided without Redis");
+        let unknown = |a: &Applied<'_>, allowed: bool| RuleDecision {
+            name: a.name,
+            limit: a.limit(),
+            window: a.window(),
+            remaining: if allowed { a.limit() } else { 0 },
+            reset: Duration::ZERO,
+            retry_after: (!allowed).then_some(Duration::from_secs(1)),
+            allowed,
+            shadow: a.spec.shadow,
+        };
+        match (self.inner.options.outage, &self.inner.outage_mem) {
+            (OutageMode::Local, Some(m)) => {
+                let rules: Rules<LocalRule<'_>> = applied
+                    .iter()
+                    .zip(keys)
+                    .zip(hashes)
+                    .map(|((a, key), &hash)| LocalRule {
+                        hash,
+                        key,
+                        spec: a.spec,
+                    })
+                    .collect();
+                let instances = self.inner.options.instances.get();
+                let (allowed, outs) = m.decide(&rules, cost, commit, instances, Instant::now());
+                Decision {
+                    allowed,
+                    source: Source::Local,
+                    cost,
+                    rules: applied
+                        .iter()
+                        .zip(&outs)
+                        .map(|(a, o)| RuleDecision {
+                            name: a.name,
+                            limit: o.limit,
+                            window: a.window(),
+                            remaining: o.remaining,
+                            reset: o.reset,
+                            retry_after: o.retry,
+                            allowed: o.allowed,
+                            shadow: a.spec.shadow,
+                        })
+                        .collect(),
+                }
+            }
+            (OutageMode::Closed, _) => Decision {
+                allowed: false,
+                source: Source::OutageClosed,
+                cost,
+                rules: applied.iter().map(|a| unknown(a, false)).collect(),
+            },
+            _ => Decision {
+                allowed: true,
+                source: Source::OutageOpen,
+                cost,
+                rules: applied.iter().map(|a| unknown(a, true)).collect(),
+            },
+        }
+    }
+}
