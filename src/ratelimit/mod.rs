@@ -24,6 +24,7 @@ mod algo;
 mod burst;
 mod config;
 mod decision;
+mod deny_cache;
 mod headers;
 mod identity;
 mod layer;

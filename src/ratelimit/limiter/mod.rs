@@ -15,6 +15,7 @@ use smallvec::SmallVec;
 use super::algo::{Outcome, Spec};
 use super::burst::Burst;
 use super::decision::{no_rules, rule_decision, Decision, RuleDecision, Source};
+use super::deny_cache::DenyCache;
 use super::identity::Identity;
 use super::memory::{MemRule, MemoryLimiter, Rules};
 use super::outage::OutageMode;
@@ -123,7 +124,7 @@ struct Inner {
     /// Whether a charge-back task runs.
     charging_back: std::sync::atomic::AtomicBool,
     burst: Option<Burst>,
-    deny: Option<moka::sync::Cache<u64, Instant>>,
+    deny: Option<DenyCache>,
     /// Per-process random seed of in-process counter keys (64-bit hashes of tenant, rule,
     /// identity and endpoint: a collision, ~1e-8 over a million counters, merges two
     /// counters, which can only make a limit stricter).
@@ -239,13 +240,8 @@ impl RateLimiter {
             .burst
             .and_then(|q| governor_quota(q.limit.get(), q.window))
             .map(Burst::new);
-        let deny = (options.deny_cache > 0 && memory.is_none()).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(options.deny_cache)
-                // Entries hold their own deadline; this only bounds stale ones.
-                .time_to_live(Duration::from_secs(3600))
-                .build()
-        });
+        let deny = (options.deny_cache > 0 && memory.is_none())
+            .then(|| DenyCache::new(options.deny_cache));
         let outage_mem = (options.outage == OutageMode::Local && memory.is_none())
             .then(|| OutageMemory::new(options.outage_keys));
         let rule_names = policy.rules().iter().map(|r| intern(&r.name)).collect();
@@ -527,9 +523,8 @@ impl RateLimiter {
             }
         }
         if let Some(deny) = &self.inner.deny {
-            // Cached denials of this identity must go too (the cache is keyed by hashes,
-            // so it is cleared whole; it refills from the next Redis answers).
-            deny.invalidate_all();
+            // Cached denials of this identity must go too.
+            deny.clear();
         }
         Ok(n)
     }

@@ -26,9 +26,7 @@ impl RateLimiter {
             Rules::new()
         };
 
-        // Known repeat offenders: answered without a round trip. Entries exist only for
-        // keys Redis reported full (no unit left) and expire when the first unit frees,
-        // so this never allows anything and never outlasts Redis' own denial.
+        // Known repeat offenders: answered without a round trip (never an admission).
         // (`peek` always asks the store: it reports every rule's state.)
         if let Some(deny) = inner.deny.as_ref().filter(|_| commit) {
             let now = Instant::now();
@@ -36,26 +34,23 @@ impl RateLimiter {
                 if a.spec.shadow {
                     continue;
                 }
-                if let Some(until) = deny.get(&h) {
-                    if until > now {
-                        let wait = until - now;
-                        let fits = cost <= a.limit();
-                        return Decision {
+                if let Some(wait) = deny.denied_for(h, now) {
+                    let fits = cost <= a.limit();
+                    return Decision {
+                        allowed: false,
+                        source: Source::DenyCache,
+                        cost,
+                        rules: vec![RuleDecision {
+                            name: a.name,
+                            limit: a.limit(),
+                            window: a.window(),
+                            remaining: 0,
+                            reset: wait,
+                            retry_after: fits.then_some(wait),
                             allowed: false,
-                            source: Source::DenyCache,
-                            cost,
-                            rules: vec![RuleDecision {
-                                name: a.name,
-                                limit: a.limit(),
-                                window: a.window(),
-                                remaining: 0,
-                                reset: wait,
-                                retry_after: fits.then_some(wait),
-                                allowed: false,
-                                shadow: false,
-                            }],
-                        };
-                    }
+                            shadow: false,
+                        }],
+                    };
                 }
             }
         }
@@ -82,8 +77,8 @@ impl RateLimiter {
                 let now = Instant::now();
                 if let Some(deny) = &inner.deny {
                     for ((a, &h), o) in applied.iter().zip(&hashes).zip(&outs) {
-                        if !a.spec.shadow && o.remaining == 0 && o.free1_ms > 0 {
-                            deny.insert(h, sent + Duration::from_millis(o.free1_ms));
+                        if !a.spec.shadow {
+                            deny.learn(h, o, sent);
                         }
                     }
                 }

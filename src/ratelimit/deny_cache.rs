@@ -1,0 +1,84 @@
+//! The local cache of counters Redis reported full: a repeat offender is answered without
+//! a round trip until its first unit frees.
+//!
+//! Entries exist only for keys Redis reported with no unit left and expire when the first
+//! unit frees, so the cache never allows anything and never outlasts Redis' own denial.
+//! Bounded (`RATE_LIMIT_DENY_CACHE` entries, least recently used go first); keyed by the
+//! seeded hash of the counter's key.
+
+use std::time::{Duration, Instant};
+
+use super::algo::Outcome;
+
+/// Counter-key hash -> the instant its first unit frees.
+#[derive(Debug, Clone)]
+pub(crate) struct DenyCache {
+    entries: moka::sync::Cache<u64, Instant>,
+}
+
+impl DenyCache {
+    /// A cache of at most `capacity` counters.
+    pub(crate) fn new(capacity: u64) -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                // Entries hold their own deadline; this only bounds stale ones.
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+        }
+    }
+
+    /// How long the counter `hash` stays full, if it is known to be full now.
+    pub(crate) fn denied_for(&self, hash: u64, now: Instant) -> Option<Duration> {
+        self.entries
+            .get(&hash)
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+    }
+
+    /// Learns from a script answer sent at `sent`: a counter with no unit left is full
+    /// until its first unit frees.
+    pub(crate) fn learn(&self, hash: u64, outcome: &Outcome, sent: Instant) {
+        if outcome.remaining == 0 && outcome.free1_ms > 0 {
+            self.entries
+                .insert(hash, sent + Duration::from_millis(outcome.free1_ms));
+        }
+    }
+
+    /// Forgets everything (the cache is keyed by hashes, so one identity's entries cannot
+    /// be picked out; it refills from the next Redis answers).
+    pub(crate) fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(remaining: u32, free1_ms: u64) -> Outcome {
+        Outcome {
+            allowed: false,
+            remaining,
+            reset_ms: 0,
+            retry_ms: Some(free1_ms),
+            free1_ms,
+            overflow: false,
+        }
+    }
+
+    #[test]
+    fn only_full_counters_are_remembered_until_their_first_unit_frees() {
+        let cache = DenyCache::new(10);
+        let sent = Instant::now();
+        cache.learn(1, &outcome(0, 500), sent);
+        cache.learn(2, &outcome(3, 500), sent); // units left: not full
+        cache.learn(3, &outcome(0, 0), sent); // a unit is free already
+        assert_eq!(cache.denied_for(1, sent), Some(Duration::from_millis(500)));
+        assert_eq!(cache.denied_for(2, sent), None);
+        assert_eq!(cache.denied_for(3, sent), None);
+        assert_eq!(cache.denied_for(1, sent + Duration::from_millis(500)), None);
+        cache.clear();
+        assert_eq!(cache.denied_for(1, sent), None);
+    }
+}
