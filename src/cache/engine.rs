@@ -1,0 +1,356 @@
+//! The engine of a cache call: lookup (L1, then one `MGET` of the entry and its
+//! generations), single-flight, the cross-instance lease (`SET NX PX`, released by
+//! compare-and-delete; waiters poll with backoff or serve a stale entry), compute, store.
+
+use super::flight::FlightGuard;
+use super::invalidation::generation;
+use super::*;
+
+/// What a compute step produced.
+pub(crate) enum Computed<R> {
+    /// Store this entry (with this TTL) and share it; the leader returns `R`.
+    Store(Entry, Duration, R),
+    /// Share this error with waiters; never cached.
+    Share(Arc<dyn Any + Send + Sync>, Arc<str>, R),
+    /// Not cacheable and not shareable.
+    Private(R),
+}
+
+/// What a call gets.
+pub(crate) enum Served<R> {
+    Cached(Arc<Entry>, CacheStatus),
+    Own(R),
+    SharedError(Arc<dyn Any + Send + Sync>, Arc<str>),
+    Retry,
+}
+
+pub(super) enum Lookup {
+    Fresh(Arc<Entry>, CacheStatus),
+    Stale(Arc<Entry>),
+    Miss { l2_down: bool },
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 16];
+    // A lease token only needs to be unique among concurrent fillers.
+    if getrandom::fill(&mut b).is_err() {
+        b[..8].copy_from_slice(&entry::now_ms().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn jitter(ttl: Duration, percent: u8) -> Duration {
+    if percent == 0 {
+        return ttl;
+    }
+    let mut b = [0u8; 8];
+    let r = if getrandom::fill(&mut b).is_ok() {
+        u64::from_le_bytes(b)
+    } else {
+        entry::now_ms()
+    };
+    // Saturating: CACHE_TTL may be any duration the environment spells.
+    let max_extra = u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(u64::from(percent))
+        / 100;
+    ttl.saturating_add(Duration::from_millis(if max_extra == 0 {
+        0
+    } else {
+        r % max_extra.saturating_add(1)
+    }))
+}
+
+impl Cache {
+    /// The core: lookup, single-flight, lease, compute, store.
+    pub(crate) async fn serve<R, F, Fut>(
+        &self,
+        key: &CacheKey,
+        read: bool,
+        write: bool,
+        compute: F,
+    ) -> Served<R>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Computed<R>>,
+    {
+        let inner = &*self.inner;
+        let cat = key.category.name();
+        let gen0 = inner.generation.load(Ordering::SeqCst);
+        let mut stale = None;
+        let mut l2_down = false;
+        // The generations read with the entry; a new entry is stored with them.
+        let mut gens = None;
+        if read {
+            match inner.lookup(key, gen0, &mut gens).await {
+                Lookup::Fresh(e, status) => {
+                    inner.count(cat, status);
+                    return Served::Cached(e, status);
+                }
+                Lookup::Stale(e) => stale = Some(e),
+                Lookup::Miss { l2_down: d } => l2_down = d,
+            }
+        }
+        let mut guard = FlightGuard {
+            inner,
+            key: None,
+            tx: None,
+        };
+        if read {
+            loop {
+                let waiting = {
+                    let mut flights = inner
+                        .flights
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match flights.get(key.key.as_str()) {
+                        Some(rx) => Some(rx.clone()),
+                        None => {
+                            let (tx, rx) = watch::channel(None);
+                            flights.insert(key.key.as_str().to_string(), rx);
+                            guard.key = Some(key.key.as_str().to_string());
+                            guard.tx = Some(tx);
+                            None
+                        }
+                    }
+                };
+                let Some(mut rx) = waiting else { break };
+                let flight = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+                match flight {
+                    Ok(Some(Flight::Entry(e))) => {
+                        inner.count(cat, CacheStatus::Coalesced);
+                        return Served::Cached(e, CacheStatus::Coalesced);
+                    }
+                    Ok(Some(Flight::Error(any, msg))) => return Served::SharedError(any, msg),
+                    Ok(Some(Flight::Private)) => return Served::Retry,
+                    // The leader was dropped mid-way: take over.
+                    Ok(None) | Err(_) => continue,
+                }
+            }
+        }
+        // Leader. Across instances: a lease, so others wait for this fill (only with a
+        // shared, reachable L2; the key and token are made only then).
+        let mut lease = None;
+        if read && write && !l2_down && inner.shares_l2() {
+            let lock_key = inner
+                .keys
+                .key(KeyKind::Lock, &key.tenant, &["cache", cat, &key.hash]);
+            let token = random_token();
+            let mut leased = false;
+            match inner
+                .backend
+                .set_nx(&lock_key, token.as_bytes(), Some(inner.config.lease))
+                .await
+            {
+                Ok(true) => leased = true,
+                Ok(false) => {
+                    if let Some(e) = stale.take() {
+                        inner.count(cat, CacheStatus::Stale);
+                        guard.finish(Flight::Entry(e.clone()));
+                        return Served::Cached(e, CacheStatus::Stale);
+                    }
+                    let deadline = Instant::now() + inner.config.lease;
+                    // Backing off (10 ms doubling to 100 ms): fills take seconds (AI answers),
+                    // and every poll is two commands for one waiting request.
+                    let mut pause = Duration::from_millis(10);
+                    while Instant::now() < deadline {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(100));
+                        match inner.lookup_l2(key, gen0, &mut gens).await {
+                            Lookup::Fresh(e, _) => {
+                                inner.count(cat, CacheStatus::Coalesced);
+                                guard.finish(Flight::Entry(e.clone()));
+                                return Served::Cached(e, CacheStatus::Coalesced);
+                            }
+                            Lookup::Miss { l2_down: true } => break,
+                            _ => {}
+                        }
+                        // The filler gave up (error or uncacheable): take over.
+                        if let Ok(true) = inner
+                            .backend
+                            .set_nx(&lock_key, token.as_bytes(), Some(inner.config.lease))
+                            .await
+                        {
+                            leased = true;
+                            break;
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+            if leased {
+                lease = Some((lock_key, token));
+            }
+        }
+        if read {
+            inner.count(cat, CacheStatus::Miss);
+        }
+        // The generations an entry carries are had BEFORE the upstream runs (made first if
+        // absent): read after it, a fill that computed before an invalidation would carry
+        // the new generation and be served (a `no-cache` request reads nothing before).
+        if write {
+            gens = Some(inner.generations(key, gens).await);
+        }
+        let served = match compute().await {
+            Computed::Store(mut e, ttl, own) => {
+                let ttl = jitter(ttl, inner.config.jitter_percent);
+                let now = entry::now_ms();
+                e.stored_ms = now;
+                e.fresh_until_ms =
+                    now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+                if write {
+                    e.gens = gens.unwrap_or([0, 0]);
+                }
+                let e = Arc::new(e);
+                if write {
+                    inner.store(key, cat, &e, ttl, gen0).await;
+                }
+                guard.finish(Flight::Entry(e));
+                Served::Own(own)
+            }
+            Computed::Share(any, msg, own) => {
+                inner.event(cat, "upstream_error");
+                guard.finish(Flight::Error(any, msg));
+                Served::Own(own)
+            }
+            Computed::Private(own) => {
+                guard.finish(Flight::Private);
+                Served::Own(own)
+            }
+        };
+        if let Some((lock_key, token)) = lease {
+            let _ = inner
+                .backend
+                .delete_if_eq(&lock_key, token.as_bytes())
+                .await;
+        }
+        served
+    }
+}
+
+impl Inner {
+    pub(super) fn event(&self, category: &str, event: &'static str) {
+        self.metrics
+            .cache_events
+            .get_or_create(&CacheLabels {
+                category: category.to_string(),
+                event,
+            })
+            .inc();
+    }
+
+    pub(super) fn count(&self, category: &str, status: CacheStatus) {
+        let t = &self.metrics.cache_totals;
+        let (counter, event) = match status {
+            CacheStatus::HitL1 => (Some(&t.hits_l1), "hit_l1"),
+            CacheStatus::HitL2 => (Some(&t.hits_l2), "hit_l2"),
+            CacheStatus::Stale => (Some(&t.stale), "stale"),
+            CacheStatus::Miss => (Some(&t.misses), "miss"),
+            CacheStatus::Coalesced => (Some(&t.misses), "coalesced"),
+            CacheStatus::Bypass => (None, "bypass"),
+        };
+        if let Some(c) = counter {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.event(category, event);
+    }
+
+    /// Whether other instances see the same L2 (Redis): only then is a lease useful.
+    pub(super) fn shares_l2(&self) -> bool {
+        !matches!(self.backend, Backend::Memory(_))
+    }
+
+    pub(super) async fn lookup(
+        &self,
+        key: &CacheKey,
+        gen0: u64,
+        gens: &mut Option<[u64; 2]>,
+    ) -> Lookup {
+        if let Some(l1) = &self.l1 {
+            if let Some(e) = l1.get(key.key.as_str()) {
+                if e.fresh_until_ms > entry::now_ms() {
+                    return Lookup::Fresh(e, CacheStatus::HitL1);
+                }
+            }
+        }
+        self.lookup_l2(key, gen0, gens).await
+    }
+
+    /// One round trip (`MGET` of the two generations and the entry, one slot); an entry of
+    /// older generations is a miss, never served, not even stale.
+    pub(super) async fn lookup_l2(
+        &self,
+        ck: &CacheKey,
+        gen0: u64,
+        gens: &mut Option<[u64; 2]>,
+    ) -> Lookup {
+        let key = &ck.key;
+        let [t, c] = &ck.gens;
+        let got = self.backend.get_many(&[t, c, key]).await.map(|mut v| {
+            let current = [
+                generation(v.first().and_then(Option::as_ref)),
+                generation(v.get(1).and_then(Option::as_ref)),
+            ];
+            *gens = Some(current);
+            (v.pop().flatten(), current)
+        });
+        match got {
+            Ok((Some(raw), current)) => {
+                match Entry::decode(&raw).filter(|e| e.gens == current && !current.contains(&0)) {
+                    Some(e) => {
+                        let now = entry::now_ms();
+                        let e = Arc::new(e);
+                        if e.fresh_until_ms > now {
+                            self.fill_l1(key, &e, gen0);
+                            Lookup::Fresh(e, CacheStatus::HitL2)
+                        } else if e.fresh_until_ms.saturating_add(
+                            // Saturating: the stored time is whatever the store holds, and
+                            // CACHE_STALE_TTL any duration the environment spells.
+                            u64::try_from(self.config.stale.as_millis()).unwrap_or(u64::MAX),
+                        ) > now
+                        {
+                            Lookup::Stale(e)
+                        } else {
+                            Lookup::Miss { l2_down: false }
+                        }
+                    }
+                    // Not an envelope of this version, or invalidated: a miss, never an error.
+                    None => Lookup::Miss { l2_down: false },
+                }
+            }
+            Ok((None, _)) => Lookup::Miss { l2_down: false },
+            Err(e) => {
+                tracing::debug!(error = %e, "cache L2 unavailable; L1 only");
+                Lookup::Miss { l2_down: true }
+            }
+        }
+    }
+
+    pub(super) async fn store(
+        &self,
+        ck: &CacheKey,
+        category: &str,
+        e: &Arc<Entry>,
+        ttl: Duration,
+        gen0: u64,
+    ) {
+        let key = &ck.key;
+        let raw = e.encode();
+        let lifetime = ttl.saturating_add(self.config.stale);
+        match self.backend.set(key, &raw, Some(lifetime)).await {
+            Ok(()) => {
+                self.event(category, "store");
+                // The generations live at least as long as the entries that carry them.
+                let gen_ttl = self.generation_ttl(lifetime);
+                let [t, c] = &ck.gens;
+                let _ = futures_util::future::join(
+                    self.backend.expire(t, gen_ttl),
+                    self.backend.expire(c, gen_ttl),
+                )
+                .await;
+            }
+            Err(err) => tracing::debug!(error = %err, "cache entry not stored in L2"),
+        }
+        self.fill_l1(key, e, gen0);
+    }
+}

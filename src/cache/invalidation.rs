@@ -1,0 +1,320 @@
+//! Invalidation that reaches every instance: by key (`DEL`), or by category or tenant in
+//! O(1) through generations (one `INCR`; every entry carries the generations it was stored
+//! under and every read compares them). Each is applied to this L1 first and published on
+//! a Redis channel for the others' L1s; the subscription flushes L1 whenever it
+//! (re)connects or drops, since messages published meanwhile are lost.
+
+use super::*;
+
+/// A message on the invalidation channel, and what applying it here does to L1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Invalidation {
+    /// One entry, by its Redis key.
+    Key(String),
+    /// Every entry whose key starts with this prefix.
+    Prefix(String),
+    /// All of L1.
+    Flush,
+}
+
+impl Invalidation {
+    /// The text published on the channel.
+    pub(crate) fn encode(&self) -> String {
+        match self {
+            Self::Key(k) => format!("k {k}"),
+            Self::Prefix(p) => format!("p {p}"),
+            Self::Flush => "flush".into(),
+        }
+    }
+
+    /// A message read from the channel; anything unknown flushes (safe whatever it meant).
+    pub(crate) fn decode(text: &str) -> Self {
+        if let Some(k) = text.strip_prefix("k ") {
+            Self::Key(k.to_string())
+        } else if let Some(p) = text.strip_prefix("p ") {
+            Self::Prefix(p.to_string())
+        } else {
+            Self::Flush
+        }
+    }
+}
+
+/// A first generation: random, so that a generation key that was lost (evicted, deleted)
+/// and made again never takes a value that entries already carry. Between 2^40 and 2^52
+/// (exact in a double, never 0).
+pub(super) fn first_generation() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        b = entry::now_ms().to_le_bytes();
+    }
+    (u64::from_le_bytes(b) & ((1 << 52) - 1)) | (1 << 40)
+}
+
+/// Parses a generation value (absent or unreadable: 0).
+pub(super) fn generation(raw: Option<&Bytes>) -> u64 {
+    raw.and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Cache {
+    /// Removes one entry (here, in Redis, and in every instance's L1). Returns whether it
+    /// existed in Redis / the store.
+    pub async fn invalidate(
+        &self,
+        tenant: &TenantId,
+        category: &Category,
+        key_material: &impl Serialize,
+    ) -> Result<bool, BackendError> {
+        let key = self
+            .material_key(tenant, category, key_material)
+            .map_err(|_| BackendError::Unsupported("key material is not serializable"))?;
+        self.invalidate_key(&key).await
+    }
+
+    pub(crate) async fn invalidate_key(&self, key: &CacheKey) -> Result<bool, BackendError> {
+        let message = Invalidation::Key(key.key.as_str().to_string());
+        self.inner.apply(&message);
+        self.event(key.category.name(), "invalidation");
+        let existed = self.inner.backend.delete(&key.key).await;
+        self.publish(&message).await;
+        existed
+    }
+
+    /// Invalidates every entry of a category of one tenant (for [`Category::Ai`], of one
+    /// model) in O(1): one `INCR` of the category's generation, which every entry carries
+    /// and every read compares; every instance's L1 follows by pub/sub. The old entries
+    /// are never served again and leave Redis at their TTL (no SCAN). Returns the
+    /// category's new generation.
+    pub async fn invalidate_category(
+        &self,
+        tenant: &TenantId,
+        category: &Category,
+    ) -> Result<u64, BackendError> {
+        let [_, gen_key] = self.inner.generation_keys(tenant, category);
+        let pattern = category.pattern(&self.inner.keys, tenant);
+        self.invalidate_generation(category.name(), &gen_key, &[pattern])
+            .await
+    }
+
+    /// Invalidates every cache entry of one tenant (query, AI and named categories) in
+    /// O(1), like [`invalidate_category`](Self::invalidate_category) with the tenant's
+    /// generation. Returns the tenant's new generation.
+    pub async fn invalidate_tenant(&self, tenant: &TenantId) -> Result<u64, BackendError> {
+        let gen_key = self.inner.keys.key(KeyKind::CacheGen, tenant, &[]);
+        let patterns = [KeyKind::Query, KeyKind::Ai, KeyKind::Cache]
+            .map(|k| self.inner.keys.kind_pattern(k, tenant));
+        self.invalidate_generation("tenant", &gen_key, &patterns)
+            .await
+    }
+
+    pub(super) async fn invalidate_generation(
+        &self,
+        category: &str,
+        gen_key: &RedisKey,
+        patterns: &[crate::keys::KeyPattern],
+    ) -> Result<u64, BackendError> {
+        let prefixes: Vec<String> = patterns
+            .iter()
+            .map(|p| p.as_str().trim_end_matches('*').to_string())
+            .collect();
+        // L1 here first, then the generation (a fill that read the old one is refused from
+        // L1 by the local generation counter), then the other instances.
+        let messages: Vec<Invalidation> = prefixes.into_iter().map(Invalidation::Prefix).collect();
+        for m in &messages {
+            self.inner.apply(m);
+        }
+        self.event(category, "invalidation");
+        // Made random first if absent, then moved on: never a value an entry carries.
+        self.inner
+            .backend
+            .set_nx(
+                gen_key,
+                first_generation().to_string().as_bytes(),
+                Some(self.inner.generation_ttl(Duration::ZERO)),
+            )
+            .await?;
+        let generation = self.inner.backend.incr(gen_key).await?;
+        for m in &messages {
+            self.publish(m).await;
+        }
+        Ok(generation)
+    }
+
+    pub(super) async fn publish(&self, message: &Invalidation) {
+        #[cfg(feature = "redis")]
+        if let Backend::Redis(r) = &self.inner.backend {
+            if let Err(e) = r.publish(&self.inner.channel, &message.encode()).await {
+                tracing::warn!(error = %e, "cache invalidation not published");
+            }
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = message;
+    }
+}
+
+impl Inner {
+    /// Applies an invalidation here: counts it, and drops what it names from L1.
+    pub(super) fn apply(&self, message: &Invalidation) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let Some(l1) = &self.l1 else { return };
+        match message {
+            Invalidation::Key(k) => l1.invalidate(k),
+            Invalidation::Prefix(p) => {
+                let p = p.clone();
+                if l1
+                    .invalidate_entries_if(move |k, _| k.starts_with(&p))
+                    .is_err()
+                {
+                    l1.invalidate_all();
+                }
+            }
+            Invalidation::Flush => l1.invalidate_all(),
+        }
+    }
+
+    /// The generation keys of a category of a tenant: the tenant's and the category's.
+    pub(super) fn generation_keys(&self, tenant: &TenantId, category: &Category) -> [RedisKey; 2] {
+        [
+            self.keys.key(KeyKind::CacheGen, tenant, &[]),
+            self.keys
+                .key(KeyKind::CacheGen, tenant, &[&category.generation_name()]),
+        ]
+    }
+
+    /// The generations to store an entry with: those read with the lookup, else read now;
+    /// a generation key that does not exist yet is made (random, `SET NX`) first. When
+    /// they cannot be had, `[0, 0]`: reads never serve an entry with a 0 generation.
+    pub(super) async fn generations(&self, key: &CacheKey, read: Option<[u64; 2]>) -> [u64; 2] {
+        if let Some(g) = read.filter(|g| !g.contains(&0)) {
+            return g;
+        }
+        let [t, c] = &key.gens;
+        let read = |raw: Vec<Option<Bytes>>| {
+            [
+                generation(raw.first().and_then(Option::as_ref)),
+                generation(raw.get(1).and_then(Option::as_ref)),
+            ]
+        };
+        let Ok(current) = self.backend.get_many(&[t, c]).await.map(read) else {
+            return [0, 0];
+        };
+        if !current.contains(&0) {
+            return current;
+        }
+        for (k, g) in [t, c].into_iter().zip(current) {
+            if g == 0 {
+                let first = first_generation().to_string();
+                if self
+                    .backend
+                    .set_nx(
+                        k,
+                        first.as_bytes(),
+                        Some(self.generation_ttl(Duration::ZERO)),
+                    )
+                    .await
+                    .is_err()
+                {
+                    return [0, 0];
+                }
+            }
+        }
+        self.backend.get_many(&[t, c]).await.map_or([0, 0], read)
+    }
+
+    /// How long a generation key is kept: at least the longest lifetime (TTL, jitter and
+    /// stale time) of any configured category, and `lifetime`. Generation keys are made
+    /// for whatever tenants and (AI) model names clients send, so they must expire like
+    /// every other key; one that expires is safe to lose (a missing generation serves
+    /// nothing and a new one starts at a random value).
+    pub(super) fn generation_ttl(&self, lifetime: Duration) -> Duration {
+        let c = &self.config;
+        let longest = c
+            .categories
+            .values()
+            .chain([&c.default_ttl, &c.query_ttl, &c.ai_ttl])
+            .max()
+            .copied()
+            .unwrap_or_default();
+        let jitter = u32::from(c.jitter_percent);
+        let longest = longest
+            .saturating_add(longest.checked_mul(jitter).map_or(longest, |d| d / 100))
+            .saturating_add(c.stale);
+        // Redis refuses expiry times past ~2^62 ms; a century is forever for a cache.
+        longest
+            .max(lifetime)
+            .min(Duration::from_secs(100 * 365 * 24 * 3600))
+    }
+}
+
+/// Keeps the invalidation subscription alive; flushes L1 whenever it (re)connects or
+/// drops, since messages published meanwhile are lost.
+#[cfg(feature = "redis")]
+pub(super) async fn subscriber(
+    inner: Weak<Inner>,
+    clients: Vec<redis::Client>,
+    connect_timeout: Duration,
+    channel: String,
+) {
+    use futures_util::StreamExt;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut pubsub = None;
+        for client in &clients {
+            if let Ok(Ok(ps)) =
+                tokio::time::timeout(connect_timeout, client.get_async_pubsub()).await
+            {
+                pubsub = Some(ps);
+                break;
+            }
+        }
+        let Some(mut ps) = pubsub else {
+            if inner.upgrade().is_none() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        };
+        if ps.subscribe(&channel).await.is_err() {
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        {
+            let Some(i) = inner.upgrade() else { return };
+            i.apply(&Invalidation::Flush);
+            i.subscribed.store(true, Ordering::SeqCst);
+            tracing::debug!("cache invalidation subscription live; L1 flushed");
+        }
+        let mut messages = ps.on_message();
+        while let Some(msg) = messages.next().await {
+            let Some(i) = inner.upgrade() else { return };
+            if let Ok(text) = msg.get_payload::<String>() {
+                i.apply(&Invalidation::decode(&text));
+            }
+        }
+        drop(messages);
+        let Some(i) = inner.upgrade() else { return };
+        i.subscribed.store(false, Ordering::SeqCst);
+        i.apply(&Invalidation::Flush);
+        tracing::warn!("cache invalidation subscription dropped; L1 flushed, reconnecting");
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Invalidation;
+
+    #[test]
+    fn messages_round_trip_and_unknown_ones_flush() {
+        for m in [
+            Invalidation::Key("tg:query:{acme}:ab".into()),
+            Invalidation::Prefix("tg:cache:{acme}:".into()),
+            Invalidation::Flush,
+        ] {
+            assert_eq!(Invalidation::decode(&m.encode()), m);
+        }
+        assert_eq!(Invalidation::decode("x whatever"), Invalidation::Flush);
+    }
+}

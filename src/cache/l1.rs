@@ -1,0 +1,89 @@
+//! The in-process L1 in front of Redis: bounded by bytes (keys and entries weighed),
+//! entries expire when they stop being fresh, and nothing lands in it after an
+//! invalidation it may predate.
+
+use super::*;
+
+/// The L1 of a cache on `backend`: none on the memory backend (already in process) or
+/// when `CACHE_L1_MAX_BYTES` is 0.
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+pub(super) fn build(
+    backend: &Backend,
+    config: &CacheConfig,
+    metrics: &Metrics,
+) -> Option<moka::sync::Cache<String, Arc<Entry>>> {
+    match backend {
+        Backend::Memory(_) => None,
+        #[cfg(feature = "redis")]
+        Backend::Redis(_) if config.l1_max_bytes == 0 => None,
+        #[cfg(feature = "redis")]
+        Backend::Redis(_) => {
+            let m = metrics.clone();
+            Some(
+                moka::sync::Cache::builder()
+                    .max_capacity(config.l1_max_bytes)
+                    // The key counts too: a client picks its length.
+                    .weigher(|k: &String, v: &Arc<Entry>| {
+                        v.weight()
+                            .saturating_add(u32::try_from(k.len()).unwrap_or(u32::MAX))
+                    })
+                    .expire_after(L1Expiry)
+                    .support_invalidation_closures()
+                    .eviction_listener(move |_k, _v, cause| {
+                        if cause == moka::notification::RemovalCause::Size {
+                            m.cache_events
+                                .get_or_create(&CacheLabels {
+                                    category: "l1".into(),
+                                    event: "eviction",
+                                })
+                                .inc();
+                        }
+                    })
+                    .build(),
+            )
+        }
+    }
+}
+
+struct L1Expiry;
+
+impl moka::Expiry<String, Arc<Entry>> for L1Expiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<Entry>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_millis(
+            value.fresh_until_ms.saturating_sub(entry::now_ms()),
+        ))
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &String,
+        value: &Arc<Entry>,
+        updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, value, updated_at)
+    }
+}
+
+impl Inner {
+    pub(super) fn l1_remove(&self, key: &str) {
+        if let Some(l1) = &self.l1 {
+            l1.invalidate(key);
+        }
+    }
+
+    /// Puts an entry in L1 unless an invalidation happened since `gen0` (which could mean
+    /// this entry is older than it).
+    pub(super) fn fill_l1(&self, key: &RedisKey, e: &Arc<Entry>, gen0: u64) {
+        if let Some(l1) = &self.l1 {
+            if self.generation.load(Ordering::SeqCst) == gen0 {
+                l1.insert(key.as_str().to_string(), e.clone());
+            }
+        }
+    }
+}
