@@ -25,7 +25,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::backend::{Backend, BackendKind, BreakerState};
+use crate::backend::Backend;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::secret::Secret;
@@ -148,56 +148,14 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
 async fn ready(State(st): State<OpsState>) -> Response {
-    let kind = st.backend.kind();
-    match &st.backend {
-        Backend::Memory(_) => Json(json!({ "status": "ready", "backend": kind })).into_response(),
-        #[cfg(feature = "redis")]
-        Backend::Redis(r) => {
-            let health = r.health();
-            if health.state() == BreakerState::Open {
-                // Known down: answer now, the background probe will notice recovery.
-                // No error text: it may name the address, and this route is open.
-                let body = json!({
-                    "status": "unavailable",
-                    "backend": kind,
-                    "breaker": BreakerState::Open,
-                });
-                return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-            }
-            match r.ping().await {
-                Ok(latency) => {
-                    // Kept after the first answer; a failure here leaves it for next time.
-                    let deployment = r.check_deployment().await.ok();
-                    Json(json!({
-                        "status": "ready",
-                        "backend": kind,
-                        "breaker": health.state(),
-                        "redis_latency_ms": ms(latency),
-                        "maxmemory_policy": deployment.and_then(|d| d.maxmemory_policy.clone()),
-                        "warnings": deployment.map_or(&[][..], |d| &d.warnings[..]),
-                    }))
-                    .into_response()
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "readiness probe failed");
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        Json(json!({
-                            "status": "unavailable",
-                            "backend": kind,
-                            "breaker": health.state(),
-                        })),
-                    )
-                        .into_response()
-                }
-            }
-        }
-    }
+    let (ready, body) = st.backend.readiness().await;
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
 }
 
 fn cache_stats(metrics: &Metrics) -> serde_json::Value {
@@ -216,44 +174,9 @@ async fn status(State(st): State<OpsState>, headers: http::HeaderMap) -> Respons
     if !allowed(&st, &headers) {
         return unauthorized();
     }
-    let kind = st.backend.kind();
-    let cache = cache_stats(&st.metrics);
-    match &st.backend {
-        Backend::Memory(m) => Json(json!({
-            "cache": cache,
-            "backend": kind,
-            "state": "ok",
-            "keys": m.len(),
-            "memory": {
-                "entries": m.len(),
-                "bytes": m.bytes(),
-                "evictions": m.evictions(),
-            },
-        }))
-        .into_response(),
-        #[cfg(feature = "redis")]
-        Backend::Redis(r) => {
-            let health = r.health();
-            let open = health.state() == BreakerState::Open;
-            let keys = if open { None } else { r.db_size().await.ok() };
-            let degraded = open || keys.is_none();
-            Json(json!({
-                "cache": cache,
-                "backend": kind,
-                "state": if degraded { "degraded" } else { "ok" },
-                "keys": keys,
-                "redis": {
-                    "target": r.description(),
-                    "cluster": kind == BackendKind::RedisCluster,
-                    "breaker": health.state(),
-                    "consecutive_failures": health.consecutive_failures(),
-                    "last_latency_ms": health.last_latency().map(ms),
-                    "last_error": health.last_error(),
-                },
-            }))
-            .into_response()
-        }
-    }
+    let mut body = st.backend.status().await;
+    body["cache"] = cache_stats(&st.metrics);
+    Json(body).into_response()
 }
 
 async fn render_metrics(State(st): State<OpsState>, headers: http::HeaderMap) -> Response {

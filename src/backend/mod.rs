@@ -6,8 +6,10 @@
 mod config;
 mod health;
 mod memory;
+mod pubsub;
 #[cfg(feature = "redis")]
 mod redis;
+mod report;
 
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ pub use config::{BreakerConfig, MemoryConfig, RedisConfig, RedisMode, TlsCa};
 pub use health::{BreakerState, Health};
 pub(crate) use memory::Txn;
 pub use memory::{MemoryStats, MemoryStore};
+pub use pubsub::PubSubEvent;
 
 use crate::keys::{KeyPattern, RedisKey};
 
@@ -135,6 +138,17 @@ impl Backend {
             #[cfg(feature = "redis")]
             Self::Redis(_) => BackendKind::Redis,
         }
+    }
+
+    /// Whether other app instances see the same state (Redis): only then do leases,
+    /// an L1 in front and invalidation messages make sense.
+    ///
+    /// ```
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// assert!(!Backend::Memory(MemoryStore::new(Default::default())).is_shared());
+    /// ```
+    pub fn is_shared(&self) -> bool {
+        !matches!(self, Self::Memory(_))
     }
 
     /// Redis health, if this is Redis.

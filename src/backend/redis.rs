@@ -316,7 +316,7 @@ impl RedisStore {
     /// Clients for a dedicated pub/sub connection, one per node (with the TLS roots of the
     /// configuration). On a cluster any node will do: classic pub/sub messages reach every
     /// node.
-    pub(crate) fn pubsub_clients(&self) -> &[redis::Client] {
+    pub(super) fn pubsub_clients(&self) -> &[redis::Client] {
         &self.inner.pubsub_clients
     }
 
@@ -394,7 +394,7 @@ impl RedisStore {
     }
 
     /// The connect timeout.
-    pub(crate) fn connect_timeout(&self) -> Duration {
+    pub(super) fn connect_timeout(&self) -> Duration {
         self.inner.connect_timeout
     }
 

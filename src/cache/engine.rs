@@ -257,7 +257,7 @@ impl Inner {
 
     /// Whether other instances see the same L2 (Redis): only then is a lease useful.
     pub(super) fn shares_l2(&self) -> bool {
-        !matches!(self.backend, Backend::Memory(_))
+        self.backend.is_shared()
     }
 
     pub(super) async fn lookup(

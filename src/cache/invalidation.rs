@@ -5,6 +5,7 @@
 //! (re)connects or drops, since messages published meanwhile are lost.
 
 use super::*;
+use crate::backend::PubSubEvent;
 
 /// A message on the invalidation channel, and what applying it here does to L1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,14 +142,14 @@ impl Cache {
     }
 
     pub(super) async fn publish(&self, message: &Invalidation) {
-        #[cfg(feature = "redis")]
-        if let Backend::Redis(r) = &self.inner.backend {
-            if let Err(e) = r.publish(&self.inner.channel, &message.encode()).await {
-                tracing::warn!(error = %e, "cache invalidation not published");
-            }
+        if let Err(e) = self
+            .inner
+            .backend
+            .publish(&self.inner.channel, &message.encode())
+            .await
+        {
+            tracing::warn!(error = %e, "cache invalidation not published");
         }
-        #[cfg(not(feature = "redis"))]
-        let _ = message;
     }
 }
 
@@ -246,60 +247,28 @@ impl Inner {
     }
 }
 
-/// Keeps the invalidation subscription alive; flushes L1 whenever it (re)connects or
-/// drops, since messages published meanwhile are lost.
-#[cfg(feature = "redis")]
-pub(super) async fn subscriber(
-    inner: Weak<Inner>,
-    clients: Vec<redis::Client>,
-    connect_timeout: Duration,
-    channel: String,
-) {
-    use futures_util::StreamExt;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let mut pubsub = None;
-        for client in &clients {
-            if let Ok(Ok(ps)) =
-                tokio::time::timeout(connect_timeout, client.get_async_pubsub()).await
-            {
-                pubsub = Some(ps);
-                break;
-            }
-        }
-        let Some(mut ps) = pubsub else {
-            if inner.upgrade().is_none() {
-                return;
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            continue;
-        };
-        if ps.subscribe(&channel).await.is_err() {
-            tokio::time::sleep(backoff).await;
-            continue;
-        }
-        backoff = Duration::from_millis(100);
-        {
-            let Some(i) = inner.upgrade() else { return };
+/// What the invalidation subscription does with each event: a message is applied to L1;
+/// L1 is flushed whenever the subscription (re)connects or drops, since messages published
+/// meanwhile are lost. Returns false once the cache is gone (the subscription then ends).
+pub(super) fn on_event(inner: &Weak<Inner>, event: PubSubEvent<'_>) -> bool {
+    let Some(i) = inner.upgrade() else {
+        return false;
+    };
+    match event {
+        PubSubEvent::Live => {
             i.apply(&Invalidation::Flush);
             i.subscribed.store(true, Ordering::SeqCst);
             tracing::debug!("cache invalidation subscription live; L1 flushed");
         }
-        let mut messages = ps.on_message();
-        while let Some(msg) = messages.next().await {
-            let Some(i) = inner.upgrade() else { return };
-            if let Ok(text) = msg.get_payload::<String>() {
-                i.apply(&Invalidation::decode(&text));
-            }
+        PubSubEvent::Message(text) => i.apply(&Invalidation::decode(text)),
+        PubSubEvent::Lost => {
+            i.subscribed.store(false, Ordering::SeqCst);
+            i.apply(&Invalidation::Flush);
+            tracing::warn!("cache invalidation subscription dropped; L1 flushed, reconnecting");
         }
-        drop(messages);
-        let Some(i) = inner.upgrade() else { return };
-        i.subscribed.store(false, Ordering::SeqCst);
-        i.apply(&Invalidation::Flush);
-        tracing::warn!("cache invalidation subscription dropped; L1 flushed, reconnecting");
-        tokio::time::sleep(backoff).await;
+        PubSubEvent::Unreachable => {}
     }
+    true
 }
 
 #[cfg(test)]

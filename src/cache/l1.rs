@@ -6,43 +6,38 @@ use super::*;
 
 /// The L1 of a cache on `backend`: none on the memory backend (already in process) or
 /// when `CACHE_L1_MAX_BYTES` is 0.
-#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
 pub(super) fn build(
     backend: &Backend,
     config: &CacheConfig,
     metrics: &Metrics,
 ) -> Option<moka::sync::Cache<String, Arc<Entry>>> {
-    match backend {
-        Backend::Memory(_) => None,
-        #[cfg(feature = "redis")]
-        Backend::Redis(_) if config.l1_max_bytes == 0 => None,
-        #[cfg(feature = "redis")]
-        Backend::Redis(_) => {
-            let m = metrics.clone();
-            Some(
-                moka::sync::Cache::builder()
-                    .max_capacity(config.l1_max_bytes)
-                    // The key counts too: a client picks its length.
-                    .weigher(|k: &String, v: &Arc<Entry>| {
-                        v.weight()
-                            .saturating_add(u32::try_from(k.len()).unwrap_or(u32::MAX))
-                    })
-                    .expire_after(L1Expiry)
-                    .support_invalidation_closures()
-                    .eviction_listener(move |_k, _v, cause| {
-                        if cause == moka::notification::RemovalCause::Size {
-                            m.cache_events
-                                .get_or_create(&CacheLabels {
-                                    category: "l1".into(),
-                                    event: "eviction",
-                                })
-                                .inc();
-                        }
-                    })
-                    .build(),
-            )
-        }
+    // The memory backend is in process already: an L1 would only copy it.
+    if !backend.is_shared() || config.l1_max_bytes == 0 {
+        return None;
     }
+    let m = metrics.clone();
+    Some(
+        moka::sync::Cache::builder()
+            .max_capacity(config.l1_max_bytes)
+            // The key counts too: a client picks its length.
+            .weigher(|k: &String, v: &Arc<Entry>| {
+                v.weight()
+                    .saturating_add(u32::try_from(k.len()).unwrap_or(u32::MAX))
+            })
+            .expire_after(L1Expiry)
+            .support_invalidation_closures()
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    m.cache_events
+                        .get_or_create(&CacheLabels {
+                            category: "l1".into(),
+                            event: "eviction",
+                        })
+                        .inc();
+                }
+            })
+            .build(),
+    )
 }
 
 struct L1Expiry;

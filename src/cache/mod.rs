@@ -177,22 +177,17 @@ impl Cache {
             subscriber: Mutex::new(None),
             user_header,
         });
-        #[cfg(feature = "redis")]
         if inner.l1.is_some() {
-            if let (Backend::Redis(r), Ok(rt)) =
-                (&inner.backend, tokio::runtime::Handle::try_current())
-            {
-                let task = rt.spawn(invalidation::subscriber(
-                    Arc::downgrade(&inner),
-                    r.pubsub_clients().to_vec(),
-                    r.connect_timeout(),
-                    inner.channel.clone(),
-                ));
-                *inner
-                    .subscriber
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task.abort_handle());
-            }
+            let weak = Arc::downgrade(&inner);
+            let task = inner
+                .backend
+                .subscribe(inner.channel.clone(), move |event| {
+                    invalidation::on_event(&weak, event)
+                });
+            *inner
+                .subscriber
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = task;
         }
         Self { inner }
     }

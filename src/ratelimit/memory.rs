@@ -171,6 +171,16 @@ impl MemoryLimiter {
         }
     }
 
+    /// The counters of `backend` if it is the memory backend (on its clock); `None` on
+    /// Redis, whose script keeps them.
+    pub(crate) fn on(backend: &crate::backend::Backend, max_keys: usize) -> Option<Self> {
+        match backend {
+            crate::backend::Backend::Memory(m) => Some(Self::new(m.clock_arc(), max_keys)),
+            #[cfg(feature = "redis")]
+            crate::backend::Backend::Redis(_) => None,
+        }
+    }
+
     /// The clock's time, ms.
     pub(crate) fn now_ms(&self) -> u64 {
         self.clock.now_ms()

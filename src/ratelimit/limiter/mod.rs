@@ -231,11 +231,7 @@ impl RateLimiter {
         options: LimiterOptions,
         metrics: &Metrics,
     ) -> Self {
-        let memory = match &backend {
-            Backend::Memory(m) => Some(MemoryLimiter::new(m.clock_arc(), options.memory_max_keys)),
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => None,
-        };
+        let memory = MemoryLimiter::on(&backend, options.memory_max_keys);
         let burst = options
             .burst
             .and_then(|q| governor_quota(q.limit.get(), q.window))
