@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tenant_guard::config::Config;
-use tenant_guard::loadgen::{self, Endpoint, LoadPlan, RuleCheck, Target, TenantLoad};
 use tenant_guard::ratelimit::Quota;
+use tenant_guard_cli::loadgen::{self, Endpoint, LoadPlan, RuleCheck, Target, TenantLoad};
 
 /// Tower layers for multi-tenant services: rate limits, sessions and caching on Redis.
 #[derive(Debug, Parser)]
@@ -295,7 +295,7 @@ fn main() -> ExitCode {
                     };
                     let plan_target = {
                         let _g = rt.enter();
-                        match tenant_guard::demo::app(&cfg) {
+                        match tenant_guard_cli::demo::app(&cfg) {
                             Ok(app) => Target::InProcess(app),
                             Err(e) => {
                                 eprintln!("error: {e}");
@@ -440,7 +440,7 @@ async fn serve(addr: SocketAddr, json_logs: bool) -> ExitCode {
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
-    let app = match tenant_guard::demo::app(&cfg) {
+    let app = match tenant_guard_cli::demo::app(&cfg) {
         Ok(app) => app,
         Err(e) => {
             eprintln!("error: {e}");
@@ -627,12 +627,12 @@ async fn size(
         Ok(_) => {}
     }
     println!("filling {target} with {tenants} tenants ...");
-    let plan = tenant_guard::sizing::SizingPlan {
+    let plan = tenant_guard_cli::sizing::SizingPlan {
         url,
         tenants,
         concurrency,
     };
-    let report = match tenant_guard::sizing::run(&plan, move |n| {
+    let report = match tenant_guard_cli::sizing::run(&plan, move |n| {
         eprintln!("  {n} / {tenants} tenants");
     })
     .await
@@ -777,7 +777,7 @@ async fn demo(duration: Duration, mut out: Outputs) -> ExitCode {
         .iter()
         .find(|r| r.name == "per-tenant")
         .map(|r| r.quota);
-    let app = match tenant_guard::demo::app(&cfg) {
+    let app = match tenant_guard_cli::demo::app(&cfg) {
         Ok(app) => app,
         Err(e) => {
             eprintln!("error: {e}");

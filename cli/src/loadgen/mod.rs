@@ -83,7 +83,7 @@ pub struct LoadPlan {
 /// A traffic mix read from a small JSON file (`tenant-guard load --scenario FILE`).
 ///
 /// ```
-/// let s: tenant_guard::loadgen::Scenario = serde_json::from_str(r#"{
+/// let s: tenant_guard_cli::loadgen::Scenario = serde_json::from_str(r#"{
 ///     "duration": "30s",
 ///     "limit": "50/5s",
 ///     "tenants": [
@@ -191,7 +191,7 @@ impl Scenario {
         self.tenants
             .iter()
             .map(|t| {
-                crate::tenant::TenantId::new(&t.tenant)
+                tenant_guard::tenant::TenantId::new(&t.tenant)
                     .map_err(|e| format!("tenant `{}`: {e}", t.tenant))?;
                 if !(t.rate > 0.0 && t.rate <= 100_000.0) {
                     return Err(format!(
@@ -244,7 +244,7 @@ pub struct Planned {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tenant_guard::loadgen::{schedule, Endpoint, TenantLoad};
+/// use tenant_guard_cli::loadgen::{schedule, Endpoint, TenantLoad};
 ///
 /// let t = TenantLoad { tenant: "a".into(), rate: 10.0, users: 2,
 ///     endpoints: vec![Endpoint { method: http::Method::GET, path: "/x".into(), weight: 1 }] };
@@ -343,7 +343,7 @@ pub enum LoadError {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tenant_guard::loadgen::max_in_window;
+/// use tenant_guard_cli::loadgen::max_in_window;
 /// let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect::<Vec<_>>();
 /// assert_eq!(max_in_window(&ms(&[0, 100, 999, 1000, 1001]), Duration::from_secs(1)), 4);
 /// assert_eq!(max_in_window(&[], Duration::from_secs(1)), 0);
@@ -364,7 +364,7 @@ pub fn max_in_window(sorted: &[Duration], window: Duration) -> usize {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tenant_guard::loadgen::RuleCheck;
+/// use tenant_guard_cli::loadgen::RuleCheck;
 /// let r = RuleCheck::parse("ai=5/5s:user@POST:/api/ai/complete").unwrap();
 /// assert_eq!((r.name.as_str(), r.limit, r.window, r.per_user), ("ai", 5, Duration::from_secs(5), true));
 /// assert_eq!(r.endpoint.as_ref().map(|(m, p)| (m.as_str(), p.as_str())), Some(("POST", "/api/ai/complete")));
@@ -403,7 +403,7 @@ impl RuleCheck {
             Some(q) => (q, true),
             None => (spec, false),
         };
-        let q = crate::ratelimit::Quota::parse(quota).map_err(|e| e.to_string())?;
+        let q = tenant_guard::ratelimit::Quota::parse(quota).map_err(|e| e.to_string())?;
         let endpoint = match endpoint {
             Some(e) => {
                 let (m, p) = e

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::Router;
 use tenant_guard::config::Config;
-use tenant_guard::loadgen::{
+use tenant_guard_cli::loadgen::{
     self, max_in_window, schedule, Endpoint, LoadPlan, Target, TenantLoad,
 };
 
@@ -160,7 +160,7 @@ async fn demo_app_holds_the_flood_to_its_limit() {
         ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
     ])
     .unwrap();
-    let app = tenant_guard::demo::app(&config).unwrap();
+    let app = tenant_guard_cli::demo::app(&config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -242,7 +242,7 @@ async fn in_process_target() {
         ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
     ])
     .unwrap();
-    let app = tenant_guard::demo::app(&config).unwrap();
+    let app = tenant_guard_cli::demo::app(&config).unwrap();
     let plan = LoadPlan {
         target: Target::InProcess(app),
         duration: Duration::from_secs(2),
@@ -329,7 +329,7 @@ fn scenario_file_in_process() {
         .args(["load", "--in-process", "--duration", "2s", "--scenario"])
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/docs/scenario-demo.json"
+            "/../docs/scenario-demo.json"
         ))
         .env_clear()
         .env("RATE_LIMIT_TENANT", "50/5s")
