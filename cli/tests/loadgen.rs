@@ -323,6 +323,48 @@ fn demo_command_runs_and_exits_zero() {
     assert!(hits > 0, "no cache hits in the demo: {stdout}");
 }
 
+/// The demo's client-side checks are the effective configuration's rules and costs: with a
+/// per-tenant limit and an AI cost from the environment (which win over the demo's own),
+/// those are what the table checks, and every rule holds.
+#[test]
+fn demo_checks_the_rules_the_environment_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
+        .args(["demo", "--duration", "3s", "--chart"])
+        .arg(dir.path().join("demo.svg"))
+        .env_clear()
+        .env("RATE_LIMIT_TENANT", "100/5s")
+        .env("RATE_LIMIT_COSTS", "POST /api/ai/complete = 2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("per-tenant limit 100/5s"), "{stdout}");
+    assert!(stdout.contains("AI completions cost 2"), "{stdout}");
+    assert!(
+        stdout.contains("rule `per-tenant` (100/5s): 429 x"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rule `ai` (5/5s per user, POST /api/ai/complete)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("every tenant held to at most 100 admissions"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("every rule held in every window, counted in units"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("EXCEEDED"), "{stdout}");
+}
+
 #[test]
 fn scenario_file_in_process() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-guard"))

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use http::Method;
 use tenant_guard::config::Config;
+use tenant_guard::ratelimit::{Policy, Scope};
+use tenant_guard::tenant::TenantId;
 use tenant_guard_cli::loadgen::{self, Endpoint, LoadPlan, RuleCheck, Target, TenantLoad};
 
 use super::report::{run_with_progress, Outputs};
@@ -50,6 +53,54 @@ const DEMO_VARS: &[(&str, &str)] = &[
     ("RATE_LIMIT_COSTS", "POST /api/ai/complete = 5"),
     ("RATE_LIMIT_ENDPOINTS", "ai: POST /api/ai/complete = 5/5s"),
 ];
+
+/// The demo's tenants: at half the per-tenant limit's rate, at it, and at four times it.
+const TENANTS: [&str; 3] = ["calm", "steady", "flood"];
+
+/// The demo app's AI completion route.
+const AI_ROUTE: &str = "/api/ai/complete";
+
+/// The demo's traffic mix, each endpoint with the route it matches in the demo app (what
+/// rules and costs are written against).
+fn mix() -> Vec<(Endpoint, &'static str)> {
+    let ep = |method, path: &str, weight| Endpoint {
+        method,
+        path: path.into(),
+        weight,
+    };
+    vec![
+        (ep(Method::GET, "/api/items", 3), "/api/items"),
+        (
+            ep(Method::GET, "/api/reports/2026-11-22", 2),
+            "/api/reports/{day}",
+        ),
+        (ep(Method::POST, "/api/ai/complete", 1), AI_ROUTE),
+    ]
+}
+
+/// What the configuration says of AI completions: their cost, and the rules that count
+/// them alone (`AI completions cost 5 (rule `ai`: 5/5s per user)`).
+fn ai_summary(policy: &Policy) -> String {
+    let rules: Vec<String> = policy
+        .rules()
+        .iter()
+        .filter(|r| !r.shadow && r.endpoint.is_some() && r.applies(&Method::POST, AI_ROUTE))
+        .map(|r| {
+            let scope = if r.scope == Scope::User {
+                " per user"
+            } else {
+                ""
+            };
+            format!("rule `{}`: {}{scope}", r.name, r.quota)
+        })
+        .collect();
+    let cost = policy.cost(&Method::POST, AI_ROUTE);
+    if rules.is_empty() {
+        format!("AI completions cost {cost}")
+    } else {
+        format!("AI completions cost {cost} ({})", rules.join(", "))
+    }
+}
 
 /// One HTTP/1.1 request on a fresh loopback connection: status, `Set-Cookie` pair, body.
 async fn http1(
@@ -150,13 +201,22 @@ async fn demo(duration: Duration, mut out: Outputs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let limit = cfg
-        .rate_limit
-        .policy
+    // Every figure and check below comes from the effective configuration: the demo's
+    // settings, or what the environment put in their place.
+    let policy = &cfg.rate_limit.policy;
+    let per_tenant = policy
         .rules()
         .iter()
-        .find(|r| r.name == "per-tenant")
-        .map(|r| r.quota);
+        .find(|r| r.name == "per-tenant" && !r.shadow);
+    let limit = per_tenant.map(|r| r.quota);
+    // A tenant's plan may replace the per-tenant quota.
+    let limit_of = |tenant: &str| {
+        let plan = TenantId::new(tenant)
+            .ok()
+            .and_then(|t| policy.plan_of(&t).map(str::to_string));
+        per_tenant.map(|r| policy.quota(r, plan.as_deref()))
+    };
+    let mix = mix();
     let app = match tenant_guard_cli::demo::app(&cfg) {
         Ok(app) => app,
         Err(e) => {
@@ -191,30 +251,16 @@ async fn demo(duration: Duration, mut out: Outputs) -> ExitCode {
     let limit_text = limit.map_or_else(|| "none".into(), |q| q.to_string());
     println!(
         "tenant-guard demo: app on http://{target} ({backend}), per-tenant limit {limit_text}, \
-         AI completions cost 5 (rule `ai`: one per user per 5 s)"
+         {}",
+        ai_summary(policy)
     );
-    let sessions_ok = demo_sessions(target, &["calm", "steady", "flood"]).await;
-    let endpoints = vec![
-        Endpoint {
-            method: http::Method::GET,
-            path: "/api/items".into(),
-            weight: 3,
-        },
-        Endpoint {
-            method: http::Method::GET,
-            path: "/api/reports/2026-11-22".into(),
-            weight: 2,
-        },
-        Endpoint {
-            method: http::Method::POST,
-            path: "/api/ai/complete".into(),
-            weight: 1,
-        },
-    ];
+    let sessions_ok = demo_sessions(target, &TENANTS).await;
+    let endpoints: Vec<Endpoint> = mix.iter().map(|(ep, _)| ep.clone()).collect();
     // At the limit's rate, half of it, and four times it.
     let at = limit.map_or(10.0, |q| f64::from(q.limit.get()) / q.window.as_secs_f64());
-    let tenants = [("calm", at / 2.0), ("steady", at), ("flood", at * 4.0)]
+    let tenants = TENANTS
         .into_iter()
+        .zip([at / 2.0, at, at * 4.0])
         .map(|(name, rate)| TenantLoad {
             tenant: name.into(),
             rate,
@@ -227,7 +273,11 @@ async fn demo(duration: Duration, mut out: Outputs) -> ExitCode {
         duration,
         max_in_flight: 256,
         tenant_header: "X-Tenant-ID".into(),
-        user_header: "X-User-ID".into(),
+        user_header: cfg
+            .rate_limit
+            .user_header
+            .clone()
+            .unwrap_or_else(|| "X-User-ID".into()),
         tenants,
     };
     println!(
@@ -245,20 +295,22 @@ async fn demo(duration: Duration, mut out: Outputs) -> ExitCode {
         }
     };
     let limit_pair = limit.map(|q| (q.limit.get(), q.window));
-    // The demo's rules, checked client-side in units (an AI completion costs 5).
-    let ai = (http::Method::POST, "/api/ai/complete".to_string());
-    out.costs = vec![(ai, 5)];
-    out.rules = ["per-tenant=50/5s", "ai=5/5s:user@POST:/api/ai/complete"]
-        .iter()
-        .filter_map(|r| RuleCheck::parse(r).ok())
-        .collect();
+    // Every rule of the configuration, checked client-side in units (with its costs).
+    out.rules = RuleCheck::from_policy(policy, &mix, &TENANTS);
+    out.costs = loadgen::costs_from_policy(policy, &mix);
     let (table, rules_held) = report.table_with_rules(limit_pair, &out.rules, &out.costs);
     print!("{table}");
     demo_cache_summary(target).await;
     server.abort();
     let mut held = true;
-    if let Some((l, w)) = limit_pair {
+    if let Some(q) = limit {
+        let mut plans_differ = false;
         for t in &report.tenants {
+            let Some(tq) = limit_of(&t.tenant) else {
+                continue;
+            };
+            plans_differ |= tq != q;
+            let (l, w) = (tq.limit.get(), tq.window);
             let worst = loadgen::max_in_window(&t.admitted_at, w);
             if worst > l as usize {
                 held = false;
@@ -269,10 +321,13 @@ async fn demo(duration: Duration, mut out: Outputs) -> ExitCode {
                 );
             }
         }
-        if held {
+        if held && plans_differ {
+            println!("every tenant held to its plan's per-tenant limit in every window (client-side check)");
+        } else if held {
             println!(
-                "every tenant held to at most {l} admissions in any {} window (client-side check)",
-                humantime::format_duration(w)
+                "every tenant held to at most {} admissions in any {} window (client-side check)",
+                q.limit,
+                humantime::format_duration(q.window)
             );
         }
     }

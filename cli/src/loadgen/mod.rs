@@ -16,6 +16,6 @@ mod scenario;
 
 pub use plan::{schedule, Endpoint, LoadPlan, Planned, Target, TenantLoad};
 pub use report::{max_in_window, Report, Series, TenantReport};
-pub use rules::RuleCheck;
+pub use rules::{costs_from_policy, RuleCheck};
 pub use run::{run, run_with, Live, LoadError};
 pub use scenario::{Scenario, ScenarioEndpoint, ScenarioTenant};
