@@ -23,8 +23,10 @@
 //!   an L1 in front of Redis kept coherent by pub/sub invalidation, and an HTTP layer.
 //! * [`session`] — server-side sessions behind a signed cookie, bound to the tenant, lazy,
 //!   with per-field storage, absolute expiry and "log out everywhere".
-//! * `demo` and `loadgen` (feature `cli`) — the demo app and the open-loop load generator
-//!   behind the `tenant-guard` command.
+//!
+//! The `tenant-guard` command (demo app, open-loop load generator, Redis sizing) is another
+//! crate of the workspace, `tenant-guard-cli`: none of its dependencies are built with this
+//! library.
 //!
 //! ## Quick start
 //!
@@ -52,7 +54,6 @@
 //! |------|---------|--------------|
 //! | `redis` | yes | the Redis backend (single node and cluster) |
 //! | `axum` | yes | the axum extractor and the ops router |
-//! | `cli` | yes | the `tenant-guard` command, the demo app and the load generator |
 //! | `tls` | no | `rediss://` / `REDIS_USE_TLS` through native-tls |
 //!
 //! The memory backend is always built: it is the fallback that needs no setup.
@@ -61,11 +62,7 @@ pub mod backend;
 pub mod cache;
 pub mod clock;
 pub mod config;
-#[cfg(feature = "cli")]
-pub mod demo;
 pub mod keys;
-#[cfg(feature = "cli")]
-pub mod loadgen;
 pub mod metrics;
 #[cfg(feature = "axum")]
 pub mod ops;
@@ -74,6 +71,4 @@ pub mod problem;
 pub mod ratelimit;
 pub mod secret;
 pub mod session;
-#[cfg(feature = "cli")]
-pub mod sizing;
 pub mod tenant;

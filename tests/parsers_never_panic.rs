@@ -1,8 +1,9 @@
 //! Every parser of outside input answers a value or an error, never a panic: environment
 //! values (and the components built from an accepted configuration), forwarding headers,
-//! tenant ids and tenant resolvers, endpoint patterns and quotas, scenario files and the
-//! load tool's rule checks. Cookies and cache envelopes are private parsers; their
-//! properties are unit tests next to them (`session::cookie`, `cache::entry`, `cache`).
+//! tenant ids and tenant resolvers, endpoint patterns and quotas. (The load tool's scenario
+//! files and rule checks: `cli/tests/parsers_never_panic.rs`.) Cookies and cache envelopes
+//! are private parsers; their properties are unit tests next to them (`session::cookie`,
+//! `cache::entry`, `cache`).
 //!
 //! Inputs are arbitrary bytes and strings, plus strings assembled from each grammar's own
 //! tokens so that the deep branches are reached too. A bounded number of cases keeps the
@@ -11,7 +12,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
-use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, Request};
 use proptest::prelude::*;
@@ -260,7 +260,7 @@ const TENANT_TOKENS: &[&str] = &[
     "0",
 ];
 
-/// Tokens of endpoint patterns, quotas and rule checks.
+/// Tokens of endpoint patterns and quotas.
 const RULE_TOKENS: &[&str] = &[
     "GET",
     "get",
@@ -559,7 +559,6 @@ proptest! {
             let _ = q.to_string();
         }
         let _ = Algorithm::from_str(&s);
-        let _ = tenant_guard::loadgen::RuleCheck::parse(&s);
         // The same grammars as environment values (rules, costs, plans, burst).
         for var in [
             "RATE_LIMIT_ENDPOINTS",
@@ -571,92 +570,4 @@ proptest! {
             let _ = Config::from_vars([(var, s.as_str())]);
         }
     }
-
-    /// Scenario files: arbitrary bytes, and JSON shaped like a scenario with arbitrary
-    /// values. A scenario that validates is scheduled (over a short run).
-    #[test]
-    fn scenario_files(raw in any::<Vec<u8>>(), shaped in scenario_json()) {
-        for bytes in [raw, shaped.into_bytes()] {
-            let Ok(s) = serde_json::from_slice::<tenant_guard::loadgen::Scenario>(&bytes) else {
-                continue;
-            };
-            if let Some(limit) = &s.limit {
-                let _ = Quota::parse(limit);
-            }
-            if let Ok(loads) = s.validate() {
-                let _ = tenant_guard::loadgen::schedule(&loads, Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-/// JSON text shaped like a scenario, with arbitrary (and extreme) values in every field;
-/// most fields valid, so that validation passes often enough to reach the schedule.
-fn scenario_json() -> impl Strategy<Value = String> {
-    let number = prop_oneof![
-        12 => prop::sample::select(&["1", "50", "100000", "1e-300", "0.001"][..])
-            .prop_map(str::to_string),
-        1 => any::<f64>().prop_map(|f| if f.is_finite() { f.to_string() } else { "1e309".into() }),
-        1 => any::<i64>().prop_map(|n| n.to_string()),
-    ]
-    .boxed();
-    let count = prop_oneof![
-        12 => prop::sample::select(&["1", "3", "4294967295"][..]).prop_map(str::to_string),
-        1 => any::<u32>().prop_map(|n| n.to_string()),
-        1 => any::<i64>().prop_map(|n| n.to_string()),
-    ]
-    .boxed();
-    let string = |valid: &'static [&'static str]| {
-        prop_oneof![
-            12 => prop::sample::select(valid).prop_map(str::to_string),
-            1 => text(&["GET", "/api", "acme", "30s", "10/1s", "1000y", " ", "/"]),
-        ]
-        .prop_map(move |s| serde_json::Value::String(s).to_string())
-        .boxed()
-    };
-    let endpoint = (
-        string(&["GET", "post", "PUT"]),
-        string(&["/api/items", "/"]),
-        count.clone(),
-    )
-        .prop_map(|(m, p, w)| format!(r#"{{"method":{m},"path":{p},"weight":{w}}}"#));
-    let endpoints =
-        prop::collection::vec(endpoint, 0..3).prop_map(|v| format!("[{}]", v.join(",")));
-    let tenant =
-        (string(&["acme", "t-1"]), number, count, endpoints.clone()).prop_map(|(t, r, u, e)| {
-            format!(r#"{{"tenant":{t},"rate":{r},"users":{u},"endpoints":{e}}}"#)
-        });
-    let tenants = prop::collection::vec(tenant, 0..4).prop_map(|v| format!("[{}]", v.join(",")));
-    (
-        string(&["30s", "1000y", "0s", "18446744073709551615s"]),
-        string(&["10/1s", "1/0s", "x"]),
-        tenants,
-        endpoints,
-    )
-        .prop_map(|(d, l, t, e)| {
-            format!(r#"{{"duration":{d},"limit":{l},"tenants":{t},"endpoints":{e}}}"#)
-        })
-}
-
-/// Regression: a scenario endpoint of weight `u32::MAX` made the schedule write out a cycle
-/// of 4 G entries (32 GiB): the load tool aborted on the allocation.
-#[test]
-fn scenario_weights_up_to_u32_max_are_scheduled() {
-    let s: tenant_guard::loadgen::Scenario = serde_json::from_str(
-        r#"{"tenants":[{"tenant":"acme","rate":1000,"endpoints":[
-            {"path":"/a","weight":4294967295},{"path":"/b","weight":4294967295}]}]}"#,
-    )
-    .unwrap();
-    let plan = tenant_guard::loadgen::schedule(&s.validate().unwrap(), Duration::from_millis(20));
-    assert_eq!(plan.len(), 20);
-    assert!(plan.iter().all(|p| p.endpoint == 0));
-    // Small weights keep their order: two of /a, then one of /b.
-    let s: tenant_guard::loadgen::Scenario = serde_json::from_str(
-        r#"{"tenants":[{"tenant":"acme","rate":1000,"endpoints":[
-            {"path":"/a","weight":2},{"path":"/b","weight":0},{"path":"/c"}]}]}"#,
-    )
-    .unwrap();
-    let plan = tenant_guard::loadgen::schedule(&s.validate().unwrap(), Duration::from_millis(8));
-    let order: Vec<usize> = plan.iter().map(|p| p.endpoint).collect();
-    assert_eq!(order, [0, 0, 1, 2, 0, 0, 1, 2]);
 }

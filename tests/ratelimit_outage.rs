@@ -221,7 +221,7 @@ async fn paused_redis_under_load(instances: usize) -> (Vec<Duration>, Vec<Source
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_redis_does_not_open_the_limit_one_instance() {
     let (admitted, sources) = paused_redis_under_load(1).await;
-    let worst = tenant_guard::loadgen::max_in_window(&admitted, Duration::from_secs(5));
+    let worst = common::max_in_window(&admitted, Duration::from_secs(5));
     let local = sources.iter().filter(|s| **s == Source::Local).count();
     eprintln!(
         "one instance: {} admitted of {}, {local} decided in process; most in one 5 s window: {worst}",
@@ -247,7 +247,7 @@ async fn a_paused_redis_does_not_open_the_limit_one_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_redis_does_not_open_the_limit_two_instances() {
     let (admitted, sources) = paused_redis_under_load(2).await;
-    let worst = tenant_guard::loadgen::max_in_window(&admitted, Duration::from_secs(5));
+    let worst = common::max_in_window(&admitted, Duration::from_secs(5));
     let local = sources.iter().filter(|s| **s == Source::Local).count();
     eprintln!(
         "two instances: {} admitted of {}, {local} decided in process; most in one 5 s window: {worst}",

@@ -1,6 +1,7 @@
 //! Sessions against a real Redis: round trips counted with `MONITOR`, collision
-//! refusal in the scripts, outage modes with a killed server, and a login that survives a
-//! restart of the app server process (real HTTP, the `tenant-guard serve` binary).
+//! refusal in the scripts, and outage modes with a killed server. (A login that survives a
+//! restart of the app server process, through the `tenant-guard serve` binary, is in
+//! `cli/tests/session_restart.rs`.)
 
 mod common;
 
@@ -326,64 +327,4 @@ async fn outage_local_falls_back_to_memory_and_says_so() {
             .any(|l| l.starts_with("tenant_guard_session_events_total{event=\"fallback\"}")),
         "fallback not visible in metrics"
     );
-}
-
-// ---- the app server process restarts; the session lives on in Redis -----------------------
-
-fn start_serve(port: u16, redis_url: &str) -> common::ServeProcess {
-    common::ServeProcess::start(
-        env!("CARGO_BIN_EXE_tenant-guard"),
-        port,
-        &[("REDIS_URL", redis_url), ("SESSION_SECRET", SECRET)],
-    )
-}
-
-/// Status, `Set-Cookie` pair and body of one request with a tenant and maybe a cookie.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    tenant: &str,
-    cookie: Option<&str>,
-    body: &str,
-) -> (u16, Option<String>, String) {
-    let mut headers = vec![("X-Tenant-ID", tenant)];
-    if let Some(c) = cookie {
-        headers.push(("Cookie", c));
-    }
-    let r = common::http(port, method, path, &headers, body);
-    (r.status, r.cookie_pair(), r.body)
-}
-
-#[test]
-fn login_survives_an_app_server_restart() {
-    let redis = common::RedisServer::start();
-    let port = common::free_port();
-    let serve = start_serve(port, &redis.url());
-    let (status, cookie, body) = http(port, "POST", "/login", "acme", None, r#"{"user":"frank"}"#);
-    assert_eq!(status, 200, "{body}");
-    let cookie = cookie.expect("login sets the session cookie");
-    let (_, _, me) = http(port, "GET", "/me", "acme", Some(&cookie), "");
-    assert!(me.contains(r#""user":"frank""#), "{me}");
-
-    drop(serve); // the app process is killed
-    let _serve = start_serve(port, &redis.url());
-    let (status, _, me) = http(port, "GET", "/me", "acme", Some(&cookie), "");
-    assert_eq!(status, 200, "{me}");
-    assert!(
-        me.contains(r#""user":"frank""#),
-        "session lost across the restart: {me}"
-    );
-    // The same cookie on another tenant reaches no session, and is left alone there
-    // (clearing it would log the user out of acme).
-    let (_, set_cookie, me) = http(port, "GET", "/me", "globex", Some(&cookie), "");
-    assert!(me.contains(r#""user":null"#), "{me}");
-    assert_eq!(set_cookie, None, "another tenant's cookie was cleared");
-    let (_, _, me) = http(port, "GET", "/me", "acme", Some(&cookie), "");
-    assert!(me.contains(r#""user":"frank""#), "{me}");
-    // Logout ends it for good.
-    let (status, _, _) = http(port, "POST", "/logout", "acme", Some(&cookie), "");
-    assert_eq!(status, 200);
-    let (_, _, me) = http(port, "GET", "/me", "acme", Some(&cookie), "");
-    assert!(me.contains(r#""user":null"#), "{me}");
 }

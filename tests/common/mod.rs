@@ -677,3 +677,12 @@ pub fn http(
         body: body.to_string(),
     }
 }
+
+/// Most of the sorted `times` in any window `(t - window, t]`: a client-side check that a
+/// limit held (the load tool's `max_in_window`, for the library's own tests).
+pub fn max_in_window(times: &[Duration], window: Duration) -> usize {
+    (0..times.len())
+        .map(|hi| hi + 1 - times.partition_point(|&t| t + window <= times[hi]))
+        .max()
+        .unwrap_or(0)
+}

@@ -1,17 +1,18 @@
-//! `tenant_guard::sizing` on a real Redis the test starts: every tenant's keys are written,
+//! `tenant_guard_cli::sizing` on a real Redis the test starts: every tenant's keys are written,
 //! memory is measured per kind, and the slot spread adds up.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sizing_run_writes_every_kind_and_measures_it() {
     let server = common::RedisServer::start();
-    let plan = tenant_guard::sizing::SizingPlan {
+    let plan = tenant_guard_cli::sizing::SizingPlan {
         url: server.url(),
         tenants: 2_000,
         concurrency: 16,
     };
-    let report = tenant_guard::sizing::run(&plan, |_| {}).await.unwrap();
+    let report = tenant_guard_cli::sizing::run(&plan, |_| {}).await.unwrap();
     // 3 counters + session + index + cached query + 2 cache generations per tenant.
     assert_eq!(report.keys, 8 * 2_000, "{report:?}");
     assert_eq!(report.kinds.len(), 5);

@@ -3,6 +3,7 @@
 //! instances, a session created on one is seen on the others, concurrent identical cache
 //! misses on all three compute once, and an invalidation on one reaches the others' L1.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

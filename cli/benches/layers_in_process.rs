@@ -26,7 +26,7 @@ fn bench(c: &mut Criterion) {
         ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
     ])
     .unwrap();
-    let layered = tenant_guard::demo::app(&config).unwrap();
+    let layered = tenant_guard_cli::demo::app(&config).unwrap();
     let bare: Router = Router::new().route(
         "/api/items",
         get(|| async {

@@ -89,7 +89,7 @@ fn bench(c: &mut Criterion) {
     ])
     .expect("config");
     let (with_layers, without) = rt.block_on(async {
-        let layered = tenant_guard::demo::app(&config).expect("demo app");
+        let layered = tenant_guard_cli::demo::app(&config).expect("demo app");
         (start(layered).await, start(bare()).await)
     });
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())

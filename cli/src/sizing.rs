@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::backend::{Backend, BackendError};
-use crate::cache::{Cache, Category};
-use crate::config::Config;
-use crate::keys::{hash_slot, KeyKind, Keys};
-use crate::metrics::Metrics;
-use crate::ratelimit::{Check, Identity, RateLimiter};
-use crate::session::{Session, SessionStore};
-use crate::tenant::TenantId;
+use tenant_guard::backend::{Backend, BackendError};
+use tenant_guard::cache::{Cache, Category};
+use tenant_guard::config::Config;
+use tenant_guard::keys::{hash_slot, KeyKind, Keys};
+use tenant_guard::metrics::Metrics;
+use tenant_guard::ratelimit::{Check, Identity, RateLimiter};
+use tenant_guard::session::{Session, SessionStore};
+use tenant_guard::tenant::TenantId;
 
 /// Settings of a sizing run.
 #[derive(Debug, Clone)]
@@ -172,7 +172,7 @@ pub async fn run(
                     })
                     .await;
                 let s = Session::detached(t.clone(), sessions.clone());
-                let saved: Result<(), crate::session::SessionError> = async {
+                let saved: Result<(), tenant_guard::session::SessionError> = async {
                     s.set_user_id(Some("u-1")).await?;
                     s.insert("theme", "dark").await?;
                     s.insert("locale", "en-GB").await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::Router;
 use tenant_guard::config::Config;
-use tenant_guard::loadgen::{
+use tenant_guard_cli::loadgen::{
     self, max_in_window, schedule, Endpoint, LoadPlan, Target, TenantLoad,
 };
 
@@ -160,7 +160,7 @@ async fn demo_app_holds_the_flood_to_its_limit() {
         ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
     ])
     .unwrap();
-    let app = tenant_guard::demo::app(&config).unwrap();
+    let app = tenant_guard_cli::demo::app(&config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -242,7 +242,7 @@ async fn in_process_target() {
         ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
     ])
     .unwrap();
-    let app = tenant_guard::demo::app(&config).unwrap();
+    let app = tenant_guard_cli::demo::app(&config).unwrap();
     let plan = LoadPlan {
         target: Target::InProcess(app),
         duration: Duration::from_secs(2),
@@ -323,13 +323,55 @@ fn demo_command_runs_and_exits_zero() {
     assert!(hits > 0, "no cache hits in the demo: {stdout}");
 }
 
+/// The demo's client-side checks are the effective configuration's rules and costs: with a
+/// per-tenant limit and an AI cost from the environment (which win over the demo's own),
+/// those are what the table checks, and every rule holds.
+#[test]
+fn demo_checks_the_rules_the_environment_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
+        .args(["demo", "--duration", "3s", "--chart"])
+        .arg(dir.path().join("demo.svg"))
+        .env_clear()
+        .env("RATE_LIMIT_TENANT", "100/5s")
+        .env("RATE_LIMIT_COSTS", "POST /api/ai/complete = 2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("per-tenant limit 100/5s"), "{stdout}");
+    assert!(stdout.contains("AI completions cost 2"), "{stdout}");
+    assert!(
+        stdout.contains("rule `per-tenant` (100/5s): 429 x"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rule `ai` (5/5s per user, POST /api/ai/complete)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("every tenant held to at most 100 admissions"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("every rule held in every window, counted in units"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("EXCEEDED"), "{stdout}");
+}
+
 #[test]
 fn scenario_file_in_process() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
         .args(["load", "--in-process", "--duration", "2s", "--scenario"])
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/docs/scenario-demo.json"
+            "/../docs/scenario-demo.json"
         ))
         .env_clear()
         .env("RATE_LIMIT_TENANT", "50/5s")

@@ -28,15 +28,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::backend::{Backend, BackendError};
-use crate::cache::{Cache, CacheLayer};
-use crate::config::{Config, Secret};
-use crate::metrics::Metrics;
-use crate::ops;
-use crate::problem::Problem;
-use crate::ratelimit::{Decision, RateLimitLayer, RateLimiter};
-use crate::session::{Session, SessionError, SessionLayer, SessionStore};
-use crate::tenant::{TenantId, TenantLayer};
+use tenant_guard::backend::{Backend, BackendError};
+use tenant_guard::cache::{Cache, CacheLayer};
+use tenant_guard::config::{Config, Secret};
+use tenant_guard::metrics::Metrics;
+use tenant_guard::ops;
+use tenant_guard::problem::Problem;
+use tenant_guard::ratelimit::{Decision, RateLimitLayer, RateLimiter};
+use tenant_guard::session::{Session, SessionError, SessionLayer, SessionStore};
+use tenant_guard::tenant::{TenantId, TenantLayer};
 
 /// Simulated latency of the reports "database".
 pub const REPORT_LATENCY: Duration = Duration::from_millis(3);
@@ -49,7 +49,7 @@ pub const MODEL_LATENCY: Duration = Duration::from_millis(20);
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let config = tenant_guard::config::Config::default();
-/// let app = tenant_guard::demo::app(&config).unwrap();
+/// let app = tenant_guard_cli::demo::app(&config).unwrap();
 /// # }
 /// ```
 pub fn app(config: &Config) -> Result<Router, BackendError> {
@@ -137,7 +137,7 @@ async fn drop_cache(
 ///
 /// ```
 /// use std::time::Duration;
-/// use tenant_guard::demo::report_ttl;
+/// use tenant_guard_cli::demo::report_ttl;
 /// let today = 20_414; // 2025-11-22 as days since 1970-01-01
 /// assert_eq!(report_ttl("2025-11-22", today), Duration::from_secs(15));
 /// assert_eq!(report_ttl("2025-11-18", today), Duration::from_secs(180));

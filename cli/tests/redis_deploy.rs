@@ -8,6 +8,7 @@
 //! invalidation, the ops routes) against a redis-server the harness starts, and checks in
 //! Redis itself that the state is there and that the server's `ACL LOG` is empty.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ const APP_PASSWORD: &str = "tg-app-test-password-9f3a";
 
 /// The ACL line the README prints, with the test's password.
 fn acl_line() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/redis-acl.conf");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/redis-acl.conf");
     let text = std::fs::read_to_string(&path).expect("docs/redis-acl.conf");
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "docs/redis-acl.conf holds one ACL line");
@@ -63,7 +64,7 @@ fn config(vars: &[(&str, String)]) -> Config {
 }
 
 fn app(vars: &[(&str, String)]) -> Router {
-    tenant_guard::demo::app(&config(vars)).expect("demo app")
+    tenant_guard_cli::demo::app(&config(vars)).expect("demo app")
 }
 
 struct Reply {

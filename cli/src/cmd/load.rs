@@ -1,0 +1,291 @@
+//! `tenant-guard load`: open-loop load against a server (or the demo app in process), a
+//! per-tenant table at the end, optional rule checks, JSON and chart.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use tenant_guard::config::Config;
+use tenant_guard::ratelimit::Quota;
+use tenant_guard_cli::loadgen::{self, Endpoint, LoadPlan, RuleCheck, Target, TenantLoad};
+
+use super::report::{run_with_progress, Cost, Outputs};
+
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// Server address (loopback unless you name another explicitly).
+    #[arg(
+        long,
+        required_unless_present = "in_process",
+        conflicts_with = "in_process"
+    )]
+    target: Option<SocketAddr>,
+    /// Drive the demo app (configured by env vars) in this process as a tower service,
+    /// without sockets: measures the middleware alone.
+    #[arg(long)]
+    in_process: bool,
+    /// How long to send (default 30s, or the scenario's).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Tenant traffic as NAME:RATE[:USERS] (requests per second), repeatable.
+    #[arg(long = "tenant", required_unless_present = "scenario", value_parser = parse_tenant)]
+    tenants: Vec<(String, f64, u32)>,
+    /// A JSON scenario file (tenants, rates, users, endpoint mixes, duration, limit);
+    /// flags given too take precedence over its duration and limit.
+    #[arg(long, conflicts_with = "tenants")]
+    scenario: Option<PathBuf>,
+    /// Endpoint as METHOD:/path[:WEIGHT], repeatable (default GET:/api/items).
+    #[arg(long = "endpoint", value_parser = parse_endpoint)]
+    endpoints: Vec<Endpoint>,
+    /// Most requests in flight; more are counted as skipped.
+    #[arg(long, default_value_t = 512)]
+    max_in_flight: usize,
+    /// The limit to check the results against, LIMIT/WINDOW (e.g. the per-tenant rule).
+    #[arg(long, value_parser = Quota::parse)]
+    limit: Option<Quota>,
+    /// A server rule to check per tenant, repeatable:
+    /// NAME=LIMIT/WINDOW[:user][@METHOD:/path] (e.g. ai=5/5s:user@POST:/api/ai/complete).
+    #[arg(long = "rule", value_parser = RuleCheck::parse)]
+    rules: Vec<RuleCheck>,
+    /// Units a request costs, for the rule checks: METHOD:/path=N, repeatable.
+    #[arg(long = "cost", value_parser = parse_cost)]
+    costs: Vec<Cost>,
+    /// Header carrying the tenant.
+    #[arg(long, default_value = "X-Tenant-ID")]
+    tenant_header: String,
+    /// Header carrying the user.
+    #[arg(long, default_value = "X-User-ID")]
+    user_header: String,
+    /// Write the results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a chart of admitted and throttled requests per second (SVG).
+    #[arg(long)]
+    chart: Option<PathBuf>,
+}
+
+fn parse_cost(s: &str) -> Result<Cost, String> {
+    let (ep, n) = s
+        .rsplit_once('=')
+        .ok_or("expected METHOD:/path=N, e.g. POST:/api/ai/complete=5")?;
+    let (m, p) = ep.split_once(':').ok_or("expected METHOD:/path=N")?;
+    let m = http::Method::from_bytes(m.as_bytes()).map_err(|_| format!("bad method `{m}`"))?;
+    let n: u32 = n.trim().parse().map_err(|_| "N must be a whole number")?;
+    Ok(((m, p.to_string()), n))
+}
+
+fn parse_tenant(s: &str) -> Result<(String, f64, u32), String> {
+    let mut parts = s.split(':');
+    let name = parts.next().unwrap_or_default().to_string();
+    tenant_guard::tenant::TenantId::new(&name).map_err(|e| e.to_string())?;
+    let rate: f64 = parts
+        .next()
+        .ok_or("expected NAME:RATE[:USERS], e.g. acme:20:5")?
+        .parse()
+        .map_err(|_| "RATE must be a number of requests per second")?;
+    if !(rate > 0.0 && rate <= 100_000.0) {
+        return Err("RATE must be above 0 and at most 100000".into());
+    }
+    let users = match parts.next() {
+        Some(u) => u.parse().map_err(|_| "USERS must be a whole number")?,
+        None => 1,
+    };
+    Ok((name, rate, users))
+}
+
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let (method, rest) = s
+        .split_once(':')
+        .ok_or("expected METHOD:/path[:WEIGHT], e.g. GET:/api/items:3")?;
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("`{method}` is not an HTTP method"))?;
+    let (path, weight) = match rest.rsplit_once(':') {
+        Some((p, w)) if w.bytes().all(|b| b.is_ascii_digit()) && !w.is_empty() => {
+            (p, w.parse().map_err(|_| "WEIGHT must be a whole number")?)
+        }
+        _ => (rest, 1),
+    };
+    if !path.starts_with('/') {
+        return Err(format!("path `{path}` must start with `/`"));
+    }
+    Ok(Endpoint {
+        method,
+        path: path.to_string(),
+        weight,
+    })
+}
+
+/// What a scenario file gives: tenant loads, and optionally a duration and a limit.
+type ScenarioParts = (Vec<TenantLoad>, Option<Duration>, Option<Quota>);
+
+/// Reads a JSON scenario.
+fn read_scenario(path: &Path) -> Result<ScenarioParts, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let s: loadgen::Scenario = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let limit = s
+        .limit
+        .as_deref()
+        .map(Quota::parse)
+        .transpose()
+        .map_err(|e| format!("limit: {e}"))?;
+    Ok((s.validate()?, s.duration, limit))
+}
+
+pub(crate) fn run(args: LoadArgs) -> ExitCode {
+    let LoadArgs {
+        target,
+        in_process,
+        duration,
+        tenants,
+        scenario,
+        endpoints,
+        max_in_flight,
+        limit,
+        rules,
+        costs,
+        tenant_header,
+        user_header,
+        json,
+        chart,
+    } = args;
+    let endpoints = if endpoints.is_empty() {
+        vec![Endpoint {
+            method: http::Method::GET,
+            path: "/api/items".into(),
+            weight: 1,
+        }]
+    } else {
+        endpoints
+    };
+    let (loads, duration, limit) = match scenario {
+        Some(path) => match read_scenario(&path) {
+            Ok((loads, d, l)) => (
+                loads,
+                duration.or(d).unwrap_or(Duration::from_secs(30)),
+                limit.or(l),
+            ),
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => (
+            tenants
+                .into_iter()
+                .map(|(tenant, rate, users)| TenantLoad {
+                    tenant,
+                    rate,
+                    users,
+                    endpoints: endpoints.clone(),
+                })
+                .collect::<Vec<_>>(),
+            duration.unwrap_or(Duration::from_secs(30)),
+            limit,
+        ),
+    };
+    let target = match (target, in_process) {
+        (Some(addr), _) => Target::Http(addr),
+        (None, _) => {
+            let cfg = match Config::from_env() {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            // The demo app needs a runtime to build (background tasks): one for it.
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let plan_target = {
+                let _g = rt.enter();
+                match tenant_guard_cli::demo::app(&cfg) {
+                    Ok(app) => Target::InProcess(app),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            };
+            let plan = LoadPlan {
+                target: plan_target,
+                duration,
+                max_in_flight,
+                tenant_header,
+                user_header,
+                tenants: loads,
+            };
+            let out = Outputs {
+                json,
+                chart,
+                rules,
+                costs,
+            };
+            return rt.block_on(load(plan, limit, out));
+        }
+    };
+    let plan = LoadPlan {
+        target,
+        duration,
+        max_in_flight,
+        tenant_header,
+        user_header,
+        tenants: loads,
+    };
+    let out = Outputs {
+        json,
+        chart: chart.clone(),
+        rules,
+        costs,
+    };
+    super::runtime(load(plan, limit, out))
+}
+
+async fn load(plan: LoadPlan, limit: Option<Quota>, out: Outputs) -> ExitCode {
+    eprintln!(
+        "open-loop load on {} for {}: {}",
+        plan.target,
+        humantime::format_duration(plan.duration),
+        plan.tenants
+            .iter()
+            .map(|t| format!("{} {}/s", t.tenant, t.rate))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    match run_with_progress(&plan).await {
+        Ok(report) => {
+            let limit = limit.map(|q| (q.limit.get(), q.window));
+            let (table, held) = report.table_with_rules(limit, &out.rules, &out.costs);
+            print!("{table}");
+            if !out.rules.is_empty() {
+                println!(
+                    "{}",
+                    if held {
+                        "every checked rule held in every window (client-side check)"
+                    } else {
+                        "RULE EXCEEDED: a window admitted more than its rule's limit"
+                    }
+                );
+            }
+            let title = format!("tenant-guard load on {}", plan.target);
+            if out.write(&report, limit, &title) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
