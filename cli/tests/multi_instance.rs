@@ -14,7 +14,6 @@ const ADMIN: &str = "multi-instance-admin-token-0123456789abcdef";
 fn start(target: (&str, &str)) -> common::ServeProcess {
     common::ServeProcess::start(
         env!("CARGO_BIN_EXE_tenant-guard"),
-        common::free_port(),
         &[
             target,
             ("SESSION_SECRET", SECRET),

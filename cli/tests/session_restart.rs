@@ -6,10 +6,9 @@ mod common;
 
 const SECRET: &str = "session-redis-test-secret-0123456789abcdefgh";
 
-fn start_serve(port: u16, redis_url: &str) -> common::ServeProcess {
+fn start_serve(redis_url: &str) -> common::ServeProcess {
     common::ServeProcess::start(
         env!("CARGO_BIN_EXE_tenant-guard"),
-        port,
         &[("REDIS_URL", redis_url), ("SESSION_SECRET", SECRET)],
     )
 }
@@ -34,8 +33,8 @@ fn http(
 #[test]
 fn login_survives_an_app_server_restart() {
     let redis = common::RedisServer::start();
-    let port = common::free_port();
-    let serve = start_serve(port, &redis.url());
+    let serve = start_serve(&redis.url());
+    let port = serve.port;
     let (status, cookie, body) = http(port, "POST", "/login", "acme", None, r#"{"user":"frank"}"#);
     assert_eq!(status, 200, "{body}");
     let cookie = cookie.expect("login sets the session cookie");
@@ -43,7 +42,8 @@ fn login_survives_an_app_server_restart() {
     assert!(me.contains(r#""user":"frank""#), "{me}");
 
     drop(serve); // the app process is killed
-    let _serve = start_serve(port, &redis.url());
+    let serve = start_serve(&redis.url());
+    let port = serve.port;
     let (status, _, me) = http(port, "GET", "/me", "acme", Some(&cookie), "");
     assert_eq!(status, 200, "{me}");
     assert!(

@@ -585,30 +585,54 @@ pub fn target_vars(
     (all, server)
 }
 
-/// A `tenant-guard serve` process (`bin`: `env!("CARGO_BIN_EXE_tenant-guard")`) on a
-/// loopback port with only `env` (and `PATH`) set; killed on drop.
+/// A `tenant-guard serve` process (`bin`: `env!("CARGO_BIN_EXE_tenant-guard")`) with only
+/// `env` (and `PATH`) set; killed on drop. It binds port 0 itself and prints the address it
+/// bound (`listening on ADDR`), which this reads: no port is picked before it is bound.
 pub struct ServeProcess {
     child: Child,
     pub port: u16,
 }
 
 impl ServeProcess {
-    pub fn start(bin: &str, port: u16, env: &[(&str, &str)]) -> Self {
+    pub fn start(bin: &str, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(bin);
-        cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        cmd.args(["serve", "--addr", "127.0.0.1:0"])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         die_with_parent(&mut cmd);
-        let child = cmd.spawn().expect("start tenant-guard serve");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "serve did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut child = cmd.spawn().expect("start tenant-guard serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        // Reads the address, then drains the rest (logs) so the child never blocks on a
+        // full pipe; ends when the child exits.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("serve did not report a listening address within 20 s");
+            }
+        };
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable address {addr:?}"));
         Self { child, port }
     }
 }

@@ -9,7 +9,8 @@ use tenant_guard::config::Config;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on (port 0: any free port; the bound address is printed on
+    /// stdout as `listening on ADDR`).
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
     /// Log as JSON lines (filter with RUST_LOG).
@@ -80,6 +81,10 @@ async fn serve(addr: SocketAddr, json_logs: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The bound address on stdout, so a caller that asked for port 0 learns the port the
+    // process bound itself (no free-port race); the log line says the same.
+    let addr = listener.local_addr().unwrap_or(addr);
+    println!("listening on {addr}");
     tracing::info!(%addr, "tenant-guard demo app listening");
     let served = axum::serve(
         listener,
