@@ -41,7 +41,7 @@ enum Kind {
 /// name). The tenant from [`TenantLayer`](crate::tenant::TenantLayer) is always part of the
 /// key (`global` without one).
 ///
-/// **Scope.** With credentials on the request — a [`UserId`](crate::ratelimit::UserId)
+/// **Scope.** With credentials on the request — a [`UserId`](crate::tenant::UserId)
 /// (the session layer's user, or your auth middleware's), `Authorization`, a session or
 /// any cookie — an entry is keyed per caller under the default [`CacheScope::Auto`]; only
 /// requests without credentials share entries across the tenant. `CACHE_SCOPE` /
@@ -127,7 +127,7 @@ impl CacheLayer {
                 excluded_fields: vec!["request_id".into()],
                 ttl: None,
                 max_body,
-                global: TenantId::new(crate::ratelimit::GLOBAL_TENANT)
+                global: TenantId::new(crate::tenant::GLOBAL_TENANT)
                     .expect("the global tenant id is valid"),
                 scope,
                 learned_vary: Arc::default(),
@@ -363,7 +363,7 @@ fn caller_scope(
     if scope == CacheScope::Tenant {
         return None;
     }
-    if let Some(user) = parts.extensions.get::<crate::ratelimit::UserId>() {
+    if let Some(user) = parts.extensions.get::<crate::tenant::UserId>() {
         let mut out = b"user:".to_vec();
         out.extend_from_slice(user.as_str().as_bytes());
         return Some(out);
@@ -381,11 +381,11 @@ fn caller_scope(
     if let Some(user) = user_header.and_then(|h| parts.headers.get(h)) {
         return credential(b"gateway-user:", user.as_bytes());
     }
-    if let Some(session) = parts.extensions.get::<crate::session::Session>() {
+    if let Some(session) = parts.extensions.get::<crate::tenant::SessionCredential>() {
         // The session layer read the cookie: its session id is the credential (other
         // cookies are the browser's business).
-        return match session.cookie_id() {
-            Some(id) => credential(b"session:", id.as_str().as_bytes()),
+        return match session.id() {
+            Some(id) => credential(b"session:", id.as_bytes()),
             None if scope == CacheScope::User => Some(b"anonymous".to_vec()),
             None => None,
         };

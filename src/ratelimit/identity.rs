@@ -17,96 +17,14 @@
 //!   subscriber usually holds a whole /64).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+use crate::tenant::{Identity, UserId};
 
 use http::request::Parts;
 use http::HeaderName;
 use ipnet::IpNet;
-
-/// An authenticated user id, put into request extensions by the session layer or by the
-/// application's auth middleware; rate limits then count per user instead of per IP.
-///
-/// ```
-/// let mut req = http::Request::new(());
-/// req.extensions_mut().insert(tenant_guard::ratelimit::UserId::new("u-42"));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct UserId(Arc<str>);
-
-impl UserId {
-    /// Wraps a user id (any string: key components are escaped).
-    pub fn new(id: impl AsRef<str>) -> Self {
-        Self(Arc::from(id.as_ref()))
-    }
-
-    /// The id.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// The identity a user-scoped rule counts against.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Identity {
-    /// An authenticated user.
-    User(Arc<str>),
-    /// A client address (IPv4, or an IPv6 /64 written `2001:db8::/64`).
-    Ip(Arc<str>),
-    /// No user and no known address (no peer address available): all such requests share
-    /// one counter.
-    Unknown,
-    /// A trusted proxy sent a forwarding header that names no usable client address: all
-    /// such requests share one counter (`ip:invalid-forwarding`).
-    InvalidForwarding,
-}
-
-impl Identity {
-    /// `(kind, value)` as written in keys.
-    pub fn parts(&self) -> (&'static str, &str) {
-        match self {
-            Self::User(u) => ("user", u),
-            Self::Ip(ip) => ("ip", ip),
-            Self::Unknown => ("ip", "unknown"),
-            Self::InvalidForwarding => ("ip", "invalid-forwarding"),
-        }
-    }
-
-    /// The identity of an address, IPv6 grouped by /64.
-    ///
-    /// ```
-    /// use tenant_guard::ratelimit::Identity;
-    /// let a = Identity::from_ip("2001:db8:1:2:aaaa::1".parse().unwrap());
-    /// let b = Identity::from_ip("2001:db8:1:2:bbbb::2".parse().unwrap());
-    /// assert_eq!(a, b);
-    /// assert_eq!(a.parts(), ("ip", "2001:db8:1:2::/64"));
-    /// assert_eq!(Identity::from_ip("::ffff:10.1.2.3".parse().unwrap()).parts(), ("ip", "10.1.2.3"));
-    /// ```
-    pub fn from_ip(ip: IpAddr) -> Self {
-        let ip = match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(v6),
-            },
-            v4 => v4,
-        };
-        match ip {
-            IpAddr::V4(v4) => Self::Ip(Arc::from(v4.to_string())),
-            IpAddr::V6(v6) => {
-                let seg = v6.segments();
-                let net = Ipv6Addr::new(seg[0], seg[1], seg[2], seg[3], 0, 0, 0, 0);
-                Self::Ip(Arc::from(format!("{net}/64")))
-            }
-        }
-    }
-}
-
-impl fmt::Display for Identity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (k, v) = self.parts();
-        write!(f, "{k}:{v}")
-    }
-}
 
 /// Longest user id accepted from a header (longer ones are ignored, and the IP is used).
 pub const MAX_HEADER_USER_LEN: usize = 256;
@@ -205,7 +123,7 @@ impl IdentityConfig {
     /// ```
     pub fn identify(&self, parts: &Parts, peer: Option<SocketAddr>) -> Identity {
         if let Some(u) = parts.extensions.get::<UserId>() {
-            return Identity::User(u.0.clone());
+            return Identity::User(u.shared());
         }
         if let Some(h) = &self.user_header {
             if let Some(v) = parts.headers.get(h) {

@@ -13,9 +13,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::headers;
-use super::identity::{ClientAddr, Identity, IdentityConfig};
+use super::identity::{ClientAddr, IdentityConfig};
 use super::limiter::{Check, RateLimiter};
 use crate::tenant::TenantId;
+use crate::tenant::{Identity, GLOBAL_TENANT};
 
 type IdentifyFn = dyn Fn(&Parts) -> BoxFuture<'static, Option<Identity>> + Send + Sync;
 type CostFn = dyn Fn(&Parts) -> Option<u32> + Send + Sync;
@@ -23,9 +24,6 @@ type CostFn = dyn Fn(&Parts) -> Option<u32> + Send + Sync;
 /// Route used for requests whose matched route template is unknown (no axum
 /// `MatchedPath`): they share one counter per method, never one per raw path.
 pub const UNMATCHED_ROUTE: &str = "<unmatched>";
-
-/// Tenant used when no [`TenantLayer`](crate::tenant::TenantLayer) ran (single-tenant apps).
-pub const GLOBAL_TENANT: &str = "global";
 
 /// Rate-limits requests: 429 `application/problem+json` with `Retry-After` when a rule
 /// denies, `RateLimit` / `RateLimit-Policy` headers on allowed responses, and the

@@ -34,13 +34,13 @@ mod outage;
 mod policy;
 pub mod rules;
 
+/// Re-exported from [`tenant`](crate::tenant), where the identity types live.
+pub use crate::tenant::{Identity, UserId, GLOBAL_TENANT};
 pub(crate) use config::default_rule;
 pub use config::RateLimitConfig;
 pub use decision::{Decision, RuleDecision, Source};
-pub use identity::{
-    ClientAddr, ForwardedHeader, Identity, IdentityConfig, UserId, MAX_HEADER_USER_LEN,
-};
-pub use layer::{RateLimitLayer, RateLimitService, GLOBAL_TENANT, UNMATCHED_ROUTE};
+pub use identity::{ClientAddr, ForwardedHeader, IdentityConfig, MAX_HEADER_USER_LEN};
+pub use layer::{RateLimitLayer, RateLimitService, UNMATCHED_ROUTE};
 pub use limiter::{Check, LimiterOptions, RateLimiter};
 pub use outage::OutageMode;
 pub use policy::{Policy, PolicyBuilder, PolicyError, PolicyProblem};

@@ -142,9 +142,8 @@ impl Session {
         &self.shared.cookie
     }
 
-    /// The session id the request's cookie carried for this tenant, if it verified (the
-    /// cache layer's caller scope).
-    #[cfg(feature = "axum")]
+    /// The session id the request's cookie carried for this tenant, if it verified (what
+    /// the layer publishes as [`SessionCredential`](crate::tenant::SessionCredential)).
     pub(crate) fn cookie_id(&self) -> Option<&SessionId> {
         match &self.shared.cookie {
             CookieState::Valid(id) => Some(id),

@@ -12,8 +12,8 @@ use super::cookie::{CookieCodec, CookieState};
 use super::handle::{CookieAction, Session};
 use super::store::SessionStore;
 use super::SessionConfig;
-use crate::ratelimit::UserId;
 use crate::tenant::TenantId;
+use crate::tenant::{SessionCredential, UserId, GLOBAL_TENANT};
 
 /// Server-side sessions for the wrapped service.
 ///
@@ -69,8 +69,7 @@ impl SessionLayer {
                 store,
                 codec,
                 expose_user: false,
-                global: TenantId::new(crate::ratelimit::GLOBAL_TENANT)
-                    .expect("the global tenant id is valid"),
+                global: TenantId::new(GLOBAL_TENANT).expect("the global tenant id is valid"),
             }),
         }
     }
@@ -157,6 +156,13 @@ where
         let cookie = settings.codec.decode(req.headers(), &tenant);
         let session = Session::new(tenant, settings.store.clone(), cookie);
         req.extensions_mut().insert(session.clone());
+        req.extensions_mut().insert(
+            session
+                .cookie_id()
+                .map_or_else(SessionCredential::none, |id| {
+                    SessionCredential::new(id.as_str())
+                }),
+        );
         // The inner service was made ready by poll_ready: call that one, leave a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

@@ -10,10 +10,12 @@
 //! (`:`, `{`, `}`, `*`, `?`, `[`, `]`, whitespace, control or non-ASCII bytes) does.
 
 mod config;
+mod identity;
 mod layer;
 mod resolver;
 
 pub use config::{TenantConfig, TenantSource};
+pub use identity::{Identity, SessionCredential, UserId, GLOBAL_TENANT};
 pub use layer::{TenantLayer, TenantService, VALIDATION_CACHE_ENTRIES, VALIDATION_CACHE_TTL};
 pub use resolver::TenantResolver;
 

@@ -16,7 +16,6 @@ use super::algo::{Outcome, Spec};
 use super::burst::Burst;
 use super::decision::{no_rules, rule_decision, Decision, RuleDecision, Source};
 use super::deny_cache::DenyCache;
-use super::identity::Identity;
 use super::memory::{MemRule, MemoryLimiter, Rules};
 use super::outage::OutageMode;
 use super::outage::{LocalRule, OutageMemory};
@@ -25,6 +24,7 @@ use super::rules::{Quota, Rule, Scope};
 use crate::backend::{Backend, BackendError};
 use crate::keys::{KeyKind, Keys, RedisKey};
 use crate::metrics::{DecisionLabels, Metrics, RuleLabels};
+use crate::tenant::Identity;
 use crate::tenant::TenantId;
 
 mod local;

@@ -1,0 +1,142 @@
+//! Who is calling, as the layers tell each other through request extensions: the
+//! authenticated [`UserId`], the [`Identity`] a user-scoped limit counts against, and the
+//! [`SessionCredential`] a verified session cookie carried. They live here, beside
+//! [`TenantId`](super::TenantId), so that layers depend on `tenant` and not on each other.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+
+/// Tenant used when no [`TenantLayer`](super::TenantLayer) ran (single-tenant apps).
+pub const GLOBAL_TENANT: &str = "global";
+
+/// An authenticated user id, put into request extensions by the session layer or by the
+/// application's auth middleware; rate limits then count per user instead of per IP.
+///
+/// ```
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(tenant_guard::tenant::UserId::new("u-42"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(Arc<str>);
+
+impl UserId {
+    /// Wraps a user id (any string: key components are escaped).
+    pub fn new(id: impl AsRef<str>) -> Self {
+        Self(Arc::from(id.as_ref()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id, shared (no copy).
+    pub(crate) fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
+}
+
+/// The identity a user-scoped rule counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// An authenticated user.
+    User(Arc<str>),
+    /// A client address (IPv4, or an IPv6 /64 written `2001:db8::/64`).
+    Ip(Arc<str>),
+    /// No user and no known address (no peer address available): all such requests share
+    /// one counter.
+    Unknown,
+    /// A trusted proxy sent a forwarding header that names no usable client address: all
+    /// such requests share one counter (`ip:invalid-forwarding`).
+    InvalidForwarding,
+}
+
+impl Identity {
+    /// `(kind, value)` as written in keys.
+    pub fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Self::User(u) => ("user", u),
+            Self::Ip(ip) => ("ip", ip),
+            Self::Unknown => ("ip", "unknown"),
+            Self::InvalidForwarding => ("ip", "invalid-forwarding"),
+        }
+    }
+
+    /// The identity of an address, IPv6 grouped by /64.
+    ///
+    /// ```
+    /// use tenant_guard::tenant::Identity;
+    /// let a = Identity::from_ip("2001:db8:1:2:aaaa::1".parse().unwrap());
+    /// let b = Identity::from_ip("2001:db8:1:2:bbbb::2".parse().unwrap());
+    /// assert_eq!(a, b);
+    /// assert_eq!(a.parts(), ("ip", "2001:db8:1:2::/64"));
+    /// assert_eq!(Identity::from_ip("::ffff:10.1.2.3".parse().unwrap()).parts(), ("ip", "10.1.2.3"));
+    /// ```
+    pub fn from_ip(ip: IpAddr) -> Self {
+        let ip = match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            },
+            v4 => v4,
+        };
+        match ip {
+            IpAddr::V4(v4) => Self::Ip(Arc::from(v4.to_string())),
+            IpAddr::V6(v6) => {
+                let seg = v6.segments();
+                let net = Ipv6Addr::new(seg[0], seg[1], seg[2], seg[3], 0, 0, 0, 0);
+                Self::Ip(Arc::from(format!("{net}/64")))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (k, v) = self.parts();
+        write!(f, "{k}:{v}")
+    }
+}
+
+/// What the session layer found in a request's cookie: the verified session id, or none
+/// (no cookie, an invalid one, or another tenant's). The session layer puts it into request
+/// extensions; its presence says the session layer ran. The id is a credential (never
+/// logged): layers that must tell callers apart, such as the cache's
+/// [`CacheScope`](crate::cache::CacheScope), read it.
+///
+/// ```
+/// use tenant_guard::tenant::SessionCredential;
+/// let c = SessionCredential::new("Zm9vYmFy");
+/// assert_eq!(c.id(), Some("Zm9vYmFy"));
+/// assert!(!format!("{c:?}").contains("Zm9v"));
+/// assert_eq!(SessionCredential::none().id(), None);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionCredential(Option<Arc<str>>);
+
+impl SessionCredential {
+    /// A verified session id.
+    pub fn new(id: impl AsRef<str>) -> Self {
+        Self(Some(Arc::from(id.as_ref())))
+    }
+
+    /// No usable session cookie.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// The session id, if the cookie carried a valid one.
+    pub fn id(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl fmt::Debug for SessionCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Some(_) => "SessionCredential([redacted])",
+            None => "SessionCredential(None)",
+        })
+    }
+}
