@@ -58,6 +58,8 @@
 //!
 //! The memory backend is always built: it is the fallback that needs no setup.
 
+mod macros;
+
 pub mod backend;
 pub mod cache;
 pub mod clock;

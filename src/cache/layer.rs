@@ -1,32 +1,23 @@
 //! [`CacheLayer`]: caches the HTTP responses of the routes it wraps.
 
+use super::service::CacheService;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::MatchedPath;
-use bytes::{Bytes, BytesMut};
-use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::HeaderName;
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::StatusCode;
 use tower_layer::Layer;
-use tower_service::Service;
 
-use super::entry::{now_ms, Entry};
-use super::key::{http_key, HttpKeyInput};
-use super::{Cache, CacheScope, CacheStatus, Category, Computed, Served};
-use crate::problem::Problem;
+use super::{Cache, CacheScope, Category};
 use crate::tenant::TenantId;
 
-type TtlFn = dyn Fn(&Parts, StatusCode) -> Option<Duration> + Send + Sync;
+pub(super) type TtlFn = dyn Fn(&Parts, StatusCode) -> Option<Duration> + Send + Sync;
 
 /// How the layer names the category of a request.
 #[derive(Debug, Clone)]
-enum Kind {
+pub(super) enum Kind {
     Fixed(Category),
     /// AI: the model is read from the JSON body's `model` field.
     Ai,
@@ -75,31 +66,31 @@ enum Kind {
 #[derive(Clone)]
 #[must_use]
 pub struct CacheLayer {
-    shared: Arc<Settings>,
+    pub(super) shared: Arc<Settings>,
 }
 
 #[derive(Clone)]
-struct Settings {
-    cache: Cache,
-    kind: Kind,
-    vary: Vec<HeaderName>,
-    statuses: Vec<StatusCode>,
-    excluded_fields: Vec<String>,
-    ttl: Option<Arc<TtlFn>>,
-    max_body: usize,
-    global: TenantId,
-    scope: CacheScope,
+pub(super) struct Settings {
+    pub(super) cache: Cache,
+    pub(super) kind: Kind,
+    pub(super) vary: Vec<HeaderName>,
+    pub(super) statuses: Vec<StatusCode>,
+    pub(super) excluded_fields: Vec<String>,
+    pub(super) ttl: Option<Arc<TtlFn>>,
+    pub(super) max_body: usize,
+    pub(super) global: TenantId,
+    pub(super) scope: CacheScope,
     /// Request headers responses were seen to vary on, per route template.
     /// Read by every request of the wrapped routes, written only when a response names a
     /// new header: a read-write lock, so readers never wait on each other.
-    learned_vary: Arc<std::sync::RwLock<HashMap<String, Vec<HeaderName>>>>,
+    pub(super) learned_vary: Arc<std::sync::RwLock<HashMap<String, Vec<HeaderName>>>>,
 }
 
 /// Route templates whose learned `Vary` headers are kept (templates come from the router,
 /// a bounded set; requests outside any route share one slot).
-const MAX_LEARNED_ROUTES: usize = 1024;
+pub(super) const MAX_LEARNED_ROUTES: usize = 1024;
 /// Learned `Vary` headers per route.
-const MAX_LEARNED_HEADERS: usize = 16;
+pub(super) const MAX_LEARNED_HEADERS: usize = 16;
 
 impl std::fmt::Debug for CacheLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,453 +210,5 @@ impl<S> Layer<S> for CacheLayer {
             inner,
             shared: self.shared.clone(),
         }
-    }
-}
-
-/// The service made by [`CacheLayer`].
-#[derive(Clone)]
-pub struct CacheService<S> {
-    inner: S,
-    shared: Arc<Settings>,
-}
-
-impl<S> std::fmt::Debug for CacheService<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CacheService").finish_non_exhaustive()
-    }
-}
-
-impl<S> CacheService<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the wrapper, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-/// `Cache-Control` directives of a header, lowercased, as a comma list.
-fn directives(headers: &http::HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|d| {
-            d.split('=')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .filter(|d| !d.is_empty())
-        .collect()
-}
-
-fn with_status(
-    mut res: Response<Body>,
-    status: CacheStatus,
-    age: Option<Duration>,
-) -> Response<Body> {
-    let h = res.headers_mut();
-    h.insert(
-        HeaderName::from_static("x-cache"),
-        HeaderValue::from_static(status.header()),
-    );
-    if let Some(age) = age {
-        h.insert(header::AGE, HeaderValue::from(age.as_secs()));
-    }
-    res
-}
-
-fn from_entry(e: &Entry, status: CacheStatus) -> Response<Body> {
-    let mut res = Response::new(Body::from(e.body.clone()));
-    *res.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::OK);
-    for (k, v) in &e.headers {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::try_from(k.as_str()),
-            HeaderValue::try_from(v.as_str()),
-        ) {
-            res.headers_mut().append(k, v);
-        }
-    }
-    let age = matches!(
-        status,
-        CacheStatus::HitL1 | CacheStatus::HitL2 | CacheStatus::Stale
-    )
-    .then(|| Duration::from_millis(now_ms().saturating_sub(e.stored_ms)));
-    with_status(res, status, age)
-}
-
-/// Reads a body up to `limit` bytes; past it, gives back a body that replays what was read
-/// followed by the rest.
-async fn buffer(body: Body, limit: usize) -> Result<Bytes, Body> {
-    let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(c) => {
-                buf.extend_from_slice(&c);
-                if buf.len() > limit {
-                    let head = futures_util::stream::once(async move {
-                        Ok::<Bytes, axum::Error>(buf.freeze())
-                    });
-                    return Err(Body::from_stream(head.chain(stream)));
-                }
-            }
-            Err(e) => {
-                let head =
-                    futures_util::stream::once(
-                        async move { Ok::<Bytes, axum::Error>(buf.freeze()) },
-                    );
-                let err = futures_util::stream::once(async move { Err::<Bytes, _>(e) });
-                return Err(Body::from_stream(head.chain(err)));
-            }
-        }
-    }
-    Ok(buf.freeze())
-}
-
-fn content_length(headers: &http::HeaderMap) -> Option<usize> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
-// A panic elsewhere cannot leave a learned-header list half-written: use it either way.
-fn read_lock<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write_lock<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Who an entry is for under `scope`: `None` shares it with the tenant. `user_header` is
-/// the trusted gateway's (`RATE_LIMIT_USER_HEADER`).
-fn caller_scope(
-    scope: CacheScope,
-    parts: &Parts,
-    user_header: Option<&HeaderName>,
-) -> Option<Vec<u8>> {
-    use sha2::{Digest, Sha256};
-    if scope == CacheScope::Tenant {
-        return None;
-    }
-    if let Some(user) = parts.extensions.get::<crate::tenant::UserId>() {
-        let mut out = b"user:".to_vec();
-        out.extend_from_slice(user.as_str().as_bytes());
-        return Some(out);
-    }
-    let credential = |label: &[u8], secret: &[u8]| {
-        let mut out = label.to_vec();
-        out.extend_from_slice(&Sha256::digest(secret));
-        Some(out)
-    };
-    if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
-        return credential(b"auth:", auth.as_bytes());
-    }
-    // The gateway authenticated the caller and wrote the user here (the rate limiter counts
-    // per this user): an answer for one user is not the tenant's.
-    if let Some(user) = user_header.and_then(|h| parts.headers.get(h)) {
-        return credential(b"gateway-user:", user.as_bytes());
-    }
-    if let Some(session) = parts.extensions.get::<crate::tenant::SessionCredential>() {
-        // The session layer read the cookie: its session id is the credential (other
-        // cookies are the browser's business).
-        return match session.id() {
-            Some(id) => credential(b"session:", id.as_bytes()),
-            None if scope == CacheScope::User => Some(b"anonymous".to_vec()),
-            None => None,
-        };
-    }
-    let mut cookies = parts.headers.get_all(header::COOKIE).iter().peekable();
-    if cookies.peek().is_some() {
-        // Cookies of an auth scheme this crate does not know: each caller apart.
-        let mut h = Sha256::new();
-        for c in cookies {
-            h.update(c.as_bytes());
-            h.update(b"\n");
-        }
-        let mut out = b"cookie:".to_vec();
-        out.extend_from_slice(&h.finalize());
-        return Some(out);
-    }
-    (scope == CacheScope::User).then(|| b"anonymous".to_vec())
-}
-
-/// Whether the response's `Vary` names only headers the key already holds (`keyed`);
-/// `Vary: *` never is. Headers it lacks are handed to `missing` (to be learned).
-fn vary_covered(
-    headers: &http::HeaderMap,
-    keyed: &[HeaderName],
-    missing: impl FnOnce(Vec<HeaderName>),
-) -> bool {
-    let mut lacking = Vec::new();
-    for value in headers.get_all(header::VARY) {
-        let Ok(text) = value.to_str() else {
-            return false;
-        };
-        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if name == "*" {
-                return false;
-            }
-            match HeaderName::try_from(name) {
-                Ok(h) if keyed.contains(&h) => {}
-                Ok(h) => lacking.push(h),
-                Err(_) => return false,
-            }
-        }
-    }
-    if lacking.is_empty() {
-        return true;
-    }
-    missing(lacking);
-    false
-}
-
-fn learn_vary(
-    learned: &std::sync::RwLock<HashMap<String, Vec<HeaderName>>>,
-    template: &str,
-    headers: Vec<HeaderName>,
-) {
-    let mut map = write_lock(learned);
-    if !map.contains_key(template) && map.len() >= MAX_LEARNED_ROUTES {
-        return;
-    }
-    let list = map.entry(template.to_string()).or_default();
-    for h in headers {
-        if list.len() < MAX_LEARNED_HEADERS && !list.contains(&h) {
-            list.push(h);
-        }
-    }
-}
-
-/// Headers that are not stored with an entry.
-fn stored_header(name: &HeaderName) -> bool {
-    ![
-        header::SET_COOKIE,
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::CONTENT_LENGTH,
-        header::AGE,
-        header::DATE,
-    ]
-    .contains(name)
-        && name.as_str() != "x-cache"
-}
-
-impl<S> Service<Request<Body>> for CacheService<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let settings = self.shared.clone();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let (parts, body) = req.into_parts();
-            let req_cc = directives(&parts.headers);
-            let read = !req_cc.iter().any(|d| d == "no-cache");
-            let write = !req_cc.iter().any(|d| d == "no-store");
-            let cache = &settings.cache;
-            let cat_name = match &settings.kind {
-                Kind::Fixed(c) => c.name().to_string(),
-                Kind::Ai => "ai".to_string(),
-            };
-            let bypass = |res: Response<Body>| {
-                cache.event(&cat_name, "bypass");
-                with_status(res, CacheStatus::Bypass, None)
-            };
-            if !read && !write {
-                let res = inner.call(Request::from_parts(parts, body)).await?;
-                return Ok(bypass(res));
-            }
-            // The request body is part of the key: read it (bounded).
-            if content_length(&parts.headers).is_some_and(|n| n > settings.max_body) {
-                let res = inner.call(Request::from_parts(parts, body)).await?;
-                return Ok(bypass(res));
-            }
-            let body = match buffer(body, settings.max_body).await {
-                Ok(b) => b,
-                Err(replay) => {
-                    let res = inner.call(Request::from_parts(parts, replay)).await?;
-                    return Ok(bypass(res));
-                }
-            };
-            let tenant = parts
-                .extensions
-                .get::<TenantId>()
-                .cloned()
-                .unwrap_or_else(|| settings.global.clone());
-            let template = parts
-                .extensions
-                .get::<MatchedPath>()
-                .map_or("", MatchedPath::as_str)
-                .to_string();
-            let route = format!("{template} {}", parts.uri.path());
-            let json = parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("json"))
-                || matches!(settings.kind, Kind::Ai);
-            let mut vary_names: Vec<HeaderName> = settings.vary.clone();
-            if let Some(learned) = read_lock(&settings.learned_vary).get(&template) {
-                vary_names.extend(learned.iter().cloned());
-            }
-            vary_names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-            vary_names.dedup();
-            // Every value of a header, not only the first: the handler sees them all (one
-            // comma list), so two requests whose first values agree are not one answer.
-            // Values cannot hold `\n`, so the join is unambiguous.
-            let vary_values: Vec<Vec<u8>> = vary_names
-                .iter()
-                .map(|h| {
-                    let mut out = Vec::new();
-                    for (i, v) in parts.headers.get_all(h).iter().enumerate() {
-                        if i > 0 {
-                            out.push(b'\n');
-                        }
-                        out.extend_from_slice(v.as_bytes());
-                    }
-                    out
-                })
-                .collect();
-            let vary: Vec<(&str, &[u8])> = vary_names
-                .iter()
-                .zip(&vary_values)
-                .map(|(h, v)| (h.as_str(), v.as_slice()))
-                .collect();
-            let caller = caller_scope(settings.scope, &parts, cache.user_header());
-            let (hash, model) = http_key(&HttpKeyInput {
-                method: parts.method.as_str(),
-                route: &route,
-                query: parts.uri.query(),
-                vary,
-                body: &body,
-                json,
-                excluded_fields: &settings.excluded_fields,
-                caller: caller.as_deref(),
-            });
-            let category = match &settings.kind {
-                Kind::Fixed(c) => c.clone(),
-                Kind::Ai => Category::ai(model.unwrap_or_else(|| "unknown".into())),
-            };
-            let key = cache.key(&tenant, &category, hash);
-            let ttl_default = cache.config().ttl_for(category.name());
-            let mut slot = Some(Request::from_parts(parts, Body::from(body.clone())));
-            let served = cache
-                .serve(&key, read, write, || async {
-                    let req = slot.take().expect("the request is sent once");
-                    // The TTL hook reads the request after the response is known: keep a copy
-                    // of its head, only on a miss and only when there is a hook.
-                    let (req, ttl_hint) = match &settings.ttl {
-                        Some(f) => {
-                            let (head, body) = req.into_parts();
-                            let hint = (f.clone(), head.clone());
-                            (Request::from_parts(head, body), Some(hint))
-                        }
-                        None => (req, None),
-                    };
-                    let res = match inner.call(req).await {
-                        Ok(r) => r,
-                        Err(e) => return Computed::Private(Err(e)),
-                    };
-                    let (rparts, rbody) = res.into_parts();
-                    let status = rparts.status;
-                    let res_cc = directives(&rparts.headers);
-                    let vary_ok = vary_covered(&rparts.headers, &vary_names, |missing| {
-                        learn_vary(&settings.learned_vary, &template, missing);
-                    });
-                    let storable = settings.statuses.contains(&status)
-                        && vary_ok
-                        && !rparts.headers.contains_key(header::SET_COOKIE)
-                        && !res_cc.iter().any(|d| d == "no-store" || d == "private");
-                    let shareable_error = status.is_server_error()
-                        && vary_ok
-                        && !rparts.headers.contains_key(header::SET_COOKIE);
-                    if !(storable || shareable_error)
-                        || content_length(&rparts.headers).is_some_and(|n| n > settings.max_body)
-                    {
-                        let res = Response::from_parts(rparts, rbody);
-                        return Computed::Private(Ok(with_status(res, CacheStatus::Bypass, None)));
-                    }
-                    let bytes = match buffer(rbody, settings.max_body).await {
-                        Ok(b) => b,
-                        Err(replay) => {
-                            let res = Response::from_parts(rparts, replay);
-                            return Computed::Private(Ok(with_status(
-                                res,
-                                CacheStatus::Bypass,
-                                None,
-                            )));
-                        }
-                    };
-                    let entry = Entry {
-                        stored_ms: now_ms(),
-                        fresh_until_ms: now_ms(),
-                        status: status.as_u16(),
-                        headers: rparts
-                            .headers
-                            .iter()
-                            .filter(|(k, _)| stored_header(k))
-                            .filter_map(|(k, v)| {
-                                Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
-                            })
-                            .collect(),
-                        body: bytes,
-                        gens: [0, 0],
-                    };
-                    let own = from_entry(&entry, CacheStatus::Miss);
-                    if shareable_error {
-                        let msg: Arc<str> = Arc::from(format!("upstream answered {status}"));
-                        return Computed::Share(Arc::new(entry), msg, Ok(own));
-                    }
-                    let ttl = ttl_hint
-                        .as_ref()
-                        .and_then(|(f, p)| f(p, status))
-                        .unwrap_or(ttl_default);
-                    Computed::Store(entry, ttl, Ok(own))
-                })
-                .await;
-            match served {
-                Served::Cached(e, status) => Ok(from_entry(&e, status)),
-                Served::Own(r) => r,
-                Served::SharedError(any, msg) => match any.downcast_ref::<Entry>() {
-                    Some(e) => Ok(from_entry(e, CacheStatus::Miss)),
-                    None => Ok(Problem::new(StatusCode::BAD_GATEWAY, "Upstream failed")
-                        .detail(msg.to_string())
-                        .into_response()),
-                },
-                Served::Retry => {
-                    // The concurrent leader's response was not shareable: send our own.
-                    let req = slot.take().expect("not sent yet");
-                    let res = inner.call(req).await?;
-                    Ok(bypass(res))
-                }
-            }
-        })
     }
 }

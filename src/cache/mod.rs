@@ -62,6 +62,8 @@ mod key;
 mod l1;
 #[cfg(feature = "axum")]
 mod layer;
+#[cfg(feature = "axum")]
+mod service;
 mod status;
 
 use std::any::Any;
@@ -82,7 +84,9 @@ pub use key::{
     canonical_json, http_key, model_component, CacheScope, Category, HttpKeyInput, MAX_MODEL_IN_KEY,
 };
 #[cfg(feature = "axum")]
-pub use layer::{CacheLayer, CacheService};
+pub use layer::CacheLayer;
+#[cfg(feature = "axum")]
+pub use service::CacheService;
 pub use status::{CacheError, CacheStatus, Cached};
 
 use crate::backend::{Backend, BackendError};

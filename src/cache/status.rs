@@ -45,7 +45,7 @@ pub struct Cached<T> {
     pub age: Duration,
 }
 
-/// Errors of [`Cache::get_or_compute`].
+/// Errors of [`Cache::get_or_compute`](super::Cache::get_or_compute).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError<E> {

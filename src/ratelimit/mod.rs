@@ -33,6 +33,7 @@ mod memory;
 mod outage;
 mod policy;
 pub mod rules;
+mod service;
 
 /// Re-exported from [`tenant`](crate::tenant), where the identity types live.
 pub use crate::tenant::{Identity, UserId, GLOBAL_TENANT};
@@ -40,8 +41,9 @@ pub(crate) use config::default_rule;
 pub use config::RateLimitConfig;
 pub use decision::{Decision, RuleDecision, Source};
 pub use identity::{ClientAddr, ForwardedHeader, IdentityConfig, MAX_HEADER_USER_LEN};
-pub use layer::{RateLimitLayer, RateLimitService, UNMATCHED_ROUTE};
+pub use layer::{RateLimitLayer, UNMATCHED_ROUTE};
 pub use limiter::{Check, LimiterOptions, RateLimiter};
 pub use outage::OutageMode;
 pub use policy::{Policy, PolicyBuilder, PolicyError, PolicyProblem};
 pub use rules::{Algorithm, EndpointPattern, Quota, Rule, Scope};
+pub use service::RateLimitService;

@@ -55,6 +55,7 @@ mod config;
 mod cookie;
 mod handle;
 mod layer;
+mod service;
 mod store;
 
 use std::fmt;
@@ -65,7 +66,8 @@ use http::StatusCode;
 pub use self::cookie::CookieCodec;
 pub use config::{SameSite, SessionConfig, SessionOutage};
 pub use handle::Session;
-pub use layer::{SessionLayer, SessionService};
+pub use layer::SessionLayer;
+pub use service::SessionService;
 pub use store::{SessionInfo, SessionStore};
 
 use crate::backend::BackendError;

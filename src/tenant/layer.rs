@@ -1,21 +1,16 @@
 //! [`TenantLayer`]: resolves the tenant before the inner service runs.
 
+use super::service::TenantService;
 use std::collections::HashSet;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use http::{Request, Response, StatusCode};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
-use tower_service::Service;
 
 use super::TenantConfig;
-use super::{TenantError, TenantId, TenantResolver};
-use crate::problem::Problem;
+use super::{TenantId, TenantResolver};
 
 /// Puts the request's [`TenantId`] into its extensions, or answers
 /// `400 application/problem+json` when the tenant is missing or invalid.
@@ -43,24 +38,24 @@ use crate::problem::Problem;
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct TenantLayer {
-    resolver: TenantResolver,
-    default: Option<TenantId>,
-    known: Option<Arc<HashSet<TenantId>>>,
-    validator: Option<Arc<Validator>>,
+    pub(super) resolver: TenantResolver,
+    pub(super) default: Option<TenantId>,
+    pub(super) known: Option<Arc<HashSet<TenantId>>>,
+    pub(super) validator: Option<Arc<Validator>>,
 }
 
-type ValidateFn = dyn Fn(TenantId) -> BoxFuture<'static, bool> + Send + Sync;
+pub(super) type ValidateFn = dyn Fn(TenantId) -> BoxFuture<'static, bool> + Send + Sync;
 
-type Check = futures_util::future::Shared<BoxFuture<'static, bool>>;
+pub(super) type Check = futures_util::future::Shared<BoxFuture<'static, bool>>;
 
 /// An async tenant check and its cached answers.
-struct Validator {
-    check: Arc<ValidateFn>,
-    answers: moka::sync::Cache<TenantId, bool>,
+pub(super) struct Validator {
+    pub(super) check: Arc<ValidateFn>,
+    pub(super) answers: moka::sync::Cache<TenantId, bool>,
     /// Checks running now, so that concurrent requests for one id (a new id, or one whose
     /// answer just expired) wait for one check instead of each making one. Holds at most
     /// one entry per request in flight: a waiter removes it however it ends.
-    running: std::sync::Mutex<std::collections::HashMap<TenantId, Check>>,
+    pub(super) running: std::sync::Mutex<std::collections::HashMap<TenantId, Check>>,
 }
 
 impl Validator {
@@ -221,7 +216,7 @@ impl TenantLayer {
     }
 
     /// Whether `tenant` is served, if that is known without waiting.
-    fn known_now(&self, tenant: &TenantId) -> Option<bool> {
+    pub(super) fn known_now(&self, tenant: &TenantId) -> Option<bool> {
         if self.known.as_ref().is_some_and(|k| !k.contains(tenant)) {
             return Some(false);
         }
@@ -232,7 +227,7 @@ impl TenantLayer {
     }
 
     /// Whether `tenant` is served, asking the validator when the answer is not cached.
-    async fn known(&self, tenant: &TenantId) -> bool {
+    pub(super) async fn known(&self, tenant: &TenantId) -> bool {
         if let Some(answer) = self.known_now(tenant) {
             return answer;
         }
@@ -260,176 +255,9 @@ impl<S> Layer<S> for TenantLayer {
     }
 }
 
-/// The service made by [`TenantLayer`].
-#[derive(Debug, Clone)]
-pub struct TenantService<S> {
-    inner: S,
-    layer: TenantLayer,
-}
-
-impl<S> TenantService<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the wrapper, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-fn answers_cache(max_entries: u64, ttl: Duration) -> moka::sync::Cache<TenantId, bool> {
+pub(super) fn answers_cache(max_entries: u64, ttl: Duration) -> moka::sync::Cache<TenantId, bool> {
     moka::sync::Cache::builder()
         .max_capacity(max_entries)
         .time_to_live(ttl)
         .build()
-}
-
-fn unknown(tenant: &TenantId) -> Problem {
-    tracing::debug!(%tenant, "unknown tenant");
-    Problem::new(StatusCode::NOT_FOUND, "Unknown tenant")
-        .detail(format!("tenant `{tenant}` is not served here"))
-}
-
-fn decide(
-    layer: &TenantLayer,
-    result: Result<Option<TenantId>, TenantError>,
-) -> Result<TenantId, Problem> {
-    let expected = layer.resolver.expectation();
-    match result {
-        Ok(Some(t)) => Ok(t),
-        Ok(None) | Err(TenantError::Missing) => layer.default.clone().ok_or_else(|| {
-            Problem::new(StatusCode::BAD_REQUEST, "Missing tenant")
-                .detail(format!("expected {expected}"))
-                .with("expected", expected.clone())
-        }),
-        Err(TenantError::Invalid(why)) => {
-            tracing::debug!(reason = %why, "rejected tenant");
-            Err(Problem::new(StatusCode::BAD_REQUEST, "Invalid tenant")
-                .detail(format!("{why}; expected {expected} ({})", TenantId::FORM))
-                .with("expected", expected.clone()))
-        }
-    }
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TenantService<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: From<String>,
-{
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (mut parts, body) = req.into_parts();
-        match self.layer.resolver.resolve_now(&mut parts) {
-            Some(result) => match decide(&self.layer, result) {
-                Ok(tenant) => match self.layer.known_now(&tenant) {
-                    Some(true) => {
-                        parts.extensions.insert(tenant);
-                        ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)))
-                    }
-                    Some(false) => ResponseFuture::ready(unknown(&tenant).into_response()),
-                    None => {
-                        let clone = self.inner.clone();
-                        let mut inner = std::mem::replace(&mut self.inner, clone);
-                        let layer = self.layer.clone();
-                        ResponseFuture::boxed(Box::pin(async move {
-                            if !layer.known(&tenant).await {
-                                return Ok(unknown(&tenant).into_response());
-                            }
-                            parts.extensions.insert(tenant);
-                            inner.call(Request::from_parts(parts, body)).await
-                        }))
-                    }
-                },
-                Err(problem) => ResponseFuture::ready(problem.into_response()),
-            },
-            None => {
-                // Async resolver: the inner service was made ready by poll_ready, so it is
-                // the one to call; leave a fresh clone in its place (tower's usual dance).
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                let layer = self.layer.clone();
-                ResponseFuture::boxed(Box::pin(async move {
-                    let result = layer.resolver.resolve(&mut parts).await;
-                    match decide(&layer, result) {
-                        Ok(tenant) if !layer.known(&tenant).await => {
-                            Ok(unknown(&tenant).into_response())
-                        }
-                        Ok(tenant) => {
-                            parts.extensions.insert(tenant);
-                            inner.call(Request::from_parts(parts, body)).await
-                        }
-                        Err(problem) => Ok(problem.into_response()),
-                    }
-                }))
-            }
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`TenantService`].
-    pub struct ResponseFuture<F, B, E> {
-        #[pin]
-        kind: Kind<F, B, E>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, B, E> {
-        Inner { #[pin] fut: F },
-        Ready { res: Option<Response<B>> },
-        Boxed { fut: BoxFuture<'static, Result<Response<B>, E>> },
-    }
-}
-
-impl<F, B, E> ResponseFuture<F, B, E> {
-    fn inner(fut: F) -> Self {
-        Self {
-            kind: Kind::Inner { fut },
-        }
-    }
-    fn ready(res: Response<B>) -> Self {
-        Self {
-            kind: Kind::Ready { res: Some(res) },
-        }
-    }
-    fn boxed(fut: BoxFuture<'static, Result<Response<B>, E>>) -> Self {
-        Self {
-            kind: Kind::Boxed { fut },
-        }
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { fut } => fut.poll(cx),
-            KindProj::Ready { res } => Poll::Ready(Ok(res
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            KindProj::Boxed { fut } => fut.as_mut().poll(cx),
-        }
-    }
 }

@@ -10,14 +10,18 @@
 //! (`:`, `{`, `}`, `*`, `?`, `[`, `]`, whitespace, control or non-ASCII bytes) does.
 
 mod config;
+mod future;
 mod identity;
 mod layer;
 mod resolver;
+mod service;
 
 pub use config::{TenantConfig, TenantSource};
+pub use future::ResponseFuture;
 pub use identity::{Identity, SessionCredential, UserId, GLOBAL_TENANT};
-pub use layer::{TenantLayer, TenantService, VALIDATION_CACHE_ENTRIES, VALIDATION_CACHE_TTL};
+pub use layer::{TenantLayer, VALIDATION_CACHE_ENTRIES, VALIDATION_CACHE_TTL};
 pub use resolver::TenantResolver;
+pub use service::TenantService;
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,0 +1,142 @@
+//! [`RateLimitService`]: decides each request against the limiter, answering 429 problem+json
+//! or calling the inner service and adding the `RateLimit` headers.
+
+use super::headers;
+use super::identity::ClientAddr;
+use super::limiter::Check;
+use crate::tenant::Identity;
+use crate::tenant::TenantId;
+use http::request::Parts;
+use http::{Request, Response};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+use super::layer::*;
+
+/// The service made by [`RateLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct RateLimitService<S> {
+    pub(super) inner: S,
+    /// Shared, so a request clones one pointer rather than the settings (proxy lists...).
+    pub(super) layer: Arc<RateLimitLayer>,
+}
+
+crate::macros::inner_service_accessors!(RateLimitService);
+
+pub(super) fn peer(parts: &Parts) -> Option<SocketAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(ci) = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(ci.0);
+    }
+    parts.extensions.get::<SocketAddr>().copied()
+}
+
+/// The matched route template: a clone of axum's `MatchedPath` (an `Arc<str>` inside: no
+/// copy of the string), else [`UNMATCHED_ROUTE`].
+#[derive(Clone)]
+pub(super) struct Route(#[cfg(feature = "axum")] Option<axum::extract::MatchedPath>);
+
+impl Route {
+    #[cfg_attr(not(feature = "axum"), allow(unused_variables))]
+    fn of(parts: &Parts) -> Self {
+        Self(
+            #[cfg(feature = "axum")]
+            parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .cloned(),
+        )
+    }
+
+    fn as_str(&self) -> &str {
+        #[cfg(feature = "axum")]
+        if let Some(m) = &self.0 {
+            return m.as_str();
+        }
+        UNMATCHED_ROUTE
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: From<String> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The ready inner service is the one to call; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let tenant = parts
+                .extensions
+                .get::<TenantId>()
+                .cloned()
+                .unwrap_or_else(|| layer.global.clone());
+            let identity = match &layer.identify {
+                Some(f) => f(&parts).await,
+                None => None,
+            }
+            .unwrap_or_else(|| layer.identity.identify(&parts, peer(&parts)));
+            let route = Route::of(&parts);
+            if let Some(per_client) = &layer.per_client {
+                let who = match layer.identity.client(&parts, peer(&parts)) {
+                    ClientAddr::Ip(ip) => Identity::from_ip(ip),
+                    ClientAddr::InvalidForwarding => Identity::InvalidForwarding,
+                    ClientAddr::Unknown => Identity::Unknown,
+                };
+                let bucket = client_bucket(&who);
+                let check = Check {
+                    tenant: &bucket,
+                    identity: &who,
+                    method: &parts.method,
+                    route: route.as_str(),
+                    cost: None,
+                    plan: None,
+                };
+                let d = per_client.check(&check).await;
+                if !d.allowed {
+                    return Ok(headers::denied(&d, layer.legacy_headers));
+                }
+            }
+            let cost = layer.cost.as_ref().and_then(|f| f(&parts));
+            let check = Check {
+                tenant: &tenant,
+                identity: &identity,
+                method: &parts.method,
+                route: route.as_str(),
+                cost,
+                plan: None,
+            };
+            let decision = layer.limiter.check(&check).await;
+            if !decision.allowed {
+                return Ok(headers::denied(&decision, layer.legacy_headers));
+            }
+            // Headers first, so the decision can move into the extensions without a clone.
+            let mut rate_headers = http::HeaderMap::new();
+            headers::apply(&mut rate_headers, &decision, layer.legacy_headers);
+            parts.extensions.insert(decision);
+            let mut res = inner.call(Request::from_parts(parts, body)).await?;
+            res.headers_mut().extend(rate_headers);
+            Ok(res)
+        })
+    }
+}
