@@ -47,6 +47,14 @@ pub(crate) fn boolean(raw: &str) -> Result<bool, String> {
     }
 }
 
+/// One of a fixed set of names (a string enum's `FromStr`): case-insensitive, surrounding
+/// whitespace ignored.
+pub(crate) fn choice<T: std::str::FromStr>(raw: &str) -> Result<T, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("unknown value `{}`", raw.trim()))
+}
+
 pub(crate) fn integer<T: std::str::FromStr>(raw: &str) -> Result<T, String> {
     raw.trim()
         .parse::<T>()

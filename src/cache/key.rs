@@ -120,7 +120,8 @@ pub fn model_component(model: &str) -> std::borrow::Cow<'_, str> {
 /// assert_eq!(CacheScope::User.to_string(), "user");
 /// assert!("everyone".parse::<CacheScope>().is_err());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumString, strum::Display)]
+#[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
 pub enum CacheScope {
     /// A request with credentials (an authenticated user, `Authorization`, a session or any
     /// cookie) is keyed per caller; one without is shared by the tenant (default).
@@ -135,28 +136,6 @@ pub enum CacheScope {
 impl CacheScope {
     /// Accepted values, for error messages.
     pub const FORM: &'static str = "`auto`, `tenant` or `user`";
-}
-
-impl std::str::FromStr for CacheScope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(Self::Auto),
-            "tenant" => Ok(Self::Tenant),
-            "user" => Ok(Self::User),
-            other => Err(format!("`{other}` is not a cache scope")),
-        }
-    }
-}
-
-impl std::fmt::Display for CacheScope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Tenant => "tenant",
-            Self::User => "user",
-        })
-    }
 }
 
 /// Writes `v` as canonical JSON: object keys sorted, no whitespace — so key order and

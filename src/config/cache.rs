@@ -59,7 +59,7 @@ pub(super) fn read_cache(r: &mut Reader) -> CacheConfig {
     let scope = r
         .parse(
             "CACHE_SCOPE",
-            str::parse::<crate::cache::CacheScope>,
+            parse::choice::<crate::cache::CacheScope>,
             crate::cache::CacheScope::FORM,
         )
         .unwrap_or_default();
@@ -85,7 +85,7 @@ pub(super) fn read_cache(r: &mut Reader) -> CacheConfig {
         }
         if let Some(s) = r.parse(
             &var,
-            str::parse::<crate::cache::CacheScope>,
+            parse::choice::<crate::cache::CacheScope>,
             crate::cache::CacheScope::FORM,
         ) {
             scopes.insert(name, s);

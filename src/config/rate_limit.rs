@@ -50,7 +50,7 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
     let algorithm = r
         .parse(
             "RATE_LIMIT_ALGORITHM",
-            str::parse::<Algorithm>,
+            parse::choice::<Algorithm>,
             "`compact`, `exact` or `gcra`",
         )
         .unwrap_or_default();
@@ -171,7 +171,7 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
     let outage = r
         .parse(
             "RATE_LIMIT_OUTAGE",
-            str::parse::<OutageMode>,
+            parse::choice::<OutageMode>,
             "`open`, `closed` or `local`",
         )
         .unwrap_or(d.outage);
@@ -205,7 +205,7 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
     let forwarded_header = r
         .parse(
             "RATE_LIMIT_FORWARDED_HEADER",
-            str::parse::<crate::ratelimit::ForwardedHeader>,
+            parse::choice::<crate::ratelimit::ForwardedHeader>,
             crate::ratelimit::ForwardedHeader::FORM,
         )
         .unwrap_or_default();

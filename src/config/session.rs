@@ -50,7 +50,7 @@ pub(super) fn read_session(r: &mut Reader) -> SessionConfig {
     let cookie_same_site = r
         .parse(
             "SESSION_COOKIE_SAMESITE",
-            str::parse::<SameSite>,
+            parse::choice::<SameSite>,
             "`lax`, `strict` or `none`",
         )
         .unwrap_or(d.cookie_same_site);
@@ -108,7 +108,7 @@ pub(super) fn read_session(r: &mut Reader) -> SessionConfig {
     let outage = r
         .parse(
             "SESSION_OUTAGE",
-            str::parse::<SessionOutage>,
+            parse::choice::<SessionOutage>,
             "`closed` or `local`",
         )
         .unwrap_or(d.outage);

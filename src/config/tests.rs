@@ -501,3 +501,47 @@ fn policy_problems_name_their_variable() {
     .unwrap_err();
     assert_eq!(err.problems()[0].var, "RATE_LIMIT_ALGORITHM", "{err}");
 }
+
+/// The string enums of the settings (strum derives): every value prints as the name the
+/// environment accepts, parses back case-insensitively with whitespace around it, and an
+/// unknown name is a problem naming the variable.
+#[test]
+fn string_enums_round_trip_through_the_environment() {
+    use crate::cache::CacheScope;
+    use crate::ratelimit::{Algorithm, ForwardedHeader, OutageMode};
+    use crate::session::{SameSite, SessionOutage};
+    fn round_trip<T>(values: &[T])
+    where
+        T: std::str::FromStr + std::fmt::Display + PartialEq + std::fmt::Debug,
+    {
+        for v in values {
+            let text = v.to_string();
+            assert_eq!(parse::choice::<T>(&text).ok().as_ref(), Some(v), "{text}");
+            let shouted = format!("  {}  ", text.to_ascii_uppercase());
+            assert_eq!(
+                parse::choice::<T>(&shouted).ok().as_ref(),
+                Some(v),
+                "{shouted}"
+            );
+        }
+        assert!(parse::choice::<T>("no-such-value").is_err());
+    }
+    round_trip(&[CacheScope::Auto, CacheScope::Tenant, CacheScope::User]);
+    round_trip(&[Algorithm::Exact, Algorithm::Compact, Algorithm::Gcra]);
+    round_trip(&[
+        ForwardedHeader::XForwardedFor,
+        ForwardedHeader::Forwarded,
+        ForwardedHeader::XRealIp,
+    ]);
+    round_trip(&[OutageMode::Open, OutageMode::Closed, OutageMode::Local]);
+    round_trip(&[SameSite::Strict, SameSite::Lax, SameSite::None]);
+    round_trip(&[SessionOutage::Closed, SessionOutage::Local]);
+    assert_eq!(ForwardedHeader::XRealIp.to_string(), "x-real-ip");
+    assert_eq!(
+        parse::choice::<Algorithm>("sliding"),
+        Ok(Algorithm::Compact)
+    );
+    assert_eq!(parse::choice::<Algorithm>("log"), Ok(Algorithm::Exact));
+    let err = Config::from_vars([("SESSION_COOKIE_SAMESITE", "sometimes")]).unwrap_err();
+    assert_eq!(err.problems()[0].var, "SESSION_COOKIE_SAMESITE");
+}

@@ -16,7 +16,6 @@
 //!   which would throttle every client behind it. IPv6 clients are grouped by /64 (one
 //!   subscriber usually holds a whole /64).
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -43,7 +42,8 @@ pub const MAX_HEADER_USER_LEN: usize = 256;
 /// assert_eq!(ForwardedHeader::default().to_string(), "x-forwarded-for");
 /// assert!("via".parse::<ForwardedHeader>().is_err());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumString, strum::Display)]
+#[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
 pub enum ForwardedHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2` (the default).
     #[default]
@@ -57,28 +57,6 @@ pub enum ForwardedHeader {
 impl ForwardedHeader {
     /// The accepted values, for error messages.
     pub const FORM: &'static str = "`x-forwarded-for`, `forwarded` or `x-real-ip`";
-}
-
-impl std::str::FromStr for ForwardedHeader {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "x-forwarded-for" => Ok(Self::XForwardedFor),
-            "forwarded" => Ok(Self::Forwarded),
-            "x-real-ip" => Ok(Self::XRealIp),
-            other => Err(format!("`{other}` is not a supported forwarding header")),
-        }
-    }
-}
-
-impl fmt::Display for ForwardedHeader {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::XForwardedFor => "x-forwarded-for",
-            Self::Forwarded => "forwarded",
-            Self::XRealIp => "x-real-ip",
-        })
-    }
 }
 
 /// How the identity of a request is found (see the module docs).

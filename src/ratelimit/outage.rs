@@ -22,7 +22,6 @@
 //! and its uncharged local units are lost (Redis then counts less than was admitted).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,8 +29,11 @@ use std::time::{Duration, Instant};
 use nohash_hasher::BuildNoHashHasher;
 
 /// What the limiter does while Redis is unusable (errors, timeouts, breaker open).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, strum::EnumString, strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
 pub enum OutageMode {
     /// Allow every request (logged and counted).
     Open,
@@ -44,28 +46,6 @@ pub enum OutageMode {
     /// charged to Redis when it answers again. The default: limits keep holding.
     #[default]
     Local,
-}
-
-impl std::str::FromStr for OutageMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "open" => Ok(Self::Open),
-            "closed" => Ok(Self::Closed),
-            "local" => Ok(Self::Local),
-            other => Err(format!("unknown outage mode `{other}`")),
-        }
-    }
-}
-
-impl fmt::Display for OutageMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Open => "open",
-            Self::Closed => "closed",
-            Self::Local => "local",
-        })
-    }
 }
 
 use super::algo::Spec;

@@ -34,16 +34,21 @@ pub const COMPACT_BUCKETS: u64 = 30;
 ///     .algorithm(Algorithm::Gcra);
 /// assert_eq!(rule.algorithm, Some(Algorithm::Gcra));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, strum::EnumString, strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
 pub enum Algorithm {
     /// A sorted-set log of admissions: exact, one member per admitted unit (capped at the
     /// limit), so memory grows with the limit.
+    #[strum(to_string = "exact", serialize = "log")]
     Exact,
     /// 30 sub-window buckets counted conservatively: bounded memory per key (under 200
     /// bytes in Redis), never over-admits, admits at least 95% of what `Exact` admits.
     /// The default: memory per key does not grow with the limit.
     #[default]
+    #[strum(to_string = "compact", serialize = "window", serialize = "sliding")]
     Compact,
     /// GCRA, for "rate + burst" rules: `LIMIT/WINDOW` is a burst of `LIMIT` units at once
     /// that refills at one unit every `WINDOW / LIMIT` (a token bucket, kept as one
@@ -51,18 +56,6 @@ pub enum Algorithm {
     /// sliding windows it admits up to `LIMIT + t * LIMIT / WINDOW` in any time `t` — up
     /// to twice the limit in one window's length — in exchange for smooth spacing.
     Gcra,
-}
-
-impl std::str::FromStr for Algorithm {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "compact" | "window" | "sliding" => Ok(Self::Compact),
-            "exact" | "log" => Ok(Self::Exact),
-            "gcra" => Ok(Self::Gcra),
-            other => Err(format!("unknown algorithm `{other}`")),
-        }
-    }
 }
 
 /// Whose usage a rule counts.

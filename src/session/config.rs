@@ -1,13 +1,13 @@
 //! Settings of sessions and their cookie: the type [`crate::config::Config`] assembles from the environment
 //! and code can build directly.
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::secret::Secret;
 
 /// `SameSite` attribute of the session cookie.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::Display)]
+#[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
 pub enum SameSite {
     /// `SameSite=Strict`: never sent on cross-site requests.
     Strict,
@@ -18,30 +18,9 @@ pub enum SameSite {
     None,
 }
 
-impl std::str::FromStr for SameSite {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "strict" => Ok(Self::Strict),
-            "lax" => Ok(Self::Lax),
-            "none" => Ok(Self::None),
-            other => Err(format!("unknown SameSite value `{other}`")),
-        }
-    }
-}
-
-impl fmt::Display for SameSite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Strict => "strict",
-            Self::Lax => "lax",
-            Self::None => "none",
-        })
-    }
-}
-
 /// What the session layer does while Redis is unusable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::Display)]
+#[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
 pub enum SessionOutage {
     /// Requests that touch the session get `503` (the default): no session is silently
     /// lost or forked. Requests that do not touch it are unaffected.
@@ -50,26 +29,6 @@ pub enum SessionOutage {
     /// logged out when the outage starts and again when it ends (the local sessions are
     /// not copied to Redis); `tenant_guard_session_events_total{event="fallback"}` counts it.
     Local,
-}
-
-impl std::str::FromStr for SessionOutage {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "closed" => Ok(Self::Closed),
-            "local" => Ok(Self::Local),
-            other => Err(format!("unknown outage mode `{other}`")),
-        }
-    }
-}
-
-impl fmt::Display for SessionOutage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Closed => "closed",
-            Self::Local => "local",
-        })
-    }
 }
 
 /// Session settings.
