@@ -1,0 +1,76 @@
+//! Lua scripts: [`LuaScript`] and how the store runs them (EVALSHA, loaded again on
+//! NOSCRIPT, on every primary of a cluster).
+
+use super::*;
+
+/// A Lua script shipped in `lua/`, run by EVALSHA with reload on NOSCRIPT.
+///
+/// ```
+/// use tenant_guard::backend::LuaScript;
+/// let script = LuaScript::new("echo", "return ARGV[1]");
+/// assert_eq!(script.name(), "echo");
+/// assert_eq!(script.sha1().len(), 40);
+/// ```
+#[derive(Debug, Clone)]
+pub struct LuaScript {
+    name: &'static str,
+    script: redis::Script,
+}
+
+impl LuaScript {
+    /// A script with a name (for metrics and errors) and its source.
+    pub fn new(name: &'static str, source: &str) -> Self {
+        Self {
+            name,
+            script: redis::Script::new(source),
+        }
+    }
+
+    /// The script's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The SHA1 Redis knows the script by.
+    pub fn sha1(&self) -> &str {
+        self.script.get_hash()
+    }
+
+    pub(crate) fn script(&self) -> &redis::Script {
+        &self.script
+    }
+}
+
+/// `lua/compare_and_delete.lua`: deletes a key only if it holds the expected value.
+pub(crate) fn compare_and_delete_script() -> &'static LuaScript {
+    static SCRIPT: std::sync::OnceLock<LuaScript> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        LuaScript::new(
+            "compare_and_delete",
+            include_str!("../../../lua/compare_and_delete.lua"),
+        )
+    })
+}
+
+impl RedisStore {
+    /// Runs a Lua script by EVALSHA (loading it on NOSCRIPT). All keys must share the
+    /// tenant's hash tag, which every key from [`Keys`](crate::keys::Keys) does.
+    pub async fn eval<T: FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        keys: &[&RedisKey],
+        args: &[&[u8]],
+    ) -> Result<T, BackendError> {
+        self.run("eval", |mut c| async move {
+            let mut inv = script.script().prepare_invoke();
+            for k in keys {
+                inv.key(*k);
+            }
+            for a in args {
+                inv.arg(*a);
+            }
+            inv.invoke_async(&mut c).await
+        })
+        .await
+    }
+}
