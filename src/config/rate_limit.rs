@@ -37,14 +37,14 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
         .parse(
             "RATE_LIMIT_ENDPOINTS",
             rl::parse_endpoint_rules,
-            "`[name:] [METHOD] /route = LIMIT/WINDOW` entries separated by `;`, e.g. `ai: POST /api/ai/{*rest} = 10/1m`",
+            "`[name:] METHOD /route = LIMIT/WINDOW` entries separated by `;` (`*` for any method), e.g. `ai: POST /api/ai/{*rest} = 10/1m`",
         )
         .unwrap_or_default();
     let costs = r
         .parse(
             "RATE_LIMIT_COSTS",
             rl::parse_costs,
-            "`[METHOD] /route = COST` entries separated by `;`, e.g. `POST /api/ai/complete = 5`",
+            "`METHOD /route = COST` entries separated by `;` (`*` for any method), e.g. `POST /api/ai/complete = 5`",
         )
         .unwrap_or_default();
     let algorithm = r
