@@ -106,7 +106,9 @@ proptest! {
     /// is a `RATE_LIMIT_COSTS` entry. An accepted `--endpoint` prints back as itself.
     #[test]
     fn flags_read_entries_as_the_library_does(s in text(RULE_TOKENS)) {
-        let scoped = s.trim_end().ends_with("user") || s.trim_end().ends_with("tenant");
+        let scoped = ["user", "tenant", "endpoint"]
+            .iter()
+            .any(|w| s.trim_end().ends_with(w));
         let has_path = s.rsplit_once('=').is_some_and(|(lhs, _)| lhs.contains('/'));
         if has_path && !scoped && !s.contains('@') {
             let check = RuleCheck::parse(&s);

@@ -50,19 +50,20 @@ impl RuleCheck {
     /// The accepted form.
     pub const FORM: &'static str = "`[NAME:] METHOD /path = LIMIT/WINDOW` (a RATE_LIMIT_ENDPOINTS \
          entry, counted per user) or `NAME = LIMIT/WINDOW` (every request, counted per tenant), \
-         either optionally followed by `per user` or `per tenant`; e.g. \
+         either optionally followed by `per user` or `per tenant`, and `per endpoint`; e.g. \
          `ai: POST /api/ai/{*rest} = 5/5s`, `per-tenant = 50/5s`";
 
     /// Parses [`FORM`](Self::FORM). A rule with an endpoint is read by the library's
     /// [`Rule::parse_endpoint`], the parser of `RATE_LIMIT_ENDPOINTS`: the same text checks
-    /// the same rule. The former form (`ai=5/5s:user@POST:/api/ai/complete`) is refused with
-    /// the text to write instead.
+    /// the same rule. `tenant-guard config` prints each rule in this form (`(rate-limit
+    /// rules)`). The former form (`ai=5/5s:user@POST:/api/ai/complete`) is refused with the
+    /// text to write instead.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if let Some(new) = old_rule(s) {
             return Err(format!("`{s}` is the old form; write `{new}`"));
         }
-        let (entry, scope) = split_scope(s);
+        let (entry, scope, per_endpoint) = split_scope(s);
         let (lhs, quota) = entry
             .rsplit_once('=')
             .ok_or_else(|| format!("`{s}`: expected {}", Self::FORM))?;
@@ -90,7 +91,7 @@ impl RuleCheck {
             limit: quota.limit.get(),
             window: quota.window,
             per_user: scope.unwrap_or(rule_scope) == Scope::User,
-            per_endpoint: false,
+            per_endpoint,
             endpoints,
             tenant: None,
         })
@@ -201,20 +202,31 @@ fn old_rule(s: &str) -> Option<String> {
     }
 }
 
-/// Splits a trailing `per user` / `per tenant` off a `--rule` value.
-fn split_scope(s: &str) -> (&str, Option<Scope>) {
-    let t = s.trim_end();
-    for (word, scope) in [("user", Scope::User), ("tenant", Scope::Tenant)] {
-        let rest = t
-            .strip_suffix(word)
-            .filter(|r| r.ends_with(char::is_whitespace))
-            .and_then(|r| r.trim_end().strip_suffix("per"))
-            .filter(|r| r.ends_with(char::is_whitespace));
-        if let Some(rest) = rest {
-            return (rest, Some(scope));
+/// Splits the trailing `per user` or `per tenant`, and `per endpoint`, off a `--rule` value
+/// (in either order): the rest, the scope, whether counted per endpoint.
+fn split_scope(s: &str) -> (&str, Option<Scope>, bool) {
+    let strip = |t: &'_ str, word: &str| -> Option<usize> {
+        let r = t.strip_suffix(word)?;
+        let r = r.strip_suffix(char::is_whitespace)?.trim_end();
+        let r = r.strip_suffix("per")?;
+        r.ends_with(char::is_whitespace).then_some(r.len())
+    };
+    let mut rest = s.trim_end();
+    let (mut scope, mut per_endpoint) = (None, false);
+    loop {
+        if let Some(n) = strip(rest, "endpoint").filter(|_| !per_endpoint) {
+            per_endpoint = true;
+            rest = rest[..n].trim_end();
+        } else if let Some(n) = strip(rest, "user").filter(|_| scope.is_none()) {
+            scope = Some(Scope::User);
+            rest = rest[..n].trim_end();
+        } else if let Some(n) = strip(rest, "tenant").filter(|_| scope.is_none()) {
+            scope = Some(Scope::Tenant);
+            rest = rest[..n].trim_end();
+        } else {
+            return (rest, scope, per_endpoint);
         }
     }
-    (s, None)
 }
 
 /// Most units in any window `(t - window, t]` of `(time, units)` sorted by time.
@@ -426,7 +438,13 @@ mod tests {
         assert_eq!(r.name, "GET /api/reports/{day}", "named after the pattern");
         assert!(r.per_user);
         let r = RuleCheck::parse("burst = 10/1s per  user").unwrap();
-        assert!(r.per_user && r.endpoints.is_empty());
+        assert!(r.per_user && r.endpoints.is_empty() && !r.per_endpoint);
+        let r = RuleCheck::parse("per-endpoint = 100/15m per user per endpoint").unwrap();
+        assert!(r.per_user && r.per_endpoint);
+        let r = RuleCheck::parse("x = 1/1h 30m per endpoint per tenant").unwrap();
+        assert!(!r.per_user && r.per_endpoint);
+        assert_eq!(r.window, Duration::from_secs(5400));
+        assert!(RuleCheck::parse("x = 1/1s per user per user").is_err());
         // `per user` needs its spaces; anything else is a quota problem.
         assert!(RuleCheck::parse("x = 10/1sper user").is_err());
         assert!(RuleCheck::parse("x y = 10/1s").is_err());
@@ -490,5 +508,45 @@ mod tests {
         assert!(RuleCheck::parse(old)
             .unwrap_err()
             .contains("write `GET /api/items = 5/5s`"));
+    }
+
+    /// `tenant-guard config` prints each rule as `--rule` reads it: the printed text is
+    /// the rule the server runs (name, quota, scope, per endpoint, pattern).
+    #[test]
+    fn rules_printed_by_config_read_back_as_rule_checks() {
+        let cfg = Config::from_vars([
+            ("RATE_LIMIT_TENANT", "1000/1m"),
+            ("RATE_LIMIT_USER", "100/15m"),
+            (
+                "RATE_LIMIT_ENDPOINTS",
+                "ai: POST /api/ai/{*rest} = 10/1m; GET /api/reports/{day} = 30/1m; any: /x = 1/1s",
+            ),
+        ])
+        .unwrap();
+        let printed = cfg
+            .effective()
+            .into_iter()
+            .find(|(k, _)| k == "(rate-limit rules)")
+            .unwrap()
+            .1;
+        let texts: Vec<&str> = printed.split("; ").collect();
+        let rules = cfg.rate_limit.policy.rules();
+        assert_eq!(texts.len(), rules.len(), "{printed}");
+        for (text, rule) in texts.iter().zip(rules) {
+            let check = RuleCheck::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(check.name, rule.name, "{text}");
+            assert_eq!(
+                (check.limit, check.window),
+                (rule.quota.limit.get(), rule.quota.window),
+                "{text}"
+            );
+            assert_eq!(check.per_user, rule.scope == Scope::User, "{text}");
+            assert_eq!(check.per_endpoint, rule.per_endpoint, "{text}");
+            assert_eq!(check.endpoints.first(), rule.endpoint.as_ref(), "{text}");
+        }
+        assert!(
+            printed.contains("ai: POST /api/ai/{*rest} = 10/1m per user"),
+            "{printed}"
+        );
     }
 }
