@@ -294,6 +294,9 @@ const RULE_TOKENS: &[&str] = &[
     "d",
     ":user",
     "=5/5s",
+    " = ",
+    "per user",
+    "GET:/api/items",
     "@POST:/api/ai/complete",
 ];
 

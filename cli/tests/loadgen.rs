@@ -400,7 +400,7 @@ fn bad_scenario_names_the_problem() {
     let path = dir.path().join("bad.json");
     std::fs::write(
         &path,
-        r#"{ "tenants": [ { "tenant": "a*b", "rate": 5, "endpoints": [ { "path": "/x" } ] } ] }"#,
+        r#"{ "tenants": [ { "tenant": "a*b", "rate": 5, "endpoints": [ "GET /x" ] } ] }"#,
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
@@ -412,4 +412,29 @@ fn bad_scenario_names_the_problem() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tenant `a*b`"), "{err}");
+}
+
+/// A scenario in the former object form names the string to write instead.
+#[test]
+fn old_scenario_endpoints_name_the_new_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.json");
+    std::fs::write(
+        &path,
+        r#"{ "tenants": [ { "tenant": "acme", "rate": 5,
+             "endpoints": [ { "method": "POST", "path": "/api/ai/complete", "weight": 2 } ] } ] }"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
+        .args(["load", "--in-process", "--scenario"])
+        .arg(&path)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"is the old form; write "POST /api/ai/complete = 2""#),
+        "{err}"
+    );
 }

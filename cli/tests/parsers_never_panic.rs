@@ -1,6 +1,8 @@
 //! The load tool's parsers of outside input answer a value or an error, never a panic:
-//! rule checks (`load --rule`) and scenario files (`load --scenario`). The library's parsers
-//! are covered by its own `tests/parsers_never_panic.rs`.
+//! endpoints (`load --endpoint`), costs (`--cost`), rule checks (`--rule`) and scenario files
+//! (`--scenario`); and where they read the text of an environment variable's entry, they read
+//! it as the library does. The library's parsers are covered by its own
+//! `tests/parsers_never_panic.rs`.
 //!
 //! Inputs are arbitrary bytes and strings, plus strings assembled from each grammar's own
 //! tokens so that the deep branches are reached too. Failures are kept in
@@ -10,8 +12,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use tenant_guard::ratelimit::Quota;
-use tenant_guard_cli::loadgen::{schedule, RuleCheck, Scenario};
+use tenant_guard::ratelimit::{EndpointPattern, Quota, Rule, Scope};
+use tenant_guard_cli::loadgen::{parse_cost, schedule, Endpoint, RuleCheck, Scenario};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -47,7 +49,8 @@ fn text(tokens: &'static [&'static str]) -> impl Strategy<Value = String> {
     ]
 }
 
-/// Tokens of rule checks (`NAME=LIMIT/WINDOW[:user][@METHOD:/path]`).
+/// Tokens of endpoints, costs and rule checks (`[NAME:] METHOD /path = LIMIT/WINDOW`), and
+/// of their former forms (`NAME=LIMIT/WINDOW:user@METHOD:/path`).
 const RULE_TOKENS: &[&str] = &[
     "GET",
     "get",
@@ -73,6 +76,16 @@ const RULE_TOKENS: &[&str] = &[
     "d",
     ":user",
     "=5/5s",
+    " = ",
+    "ai: ",
+    "POST /api/ai/{*rest}",
+    "/{*rest}",
+    "{",
+    "}",
+    "?",
+    " per user",
+    " per tenant",
+    "GET:/api/items",
     "@POST:/api/ai/complete",
 ];
 
@@ -85,6 +98,38 @@ proptest! {
         if let Ok(r) = RuleCheck::parse(&s) {
             prop_assert!(r.limit >= 1);
             prop_assert!(r.window >= Duration::from_millis(1));
+        }
+    }
+
+    /// One parser: a `--rule` with an endpoint and no scope word is a `RATE_LIMIT_ENDPOINTS`
+    /// entry, accepted or refused as the library does and read as the same rule; a `--cost`
+    /// is a `RATE_LIMIT_COSTS` entry. An accepted `--endpoint` prints back as itself.
+    #[test]
+    fn flags_read_entries_as_the_library_does(s in text(RULE_TOKENS)) {
+        let scoped = ["user", "tenant", "endpoint"]
+            .iter()
+            .any(|w| s.trim_end().ends_with(w));
+        let has_path = s.rsplit_once('=').is_some_and(|(lhs, _)| lhs.contains('/'));
+        if has_path && !scoped && !s.contains('@') {
+            let check = RuleCheck::parse(&s);
+            let rule = Rule::parse_endpoint(&s);
+            prop_assert_eq!(check.is_ok(), rule.is_ok(), "{:?} vs {:?}", check, rule);
+            if let (Ok(c), Ok(r)) = (check, rule) {
+                prop_assert_eq!(&c.name, &r.name);
+                prop_assert_eq!((c.limit, c.window), (r.quota.limit.get(), r.quota.window));
+                prop_assert_eq!(c.per_user, r.scope == Scope::User);
+                prop_assert_eq!(c.endpoints, r.endpoint.into_iter().collect::<Vec<_>>());
+            }
+        }
+        let cost = parse_cost(&s);
+        let entry = EndpointPattern::parse_numbered(&s, "cost");
+        prop_assert_eq!(cost.is_ok(), entry.is_ok());
+        if let (Ok(c), Ok(e)) = (cost, entry) {
+            prop_assert_eq!((c.0, c.1), (e.0, e.1.get()));
+        }
+        if let Ok(e) = Endpoint::parse(&s) {
+            prop_assert!(e.weight >= 1 && e.path.starts_with('/'));
+            prop_assert_eq!(Endpoint::parse(&e.to_string()), Ok(e));
         }
     }
 
@@ -130,12 +175,19 @@ fn scenario_json() -> impl Strategy<Value = String> {
         .prop_map(move |s| serde_json::Value::String(s).to_string())
         .boxed()
     };
-    let endpoint = (
-        string(&["GET", "post", "PUT"]),
-        string(&["/api/items", "/"]),
-        count.clone(),
-    )
-        .prop_map(|(m, p, w)| format!(r#"{{"method":{m},"path":{p},"weight":{w}}}"#));
+    // Mostly the endpoint form (`"GET /api/items = 3"`), sometimes arbitrary text, a number
+    // or the former object form (refused).
+    let endpoint = prop_oneof![
+        12 => (
+            prop::sample::select(&["GET", "post", "PUT", "*"][..]),
+            prop::sample::select(&["/api/items", "/", "/{id}", "/a b"][..]),
+            count.clone(),
+        )
+            .prop_map(|(m, p, w)| serde_json::Value::String(format!("{m} {p} = {w}")).to_string()),
+        1 => text(RULE_TOKENS).prop_map(|t| serde_json::Value::String(t).to_string()),
+        1 => count.clone(),
+        1 => count.clone().prop_map(|w| format!(r#"{{"method":"GET","path":"/x","weight":{w}}}"#)),
+    ];
     let endpoints =
         prop::collection::vec(endpoint, 0..3).prop_map(|v| format!("[{}]", v.join(",")));
     let tenant =
@@ -160,19 +212,28 @@ fn scenario_json() -> impl Strategy<Value = String> {
 fn scenario_weights_up_to_u32_max_are_scheduled() {
     let s: Scenario = serde_json::from_str(
         r#"{"tenants":[{"tenant":"acme","rate":1000,"endpoints":[
-            {"path":"/a","weight":4294967295},{"path":"/b","weight":4294967295}]}]}"#,
+            "GET /a = 4294967295", "GET /b = 4294967295"]}]}"#,
     )
     .unwrap();
     let plan = schedule(&s.validate().unwrap(), Duration::from_millis(20));
     assert_eq!(plan.len(), 20);
     assert!(plan.iter().all(|p| p.endpoint == 0));
-    // Small weights keep their order: two of /a, then one of /b.
+    // Small weights keep their order: two of /a, then one of /b (weight 1 if left out).
     let s: Scenario = serde_json::from_str(
         r#"{"tenants":[{"tenant":"acme","rate":1000,"endpoints":[
-            {"path":"/a","weight":2},{"path":"/b","weight":0},{"path":"/c"}]}]}"#,
+            "GET /a = 2", "GET /b = 1", "GET /c"]}]}"#,
     )
     .unwrap();
     let plan = schedule(&s.validate().unwrap(), Duration::from_millis(8));
     let order: Vec<usize> = plan.iter().map(|p| p.endpoint).collect();
     assert_eq!(order, [0, 0, 1, 2, 0, 0, 1, 2]);
+    // A weight of 0 is refused (it used to be read as 1).
+    let zero = serde_json::from_str::<Scenario>(
+        r#"{"tenants":[{"tenant":"acme","rate":1,"endpoints":["GET /a = 0"]}]}"#,
+    )
+    .unwrap_err();
+    assert!(
+        zero.to_string().contains("weight must be at least 1"),
+        "{zero}"
+    );
 }

@@ -37,14 +37,14 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
         .parse(
             "RATE_LIMIT_ENDPOINTS",
             rl::parse_endpoint_rules,
-            "`[name:] [METHOD] /route = LIMIT/WINDOW` entries separated by `;`, e.g. `ai: POST /api/ai/{*rest} = 10/1m`",
+            "`[name:] METHOD /route = LIMIT/WINDOW` entries separated by `;` (`*` for any method), e.g. `ai: POST /api/ai/{*rest} = 10/1m`",
         )
         .unwrap_or_default();
     let costs = r
         .parse(
             "RATE_LIMIT_COSTS",
             rl::parse_costs,
-            "`[METHOD] /route = COST` entries separated by `;`, e.g. `POST /api/ai/complete = 5`",
+            "`METHOD /route = COST` entries separated by `;` (`*` for any method), e.g. `POST /api/ai/complete = 5`",
         )
         .unwrap_or_default();
     let algorithm = r
@@ -276,13 +276,16 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
                 Scope::Tenant => "tenant",
                 Scope::User => "user",
             };
-            let ep = r
-                .endpoint
-                .as_ref()
-                .map_or_else(String::new, |e| format!(" {e}"));
+            // The form `tenant-guard load --rule` reads (a RATE_LIMIT_ENDPOINTS entry for
+            // endpoint rules, unnamed if named after its pattern), with whose requests count.
+            let head = match &r.endpoint {
+                Some(e) if r.name == e.to_string() => r.name.clone(),
+                Some(e) => format!("{}: {e}", r.name),
+                None => r.name.clone(),
+            };
             let per = if r.per_endpoint { " per endpoint" } else { "" };
             let shadow = if r.shadow { " (shadow)" } else { "" };
-            format!("{} = {} per {scope}{ep}{per}{shadow}", r.name, r.quota)
+            format!("{head} = {} per {scope}{per}{shadow}", r.quota)
         })
         .collect();
     push(

@@ -2,12 +2,18 @@
 //!
 //! ```text
 //! quota      LIMIT/WINDOW                         100/15m   1000/60   10/1s
-//! endpoint   [METHOD] /route/template             POST /api/ai/{*rest}   /health   * /x
+//! endpoint   METHOD /route/template               POST /api/ai/{*rest}   GET /users/{id}   * /x
+//! rule       [name:] METHOD /route = LIMIT/WINDOW ai: POST /api/ai/{*rest} = 10/1m
+//! cost       METHOD /route = N                    POST /api/ai/complete = 5
 //! ```
 //!
-//! A trailing `{*name}` segment matches every route under the prefix; anything else matches
-//! the route template exactly (the template axum matched, e.g. `/users/{id}`, never the raw
-//! path). A missing method or `*` matches every method.
+//! This is the one way to name an endpoint, in `RATE_LIMIT_ENDPOINTS`, `RATE_LIMIT_COSTS`
+//! and the load tool's `--endpoint`, `--rule` and `--cost` flags and scenario files (which
+//! call these parsers). A trailing `{*name}` segment matches every route under the prefix;
+//! anything else matches the route template exactly (the template axum matched, e.g.
+//! `/users/{id}`, never the raw path). `*` (or `ANY`, or no method at all: `/health`)
+//! matches every method. The load tool's former `GET:/path` form is refused with a message
+//! that shows the form to write instead.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -170,7 +176,7 @@ pub struct EndpointPattern {
 impl EndpointPattern {
     /// Accepted form, for error messages.
     pub const FORM: &'static str =
-        "[METHOD] /route/template, e.g. `POST /api/ai/{*rest}`, `GET /users/{id}` or `/health`";
+        "METHOD /route/template (`*` for any method), e.g. `POST /api/ai/{*rest}`, `GET /users/{id}` or `* /health`";
 
     /// Parses `POST /api/ai/{*rest}`.
     ///
@@ -181,9 +187,16 @@ impl EndpointPattern {
     /// assert!(p.matches(&http::Method::POST, "/api/ai/{*rest}"));
     /// assert!(!p.matches(&http::Method::GET, "/api/ai/complete"));
     /// assert!(!p.matches(&http::Method::POST, "/api/aix"));
+    /// // `*` matches every method; the former `METHOD:/path` form is refused.
+    /// assert!(EndpointPattern::parse("* /health").unwrap().matches(&http::Method::HEAD, "/health"));
+    /// let err = EndpointPattern::parse("GET:/api/items").unwrap_err();
+    /// assert_eq!(err, "`GET:/api/items` is the old form; write `GET /api/items`");
     /// ```
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
+        if let Some((m, p)) = old_form(s) {
+            return Err(format!("`{s}` is the old form; write `{m} {p}`"));
+        }
         let (method, path) = match s.split_once(char::is_whitespace) {
             Some((m, p)) => (Some(m), p.trim()),
             None => (None, s),
@@ -212,6 +225,59 @@ impl EndpointPattern {
         })
     }
 
+    /// Parses `METHOD /route = N`: an endpoint and a whole number of at least 1. One entry
+    /// of `RATE_LIMIT_COSTS` (`what` is `"cost"`), and the load tool's `--cost` and
+    /// `--endpoint` values (`what` names the number in error messages).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::EndpointPattern;
+    /// let (p, n) = EndpointPattern::parse_numbered("POST /api/ai/complete = 5", "cost").unwrap();
+    /// assert_eq!((p.to_string().as_str(), n.get()), ("POST /api/ai/complete", 5));
+    /// assert!(EndpointPattern::parse_numbered("POST /x = 0", "cost").is_err());
+    /// let err = EndpointPattern::parse_numbered("POST:/api/ai/complete=5", "cost").unwrap_err();
+    /// assert_eq!(err, "`POST:/api/ai/complete=5` is the old form; write `POST /api/ai/complete = 5`");
+    /// ```
+    pub fn parse_numbered(s: &str, what: &str) -> Result<(Self, NonZeroU32), String> {
+        let s = s.trim();
+        let (pat, n) = s
+            .rsplit_once('=')
+            .ok_or_else(|| format!("`{s}` has no `= {}`", what.to_ascii_uppercase()))?;
+        if let Some((m, p)) = old_form(pat) {
+            return Err(format!(
+                "`{s}` is the old form; write `{m} {p} = {}`",
+                n.trim()
+            ));
+        }
+        let pattern = Self::parse(pat)?;
+        let n: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("{what} `{}` is not a whole number", n.trim()))?;
+        let n = NonZeroU32::new(n).ok_or_else(|| format!("{what} must be at least 1"))?;
+        Ok((pattern, n))
+    }
+
+    /// The method matched, `None` for every method (`*`).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::EndpointPattern;
+    /// assert_eq!(EndpointPattern::parse("post /x").unwrap().method(), Some(&http::Method::POST));
+    /// assert_eq!(EndpointPattern::parse("* /x").unwrap().method(), None);
+    /// ```
+    pub fn method(&self) -> Option<&Method> {
+        self.method.as_ref()
+    }
+
+    /// The route template as written, e.g. `/api/ai/{*rest}`.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::EndpointPattern;
+    /// assert_eq!(EndpointPattern::parse("POST /api/ai/{*rest}").unwrap().template(), "/api/ai/{*rest}");
+    /// ```
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
     /// Whether a request with `method` whose matched route is `template` matches.
     pub fn matches(&self, method: &Method, template: &str) -> bool {
         if self.method.as_ref().is_some_and(|m| m != method) {
@@ -223,6 +289,20 @@ impl EndpointPattern {
         }
     }
 }
+
+/// The load tool's former endpoint form `METHOD:/path` (no whitespace): its method and path.
+fn old_form(s: &str) -> Option<(&str, &str)> {
+    let s = s.trim();
+    let (m, p) = s.split_once(':')?;
+    let method_like = m == "*" || (!m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()));
+    (method_like && p.starts_with('/') && !s.contains(char::is_whitespace)).then_some((m, p))
+}
+
+/// The methods of RFC 9110 (and PATCH), as written in the former `METHOD:/path` form: a
+/// `RATE_LIMIT_ENDPOINTS` entry starting `GET:/` is that form, not a rule named `GET`.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
 
 impl fmt::Display for EndpointPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -270,6 +350,41 @@ impl Rule {
             algorithm: None,
             shadow: false,
         }
+    }
+
+    /// Parses one entry of `RATE_LIMIT_ENDPOINTS`, `[name:] METHOD /route = LIMIT/WINDOW`:
+    /// a per-user rule for the endpoint, named `name` (else after the pattern). The load
+    /// tool's `--rule` reads the same text with this function.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Rule, Scope};
+    /// let r = Rule::parse_endpoint("ai: POST /api/ai/{*rest} = 5/5s").unwrap();
+    /// assert_eq!((r.name.as_str(), r.scope, r.quota.to_string().as_str()), ("ai", Scope::User, "5/5s"));
+    /// assert!(r.applies(&http::Method::POST, "/api/ai/complete"));
+    /// assert_eq!(Rule::parse_endpoint("GET /api/reports/{day} = 30/1m").unwrap().name, "GET /api/reports/{day}");
+    /// let err = Rule::parse_endpoint("GET:/api/items = 5/5s").unwrap_err();
+    /// assert_eq!(err, "`GET:/api/items = 5/5s` is the old form; write `GET /api/items = 5/5s`");
+    /// ```
+    pub fn parse_endpoint(s: &str) -> Result<Self, String> {
+        let part = s.trim();
+        let (lhs, q) = part
+            .rsplit_once('=')
+            .ok_or_else(|| format!("`{part}` has no `= LIMIT/WINDOW`"))?;
+        let lhs = lhs.trim();
+        if let Some((m, p)) = old_form(lhs).filter(|(m, _)| STANDARD_METHODS.contains(m)) {
+            return Err(format!(
+                "`{part}` is the old form; write `{m} {p} = {}`",
+                q.trim()
+            ));
+        }
+        let quota = Quota::parse(q).map_err(|e| format!("`{part}`: {e}"))?;
+        let (name, pat) = match lhs.split_once(':') {
+            Some((n, p)) if !n.contains('/') && !n.contains(' ') => (Some(n.trim()), p.trim()),
+            _ => (None, lhs),
+        };
+        let pattern = EndpointPattern::parse(pat).map_err(|e| format!("`{part}`: {e}"))?;
+        let name = name.map_or_else(|| pattern.to_string(), str::to_string);
+        Ok(Rule::new(name, Scope::User, quota).for_endpoint(pattern))
     }
 
     /// Counts only requests matching `pattern`.
@@ -321,46 +436,35 @@ pub(crate) fn parse_overrides(s: &str) -> Result<Vec<(String, Quota)>, String> {
     Ok(out)
 }
 
-/// Parses `[name:] [METHOD] /route = LIMIT/WINDOW; ...` into per-user endpoint rules.
+/// Parses `[name:] METHOD /route = LIMIT/WINDOW; ...` into per-user endpoint rules (each
+/// entry by [`Rule::parse_endpoint`]).
 pub(crate) fn parse_endpoint_rules(s: &str) -> Result<Vec<Rule>, String> {
     let mut out: Vec<Rule> = Vec::new();
     for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let (lhs, q) = part
-            .rsplit_once('=')
-            .ok_or_else(|| format!("`{part}` has no `= LIMIT/WINDOW`"))?;
-        let quota = Quota::parse(q).map_err(|e| format!("`{part}`: {e}"))?;
-        let lhs = lhs.trim();
-        let (name, pat) = match lhs.split_once(':') {
-            Some((n, p)) if !n.contains('/') && !n.contains(' ') => (Some(n.trim()), p.trim()),
-            _ => (None, lhs),
-        };
-        let pattern = EndpointPattern::parse(pat).map_err(|e| format!("`{part}`: {e}"))?;
-        let name = name.map_or_else(|| pattern.to_string(), str::to_string);
-        if out.iter().any(|r| r.name == name) {
-            return Err(format!("rule name `{name}` is used twice"));
+        let rule = Rule::parse_endpoint(part)?;
+        if out.iter().any(|r| r.name == rule.name) {
+            return Err(format!("rule name `{}` is used twice", rule.name));
         }
-        out.push(Rule::new(name, Scope::User, quota).for_endpoint(pattern));
+        out.push(rule);
     }
     Ok(out)
 }
 
-/// Parses `METHOD /route = COST; ...`.
+/// Parses `METHOD /route = COST; ...` (each entry by [`EndpointPattern::parse_numbered`]).
 pub(crate) fn parse_costs(s: &str) -> Result<Vec<(EndpointPattern, NonZeroU32)>, String> {
-    let mut out = Vec::new();
-    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let (pat, c) = part
-            .rsplit_once('=')
-            .ok_or_else(|| format!("`{part}` has no `= COST`"))?;
-        let pattern = EndpointPattern::parse(pat).map_err(|e| format!("`{part}`: {e}"))?;
-        let cost: u32 = c
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{part}`: cost `{}` is not a whole number", c.trim()))?;
-        let cost =
-            NonZeroU32::new(cost).ok_or_else(|| format!("`{part}`: cost must be at least 1"))?;
-        out.push((pattern, cost));
-    }
-    Ok(out)
+    s.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            EndpointPattern::parse_numbered(part, "cost").map_err(|e| {
+                if e.starts_with(&format!("`{part}`")) {
+                    e
+                } else {
+                    format!("`{part}`: {e}")
+                }
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -404,6 +508,43 @@ mod tests {
         let err = parse_endpoint_rules("POST /x = ten/1m").unwrap_err();
         assert!(err.contains("`POST /x = ten/1m`"), "{err}");
         assert!(parse_endpoint_rules("a: /x=1/1s; a: /y=1/1s").is_err());
+    }
+
+    #[test]
+    fn old_endpoint_forms_name_the_new_one() {
+        let err = parse_endpoint_rules("GET:/api/items = 5/5s").unwrap_err();
+        assert_eq!(
+            err,
+            "`GET:/api/items = 5/5s` is the old form; write `GET /api/items = 5/5s`"
+        );
+        let err = parse_endpoint_rules("ai: POST:/api/ai/{*rest} = 5/5s").unwrap_err();
+        assert!(
+            err.ends_with("`POST:/api/ai/{*rest}` is the old form; write `POST /api/ai/{*rest}`"),
+            "{err}"
+        );
+        // A rule name before a bare route is not the old form.
+        let rules = parse_endpoint_rules("ai:/api/ai/{*rest} = 5/5s").unwrap();
+        assert_eq!(rules[0].name, "ai");
+        let err = parse_costs("POST:/api/ai/complete=5").unwrap_err();
+        assert_eq!(
+            err,
+            "`POST:/api/ai/complete=5` is the old form; write `POST /api/ai/complete = 5`"
+        );
+        let err = EndpointPattern::parse("*:/x").unwrap_err();
+        assert_eq!(err, "`*:/x` is the old form; write `* /x`");
+    }
+
+    #[test]
+    fn rule_entries_and_cost_entries_are_one_grammar() {
+        let text = "POST /api/ai/{*rest}";
+        let rule = Rule::parse_endpoint(&format!("{text} = 5/5s")).unwrap();
+        let (cost, _) = EndpointPattern::parse_numbered(&format!("{text} = 5"), "cost").unwrap();
+        assert_eq!(rule.endpoint.as_ref(), Some(&cost));
+        assert_eq!(Some(&cost), EndpointPattern::parse(text).ok().as_ref());
+        let star = EndpointPattern::parse("* /x").unwrap();
+        assert_eq!(star, EndpointPattern::parse("/x").unwrap());
+        assert_eq!(star, EndpointPattern::parse("ANY /x").unwrap());
+        assert_eq!(star.method(), None);
     }
 
     #[test]

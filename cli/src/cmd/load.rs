@@ -9,9 +9,9 @@ use std::time::Duration;
 use clap::Args;
 use tenant_guard::config::Config;
 use tenant_guard::ratelimit::Quota;
-use tenant_guard_cli::loadgen::{self, Endpoint, LoadPlan, RuleCheck, Target, TenantLoad};
+use tenant_guard_cli::loadgen::{self, Cost, Endpoint, LoadPlan, RuleCheck, Target, TenantLoad};
 
-use super::report::{run_with_progress, Cost, Outputs};
+use super::report::{run_with_progress, Outputs};
 
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {
@@ -36,8 +36,9 @@ pub(crate) struct LoadArgs {
     /// flags given too take precedence over its duration and limit.
     #[arg(long, conflicts_with = "tenants")]
     scenario: Option<PathBuf>,
-    /// Endpoint as METHOD:/path[:WEIGHT], repeatable (default GET:/api/items).
-    #[arg(long = "endpoint", value_parser = parse_endpoint)]
+    /// An endpoint of the traffic mix, `METHOD /path [= WEIGHT]` (quoted), repeatable, e.g.
+    /// "GET /api/items = 3" (default "GET /api/items").
+    #[arg(long = "endpoint", value_parser = Endpoint::parse)]
     endpoints: Vec<Endpoint>,
     /// Most requests in flight; more are counted as skipped.
     #[arg(long, default_value_t = 512)]
@@ -45,12 +46,15 @@ pub(crate) struct LoadArgs {
     /// The limit to check the results against, LIMIT/WINDOW (e.g. the per-tenant rule).
     #[arg(long, value_parser = Quota::parse)]
     limit: Option<Quota>,
-    /// A server rule to check per tenant, repeatable:
-    /// NAME=LIMIT/WINDOW[:user][@METHOD:/path] (e.g. ai=5/5s:user@POST:/api/ai/complete).
+    /// A server rule to check per tenant, repeatable: a RATE_LIMIT_ENDPOINTS entry,
+    /// `[NAME:] METHOD /path = LIMIT/WINDOW` (per user), or `NAME = LIMIT/WINDOW` (every
+    /// request, per tenant); `per user` or `per tenant` at the end says whose requests count.
+    /// E.g. "ai: POST /api/ai/{*rest} = 5/5s", "per-tenant = 50/5s".
     #[arg(long = "rule", value_parser = RuleCheck::parse)]
     rules: Vec<RuleCheck>,
-    /// Units a request costs, for the rule checks: METHOD:/path=N, repeatable.
-    #[arg(long = "cost", value_parser = parse_cost)]
+    /// Units a request costs, for the rule checks: a RATE_LIMIT_COSTS entry,
+    /// `METHOD /path = N`, repeatable, e.g. "POST /api/ai/complete = 5".
+    #[arg(long = "cost", value_parser = loadgen::parse_cost)]
     costs: Vec<Cost>,
     /// Header carrying the tenant.
     #[arg(long, default_value = "X-Tenant-ID")]
@@ -64,16 +68,6 @@ pub(crate) struct LoadArgs {
     /// Write a chart of admitted and throttled requests per second (SVG).
     #[arg(long)]
     chart: Option<PathBuf>,
-}
-
-fn parse_cost(s: &str) -> Result<Cost, String> {
-    let (ep, n) = s
-        .rsplit_once('=')
-        .ok_or("expected METHOD:/path=N, e.g. POST:/api/ai/complete=5")?;
-    let (m, p) = ep.split_once(':').ok_or("expected METHOD:/path=N")?;
-    let m = http::Method::from_bytes(m.as_bytes()).map_err(|_| format!("bad method `{m}`"))?;
-    let n: u32 = n.trim().parse().map_err(|_| "N must be a whole number")?;
-    Ok(((m, p.to_string()), n))
 }
 
 fn parse_tenant(s: &str) -> Result<(String, f64, u32), String> {
@@ -93,28 +87,6 @@ fn parse_tenant(s: &str) -> Result<(String, f64, u32), String> {
         None => 1,
     };
     Ok((name, rate, users))
-}
-
-fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
-    let (method, rest) = s
-        .split_once(':')
-        .ok_or("expected METHOD:/path[:WEIGHT], e.g. GET:/api/items:3")?;
-    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-        .map_err(|_| format!("`{method}` is not an HTTP method"))?;
-    let (path, weight) = match rest.rsplit_once(':') {
-        Some((p, w)) if w.bytes().all(|b| b.is_ascii_digit()) && !w.is_empty() => {
-            (p, w.parse().map_err(|_| "WEIGHT must be a whole number")?)
-        }
-        _ => (rest, 1),
-    };
-    if !path.starts_with('/') {
-        return Err(format!("path `{path}` must start with `/`"));
-    }
-    Ok(Endpoint {
-        method,
-        path: path.to_string(),
-        weight,
-    })
 }
 
 /// What a scenario file gives: tenant loads, and optionally a duration and a limit.

@@ -4,10 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tenant_guard_cli::loadgen::{self, LoadPlan, RuleCheck};
-
-/// Units a request costs, for the rule checks: `((method, path), units)`.
-pub(crate) type Cost = ((http::Method, String), u32);
+use tenant_guard_cli::loadgen::{self, Cost, LoadPlan, RuleCheck};
 
 /// Files a run writes besides the table.
 pub(crate) struct Outputs {

@@ -8,12 +8,14 @@
 //! stragglers get a bounded grace period.
 
 mod chart;
+mod endpoint;
 mod plan;
 mod report;
 mod rules;
 mod run;
 mod scenario;
 
+pub use endpoint::{matches_request, parse_cost, Cost};
 pub use plan::{schedule, Endpoint, LoadPlan, Planned, Target, TenantLoad};
 pub use report::{max_in_window, Report, Series, TenantReport};
 pub use rules::{costs_from_policy, RuleCheck};

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use http::Method;
-use tenant_guard::ratelimit::{Policy, Quota, Scope};
+use tenant_guard::ratelimit::{EndpointPattern, Policy, Quota, Rule, Scope};
 use tenant_guard::tenant::TenantId;
 
+use super::endpoint::{matches_request, old_endpoint, Cost};
 use super::{Endpoint, Report};
 
 /// A server rule the client checks its admissions against (`load --rule`, and every rule of
@@ -15,12 +15,17 @@ use super::{Endpoint, Report};
 /// ```
 /// use std::time::Duration;
 /// use tenant_guard_cli::loadgen::RuleCheck;
-/// let r = RuleCheck::parse("ai=5/5s:user@POST:/api/ai/complete").unwrap();
+/// // The text of a RATE_LIMIT_ENDPOINTS entry: a per-user rule for the endpoint.
+/// let r = RuleCheck::parse("ai: POST /api/ai/{*rest} = 5/5s").unwrap();
 /// assert_eq!((r.name.as_str(), r.limit, r.window, r.per_user), ("ai", 5, Duration::from_secs(5), true));
-/// let endpoints: Vec<_> = r.endpoints.iter().map(|(m, p)| (m.as_str(), p.as_str())).collect();
-/// assert_eq!(endpoints, [("POST", "/api/ai/complete")]);
-/// assert!(RuleCheck::parse("per-tenant=50/5s").unwrap().endpoints.is_empty());
+/// assert_eq!(r.endpoints[0].to_string(), "POST /api/ai/{*rest}");
+/// // A rule over every request, per tenant unless it says `per user`.
+/// let t = RuleCheck::parse("per-tenant = 50/5s").unwrap();
+/// assert!(t.endpoints.is_empty() && !t.per_user);
+/// assert!(RuleCheck::parse("per-user = 100/15m per user").unwrap().per_user);
 /// assert!(RuleCheck::parse("nolimit").is_err());
+/// let err = RuleCheck::parse("ai=5/5s:user@POST:/api/ai/complete").unwrap_err();
+/// assert_eq!(err, "`ai=5/5s:user@POST:/api/ai/complete` is the old form; write `ai: POST /api/ai/complete = 5/5s`");
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleCheck {
@@ -34,48 +39,59 @@ pub struct RuleCheck {
     pub per_user: bool,
     /// Counted per endpoint too (the server keeps a counter per method and route).
     pub per_endpoint: bool,
-    /// Only requests to these methods and paths count (empty: every request).
-    pub endpoints: Vec<(Method, String)>,
+    /// Only requests matching one of these count (empty: every request); matched against
+    /// the requests sent by [`matches_request`](super::matches_request).
+    pub endpoints: Vec<EndpointPattern>,
     /// Only this tenant's admissions are checked (its plan's quota); `None`: every tenant's.
     pub tenant: Option<String>,
 }
 
 impl RuleCheck {
     /// The accepted form.
-    pub const FORM: &'static str =
-        "NAME=LIMIT/WINDOW[:user][@METHOD:/path], e.g. ai=5/5s:user@POST:/api/ai/complete";
+    pub const FORM: &'static str = "`[NAME:] METHOD /path = LIMIT/WINDOW` (a RATE_LIMIT_ENDPOINTS \
+         entry, counted per user) or `NAME = LIMIT/WINDOW` (every request, counted per tenant), \
+         either optionally followed by `per user` or `per tenant`, and `per endpoint`; e.g. \
+         `ai: POST /api/ai/{*rest} = 5/5s`, `per-tenant = 50/5s`";
 
-    /// Parses [`FORM`](Self::FORM).
+    /// Parses [`FORM`](Self::FORM). A rule with an endpoint is read by the library's
+    /// [`Rule::parse_endpoint`], the parser of `RATE_LIMIT_ENDPOINTS`: the same text checks
+    /// the same rule. `tenant-guard config` prints each rule in this form (`(rate-limit
+    /// rules)`). The former form (`ai=5/5s:user@POST:/api/ai/complete`) is refused with the
+    /// text to write instead.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let (name, rest) = s
-            .split_once('=')
-            .ok_or_else(|| format!("expected {}", Self::FORM))?;
-        let (spec, endpoint) = match rest.split_once('@') {
-            Some((a, b)) => (a, Some(b)),
-            None => (rest, None),
-        };
-        let (quota, per_user) = match spec.strip_suffix(":user") {
-            Some(q) => (q, true),
-            None => (spec, false),
-        };
-        let q = Quota::parse(quota).map_err(|e| e.to_string())?;
-        let endpoints = match endpoint {
-            Some(e) => {
-                let (m, p) = e
-                    .split_once(':')
-                    .ok_or_else(|| format!("endpoint `{e}`: expected METHOD:/path"))?;
-                let m =
-                    Method::from_bytes(m.as_bytes()).map_err(|_| format!("bad method `{m}`"))?;
-                vec![(m, p.to_string())]
+        let s = s.trim();
+        if let Some(new) = old_rule(s) {
+            return Err(format!("`{s}` is the old form; write `{new}`"));
+        }
+        let (entry, scope, per_endpoint) = split_scope(s);
+        let (lhs, quota) = entry
+            .rsplit_once('=')
+            .ok_or_else(|| format!("`{s}`: expected {}", Self::FORM))?;
+        let (name, quota, rule_scope, endpoints) = if lhs.contains('/') {
+            let rule = Rule::parse_endpoint(entry)?;
+            (
+                rule.name,
+                rule.quota,
+                rule.scope,
+                rule.endpoint.into_iter().collect(),
+            )
+        } else {
+            let name = lhs.trim();
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ':') {
+                return Err(format!(
+                    "`{s}`: a rule over every request is written `NAME = LIMIT/WINDOW`, \
+                     one with an endpoint `NAME: METHOD /path = LIMIT/WINDOW`"
+                ));
             }
-            None => Vec::new(),
+            let q = Quota::parse(quota).map_err(|e| format!("`{s}`: {e}"))?;
+            (name.to_string(), q, Scope::Tenant, Vec::new())
         };
         Ok(Self {
-            name: name.trim().to_string(),
-            limit: q.limit.get(),
-            window: q.window,
-            per_user,
-            per_endpoint: false,
+            name,
+            limit: quota.limit.get(),
+            window: quota.window,
+            per_user: scope.unwrap_or(rule_scope) == Scope::User,
+            per_endpoint,
             endpoints,
             tenant: None,
         })
@@ -101,17 +117,17 @@ impl RuleCheck {
     /// let names: Vec<_> = checks.iter().map(|c| c.name.as_str()).collect();
     /// assert_eq!(names, ["per-tenant", "ai", "per-endpoint"]);
     /// assert_eq!((checks[1].limit, checks[1].per_user), (5, true));
-    /// assert_eq!(checks[1].endpoints[0].1, "/api/ai/complete");
+    /// assert_eq!(checks[1].endpoints[0].to_string(), "POST /api/ai/complete");
     /// ```
     pub fn from_policy(policy: &Policy, mix: &[(Endpoint, &str)], tenants: &[&str]) -> Vec<Self> {
         let mut out = Vec::new();
         for rule in policy.rules().iter().filter(|r| !r.shadow) {
-            let endpoints: Vec<(Method, String)> = mix
+            let endpoints: Vec<EndpointPattern> = mix
                 .iter()
                 .filter(|(ep, template)| {
                     rule.endpoint.is_some() && rule.applies(&ep.method, template)
                 })
-                .map(|(ep, _)| (ep.method.clone(), ep.path.clone()))
+                .filter_map(|(ep, _)| exact(ep))
                 .collect();
             if rule.endpoint.is_some() && endpoints.is_empty() {
                 continue;
@@ -150,18 +166,67 @@ impl RuleCheck {
 
 /// The units a request to each endpoint of `mix` costs under `policy` (see
 /// [`RuleCheck::from_policy`] for `mix`), for [`Report::rule_rows`].
-pub fn costs_from_policy(
-    policy: &Policy,
-    mix: &[(Endpoint, &str)],
-) -> Vec<((Method, String), u32)> {
+pub fn costs_from_policy(policy: &Policy, mix: &[(Endpoint, &str)]) -> Vec<Cost> {
     mix.iter()
-        .map(|(ep, template)| {
-            (
-                (ep.method.clone(), ep.path.clone()),
-                policy.cost(&ep.method, template),
-            )
-        })
+        .filter_map(|(ep, template)| Some((exact(ep)?, policy.cost(&ep.method, template))))
         .collect()
+}
+
+/// The pattern matching exactly the requests to `ep` (its method and path).
+fn exact(ep: &Endpoint) -> Option<EndpointPattern> {
+    let path = ep.path.split_once('?').map_or(ep.path.as_str(), |(p, _)| p);
+    EndpointPattern::parse(&format!("{} {path}", ep.method)).ok()
+}
+
+/// The former `--rule` form `NAME=LIMIT/WINDOW[:user][@METHOD:/path]`, as the form to write
+/// instead; `None` if `s` is not in it (`NAME=LIMIT/WINDOW` alone is in both forms).
+fn old_rule(s: &str) -> Option<String> {
+    let (name, rest) = s.split_once('=')?;
+    if name.contains('/') {
+        return None;
+    }
+    let (spec, endpoint) = match rest.split_once('@') {
+        Some((a, b)) => (a, Some(old_endpoint(b)?)),
+        None => (rest, None),
+    };
+    let (quota, per_user) = match spec.trim_end().strip_suffix(":user") {
+        Some(q) => (q.trim(), true),
+        None => (spec.trim(), false),
+    };
+    let name = name.trim();
+    match (endpoint, per_user) {
+        (Some((m, p)), true) => Some(format!("{name}: {m} {p} = {quota}")),
+        (Some((m, p)), false) => Some(format!("{name}: {m} {p} = {quota} per tenant")),
+        (None, true) => Some(format!("{name} = {quota} per user")),
+        (None, false) => None,
+    }
+}
+
+/// Splits the trailing `per user` or `per tenant`, and `per endpoint`, off a `--rule` value
+/// (in either order): the rest, the scope, whether counted per endpoint.
+fn split_scope(s: &str) -> (&str, Option<Scope>, bool) {
+    let strip = |t: &'_ str, word: &str| -> Option<usize> {
+        let r = t.strip_suffix(word)?;
+        let r = r.strip_suffix(char::is_whitespace)?.trim_end();
+        let r = r.strip_suffix("per")?;
+        r.ends_with(char::is_whitespace).then_some(r.len())
+    };
+    let mut rest = s.trim_end();
+    let (mut scope, mut per_endpoint) = (None, false);
+    loop {
+        if let Some(n) = strip(rest, "endpoint").filter(|_| !per_endpoint) {
+            per_endpoint = true;
+            rest = rest[..n].trim_end();
+        } else if let Some(n) = strip(rest, "user").filter(|_| scope.is_none()) {
+            scope = Some(Scope::User);
+            rest = rest[..n].trim_end();
+        } else if let Some(n) = strip(rest, "tenant").filter(|_| scope.is_none()) {
+            scope = Some(Scope::Tenant);
+            rest = rest[..n].trim_end();
+        } else {
+            return (rest, scope, per_endpoint);
+        }
+    }
 }
 
 /// Most units in any window `(t - window, t]` of `(time, units)` sorted by time.
@@ -189,7 +254,7 @@ impl Report {
     pub fn rule_rows(
         &self,
         rules: &[RuleCheck],
-        costs: &[((Method, String), u32)],
+        costs: &[Cost],
     ) -> Vec<(String, Vec<String>, bool)> {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         let mut out = Vec::new();
@@ -199,7 +264,7 @@ impl Report {
             let cost_of = |ep: &Endpoint| {
                 costs
                     .iter()
-                    .find(|((m, p), _)| *m == ep.method && *p == ep.path)
+                    .find(|(p, _)| matches_request(p, &ep.method, &ep.path))
                     .map_or(1, |(_, c)| u64::from(*c))
             };
             for r in rules.iter().filter(|r| r.checks(&t.tenant)) {
@@ -208,7 +273,7 @@ impl Report {
                         || t.endpoints.get(e).is_some_and(|ep| {
                             r.endpoints
                                 .iter()
-                                .any(|(m, p)| ep.method == *m && ep.path == *p)
+                                .any(|p| matches_request(p, &ep.method, &ep.path))
                         })
                 };
                 // One count per user and per endpoint where the rule counts them apart.
@@ -240,11 +305,7 @@ impl Report {
                     (false, true) => " per endpoint",
                     (false, false) => "",
                 };
-                let ep: String = r
-                    .endpoints
-                    .iter()
-                    .map(|(m, p)| format!(", {m} {p}"))
-                    .collect();
+                let ep: String = r.endpoints.iter().map(|p| format!(", {p}")).collect();
                 let busiest = match (r.per_user, r.per_endpoint) {
                     (true, true) => " (busiest user and endpoint)",
                     (true, false) => " (busiest user)",
@@ -278,7 +339,7 @@ impl Report {
         &self,
         limit: Option<(u32, Duration)>,
         rules: &[RuleCheck],
-        costs: &[((Method, String), u32)],
+        costs: &[Cost],
     ) -> (String, bool) {
         let base = self.table(limit);
         let rows = self.rule_rows(rules, costs);
@@ -306,6 +367,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Method;
     use tenant_guard::config::Config;
 
     fn ep(method: Method, path: &str) -> Endpoint {
@@ -358,12 +420,133 @@ mod tests {
         let reports = &checks[2];
         assert_eq!(
             reports.endpoints,
-            [(Method::GET, "/api/reports/2026-01-02".to_string())]
+            [EndpointPattern::parse("GET /api/reports/2026-01-02").unwrap()]
         );
         assert!(reports.per_user && !reports.per_endpoint);
         assert!(checks[3].per_endpoint && checks[3].endpoints.is_empty());
         let costs = costs_from_policy(policy, &mix);
         assert_eq!(costs[0].1, 1);
         assert_eq!(costs[1].1, 3, "the cost is matched on the route template");
+    }
+
+    #[test]
+    fn rule_texts_scopes_and_old_forms() {
+        let r = RuleCheck::parse("ai: POST /api/ai/complete = 5/5s per tenant").unwrap();
+        assert!(!r.per_user);
+        assert_eq!(r.endpoints[0].to_string(), "POST /api/ai/complete");
+        let r = RuleCheck::parse("GET /api/reports/{day} = 30/1m").unwrap();
+        assert_eq!(r.name, "GET /api/reports/{day}", "named after the pattern");
+        assert!(r.per_user);
+        let r = RuleCheck::parse("burst = 10/1s per  user").unwrap();
+        assert!(r.per_user && r.endpoints.is_empty() && !r.per_endpoint);
+        let r = RuleCheck::parse("per-endpoint = 100/15m per user per endpoint").unwrap();
+        assert!(r.per_user && r.per_endpoint);
+        let r = RuleCheck::parse("x = 1/1h 30m per endpoint per tenant").unwrap();
+        assert!(!r.per_user && r.per_endpoint);
+        assert_eq!(r.window, Duration::from_secs(5400));
+        assert!(RuleCheck::parse("x = 1/1s per user per user").is_err());
+        // `per user` needs its spaces; anything else is a quota problem.
+        assert!(RuleCheck::parse("x = 10/1sper user").is_err());
+        assert!(RuleCheck::parse("x y = 10/1s").is_err());
+        assert!(RuleCheck::parse(" = 10/1s").is_err());
+        for (old, new) in [
+            (
+                "ai=5/5s:user@POST:/api/ai/complete",
+                "ai: POST /api/ai/complete = 5/5s",
+            ),
+            (
+                "ai=5/5s@POST:/api/ai/complete",
+                "ai: POST /api/ai/complete = 5/5s per tenant",
+            ),
+            ("per-user=100/15m:user", "per-user = 100/15m per user"),
+        ] {
+            assert_eq!(
+                RuleCheck::parse(old).unwrap_err(),
+                format!("`{old}` is the old form; write `{new}`")
+            );
+            let again = RuleCheck::parse(new).unwrap();
+            assert_eq!(again.name, old.split('=').next().unwrap());
+        }
+        // In an endpoint rule's text, an old endpoint names its new form too.
+        let err = RuleCheck::parse("ai: POST:/api/ai/complete = 5/5s").unwrap_err();
+        assert!(err.contains("write `POST /api/ai/complete`"), "{err}");
+    }
+
+    /// One parser: the text of a `RATE_LIMIT_ENDPOINTS` or `RATE_LIMIT_COSTS` entry, given
+    /// to `--rule` or `--cost`, is the rule or cost the server runs; old forms are refused
+    /// on both sides with the same new form.
+    #[test]
+    fn env_entries_and_flags_read_the_same_text() {
+        let rule = "ai: POST /api/ai/{*rest} = 5/5s";
+        let cost = "POST /api/ai/{*rest} = 5";
+        let cfg = Config::from_vars([("RATE_LIMIT_ENDPOINTS", rule), ("RATE_LIMIT_COSTS", cost)])
+            .unwrap();
+        let policy = &cfg.rate_limit.policy;
+        let server = policy.rules().iter().find(|r| r.name == "ai").unwrap();
+        let check = RuleCheck::parse(rule).unwrap();
+        assert_eq!(check.endpoints, [server.endpoint.clone().unwrap()]);
+        assert_eq!(
+            (check.limit, check.window, check.per_user),
+            (server.quota.limit.get(), server.quota.window, true)
+        );
+        let (pattern, units) = super::super::parse_cost(cost).unwrap();
+        assert_eq!(policy.cost(&Method::POST, "/api/ai/complete"), units);
+        assert!(matches_request(&pattern, &Method::POST, "/api/ai/complete"));
+
+        let old = "POST:/api/ai/complete=5";
+        let new = "write `POST /api/ai/complete = 5`";
+        let env = Config::from_vars([("RATE_LIMIT_COSTS", old)])
+            .unwrap_err()
+            .to_string();
+        assert!(env.contains(new), "{env}");
+        assert!(super::super::parse_cost(old).unwrap_err().contains(new));
+        let old = "GET:/api/items = 5/5s";
+        let env = Config::from_vars([("RATE_LIMIT_ENDPOINTS", old)])
+            .unwrap_err()
+            .to_string();
+        assert!(env.contains("write `GET /api/items = 5/5s`"), "{env}");
+        assert!(RuleCheck::parse(old)
+            .unwrap_err()
+            .contains("write `GET /api/items = 5/5s`"));
+    }
+
+    /// `tenant-guard config` prints each rule as `--rule` reads it: the printed text is
+    /// the rule the server runs (name, quota, scope, per endpoint, pattern).
+    #[test]
+    fn rules_printed_by_config_read_back_as_rule_checks() {
+        let cfg = Config::from_vars([
+            ("RATE_LIMIT_TENANT", "1000/1m"),
+            ("RATE_LIMIT_USER", "100/15m"),
+            (
+                "RATE_LIMIT_ENDPOINTS",
+                "ai: POST /api/ai/{*rest} = 10/1m; GET /api/reports/{day} = 30/1m; any: /x = 1/1s",
+            ),
+        ])
+        .unwrap();
+        let printed = cfg
+            .effective()
+            .into_iter()
+            .find(|(k, _)| k == "(rate-limit rules)")
+            .unwrap()
+            .1;
+        let texts: Vec<&str> = printed.split("; ").collect();
+        let rules = cfg.rate_limit.policy.rules();
+        assert_eq!(texts.len(), rules.len(), "{printed}");
+        for (text, rule) in texts.iter().zip(rules) {
+            let check = RuleCheck::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(check.name, rule.name, "{text}");
+            assert_eq!(
+                (check.limit, check.window),
+                (rule.quota.limit.get(), rule.quota.window),
+                "{text}"
+            );
+            assert_eq!(check.per_user, rule.scope == Scope::User, "{text}");
+            assert_eq!(check.per_endpoint, rule.per_endpoint, "{text}");
+            assert_eq!(check.endpoints.first(), rule.endpoint.as_ref(), "{text}");
+        }
+        assert!(
+            printed.contains("ai: POST /api/ai/{*rest} = 10/1m per user"),
+            "{printed}"
+        );
     }
 }

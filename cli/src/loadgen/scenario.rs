@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use http::Method;
-
 use super::{Endpoint, TenantLoad};
 
 /// A traffic mix read from a small JSON file (`tenant-guard load --scenario FILE`).
@@ -15,14 +13,20 @@ use super::{Endpoint, TenantLoad};
 ///     "limit": "50/5s",
 ///     "tenants": [
 ///         { "tenant": "calm", "rate": 5, "users": 5 },
-///         { "tenant": "flood", "rate": 40, "users": 5,
-///           "endpoints": [ { "method": "POST", "path": "/api/ai/complete", "weight": 1 } ] }
+///         { "tenant": "flood", "rate": 40, "users": 5, "endpoints": [ "POST /api/ai/complete" ] }
 ///     ],
-///     "endpoints": [ { "path": "/api/items", "weight": 3 }, { "path": "/api/reports/1" } ]
+///     "endpoints": [ "GET /api/items = 3", "GET /api/reports/1" ]
 /// }"#).unwrap();
 /// let tenants = s.tenant_loads();
 /// assert_eq!(tenants[0].endpoints.len(), 2);   // the default mix
+/// assert_eq!(tenants[0].endpoints[0].weight, 3);
 /// assert_eq!(tenants[1].endpoints[0].path, "/api/ai/complete");
+///
+/// // The former object form is refused with the text to write.
+/// let old = r#"{ "tenants": [ { "tenant": "a", "rate": 1,
+///     "endpoints": [ { "method": "GET", "path": "/api/items", "weight": 3 } ] } ] }"#;
+/// let err = serde_json::from_str::<tenant_guard_cli::loadgen::Scenario>(old).unwrap_err();
+/// assert!(err.to_string().contains(r#"is the old form; write "GET /api/items = 3""#), "{err}");
 /// ```
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,26 +60,43 @@ pub struct ScenarioTenant {
     pub endpoints: Vec<ScenarioEndpoint>,
 }
 
-/// One endpoint of a [`Scenario`].
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScenarioEndpoint {
-    /// HTTP method (default GET).
-    #[serde(default = "get")]
-    pub method: String,
-    /// Path to request.
-    pub path: String,
-    /// Weight in the mix (default 1).
-    #[serde(default = "one")]
-    pub weight: u32,
+/// One endpoint of a [`Scenario`]: a string in the form of `load --endpoint`,
+/// `METHOD /path [= WEIGHT]` (read by [`Endpoint::parse`]), e.g. `"GET /api/items = 3"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioEndpoint(pub Endpoint);
+
+impl<'de> serde::Deserialize<'de> for ScenarioEndpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        use serde_json::Value;
+        match Value::deserialize(d)? {
+            Value::String(s) => Endpoint::parse(&s).map(Self).map_err(D::Error::custom),
+            // The former form: `{ "method": "GET", "path": "/x", "weight": 3 }`.
+            Value::Object(o) if o.contains_key("path") => {
+                let text = |k: &str| {
+                    o.get(k)
+                        .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
+                };
+                let method = text("method").unwrap_or_else(|| "GET".into());
+                let path = text("path").unwrap_or_default();
+                let weight = text("weight")
+                    .map(|w| format!(" = {w}"))
+                    .unwrap_or_default();
+                Err(D::Error::custom(format!(
+                    "endpoint `{}` is the old form; write \"{method} {path}{weight}\"",
+                    Value::Object(o)
+                )))
+            }
+            other => Err(D::Error::custom(format!(
+                "endpoint `{other}`: expected a string {}",
+                Endpoint::FORM
+            ))),
+        }
+    }
 }
 
 fn one() -> u32 {
     1
-}
-
-fn get() -> String {
-    "GET".into()
 }
 
 mod opt_duration {
@@ -92,29 +113,16 @@ mod opt_duration {
 }
 
 impl Scenario {
-    /// Checks the scenario and turns it into tenant loads; errors say which tenant or
-    /// endpoint is wrong.
+    /// Checks the scenario and turns it into tenant loads; errors say which tenant is wrong.
+    /// (Endpoints are checked as the file is read: [`ScenarioEndpoint`].)
     pub fn validate(&self) -> Result<Vec<TenantLoad>, String> {
         if self.tenants.is_empty() {
             return Err("the scenario lists no tenants".into());
         }
-        let convert = |eps: &[ScenarioEndpoint]| -> Result<Vec<Endpoint>, String> {
-            eps.iter()
-                .map(|e| {
-                    let method = Method::from_bytes(e.method.to_ascii_uppercase().as_bytes())
-                        .map_err(|_| format!("`{}` is not an HTTP method", e.method))?;
-                    if !e.path.starts_with('/') {
-                        return Err(format!("path `{}` must start with `/`", e.path));
-                    }
-                    Ok(Endpoint {
-                        method,
-                        path: e.path.clone(),
-                        weight: e.weight.max(1),
-                    })
-                })
-                .collect()
+        let convert = |eps: &[ScenarioEndpoint]| -> Vec<Endpoint> {
+            eps.iter().map(|e| e.0.clone()).collect()
         };
-        let default = convert(&self.endpoints)?;
+        let default = convert(&self.endpoints);
         self.tenants
             .iter()
             .map(|t| {
@@ -129,7 +137,7 @@ impl Scenario {
                 let endpoints = if t.endpoints.is_empty() {
                     default.clone()
                 } else {
-                    convert(&t.endpoints)?
+                    convert(&t.endpoints)
                 };
                 if endpoints.is_empty() {
                     return Err(format!(
