@@ -1,6 +1,5 @@
 //! [`CacheLayer`]: caches the HTTP responses of the routes it wraps.
 
-use super::service::CacheService;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +9,7 @@ use http::request::Parts;
 use http::StatusCode;
 use tower_layer::Layer;
 
+use super::service::CacheService;
 use super::{Cache, CacheScope, Category};
 use crate::tenant::TenantId;
 

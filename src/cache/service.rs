@@ -1,10 +1,10 @@
 //! [`CacheService`]: serves cached responses, and records and stores cacheable ones.
 
-use super::entry::{now_ms, Entry};
-use super::key::{http_key, HttpKeyInput};
-use super::{CacheScope, CacheStatus, Category, Computed, Served};
-use crate::problem::Problem;
-use crate::tenant::TenantId;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::MatchedPath;
 use bytes::{Bytes, BytesMut};
@@ -13,13 +13,14 @@ use futures_util::StreamExt;
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 use tower_service::Service;
 
+use super::entry::{now_ms, Entry};
+use super::key::{http_key, HttpKeyInput};
 use super::layer::*;
+use super::{CacheScope, CacheStatus, Category, Computed, Served};
+use crate::problem::Problem;
+use crate::tenant::TenantId;
 
 /// The service made by [`CacheLayer`].
 #[derive(Clone)]

@@ -1,6 +1,5 @@
 //! [`RateLimitLayer`]: checks every request before the inner service runs.
 
-use super::service::RateLimitService;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -10,6 +9,7 @@ use tower_layer::Layer;
 
 use super::identity::IdentityConfig;
 use super::limiter::RateLimiter;
+use super::service::RateLimitService;
 use crate::tenant::TenantId;
 use crate::tenant::{Identity, GLOBAL_TENANT};
 

@@ -1,21 +1,22 @@
 //! [`RateLimitService`]: decides each request against the limiter, answering 429 problem+json
 //! or calling the inner service and adding the `RateLimit` headers.
 
-use super::headers;
-use super::identity::ClientAddr;
-use super::limiter::Check;
-use crate::tenant::Identity;
-use crate::tenant::TenantId;
-use http::request::Parts;
-use http::{Request, Response};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use http::request::Parts;
+use http::{Request, Response};
 use tower_service::Service;
 
+use super::headers;
+use super::identity::ClientAddr;
 use super::layer::*;
+use super::limiter::Check;
+use crate::tenant::Identity;
+use crate::tenant::TenantId;
 
 /// The service made by [`RateLimitLayer`].
 #[derive(Clone, Debug)]

@@ -1,11 +1,11 @@
 //! [`SessionLayer`]: puts a lazy [`Session`] in every request and saves it afterwards.
 
-use super::service::SessionService;
 use std::sync::Arc;
 
 use tower_layer::Layer;
 
 use super::cookie::CookieCodec;
+use super::service::SessionService;
 use super::store::SessionStore;
 use super::SessionConfig;
 use crate::tenant::TenantId;

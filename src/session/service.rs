@@ -1,17 +1,18 @@
 //! [`SessionService`]: gives each request a lazy [`Session`](super::Session), publishes the
 //! caller's `UserId` and `SessionCredential`, and saves what the handler changed.
 
-use super::cookie::CookieState;
-use super::handle::{CookieAction, Session};
-use crate::tenant::TenantId;
-use crate::tenant::{SessionCredential, UserId};
-use futures_util::future::BoxFuture;
-use http::{header, HeaderValue, Request, Response};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use http::{header, HeaderValue, Request, Response};
 use tower_service::Service;
 
+use super::cookie::CookieState;
+use super::handle::{CookieAction, Session};
 use super::layer::*;
+use crate::tenant::TenantId;
+use crate::tenant::{SessionCredential, UserId};
 
 /// The service made by [`SessionLayer`].
 #[derive(Debug, Clone)]
@@ -47,13 +48,16 @@ where
         let cookie = settings.codec.decode(req.headers(), &tenant);
         let session = Session::new(tenant, settings.store.clone(), cookie);
         req.extensions_mut().insert(session.clone());
-        req.extensions_mut().insert(
-            session
+        // Only a request with cookies needs telling apart by them: without any, "no
+        // credential" is what every reader concludes anyway (and the insert is saved).
+        if req.headers().contains_key(header::COOKIE) {
+            let credential = session
                 .cookie_id()
                 .map_or_else(SessionCredential::none, |id| {
                     SessionCredential::new(id.as_str())
-                }),
-        );
+                });
+            req.extensions_mut().insert(credential);
+        }
         // The inner service was made ready by poll_ready: call that one, leave a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

@@ -99,9 +99,10 @@ impl fmt::Display for Identity {
     }
 }
 
-/// What the session layer found in a request's cookie: the verified session id, or none
-/// (no cookie, an invalid one, or another tenant's). The session layer puts it into request
-/// extensions; its presence says the session layer ran. The id is a credential (never
+/// What the session layer found in a request's cookies: the verified session id, or none
+/// (an invalid cookie, another tenant's, or only other cookies). The session layer puts it
+/// into the extensions of every request that carries cookies; its presence says the
+/// cookies were looked at by the session layer. The id is a credential (never
 /// logged): layers that must tell callers apart, such as the cache's
 /// [`CacheScope`](crate::cache::CacheScope), read it.
 ///

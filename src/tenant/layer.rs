@@ -1,6 +1,5 @@
 //! [`TenantLayer`]: resolves the tenant before the inner service runs.
 
-use super::service::TenantService;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -9,6 +8,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tower_layer::Layer;
 
+use super::service::TenantService;
 use super::TenantConfig;
 use super::{TenantId, TenantResolver};
 

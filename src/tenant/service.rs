@@ -2,14 +2,15 @@
 //! answering 400/404 problem+json or calling the inner service with the [`TenantId`] in the
 //! request's extensions.
 
-use super::{TenantError, TenantId};
-use crate::problem::Problem;
-use http::{Request, Response, StatusCode};
 use std::task::{Context, Poll};
+
+use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::layer::*;
+use super::{TenantError, TenantId};
+use crate::problem::Problem;
 
 /// The service made by [`TenantLayer`].
 #[derive(Debug, Clone)]
