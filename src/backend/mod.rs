@@ -25,6 +25,7 @@ pub use memory::{MemoryStats, MemoryStore};
 pub use pubsub::PubSubEvent;
 
 use crate::keys::{KeyPattern, RedisKey};
+use crate::metrics::{BackendLabels, Metrics};
 
 /// Errors of backend operations.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +130,45 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend `redis` asks for: memory (bounded by `memory`) when Redis is disabled,
+    /// else Redis behind a circuit breaker (`breaker`). Redis is connected lazily: this
+    /// succeeds while Redis is down.
+    ///
+    /// ```
+    /// use tenant_guard::backend::{Backend, BackendKind, RedisConfig};
+    /// let b = Backend::new(&RedisConfig::default(), Default::default(), Default::default(),
+    ///                      &tenant_guard::metrics::Metrics::new()).unwrap();
+    /// assert_eq!(b.kind(), BackendKind::Memory);
+    /// ```
+    pub fn new(
+        redis: &RedisConfig,
+        memory: MemoryConfig,
+        breaker: BreakerConfig,
+        metrics: &Metrics,
+    ) -> Result<Self, BackendError> {
+        match &redis.mode {
+            RedisMode::Disabled => {
+                metrics
+                    .backend
+                    .get_or_create(&BackendLabels { backend: "memory" })
+                    .set(1);
+                Ok(Self::Memory(MemoryStore::new(memory)))
+            }
+            #[cfg(feature = "redis")]
+            RedisMode::Single(_) | RedisMode::Cluster(_) => {
+                let health = Health::new(breaker, metrics.clone());
+                Ok(Self::Redis(RedisStore::new(redis, health)?))
+            }
+            #[cfg(not(feature = "redis"))]
+            RedisMode::Single(_) | RedisMode::Cluster(_) => {
+                let _ = breaker;
+                Err(BackendError::Unsupported(
+                    "Redis is configured but this build lacks the `redis` feature",
+                ))
+            }
+        }
+    }
+
     /// Which backend this is.
     pub fn kind(&self) -> BackendKind {
         match self {

@@ -5,12 +5,10 @@
 //! ...); this file is where the whole configuration meets them. Each constructor only picks
 //! the sections it needs and calls the component's own public constructor.
 
-use crate::backend::{Backend, BackendError, MemoryStore, RedisMode};
-#[cfg(feature = "redis")]
-use crate::backend::{Health, RedisStore};
+use crate::backend::{Backend, BackendError};
 use crate::cache::Cache;
 use crate::keys::Keys;
-use crate::metrics::{BackendLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::ratelimit::{
     IdentityConfig, LimiterOptions, Policy, RateLimitLayer, RateLimiter, Rule, Scope,
 };
@@ -22,24 +20,7 @@ impl Backend {
     /// The backend the configuration asks for. Redis is connected lazily: this succeeds
     /// while Redis is down.
     pub fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, BackendError> {
-        match &config.redis.mode {
-            RedisMode::Disabled => {
-                metrics
-                    .backend
-                    .get_or_create(&BackendLabels { backend: "memory" })
-                    .set(1);
-                Ok(Self::Memory(MemoryStore::new(config.memory)))
-            }
-            #[cfg(feature = "redis")]
-            RedisMode::Single(_) | RedisMode::Cluster(_) => {
-                let health = Health::new(config.breaker, metrics.clone());
-                Ok(Self::Redis(RedisStore::new(&config.redis, health)?))
-            }
-            #[cfg(not(feature = "redis"))]
-            RedisMode::Single(_) | RedisMode::Cluster(_) => Err(BackendError::Unsupported(
-                "Redis is configured but this build lacks the `redis` feature",
-            )),
-        }
+        Self::new(&config.redis, config.memory, config.breaker, metrics)
     }
 }
 

@@ -156,7 +156,7 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
                         "rule names other than per-tenant, per-user and per-endpoint, each used once"
                             .into(),
                     ),
-                    _ => (
+                    PolicyProblem::ExactLimitTooHigh { .. } | PolicyProblem::BadWindow { .. } => (
                         "RATE_LIMIT_ALGORITHM",
                         None,
                         "`compact` for limits above 100000".into(),

@@ -8,8 +8,8 @@
 //! * **Atomic**: if any enforced rule denies, no rule is charged. Time comes from Redis
 //!   `TIME`; every key written gets its TTL inside the script.
 //! * **Sliding windows**, never over-admitting: the exact log (sorted set, capped at the
-//!   limit) or the compact window (20 sub-window buckets counted conservatively, at most
-//!   ~100 bytes of value per key, ≥ 95% of the exact log's admissions). Compact is the
+//!   limit) or the compact window (30 sub-window buckets counted conservatively, under 200
+//!   bytes per key in Redis, ≥ 95% of the exact log's admissions). Compact is the
 //!   default: its memory per key does not grow with the limit.
 //! * **Identity** ([`IdentityConfig`]): [`UserId`] from the session/auth layer, a trusted
 //!   header, or the client IP behind trusted proxies, IPv6 grouped by /64.

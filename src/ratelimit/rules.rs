@@ -364,6 +364,8 @@ impl Rule {
     /// assert_eq!(Rule::parse_endpoint("GET /api/reports/{day} = 30/1m").unwrap().name, "GET /api/reports/{day}");
     /// let err = Rule::parse_endpoint("GET:/api/items = 5/5s").unwrap_err();
     /// assert_eq!(err, "`GET:/api/items = 5/5s` is the old form; write `GET /api/items = 5/5s`");
+    /// // Methods are case-insensitive in the old form too: not a rule named `post`.
+    /// assert!(Rule::parse_endpoint("post:/api/x = 5/5s").unwrap_err().contains("old form"));
     /// ```
     pub fn parse_endpoint(s: &str) -> Result<Self, String> {
         let part = s.trim();
@@ -371,7 +373,9 @@ impl Rule {
             .rsplit_once('=')
             .ok_or_else(|| format!("`{part}` has no `= LIMIT/WINDOW`"))?;
         let lhs = lhs.trim();
-        if let Some((m, p)) = old_form(lhs).filter(|(m, _)| STANDARD_METHODS.contains(m)) {
+        if let Some((m, p)) = old_form(lhs)
+            .filter(|(m, _)| STANDARD_METHODS.iter().any(|s| s.eq_ignore_ascii_case(m)))
+        {
             return Err(format!(
                 "`{part}` is the old form; write `{m} {p} = {}`",
                 q.trim()
