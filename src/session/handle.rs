@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use super::cookie::CookieState;
-use super::store::{Loaded, Mode, Save, Saved, SessionStore, UserOp};
+use super::store::{SaveOutcome, SessionRecord, SessionStore, SessionWrite, UserChange, WriteMode};
 use super::{SessionError, SessionId};
 use crate::tenant::TenantId;
 
@@ -156,7 +156,7 @@ impl Session {
         if !st.loaded {
             if let CookieState::Valid(id) = &self.shared.cookie {
                 if let Some(l) = self.shared.store.load(&self.shared.tenant, id).await? {
-                    let Loaded {
+                    let SessionRecord {
                         now_ms,
                         pttl_ms,
                         created_ms,
@@ -333,13 +333,13 @@ impl Session {
         let mut st = self.shared.state.lock().await;
         let mut action = CookieAction::Keep;
         if let Some(old) = st.destroyed.take() {
-            let op = Save {
-                mode: Mode::Destroy,
+            let op = SessionWrite {
+                mode: WriteMode::Destroy,
                 id: &old.id,
                 rename_from: None,
                 user_before: old.user.as_deref(),
                 user_after: None,
-                user_op: UserOp::Keep,
+                user: UserChange::Keep,
                 clear: false,
                 set: Vec::new(),
                 del: Vec::new(),
@@ -363,19 +363,19 @@ impl Session {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                let op = Save {
-                    mode: Mode::Create,
+                let op = SessionWrite {
+                    mode: WriteMode::Create,
                     id: &id,
                     rename_from: None,
                     user_before: None,
                     user_after: st.user.as_deref(),
-                    user_op: st.user.as_deref().map_or(UserOp::Keep, UserOp::Set),
+                    user: st.user.as_deref().map_or(UserChange::Keep, UserChange::Set),
                     clear: false,
                     set,
                     del: Vec::new(),
                 };
                 match store.save(tenant, &op).await? {
-                    Saved::Ok => {
+                    SaveOutcome::Written => {
                         store.event("create");
                         st.create = false;
                         st.stored = Some(Stored {
@@ -388,7 +388,9 @@ impl Session {
                         reset_changes(&mut st);
                         return Ok(CookieAction::Set(id));
                     }
-                    Saved::Collision | Saved::Gone => st.id = Some(SessionId::generate()),
+                    SaveOutcome::Collision | SaveOutcome::Gone => {
+                        st.id = Some(SessionId::generate())
+                    }
                 }
             }
             return Err(SessionError::IdCollision);
@@ -413,28 +415,28 @@ impl Session {
             for _ in 0..ID_ATTEMPTS {
                 let id = st.id.clone().expect("a stored session has an id");
                 let user_op = match (st.user_changed, st.user.as_deref()) {
-                    (false, _) => UserOp::Keep,
-                    (true, Some(u)) => UserOp::Set(u),
-                    (true, None) => UserOp::Unset,
+                    (false, _) => UserChange::Keep,
+                    (true, Some(u)) => UserChange::Set(u),
+                    (true, None) => UserChange::Unset,
                 };
                 let set: Vec<(&str, &str)> = st
                     .set
                     .iter()
                     .filter_map(|k| st.fields.get(k).map(|v| (k.as_str(), v.as_str())))
                     .collect();
-                let op = Save {
-                    mode: Mode::Update,
+                let op = SessionWrite {
+                    mode: WriteMode::Update,
                     id: &id,
                     rename_from: st.rename_from.as_ref(),
                     user_before: stored.user.as_deref(),
                     user_after: st.user.as_deref(),
-                    user_op,
+                    user: user_op,
                     clear: st.cleared,
                     set,
                     del: st.del.iter().map(String::as_str).collect(),
                 };
                 match store.save(tenant, &op).await? {
-                    Saved::Ok => {
+                    SaveOutcome::Written => {
                         store.event("save");
                         let renamed = st.rename_from.is_some();
                         if renamed {
@@ -452,7 +454,7 @@ impl Session {
                             action
                         });
                     }
-                    Saved::Gone => {
+                    SaveOutcome::Gone => {
                         // Expired or destroyed by another request meanwhile: do not
                         // resurrect it.
                         store.event("expired");
@@ -462,10 +464,10 @@ impl Session {
                         };
                         return Ok(CookieAction::Remove);
                     }
-                    Saved::Collision if st.rename_from.is_some() => {
+                    SaveOutcome::Collision if st.rename_from.is_some() => {
                         st.id = Some(SessionId::generate());
                     }
-                    Saved::Collision => return Err(SessionError::IdCollision),
+                    SaveOutcome::Collision => return Err(SessionError::IdCollision),
                 }
             }
             return Err(SessionError::IdCollision);
@@ -479,18 +481,18 @@ impl Session {
                 .saturating_sub(stored.now_ms);
             let full = ttl.min(deadline);
             if full.saturating_sub(pttl) >= ms(store.renew_interval()).max(1) {
-                let op = Save {
-                    mode: Mode::Update,
+                let op = SessionWrite {
+                    mode: WriteMode::Update,
                     id: &stored.id,
                     rename_from: None,
                     user_before: None,
                     user_after: stored.user.as_deref(),
-                    user_op: UserOp::Keep,
+                    user: UserChange::Keep,
                     clear: false,
                     set: Vec::new(),
                     del: Vec::new(),
                 };
-                if store.save(tenant, &op).await? == Saved::Ok {
+                if store.save(tenant, &op).await? == SaveOutcome::Written {
                     store.event("renew");
                     // Renew at most once per interval even if the handle is committed again.
                     if let Some(s) = st.stored.as_mut() {

@@ -16,7 +16,7 @@ use crate::tenant::GLOBAL_TENANT;
 /// Put it inside the [`TenantLayer`](crate::tenant::TenantLayer) (so the tenant is known;
 /// without one, sessions live under the tenant `global`). With
 /// [`expose_user`](Self::expose_user), requests that carry a session cookie have the
-/// session's user put in the extensions as a [`UserId`] before the inner service runs, so a
+/// session's user put in the extensions as a [`UserId`](crate::tenant::UserId) before the inner service runs, so a
 /// [`RateLimitLayer`](crate::ratelimit::RateLimitLayer) inside this layer limits per user.
 ///
 /// ```
@@ -71,7 +71,7 @@ impl SessionLayer {
     }
 
     /// Loads the session of every request that carries a session cookie before the inner
-    /// service runs and puts its user in the extensions as a [`UserId`] (for per-user rate
+    /// service runs and puts its user in the extensions as a [`UserId`](crate::tenant::UserId) (for per-user rate
     /// limits). Costs one store round trip on those requests, which otherwise happens only
     /// when the handler touches the session.
     pub fn expose_user(self, on: bool) -> Self {

@@ -68,7 +68,10 @@ pub use config::{SameSite, SessionConfig, SessionOutage};
 pub use handle::Session;
 pub use layer::SessionLayer;
 pub use service::SessionService;
-pub use store::{SessionInfo, SessionStore};
+pub use store::{
+    Lifetimes, SaveOutcome, SessionBackend, SessionInfo, SessionKeys, SessionRecord, SessionStore,
+    SessionWrite, StoreFuture, UserChange, UserIndex, WriteMode,
+};
 
 use crate::backend::BackendError;
 use crate::problem::Problem;

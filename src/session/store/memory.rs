@@ -1,11 +1,57 @@
 //! Sessions on the memory backend: the same steps as the scripts, under the store's lock.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::backend::ms;
+use super::{Lifetimes, SaveOutcome, SessionBackend, SessionInfo, SessionKeys, SessionRecord};
+use super::{SessionWrite, StoreFuture, UserChange, UserIndex, WriteMode};
+use crate::backend::{BackendError, KeyTtl, MemoryStore, Txn};
+use crate::keys::RedisKey;
+use crate::session::SessionId;
+
+impl SessionBackend for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn load<'a>(
+        &'a self,
+        key: &'a RedisKey,
+        max_lifetime: Duration,
+    ) -> StoreFuture<'a, Option<SessionRecord>> {
+        Box::pin(std::future::ready(Ok(load(self, key, ms(max_lifetime)))))
+    }
+
+    fn save<'a>(
+        &'a self,
+        keys: &'a SessionKeys,
+        write: &'a SessionWrite<'a>,
+        lifetimes: Lifetimes,
+    ) -> StoreFuture<'a, SaveOutcome> {
+        Box::pin(std::future::ready(save(self, keys, write, lifetimes)))
+    }
+
+    fn user_sessions<'a>(
+        &'a self,
+        index: &'a UserIndex<'a>,
+        revoke: bool,
+    ) -> StoreFuture<'a, (Vec<SessionInfo>, u64)> {
+        Box::pin(std::future::ready(Ok(user_sessions(self, index, revoke))))
+    }
+
+    fn delete<'a>(&'a self, key: &'a RedisKey) -> StoreFuture<'a, bool> {
+        Box::pin(std::future::ready(Ok(MemoryStore::delete(self, key))))
+    }
+}
 
 /// A session in the memory backend (one entry, JSON-encoded; updated field by field under
 /// the store's lock, so concurrent updates of different fields are kept, as on Redis).
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub(super) struct MemRecord {
+struct MemRecord {
     c: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     u: Option<String>,
@@ -13,7 +59,7 @@ pub(super) struct MemRecord {
     f: BTreeMap<String, String>,
 }
 
-pub(super) fn mem_load(m: &MemoryStore, key: &RedisKey, max_ms: u64) -> Option<Loaded> {
+fn load(m: &MemoryStore, key: &RedisKey, max_ms: u64) -> Option<SessionRecord> {
     m.transact(|tx| {
         let raw = tx.get(key)?;
         let Ok(rec) = serde_json::from_slice::<MemRecord>(&raw) else {
@@ -29,23 +75,21 @@ pub(super) fn mem_load(m: &MemoryStore, key: &RedisKey, max_ms: u64) -> Option<L
             KeyTtl::Expires(d) => Some(ms(d)),
             _ => None,
         };
-        Some(Loaded {
-            now_ms: now,
-            pttl_ms,
-            created_ms: rec.c,
-            user: rec.u,
-            fields: rec.f.into_iter().collect(),
-        })
+        let mut record = SessionRecord::new(now, rec.c);
+        record.pttl_ms = pttl_ms;
+        record.user = rec.u;
+        record.fields = rec.f.into_iter().collect();
+        Some(record)
     })
 }
 
-pub(super) fn read_index(raw: Option<Bytes>) -> BTreeMap<String, u64> {
+fn read_index(raw: Option<Bytes>) -> BTreeMap<String, u64> {
     raw.and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
-pub(super) fn write_index(
-    tx: &mut crate::backend::Txn<'_>,
+fn write_index(
+    tx: &mut Txn<'_>,
     key: &RedisKey,
     idx: &BTreeMap<String, u64>,
 ) -> Result<(), BackendError> {
@@ -63,17 +107,17 @@ pub(super) fn write_index(
     }
 }
 
-pub(super) fn mem_save(
+fn save(
     m: &MemoryStore,
-    keys: &SaveKeys,
-    op: &Save<'_>,
-    idle_ms: u64,
-    max_ms: u64,
-) -> Result<Saved, SessionError> {
+    keys: &SessionKeys,
+    op: &SessionWrite<'_>,
+    lifetimes: Lifetimes,
+) -> Result<SaveOutcome, BackendError> {
+    let (idle_ms, max_ms) = (ms(lifetimes.idle), ms(lifetimes.max));
     m.transact_all(|tx| {
         let now = tx.now_ms();
         let key = &keys.session;
-        let remove_from_index = |tx: &mut crate::backend::Txn<'_>, member: &str| {
+        let remove_from_index = |tx: &mut Txn<'_>, member: &str| {
             if let Some(ik) = &keys.index_before {
                 let mut idx = read_index(tx.get(ik));
                 if idx.remove(member).is_some() {
@@ -82,25 +126,25 @@ pub(super) fn mem_save(
             }
             Ok::<_, BackendError>(())
         };
-        if op.mode == Mode::Destroy {
+        if op.mode == WriteMode::Destroy {
             tx.delete(key);
-            remove_from_index(tx, op.id.as_str()).map_err(store_error)?;
-            return Ok(Saved::Ok);
+            remove_from_index(tx, op.id.as_str())?;
+            return Ok(SaveOutcome::Written);
         }
         let mut old_member = op.id.as_str();
         let mut rec = if let (Some(from), Some(from_id)) = (&keys.rename_from, op.rename_from) {
             let Some(raw) = tx.get(from) else {
-                return Ok(Saved::Gone);
+                return Ok(SaveOutcome::Gone);
             };
             if tx.get(key).is_some() {
-                return Ok(Saved::Collision);
+                return Ok(SaveOutcome::Collision);
             }
             tx.delete(from);
             old_member = from_id.as_str();
             serde_json::from_slice::<MemRecord>(&raw).unwrap_or_default()
-        } else if op.mode == Mode::Create {
+        } else if op.mode == WriteMode::Create {
             if tx.get(key).is_some() {
-                return Ok(Saved::Collision);
+                return Ok(SaveOutcome::Collision);
             }
             MemRecord {
                 c: now,
@@ -109,14 +153,14 @@ pub(super) fn mem_save(
         } else {
             match tx.get(key) {
                 Some(raw) => serde_json::from_slice::<MemRecord>(&raw).unwrap_or_default(),
-                None => return Ok(Saved::Gone),
+                None => return Ok(SaveOutcome::Gone),
             }
         };
         let ttl = idle_ms.min(rec.c.saturating_add(max_ms).saturating_sub(now));
         if ttl == 0 {
             tx.delete(key);
-            remove_from_index(tx, old_member).map_err(store_error)?;
-            return Ok(Saved::Gone);
+            remove_from_index(tx, old_member)?;
+            return Ok(SaveOutcome::Gone);
         }
         if op.clear {
             rec.f.clear();
@@ -127,42 +171,28 @@ pub(super) fn mem_save(
         for k in &op.del {
             rec.f.remove(*k);
         }
-        match op.user_op {
-            UserOp::Keep => {}
-            UserOp::Set(u) => rec.u = Some(u.to_string()),
-            UserOp::Unset => rec.u = None,
+        match op.user {
+            UserChange::Keep => {}
+            UserChange::Set(u) => rec.u = Some(u.to_string()),
+            UserChange::Unset => rec.u = None,
         }
         let body = Bytes::from(serde_json::to_vec(&rec).unwrap_or_default());
-        tx.set(key, body, Some(Duration::from_millis(ttl)))
-            .map_err(store_error)?;
-        remove_from_index(tx, old_member).map_err(store_error)?;
+        tx.set(key, body, Some(Duration::from_millis(ttl)))?;
+        remove_from_index(tx, old_member)?;
         if let Some(ik) = &keys.index_after {
             let mut idx = read_index(tx.get(ik));
             idx.insert(op.id.as_str().to_string(), now + ttl);
             idx.retain(|_, at| *at > now);
-            write_index(tx, ik, &idx).map_err(store_error)?;
+            write_index(tx, ik, &idx)?;
         }
-        Ok(Saved::Ok)
+        Ok(SaveOutcome::Written)
     })
-}
-
-/// A memory-store write error as a session error: a full store (every session live) is
-/// a 503 like an unavailable one — the user can retry; no live session was evicted.
-pub(super) fn store_error(e: BackendError) -> SessionError {
-    match e {
-        BackendError::Full { .. } => SessionError::Unavailable(e),
-        e => SessionError::Store(e),
-    }
 }
 
 /// Lists (`revoke == false`) or revokes the sessions of one index; returns the live
 /// sessions listed and how many were revoked.
-pub(super) fn mem_index(
-    m: &MemoryStore,
-    idx_key: &RedisKey,
-    session_key: impl Fn(&SessionId) -> RedisKey,
-    revoke: bool,
-) -> (Vec<SessionInfo>, u64) {
+fn user_sessions(m: &MemoryStore, index: &UserIndex<'_>, revoke: bool) -> (Vec<SessionInfo>, u64) {
+    let idx_key = &index.key;
     m.transact(|tx| {
         let now = tx.now_ms();
         let mut idx = read_index(tx.get(idx_key));
@@ -174,7 +204,7 @@ pub(super) fn mem_index(
             let Some(sid) = SessionId::parse(&id) else {
                 continue;
             };
-            let key = session_key(&sid);
+            let key = index.session_key(&sid);
             match tx.ttl(&key) {
                 KeyTtl::Missing => {}
                 _ if revoke => {

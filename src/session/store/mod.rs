@@ -1,82 +1,28 @@
-//! Where sessions live: Redis (Lua scripts, one hash per session) or memory (the same
-//! steps under one lock), with the outage policy in front.
+//! Where sessions live: the [`SessionBackend`] seam, its memory and Redis implementations,
+//! and [`SessionStore`], which puts the outage policy, metrics and limits in front.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-
-use super::{SessionConfig, SessionOutage};
-use super::{SessionError, SessionId};
-use crate::backend::MemoryConfig;
-use crate::backend::{Backend, BackendError, KeyTtl, MemoryStore};
 #[cfg(feature = "redis")]
-use crate::backend::{LuaScript, RedisStore};
+use super::SessionOutage;
+use super::{SessionConfig, SessionError, SessionId};
+#[cfg(feature = "redis")]
+use crate::backend::MemoryConfig;
+use crate::backend::{Backend, BackendError, MemoryStore};
 use crate::keys::{Keys, RedisKey};
 use crate::metrics::{Metrics, SessionEventLabels};
 use crate::tenant::TenantId;
 
+mod backend;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
-use memory::{mem_index, mem_load, mem_save};
-#[cfg(feature = "redis")]
-use redis::{redis_load, redis_save};
-
-/// A session as loaded from the store.
-#[derive(Debug, Clone)]
-pub(crate) struct Loaded {
-    /// The store's clock at load time, ms.
-    pub now_ms: u64,
-    /// Remaining TTL at load time.
-    pub pttl_ms: Option<u64>,
-    /// Creation time on the store's clock, ms.
-    pub created_ms: u64,
-    pub user: Option<String>,
-    /// Session key -> JSON text.
-    pub fields: HashMap<String, String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Create,
-    Update,
-    Destroy,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UserOp<'a> {
-    Keep,
-    Set(&'a str),
-    Unset,
-}
-
-/// The changes of one request.
-#[derive(Debug)]
-pub(crate) struct Save<'a> {
-    pub mode: Mode,
-    pub id: &'a SessionId,
-    pub rename_from: Option<&'a SessionId>,
-    pub user_before: Option<&'a str>,
-    pub user_after: Option<&'a str>,
-    pub user_op: UserOp<'a>,
-    pub clear: bool,
-    pub set: Vec<(&'a str, &'a str)>,
-    pub del: Vec<&'a str>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Saved {
-    /// Written.
-    Ok,
-    /// The session no longer exists (expired or destroyed meanwhile); nothing written.
-    Gone,
-    /// The target id exists already: retry with a fresh one.
-    Collision,
-}
+pub use backend::{
+    Lifetimes, SaveOutcome, SessionBackend, SessionKeys, SessionRecord, SessionWrite, StoreFuture,
+    UserChange, UserIndex, WriteMode,
+};
 
 /// One live session of a user, as listed by [`SessionStore::list_user_sessions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +32,13 @@ pub struct SessionInfo {
     pub id: SessionId,
     /// Time until the session expires, unless used again.
     pub expires_in: Duration,
+}
+
+impl SessionInfo {
+    /// A listed session (for [`SessionBackend::user_sessions`] implementations).
+    pub fn new(id: SessionId, expires_in: Duration) -> Self {
+        Self { id, expires_in }
+    }
 }
 
 /// Session storage on a [`Backend`], with the configured outage policy. Cheap to clone.
@@ -113,7 +66,7 @@ pub struct SessionStore {
 }
 
 struct Inner {
-    backend: Backend,
+    store: Arc<dyn SessionBackend>,
     /// Per-process store used while Redis is down (`SESSION_OUTAGE=local`).
     fallback: Option<MemoryStore>,
     keys: Keys,
@@ -127,7 +80,7 @@ struct Inner {
 impl std::fmt::Debug for SessionStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionStore")
-            .field("backend", &self.inner.backend.kind())
+            .field("backend", &self.inner.store.name())
             .field("ttl", &self.inner.ttl)
             .field("max_lifetime", &self.inner.max_lifetime)
             .field("fallback", &self.inner.fallback.is_some())
@@ -135,20 +88,59 @@ impl std::fmt::Debug for SessionStore {
     }
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 impl SessionStore {
     /// A store on `backend` with the given settings and key prefix.
     pub fn new(backend: Backend, config: &SessionConfig, keys: Keys, metrics: &Metrics) -> Self {
-        // Only Redis can be down: the memory backend never needs a fallback.
-        let fallback = (!matches!(backend, Backend::Memory(_))
-            && config.outage == SessionOutage::Local)
-            .then(|| MemoryStore::new(MemoryConfig::default()));
+        let store: Arc<dyn SessionBackend> = match backend {
+            Backend::Memory(m) => Arc::new(m),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => {
+                // Only Redis can be down: the memory backend never needs a fallback.
+                let fallback = (config.outage == SessionOutage::Local)
+                    .then(|| MemoryStore::new(MemoryConfig::default()));
+                return Self::build(Arc::new(r), fallback, config, keys, metrics);
+            }
+        };
+        Self::build(store, None, config, keys, metrics)
+    }
+
+    /// A store on a [`SessionBackend`] of your own (a SQL table, say): sessions are kept
+    /// there with the settings of `config`. An outage error from it (see
+    /// [`BackendError::is_outage`]) answers 503 where a session is used; `SESSION_OUTAGE=local`
+    /// applies to Redis only.
+    ///
+    /// ```
+    /// use tenant_guard::session::{SessionConfig, SessionStore};
+    /// use tenant_guard::{backend::{MemoryConfig, MemoryStore}, keys::Keys, metrics::Metrics};
+    ///
+    /// // Any `SessionBackend`; here the crate's own memory store.
+    /// let store = SessionStore::with_backend(
+    ///     MemoryStore::new(MemoryConfig::default()),
+    ///     &SessionConfig::default(),
+    ///     Keys::default(),
+    ///     &Metrics::new(),
+    /// );
+    /// assert!(format!("{store:?}").contains("memory"));
+    /// ```
+    pub fn with_backend(
+        store: impl SessionBackend,
+        config: &SessionConfig,
+        keys: Keys,
+        metrics: &Metrics,
+    ) -> Self {
+        Self::build(Arc::new(store), None, config, keys, metrics)
+    }
+
+    fn build(
+        store: Arc<dyn SessionBackend>,
+        fallback: Option<MemoryStore>,
+        config: &SessionConfig,
+        keys: Keys,
+        metrics: &Metrics,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                backend,
+                store,
                 fallback,
                 keys,
                 ttl: config.ttl,
@@ -188,26 +180,30 @@ impl SessionStore {
         self.inner.keys.session(tenant, id.as_str())
     }
 
-    fn index_key(&self, tenant: &TenantId, user: &str) -> RedisKey {
-        self.inner.keys.session_index(tenant, user)
-    }
-
-    /// The memory store to use after `e`, or the error to return.
-    #[cfg(feature = "redis")]
+    /// The memory store to retry on after `e`: the fallback, for an outage, when there is
+    /// one; otherwise the error to return.
     fn after_error(&self, e: BackendError) -> Result<&MemoryStore, SessionError> {
-        if !e.is_outage() {
-            self.event("store_error");
-            return Err(SessionError::Store(e));
-        }
         match &self.inner.fallback {
-            Some(m) => {
+            Some(m) if e.is_outage() => {
                 self.event("fallback");
                 Ok(m)
             }
-            None => {
-                self.event("store_error");
-                Err(SessionError::Unavailable(e))
-            }
+            _ => Err(self.failure(e)),
+        }
+    }
+
+    /// The error a caller sees: an outage or a full memory store is a 503 (the user can
+    /// retry; no live session was evicted), anything else a store error.
+    fn failure(&self, e: BackendError) -> SessionError {
+        if let BackendError::Full { .. } = e {
+            self.event("store_full");
+            return SessionError::Unavailable(e);
+        }
+        self.event("store_error");
+        if e.is_outage() {
+            SessionError::Unavailable(e)
+        } else {
+            SessionError::Store(e)
         }
     }
 
@@ -215,16 +211,16 @@ impl SessionStore {
         &self,
         tenant: &TenantId,
         id: &SessionId,
-    ) -> Result<Option<Loaded>, SessionError> {
+    ) -> Result<Option<SessionRecord>, SessionError> {
         let key = self.session_key(tenant, id);
-        let max = ms(self.inner.max_lifetime);
-        let loaded = match &self.inner.backend {
-            Backend::Memory(m) => mem_load(m, &key, max),
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => match redis_load(r, &key, max).await {
-                Ok(l) => l,
-                Err(e) => mem_load(self.after_error(e)?, &key, max),
-            },
+        let max = self.inner.max_lifetime;
+        let loaded = match self.inner.store.load(&key, max).await {
+            Ok(l) => l,
+            Err(e) => self
+                .after_error(e)?
+                .load(&key, max)
+                .await
+                .map_err(|e| self.failure(e))?,
         };
         self.event(if loaded.is_some() { "load" } else { "miss" });
         Ok(loaded)
@@ -233,27 +229,26 @@ impl SessionStore {
     pub(crate) async fn save(
         &self,
         tenant: &TenantId,
-        op: &Save<'_>,
-    ) -> Result<Saved, SessionError> {
-        let keys = SaveKeys {
-            session: self.session_key(tenant, op.id),
-            index_after: op.user_after.map(|u| self.index_key(tenant, u)),
-            index_before: op.user_before.map(|u| self.index_key(tenant, u)),
-            rename_from: op.rename_from.map(|id| self.session_key(tenant, id)),
+        write: &SessionWrite<'_>,
+    ) -> Result<SaveOutcome, SessionError> {
+        let keys = SessionKeys {
+            session: self.session_key(tenant, write.id),
+            index_after: write
+                .user_after
+                .map(|u| self.inner.keys.session_index(tenant, u)),
+            index_before: write
+                .user_before
+                .map(|u| self.inner.keys.session_index(tenant, u)),
+            rename_from: write.rename_from.map(|id| self.session_key(tenant, id)),
         };
-        let (idle, max) = (ms(self.inner.ttl), ms(self.inner.max_lifetime));
-        let saved = match &self.inner.backend {
-            Backend::Memory(m) => mem_save(m, &keys, op, idle, max),
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => match redis_save(r, &keys, op, idle, max).await {
-                Ok(s) => Ok(s),
-                Err(e) => mem_save(self.after_error(e)?, &keys, op, idle, max),
-            },
-        };
-        if let Err(SessionError::Unavailable(BackendError::Full { .. })) = &saved {
-            self.event("store_full");
+        let lifetimes = Lifetimes::new(self.inner.ttl, self.inner.max_lifetime);
+        match self.inner.store.save(&keys, write, lifetimes).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let fallback = self.after_error(e)?;
+                (fallback.save(&keys, write, lifetimes).await).map_err(|e| self.failure(e))
+            }
         }
-        saved
     }
 
     /// The live sessions of `user` in `tenant`. Index entries of sessions that expired or
@@ -263,31 +258,7 @@ impl SessionStore {
         tenant: &TenantId,
         user: &str,
     ) -> Result<Vec<SessionInfo>, SessionError> {
-        let idx = self.index_key(tenant, user);
-        match &self.inner.backend {
-            Backend::Memory(m) => {
-                Ok(mem_index(m, &idx, |id| self.session_key(tenant, id), false).0)
-            }
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => match self.redis_index(r, tenant, &idx, false).await {
-                Ok((flat, _)) => Ok(flat
-                    .chunks_exact(2)
-                    .filter_map(|p| {
-                        Some(SessionInfo {
-                            id: SessionId::parse(&p[0])?,
-                            expires_in: Duration::from_millis(p[1].parse().unwrap_or(0)),
-                        })
-                    })
-                    .collect()),
-                Err(e) => Ok(mem_index(
-                    self.after_error(e)?,
-                    &idx,
-                    |id| self.session_key(tenant, id),
-                    false,
-                )
-                .0),
-            },
-        }
+        Ok(self.user_sessions(tenant, user, false).await?.0)
     }
 
     /// Deletes every session of `user` in `tenant` ("log out everywhere"); returns how many.
@@ -296,51 +267,42 @@ impl SessionStore {
         tenant: &TenantId,
         user: &str,
     ) -> Result<u64, SessionError> {
-        let idx = self.index_key(tenant, user);
-        let n = match &self.inner.backend {
-            Backend::Memory(m) => mem_index(m, &idx, |id| self.session_key(tenant, id), true).1,
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => match self.redis_index(r, tenant, &idx, true).await {
-                Ok((_, n)) => n,
-                Err(e) => {
-                    mem_index(
-                        self.after_error(e)?,
-                        &idx,
-                        |id| self.session_key(tenant, id),
-                        true,
-                    )
-                    .1
-                }
-            },
-        };
+        let n = self.user_sessions(tenant, user, true).await?.1;
         for _ in 0..n {
             self.event("destroy");
         }
         Ok(n)
     }
 
+    async fn user_sessions(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        revoke: bool,
+    ) -> Result<(Vec<SessionInfo>, u64), SessionError> {
+        let index = UserIndex::new(&self.inner.keys, tenant, user);
+        match self.inner.store.user_sessions(&index, revoke).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let fallback = self.after_error(e)?;
+                (fallback.user_sessions(&index, revoke).await).map_err(|e| self.failure(e))
+            }
+        }
+    }
+
     /// Deletes one session; returns whether it existed. Its index entry goes at the next
     /// listing.
     pub async fn revoke(&self, tenant: &TenantId, id: &SessionId) -> Result<bool, SessionError> {
         let key = self.session_key(tenant, id);
-        let existed = match &self.inner.backend {
-            Backend::Memory(m) => m.delete(&key),
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => match r.delete(&key).await {
-                Ok(b) => b,
-                Err(e) => self.after_error(e)?.delete(&key),
-            },
+        let existed = match self.inner.store.delete(&key).await {
+            Ok(b) => b,
+            Err(e) => SessionBackend::delete(self.after_error(e)?, &key)
+                .await
+                .map_err(|e| self.failure(e))?,
         };
         if existed {
             self.event("destroy");
         }
         Ok(existed)
     }
-}
-
-struct SaveKeys {
-    session: RedisKey,
-    index_after: Option<RedisKey>,
-    index_before: Option<RedisKey>,
-    rename_from: Option<RedisKey>,
 }

@@ -1,9 +1,51 @@
 //! Sessions on Redis: one hash per session and a sorted set per user, changed only by the
 //! Lua scripts (`lua/session_*.lua`), which run with Redis `TIME`.
 
-use super::*;
+use std::time::Duration;
 
-pub(super) fn load_script() -> &'static LuaScript {
+use super::backend::ms;
+use super::{Lifetimes, SaveOutcome, SessionBackend, SessionInfo, SessionKeys, SessionRecord};
+use super::{SessionWrite, StoreFuture, UserChange, UserIndex, WriteMode};
+use crate::backend::{BackendError, LuaScript, RedisStore};
+use crate::keys::RedisKey;
+use crate::session::SessionId;
+
+impl SessionBackend for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn load<'a>(
+        &'a self,
+        key: &'a RedisKey,
+        max_lifetime: Duration,
+    ) -> StoreFuture<'a, Option<SessionRecord>> {
+        Box::pin(load(self, key, ms(max_lifetime)))
+    }
+
+    fn save<'a>(
+        &'a self,
+        keys: &'a SessionKeys,
+        write: &'a SessionWrite<'a>,
+        lifetimes: Lifetimes,
+    ) -> StoreFuture<'a, SaveOutcome> {
+        Box::pin(save(self, keys, write, lifetimes))
+    }
+
+    fn user_sessions<'a>(
+        &'a self,
+        index: &'a UserIndex<'a>,
+        revoke: bool,
+    ) -> StoreFuture<'a, (Vec<SessionInfo>, u64)> {
+        Box::pin(user_sessions(self, index, revoke))
+    }
+
+    fn delete<'a>(&'a self, key: &'a RedisKey) -> StoreFuture<'a, bool> {
+        Box::pin(RedisStore::delete(self, key))
+    }
+}
+
+fn load_script() -> &'static LuaScript {
     static S: std::sync::OnceLock<LuaScript> = std::sync::OnceLock::new();
     S.get_or_init(|| {
         LuaScript::new(
@@ -13,7 +55,7 @@ pub(super) fn load_script() -> &'static LuaScript {
     })
 }
 
-pub(super) fn save_script() -> &'static LuaScript {
+fn save_script() -> &'static LuaScript {
     static S: std::sync::OnceLock<LuaScript> = std::sync::OnceLock::new();
     S.get_or_init(|| {
         LuaScript::new(
@@ -23,7 +65,7 @@ pub(super) fn save_script() -> &'static LuaScript {
     })
 }
 
-pub(super) fn index_script() -> &'static LuaScript {
+fn index_script() -> &'static LuaScript {
     static S: std::sync::OnceLock<LuaScript> = std::sync::OnceLock::new();
     S.get_or_init(|| {
         LuaScript::new(
@@ -33,11 +75,11 @@ pub(super) fn index_script() -> &'static LuaScript {
     })
 }
 
-pub(super) async fn redis_load(
+async fn load(
     r: &RedisStore,
     key: &RedisKey,
     max_ms: u64,
-) -> Result<Option<Loaded>, BackendError> {
+) -> Result<Option<SessionRecord>, BackendError> {
     let max = max_ms.to_string();
     let flat: Option<Vec<String>> = r.eval(load_script(), &[key], &[max.as_bytes()]).await?;
     let Some(flat) = flat else {
@@ -48,13 +90,8 @@ pub(super) async fn redis_load(
     }
     let now_ms = flat[0].parse().unwrap_or(0);
     let pttl: i64 = flat[1].parse().unwrap_or(-1);
-    let mut loaded = Loaded {
-        now_ms,
-        pttl_ms: u64::try_from(pttl).ok(),
-        created_ms: now_ms,
-        user: None,
-        fields: HashMap::new(),
-    };
+    let mut loaded = SessionRecord::new(now_ms, now_ms);
+    loaded.pttl_ms = u64::try_from(pttl).ok();
     for pair in flat[2..].chunks_exact(2) {
         match pair[0].as_str() {
             "_c" => loaded.created_ms = pair[1].parse().unwrap_or(now_ms),
@@ -69,13 +106,13 @@ pub(super) async fn redis_load(
     Ok(Some(loaded))
 }
 
-pub(super) async fn redis_save(
+async fn save(
     r: &RedisStore,
-    keys: &SaveKeys,
-    op: &Save<'_>,
-    idle_ms: u64,
-    max_ms: u64,
-) -> Result<Saved, BackendError> {
+    keys: &SessionKeys,
+    op: &SessionWrite<'_>,
+    lifetimes: Lifetimes,
+) -> Result<SaveOutcome, BackendError> {
+    let (idle_ms, max_ms) = (ms(lifetimes.idle), ms(lifetimes.max));
     let s = &keys.session;
     let redis_keys = [
         s,
@@ -84,15 +121,15 @@ pub(super) async fn redis_save(
         keys.rename_from.as_ref().unwrap_or(s),
     ];
     let mode: &[u8] = match op.mode {
-        Mode::Create => b"create",
-        Mode::Update => b"update",
-        Mode::Destroy => b"destroy",
+        WriteMode::Create => b"create",
+        WriteMode::Update => b"update",
+        WriteMode::Destroy => b"destroy",
     };
     let (idle, max) = (idle_ms.to_string(), max_ms.to_string());
-    let (user_op, user): (&[u8], &str) = match op.user_op {
-        UserOp::Keep => (b"", ""),
-        UserOp::Set(u) => (b"s", u),
-        UserOp::Unset => (b"u", ""),
+    let (user_op, user): (&[u8], &str) = match op.user {
+        UserChange::Keep => (b"", ""),
+        UserChange::Set(u) => (b"s", u),
+        UserChange::Unset => (b"u", ""),
     };
     let n = op.set.len().to_string();
     let set: Vec<(String, &str)> = op.set.iter().map(|(k, v)| (format!("f:{k}"), *v)).collect();
@@ -119,61 +156,66 @@ pub(super) async fn redis_save(
     }
     let res: Vec<i64> = r.eval(save_script(), &redis_keys, &args).await?;
     Ok(match res.first() {
-        Some(1) => Saved::Ok,
-        Some(-1) => Saved::Collision,
-        _ => Saved::Gone,
+        Some(1) => SaveOutcome::Written,
+        Some(-1) => SaveOutcome::Collision,
+        _ => SaveOutcome::Gone,
     })
 }
 
-impl SessionStore {
-    /// Runs `lua/session_index.lua`: reads the index, then lists or revokes with every
-    /// session key declared to the script (cluster-safe). Entries added in between are
-    /// picked up by another round. Returns the flat `id, ttl` list and the number deleted.
-    pub(super) async fn redis_index(
-        &self,
-        r: &crate::backend::RedisStore,
-        tenant: &TenantId,
-        idx: &RedisKey,
-        revoke: bool,
-    ) -> Result<(Vec<String>, u64), BackendError> {
-        /// Rounds before giving up on an index that keeps growing while it is revoked.
-        const ROUNDS: usize = 8;
-        let mode: &[u8] = if revoke { b"revoke" } else { b"list" };
-        let mut deleted = 0;
-        let mut listed = Vec::new();
-        for _ in 0..ROUNDS {
-            let ids: Vec<String> = r
-                .run("zrange", |mut c| async move {
-                    ::redis::cmd("ZRANGE")
-                        .arg(idx.as_str())
-                        .arg(0)
-                        .arg(-1)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
-            let ids: Vec<SessionId> = ids.iter().filter_map(|i| SessionId::parse(i)).collect();
-            let session_keys: Vec<RedisKey> =
-                ids.iter().map(|id| self.session_key(tenant, id)).collect();
-            let mut keys = vec![idx];
-            keys.extend(session_keys.iter());
-            let mut args = vec![mode];
-            args.extend(ids.iter().map(|id| id.as_str().as_bytes()));
-            let mut reply: Vec<String> = r.eval(index_script(), &keys, &args).await?;
-            let undeclared: u64 = reply.first().and_then(|u| u.parse().ok()).unwrap_or(0);
-            if revoke {
-                deleted += reply
-                    .get(1)
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0);
-            } else {
-                reply.remove(0);
-                listed = reply;
-            }
-            if undeclared == 0 {
-                break;
-            }
+/// Runs `lua/session_index.lua`: reads the index, then lists or revokes with every session
+/// key declared to the script (cluster-safe). Entries added in between are picked up by
+/// another round. Returns the sessions listed and the number deleted.
+async fn user_sessions(
+    r: &RedisStore,
+    index: &UserIndex<'_>,
+    revoke: bool,
+) -> Result<(Vec<SessionInfo>, u64), BackendError> {
+    /// Rounds before giving up on an index that keeps growing while it is revoked.
+    const ROUNDS: usize = 8;
+    let idx = &index.key;
+    let mode: &[u8] = if revoke { b"revoke" } else { b"list" };
+    let mut deleted = 0;
+    let mut listed = Vec::new();
+    for _ in 0..ROUNDS {
+        let ids: Vec<String> = r
+            .run("zrange", |mut c| async move {
+                ::redis::cmd("ZRANGE")
+                    .arg(idx.as_str())
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let ids: Vec<SessionId> = ids.iter().filter_map(|i| SessionId::parse(i)).collect();
+        let session_keys: Vec<RedisKey> = ids.iter().map(|id| index.session_key(id)).collect();
+        let mut keys = vec![idx];
+        keys.extend(session_keys.iter());
+        let mut args = vec![mode];
+        args.extend(ids.iter().map(|id| id.as_str().as_bytes()));
+        let mut reply: Vec<String> = r.eval(index_script(), &keys, &args).await?;
+        let undeclared: u64 = reply.first().and_then(|u| u.parse().ok()).unwrap_or(0);
+        if revoke {
+            deleted += reply
+                .get(1)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        } else {
+            reply.remove(0);
+            listed = reply;
         }
-        Ok((listed, deleted))
+        if undeclared == 0 {
+            break;
+        }
     }
+    let listed = listed
+        .chunks_exact(2)
+        .filter_map(|p| {
+            Some(SessionInfo::new(
+                SessionId::parse(&p[0])?,
+                Duration::from_millis(p[1].parse().unwrap_or(0)),
+            ))
+        })
+        .collect();
+    Ok((listed, deleted))
 }

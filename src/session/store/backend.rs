@@ -1,0 +1,235 @@
+//! The session storage seam: what [`SessionStore`](super::SessionStore) asks of a store,
+//! with the memory and Redis implementations beside this file and room for a user's own.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::backend::BackendError;
+use crate::keys::{Keys, RedisKey};
+use crate::session::SessionId;
+use crate::tenant::TenantId;
+
+use super::SessionInfo;
+
+/// The future a [`SessionBackend`] method returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
+
+/// Where sessions are kept. [`SessionStore`](super::SessionStore) calls it with
+/// tenant-prefixed keys and keeps cookies, the outage policy, metrics and size limits on
+/// its side; a store only keeps records.
+///
+/// The crate implements it for [`MemoryStore`](crate::backend::MemoryStore) and
+/// [`RedisStore`](crate::backend::RedisStore); implement it to keep sessions elsewhere (a
+/// SQL table, say) and pass it to [`SessionStore::with_backend`](super::SessionStore::with_backend).
+/// Every method must be atomic for its key(s): two requests of one session may save
+/// different fields at once, and both must be kept.
+///
+/// The contract, checked by `middleware-examples/custom-session-store`:
+///
+/// - **load**: the record at `key`, or `None` when absent or when `now >= created +
+///   max_lifetime` (then delete it). `now_ms` and `created_ms` come from the store's clock.
+/// - **save** by [`SessionWrite::mode`]: `Create` refuses a taken id
+///   ([`SaveOutcome::Collision`]) and stamps `created_ms = now`; `Update` of a missing record
+///   is [`SaveOutcome::Gone`]; with `rename_from`, the record moves to the new key (missing
+///   source -> `Gone`, taken target -> `Collision`); `Destroy` deletes. Then `clear` drops
+///   every field, `set`/`del` change the named ones, `user` changes the owner, the record
+///   expires after `idle` (never past `created + max`), and the user index
+///   ([`SessionKeys::index_after`] / `index_before`) gains or loses the id.
+/// - **user_sessions**: the live sessions in an index; with `revoke`, deletes them and the
+///   index and returns how many.
+/// - **delete**: removes one record; whether it existed.
+///
+/// ```
+/// use tenant_guard::session::{SessionBackend, SessionStore, SessionConfig};
+/// use tenant_guard::{backend::{MemoryStore, MemoryConfig}, keys::Keys, metrics::Metrics};
+///
+/// fn assert_store<S: SessionBackend>(_: &S) {}
+/// let memory = MemoryStore::new(MemoryConfig::default());
+/// assert_store(&memory);
+/// let store = SessionStore::with_backend(memory, &SessionConfig::default(), Keys::default(), &Metrics::new());
+/// # let _ = store;
+/// ```
+pub trait SessionBackend: Send + Sync + 'static {
+    /// A short name for logs and `Debug` (`memory`, `redis`, ...).
+    fn name(&self) -> &'static str;
+
+    /// The session at `key`, unless missing or past `max_lifetime` since its creation.
+    fn load<'a>(
+        &'a self,
+        key: &'a RedisKey,
+        max_lifetime: Duration,
+    ) -> StoreFuture<'a, Option<SessionRecord>>;
+
+    /// Applies one request's changes atomically.
+    fn save<'a>(
+        &'a self,
+        keys: &'a SessionKeys,
+        write: &'a SessionWrite<'a>,
+        lifetimes: Lifetimes,
+    ) -> StoreFuture<'a, SaveOutcome>;
+
+    /// Lists (or, with `revoke`, deletes) the live sessions of one user: the listed sessions
+    /// and how many were deleted.
+    fn user_sessions<'a>(
+        &'a self,
+        index: &'a UserIndex<'a>,
+        revoke: bool,
+    ) -> StoreFuture<'a, (Vec<SessionInfo>, u64)>;
+
+    /// Deletes one session record; whether it existed.
+    fn delete<'a>(&'a self, key: &'a RedisKey) -> StoreFuture<'a, bool>;
+}
+
+/// A session as a store returns it.
+///
+/// ```
+/// use tenant_guard::session::SessionRecord;
+/// let mut r = SessionRecord::new(1_000, 400);
+/// r.user = Some("u-42".into());
+/// r.fields.insert("theme".into(), "\"dark\"".into());
+/// assert_eq!(r.created_ms, 400);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionRecord {
+    /// The store's clock at load time, ms since the Unix epoch.
+    pub now_ms: u64,
+    /// Time left before the record expires unless used, ms (`None`: unknown or never).
+    pub pttl_ms: Option<u64>,
+    /// Creation time on the store's clock, ms.
+    pub created_ms: u64,
+    /// The logged-in user, if any.
+    pub user: Option<String>,
+    /// Session key -> JSON text.
+    pub fields: HashMap<String, String>,
+}
+
+impl SessionRecord {
+    /// An empty record created at `created_ms`, loaded at `now_ms`.
+    pub fn new(now_ms: u64, created_ms: u64) -> Self {
+        Self {
+            now_ms,
+            pttl_ms: None,
+            created_ms,
+            user: None,
+            fields: HashMap::new(),
+        }
+    }
+}
+
+/// What a save does to the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// A new session: refused when the id is taken.
+    Create,
+    /// Changes to an existing session (or a rename, with `rename_from`).
+    Update,
+    /// Deletes the session.
+    Destroy,
+}
+
+/// What a save does to the session's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserChange<'a> {
+    /// Leaves it as it is.
+    Keep,
+    /// Logs this user in.
+    Set(&'a str),
+    /// Logs out.
+    Unset,
+}
+
+/// The changes of one request, as [`SessionBackend::save`] receives them.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SessionWrite<'a> {
+    /// Create, update or destroy.
+    pub mode: WriteMode,
+    /// The session's id (after a rename, the new one).
+    pub id: &'a SessionId,
+    /// The id the record had before this request renamed it.
+    pub rename_from: Option<&'a SessionId>,
+    /// The user before this request (whose index loses the id when it changes).
+    pub user_before: Option<&'a str>,
+    /// The user after this request (whose index gains the id).
+    pub user_after: Option<&'a str>,
+    /// The change to the user field.
+    pub user: UserChange<'a>,
+    /// Drop every field before `set`.
+    pub clear: bool,
+    /// Fields to write (name, JSON text).
+    pub set: Vec<(&'a str, &'a str)>,
+    /// Fields to delete.
+    pub del: Vec<&'a str>,
+}
+
+/// The keys one save touches, tenant-prefixed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SessionKeys {
+    /// The session record.
+    pub session: RedisKey,
+    /// The index of the user after the save, if any.
+    pub index_after: Option<RedisKey>,
+    /// The index of the user before the save, if any.
+    pub index_before: Option<RedisKey>,
+    /// The record's key before a rename.
+    pub rename_from: Option<RedisKey>,
+}
+
+/// How long a record may live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lifetimes {
+    /// Inactivity timeout: the record expires this long after its last save.
+    pub idle: Duration,
+    /// Absolute lifetime from creation.
+    pub max: Duration,
+}
+
+impl Lifetimes {
+    pub(crate) fn new(idle: Duration, max: Duration) -> Self {
+        Self { idle, max }
+    }
+}
+
+/// One user's session index, and how to name the sessions it lists.
+#[derive(Debug)]
+pub struct UserIndex<'a> {
+    /// The index key.
+    pub key: RedisKey,
+    tenant: &'a TenantId,
+    keys: &'a Keys,
+}
+
+impl<'a> UserIndex<'a> {
+    pub(crate) fn new(keys: &'a Keys, tenant: &'a TenantId, user: &str) -> Self {
+        Self {
+            key: keys.session_index(tenant, user),
+            tenant,
+            keys,
+        }
+    }
+
+    /// The record key of session `id` in this index's tenant.
+    pub fn session_key(&self, id: &SessionId) -> RedisKey {
+        self.keys.session(self.tenant, id.as_str())
+    }
+}
+
+/// How a save ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// Written.
+    Written,
+    /// The session no longer exists (expired or destroyed meanwhile); nothing written.
+    Gone,
+    /// The target id exists already: the caller retries with a fresh one.
+    Collision,
+}
+
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
