@@ -2,7 +2,7 @@
 //! generations), single-flight, the cross-instance lease (`SET NX PX`, released by
 //! compare-and-delete; waiters poll with backoff or serve a stale entry), compute, store.
 
-use super::flight::FlightGuard;
+use super::flight::{FlightGuard, SharedFailure};
 use super::invalidation::generation;
 use super::*;
 
@@ -11,7 +11,7 @@ pub(crate) enum Computed<R> {
     /// Store this entry (with this TTL) and share it; the leader returns `R`.
     Store(Entry, Duration, R),
     /// Share this error with waiters; never cached.
-    Share(Arc<dyn Any + Send + Sync>, Arc<str>, R),
+    Share(SharedFailure, R),
     /// Not cacheable and not shareable.
     Private(R),
 }
@@ -20,7 +20,7 @@ pub(crate) enum Computed<R> {
 pub(crate) enum Served<R> {
     Cached(Arc<Entry>, CacheStatus),
     Own(R),
-    SharedError(Arc<dyn Any + Send + Sync>, Arc<str>),
+    SharedError(SharedFailure),
     Retry,
 }
 
@@ -121,7 +121,7 @@ impl Cache {
                         inner.count(cat, CacheStatus::Coalesced);
                         return Served::Cached(e, CacheStatus::Coalesced);
                     }
-                    Ok(Some(Flight::Error(any, msg))) => return Served::SharedError(any, msg),
+                    Ok(Some(Flight::Error(failure))) => return Served::SharedError(failure),
                     Ok(Some(Flight::Private)) => return Served::Retry,
                     // The leader was dropped mid-way: take over.
                     Ok(None) | Err(_) => continue,
@@ -208,9 +208,9 @@ impl Cache {
                 guard.finish(Flight::Entry(e));
                 Served::Own(own)
             }
-            Computed::Share(any, msg, own) => {
+            Computed::Share(failure, own) => {
                 inner.event(cat, "upstream_error");
-                guard.finish(Flight::Error(any, msg));
+                guard.finish(Flight::Error(failure));
                 Served::Own(own)
             }
             Computed::Private(own) => {

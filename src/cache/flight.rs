@@ -4,11 +4,51 @@
 
 use super::*;
 
+/// A failure a leader shares with the callers that waited for it; never cached.
+#[derive(Clone)]
+pub(crate) enum SharedFailure {
+    /// An upstream error response (`CACHE_SHARE_ERRORS`): waiters of the layer replay it.
+    Response(Arc<Entry>),
+    /// A [`Cache::get_or_compute`](super::Cache::get_or_compute) error. Callers on one key may
+    /// name different error types, so the value is kept as `Any`: a waiter whose `E` matches
+    /// gets it back ([`Self::error`]), any other its message.
+    Error {
+        value: Arc<dyn Any + Send + Sync>,
+        message: Arc<str>,
+    },
+}
+
+impl SharedFailure {
+    /// A `get_or_compute` error to share.
+    pub(crate) fn error<E: std::fmt::Display + Send + Sync + 'static>(e: E) -> Self {
+        Self::Error {
+            message: Arc::from(e.to_string()),
+            value: Arc::new(e),
+        }
+    }
+
+    /// The shared error as `E`, when the leader's error had that type.
+    pub(crate) fn downcast<E: Clone + 'static>(&self) -> Option<E> {
+        match self {
+            Self::Error { value, .. } => value.downcast_ref::<E>().cloned(),
+            Self::Response(_) => None,
+        }
+    }
+
+    /// What went wrong, for a waiter that cannot take the value itself.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Self::Error { message, .. } => message.to_string(),
+            Self::Response(e) => format!("upstream answered {}", e.status),
+        }
+    }
+}
+
 /// Result of a flight, shared with the callers that waited for it.
 #[derive(Clone)]
 pub(super) enum Flight {
     Entry(Arc<Entry>),
-    Error(Arc<dyn Any + Send + Sync>, Arc<str>),
+    Error(SharedFailure),
     /// The leader's result may not be shared (uncacheable response): compute yourself.
     Private,
 }

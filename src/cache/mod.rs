@@ -94,7 +94,7 @@ use crate::keys::{KeyKind, Keys, RedisKey};
 use crate::metrics::{CacheLabels, Metrics};
 use crate::tenant::TenantId;
 pub(crate) use engine::{Computed, Served};
-use flight::Flight;
+use flight::{Flight, SharedFailure};
 
 /// A fully built cache key: tenant, category, hash and the Redis key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,8 +339,7 @@ impl Cache {
                             Err(e) => Computed::Private(Err(CacheError::Encode(e))),
                         },
                         Err(e) => {
-                            let msg: Arc<str> = Arc::from(e.to_string());
-                            Computed::Share(Arc::new(e.clone()), msg, Err(CacheError::Upstream(e)))
+                            Computed::Share(SharedFailure::error(e.clone()), Err(CacheError::Upstream(e)))
                         }
                     }
                 })
@@ -369,10 +368,10 @@ impl Cache {
                         age: Duration::ZERO,
                     })
                 }
-                Served::SharedError(any, msg) => {
-                    return Err(match any.downcast_ref::<E>() {
-                        Some(e) => CacheError::Upstream(e.clone()),
-                        None => CacheError::SharedUpstream(msg.to_string()),
+                Served::SharedError(failure) => {
+                    return Err(match failure.downcast::<E>() {
+                        Some(e) => CacheError::Upstream(e),
+                        None => CacheError::SharedUpstream(failure.message()),
                     })
                 }
                 Served::Retry => continue,

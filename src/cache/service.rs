@@ -18,6 +18,7 @@ use tower_service::Service;
 use super::entry::{now_ms, Entry};
 use super::key::{http_key, HttpKeyInput};
 use super::layer::*;
+use super::flight::SharedFailure;
 use super::{CacheScope, CacheStatus, Category, Computed, Served};
 use crate::problem::Problem;
 use crate::tenant::TenantId;
@@ -425,8 +426,7 @@ where
                     };
                     let own = from_entry(&entry, CacheStatus::Miss);
                     if shareable_error {
-                        let msg: Arc<str> = Arc::from(format!("upstream answered {status}"));
-                        return Computed::Share(Arc::new(entry), msg, Ok(own));
+                        return Computed::Share(SharedFailure::Response(Arc::new(entry)), Ok(own));
                     }
                     let ttl = ttl_hint
                         .as_ref()
@@ -438,12 +438,15 @@ where
             match served {
                 Served::Cached(e, status) => Ok(from_entry(&e, status)),
                 Served::Own(r) => r,
-                Served::SharedError(any, msg) => match any.downcast_ref::<Entry>() {
-                    Some(e) => Ok(from_entry(e, CacheStatus::Miss)),
-                    None => Ok(Problem::new(StatusCode::BAD_GATEWAY, "Upstream failed")
-                        .detail(msg.to_string())
-                        .into_response()),
-                },
+                Served::SharedError(SharedFailure::Response(e)) => {
+                    Ok(from_entry(&e, CacheStatus::Miss))
+                }
+                // A get_or_compute caller led this key: say what failed.
+                Served::SharedError(failure) => {
+                    Ok(Problem::new(StatusCode::BAD_GATEWAY, "Upstream failed")
+                        .detail(failure.message())
+                        .into_response())
+                }
                 Served::Retry => {
                     // The concurrent leader's response was not shareable: send our own.
                     let req = slot.take().expect("not sent yet");

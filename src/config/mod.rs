@@ -36,6 +36,7 @@ mod ops;
 mod rate_limit;
 mod session;
 mod tenant;
+mod vars;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -49,6 +50,7 @@ pub use crate::secret::{RedisUrl, Secret};
 pub use crate::session::{SameSite, SessionConfig, SessionOutage};
 pub use crate::tenant::{TenantConfig, TenantSource};
 pub use ops::OpsConfig;
+pub use vars::{vars_markdown, VarDoc, VARS};
 
 use crate::keys::KeyPrefix;
 use crate::parse::{self, fmt_duration, BOOL_FORM, BYTES_FORM, DURATION_FORM};
@@ -143,33 +145,29 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Variables with the `TG_` prefix that this version understands (others get a warning,
-/// which catches typos).
-const KNOWN_TG_VARS: &[&str] = &[
-    "TG_KEY_PREFIX",
-    "TG_MEMORY_MAX_ENTRIES",
-    "TG_MEMORY_MAX_SESSIONS",
-    "TG_MEMORY_MAX_COUNTERS",
-    "TG_MEMORY_MAX_BYTES",
-    "TG_MEMORY_PURGE_INTERVAL",
-    "TG_BREAKER_THRESHOLD",
-    "TG_BREAKER_PROBE_INTERVAL",
-    "TG_TENANT_SOURCE",
-    "TG_DEFAULT_TENANT",
-    "TG_TENANTS",
-    "TG_OPS_TOKEN",
-    "TG_ADMIN_TOKEN",
-];
-
 /// Reads variables, records problems, and remembers which secrets it saw.
 struct Reader {
     vars: HashMap<String, String>,
     problems: Vec<VarProblem>,
     warnings: Vec<String>,
+    /// Every variable asked for, set or not (checked against [`VARS`] by the tests).
+    asked: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Reader {
+    fn new(vars: HashMap<String, String>) -> Self {
+        Self {
+            vars,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+            asked: Default::default(),
+        }
+    }
+
     fn get(&self, var: &str) -> Option<&str> {
+        if !self.asked.borrow().contains(var) {
+            self.asked.borrow_mut().insert(var.to_string());
+        }
         self.vars
             .get(var)
             .map(String::as_str)
@@ -277,22 +275,33 @@ impl Config {
         K: Into<String>,
         V: Into<String>,
     {
-        let mut r = Reader {
-            vars: vars
-                .into_iter()
+        let mut r = Reader::new(
+            vars.into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
-            problems: Vec::new(),
-            warnings: Vec::new(),
-        };
-        let redis = backend::read_redis(&mut r);
+        );
+        let config = Self::read(&mut r);
+        if !r.problems.is_empty() {
+            return Err(ConfigError {
+                problems: r.problems,
+            });
+        }
+        Ok(Self {
+            warnings: r.warnings,
+            ..config
+        })
+    }
+
+    /// Reads every section; problems and warnings stay in `r`.
+    fn read(r: &mut Reader) -> Self {
+        let redis = backend::read_redis(r);
         let key_prefix = r
             .parse("TG_KEY_PREFIX", KeyPrefix::new, KeyPrefix::FORM)
             .unwrap_or_default();
-        let memory = backend::read_memory(&mut r);
-        let breaker = backend::read_breaker(&mut r);
-        let tenant = tenant::read_tenant(&mut r);
-        let session = session::read_session(&mut r);
+        let memory = backend::read_memory(r);
+        let breaker = backend::read_breaker(r);
+        let tenant = tenant::read_tenant(r);
+        let session = session::read_session(r);
         if session.secret.is_none() && !matches!(redis.mode, RedisMode::Disabled) {
             r.warnings.push(
                 "SESSION_SECRET is unset: cookies are signed with a random per-process key, so \
@@ -301,14 +310,14 @@ impl Config {
                     .into(),
             );
         }
-        let cache = cache::read_cache(&mut r);
-        let rate_limit = rate_limit::read_rate_limit(&mut r);
-        let ops = ops::read_ops(&mut r);
+        let cache = cache::read_cache(r);
+        let rate_limit = rate_limit::read_rate_limit(r);
+        let ops = ops::read_ops(r);
 
         let mut unknown: Vec<&String> = r
             .vars
             .keys()
-            .filter(|k| k.starts_with("TG_") && !KNOWN_TG_VARS.contains(&k.as_str()))
+            .filter(|k| k.starts_with("TG_") && !vars::documented(k))
             .collect();
         unknown.sort();
         let unknown: Vec<String> = unknown
@@ -316,13 +325,7 @@ impl Config {
             .map(|k| format!("{k} is not a tenant-guard variable (typo?); it is ignored"))
             .collect();
         r.warnings.extend(unknown);
-
-        if !r.problems.is_empty() {
-            return Err(ConfigError {
-                problems: r.problems,
-            });
-        }
-        Ok(Self {
+        Self {
             redis,
             key_prefix,
             memory,
@@ -332,8 +335,8 @@ impl Config {
             cache,
             rate_limit,
             ops,
-            warnings: r.warnings,
-        })
+            warnings: Vec::new(),
+        }
     }
 
     /// Things that are valid but probably not what was meant (e.g. `REDIS_HOST` ignored

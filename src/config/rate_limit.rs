@@ -296,6 +296,30 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
             rules.join("; ")
         },
     );
+    let costs: Vec<String> = rl
+        .policy
+        .costs()
+        .iter()
+        .map(|(p, c)| format!("{p} = {c}"))
+        .collect();
+    push("RATE_LIMIT_COSTS", none_or(costs.join("; ")));
+    let plans: Vec<String> = rl
+        .policy
+        .plans()
+        .iter()
+        .map(|(plan, quotas)| {
+            let q: Vec<String> = quotas.iter().map(|(r, q)| format!("{r}={q}")).collect();
+            format!("{plan}: {}", q.join(", "))
+        })
+        .collect();
+    push("RATE_LIMIT_PLANS", none_or(plans.join("; ")));
+    let tenants: Vec<String> = rl
+        .policy
+        .tenant_plans()
+        .iter()
+        .map(|(t, p)| format!("{t}={p}"))
+        .collect();
+    push("RATE_LIMIT_TENANT_PLANS", none_or(tenants.join(",")));
     push(
         "RATE_LIMIT_ALGORITHM",
         format!("{:?}", rl.policy.algorithm()).to_lowercase(),
@@ -330,4 +354,12 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
     );
     push("RATE_LIMIT_DENY_CACHE", rl.deny_cache.to_string());
     push("RATE_LIMIT_OUTAGE_KEYS", rl.outage_keys.to_string());
+}
+
+fn none_or(s: String) -> String {
+    if s.is_empty() {
+        "(none)".into()
+    } else {
+        s
+    }
 }

@@ -1,6 +1,6 @@
 //! A rule set: rules, plan-tier overrides, request costs. Built from env vars or in code.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -317,9 +317,39 @@ impl Policy {
             .map_or(1, |(_, c)| c.get())
     }
 
+    /// The request weights, in the order they are matched.
+    pub fn costs(&self) -> &[(EndpointPattern, NonZeroU32)] {
+        &self.costs
+    }
+
     /// Names of the plan tiers.
     pub(crate) fn plan_names(&self) -> impl Iterator<Item = &str> {
         self.plans.keys().map(String::as_str)
+    }
+
+    /// Every plan's quota overrides (plan -> rule -> quota), sorted by name.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Policy, Quota};
+    /// let policy = Policy::builder()
+    ///     .plan("pro", [("per-tenant", Quota::parse("5000/1m").unwrap())])
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.plans()["pro"]["per-tenant"].to_string(), "5000/1m");
+    /// ```
+    pub fn plans(&self) -> BTreeMap<&str, BTreeMap<&str, Quota>> {
+        self.plans
+            .iter()
+            .map(|(p, o)| (p.as_str(), o.iter().map(|(r, q)| (r.as_str(), *q)).collect()))
+            .collect()
+    }
+
+    /// The plan assigned to each tenant by configuration, sorted by tenant.
+    pub fn tenant_plans(&self) -> BTreeMap<&str, &str> {
+        self.tenant_plans
+            .iter()
+            .map(|(t, p)| (t.as_str(), p.as_str()))
+            .collect()
     }
 
     /// The plan configured for a tenant, if any.
