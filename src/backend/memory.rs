@@ -20,23 +20,18 @@
 //!
 //! Every eviction costs O(log n) or O(1) (expiry index, LRU list): no scan under the lock.
 
-use std::collections::BTreeSet;
+mod state;
+
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hashlink::linked_hash_map::RawEntryMut;
-use hashlink::LinkedHashMap;
+use state::{ttl_ms, Entry, State};
 use tokio::sync::Notify;
 
-use super::MemoryConfig;
-use super::{BackendError, KeyTtl};
+use super::{BackendError, KeyTtl, MemoryConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::keys::{KeyKind, KeyPattern, RedisKey};
-
-mod state;
-
-use state::{ttl_ms, Entry, State};
 
 /// The in-memory store. Clones share the same data.
 ///

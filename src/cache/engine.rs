@@ -2,9 +2,18 @@
 //! generations), single-flight, the cross-instance lease (`SET NX PX`, released by
 //! compare-and-delete; waiters poll with backoff or serve a stale entry), compute, store.
 
-use super::flight::{FlightGuard, SharedFailure};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::flight::{Flight, FlightGuard, SharedFailure};
 use super::invalidation::generation;
-use super::*;
+use super::{entry, Cache, CacheKey, CacheStatus, Entry, Inner};
+use crate::keys::KeyKind;
+use crate::metrics::CacheLabels;
 
 /// What a compute step produced.
 pub(crate) enum Computed<R> {

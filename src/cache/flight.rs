@@ -2,7 +2,12 @@
 //! the others wait for the leader's result (an entry, a shared error, or "compute it
 //! yourself"). Across processes the Redis lease in [`super::engine`] does the same.
 
-use super::*;
+use std::any::Any;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::{Entry, Inner};
 
 /// A failure a leader shares with the callers that waited for it; never cached.
 #[derive(Clone)]

@@ -4,8 +4,17 @@
 //! a Redis channel for the others' L1s; the subscription flushes L1 whenever it
 //! (re)connects or drops, since messages published meanwhile are lost.
 
-use super::*;
-use crate::backend::PubSubEvent;
+use std::sync::atomic::Ordering;
+use std::sync::Weak;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{entry, Cache, CacheKey, Category, Inner};
+use crate::backend::{BackendError, PubSubEvent};
+use crate::keys::{KeyKind, RedisKey};
+use crate::tenant::TenantId;
 
 /// A message on the invalidation channel, and what applying it here does to L1.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,15 @@
 //! entries expire when they stop being fresh, and nothing lands in it after an
 //! invalidation it may predate.
 
-use super::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{entry, Entry, Inner};
+use crate::backend::Backend;
+use crate::config::CacheConfig;
+use crate::keys::RedisKey;
+use crate::metrics::{CacheLabels, Metrics};
 
 /// The L1 of a cache on `backend`: none on the memory backend (already in process) or
 /// when `CACHE_L1_MAX_BYTES` is 0.

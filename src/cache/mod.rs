@@ -66,12 +66,11 @@ mod layer;
 mod service;
 mod status;
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -89,9 +88,9 @@ pub use layer::CacheLayer;
 pub use service::CacheService;
 pub use status::{CacheError, CacheStatus, Cached};
 
-use crate::backend::{Backend, BackendError};
-use crate::keys::{KeyKind, Keys, RedisKey};
-use crate::metrics::{CacheLabels, Metrics};
+use crate::backend::Backend;
+use crate::keys::{Keys, RedisKey};
+use crate::metrics::Metrics;
 use crate::tenant::TenantId;
 pub(crate) use engine::{Computed, Served};
 use flight::{Flight, SharedFailure};
@@ -338,9 +337,10 @@ impl Cache {
                             }
                             Err(e) => Computed::Private(Err(CacheError::Encode(e))),
                         },
-                        Err(e) => {
-                            Computed::Share(SharedFailure::error(e.clone()), Err(CacheError::Upstream(e)))
-                        }
+                        Err(e) => Computed::Share(
+                            SharedFailure::error(e.clone()),
+                            Err(CacheError::Upstream(e)),
+                        ),
                     }
                 })
                 .await;

@@ -16,9 +16,9 @@ use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::entry::{now_ms, Entry};
-use super::key::{http_key, HttpKeyInput};
-use super::layer::*;
 use super::flight::SharedFailure;
+use super::key::{http_key, HttpKeyInput};
+use super::layer::{Kind, Settings, MAX_LEARNED_HEADERS, MAX_LEARNED_ROUTES};
 use super::{CacheScope, CacheStatus, Category, Computed, Served};
 use crate::problem::Problem;
 use crate::tenant::TenantId;

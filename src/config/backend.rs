@@ -1,6 +1,11 @@
 //! Reads the variables of Redis connection (`REDIS_*`), the memory backend's bounds (`TG_MEMORY_*`), the circuit breaker (`TG_BREAKER_*`).
 
-use super::*;
+use std::num::{NonZeroU32, NonZeroU64};
+
+use super::{BreakerConfig, Config, MemoryConfig, Reader, RedisConfig, RedisMode, TlsCa};
+use crate::parse;
+use crate::parse::{fmt_duration, BOOL_FORM, BYTES_FORM};
+use crate::secret::{RedisUrl, Secret};
 
 const URL_FORM: &str =
     "redis://[user:password@]host[:port][/db], rediss://... for TLS, or unix:///path/to/redis.sock";

@@ -1,6 +1,10 @@
 //! Reads the variables of the cache (`CACHE_*`, `QUERY_CACHE_TTL`, `AI_CACHE_TTL`).
 
-use super::*;
+use std::collections::{BTreeMap, HashSet};
+
+use super::{CacheConfig, Config, Reader};
+use crate::parse;
+use crate::parse::{fmt_duration, BYTES_FORM, DURATION_FORM};
 
 pub(super) fn read_cache(r: &mut Reader) -> CacheConfig {
     let d = CacheConfig::default();

@@ -38,26 +38,22 @@ mod session;
 mod tenant;
 mod vars;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
-use std::num::{NonZeroU32, NonZeroU64};
 use std::time::Duration;
+
+use crate::keys::KeyPrefix;
 
 pub use crate::backend::{BreakerConfig, MemoryConfig, RedisConfig, RedisMode, TlsCa};
 pub use crate::cache::CacheConfig;
+use crate::parse::{self, fmt_duration, DURATION_FORM};
+use crate::ratelimit::rules as rl;
 pub use crate::ratelimit::RateLimitConfig;
 pub use crate::secret::{RedisUrl, Secret};
 pub use crate::session::{SameSite, SessionConfig, SessionOutage};
 pub use crate::tenant::{TenantConfig, TenantSource};
 pub use ops::OpsConfig;
 pub use vars::{vars_markdown, VarDoc, VARS};
-
-use crate::keys::KeyPrefix;
-use crate::parse::{self, fmt_duration, BOOL_FORM, BYTES_FORM, DURATION_FORM};
-use crate::ratelimit::{
-    default_rule, rules as rl, Algorithm, OutageMode, Policy, Quota, Rule, Scope,
-};
-use crate::tenant::TenantId;
 
 /// Minimum length of `SESSION_SECRET`, in bytes.
 pub const MIN_SESSION_SECRET_LEN: usize = 32;

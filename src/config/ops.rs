@@ -1,6 +1,7 @@
 //! Reads the variables of access to the ops and admin routes (`TG_OPS_TOKEN`, `TG_ADMIN_TOKEN`).
 
-use super::*;
+use super::{read_secret, Config, Reader};
+use crate::secret::Secret;
 
 /// Who may read the ops routes and use the demo's admin route.
 ///

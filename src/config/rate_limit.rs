@@ -1,7 +1,14 @@
 //! Reads the variables of rate limiting (`RATE_LIMIT_*`).
 
-use super::*;
-use crate::ratelimit::PolicyProblem;
+use std::num::NonZeroU32;
+
+use super::{rl, Config, Reader};
+use crate::parse;
+use crate::parse::{fmt_duration, BOOL_FORM, DURATION_FORM};
+use crate::ratelimit::{
+    default_rule, Algorithm, OutageMode, Policy, PolicyProblem, Quota, RateLimitConfig, Rule, Scope,
+};
+use crate::tenant::TenantId;
 
 const QUOTA_VARS_FORM: &str = Quota::FORM;
 

@@ -1,6 +1,9 @@
 //! Reads the variables of sessions (`SESSION_*`).
 
-use super::*;
+use super::{read_secret, Config, Reader};
+use crate::parse;
+use crate::parse::{fmt_duration, BOOL_FORM, BYTES_FORM};
+use crate::session::{SameSite, SessionConfig, SessionOutage};
 
 pub(super) fn read_session(r: &mut Reader) -> SessionConfig {
     let d = SessionConfig::default();

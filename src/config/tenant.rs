@@ -1,6 +1,7 @@
 //! Reads the variables of tenant resolution (`TG_TENANT_SOURCE`, `TG_DEFAULT_TENANT`, `TG_TENANTS`).
 
-use super::*;
+use super::{Config, Reader};
+use crate::tenant::{TenantConfig, TenantId, TenantSource};
 
 const SOURCE_FORM: &str =
     "`header`, `header:<Header-Name>`, `subdomain:<base.domain>`, `path` or `path:/<prefix>`";

@@ -558,7 +558,10 @@ fn reading_environments() -> Vec<Vec<(&'static str, &'static str)>> {
         vec![("CACHE_TTL_REPORTS", "2h"), ("CACHE_SCOPE_AI", "user")],
         vec![
             ("SESSION_SECRET", "0123456789abcdef0123456789abcdef"),
-            ("SESSION_SECRET_PREVIOUS", "fedcba9876543210fedcba9876543210"),
+            (
+                "SESSION_SECRET_PREVIOUS",
+                "fedcba9876543210fedcba9876543210",
+            ),
             ("RATE_LIMIT_ENABLED", "true"),
         ],
     ]
@@ -584,7 +587,10 @@ fn every_variable_read_is_documented_and_every_documented_one_is_read() {
         asked.extend(r.asked.into_inner());
     }
     let undocumented: Vec<&String> = asked.iter().filter(|v| !vars::documented(v)).collect();
-    assert!(undocumented.is_empty(), "read but not in VARS: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "read but not in VARS: {undocumented:?}"
+    );
     let unread: Vec<&str> = concrete_vars()
         .into_iter()
         .filter(|v| !asked.contains(*v))
@@ -630,7 +636,13 @@ fn every_documented_variable_is_printed_by_effective() {
     }
     let mut printed = BTreeSet::new();
     for env in reading_environments() {
-        printed.extend(Config::from_vars(env).unwrap().effective().into_iter().map(|(k, _)| k));
+        printed.extend(
+            Config::from_vars(env)
+                .unwrap()
+                .effective()
+                .into_iter()
+                .map(|(k, _)| k),
+        );
     }
     let shown = |v: &str| {
         printed.contains(v)
@@ -639,7 +651,10 @@ fn every_documented_variable_is_printed_by_effective() {
                 .any(|(var, line)| *var == v && printed.contains(*line))
     };
     let missing: Vec<&str> = concrete_vars().into_iter().filter(|v| !shown(v)).collect();
-    assert!(missing.is_empty(), "not printed by effective(): {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "not printed by effective(): {missing:?}"
+    );
     let extra: Vec<&String> = printed
         .iter()
         .filter(|v| !v.starts_with('(') && !vars::documented(v))

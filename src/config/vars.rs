@@ -386,7 +386,8 @@ pub const VARS: &[VarDoc] = &[
 /// assert!(table.contains("| `RATE_LIMIT_MAX` / `RATE_LIMIT_WINDOW` | `100` / `900` |"));
 /// ```
 pub fn vars_markdown() -> String {
-    let mut out = String::from("| variable | default | meaning |\n|----------|---------|---------|\n");
+    let mut out =
+        String::from("| variable | default | meaning |\n|----------|---------|---------|\n");
     for v in VARS {
         let names: Vec<String> = v.names.iter().map(|n| format!("`{n}`")).collect();
         out.push_str(&format!(

@@ -340,7 +340,12 @@ impl Policy {
     pub fn plans(&self) -> BTreeMap<&str, BTreeMap<&str, Quota>> {
         self.plans
             .iter()
-            .map(|(p, o)| (p.as_str(), o.iter().map(|(r, q)| (r.as_str(), *q)).collect()))
+            .map(|(p, o)| {
+                (
+                    p.as_str(),
+                    o.iter().map(|(r, q)| (r.as_str(), *q)).collect(),
+                )
+            })
             .collect()
     }
 

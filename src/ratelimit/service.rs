@@ -11,12 +11,11 @@ use http::request::Parts;
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::headers;
 use super::identity::ClientAddr;
-use super::layer::*;
+use super::layer::client_bucket;
 use super::limiter::Check;
-use crate::tenant::Identity;
-use crate::tenant::TenantId;
+use super::{headers, RateLimitLayer, UNMATCHED_ROUTE};
+use crate::tenant::{Identity, TenantId};
 
 /// The service made by [`RateLimitLayer`].
 #[derive(Clone, Debug)]

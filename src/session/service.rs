@@ -10,9 +10,8 @@ use tower_service::Service;
 
 use super::cookie::CookieState;
 use super::handle::{CookieAction, Session};
-use super::layer::*;
-use crate::tenant::TenantId;
-use crate::tenant::{SessionCredential, UserId};
+use super::layer::Settings;
+use crate::tenant::{SessionCredential, TenantId, UserId};
 
 /// The service made by [`SessionLayer`].
 #[derive(Debug, Clone)]

@@ -8,8 +8,7 @@ use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::layer::*;
-use super::{TenantError, TenantId};
+use super::{TenantError, TenantId, TenantLayer};
 use crate::problem::Problem;
 
 /// The service made by [`TenantLayer`].

@@ -2,7 +2,16 @@
 //! counters), each an LRU map with an expiry index, and the byte and entry bounds applied
 //! when an entry goes in.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hashlink::linked_hash_map::RawEntryMut;
+use hashlink::LinkedHashMap;
+
+use super::{Bounds, Part};
+use crate::backend::{BackendError, KeyTtl};
 
 #[derive(Debug, Default)]
 pub(super) struct Table {

@@ -1,7 +1,13 @@
 //! The key-value commands of the store, one round trip each, every one through
 //! [`RedisStore::run`] (deadline, breaker, metrics).
 
-use super::*;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{compare_and_delete_script, px};
+use crate::backend::{BackendError, KeyTtl, RedisStore};
+use crate::keys::RedisKey;
 
 impl RedisStore {
     /// `GET`.

@@ -1,7 +1,11 @@
 //! What the store checks about the Redis deployment it talks to: settings that can break
 //! the crate's guarantees (today, a `maxmemory-policy` that evicts keys).
 
-use super::*;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::Value;
+
+use super::{is_outage, AnyConn};
+use crate::backend::{BackendError, RedisStore};
 
 /// What the store found out about the Redis deployment it talks to
 /// ([`RedisStore::check_deployment`]).

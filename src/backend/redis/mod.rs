@@ -10,34 +10,29 @@
 //! * Lua scripts (see [`LuaScript`]) run by EVALSHA; on NOSCRIPT the script is loaded
 //!   (`SCRIPT LOAD` goes to every primary of a cluster) and run again.
 
-use std::future::Future;
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
-};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
-use tokio::sync::OnceCell;
-
-use super::health::Health;
-use super::{BackendError, KeyTtl};
-use super::{RedisConfig, RedisMode, TlsCa};
-use crate::keys::{KeyPattern, RedisKey};
-use crate::metrics::{BackendLabels, OpLabels};
-
 mod commands;
 mod deployment;
 mod scan;
 mod script;
 
+use std::future::Future;
+
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use tokio::sync::OnceCell;
+
+use super::health::Health;
+use super::BackendError;
+
+use super::{RedisConfig, RedisMode, TlsCa};
+use crate::metrics::{BackendLabels, OpLabels};
 pub use deployment::Deployment;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 pub(crate) use script::compare_and_delete_script;
 pub use script::LuaScript;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 /// A connection to either kind of deployment.
 #[derive(Clone)]

@@ -1,7 +1,11 @@
 //! Delete-by-pattern: `SCAN` + `UNLINK`, never `KEYS`, on the node that holds the tenant's
 //! slot (and, during a slot migration, on the other masters too).
 
-use super::*;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+
+use super::AnyConn;
+use crate::backend::{BackendError, RedisStore};
+use crate::keys::KeyPattern;
 
 impl RedisStore {
     /// Deletes every key matching a tenant-confined pattern with SCAN + UNLINK in batches

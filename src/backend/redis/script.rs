@@ -1,7 +1,10 @@
 //! Lua scripts: [`LuaScript`] and how the store runs them (EVALSHA, loaded again on
 //! NOSCRIPT, on every primary of a cluster).
 
-use super::*;
+use redis::FromRedisValue;
+
+use crate::backend::{BackendError, RedisStore};
+use crate::keys::RedisKey;
 
 /// A Lua script shipped in `lua/`, run by EVALSHA with reload on NOSCRIPT.
 ///

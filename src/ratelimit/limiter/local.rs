@@ -1,7 +1,14 @@
 //! The in-process part of a check: the per-tenant burst cap, and the whole decision on the
 //! memory backend (with its overflow counters).
 
-use super::*;
+use std::time::Duration;
+
+use smallvec::SmallVec;
+
+use super::Local;
+use crate::ratelimit::decision::{no_rules, rule_decision};
+use crate::ratelimit::memory::{MemRule, MemoryLimiter, Rules};
+use crate::ratelimit::{Check, Decision, RateLimiter, RuleDecision, Source};
 
 impl RateLimiter {
     /// Everything decided in process (no rules, burst cap, memory backend); otherwise hands

@@ -1,35 +1,33 @@
 //! [`RateLimiter`]: decides a request against every applicable rule in one step.
 
+mod local;
+mod remote;
+mod script;
+
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use governor::Quota as GQuota;
 use http::Method;
 use prometheus_client::metrics::counter::Counter;
-use smallvec::SmallVec;
+
+use super::burst::Burst;
+use super::deny_cache::DenyCache;
+use super::outage::{OutageMemory, OutageMode};
+use super::policy::Policy;
+use crate::tenant::{Identity, TenantId};
 
 use super::algo::{Outcome, Spec};
-use super::burst::Burst;
-use super::decision::{no_rules, rule_decision, Decision, RuleDecision, Source};
-use super::deny_cache::DenyCache;
-use super::memory::{MemRule, MemoryLimiter, Rules};
-use super::outage::OutageMode;
-use super::outage::{LocalRule, OutageMemory};
-use super::policy::Policy;
+use super::decision::{rule_decision, Decision, Source};
+use super::memory::{MemoryLimiter, Rules};
 use super::rules::{Quota, Rule, Scope};
 use crate::backend::{Backend, BackendError};
 use crate::keys::{KeyKind, Keys, RedisKey};
 use crate::metrics::{DecisionLabels, Metrics, RuleLabels};
-use crate::tenant::Identity;
-use crate::tenant::TenantId;
-
-mod local;
-mod remote;
-mod script;
+use governor::Quota as GQuota;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
 
 /// One request to check.
 #[derive(Debug, Clone, Copy)]

@@ -2,7 +2,15 @@
 //! teaches the deny cache and the outage memory, and the outage mode when Redis fails
 //! (with the charge-back of units admitted in process once Redis is back).
 
-use super::*;
+use std::time::{Duration, Instant};
+
+use super::{build, counted_method, Applied};
+use crate::backend::BackendError;
+use crate::keys::RedisKey;
+use crate::ratelimit::algo::Spec;
+use crate::ratelimit::memory::Rules;
+use crate::ratelimit::outage::LocalRule;
+use crate::ratelimit::{Check, Decision, OutageMode, RateLimiter, RuleDecision, Source};
 
 impl RateLimiter {
     /// The Redis path: deny cache, then one script call; the outage mode on failure.

@@ -1,7 +1,18 @@
 //! `lua/ratelimit.lua` and its wire format: the only place that encodes the script's
 //! ARGV and decodes its reply.
 
-use super::*;
+#[cfg(feature = "redis")]
+use std::hash::BuildHasher;
+#[cfg(feature = "redis")]
+use std::time::Instant;
+
+#[cfg(feature = "redis")]
+use crate::backend::Backend;
+use crate::backend::BackendError;
+use crate::keys::RedisKey;
+use crate::ratelimit::algo::{Outcome, Spec};
+use crate::ratelimit::memory::Rules;
+use crate::ratelimit::RateLimiter;
 
 /// `lua/ratelimit.lua`.
 #[cfg(feature = "redis")]
