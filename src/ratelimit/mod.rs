@@ -29,11 +29,11 @@ mod headers;
 mod identity;
 mod layer;
 mod limiter;
-mod memory;
 mod outage;
 mod policy;
 pub mod rules;
 mod service;
+mod store;
 
 /// Re-exported from [`tenant`](crate::tenant), where the identity types live.
 pub use crate::tenant::{Identity, UserId, GLOBAL_TENANT};

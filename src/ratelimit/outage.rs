@@ -48,8 +48,8 @@ pub enum OutageMode {
     Local,
 }
 
+use super::algo::Rules;
 use super::algo::Spec;
-use super::memory::Rules;
 use crate::keys::RedisKey;
 
 /// Sub-windows of a local counter's window.

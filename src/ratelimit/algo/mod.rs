@@ -13,9 +13,14 @@ mod gcra;
 
 use std::collections::VecDeque;
 
+use smallvec::SmallVec;
+
 use super::rules::Algorithm;
 
 pub(crate) use compact::MAX_SLOTS;
+
+/// Per-rule values of one check, inline for up to 4 rules (no heap allocation).
+pub(crate) type Rules<T> = SmallVec<[T; 4]>;
 
 /// One rule as the algorithms see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

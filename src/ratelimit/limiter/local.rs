@@ -6,8 +6,9 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use super::Local;
+use crate::ratelimit::algo::Rules;
 use crate::ratelimit::decision::{no_rules, rule_decision};
-use crate::ratelimit::memory::{MemRule, MemoryLimiter, Rules};
+use crate::ratelimit::store::memory::{MemRule, MemoryLimiter};
 use crate::ratelimit::{Check, Decision, RateLimiter, RuleDecision, Source};
 
 impl RateLimiter {

@@ -2,7 +2,6 @@
 
 mod local;
 mod remote;
-mod script;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,10 +17,11 @@ use super::outage::{OutageMemory, OutageMode};
 use super::policy::Policy;
 use crate::tenant::{Identity, TenantId};
 
+use super::algo::Rules;
 use super::algo::{Outcome, Spec};
 use super::decision::{rule_decision, Decision, Source};
-use super::memory::{MemoryLimiter, Rules};
 use super::rules::{Quota, Rule, Scope};
+use super::store::memory::MemoryLimiter;
 use crate::backend::{Backend, BackendError};
 use crate::keys::{KeyKind, Keys, RedisKey};
 use crate::metrics::{DecisionLabels, Metrics, RuleLabels};
@@ -319,6 +319,14 @@ impl RateLimiter {
     /// The policy.
     pub fn policy(&self) -> &Policy {
         &self.inner.policy
+    }
+
+    /// A value unique to one script call (names the exact log's members).
+    pub(super) fn nonce(&self, salt: usize) -> u64 {
+        use std::hash::BuildHasher;
+        self.inner
+            .seed
+            .hash_one((std::time::Instant::now(), std::thread::current().id(), salt))
     }
 
     /// The backend.

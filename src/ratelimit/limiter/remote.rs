@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use super::{build, counted_method, Applied};
 use crate::backend::BackendError;
 use crate::keys::RedisKey;
+use crate::ratelimit::algo::Rules;
 use crate::ratelimit::algo::Spec;
-use crate::ratelimit::memory::Rules;
 use crate::ratelimit::outage::LocalRule;
+use crate::ratelimit::store;
 use crate::ratelimit::{Check, Decision, OutageMode, RateLimiter, RuleDecision, Source};
 
 impl RateLimiter {
@@ -80,7 +81,17 @@ impl RateLimiter {
         let specs: Rules<&Spec> = applied.iter().map(|a| a.spec).collect();
         let mode = if commit { "check" } else { "peek" };
         let sent = Instant::now();
-        match self.eval(&specs, &keys, cost, mode, &charges).await {
+        match store::redis::eval(
+            &inner.backend,
+            &specs,
+            &keys,
+            cost,
+            mode,
+            self.nonce(keys.len()),
+            &charges,
+        )
+        .await
+        {
             Ok((allowed, outs, redis_ms)) => {
                 let now = Instant::now();
                 if let Some(deny) = &inner.deny {
@@ -155,9 +166,16 @@ impl RateLimiter {
             }
             let mut rest = batch.into_iter();
             while let Some((h, key, spec, units)) = rest.next() {
-                let res = self
-                    .eval(&[&spec], std::slice::from_ref(&key), 1, "charge", &[units])
-                    .await;
+                let res = store::redis::eval(
+                    &self.inner.backend,
+                    &[&spec],
+                    std::slice::from_ref(&key),
+                    1,
+                    "charge",
+                    self.nonce(1),
+                    &[units],
+                )
+                .await;
                 let now = Instant::now();
                 match res {
                     Ok((_, outs, redis_ms)) => {

@@ -1,6 +1,6 @@
 //! The counters of the memory backend: one table of every rule's and identity's state,
 //! all rules of a check decided and charged under one lock (all or nothing). The
-//! algorithms themselves are in [`super::algo`].
+//! algorithms themselves are in [`crate::ratelimit::algo`].
 //!
 //! Bounds: at most `max_keys` counters of identities. A counter whose window has passed
 //! holds nothing and may be dropped; a live one never is (dropping it would hand its
@@ -13,13 +13,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use smallvec::SmallVec;
-
-/// Per-rule values of one check, inline for up to 4 rules (no heap allocation).
-pub(crate) type Rules<T> = SmallVec<[T; 4]>;
-
-use super::algo::{self, Outcome, Spec, State, Work};
 use crate::clock::Clock;
+use crate::ratelimit::algo::{self, Outcome, Rules, Spec, State, Work};
 
 /// One rule of a check: its counter's key, owner and parameters.
 #[derive(Debug, Clone, Copy)]
@@ -208,7 +203,7 @@ impl MemoryLimiter {
         let cost64 = u64::from(cost);
         // Each rule's slot, found before anything moves: dropping an expired counter to
         // make room moves another one into its place.
-        let mut found: Rules<Option<usize>> = SmallVec::new();
+        let mut found: Rules<Option<usize>> = Rules::new();
         let mut missing = 0;
         let resolve = |slots: &Slab, found: &mut Rules<Option<usize>>, missing: &mut usize| {
             found.clear();
@@ -231,7 +226,7 @@ impl MemoryLimiter {
         }
         // (slot, overflow) per rule: identities without a counter get a new one while
         // there is room, else share their rule's overflow counter.
-        let mut at: Rules<(Option<usize>, bool)> = SmallVec::new();
+        let mut at: Rules<(Option<usize>, bool)> = Rules::new();
         for (r, i) in rules.iter().zip(&found) {
             at.push(match i {
                 Some(i) => (Some(*i), false),
@@ -253,7 +248,7 @@ impl MemoryLimiter {
                 }
             });
         }
-        let mut work: Rules<(Work, Option<usize>)> = SmallVec::new();
+        let mut work: Rules<(Work, Option<usize>)> = Rules::new();
         let mut all = true;
         outs.clear();
         for (MemRule { spec, .. }, &(idx, overflow)) in rules.iter().zip(&at) {
