@@ -68,16 +68,16 @@ impl KeyPrefix {
         "1-64 ASCII letters, digits, `-`, `_`, `.` or `:`, e.g. `tg` or `myapp:tg`";
 
     /// Validates a prefix.
-    pub fn new(prefix: &str) -> Result<Self, String> {
+    pub fn new(prefix: &str) -> Result<Self, crate::InvalidValue> {
         let p = prefix.trim();
         if p.is_empty() || p.len() > 64 {
-            return Err(format!("{} bytes long", p.len()));
+            return Err(format!("{} bytes long", p.len()).into());
         }
         if let Some(c) = p
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
         {
-            return Err(format!("contains {c:?}"));
+            return Err(format!("contains {c:?}").into());
         }
         if p.starts_with(':') || p.ends_with(':') {
             return Err("starts or ends with `:`".into());

@@ -74,3 +74,5 @@ pub mod ratelimit;
 pub mod secret;
 pub mod session;
 pub mod tenant;
+
+pub use parse::InvalidValue;

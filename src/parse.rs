@@ -1,7 +1,56 @@
 //! Parsers for single environment values. Each returns the reason a value is wrong; the
 //! caller adds the variable name and the accepted form.
 
+use std::fmt;
 use std::time::Duration;
+
+/// A value that does not parse: why (the caller knows which variable or argument it was,
+/// and the accepted form).
+///
+/// ```
+/// use tenant_guard::ratelimit::Quota;
+/// let err = Quota::parse("lots").unwrap_err();
+/// assert_eq!(err.reason(), "`lots` has no `/`");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidValue {
+    reason: String,
+}
+
+impl InvalidValue {
+    /// Why the value was refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for InvalidValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for InvalidValue {}
+
+impl From<String> for InvalidValue {
+    fn from(reason: String) -> Self {
+        Self { reason }
+    }
+}
+
+impl From<&str> for InvalidValue {
+    fn from(reason: &str) -> Self {
+        Self {
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<InvalidValue> for String {
+    fn from(e: InvalidValue) -> Self {
+        e.reason
+    }
+}
 
 /// Accepted form of a duration, as shown in error messages and `.env.example`.
 pub(crate) const DURATION_FORM: &str =

@@ -75,7 +75,7 @@ pub struct RedisUrl {
 
 impl RedisUrl {
     /// Parses and validates a `redis://`, `rediss://` or `unix://` URL.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, crate::InvalidValue> {
         let url = url::Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
         match url.scheme() {
             "redis" | "rediss" => {
@@ -84,11 +84,11 @@ impl RedisUrl {
                 }
                 let db = url.path().trim_start_matches('/');
                 if !db.is_empty() && db.parse::<u32>().is_err() {
-                    return Err(format!("the path `/{db}` is not a database number"));
+                    return Err(format!("the path `/{db}` is not a database number").into());
                 }
             }
             "unix" | "redis+unix" => {}
-            other => return Err(format!("unsupported scheme `{other}`")),
+            other => return Err(format!("unsupported scheme `{other}`").into()),
         }
         Ok(Self { url })
     }

@@ -73,9 +73,9 @@ impl TlsCa {
     ///
     /// ```
     /// let err = tenant_guard::config::TlsCa::read("/nonexistent/ca.pem").unwrap_err();
-    /// assert!(err.contains("cannot read"));
+    /// assert!(err.reason().contains("cannot read"));
     /// ```
-    pub fn read(path: impl Into<std::path::PathBuf>) -> Result<Self, String> {
+    pub fn read(path: impl Into<std::path::PathBuf>) -> Result<Self, crate::InvalidValue> {
         use std::io::Read;
         let path = path.into();
         // Checked before opening: opening a FIFO would wait for a writer, and a device
@@ -90,13 +90,16 @@ impl TlsCa {
             .read_to_end(&mut pem)
             .map_err(|e| format!("cannot read the file ({e})"))?;
         if pem.len() as u64 > MAX_CA_FILE_BYTES {
-            return Err(format!("larger than {MAX_CA_FILE_BYTES} bytes"));
+            return Err(format!("larger than {MAX_CA_FILE_BYTES} bytes").into());
         }
         Self::from_pem(path, pem)
     }
 
     /// Wraps PEM text already in memory; `path` only names it in messages.
-    pub fn from_pem(path: impl Into<std::path::PathBuf>, pem: Vec<u8>) -> Result<Self, String> {
+    pub fn from_pem(
+        path: impl Into<std::path::PathBuf>,
+        pem: Vec<u8>,
+    ) -> Result<Self, crate::InvalidValue> {
         let has_cert = pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----");
         if !has_cert {
             return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());

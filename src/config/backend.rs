@@ -61,7 +61,7 @@ pub(super) fn read_redis(r: &mut Reader) -> RedisConfig {
             url.set_password(Some(pw.expose()))
                 .map_err(|()| "REDIS_PASSWORD cannot be used in a URL".to_string())?;
         }
-        RedisUrl::parse(url.as_str())
+        RedisUrl::parse(url.as_str()).map_err(String::from)
     };
 
     // REDIS_URL may carry a password: its raw value is never echoed in problems.
@@ -69,7 +69,7 @@ pub(super) fn read_redis(r: &mut Reader) -> RedisConfig {
         Some(raw) => match RedisUrl::parse(raw.trim()) {
             Ok(u) => Some(u),
             Err(reason) => {
-                r.problem("REDIS_URL", None, reason, URL_FORM);
+                r.problem("REDIS_URL", None, reason.into(), URL_FORM);
                 None
             }
         },
@@ -80,7 +80,7 @@ pub(super) fn read_redis(r: &mut Reader) -> RedisConfig {
             let mut out = Vec::new();
             for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 let parsed = if part.contains("://") {
-                    RedisUrl::parse(part)
+                    RedisUrl::parse(part).map_err(String::from)
                 } else {
                     match part.rsplit_once(':') {
                         Some((h, p)) => parse::port(p).and_then(|p| build(h, p)),
@@ -204,7 +204,11 @@ pub(super) fn read_redis(r: &mut Reader) -> RedisConfig {
 
     const CA_FORM: &str = "a path to a PEM file of the CA certificate(s) that sign the Redis \
         server's certificate, used with rediss:// (or REDIS_USE_TLS=true)";
-    let tls_ca = r.parse("REDIS_TLS_CA_FILE", |v| TlsCa::read(v.trim()), CA_FORM);
+    let tls_ca = r.parse(
+        "REDIS_TLS_CA_FILE",
+        |v| TlsCa::read(v.trim()).map_err(String::from),
+        CA_FORM,
+    );
     if tls_ca.is_some() {
         let plain = match &mode {
             RedisMode::Disabled => false,

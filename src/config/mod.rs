@@ -292,7 +292,11 @@ impl Config {
     fn read(r: &mut Reader) -> Self {
         let redis = backend::read_redis(r);
         let key_prefix = r
-            .parse("TG_KEY_PREFIX", KeyPrefix::new, KeyPrefix::FORM)
+            .parse(
+                "TG_KEY_PREFIX",
+                |v| KeyPrefix::new(v).map_err(String::from),
+                KeyPrefix::FORM,
+            )
             .unwrap_or_default();
         let memory = backend::read_memory(r);
         let breaker = backend::read_breaker(r);

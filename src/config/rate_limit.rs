@@ -38,8 +38,8 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
     let enabled = r
         .parse("RATE_LIMIT_ENABLED", parse::boolean, BOOL_FORM)
         .unwrap_or(true);
-    let tenant = r.parse("RATE_LIMIT_TENANT", Quota::parse, QUOTA_VARS_FORM);
-    let user = r.parse("RATE_LIMIT_USER", Quota::parse, QUOTA_VARS_FORM);
+    let tenant = r.parse("RATE_LIMIT_TENANT", parse_quota, QUOTA_VARS_FORM);
+    let user = r.parse("RATE_LIMIT_USER", parse_quota, QUOTA_VARS_FORM);
     let endpoints = r
         .parse(
             "RATE_LIMIT_ENDPOINTS",
@@ -228,8 +228,8 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
     let legacy_headers = r
         .parse("RATE_LIMIT_LEGACY_HEADERS", parse::boolean, BOOL_FORM)
         .unwrap_or(false);
-    let burst = r.parse("RATE_LIMIT_BURST", Quota::parse, QUOTA_VARS_FORM);
-    let per_ip = r.parse("RATE_LIMIT_IP", Quota::parse, QUOTA_VARS_FORM);
+    let burst = r.parse("RATE_LIMIT_BURST", parse_quota, QUOTA_VARS_FORM);
+    let per_ip = r.parse("RATE_LIMIT_IP", parse_quota, QUOTA_VARS_FORM);
     let deny_cache = r
         .parse(
             "RATE_LIMIT_DENY_CACHE",
@@ -369,4 +369,8 @@ fn none_or(s: String) -> String {
     } else {
         s
     }
+}
+
+fn parse_quota(raw: &str) -> Result<Quota, String> {
+    Quota::parse(raw).map_err(String::from)
 }

@@ -45,9 +45,15 @@ pub const UNMATCHED_ROUTE: &str = "<unmatched>";
 ///     .layer(RateLimitLayer::from_config(&config, limiter))
 ///     .layer(TenantLayer::from_config(&config.tenant));
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 #[must_use]
 pub struct RateLimitLayer {
+    pub(super) shared: Arc<Settings>,
+}
+
+/// What the layer and its services share.
+#[derive(Clone)]
+pub(super) struct Settings {
     pub(super) limiter: RateLimiter,
     pub(super) identity: IdentityConfig,
     pub(super) identify: Option<Arc<IdentifyFn>>,
@@ -69,9 +75,9 @@ pub(super) fn client_bucket(who: &Identity) -> TenantId {
     TenantId::new(&format!("clients-{}", h.finish() % CLIENT_BUCKETS)).expect("a valid tenant id")
 }
 
-impl std::fmt::Debug for RateLimitLayer {
+impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimitLayer")
+        f.debug_struct("Settings")
             .field("limiter", &self.limiter)
             .field("identity", &self.identity)
             .field("legacy_headers", &self.legacy_headers)
@@ -83,14 +89,21 @@ impl RateLimitLayer {
     /// A layer around `limiter`, identities from [`UserId`](super::UserId) or the peer IP.
     pub fn new(limiter: RateLimiter) -> Self {
         Self {
-            limiter,
-            identity: IdentityConfig::default(),
-            identify: None,
-            cost: None,
-            legacy_headers: false,
-            global: TenantId::new(GLOBAL_TENANT).expect("valid tenant id"),
-            per_client: None,
+            shared: Arc::new(Settings {
+                limiter,
+                identity: IdentityConfig::default(),
+                identify: None,
+                cost: None,
+                legacy_headers: false,
+                global: TenantId::new(GLOBAL_TENANT).expect("valid tenant id"),
+                per_client: None,
+            }),
         }
+    }
+
+    /// The settings, to change while building (copied if a service already shares them).
+    fn settings(&mut self) -> &mut Settings {
+        Arc::make_mut(&mut self.shared)
     }
 
     /// A limiter checked first, for the client address across every tenant
@@ -111,13 +124,13 @@ impl RateLimitLayer {
     /// let layer = RateLimitLayer::new(limiter).per_client(per_ip); // what from_config does
     /// ```
     pub fn per_client(mut self, limiter: RateLimiter) -> Self {
-        self.per_client = Some(limiter);
+        self.settings().per_client = Some(limiter);
         self
     }
 
     /// How identities are found (user header, trusted proxies).
     pub fn identity(mut self, identity: IdentityConfig) -> Self {
-        self.identity = identity;
+        self.settings().identity = identity;
         self
     }
 
@@ -128,7 +141,7 @@ impl RateLimitLayer {
         F: Fn(&Parts) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Option<Identity>> + Send + 'static,
     {
-        self.identify = Some(Arc::new(move |p: &Parts| Box::pin(f(p))));
+        self.settings().identify = Some(Arc::new(move |p: &Parts| Box::pin(f(p))));
         self
     }
 
@@ -138,13 +151,13 @@ impl RateLimitLayer {
     where
         F: Fn(&Parts) -> Option<u32> + Send + Sync + 'static,
     {
-        self.cost = Some(Arc::new(f));
+        self.settings().cost = Some(Arc::new(f));
         self
     }
 
     /// Also send `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
     pub fn legacy_headers(mut self, on: bool) -> Self {
-        self.legacy_headers = on;
+        self.settings().legacy_headers = on;
         self
     }
 }
@@ -155,7 +168,7 @@ impl<S> Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RateLimitService {
             inner,
-            layer: Arc::new(self.clone()),
+            shared: self.shared.clone(),
         }
     }
 }

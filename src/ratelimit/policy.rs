@@ -330,8 +330,9 @@ impl Policy {
     /// Every plan's quota overrides (plan -> rule -> quota), sorted by name.
     ///
     /// ```
-    /// use tenant_guard::ratelimit::{Policy, Quota};
+    /// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
     /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("100/1m").unwrap()))
     ///     .plan("pro", [("per-tenant", Quota::parse("5000/1m").unwrap())])
     ///     .build()
     ///     .unwrap();

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use http::Method;
 
+use crate::parse::InvalidValue;
+
 /// Largest limit of an exact-log rule: its sorted set holds one member per admitted unit.
 pub const MAX_EXACT_LIMIT: u32 = 100_000;
 
@@ -126,7 +128,7 @@ impl Quota {
     /// assert_eq!(q.limit.get(), 10);
     /// assert!(tenant_guard::ratelimit::Quota::parse("10 per minute").is_err());
     /// ```
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let (l, w) = s
             .split_once('/')
             .ok_or_else(|| format!("`{}` has no `/`", s.trim()))?;
@@ -190,12 +192,12 @@ impl EndpointPattern {
     /// // `*` matches every method; the former `METHOD:/path` form is refused.
     /// assert!(EndpointPattern::parse("* /health").unwrap().matches(&http::Method::HEAD, "/health"));
     /// let err = EndpointPattern::parse("GET:/api/items").unwrap_err();
-    /// assert_eq!(err, "`GET:/api/items` is the old form; write `GET /api/items`");
+    /// assert_eq!(err.reason(), "`GET:/api/items` is the old form; write `GET /api/items`");
     /// ```
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let s = s.trim();
         if let Some((m, p)) = old_form(s) {
-            return Err(format!("`{s}` is the old form; write `{m} {p}`"));
+            return Err(format!("`{s}` is the old form; write `{m} {p}`").into());
         }
         let (method, path) = match s.split_once(char::is_whitespace) {
             Some((m, p)) => (Some(m), p.trim()),
@@ -209,10 +211,10 @@ impl EndpointPattern {
             ),
         };
         if !path.starts_with('/') {
-            return Err(format!("route `{path}` does not start with `/`"));
+            return Err(format!("route `{path}` does not start with `/`").into());
         }
         if path.contains(char::is_whitespace) || path.contains('?') {
-            return Err(format!("route `{path}` contains whitespace or a query"));
+            return Err(format!("route `{path}` contains whitespace or a query").into());
         }
         let prefix = match path.rfind("/{*") {
             Some(i) if path.ends_with('}') => Some(path[..=i].to_string()),
@@ -235,18 +237,15 @@ impl EndpointPattern {
     /// assert_eq!((p.to_string().as_str(), n.get()), ("POST /api/ai/complete", 5));
     /// assert!(EndpointPattern::parse_numbered("POST /x = 0", "cost").is_err());
     /// let err = EndpointPattern::parse_numbered("POST:/api/ai/complete=5", "cost").unwrap_err();
-    /// assert_eq!(err, "`POST:/api/ai/complete=5` is the old form; write `POST /api/ai/complete = 5`");
+    /// assert_eq!(err.reason(), "`POST:/api/ai/complete=5` is the old form; write `POST /api/ai/complete = 5`");
     /// ```
-    pub fn parse_numbered(s: &str, what: &str) -> Result<(Self, NonZeroU32), String> {
+    pub fn parse_numbered(s: &str, what: &str) -> Result<(Self, NonZeroU32), InvalidValue> {
         let s = s.trim();
         let (pat, n) = s
             .rsplit_once('=')
             .ok_or_else(|| format!("`{s}` has no `= {}`", what.to_ascii_uppercase()))?;
         if let Some((m, p)) = old_form(pat) {
-            return Err(format!(
-                "`{s}` is the old form; write `{m} {p} = {}`",
-                n.trim()
-            ));
+            return Err(format!("`{s}` is the old form; write `{m} {p} = {}`", n.trim()).into());
         }
         let pattern = Self::parse(pat)?;
         let n: u32 = n
@@ -363,11 +362,11 @@ impl Rule {
     /// assert!(r.applies(&http::Method::POST, "/api/ai/complete"));
     /// assert_eq!(Rule::parse_endpoint("GET /api/reports/{day} = 30/1m").unwrap().name, "GET /api/reports/{day}");
     /// let err = Rule::parse_endpoint("GET:/api/items = 5/5s").unwrap_err();
-    /// assert_eq!(err, "`GET:/api/items = 5/5s` is the old form; write `GET /api/items = 5/5s`");
+    /// assert_eq!(err.reason(), "`GET:/api/items = 5/5s` is the old form; write `GET /api/items = 5/5s`");
     /// // Methods are case-insensitive in the old form too: not a rule named `post`.
-    /// assert!(Rule::parse_endpoint("post:/api/x = 5/5s").unwrap_err().contains("old form"));
+    /// assert!(Rule::parse_endpoint("post:/api/x = 5/5s").unwrap_err().reason().contains("old form"));
     /// ```
-    pub fn parse_endpoint(s: &str) -> Result<Self, String> {
+    pub fn parse_endpoint(s: &str) -> Result<Self, InvalidValue> {
         let part = s.trim();
         let (lhs, q) = part
             .rsplit_once('=')
@@ -376,10 +375,7 @@ impl Rule {
         if let Some((m, p)) = old_form(lhs)
             .filter(|(m, _)| STANDARD_METHODS.iter().any(|s| s.eq_ignore_ascii_case(m)))
         {
-            return Err(format!(
-                "`{part}` is the old form; write `{m} {p} = {}`",
-                q.trim()
-            ));
+            return Err(format!("`{part}` is the old form; write `{m} {p} = {}`", q.trim()).into());
         }
         let quota = Quota::parse(q).map_err(|e| format!("`{part}`: {e}"))?;
         let (name, pat) = match lhs.split_once(':') {
@@ -461,6 +457,7 @@ pub(crate) fn parse_costs(s: &str) -> Result<Vec<(EndpointPattern, NonZeroU32)>,
         .filter(|p| !p.is_empty())
         .map(|part| {
             EndpointPattern::parse_numbered(part, "cost").map_err(|e| {
+                let e = String::from(e);
                 if e.starts_with(&format!("`{part}`")) {
                     e
                 } else {
@@ -535,7 +532,7 @@ mod tests {
             "`POST:/api/ai/complete=5` is the old form; write `POST /api/ai/complete = 5`"
         );
         let err = EndpointPattern::parse("*:/x").unwrap_err();
-        assert_eq!(err, "`*:/x` is the old form; write `* /x`");
+        assert_eq!(err.reason(), "`*:/x` is the old form; write `* /x`");
     }
 
     #[test]

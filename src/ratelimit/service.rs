@@ -12,17 +12,17 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::identity::ClientAddr;
-use super::layer::client_bucket;
+use super::layer::{client_bucket, Settings};
 use super::limiter::Check;
-use super::{headers, RateLimitLayer, UNMATCHED_ROUTE};
+use super::{headers, UNMATCHED_ROUTE};
 use crate::tenant::{Identity, TenantId};
 
-/// The service made by [`RateLimitLayer`].
+/// The service made by [`RateLimitLayer`](super::RateLimitLayer).
 #[derive(Clone, Debug)]
 pub struct RateLimitService<S> {
     pub(super) inner: S,
     /// Shared, so a request clones one pointer rather than the settings (proxy lists...).
-    pub(super) layer: Arc<RateLimitLayer>,
+    pub(super) shared: Arc<Settings>,
 }
 
 crate::macros::inner_service_accessors!(RateLimitService);
@@ -83,7 +83,7 @@ where
         // The ready inner service is the one to call; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
+        let layer = self.shared.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let tenant = parts

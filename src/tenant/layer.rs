@@ -38,10 +38,16 @@ use super::{TenantId, TenantResolver};
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct TenantLayer {
+    pub(super) shared: Arc<Settings>,
+}
+
+/// What the layer and its services share.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Settings {
     pub(super) resolver: TenantResolver,
     pub(super) default: Option<TenantId>,
-    pub(super) known: Option<Arc<HashSet<TenantId>>>,
-    pub(super) validator: Option<Arc<Validator>>,
+    known: Option<Arc<HashSet<TenantId>>>,
+    validator: Option<Arc<Validator>>,
 }
 
 pub(super) type ValidateFn = dyn Fn(TenantId) -> BoxFuture<'static, bool> + Send + Sync;
@@ -110,11 +116,16 @@ impl TenantLayer {
     /// A layer using `resolver`, with no default tenant.
     pub fn new(resolver: TenantResolver) -> Self {
         Self {
-            resolver,
-            default: None,
-            known: None,
-            validator: None,
+            shared: Arc::new(Settings {
+                resolver,
+                ..Settings::default()
+            }),
         }
+    }
+
+    /// The settings, to change while building (copied if a service already shares them).
+    fn settings(&mut self) -> &mut Settings {
+        Arc::make_mut(&mut self.shared)
     }
 
     /// The layer described by configuration (`TG_TENANT_SOURCE`, `TG_DEFAULT_TENANT`,
@@ -125,12 +136,8 @@ impl TenantLayer {
     /// let layer = tenant_guard::tenant::TenantLayer::from_config(&cfg.tenant);
     /// ```
     pub fn from_config(config: &TenantConfig) -> Self {
-        let layer = Self {
-            resolver: TenantResolver::from_config(config),
-            default: config.default_tenant.clone(),
-            known: None,
-            validator: None,
-        };
+        let mut layer = Self::new(TenantResolver::from_config(config));
+        layer.settings().default.clone_from(&config.default_tenant);
         match &config.known {
             Some(known) => layer.known_tenants(known.iter().cloned()),
             None => layer,
@@ -156,7 +163,7 @@ impl TenantLayer {
     /// # }
     /// ```
     pub fn known_tenants(mut self, tenants: impl IntoIterator<Item = TenantId>) -> Self {
-        self.known = Some(Arc::new(tenants.into_iter().collect()));
+        self.settings().known = Some(Arc::new(tenants.into_iter().collect()));
         self
     }
 
@@ -188,7 +195,7 @@ impl TenantLayer {
         Fut: Future<Output = bool> + Send + 'static,
     {
         let check: Arc<ValidateFn> = Arc::new(move |t| Box::pin(check(t)));
-        self.validator = Some(Arc::new(Validator::new(
+        self.settings().validator = Some(Arc::new(Validator::new(
             check,
             answers_cache(VALIDATION_CACHE_ENTRIES, VALIDATION_CACHE_TTL),
         )));
@@ -206,15 +213,24 @@ impl TenantLayer {
     ///     .validation_cache(1_000, Duration::from_secs(5));
     /// ```
     pub fn validation_cache(mut self, max_entries: u64, ttl: Duration) -> Self {
-        if let Some(v) = &self.validator {
-            self.validator = Some(Arc::new(Validator::new(
-                v.check.clone(),
+        if let Some(v) = &self.shared.validator {
+            let check = v.check.clone();
+            self.settings().validator = Some(Arc::new(Validator::new(
+                check,
                 answers_cache(max_entries, ttl),
             )));
         }
         self
     }
 
+    /// Tenant used for requests that name none.
+    pub fn default_tenant(mut self, tenant: TenantId) -> Self {
+        self.settings().default = Some(tenant);
+        self
+    }
+}
+
+impl Settings {
     /// Whether `tenant` is served, if that is known without waiting.
     pub(super) fn known_now(&self, tenant: &TenantId) -> Option<bool> {
         if self.known.as_ref().is_some_and(|k| !k.contains(tenant)) {
@@ -236,12 +252,6 @@ impl TenantLayer {
         };
         v.ask(tenant).await
     }
-
-    /// Tenant used for requests that name none.
-    pub fn default_tenant(mut self, tenant: TenantId) -> Self {
-        self.default = Some(tenant);
-        self
-    }
 }
 
 impl<S> Layer<S> for TenantLayer {
@@ -250,7 +260,7 @@ impl<S> Layer<S> for TenantLayer {
     fn layer(&self, inner: S) -> Self::Service {
         TenantService {
             inner,
-            layer: self.clone(),
+            shared: self.shared.clone(),
         }
     }
 }

@@ -2,20 +2,22 @@
 //! answering 400/404 problem+json or calling the inner service with the [`TenantId`] in the
 //! request's extensions.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::{TenantError, TenantId, TenantLayer};
+use super::layer::Settings;
+use super::{TenantError, TenantId};
 use crate::problem::Problem;
 
 /// The service made by [`TenantLayer`].
 #[derive(Debug, Clone)]
 pub struct TenantService<S> {
     pub(super) inner: S,
-    pub(super) layer: TenantLayer,
+    pub(super) shared: Arc<Settings>,
 }
 
 crate::macros::inner_service_accessors!(TenantService);
@@ -27,7 +29,7 @@ pub(super) fn unknown(tenant: &TenantId) -> Problem {
 }
 
 pub(super) fn decide(
-    layer: &TenantLayer,
+    layer: &Settings,
     result: Result<Option<TenantId>, TenantError>,
 ) -> Result<TenantId, Problem> {
     let expected = layer.resolver.expectation();
@@ -64,9 +66,9 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        match self.layer.resolver.resolve_now(&mut parts) {
-            Some(result) => match decide(&self.layer, result) {
-                Ok(tenant) => match self.layer.known_now(&tenant) {
+        match self.shared.resolver.resolve_now(&mut parts) {
+            Some(result) => match decide(&self.shared, result) {
+                Ok(tenant) => match self.shared.known_now(&tenant) {
                     Some(true) => {
                         parts.extensions.insert(tenant);
                         ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)))
@@ -75,7 +77,7 @@ where
                     None => {
                         let clone = self.inner.clone();
                         let mut inner = std::mem::replace(&mut self.inner, clone);
-                        let layer = self.layer.clone();
+                        let layer = self.shared.clone();
                         ResponseFuture::boxed(Box::pin(async move {
                             if !layer.known(&tenant).await {
                                 return Ok(unknown(&tenant).into_response());
@@ -92,7 +94,7 @@ where
                 // the one to call; leave a fresh clone in its place (tower's usual dance).
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                let layer = self.layer.clone();
+                let layer = self.shared.clone();
                 ResponseFuture::boxed(Box::pin(async move {
                     let result = layer.resolver.resolve(&mut parts).await;
                     match decide(&layer, result) {
