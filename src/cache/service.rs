@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::MatchedPath;
+use axum::BoxError;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -252,11 +253,32 @@ pub(super) fn stored_header(name: &HeaderName) -> bool {
         && name.as_str() != "x-cache"
 }
 
-impl<S> Service<Request<Body>> for CacheService<S>
+/// The inner service with its response body made an axum [`Body`]: the layer stores and
+/// replays bytes, whatever body type the inner service answers with.
+struct AnyBody<S>(S);
+
+impl<S, ResBody> AnyBody<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = Response<ResBody>>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    async fn call(&mut self, req: Request<Body>) -> Result<Response<Body>, S::Error> {
+        self.0.call(req).await.map(|res| res.map(Body::new))
+    }
+}
+
+/// Any request body in (it is read into the key), any response body from the inner
+/// service; out comes an axum [`Body`].
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheService<S>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    ReqBody: HttpBody<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
     type Response = Response<Body>;
     type Error = S::Error;
@@ -266,10 +288,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let settings = self.shared.clone();
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = AnyBody(std::mem::replace(&mut self.inner, clone));
+        let req = req.map(Body::new);
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let req_cc = directives(&parts.headers);

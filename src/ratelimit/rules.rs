@@ -176,6 +176,21 @@ pub struct EndpointPattern {
 }
 
 impl EndpointPattern {
+    /// The method and path of the former `METHOD:/path` form (no whitespace), which every
+    /// parser refuses with the text to write instead; for tools that read variants of it.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::EndpointPattern;
+    /// assert_eq!(EndpointPattern::former_form("GET:/api/items"), Some(("GET", "/api/items")));
+    /// assert_eq!(EndpointPattern::former_form("GET /api/items"), None);
+    /// ```
+    pub fn former_form(s: &str) -> Option<(&str, &str)> {
+        let s = s.trim();
+        let (m, p) = s.split_once(':')?;
+        let method_like = m == "*" || (!m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()));
+        (method_like && p.starts_with('/') && !s.contains(char::is_whitespace)).then_some((m, p))
+    }
+
     /// Accepted form, for error messages.
     pub const FORM: &'static str =
         "METHOD /route/template (`*` for any method), e.g. `POST /api/ai/{*rest}`, `GET /users/{id}` or `* /health`";
@@ -196,7 +211,7 @@ impl EndpointPattern {
     /// ```
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let s = s.trim();
-        if let Some((m, p)) = old_form(s) {
+        if let Some((m, p)) = EndpointPattern::former_form(s) {
             return Err(format!("`{s}` is the old form; write `{m} {p}`").into());
         }
         let (method, path) = match s.split_once(char::is_whitespace) {
@@ -244,7 +259,7 @@ impl EndpointPattern {
         let (pat, n) = s
             .rsplit_once('=')
             .ok_or_else(|| format!("`{s}` has no `= {}`", what.to_ascii_uppercase()))?;
-        if let Some((m, p)) = old_form(pat) {
+        if let Some((m, p)) = EndpointPattern::former_form(pat) {
             return Err(format!("`{s}` is the old form; write `{m} {p} = {}`", n.trim()).into());
         }
         let pattern = Self::parse(pat)?;
@@ -287,14 +302,6 @@ impl EndpointPattern {
             None => template == self.template,
         }
     }
-}
-
-/// The load tool's former endpoint form `METHOD:/path` (no whitespace): its method and path.
-fn old_form(s: &str) -> Option<(&str, &str)> {
-    let s = s.trim();
-    let (m, p) = s.split_once(':')?;
-    let method_like = m == "*" || (!m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()));
-    (method_like && p.starts_with('/') && !s.contains(char::is_whitespace)).then_some((m, p))
 }
 
 /// The methods of RFC 9110 (and PATCH), as written in the former `METHOD:/path` form: a
@@ -372,7 +379,7 @@ impl Rule {
             .rsplit_once('=')
             .ok_or_else(|| format!("`{part}` has no `= LIMIT/WINDOW`"))?;
         let lhs = lhs.trim();
-        if let Some((m, p)) = old_form(lhs)
+        if let Some((m, p)) = EndpointPattern::former_form(lhs)
             .filter(|(m, _)| STANDARD_METHODS.iter().any(|s| s.eq_ignore_ascii_case(m)))
         {
             return Err(format!("`{part}` is the old form; write `{m} {p} = {}`", q.trim()).into());

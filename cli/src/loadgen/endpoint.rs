@@ -124,17 +124,9 @@ pub fn matches_request(pattern: &EndpointPattern, method: &Method, path: &str) -
     }
 }
 
-/// The former endpoint form `METHOD:/path` (no whitespace): method and path.
-pub(crate) fn old_endpoint(s: &str) -> Option<(&str, &str)> {
-    let s = s.trim();
-    let (m, p) = s.split_once(':')?;
-    let method_like = !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic());
-    (method_like && p.starts_with('/') && !s.contains(char::is_whitespace)).then_some((m, p))
-}
-
 /// The former `--endpoint` form `METHOD:/path[:WEIGHT]`: method, path and weight.
 fn old_endpoint_with_weight(s: &str) -> Option<(&str, &str, Option<&str>)> {
-    let (m, rest) = old_endpoint(s)?;
+    let (m, rest) = EndpointPattern::former_form(s)?;
     Some(match rest.rsplit_once(':') {
         Some((p, w)) if !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()) => (m, p, Some(w)),
         _ => (m, rest, None),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tenant_guard::ratelimit::{EndpointPattern, Policy, Quota, Rule, Scope};
 use tenant_guard::tenant::TenantId;
 
-use super::endpoint::{matches_request, old_endpoint, Cost};
+use super::endpoint::{matches_request, Cost};
 use super::{Endpoint, Report};
 
 /// A server rule the client checks its admissions against (`load --rule`, and every rule of
@@ -186,7 +186,7 @@ fn old_rule(s: &str) -> Option<String> {
         return None;
     }
     let (spec, endpoint) = match rest.split_once('@') {
-        Some((a, b)) => (a, Some(old_endpoint(b)?)),
+        Some((a, b)) => (a, Some(EndpointPattern::former_form(b)?)),
         None => (rest, None),
     };
     let (quota, per_user) = match spec.trim_end().strip_suffix(":user") {
