@@ -126,8 +126,9 @@ pub fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Child {
+fn spawn_redis(port: u16, dir: &Path, extra: &[String], env: &[(String, String)]) -> Child {
     let mut cmd = Command::new("redis-server");
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.arg("--port")
         .arg(port.to_string())
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -176,6 +177,7 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl RedisServer {
@@ -186,18 +188,29 @@ impl RedisServer {
 
     /// Starts a node with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Starts a node with extra arguments and environment variables (e.g. `LD_PRELOAD` of
+    /// libfaketime, to set its clock).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         require_redis();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         for _ in 0..5 {
             let port = free_port();
             let dir = tempfile::tempdir().expect("tempdir");
-            let mut child = spawn_redis(port, dir.path(), &extra);
+            let mut child = spawn_redis(port, dir.path(), &extra, &env);
             if wait_ready(port, &mut child, dir.path()) {
                 return Self {
                     port,
                     child: Some(child),
                     dir,
                     extra,
+                    env,
                 };
             }
             let _ = child.kill();
@@ -211,7 +224,7 @@ impl RedisServer {
     pub fn start_on(port: u16) -> Self {
         require_redis();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = spawn_redis(port, dir.path(), &[]);
+        let mut child = spawn_redis(port, dir.path(), &[], &[]);
         assert!(
             wait_ready(port, &mut child, dir.path()),
             "redis-server could not start on port {port}"
@@ -221,6 +234,7 @@ impl RedisServer {
             child: Some(child),
             dir,
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -253,7 +267,7 @@ impl RedisServer {
         while !port_free(self.port) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut child = spawn_redis(self.port, self.dir.path(), &self.extra);
+        let mut child = spawn_redis(self.port, self.dir.path(), &self.extra, &self.env);
         assert!(
             wait_ready(self.port, &mut child, self.dir.path()),
             "redis-server did not come back on port {}",
