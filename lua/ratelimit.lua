@@ -49,9 +49,8 @@ local mode = ARGV[1]
 local cost = tonumber(ARGV[2])
 local nonce = ARGV[3]
 local nrules = #KEYS
-
 local floor, ceil = math.floor, math.ceil
-local pack, unpack_s, sub, rep, byte = struct.pack, struct.unpack, string.sub, string.rep, string.byte
+local upk, pk = struct.unpack, struct.pack
 local WRAP = 4294967296
 
 -- Compact counter layout (fixed width, so that a check reads and rewrites only what it
@@ -60,157 +59,189 @@ local WRAP = 4294967296
 -- wrapped difference is exact), the 4-byte total of the stored counts, then the counts of
 -- the buckets up to the newest, w bytes each, oldest first, leading empty buckets left out.
 -- A check in the newest bucket unpacks the header and the newest count only; one that
--- moves to a new bucket also the counts that left the window since the last write; the
--- whole list is read only to answer when units free up (a refusal, the last unit, a reset
--- that was not charged). With w = 1 (limits up to 255) a full counter of 31 buckets is 40
--- bytes: Redis embeds it with its object.
-local FMT = { [1] = 'B', [2] = '<H', [4] = '<I4' }
-local MAXW = { [1] = 255, [2] = 65535, [4] = 4294967295 }
-local function width_for(v)
-  if v <= 255 then return 1 elseif v <= 65535 then return 2 end
-  return 4
-end
+-- moves on also the counts that left the window since the last write; the whole list is
+-- read only to answer when units free up (a refusal, the last unit, an uncharged reset).
+-- With w = 1 (limits up to 255) a full counter of 31 buckets is 40 bytes: Redis embeds it
+-- with its object.
+--
+-- The common path is written inline, without helper closures or tables per rule (each
+-- costs the script time on every call); the rest comes from slow() on first need.
+local FMT1, FMT2, FMT4 = 'B', '<H', '<I4'
 
--- The state of a compact counter at bucket `cur`: what is stored (raw, w, off, m: the
--- remaining stored counts start at byte off, m of them, the last one at bucket cur -
--- shift) and the total of what is still in the window. Counts that left the window since
--- the last write are subtracted here, one by one (O(buckets passed), O(1) when none).
-local function win_load(raw, bucket_us, n)
-  local r = { cur = floor(now_us / bucket_us), total = 0, m = 0, shift = 0, w = 0 }
-  if not raw or #raw < 9 then return r end
-  local w = byte(raw, 1) - 128
-  local fmt = FMT[w]
-  if not fmt or (#raw - 9) % w ~= 0 then return r end
-  local base, total = unpack_s('<I4I4', raw, 2)
-  local m = (#raw - 9) / w
-  local shift = (r.cur % WRAP - base) % WRAP
-  if shift >= WRAP / 2 then
-    -- The newest bucket is ahead of this node's clock: the counter was written by a node
-    -- whose clock is ahead (a failover). Never read that as a wrap (it would wipe the
-    -- counter and restore the quota): stay on the stored bucket, as the in-process store
-    -- never lets a counter's time go back.
-    r.cur = r.cur - (WRAP - shift)
-    shift = 0
-  end
-  if shift > n then return r end
-  -- Stored counts at buckets older than cur - n have left the window.
-  local d = m - (n + 1 - shift)
-  local off = 10
-  if d > 0 then
-    for j = 0, d - 1 do total = total - unpack_s(fmt, raw, off + j * w) end
-    off = off + d * w
-    m = m - d
-  end
-  r.raw, r.w, r.off, r.m, r.shift, r.total = raw, w, off, m, shift, total
-  return r
-end
+-- Per-rule state, positional: [1] algo (1 log, 2 gcra, 3 win), [2] count, [3] allowed,
+-- [4] retry, [5] free1, then
+--   log:  [6] from
+--   gcra: [6] tat, [7] reset
+--   win:  [6] cur, [7] m, [8] shift, [9] w, [10] off, [11] raw, [12] counts (on demand)
+local st = {}
 
--- The counts of the window as an array: counts[n + 1] is bucket cur, counts[1] the oldest
--- still overlapping the window.
-local function win_counts(r, n)
-  if r.counts then return r.counts end
-  local counts = {}
-  for j = 1, n + 1 do counts[j] = 0 end
-  local fmt = FMT[r.w]
-  for j = 1, r.m do
-    counts[n + 1 - r.shift - r.m + j] = unpack_s(fmt, r.raw, r.off + (j - 1) * r.w)
-  end
-  r.counts = counts
-  return counts
-end
-
--- Smallest k >= 1 such that dropping the k oldest buckets leaves total - dropped <= target;
--- returns the ms (rounded up) until bucket cur + k starts (when those k have left), or -1.
-local function win_wait(r, n, total, target, bucket_us)
-  if total <= target then return 0 end
-  local counts = win_counts(r, n)
-  local dropped = 0
-  for k = 1, n + 1 do
-    dropped = dropped + counts[k]
-    if total - dropped <= target then
-      local us = (r.cur + k) * bucket_us - now_us
-      if us < 0 then us = 0 end
-      return ceil(us / 1000)
+local helpers
+local function slow()
+  if helpers then return helpers end
+  local h = {}
+  local fmts = { [1] = FMT1, [2] = FMT2, [4] = FMT4 }
+  h.fmts = fmts
+  -- The counts of a compact window as an array: counts[n + 1] is bucket cur, counts[1]
+  -- the oldest still overlapping the window.
+  function h.counts(r, n)
+    if r[12] then return r[12] end
+    local counts = {}
+    for j = 1, n + 1 do counts[j] = 0 end
+    local w, m = r[9], r[7]
+    if m > 0 then
+      local fmt, base = fmts[w], n + 1 - r[8] - m
+      for j = 1, m do counts[base + j] = upk(fmt, r[11], r[10] + (j - 1) * w) end
     end
+    r[12] = counts
+    return counts
   end
-  return -1
-end
-
--- Adds `units` to bucket cur and writes the counter with its TTL: after (n + 1) buckets
--- every count has left the window and the key may go.
-local function win_charge(key, r, units, limit, bucket_us, n)
-  local total = r.total + units
-  local out
-  local w = r.w
-  if r.m > 0 and r.shift == 0 then
-    local at = r.off + (r.m - 1) * w
-    local v = unpack_s(FMT[w], r.raw, at) + units
-    if v <= MAXW[w] then
-      out = pack('<BI4I4', 128 + w, r.cur % WRAP, total) .. sub(r.raw, r.off, at - 1)
-        .. pack(FMT[w], v)
+  -- Smallest k >= 1 such that dropping the k oldest buckets leaves total - dropped <=
+  -- target; the ms (rounded up) until bucket cur + k starts (when those k have left), or -1.
+  function h.wait(r, n, total, target, bucket_us)
+    if total <= target then return 0 end
+    local counts = h.counts(r, n)
+    local dropped = 0
+    for k = 1, n + 1 do
+      dropped = dropped + counts[k]
+      if total - dropped <= target then
+        local us = (r[6] + k) * bucket_us - now_us
+        if us < 0 then us = 0 end
+        return ceil(us / 1000)
+      end
     end
-  elseif r.m > 0 then
-    if units <= MAXW[w] then
-      out = pack('<BI4I4', 128 + w, r.cur % WRAP, total) .. sub(r.raw, r.off, r.off + r.m * w - 1)
-        .. rep('\0', (r.shift - 1) * w) .. pack(FMT[w], units)
-    end
-  else
-    w = width_for(math.max(limit, units))
-    out = pack('<BI4I4', 128 + w, r.cur % WRAP, total) .. pack(FMT[w], units)
+    return -1
   end
-  if not out then
-    -- A count outgrew its width (charge-backs past the limit): rewrite them all wider.
-    local counts = win_counts(r, n)
+  -- All counts written again, at the width the largest needs (a count outgrew its width).
+  function h.rewrite(r, n, units, total, limit)
+    local counts = h.counts(r, n)
     counts[n + 1] = counts[n + 1] + units
     local first, top = n + 1, limit
     for j = n + 1, 1, -1 do
       if counts[j] > 0 then first = j end
       if counts[j] > top then top = counts[j] end
     end
-    w = width_for(top)
-    local parts = { pack('<BI4I4', 128 + w, r.cur % WRAP, total) }
-    for j = first, n + 1 do parts[#parts + 1] = pack(FMT[w], counts[j]) end
-    out = table.concat(parts)
-    r.counts = nil
-  elseif r.counts then
-    r.counts[n + 1] = r.counts[n + 1] + units
+    local w = 4
+    if top <= 255 then w = 1 elseif top <= 65535 then w = 2 end
+    local parts = { pk('<BI4I4', 128 + w, r[6] % WRAP, total) }
+    for j = first, n + 1 do parts[#parts + 1] = pk(fmts[w], counts[j]) end
+    r[12] = nil
+    return table.concat(parts), w
   end
-  redis.call('SET', key, out, 'PX', ceil((n + 1) * bucket_us / 1000))
-  -- The stored state is now `out`, at bucket cur.
-  r.raw, r.w, r.off, r.shift, r.total = out, w, 10, 0, total
-  r.m = (#out - 9) / w
+  -- The (rank + 1)-th oldest member of an exact log in the window leaves after this many ms.
+  function h.leave_after(key, from, window, rank)
+    local m = redis.call('ZRANGEBYSCORE', key, '(' .. from, '+inf', 'WITHSCORES', 'LIMIT', rank, 1)
+    return tonumber(m[2]) + window - now
+  end
+  helpers = h
+  return h
 end
 
-local function gcra_tat(raw)
-  local tat = now_us
-  if raw then
-    local v = tonumber(raw)
-    if v and v > now_us then tat = v end
+-- A compact counter at this call's bucket: the state table (see above) with the counts
+-- that left the window since the last write subtracted (O(buckets passed)).
+local function win_state(raw, bucket_us, n)
+  local cur = floor(now_us / bucket_us)
+  if raw and #raw >= 9 then
+    local w = raw:byte(1) - 128
+    if (w == 1 or w == 2 or w == 4) and (#raw - 9) % w == 0 then
+      local base, total = upk('<I4I4', raw, 2)
+      local shift = (cur % WRAP - base) % WRAP
+      if shift >= WRAP / 2 then
+        -- The newest bucket is ahead of this node's clock: the counter was written by a
+        -- node whose clock is ahead (a failover). Never read that as a wrap (it would wipe
+        -- the counter and restore the quota): stay on the stored bucket, as the in-process
+        -- store never lets a counter's time go back.
+        cur = cur - (WRAP - shift)
+        shift = 0
+      end
+      if shift <= n then
+        local m = (#raw - 9) / w
+        local off = 10
+        -- Stored counts at buckets older than cur - n have left the window.
+        local d = m - (n + 1 - shift)
+        if d > 0 then
+          local fmt = FMT4
+          if w == 1 then fmt = FMT1 elseif w == 2 then fmt = FMT2 end
+          for j = 0, d - 1 do total = total - upk(fmt, raw, off + j * w) end
+          off = off + d * w
+          m = m - d
+        end
+        return { 3, total, false, 0, 0, cur, m, shift, w, off, raw }
+      end
+    end
   end
-  return tat
+  return { 3, 0, false, 0, 0, cur, 0, 0, 0, 10, '' }
+end
+
+-- Adds `units` to bucket cur and writes the counter with its TTL: after (n + 1) buckets
+-- every count has left the window and the key may go. The state then describes `out`.
+local function win_charge(key, r, units, limit, bucket_us, n)
+  local total = r[2] + units
+  local w, m, off, raw = r[9], r[7], r[10], r[11]
+  local fmt = FMT4
+  if w == 1 then fmt = FMT1 elseif w == 2 then fmt = FMT2 end
+  local out
+  if m > 0 and r[8] == 0 and off == 10 then
+    -- Same bucket as the last write: the key's deadline has not moved, so the total and
+    -- the newest count are rewritten in place (SETRANGE keeps the TTL, and costs Redis
+    -- less than a SET with PX).
+    local at = off + (m - 1) * w
+    local v = upk(fmt, raw, at) + units
+    if v < 256 ^ w then
+      local tail = pk('<I4', total) .. raw:sub(off, at - 1) .. pk(fmt, v)
+      redis.call('SETRANGE', key, 5, tail)
+      r[2], r[11] = total, raw:sub(1, 5) .. tail
+      if r[12] then r[12][n + 1] = r[12][n + 1] + units end
+      return
+    end
+  elseif m > 0 and r[8] == 0 then
+    local at = off + (m - 1) * w
+    local v = upk(fmt, raw, at) + units
+    if v < 256 ^ w then
+      out = pk('<BI4I4', 128 + w, r[6] % WRAP, total) .. raw:sub(off, at - 1) .. pk(fmt, v)
+    end
+  elseif m > 0 then
+    if units < 256 ^ w then
+      out = pk('<BI4I4', 128 + w, r[6] % WRAP, total) .. raw:sub(off, off + m * w - 1)
+        .. string.rep('\0', (r[8] - 1) * w) .. pk(fmt, units)
+    end
+  else
+    local top = limit
+    if units > top then top = units end
+    w, fmt = 4, FMT4
+    if top <= 255 then w, fmt = 1, FMT1 elseif top <= 65535 then w, fmt = 2, FMT2 end
+    out = pk('<BI4I4', 128 + w, r[6] % WRAP, total) .. pk(fmt, units)
+  end
+  if out then
+    if r[12] then r[12][n + 1] = r[12][n + 1] + units end
+  else
+    out, w = slow().rewrite(r, n, units, total, limit)
+  end
+  redis.call('SET', key, out, 'PX', ceil((n + 1) * bucket_us / 1000))
+  r[2], r[7], r[8], r[9], r[10], r[11] = total, (#out - 9) / w, 0, w, 10, out
 end
 
 -- Rules read as strings (compact, gcra) are fetched in one MGET.
-local specs, strkeys, strpos = {}, {}, {}
-for i = 1, nrules do
-  local base = 4 + (i - 1) * 6
-  local algo = ARGV[base]
-  specs[i] = {
-    algo = algo, limit = tonumber(ARGV[base + 1]), window = tonumber(ARGV[base + 2]),
-    bucket_us = tonumber(ARGV[base + 3]), n = tonumber(ARGV[base + 4]),
-    shadow = ARGV[base + 5] == '1',
-  }
-  if algo ~= 'log' then
-    strkeys[#strkeys + 1] = KEYS[i]
-    strpos[i] = #strkeys
+local strvals
+do
+  local strkeys, all = {}, true
+  for i = 1, nrules do
+    if ARGV[4 + (i - 1) * 6] ~= 'log' then strkeys[#strkeys + 1] = KEYS[i] else all = false end
   end
-end
-local strvals = {}
-if #strkeys > 0 then strvals = redis.call('MGET', unpack(strkeys)) end
-local function raw_of(i)
-  local v = strvals[strpos[i]]
-  if v == false then return nil end
-  return v
+  if all then
+    strvals = redis.call('MGET', unpack(KEYS))
+  elseif #strkeys > 0 then
+    local got = redis.call('MGET', unpack(strkeys))
+    strvals = {}
+    local j = 0
+    for i = 1, nrules do
+      if ARGV[4 + (i - 1) * 6] ~= 'log' then
+        j = j + 1
+        strvals[i] = got[j]
+      end
+    end
+  else
+    strvals = {}
+  end
 end
 
 -- Charge-back of units admitted elsewhere while Redis was unusable (see the header).
@@ -218,12 +249,14 @@ local cbase = 4 + nrules * 6
 if ARGV[cbase] then
   for i = 1, nrules do
     local c = tonumber(ARGV[cbase + i - 1] or '0') or 0
-    local sp = specs[i]
+    local b = 4 + (i - 1) * 6
+    local algo, limit = ARGV[b], tonumber(ARGV[b + 1])
+    local window, bucket_us, n = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
     local key = KEYS[i]
-    if c > sp.limit then c = sp.limit end
+    if c > limit then c = limit end
     if c > 0 then
-      if sp.algo == 'log' then
-        redis.call('ZREMRANGEBYSCORE', key, '-inf', now - sp.window)
+      if algo == 'log' then
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
         local args = {}
         for j = 1, c do
           args[#args + 1] = now
@@ -235,36 +268,64 @@ if ARGV[cbase] then
         end
         if #args > 0 then redis.call('ZADD', key, unpack(args)) end
         local card = redis.call('ZCARD', key)
-        if card > sp.limit then redis.call('ZREMRANGEBYRANK', key, 0, card - sp.limit - 1) end
-        redis.call('PEXPIRE', key, sp.window)
-      elseif sp.algo == 'gcra' then
+        if card > limit then redis.call('ZREMRANGEBYRANK', key, 0, card - limit - 1) end
+        redis.call('PEXPIRE', key, window)
+      elseif algo == 'gcra' then
+        local tat = tonumber(strvals[i] or '') or now_us
+        if tat < now_us then tat = now_us end
         -- Never beyond a full bucket: a charge delays no one longer than a full burst would.
-        local tat = math.min(gcra_tat(raw_of(i)) + c * sp.bucket_us, now_us + sp.limit * sp.bucket_us)
+        tat = math.min(tat + c * bucket_us, now_us + limit * bucket_us)
         local ttl = ceil((tat - now_us) / 1000)
         if ttl < 1 then ttl = 1 end
         local v = string.format('%.0f', tat)
         redis.call('SET', key, v, 'PX', ttl)
-        strvals[strpos[i]] = v
+        strvals[i] = v
       else
-        local r = win_load(raw_of(i), sp.bucket_us, sp.n)
-        win_charge(key, r, c, sp.limit, sp.bucket_us, sp.n)
-        strvals[strpos[i]] = r.raw
+        local r = win_state(strvals[i], bucket_us, n)
+        win_charge(key, r, c, limit, bucket_us, n)
+        strvals[i] = r[11]
       end
     end
   end
 end
 
 local all_allowed = 1
-local state = {}
-
 for i = 1, nrules do
-  local sp = specs[i]
-  local key = KEYS[i]
-  local limit = sp.limit
+  local b = 4 + (i - 1) * 6
+  local algo, limit = ARGV[b], tonumber(ARGV[b + 1])
   local r
-  if sp.algo == 'log' then
-    local from = now - sp.window
-    r = { from = from }
+  if algo == 'win' then
+    local bucket_us, n = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+    r = win_state(strvals[i], bucket_us, n)
+    local total = r[2]
+    r[3] = (total + cost <= limit)
+    if cost > limit then
+      r[4] = -1
+    elseif total + cost > limit then
+      r[4] = slow().wait(r, n, total, limit - cost, bucket_us)
+    end
+    if total > limit - 1 then
+      local f = slow().wait(r, n, total, limit - 1, bucket_us)
+      if f > 0 then r[5] = f end
+    end
+  elseif algo == 'gcra' then
+    local T = tonumber(ARGV[b + 3])
+    local tat = tonumber(strvals[i] or '') or now_us
+    if tat < now_us then tat = now_us end
+    local cap = limit * T
+    local ahead = tat - now_us
+    local retry = -1
+    if cost <= limit then
+      retry = ahead + cost * T - cap
+      if retry < 0 then retry = 0 end
+      retry = ceil(retry / 1000)
+    end
+    local free1 = ahead + T - cap
+    if free1 < 0 then free1 = 0 end
+    r = { 2, ceil(ahead / T), ahead + cost * T <= cap, retry, ceil(free1 / 1000), tat, ceil(ahead / 1000) }
+  else
+    local key, window = KEYS[i], tonumber(ARGV[b + 2])
+    local from = now - window
     local count
     if mode == 'check' then
       -- Drop what left the window now (a check may write), so the set's size is the count.
@@ -273,121 +334,97 @@ for i = 1, nrules do
     else
       count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
     end
-    r.count = count
-    r.allowed = (count + cost <= limit)
-    -- The (rank + 1)-th oldest member in the window leaves after this many ms.
-    r.leave_after = function(rank)
-      local m = redis.call('ZRANGEBYSCORE', key, '(' .. from, '+inf', 'WITHSCORES', 'LIMIT', rank, 1)
-      return tonumber(m[2]) + sp.window - now
-    end
+    r = { 1, count, count + cost <= limit, 0, 0, from }
     if cost > limit then
-      r.retry = -1
-    elseif r.allowed then
-      r.retry = 0
-    else
-      r.retry = r.leave_after(count + cost - limit - 1)
+      r[4] = -1
+    elseif not r[3] then
+      r[4] = slow().leave_after(key, from, window, count + cost - limit - 1)
     end
-    if count < limit then r.free1 = 0 else r.free1 = r.leave_after(count - limit) end
-  elseif sp.algo == 'gcra' then
-    local T = sp.bucket_us
-    local tat = gcra_tat(raw_of(i))
-    local cap = limit * T
-    local ahead = tat - now_us
-    r = { cur = tat, count = ceil(ahead / T) }
-    r.allowed = (ahead + cost * T <= cap)
-    if cost > limit then
-      r.retry = -1
-    else
-      r.retry = ceil(math.max(0, ahead + cost * T - cap) / 1000)
-    end
-    r.free1 = ceil(math.max(0, ahead + T - cap) / 1000)
-    r.reset = ceil(ahead / 1000)
-  else
-    r = win_load(raw_of(i), sp.bucket_us, sp.n)
-    local total = r.total
-    r.count = total
-    r.allowed = (total + cost <= limit)
-    if cost > limit then
-      r.retry = -1
-    else
-      r.retry = win_wait(r, sp.n, total, limit - cost, sp.bucket_us)
-    end
-    r.free1 = win_wait(r, sp.n, total, limit - 1, sp.bucket_us)
-    if r.free1 < 0 then r.free1 = 0 end
+    if count >= limit then r[5] = slow().leave_after(key, from, window, count - limit) end
   end
-  if not r.allowed and not sp.shadow then all_allowed = 0 end
-  state[i] = r
+  if not r[3] and ARGV[b + 5] ~= '1' then all_allowed = 0 end
+  st[i] = r
 end
 
 local commit = (mode == 'check' and all_allowed == 1)
 
 local out = { all_allowed, now }
 for i = 1, nrules do
-  local sp = specs[i]
-  local r = state[i]
+  local b = 4 + (i - 1) * 6
+  local limit = tonumber(ARGV[b + 1])
+  local r = st[i]
   local key = KEYS[i]
-  local charged = commit and r.allowed
-  if sp.algo == 'log' then
+  local charged = commit and r[3]
+  local reset
+  if r[1] == 3 then
+    local bucket_us, n = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
     if charged then
-      -- One member per unit of cost, added in batches (unpack has a stack limit). The set
-      -- holds count + cost <= limit members now: the hard cap holds without a ZCARD.
-      local args = {}
-      for j = 1, cost do
-        args[#args + 1] = now
-        args[#args + 1] = nonce .. ':' .. j
-        if #args >= 200 then
-          redis.call('ZADD', key, unpack(args))
-          args = {}
-        end
-      end
-      if #args > 0 then redis.call('ZADD', key, unpack(args)) end
-      redis.call('PEXPIRE', key, sp.window)
-      r.reset = sp.window
-      r.count = r.count + cost
-      if r.count >= sp.limit and r.free1 == 0 then
+      win_charge(key, r, cost, limit, bucket_us, n)
+      reset = ceil(((r[6] + n + 1) * bucket_us - now_us) / 1000)
+      if r[2] >= limit and r[5] == 0 then
         -- This request used the last unit: the next one frees when the oldest leaves.
-        r.free1 = r.leave_after(0)
+        r[5] = slow().wait(r, n, r[2], limit - 1, bucket_us)
       end
-    elseif r.count == 0 then
-      r.reset = 0
     else
-      local newest = redis.call('ZREVRANGEBYSCORE', key, '+inf', '(' .. r.from, 'WITHSCORES', 'LIMIT', 0, 1)
-      r.reset = tonumber(newest[2]) + sp.window - now
+      reset = slow().wait(r, n, r[2], 0, bucket_us)
     end
-  elseif sp.algo == 'gcra' then
+  elseif r[1] == 2 then
+    reset = r[7]
     if charged then
-      local tat = r.cur + cost * sp.bucket_us
+      local T = tonumber(ARGV[b + 3])
+      local tat = r[6] + cost * T
       local ahead = tat - now_us
       local ttl = ceil(ahead / 1000)
       if ttl < 1 then ttl = 1 end
       -- %.0f: a microsecond timestamp is past the 14 digits tostring keeps.
       redis.call('SET', key, string.format('%.0f', tat), 'PX', ttl)
-      r.reset = ceil(ahead / 1000)
-      r.free1 = ceil(math.max(0, ahead + sp.bucket_us - sp.limit * sp.bucket_us) / 1000)
-      r.count = r.count + cost
+      reset = ceil(ahead / 1000)
+      local f = ahead + T - limit * T
+      if f < 0 then f = 0 end
+      r[5] = ceil(f / 1000)
+      r[2] = r[2] + cost
     end
   else
-    local n, bucket_us = sp.n, sp.bucket_us
+    local window = tonumber(ARGV[b + 2])
     if charged then
-      win_charge(key, r, cost, sp.limit, bucket_us, n)
-      r.count = r.count + cost
-      r.reset = ceil(((r.cur + n + 1) * bucket_us - now_us) / 1000)
-      if r.count >= sp.limit and r.free1 == 0 then
-        -- This request used the last unit: the next one frees when the oldest leaves.
-        r.free1 = win_wait(r, n, r.count, sp.limit - 1, bucket_us)
+      -- One member per unit of cost, added in batches (unpack has a stack limit). The set
+      -- holds count + cost <= limit members now: the hard cap holds without a ZCARD.
+      if cost == 1 then
+        redis.call('ZADD', key, now, nonce .. ':1')
+      else
+        local args = {}
+        for j = 1, cost do
+          args[#args + 1] = now
+          args[#args + 1] = nonce .. ':' .. j
+          if #args >= 200 then
+            redis.call('ZADD', key, unpack(args))
+            args = {}
+          end
+        end
+        if #args > 0 then redis.call('ZADD', key, unpack(args)) end
       end
+      redis.call('PEXPIRE', key, window)
+      reset = window
+      r[2] = r[2] + cost
+      if r[2] >= limit and r[5] == 0 then
+        -- This request used the last unit: the next one frees when the oldest leaves.
+        r[5] = slow().leave_after(key, r[6], window, 0)
+      end
+    elseif r[2] == 0 then
+      reset = 0
     else
-      r.reset = win_wait(r, n, r.count, 0, bucket_us)
+      local newest = redis.call('ZREVRANGEBYSCORE', key, '+inf', '(' .. r[6], 'WITHSCORES', 'LIMIT', 0, 1)
+      reset = tonumber(newest[2]) + window - now
     end
   end
-  local remaining = sp.limit - r.count
+  local remaining = limit - r[2]
   if remaining < 0 then remaining = 0 end
   local a = 0
-  if r.allowed then a = 1 end
+  if r[3] then a = 1 end
   out[#out + 1] = a
   out[#out + 1] = remaining
-  out[#out + 1] = r.reset
-  out[#out + 1] = r.retry
-  out[#out + 1] = r.free1
+  out[#out + 1] = reset
+  out[#out + 1] = r[4]
+  out[#out + 1] = r[5]
 end
 return out
