@@ -61,8 +61,9 @@ local WRAP = 4294967296
 -- A check in the newest bucket unpacks the header and the newest count only; one that
 -- moves on also the counts that left the window since the last write; the whole list is
 -- read only to answer when units free up (a refusal, the last unit, an uncharged reset).
--- With w = 1 (limits up to 255) a full counter of 31 buckets is 40 bytes: Redis embeds it
--- with its object.
+-- w is as small as the largest count allows (a counter is written wider when a count
+-- outgrows it). With w = 1 (counts up to 255) a full counter of 31 buckets is 40 bytes:
+-- Redis embeds it with its object.
 --
 -- The common path is written inline, without helper closures or tables per rule (each
 -- costs the script time on every call); the rest comes from slow() on first need.
@@ -112,10 +113,10 @@ local function slow()
     return -1
   end
   -- All counts written again, at the width the largest needs (a count outgrew its width).
-  function h.rewrite(r, n, units, total, limit)
+  function h.rewrite(r, n, units, total)
     local counts = h.counts(r, n)
     counts[n + 1] = counts[n + 1] + units
-    local first, top = n + 1, limit
+    local first, top = n + 1, 0
     for j = n + 1, 1, -1 do
       if counts[j] > 0 then first = j end
       if counts[j] > top then top = counts[j] end
@@ -205,16 +206,15 @@ local function win_charge(key, r, units, limit, bucket_us, n)
         .. string.rep('\0', (r[8] - 1) * w) .. pk(fmt, units)
     end
   else
-    local top = limit
-    if units > top then top = units end
+    -- As narrow as the count allows: wider when a count outgrows it (rare: slow().rewrite).
     w, fmt = 4, FMT4
-    if top <= 255 then w, fmt = 1, FMT1 elseif top <= 65535 then w, fmt = 2, FMT2 end
+    if units <= 255 then w, fmt = 1, FMT1 elseif units <= 65535 then w, fmt = 2, FMT2 end
     out = pk('<BI4I4', 128 + w, r[6] % WRAP, total) .. pk(fmt, units)
   end
   if out then
     if r[12] then r[12][n + 1] = r[12][n + 1] + units end
   else
-    out, w = slow().rewrite(r, n, units, total, limit)
+    out, w = slow().rewrite(r, n, units, total)
   end
   redis.call('SET', key, out, 'PX', ceil((n + 1) * bucket_us / 1000))
   r[2], r[7], r[8], r[9], r[10], r[11] = total, (#out - 9) / w, 0, w, 10, out
