@@ -1,30 +1,37 @@
--- tenant-guard: decide every rate-limit rule of one request atomically.
+-- tenant-guard: decide the rate-limit rules of one or more requests, each atomically and
+-- in order (a batch: requests that waited for the same connection, one script call).
 --
--- KEYS[i]   the counter of rule i (all keys carry the tenant's hash tag: one slot)
--- ARGV[1]   mode: "check" (consume if every enforced rule allows) or "peek" (never write)
--- ARGV[2]   cost of the request (>= 1)
--- ARGV[3]   nonce, unique per call (members of the exact log)
--- then per rule i, 6 values starting at ARGV[4 + (i-1)*6]:
---   algo      "log" (exact, sorted set), "win" (compact, sub-window buckets) or "gcra"
---   limit     units allowed in any window of window_ms (gcra: the burst)
---   window_ms window length
---   bucket_us sub-window width in microseconds (win); emission interval (gcra:
---             ceil(window_ms * 1000 / limit), one unit refills every bucket_us)
---   nbuckets  ceil(window_ms * 1000 / bucket_us) (win only)
---   shadow    1: record the decision, never block
--- then, optionally, per rule i: ARGV[4 + nrules*6 + (i-1)] units an app instance admitted
---   for that counter while Redis was unusable (outage mode `local`), charged back first and
---   unconditionally (at most `limit` of them, at the current time), so this decision and
---   the following ones count them. They are not part of the request: the all-or-nothing
---   rule below concerns the request's cost only.
--- Mode "charge": apply those charges only; nothing else is written, and the reply is the
+-- KEYS      the counters of request 1's rules, then request 2's, ... (all keys of a call
+--           share one slot: the tenant's hash tag, or any keys on a single node)
+-- ARGV[1]   number of requests in the call
+-- then per request, starting at its offset a (2 for the first):
+--   ARGV[a]     nkeys: number of its rules (its keys are the next nkeys of KEYS)
+--   ARGV[a+1]   mode: "check" (consume if every enforced rule allows), "peek" (never
+--               write) or "charge" (below)
+--   ARGV[a+2]   cost of the request (>= 1)
+--   ARGV[a+3]   nonce, unique per request (members of the exact log)
+--   ARGV[a+4]   ncharges: 0, or nkeys when charge-back values follow the rules
+--   then per rule i, 6 values:
+--     algo      "log" (exact, sorted set), "win" (compact, sub-window buckets) or "gcra"
+--     limit     units allowed in any window of window_ms (gcra: the burst)
+--     window_ms window length
+--     bucket_us sub-window width in microseconds (win); emission interval (gcra:
+--               ceil(window_ms * 1000 / limit), one unit refills every bucket_us)
+--     nbuckets  ceil(window_ms * 1000 / bucket_us) (win only)
+--     shadow    1: record the decision, never block
+--   then ncharges values: per rule, units an app instance admitted for that counter while
+--     Redis was unusable (outage mode `local`), charged back first and unconditionally (at
+--     most `limit` of them, at the current time), so this decision and the following ones
+--     count them. They are not part of the request: the all-or-nothing rule below
+--     concerns the request's cost only.
+--   Mode "charge": apply those charges only; nothing else is written, and the reply is the
 --   state after them (as for "peek", the cost only tells what would fit).
 --
 -- Time comes from Redis TIME, never from the caller, so all app instances share one clock.
--- Nothing is charged unless every enforced (non-shadow) rule allows; then every rule that
--- itself allows is charged and every key written gets its TTL here, in the same script.
--- (A check may drop members that left the window from an exact log's set, which changes
--- no count.)
+-- Nothing is charged for a request unless every enforced (non-shadow) rule allows; then
+-- every rule that itself allows is charged and every key written gets its TTL here, in
+-- the same script. A later request of the call sees what an earlier one charged. (A check
+-- may drop members that left the window from an exact log's set, which changes no count.)
 --
 -- Both algorithms guarantee that no window (t - window_ms, t] ever holds more than `limit`
 -- admitted units:
@@ -35,8 +42,8 @@
 -- time (TAT, microseconds) and admits iff max(TAT, now) + cost * T - now <= limit * T,
 -- so any time d admits at most limit + d / T units.
 --
--- Returns { all_allowed, now_ms, then per rule: allowed, remaining, reset_ms, retry_ms,
--- free1_ms } where reset_ms = time until all counted usage has left the window,
+-- Returns, per request: all_allowed, now_ms, then per rule: allowed, remaining, reset_ms,
+-- retry_ms, free1_ms, where reset_ms = time until all counted usage has left the window,
 -- retry_ms = time until this request's cost would fit (-1: never, cost > limit),
 -- free1_ms = time until one unit frees (0 when one is free now).
 
@@ -45,10 +52,6 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- Compact buckets use microseconds (exact in a double: ~1.8e15 < 2^53), and the same
 -- millisecond clock as the log (now * 1000), as the in-process implementation does.
 local now_us = now * 1000
-local mode = ARGV[1]
-local cost = tonumber(ARGV[2])
-local nonce = ARGV[3]
-local nrules = #KEYS
 local floor, ceil = math.floor, math.ceil
 local upk, pk = struct.unpack, struct.pack
 local WRAP = 4294967296
@@ -74,7 +77,6 @@ local FMT1, FMT2, FMT4 = 'B', '<H', '<I4'
 --   log:  [6] from
 --   gcra: [6] tat, [7] reset
 --   win:  [6] cur, [7] m, [8] shift, [9] w, [10] off, [11] raw, [12] counts (on demand)
-local st = {}
 
 local helpers
 local function slow()
@@ -220,211 +222,230 @@ local function win_charge(key, r, units, limit, bucket_us, n)
   r[2], r[7], r[8], r[9], r[10], r[11] = total, (#out - 9) / w, 0, w, 10, out
 end
 
--- Rules read as strings (compact, gcra) are fetched in one MGET.
-local strvals
+-- The values of every string counter (compact, gcra) of the call, fetched in one MGET
+-- and kept up to date as requests write them: key -> value, or false.
+local cache = {}
+local nreq = tonumber(ARGV[1])
 do
-  local strkeys, all = {}, true
-  for i = 1, nrules do
-    if ARGV[4 + (i - 1) * 6] ~= 'log' then strkeys[#strkeys + 1] = KEYS[i] else all = false end
-  end
-  if all then
-    strvals = redis.call('MGET', unpack(KEYS))
-  elseif #strkeys > 0 then
-    local got = redis.call('MGET', unpack(strkeys))
-    strvals = {}
-    local j = 0
-    for i = 1, nrules do
-      if ARGV[4 + (i - 1) * 6] ~= 'log' then
-        j = j + 1
-        strvals[i] = got[j]
+  local strkeys = {}
+  local a, k = 2, 0
+  for _ = 1, nreq do
+    local nk = tonumber(ARGV[a])
+    for i = 1, nk do
+      local key = KEYS[k + i]
+      if ARGV[a + 5 + (i - 1) * 6] ~= 'log' and cache[key] == nil then
+        cache[key] = false
+        strkeys[#strkeys + 1] = key
       end
     end
-  else
-    strvals = {}
+    a, k = a + 5 + nk * 6 + tonumber(ARGV[a + 4]), k + nk
+  end
+  if #strkeys > 0 then
+    local got = redis.call('MGET', unpack(strkeys))
+    for j = 1, #strkeys do cache[strkeys[j]] = got[j] end
   end
 end
+local function cached(key)
+  local v = cache[key]
+  if v == false then return nil end
+  return v
+end
 
--- Charge-back of units admitted elsewhere while Redis was unusable (see the header).
-local cbase = 4 + nrules * 6
-if ARGV[cbase] then
-  for i = 1, nrules do
-    local c = tonumber(ARGV[cbase + i - 1] or '0') or 0
-    local b = 4 + (i - 1) * 6
-    local algo, limit = ARGV[b], tonumber(ARGV[b + 1])
-    local window, bucket_us, n = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-    local key = KEYS[i]
-    if c > limit then c = limit end
-    if c > 0 then
-      if algo == 'log' then
-        redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-        local args = {}
-        for j = 1, c do
-          args[#args + 1] = now
-          args[#args + 1] = nonce .. ':c' .. j
-          if #args >= 200 then
-            redis.call('ZADD', key, unpack(args))
-            args = {}
+local out = {}
+local a, k = 2, 0
+for _ = 1, nreq do
+  local nrules, mode, cost, nonce = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local sb = a + 5
+  local cbase = sb + nrules * 6
+  local st = {}
+
+  -- Charge-back of units admitted elsewhere while Redis was unusable (see the header).
+  if tonumber(ARGV[a + 4]) > 0 then
+    for i = 1, nrules do
+      local c = tonumber(ARGV[cbase + i - 1]) or 0
+      local b = sb + (i - 1) * 6
+      local algo, limit = ARGV[b], tonumber(ARGV[b + 1])
+      local window, bucket_us, n = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+      local key = KEYS[k + i]
+      if c > limit then c = limit end
+      if c > 0 then
+        if algo == 'log' then
+          redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+          local args = {}
+          for j = 1, c do
+            args[#args + 1] = now
+            args[#args + 1] = nonce .. ':c' .. j
+            if #args >= 200 then
+              redis.call('ZADD', key, unpack(args))
+              args = {}
+            end
           end
+          if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+          local card = redis.call('ZCARD', key)
+          if card > limit then redis.call('ZREMRANGEBYRANK', key, 0, card - limit - 1) end
+          redis.call('PEXPIRE', key, window)
+        elseif algo == 'gcra' then
+          local tat = tonumber(cached(key) or '') or now_us
+          if tat < now_us then tat = now_us end
+          -- Never beyond a full bucket: a charge delays no one longer than a full burst would.
+          tat = math.min(tat + c * bucket_us, now_us + limit * bucket_us)
+          local ttl = ceil((tat - now_us) / 1000)
+          if ttl < 1 then ttl = 1 end
+          local v = string.format('%.0f', tat)
+          redis.call('SET', key, v, 'PX', ttl)
+          cache[key] = v
+        else
+          local r = win_state(cached(key), bucket_us, n)
+          win_charge(key, r, c, limit, bucket_us, n)
+          cache[key] = r[11]
         end
-        if #args > 0 then redis.call('ZADD', key, unpack(args)) end
-        local card = redis.call('ZCARD', key)
-        if card > limit then redis.call('ZREMRANGEBYRANK', key, 0, card - limit - 1) end
-        redis.call('PEXPIRE', key, window)
-      elseif algo == 'gcra' then
-        local tat = tonumber(strvals[i] or '') or now_us
-        if tat < now_us then tat = now_us end
-        -- Never beyond a full bucket: a charge delays no one longer than a full burst would.
-        tat = math.min(tat + c * bucket_us, now_us + limit * bucket_us)
-        local ttl = ceil((tat - now_us) / 1000)
+      end
+    end
+  end
+
+  local all_allowed = 1
+  for i = 1, nrules do
+    local b = sb + (i - 1) * 6
+    local algo, limit = ARGV[b], tonumber(ARGV[b + 1])
+    local key = KEYS[k + i]
+    local r
+    if algo == 'win' then
+      local bucket_us, n = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+      r = win_state(cached(key), bucket_us, n)
+      local total = r[2]
+      r[3] = (total + cost <= limit)
+      if cost > limit then
+        r[4] = -1
+      elseif total + cost > limit then
+        r[4] = slow().wait(r, n, total, limit - cost, bucket_us)
+      end
+      if total > limit - 1 then
+        local f = slow().wait(r, n, total, limit - 1, bucket_us)
+        if f > 0 then r[5] = f end
+      end
+    elseif algo == 'gcra' then
+      local T = tonumber(ARGV[b + 3])
+      local tat = tonumber(cached(key) or '') or now_us
+      if tat < now_us then tat = now_us end
+      local cap = limit * T
+      local ahead = tat - now_us
+      local retry = -1
+      if cost <= limit then
+        retry = ahead + cost * T - cap
+        if retry < 0 then retry = 0 end
+        retry = ceil(retry / 1000)
+      end
+      local free1 = ahead + T - cap
+      if free1 < 0 then free1 = 0 end
+      r = { 2, ceil(ahead / T), ahead + cost * T <= cap, retry, ceil(free1 / 1000), tat, ceil(ahead / 1000) }
+    else
+      local window = tonumber(ARGV[b + 2])
+      local from = now - window
+      local count
+      if mode == 'check' then
+        -- Drop what left the window now (a check may write), so the set's size is the count.
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
+        count = redis.call('ZCARD', key)
+      else
+        count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
+      end
+      r = { 1, count, count + cost <= limit, 0, 0, from }
+      if cost > limit then
+        r[4] = -1
+      elseif not r[3] then
+        r[4] = slow().leave_after(key, from, window, count + cost - limit - 1)
+      end
+      if count >= limit then r[5] = slow().leave_after(key, from, window, count - limit) end
+    end
+    if not r[3] and ARGV[b + 5] ~= '1' then all_allowed = 0 end
+    st[i] = r
+  end
+
+  local commit = (mode == 'check' and all_allowed == 1)
+
+  out[#out + 1] = all_allowed
+  out[#out + 1] = now
+  for i = 1, nrules do
+    local b = sb + (i - 1) * 6
+    local limit = tonumber(ARGV[b + 1])
+    local r = st[i]
+    local key = KEYS[k + i]
+    local charged = commit and r[3]
+    local reset
+    if r[1] == 3 then
+      local bucket_us, n = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+      if charged then
+        win_charge(key, r, cost, limit, bucket_us, n)
+        cache[key] = r[11]
+        reset = ceil(((r[6] + n + 1) * bucket_us - now_us) / 1000)
+        if r[2] >= limit and r[5] == 0 then
+          -- This request used the last unit: the next one frees when the oldest leaves.
+          r[5] = slow().wait(r, n, r[2], limit - 1, bucket_us)
+        end
+      else
+        reset = slow().wait(r, n, r[2], 0, bucket_us)
+      end
+    elseif r[1] == 2 then
+      reset = r[7]
+      if charged then
+        local T = tonumber(ARGV[b + 3])
+        local tat = r[6] + cost * T
+        local ahead = tat - now_us
+        local ttl = ceil(ahead / 1000)
         if ttl < 1 then ttl = 1 end
+        -- %.0f: a microsecond timestamp is past the 14 digits tostring keeps.
         local v = string.format('%.0f', tat)
         redis.call('SET', key, v, 'PX', ttl)
-        strvals[i] = v
-      else
-        local r = win_state(strvals[i], bucket_us, n)
-        win_charge(key, r, c, limit, bucket_us, n)
-        strvals[i] = r[11]
-      end
-    end
-  end
-end
-
-local all_allowed = 1
-for i = 1, nrules do
-  local b = 4 + (i - 1) * 6
-  local algo, limit = ARGV[b], tonumber(ARGV[b + 1])
-  local r
-  if algo == 'win' then
-    local bucket_us, n = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-    r = win_state(strvals[i], bucket_us, n)
-    local total = r[2]
-    r[3] = (total + cost <= limit)
-    if cost > limit then
-      r[4] = -1
-    elseif total + cost > limit then
-      r[4] = slow().wait(r, n, total, limit - cost, bucket_us)
-    end
-    if total > limit - 1 then
-      local f = slow().wait(r, n, total, limit - 1, bucket_us)
-      if f > 0 then r[5] = f end
-    end
-  elseif algo == 'gcra' then
-    local T = tonumber(ARGV[b + 3])
-    local tat = tonumber(strvals[i] or '') or now_us
-    if tat < now_us then tat = now_us end
-    local cap = limit * T
-    local ahead = tat - now_us
-    local retry = -1
-    if cost <= limit then
-      retry = ahead + cost * T - cap
-      if retry < 0 then retry = 0 end
-      retry = ceil(retry / 1000)
-    end
-    local free1 = ahead + T - cap
-    if free1 < 0 then free1 = 0 end
-    r = { 2, ceil(ahead / T), ahead + cost * T <= cap, retry, ceil(free1 / 1000), tat, ceil(ahead / 1000) }
-  else
-    local key, window = KEYS[i], tonumber(ARGV[b + 2])
-    local from = now - window
-    local count
-    if mode == 'check' then
-      -- Drop what left the window now (a check may write), so the set's size is the count.
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
-      count = redis.call('ZCARD', key)
-    else
-      count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
-    end
-    r = { 1, count, count + cost <= limit, 0, 0, from }
-    if cost > limit then
-      r[4] = -1
-    elseif not r[3] then
-      r[4] = slow().leave_after(key, from, window, count + cost - limit - 1)
-    end
-    if count >= limit then r[5] = slow().leave_after(key, from, window, count - limit) end
-  end
-  if not r[3] and ARGV[b + 5] ~= '1' then all_allowed = 0 end
-  st[i] = r
-end
-
-local commit = (mode == 'check' and all_allowed == 1)
-
-local out = { all_allowed, now }
-for i = 1, nrules do
-  local b = 4 + (i - 1) * 6
-  local limit = tonumber(ARGV[b + 1])
-  local r = st[i]
-  local key = KEYS[i]
-  local charged = commit and r[3]
-  local reset
-  if r[1] == 3 then
-    local bucket_us, n = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-    if charged then
-      win_charge(key, r, cost, limit, bucket_us, n)
-      reset = ceil(((r[6] + n + 1) * bucket_us - now_us) / 1000)
-      if r[2] >= limit and r[5] == 0 then
-        -- This request used the last unit: the next one frees when the oldest leaves.
-        r[5] = slow().wait(r, n, r[2], limit - 1, bucket_us)
+        cache[key] = v
+        reset = ceil(ahead / 1000)
+        local f = ahead + T - limit * T
+        if f < 0 then f = 0 end
+        r[5] = ceil(f / 1000)
+        r[2] = r[2] + cost
       end
     else
-      reset = slow().wait(r, n, r[2], 0, bucket_us)
-    end
-  elseif r[1] == 2 then
-    reset = r[7]
-    if charged then
-      local T = tonumber(ARGV[b + 3])
-      local tat = r[6] + cost * T
-      local ahead = tat - now_us
-      local ttl = ceil(ahead / 1000)
-      if ttl < 1 then ttl = 1 end
-      -- %.0f: a microsecond timestamp is past the 14 digits tostring keeps.
-      redis.call('SET', key, string.format('%.0f', tat), 'PX', ttl)
-      reset = ceil(ahead / 1000)
-      local f = ahead + T - limit * T
-      if f < 0 then f = 0 end
-      r[5] = ceil(f / 1000)
-      r[2] = r[2] + cost
-    end
-  else
-    local window = tonumber(ARGV[b + 2])
-    if charged then
-      -- One member per unit of cost, added in batches (unpack has a stack limit). The set
-      -- holds count + cost <= limit members now: the hard cap holds without a ZCARD.
-      if cost == 1 then
-        redis.call('ZADD', key, now, nonce .. ':1')
-      else
-        local args = {}
-        for j = 1, cost do
-          args[#args + 1] = now
-          args[#args + 1] = nonce .. ':' .. j
-          if #args >= 200 then
-            redis.call('ZADD', key, unpack(args))
-            args = {}
+      local window = tonumber(ARGV[b + 2])
+      if charged then
+        -- One member per unit of cost, added in batches (unpack has a stack limit). The set
+        -- holds count + cost <= limit members now: the hard cap holds without a ZCARD.
+        if cost == 1 then
+          redis.call('ZADD', key, now, nonce .. ':1')
+        else
+          local args = {}
+          for j = 1, cost do
+            args[#args + 1] = now
+            args[#args + 1] = nonce .. ':' .. j
+            if #args >= 200 then
+              redis.call('ZADD', key, unpack(args))
+              args = {}
+            end
           end
+          if #args > 0 then redis.call('ZADD', key, unpack(args)) end
         end
-        if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+        redis.call('PEXPIRE', key, window)
+        reset = window
+        r[2] = r[2] + cost
+        if r[2] >= limit and r[5] == 0 then
+          -- This request used the last unit: the next one frees when the oldest leaves.
+          r[5] = slow().leave_after(key, r[6], window, 0)
+        end
+      elseif r[2] == 0 then
+        reset = 0
+      else
+        local newest = redis.call('ZREVRANGEBYSCORE', key, '+inf', '(' .. r[6], 'WITHSCORES', 'LIMIT', 0, 1)
+        reset = tonumber(newest[2]) + window - now
       end
-      redis.call('PEXPIRE', key, window)
-      reset = window
-      r[2] = r[2] + cost
-      if r[2] >= limit and r[5] == 0 then
-        -- This request used the last unit: the next one frees when the oldest leaves.
-        r[5] = slow().leave_after(key, r[6], window, 0)
-      end
-    elseif r[2] == 0 then
-      reset = 0
-    else
-      local newest = redis.call('ZREVRANGEBYSCORE', key, '+inf', '(' .. r[6], 'WITHSCORES', 'LIMIT', 0, 1)
-      reset = tonumber(newest[2]) + window - now
     end
+    local remaining = limit - r[2]
+    if remaining < 0 then remaining = 0 end
+    local allowed = 0
+    if r[3] then allowed = 1 end
+    out[#out + 1] = allowed
+    out[#out + 1] = remaining
+    out[#out + 1] = reset
+    out[#out + 1] = r[4]
+    out[#out + 1] = r[5]
   end
-  local remaining = limit - r[2]
-  if remaining < 0 then remaining = 0 end
-  local a = 0
-  if r[3] then a = 1 end
-  out[#out + 1] = a
-  out[#out + 1] = remaining
-  out[#out + 1] = reset
-  out[#out + 1] = r[4]
-  out[#out + 1] = r[5]
+  a, k = cbase + tonumber(ARGV[a + 4]), k + nrules
 end
 return out

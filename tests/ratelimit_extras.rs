@@ -283,3 +283,49 @@ async fn deny_cache_on_off_and_peek() {
         assert_eq!((peek.allowed, peek.source), (false, Source::Redis));
     }
 }
+
+/// Concurrent checks share script calls (the limiter batches checks that wait for Redis at
+/// the same time) and the limit stays exact: of 400 simultaneous checks of one user, as many
+/// as the limit pass, whichever call decided them, in fewer than 400 script calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_share_script_calls_and_stay_exact() {
+    let server = common::RedisServer::start();
+    for algo in ["compact", "exact", "gcra"] {
+        server.cli(&["CONFIG", "RESETSTAT"]);
+        let limiter = Arc::new(build(vars(&[
+            ("REDIS_URL", &server.url()),
+            ("RATE_LIMIT_ALGORITHM", algo),
+            ("RATE_LIMIT_MAX", "50"),
+            ("RATE_LIMIT_WINDOW", "1h"),
+            ("RATE_LIMIT_DENY_CACHE", "0"),
+        ])));
+        let tenant = TenantId::new(&format!("batch-{algo}")).unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..400 {
+            let (limiter, tenant) = (limiter.clone(), tenant.clone());
+            tasks.push(tokio::spawn(async move {
+                let who = Identity::User("u-1".into());
+                let d = limiter.check(&check(&tenant, &who, "/x")).await;
+                assert_eq!(d.source, Source::Redis, "{algo}: decided by the script");
+                d.allowed
+            }));
+        }
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += usize::from(t.await.unwrap());
+        }
+        assert_eq!(admitted, 50, "{algo}: exactly the limit admitted");
+        let stats = server.cli(&["INFO", "commandstats"]);
+        let calls: usize = stats
+            .lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .and_then(|l| l.split([':', ',']).find_map(|f| f.strip_prefix("calls=")))
+            .and_then(|v| v.parse().ok())
+            .expect("EVALSHA calls");
+        assert!(
+            calls < 400,
+            "{algo}: 400 concurrent checks took {calls} script calls: none were batched"
+        );
+        eprintln!("{algo}: 400 concurrent checks in {calls} script calls");
+    }
+}

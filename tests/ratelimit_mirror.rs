@@ -1,6 +1,7 @@
 //! `lua/ratelimit.lua` mirrors the memory store, decision for decision: the same random
 //! sequence of checks and peeks (costs from 1 to past the limit, time steps from 0 to past
-//! the window, three users, two routes, three rules) runs through a `RateLimiter` on the
+//! the window, three users, two routes, three rules; one to four requests per script call,
+//! as the limiter batches concurrent checks) runs through a `RateLimiter` on the
 //! memory backend on a manual clock and through the script on a real redis-server, and
 //! every decision must be the same: allowed, and per rule allowed, remaining, reset and
 //! retry. Covers the compact counter's fast paths (same bucket, next buckets, drops) and
@@ -116,41 +117,41 @@ impl Script {
         Self { sha, server }
     }
 
-    /// One call at `now` ms, `nonce` unique per call (it names the exact log's members):
-    /// the decision as `RateLimiter` would report it.
-    #[allow(clippy::too_many_arguments)]
-    fn call(
-        &self,
-        now: u64,
-        nonce: usize,
-        mode: &str,
-        cost: u32,
-        rules: &[Rule],
-        algo: &str,
-        user: &str,
-        route: &str,
-    ) -> View {
+    /// One script call at `now` ms deciding `batch` in order (as the limiter batches checks
+    /// that wait together): each decision as `RateLimiter` would report it.
+    fn call(&self, now: u64, batch: &[Step], rules: &[Rule], algo: &str) -> Vec<View> {
         let s = (now / 1000).to_string();
         let us = (now % 1000 * 1000).to_string();
         self.server
             .cli(&["HSET", "mirror-clock", "s", &s, "us", &us]);
-        let keys: Vec<String> = rules
-            .iter()
-            .map(|r| match r.scope {
+        let mut keys: Vec<String> = Vec::new();
+        let mut argv: Vec<String> = vec![batch.len().to_string()];
+        for step in batch {
+            let user = step.user;
+            keys.extend(rules.iter().map(|r| match r.scope {
                 0 => format!("rl:{{t}}:{}", r.name),
                 1 => format!("rl:{{t}}:{}:{user}", r.name),
-                _ => format!("rl:{{t}}:{}:{user}:GET {route}", r.name),
-            })
-            .collect();
+                _ => format!("rl:{{t}}:{}:{user}:GET {}", r.name, step.route),
+            }));
+            // Per request: its rule count, mode, cost, nonce (unique: it names the exact
+            // log's members), no charge-backs; then its rules.
+            argv.extend([
+                rules.len().to_string(),
+                if step.peek { "peek" } else { "check" }.to_string(),
+                step.cost.to_string(),
+                format!("n{}", step.index),
+                "0".to_string(),
+            ]);
+            for r in rules {
+                argv.extend(r.argv(algo));
+            }
+        }
         let mut args: Vec<String> =
             vec!["EVALSHA".into(), self.sha.clone(), keys.len().to_string()];
         args.extend(keys);
-        args.extend([mode.to_string(), cost.to_string(), format!("n{nonce}")]);
-        for r in rules {
-            args.extend(r.argv(algo));
-        }
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let reply = self.server.cli(&argv);
+        args.extend(argv);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = self.server.cli(&args);
         let v: Vec<i64> = reply
             .lines()
             .map(|l| {
@@ -159,27 +160,41 @@ impl Script {
                     .unwrap_or_else(|_| panic!("script reply: {reply}"))
             })
             .collect();
-        assert_eq!(v.len(), 2 + 5 * rules.len(), "script reply: {reply}");
-        assert_eq!(v[1] as u64, now, "the script's clock");
-        let mut out: Vec<_> = rules
-            .iter()
-            .zip(v[2..].chunks(5))
-            .map(|(r, x)| {
-                let allowed = x[0] == 1;
-                let retry =
-                    (!allowed && x[3] >= 0).then(|| Duration::from_millis(x[3].max(1) as u64));
-                (
-                    r.name.to_string(),
-                    allowed,
-                    x[1] as u32,
-                    Duration::from_millis(x[2] as u64),
-                    retry,
-                )
+        let per = 2 + 5 * rules.len();
+        assert_eq!(v.len(), per * batch.len(), "script reply: {reply}");
+        v.chunks(per)
+            .map(|v| {
+                assert_eq!(v[1] as u64, now, "the script's clock");
+                let mut out: Vec<_> = rules
+                    .iter()
+                    .zip(v[2..].chunks(5))
+                    .map(|(r, x)| {
+                        let allowed = x[0] == 1;
+                        let retry = (!allowed && x[3] >= 0)
+                            .then(|| Duration::from_millis(x[3].max(1) as u64));
+                        (
+                            r.name.to_string(),
+                            allowed,
+                            x[1] as u32,
+                            Duration::from_millis(x[2] as u64),
+                            retry,
+                        )
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                (v[0] == 1, out)
             })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        (v[0] == 1, out)
+            .collect()
     }
+}
+
+/// One check or peek of the sequence.
+struct Step {
+    index: usize,
+    user: &'static str,
+    route: &'static str,
+    cost: u32,
+    peek: bool,
 }
 
 async fn mirror(algo: &str, rules: &[Rule], steps: usize, seed: u64, scale: u32) {
@@ -208,11 +223,11 @@ async fn mirror(algo: &str, rules: &[Rule], steps: usize, seed: u64, scale: u32)
     );
     let script = Script::load();
     let tenant = TenantId::new("t").expect("tenant");
-    let users = ["u1", "u2", "u3"];
+    let users: [&'static str; 3] = ["u1", "u2", "u3"];
     let window_ms = rules.iter().map(|r| r.window_ms).max().unwrap_or(1000);
     let mut rng = Xorshift(seed);
     let mut now = T0;
-    let mut refused = 0;
+    let (mut refused, mut checks) = (0, 0);
     for step in 0..steps {
         // Mostly small steps (many checks in one bucket), some across buckets, a few past
         // the window.
@@ -222,49 +237,52 @@ async fn mirror(algo: &str, rules: &[Rule], steps: usize, seed: u64, scale: u32)
             _ => rng.below(window_ms * 2),
         };
         clock.set_ms(now);
-        let user = users[rng.below(3) as usize];
-        let route = ["/a", "/b"][rng.below(2) as usize];
-        let cost = scale
-            * match rng.below(10) {
-                0 => 1 + rng.below(40) as u32,
-                _ => 1 + rng.below(3) as u32,
-            };
-        let who = Identity::User(user.into());
-        let check = common::get_check(&tenant, &who, route, Some(cost));
-        let peek = rng.below(8) == 0;
-        let m = if peek {
-            memory.peek(&check).await
+        // One to four requests in one script call, as concurrent checks are batched.
+        let n = if rng.below(3) == 0 {
+            1 + rng.below(4) as usize
         } else {
-            memory.check(&check).await
+            1
         };
-        let r = script.call(
-            now,
-            step,
-            if peek { "peek" } else { "check" },
-            cost,
-            rules,
-            algo,
-            user,
-            route,
-        );
-        assert_eq!(
-            r,
-            view(&m),
-            "{algo} step {step} at +{} ms, {user} {route} cost {cost} peek {peek}: script (left) vs memory (right)",
-            now - T0
-        );
-        if std::env::var("MIRROR_TRACE").is_ok() {
-            eprintln!(
-                "{step} +{} {user} {route} cost {cost} peek {peek}: {:?}",
+        let batch: Vec<Step> = (0..n)
+            .map(|j| Step {
+                index: step * 4 + j,
+                user: users[rng.below(3) as usize],
+                route: ["/a", "/b"][rng.below(2) as usize],
+                cost: scale
+                    * match rng.below(10) {
+                        0 => 1 + rng.below(40) as u32,
+                        _ => 1 + rng.below(3) as u32,
+                    },
+                peek: rng.below(8) == 0,
+            })
+            .collect();
+        let from_script = script.call(now, &batch, rules, algo);
+        for (s, r) in batch.iter().zip(from_script) {
+            let who = Identity::User(s.user.into());
+            let check = common::get_check(&tenant, &who, s.route, Some(s.cost));
+            let m = if s.peek {
+                memory.peek(&check).await
+            } else {
+                memory.check(&check).await
+            };
+            assert_eq!(
+                r,
+                view(&m),
+                "{algo} step {step} (request {} of {n}) at +{} ms, {} {} cost {} peek {}: script (left) vs memory (right)",
+                s.index % 4 + 1,
                 now - T0,
-                view(&m)
+                s.user,
+                s.route,
+                s.cost,
+                s.peek
             );
+            refused += usize::from(!m.allowed);
+            checks += 1;
         }
-        refused += usize::from(!m.allowed);
     }
     assert!(
-        refused > steps / 10 && refused < steps * 9 / 10,
-        "the sequence should mix admissions and refusals: {refused} of {steps} refused"
+        refused > checks / 10 && refused < checks * 9 / 10,
+        "the sequence should mix admissions and refusals: {refused} of {checks} refused"
     );
 }
 

@@ -28,7 +28,7 @@ use crate::keys::{KeyPattern, RedisKey};
 use crate::metrics::{BackendLabels, Metrics};
 
 /// Errors of backend operations.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
     /// Redis is considered down (circuit breaker open); nothing was sent.

@@ -21,6 +21,7 @@ use super::algo::Rules;
 use super::algo::{Outcome, Spec};
 use super::decision::{rule_decision, Decision, Source};
 use super::rules::{Quota, Rule, Scope};
+use super::store::batch::Batcher;
 use super::store::memory::MemoryLimiter;
 use crate::backend::{Backend, BackendError};
 use crate::keys::{KeyKind, Keys, RedisKey};
@@ -123,6 +124,8 @@ struct Inner {
     charging_back: std::sync::atomic::AtomicBool,
     burst: Option<Burst>,
     deny: Option<DenyCache>,
+    /// Checks waiting for Redis at the same time go in one script call (single node).
+    batcher: Option<Batcher>,
     /// Per-process random seed of in-process counter keys (64-bit hashes of tenant, rule,
     /// identity and endpoint: a collision, ~1e-8 over a million counters, merges two
     /// counters, which can only make a limit stricter).
@@ -276,6 +279,7 @@ impl RateLimiter {
             .plan_names()
             .map(|p| (p.to_string(), specs(Some(p))))
             .collect();
+        let batcher = Batcher::for_backend(&backend);
         Self {
             inner: Arc::new(Inner {
                 backend,
@@ -287,6 +291,7 @@ impl RateLimiter {
                 charging_back: std::sync::atomic::AtomicBool::new(false),
                 burst,
                 deny,
+                batcher,
                 seed,
                 decisions: [false, true].map(|allowed| {
                     Source::ALL.map(|source| {

@@ -8,9 +8,9 @@ use super::{build, counted_method, Applied};
 use crate::backend::BackendError;
 use crate::keys::RedisKey;
 use crate::ratelimit::algo::Rules;
-use crate::ratelimit::algo::Spec;
 use crate::ratelimit::outage::LocalRule;
 use crate::ratelimit::store;
+use crate::ratelimit::store::redis::Request;
 use crate::ratelimit::{Check, Decision, OutageMode, RateLimiter, RuleDecision, Source};
 
 impl RateLimiter {
@@ -78,20 +78,39 @@ impl RateLimiter {
             }
             _ => Rules::new(),
         };
-        let specs: Rules<&Spec> = applied.iter().map(|a| a.spec).collect();
-        let mode = if commit { "check" } else { "peek" };
-        let sent = Instant::now();
-        match store::redis::eval(
-            &inner.backend,
-            &specs,
-            &keys,
+        let request = Request {
+            specs: applied.iter().map(|a| *a.spec).collect(),
+            keys,
             cost,
-            mode,
-            self.nonce(keys.len()),
-            &charges,
-        )
-        .await
-        {
+            mode: if commit { "check" } else { "peek" },
+            nonce: self.nonce(applied.len()),
+            charges,
+        };
+        let sent = Instant::now();
+        let (request, result) = match &inner.batcher {
+            Some(b) => match b.call(request).await {
+                Ok(answer) => answer,
+                // The call's task died: decide as on any failed call.
+                Err(e) => {
+                    let keys = applied
+                        .iter()
+                        .map(|a| self.redis_key(a, c, &endpoint))
+                        .collect();
+                    let lost = Request {
+                        keys,
+                        charges: Rules::new(),
+                        ..Request::empty()
+                    };
+                    (lost, Err(e))
+                }
+            },
+            None => {
+                let result = store::redis::eval(&inner.backend, &request).await;
+                (request, result)
+            }
+        };
+        let Request { keys, charges, .. } = request;
+        match result {
             Ok((allowed, outs, redis_ms)) => {
                 let now = Instant::now();
                 if let Some(deny) = &inner.deny {
@@ -166,16 +185,15 @@ impl RateLimiter {
             }
             let mut rest = batch.into_iter();
             while let Some((h, key, spec, units)) = rest.next() {
-                let res = store::redis::eval(
-                    &self.inner.backend,
-                    &[&spec],
-                    std::slice::from_ref(&key),
-                    1,
-                    "charge",
-                    self.nonce(1),
-                    &[units],
-                )
-                .await;
+                let request = Request {
+                    specs: std::iter::once(spec).collect(),
+                    keys: vec![key.clone()],
+                    cost: 1,
+                    mode: "charge",
+                    nonce: self.nonce(1),
+                    charges: std::iter::once(units).collect(),
+                };
+                let res = store::redis::eval(&self.inner.backend, &request).await;
                 let now = Instant::now();
                 match res {
                     Ok((_, outs, redis_ms)) => {

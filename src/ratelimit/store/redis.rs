@@ -16,74 +16,141 @@ fn script() -> &'static crate::backend::LuaScript {
     })
 }
 
-/// One script call on `backend`. `mode`: `check`, `peek` or `charge`; `nonce`: unique per
-/// call (the exact log's member names); `charges`: units admitted in process per rule,
-/// charged first (empty: none). Returns (all allowed, per-rule outcomes, Redis time in ms).
+/// Whether `backend` takes batched calls: a single Redis node (a cluster call's keys must
+/// share a slot).
+pub(crate) fn can_batch(backend: &crate::backend::Backend) -> bool {
+    match backend {
+        #[cfg(feature = "redis")]
+        crate::backend::Backend::Redis(r) => !r.is_cluster(),
+        _ => false,
+    }
+}
+
+/// One request of a script call: its rules, their counters, and what to do.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) specs: Rules<Spec>,
+    pub(crate) keys: Vec<RedisKey>,
+    pub(crate) cost: u32,
+    /// `check`, `peek` or `charge`.
+    pub(crate) mode: &'static str,
+    /// Unique per request: names the exact log's members.
+    pub(crate) nonce: u64,
+    /// Units admitted in process per rule, charged first (empty: none).
+    pub(crate) charges: Rules<u32>,
+}
+
+impl Request {
+    /// A request with no rules (the base of struct updates).
+    pub(crate) fn empty() -> Self {
+        Self {
+            specs: Rules::new(),
+            keys: Vec::new(),
+            cost: 1,
+            mode: "peek",
+            nonce: 0,
+            charges: Rules::new(),
+        }
+    }
+}
+
+/// What the script answered for one request: all enforced rules allowed, each rule's
+/// outcome, the Redis clock (ms).
+pub(crate) type Reply = (bool, Rules<Outcome>, u64);
+
+/// One script call deciding `requests` in order, each all or nothing (they must share a
+/// slot, or the deployment be a single node).
 #[cfg(feature = "redis")]
-pub(crate) async fn eval(
+pub(crate) async fn eval_batch(
     backend: &Backend,
-    specs: &[&Spec],
-    keys: &[RedisKey],
-    cost: u32,
-    mode: &str,
-    nonce: u64,
-    charges: &[u32],
-) -> Result<(bool, Rules<Outcome>, u64), BackendError> {
+    requests: &[&Request],
+) -> Result<Vec<Reply>, BackendError> {
     let Backend::Redis(redis) = backend else {
         return Err(BackendError::Unsupported("no Redis backend"));
     };
-    let nonce = format!("{nonce:016x}");
-    let mut args: Vec<String> = Vec::with_capacity(3 + specs.len() * 7);
-    args.push(mode.into());
-    args.push(cost.to_string());
-    args.push(nonce);
-    for s in specs {
-        args.push(match s.algo {
-            crate::ratelimit::Algorithm::Exact => "log".into(),
-            crate::ratelimit::Algorithm::Compact => "win".into(),
-            crate::ratelimit::Algorithm::Gcra => "gcra".into(),
-        });
-        args.push(s.limit.to_string());
-        args.push(s.window_ms.to_string());
-        args.push(s.bucket_us.to_string());
-        args.push(s.n.to_string());
-        args.push(if s.shadow { "1" } else { "0" }.into());
+    let nargs: usize = requests
+        .iter()
+        .map(|r| 5 + r.specs.len() * 7)
+        .sum::<usize>()
+        + 1;
+    let mut args: Vec<Vec<u8>> = Vec::with_capacity(nargs);
+    let mut key_refs: Vec<&RedisKey> = Vec::new();
+    let num = |n: u64| -> Vec<u8> { itoa::Buffer::new().format(n).as_bytes().to_vec() };
+    args.push(num(requests.len() as u64));
+    for r in requests {
+        args.push(num(r.specs.len() as u64));
+        args.push(r.mode.as_bytes().to_vec());
+        args.push(num(u64::from(r.cost)));
+        args.push(format!("{:016x}", r.nonce).into_bytes());
+        let charged = r.charges.iter().any(|&u| u > 0);
+        args.push(num(if charged { r.specs.len() as u64 } else { 0 }));
+        for s in &r.specs {
+            args.push(match s.algo {
+                crate::ratelimit::Algorithm::Exact => b"log".to_vec(),
+                crate::ratelimit::Algorithm::Compact => b"win".to_vec(),
+                crate::ratelimit::Algorithm::Gcra => b"gcra".to_vec(),
+            });
+            args.push(num(u64::from(s.limit)));
+            args.push(num(s.window_ms));
+            args.push(num(s.bucket_us));
+            args.push(num(s.n));
+            args.push(if s.shadow {
+                b"1".to_vec()
+            } else {
+                b"0".to_vec()
+            });
+        }
+        if charged {
+            args.extend(r.charges.iter().map(|&u| num(u64::from(u))));
+        }
+        key_refs.extend(r.keys.iter());
     }
-    if charges.iter().any(|&u| u > 0) {
-        args.extend(charges.iter().map(u32::to_string));
-    }
-    let arg_refs: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
-    let key_refs: Vec<&RedisKey> = keys.iter().collect();
+    let arg_refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     let v: Vec<i64> = redis.eval(script(), &key_refs, &arg_refs).await?;
-    if v.len() != 2 + specs.len() * 5 {
+    let expected: usize = requests.iter().map(|r| 2 + r.specs.len() * 5).sum();
+    if v.len() != expected {
         return Err(BackendError::Unsupported(
             "unexpected reply from the rate-limit script",
         ));
     }
-    let outs = v[2..]
-        .chunks(5)
-        .map(|x| Outcome {
-            allowed: x[0] == 1,
-            remaining: u32::try_from(x[1].max(0)).unwrap_or(u32::MAX),
-            reset_ms: x[2].max(0).unsigned_abs(),
-            retry_ms: (x[3] >= 0).then(|| x[3].unsigned_abs()),
-            free1_ms: x[4].max(0).unsigned_abs(),
-            overflow: false,
+    let mut at = 0;
+    Ok(requests
+        .iter()
+        .map(|r| {
+            let part = &v[at..at + 2 + r.specs.len() * 5];
+            at += part.len();
+            let outs = part[2..]
+                .chunks(5)
+                .map(|x| Outcome {
+                    allowed: x[0] == 1,
+                    remaining: u32::try_from(x[1].max(0)).unwrap_or(u32::MAX),
+                    reset_ms: x[2].max(0).unsigned_abs(),
+                    retry_ms: (x[3] >= 0).then(|| x[3].unsigned_abs()),
+                    free1_ms: x[4].max(0).unsigned_abs(),
+                    overflow: false,
+                })
+                .collect();
+            (part[0] == 1, outs, part[1].max(0).unsigned_abs())
         })
-        .collect();
-    Ok((v[0] == 1, outs, v[1].max(0).unsigned_abs()))
+        .collect())
 }
 
 /// Without the `redis` feature there is no Redis store.
 #[cfg(not(feature = "redis"))]
-pub(crate) async fn eval(
+pub(crate) async fn eval_batch(
     _: &crate::backend::Backend,
-    _: &[&Spec],
-    _: &[RedisKey],
-    _: u32,
-    _: &str,
-    _: u64,
-    _: &[u32],
-) -> Result<(bool, Rules<Outcome>, u64), BackendError> {
+    _: &[&Request],
+) -> Result<Vec<Reply>, BackendError> {
     Err(BackendError::Unsupported("no Redis backend"))
+}
+
+/// One script call for one request.
+pub(crate) async fn eval(
+    backend: &crate::backend::Backend,
+    request: &Request,
+) -> Result<Reply, BackendError> {
+    let mut replies = eval_batch(backend, &[request]).await?;
+    replies.pop().ok_or(BackendError::Unsupported(
+        "unexpected reply from the rate-limit script",
+    ))
 }

@@ -1,0 +1,127 @@
+//! Coalescing of script calls: checks that wait for Redis at the same time go in one call
+//! of `lua/ratelimit.lua`, which decides them in order, each all or nothing. Redis then
+//! runs the script's fixed costs (its invocation, `TIME`, the reply) once per call instead
+//! of once per check, and the client sends one command instead of many.
+//!
+//! No check waits for a batch to fill: a check whose call can start at once (fewer than
+//! [`MAX_IN_FLIGHT`] calls running) starts it; the checks that arrive while every call is
+//! running queue, and the next call takes them together. A call runs in its own task, so a
+//! caller that goes away (a dropped request) takes nobody's answer with it.
+//!
+//! Only on a single node: a cluster call's keys must share a slot, and checks of different
+//! tenants do not.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use super::redis::{eval_batch, Reply, Request};
+use crate::backend::{Backend, BackendError};
+
+/// Most requests in one script call.
+pub(crate) const MAX_BATCH: usize = 32;
+/// Script calls running at once; checks that arrive meanwhile go in the next ones.
+pub(crate) const MAX_IN_FLIGHT: usize = 4;
+
+/// A request with its answer: the request comes back (its keys serve the outage path).
+pub(crate) type Answer = (Request, Result<Reply, BackendError>);
+
+struct Pending {
+    request: Request,
+    tx: oneshot::Sender<Answer>,
+}
+
+/// The queue of one limiter's script calls. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Batcher {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    backend: Backend,
+    queue: Mutex<VecDeque<Pending>>,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("queued", &self.shared.queue().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Pending>> {
+        // Pending requests stay whole whatever panicked elsewhere.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Batcher {
+    /// Calls on `backend`, when it can take batched calls (a single Redis node).
+    pub(crate) fn for_backend(backend: &Backend) -> Option<Self> {
+        super::redis::can_batch(backend).then(|| Self {
+            shared: Arc::new(Shared {
+                backend: backend.clone(),
+                queue: Mutex::new(VecDeque::new()),
+                permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            }),
+        })
+    }
+
+    /// Decides `request` in the next script call. `Err` only if the call's task died
+    /// without answering (a panic): the request is lost with it.
+    pub(crate) async fn call(&self, request: Request) -> Result<Answer, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.queue().push_back(Pending { request, tx });
+        if let Ok(permit) = self.shared.permits.clone().try_acquire_owned() {
+            tokio::spawn(send(self.shared.clone(), permit));
+        }
+        rx.await.map_err(|_| {
+            BackendError::Unavailable("the rate-limit script call ended without an answer".into())
+        })
+    }
+}
+
+/// Script calls with the oldest queued requests, until none are left that another call
+/// does not take.
+async fn send(shared: Arc<Shared>, mut permit: OwnedSemaphorePermit) {
+    loop {
+        let batch: Vec<Pending> = {
+            let mut q = shared.queue();
+            let n = q.len().min(MAX_BATCH);
+            q.drain(..n).collect()
+        };
+        if !batch.is_empty() {
+            let requests: Vec<&Request> = batch.iter().map(|p| &p.request).collect();
+            let result = eval_batch(&shared.backend, &requests).await;
+            match result {
+                Ok(replies) => {
+                    for (p, reply) in batch.into_iter().zip(replies) {
+                        let _ = p.tx.send((p.request, Ok(reply)));
+                    }
+                }
+                Err(e) => {
+                    for p in batch {
+                        let _ = p.tx.send((p.request, Err(e.clone())));
+                    }
+                }
+            }
+        }
+        // Release before looking at the queue: a request queued after the look finds this
+        // permit free and starts its own call, so none is left waiting.
+        drop(permit);
+        if shared.queue().is_empty() {
+            return;
+        }
+        match shared.permits.clone().try_acquire_owned() {
+            Ok(p) => permit = p,
+            // Every call is running: the last to finish takes them.
+            Err(_) => return,
+        }
+    }
+}
