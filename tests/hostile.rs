@@ -215,11 +215,12 @@ async fn compact_counter_survives_a_clock_step_back() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(raw.len() >= 5, "compact counter layout: {raw:?}");
+    // Layout (lua/ratelimit.lua): a width byte, then the newest bucket's index (u32 LE).
+    assert!(raw.len() >= 9, "compact counter layout: {raw:?}");
     // 60 s / 30 buckets = 2 s a bucket: five buckets = 10 s ahead.
-    let base = u32::from_le_bytes(raw[..4].try_into().unwrap());
+    let base = u32::from_le_bytes(raw[1..5].try_into().unwrap());
     let mut ahead = raw.clone();
-    ahead[..4].copy_from_slice(&base.wrapping_add(5).to_le_bytes());
+    ahead[1..5].copy_from_slice(&base.wrapping_add(5).to_le_bytes());
     let _: () = redis::cmd("SET")
         .arg(key)
         .arg(ahead)

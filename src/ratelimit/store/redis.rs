@@ -28,6 +28,7 @@ pub(crate) fn can_batch(backend: &crate::backend::Backend) -> bool {
 
 /// One request of a script call: its rules, their counters, and what to do.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct Request {
     pub(crate) specs: Rules<Spec>,
     pub(crate) keys: Vec<RedisKey>,
