@@ -45,16 +45,6 @@ impl SessionBackend for RedisStore {
     }
 }
 
-fn load_script() -> &'static LuaScript {
-    static S: std::sync::OnceLock<LuaScript> = std::sync::OnceLock::new();
-    S.get_or_init(|| {
-        LuaScript::new(
-            "session_load",
-            include_str!("../../../lua/session_load.lua"),
-        )
-    })
-}
-
 fn save_script() -> &'static LuaScript {
     static S: std::sync::OnceLock<LuaScript> = std::sync::OnceLock::new();
     S.get_or_init(|| {
@@ -75,34 +65,52 @@ fn index_script() -> &'static LuaScript {
     })
 }
 
+/// Loads a session in one round trip and no script: `HGETALL`, `PTTL` and `TIME`
+/// pipelined. Nothing here needs deciding atomically: the inactivity TTL is Redis's own and
+/// every save caps it at the absolute deadline, so an expired session is simply gone. The
+/// absolute lifetime is checked again here on the Redis clock (it catches a
+/// `SESSION_MAX_LIFETIME` lowered since the session was saved; such a session is deleted).
 async fn load(
     r: &RedisStore,
     key: &RedisKey,
     max_ms: u64,
 ) -> Result<Option<SessionRecord>, BackendError> {
-    let max = max_ms.to_string();
-    let flat: Option<Vec<String>> = r.eval(load_script(), &[key], &[max.as_bytes()]).await?;
-    let Some(flat) = flat else {
-        return Ok(None);
-    };
-    if flat.len() < 2 {
-        return Ok(None);
-    }
-    let now_ms = flat[0].parse().unwrap_or(0);
-    let pttl: i64 = flat[1].parse().unwrap_or(-1);
+    let (fields, pttl, (secs, micros)): (Vec<(String, String)>, i64, (u64, u64)) = r
+        .run("session_load", |mut c| async move {
+            ::redis::pipe()
+                .cmd("HGETALL")
+                .arg(key)
+                .cmd("PTTL")
+                .arg(key)
+                .cmd("TIME")
+                .query_async(&mut c)
+                .await
+        })
+        .await?;
+    let now_ms = secs * 1000 + micros / 1000;
     let mut loaded = SessionRecord::new(now_ms, now_ms);
     loaded.pttl_ms = u64::try_from(pttl).ok();
-    for pair in flat[2..].chunks_exact(2) {
-        match pair[0].as_str() {
-            "_c" => loaded.created_ms = pair[1].parse().unwrap_or(now_ms),
-            "_u" => loaded.user = Some(pair[1].clone()),
+    let mut created = None;
+    for (name, value) in fields {
+        match name.as_str() {
+            "_c" => created = value.parse::<u64>().ok(),
+            "_u" => loaded.user = Some(value),
             f => {
-                if let Some(name) = f.strip_prefix("f:") {
-                    loaded.fields.insert(name.to_string(), pair[1].clone());
+                if let Some(field) = f.strip_prefix("f:") {
+                    loaded.fields.insert(field.to_string(), value);
                 }
             }
         }
     }
+    // No creation time: no session (missing, or a key written by something else).
+    let Some(created) = created else {
+        return Ok(None);
+    };
+    if now_ms >= created.saturating_add(max_ms) {
+        r.delete(key).await?;
+        return Ok(None);
+    }
+    loaded.created_ms = created;
     Ok(Some(loaded))
 }
 
