@@ -36,6 +36,7 @@ if mode == 'destroy' then
 end
 
 local old_member = ARGV[4]
+local created
 if ARGV[5] ~= '' then
   if redis.call('EXISTS', KEYS[4]) == 0 then
     return { 0, 0 }
@@ -44,16 +45,23 @@ if ARGV[5] ~= '' then
     return { -1, 0 }
   end
   old_member = ARGV[5]
+  created = tonumber(redis.call('HGET', key, '_c')) or now
 elseif mode == 'create' then
   if redis.call('EXISTS', key) == 1 then
     return { -1, 0 }
   end
+  created = now
   redis.call('HSET', key, '_c', tostring(now))
-elseif redis.call('EXISTS', key) == 0 then
-  return { 0, 0 }
+else
+  -- An update: the session's creation time, which only a live session has (one command
+  -- for both questions: is it still there, and when must it end).
+  local c = redis.call('HGET', key, '_c')
+  if not c then
+    return { 0, 0 }
+  end
+  created = tonumber(c) or now
 end
 
-local created = tonumber(redis.call('HGET', key, '_c')) or now
 local ttl = math.min(tonumber(ARGV[2]), created + tonumber(ARGV[3]) - now)
 if ttl <= 0 then
   redis.call('DEL', key)
@@ -71,21 +79,29 @@ if ARGV[10] == '1' then
     end
   end
 end
+-- Every field written in one HSET, every field removed in one HDEL. `_r` records this save
+-- on the Redis clock: a read derives the remaining TTL from it (one HGETALL, no PTTL).
 local n = tonumber(ARGV[11])
+local set = { '_r', tostring(now) }
 local i = 12
 for _ = 1, n do
-  redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+  set[#set + 1] = ARGV[i]
+  set[#set + 1] = ARGV[i + 1]
   i = i + 2
 end
+local del = {}
 while i <= #ARGV do
-  redis.call('HDEL', key, ARGV[i])
+  del[#del + 1] = ARGV[i]
   i = i + 1
 end
 if ARGV[8] == 's' then
-  redis.call('HSET', key, '_u', ARGV[9])
+  set[#set + 1] = '_u'
+  set[#set + 1] = ARGV[9]
 elseif ARGV[8] == 'u' then
-  redis.call('HDEL', key, '_u')
+  del[#del + 1] = '_u'
 end
+redis.call('HSET', key, unpack(set))
+if #del > 0 then redis.call('HDEL', key, unpack(del)) end
 
 redis.call('PEXPIRE', key, ttl)
 if ARGV[7] == '1' then

@@ -113,11 +113,11 @@ impl TableStore {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn load_now(&self, key: &RedisKey, max_lifetime: Duration) -> Option<SessionRecord> {
+    fn load_now(&self, key: &RedisKey, lifetimes: Lifetimes) -> Option<SessionRecord> {
         let now = (self.clock)();
         let mut t = self.lock();
         let row = t.live(key.as_str(), now)?.clone();
-        if now >= row.created_ms.saturating_add(ms(max_lifetime)) {
+        if now >= row.created_ms.saturating_add(ms(lifetimes.max)) {
             t.sessions.remove(key.as_str());
             return None;
         }
@@ -241,9 +241,9 @@ impl SessionBackend for TableStore {
     fn load<'a>(
         &'a self,
         key: &'a RedisKey,
-        max_lifetime: Duration,
+        lifetimes: Lifetimes,
     ) -> StoreFuture<'a, Option<SessionRecord>> {
-        ready(self.load_now(key, max_lifetime))
+        ready(self.load_now(key, lifetimes))
     }
 
     fn save<'a>(

@@ -29,7 +29,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError
 /// The contract, checked by `middleware-examples/custom-session-store`:
 ///
 /// - **load**: the record at `key`, or `None` when absent or when `now >= created +
-///   max_lifetime` (then delete it). `now_ms` and `created_ms` come from the store's clock.
+///   lifetimes.max` (then delete it). `now_ms` and `created_ms` come from the store's clock;
+///   `pttl_ms` is the time left before the record expires unless used (it decides renewals).
 /// - **save** by [`SessionWrite::mode`]: `Create` refuses a taken id
 ///   ([`SaveOutcome::Collision`]) and stamps `created_ms = now`; `Update` of a missing record
 ///   is [`SaveOutcome::Gone`]; with `rename_from`, the record moves to the new key (missing
@@ -55,11 +56,11 @@ pub trait SessionBackend: Send + Sync + 'static {
     /// A short name for logs and `Debug` (`memory`, `redis`, ...).
     fn name(&self) -> &'static str;
 
-    /// The session at `key`, unless missing or past `max_lifetime` since its creation.
+    /// The session at `key`, unless missing or past `lifetimes.max` since its creation.
     fn load<'a>(
         &'a self,
         key: &'a RedisKey,
-        max_lifetime: Duration,
+        lifetimes: Lifetimes,
     ) -> StoreFuture<'a, Option<SessionRecord>>;
 
     /// Applies one request's changes atomically.

@@ -21,9 +21,9 @@ impl SessionBackend for MemoryStore {
     fn load<'a>(
         &'a self,
         key: &'a RedisKey,
-        max_lifetime: Duration,
+        lifetimes: Lifetimes,
     ) -> StoreFuture<'a, Option<SessionRecord>> {
-        Box::pin(std::future::ready(Ok(load(self, key, ms(max_lifetime)))))
+        Box::pin(std::future::ready(Ok(load(self, key, ms(lifetimes.max)))))
     }
 
     fn save<'a>(

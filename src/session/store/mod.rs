@@ -213,12 +213,12 @@ impl SessionStore {
         id: &SessionId,
     ) -> Result<Option<SessionRecord>, SessionError> {
         let key = self.session_key(tenant, id);
-        let max = self.inner.max_lifetime;
-        let loaded = match self.inner.store.load(&key, max).await {
+        let lifetimes = Lifetimes::new(self.inner.ttl, self.inner.max_lifetime);
+        let loaded = match self.inner.store.load(&key, lifetimes).await {
             Ok(l) => l,
             Err(e) => self
                 .after_error(e)?
-                .load(&key, max)
+                .load(&key, lifetimes)
                 .await
                 .map_err(|e| self.failure(e))?,
         };

@@ -18,9 +18,9 @@ impl SessionBackend for RedisStore {
     fn load<'a>(
         &'a self,
         key: &'a RedisKey,
-        max_lifetime: Duration,
+        lifetimes: Lifetimes,
     ) -> StoreFuture<'a, Option<SessionRecord>> {
-        Box::pin(load(self, key, ms(max_lifetime)))
+        Box::pin(load(self, key, lifetimes))
     }
 
     fn save<'a>(
@@ -65,35 +65,33 @@ fn index_script() -> &'static LuaScript {
     })
 }
 
-/// Loads a session in one round trip and no script: `HGETALL`, `PTTL` and `TIME`
-/// pipelined. Nothing here needs deciding atomically: the inactivity TTL is Redis's own and
-/// every save caps it at the absolute deadline, so an expired session is simply gone. The
-/// absolute lifetime is checked again here on the Redis clock (it catches a
+/// Loads a session with one `HGETALL`, no script: what a tower-sessions read costs Redis
+/// (one command). Nothing here needs deciding atomically: the inactivity TTL is Redis's
+/// own and every save caps it at the absolute deadline (on the Redis clock), so an expired
+/// session is simply gone. The time left before it expires is derived from the last save
+/// (`_r`, written by every save, Redis clock) and decides renewals only; this process's
+/// clock serves here, so a skew between it and Redis shifts when a read renews, never the
+/// TTL the save script sets. The absolute lifetime is checked again (it catches a
 /// `SESSION_MAX_LIFETIME` lowered since the session was saved; such a session is deleted).
 async fn load(
     r: &RedisStore,
     key: &RedisKey,
-    max_ms: u64,
+    lifetimes: Lifetimes,
 ) -> Result<Option<SessionRecord>, BackendError> {
-    let (fields, pttl, (secs, micros)): (Vec<(String, String)>, i64, (u64, u64)) = r
+    let fields: Vec<(String, String)> = r
         .run("session_load", |mut c| async move {
-            ::redis::pipe()
-                .cmd("HGETALL")
-                .arg(key)
-                .cmd("PTTL")
-                .arg(key)
-                .cmd("TIME")
-                .query_async(&mut c)
-                .await
+            ::redis::cmd("HGETALL").arg(key).query_async(&mut c).await
         })
         .await?;
-    let now_ms = secs * 1000 + micros / 1000;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let mut loaded = SessionRecord::new(now_ms, now_ms);
-    loaded.pttl_ms = u64::try_from(pttl).ok();
-    let mut created = None;
+    let (mut created, mut saved) = (None, None);
     for (name, value) in fields {
         match name.as_str() {
             "_c" => created = value.parse::<u64>().ok(),
+            "_r" => saved = value.parse::<u64>().ok(),
             "_u" => loaded.user = Some(value),
             f => {
                 if let Some(field) = f.strip_prefix("f:") {
@@ -106,10 +104,16 @@ async fn load(
     let Some(created) = created else {
         return Ok(None);
     };
-    if now_ms >= created.saturating_add(max_ms) {
+    let deadline = created.saturating_add(ms(lifetimes.max));
+    if now_ms >= deadline {
         r.delete(key).await?;
         return Ok(None);
     }
+    // The TTL the last save set, run down since (a session saved before `_r` existed: as
+    // if saved at creation, so a read renews it soon).
+    let saved = saved.unwrap_or(created);
+    let set = ms(lifetimes.idle).min(deadline.saturating_sub(saved));
+    loaded.pttl_ms = Some(set.saturating_sub(now_ms.saturating_sub(saved)));
     loaded.created_ms = created;
     Ok(Some(loaded))
 }
