@@ -1,6 +1,8 @@
 -- Saves the changes one request made to a session, atomically. Only changed fields are
--- written (HSET/HDEL per field), so concurrent requests that change different fields never
--- lose each other's updates. Every TTL is set here, from the Redis clock, and is capped by
+-- written (one HSET and one HDEL of those fields), so concurrent requests that change
+-- different fields never lose each other's updates. Hash fields: `_c` creation time and
+-- `_r` this save's time (ms, Redis clock; a read derives the TTL left from it), `_u` the
+-- user, `f:<name>` JSON values. Every TTL is set here, from the Redis clock, and is capped by
 -- the session's absolute deadline, so Redis itself expires the session at whichever comes
 -- first: inactivity or absolute lifetime.
 --
