@@ -329,3 +329,59 @@ async fn concurrent_checks_share_script_calls_and_stay_exact() {
         eprintln!("{algo}: 400 concurrent checks in {calls} script calls");
     }
 }
+
+/// A request whose own counter breaks the script (a key of another type, as an algorithm
+/// change can leave) fails alone: the checks batched with it are still decided by Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_counter_fails_only_its_own_checks() {
+    let server = common::RedisServer::start();
+    let limiter = Arc::new(build(vars(&[
+        ("REDIS_URL", &server.url()),
+        ("RATE_LIMIT_ALGORITHM", "exact"),
+        ("RATE_LIMIT_MAX", "1000"),
+        ("RATE_LIMIT_WINDOW", "1h"),
+        ("RATE_LIMIT_OUTAGE", "closed"),
+        ("RATE_LIMIT_DENY_CACHE", "0"),
+    ])));
+    // The exact log is a sorted set; a string there makes the script fail (WRONGTYPE).
+    server.cli(&[
+        "SET",
+        "tg:ratelimit:{poison}:per-endpoint:user:broken:GET /x",
+        "not a sorted set",
+    ]);
+    let tenant = TenantId::new("poison").unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (limiter, tenant) = (limiter.clone(), tenant.clone());
+        tasks.push(tokio::spawn(async move {
+            let user = if i % 10 == 0 {
+                "broken".to_string()
+            } else {
+                format!("u-{i}")
+            };
+            let who = Identity::User(user.clone().into());
+            let d = limiter.check(&check(&tenant, &who, "/x")).await;
+            (user, d.source, d.allowed)
+        }));
+    }
+    let mut broken = 0;
+    for t in tasks {
+        let (user, source, allowed) = t.await.unwrap();
+        if user == "broken" {
+            broken += 1;
+            assert_ne!(
+                source,
+                Source::Redis,
+                "the broken counter was decided by Redis"
+            );
+        } else {
+            assert_eq!(
+                source,
+                Source::Redis,
+                "{user} failed with the broken counter"
+            );
+            assert!(allowed, "{user}");
+        }
+    }
+    assert_eq!(broken, 20);
+}

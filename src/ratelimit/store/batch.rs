@@ -8,6 +8,10 @@
 //! running queue, and the next call takes them together. A call runs in its own task, so a
 //! caller that goes away (a dropped request) takes nobody's answer with it.
 //!
+//! A call that fails with a script error (not an outage) is retried request by request, so
+//! a request whose own counters break the script (one left in another type by an algorithm
+//! change, say) fails alone, not the requests of other tenants it was batched with.
+//!
 //! Only on a single node: a cluster call's keys must share a slot, and checks of different
 //! tenants do not.
 
@@ -103,6 +107,22 @@ async fn send(shared: Arc<Shared>, mut permit: OwnedSemaphorePermit) {
                 Ok(replies) => {
                     for (p, reply) in batch.into_iter().zip(replies) {
                         let _ = p.tx.send((p.request, Ok(reply)));
+                    }
+                }
+                // A script error that one request's keys may have caused (a counter of
+                // another type after an algorithm change, say): each request alone, so that
+                // only its own checks see it.
+                Err(e) if !e.is_outage() && batch.len() > 1 => {
+                    for p in batch {
+                        let one =
+                            eval_batch(&shared.backend, &[&p.request])
+                                .await
+                                .and_then(|mut r| {
+                                    r.pop().ok_or(BackendError::Unsupported(
+                                        "unexpected reply from the rate-limit script",
+                                    ))
+                                });
+                        let _ = p.tx.send((p.request, one));
                     }
                 }
                 Err(e) => {
