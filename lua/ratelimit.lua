@@ -42,7 +42,8 @@
 -- time (TAT, microseconds) and admits iff max(TAT, now) + cost * T - now <= limit * T,
 -- so any time d admits at most limit + d / T units.
 --
--- Returns, per request: all_allowed, now_ms, then per rule: allowed, remaining, reset_ms,
+-- Returns, per request: all_allowed (-1: a counter of the request holds another type;
+-- nothing was written for it), now_ms, then per rule: allowed, remaining, reset_ms,
 -- retry_ms, free1_ms, where reset_ms = time until all counted usage has left the window,
 -- retry_ms = time until this request's cost would fit (-1: never, cost > limit),
 -- free1_ms = time until one unit frees (0 when one is free now).
@@ -259,192 +260,208 @@ for _ = 1, nreq do
   local cbase = sb + nrules * 6
   local st = {}
 
-  -- Charge-back of units admitted elsewhere while Redis was unusable (see the header).
-  if tonumber(ARGV[a + 4]) > 0 then
+  -- An exact log's counter must be a sorted set (or absent): a key left in another type by
+  -- an algorithm change would fail the script half-way, after earlier requests of the call
+  -- wrote, and lose their answers. Such a request is answered -1 and writes nothing.
+  local broken = false
+  for i = 1, nrules do
+    if ARGV[sb + (i - 1) * 6] == 'log' then
+      local ty = redis.call('TYPE', KEYS[k + i])['ok']
+      if ty ~= 'zset' and ty ~= 'none' then broken = true end
+    end
+  end
+  if broken then
+    out[#out + 1] = -1
+    out[#out + 1] = now
+    for _ = 1, nrules * 5 do out[#out + 1] = 0 end
+  else
+    -- Charge-back of units admitted elsewhere while Redis was unusable (see the header).
+    if tonumber(ARGV[a + 4]) > 0 then
+      for i = 1, nrules do
+        local c = tonumber(ARGV[cbase + i - 1]) or 0
+        local b = sb + (i - 1) * 6
+        local algo, limit = ARGV[b], tonumber(ARGV[b + 1])
+        local window, bucket_us, n = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+        local key = KEYS[k + i]
+        if c > limit then c = limit end
+        if c > 0 then
+          if algo == 'log' then
+            redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+            local args = {}
+            for j = 1, c do
+              args[#args + 1] = now
+              args[#args + 1] = nonce .. ':c' .. j
+              if #args >= 200 then
+                redis.call('ZADD', key, unpack(args))
+                args = {}
+              end
+            end
+            if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+            local card = redis.call('ZCARD', key)
+            if card > limit then redis.call('ZREMRANGEBYRANK', key, 0, card - limit - 1) end
+            redis.call('PEXPIRE', key, window)
+          elseif algo == 'gcra' then
+            local tat = tonumber(cached(key) or '') or now_us
+            if tat < now_us then tat = now_us end
+            -- Never beyond a full bucket: a charge delays no one longer than a full burst would.
+            tat = math.min(tat + c * bucket_us, now_us + limit * bucket_us)
+            local ttl = ceil((tat - now_us) / 1000)
+            if ttl < 1 then ttl = 1 end
+            local v = string.format('%.0f', tat)
+            redis.call('SET', key, v, 'PX', ttl)
+            cache[key] = v
+          else
+            local r = win_state(cached(key), bucket_us, n)
+            win_charge(key, r, c, limit, bucket_us, n)
+            cache[key] = r[11]
+          end
+        end
+      end
+    end
+
+    local all_allowed = 1
     for i = 1, nrules do
-      local c = tonumber(ARGV[cbase + i - 1]) or 0
       local b = sb + (i - 1) * 6
       local algo, limit = ARGV[b], tonumber(ARGV[b + 1])
-      local window, bucket_us, n = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
       local key = KEYS[k + i]
-      if c > limit then c = limit end
-      if c > 0 then
-        if algo == 'log' then
-          redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-          local args = {}
-          for j = 1, c do
-            args[#args + 1] = now
-            args[#args + 1] = nonce .. ':c' .. j
-            if #args >= 200 then
-              redis.call('ZADD', key, unpack(args))
-              args = {}
-            end
+      local r
+      if algo == 'win' then
+        local bucket_us, n = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+        r = win_state(cached(key), bucket_us, n)
+        local total = r[2]
+        r[3] = (total + cost <= limit)
+        if cost > limit then
+          r[4] = -1
+        elseif total + cost > limit then
+          r[4] = slow().wait(r, n, total, limit - cost, bucket_us)
+        end
+        if total > limit - 1 then
+          local f = slow().wait(r, n, total, limit - 1, bucket_us)
+          if f > 0 then r[5] = f end
+        end
+      elseif algo == 'gcra' then
+        local T = tonumber(ARGV[b + 3])
+        local tat = tonumber(cached(key) or '') or now_us
+        if tat < now_us then tat = now_us end
+        local cap = limit * T
+        local ahead = tat - now_us
+        local retry = -1
+        if cost <= limit then
+          retry = ahead + cost * T - cap
+          if retry < 0 then retry = 0 end
+          retry = ceil(retry / 1000)
+        end
+        local free1 = ahead + T - cap
+        if free1 < 0 then free1 = 0 end
+        r = { 2, ceil(ahead / T), ahead + cost * T <= cap, retry, ceil(free1 / 1000), tat, ceil(ahead / 1000) }
+      else
+        local window = tonumber(ARGV[b + 2])
+        local from = now - window
+        local count
+        if mode == 'check' then
+          -- Drop what left the window now (a check may write), so the set's size is the count.
+          redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
+          count = redis.call('ZCARD', key)
+        else
+          count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
+        end
+        r = { 1, count, count + cost <= limit, 0, 0, from }
+        if cost > limit then
+          r[4] = -1
+        elseif not r[3] then
+          r[4] = slow().leave_after(key, from, window, count + cost - limit - 1)
+        end
+        if count >= limit then r[5] = slow().leave_after(key, from, window, count - limit) end
+      end
+      if not r[3] and ARGV[b + 5] ~= '1' then all_allowed = 0 end
+      st[i] = r
+    end
+
+    local commit = (mode == 'check' and all_allowed == 1)
+
+    out[#out + 1] = all_allowed
+    out[#out + 1] = now
+    for i = 1, nrules do
+      local b = sb + (i - 1) * 6
+      local limit = tonumber(ARGV[b + 1])
+      local r = st[i]
+      local key = KEYS[k + i]
+      local charged = commit and r[3]
+      local reset
+      if r[1] == 3 then
+        local bucket_us, n = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+        if charged then
+          win_charge(key, r, cost, limit, bucket_us, n)
+          cache[key] = r[11]
+          reset = ceil(((r[6] + n + 1) * bucket_us - now_us) / 1000)
+          if r[2] >= limit and r[5] == 0 then
+            -- This request used the last unit: the next one frees when the oldest leaves.
+            r[5] = slow().wait(r, n, r[2], limit - 1, bucket_us)
           end
-          if #args > 0 then redis.call('ZADD', key, unpack(args)) end
-          local card = redis.call('ZCARD', key)
-          if card > limit then redis.call('ZREMRANGEBYRANK', key, 0, card - limit - 1) end
-          redis.call('PEXPIRE', key, window)
-        elseif algo == 'gcra' then
-          local tat = tonumber(cached(key) or '') or now_us
-          if tat < now_us then tat = now_us end
-          -- Never beyond a full bucket: a charge delays no one longer than a full burst would.
-          tat = math.min(tat + c * bucket_us, now_us + limit * bucket_us)
-          local ttl = ceil((tat - now_us) / 1000)
+        else
+          reset = slow().wait(r, n, r[2], 0, bucket_us)
+        end
+      elseif r[1] == 2 then
+        reset = r[7]
+        if charged then
+          local T = tonumber(ARGV[b + 3])
+          local tat = r[6] + cost * T
+          local ahead = tat - now_us
+          local ttl = ceil(ahead / 1000)
           if ttl < 1 then ttl = 1 end
+          -- %.0f: a microsecond timestamp is past the 14 digits tostring keeps.
           local v = string.format('%.0f', tat)
           redis.call('SET', key, v, 'PX', ttl)
           cache[key] = v
-        else
-          local r = win_state(cached(key), bucket_us, n)
-          win_charge(key, r, c, limit, bucket_us, n)
-          cache[key] = r[11]
-        end
-      end
-    end
-  end
-
-  local all_allowed = 1
-  for i = 1, nrules do
-    local b = sb + (i - 1) * 6
-    local algo, limit = ARGV[b], tonumber(ARGV[b + 1])
-    local key = KEYS[k + i]
-    local r
-    if algo == 'win' then
-      local bucket_us, n = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-      r = win_state(cached(key), bucket_us, n)
-      local total = r[2]
-      r[3] = (total + cost <= limit)
-      if cost > limit then
-        r[4] = -1
-      elseif total + cost > limit then
-        r[4] = slow().wait(r, n, total, limit - cost, bucket_us)
-      end
-      if total > limit - 1 then
-        local f = slow().wait(r, n, total, limit - 1, bucket_us)
-        if f > 0 then r[5] = f end
-      end
-    elseif algo == 'gcra' then
-      local T = tonumber(ARGV[b + 3])
-      local tat = tonumber(cached(key) or '') or now_us
-      if tat < now_us then tat = now_us end
-      local cap = limit * T
-      local ahead = tat - now_us
-      local retry = -1
-      if cost <= limit then
-        retry = ahead + cost * T - cap
-        if retry < 0 then retry = 0 end
-        retry = ceil(retry / 1000)
-      end
-      local free1 = ahead + T - cap
-      if free1 < 0 then free1 = 0 end
-      r = { 2, ceil(ahead / T), ahead + cost * T <= cap, retry, ceil(free1 / 1000), tat, ceil(ahead / 1000) }
-    else
-      local window = tonumber(ARGV[b + 2])
-      local from = now - window
-      local count
-      if mode == 'check' then
-        -- Drop what left the window now (a check may write), so the set's size is the count.
-        redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
-        count = redis.call('ZCARD', key)
-      else
-        count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
-      end
-      r = { 1, count, count + cost <= limit, 0, 0, from }
-      if cost > limit then
-        r[4] = -1
-      elseif not r[3] then
-        r[4] = slow().leave_after(key, from, window, count + cost - limit - 1)
-      end
-      if count >= limit then r[5] = slow().leave_after(key, from, window, count - limit) end
-    end
-    if not r[3] and ARGV[b + 5] ~= '1' then all_allowed = 0 end
-    st[i] = r
-  end
-
-  local commit = (mode == 'check' and all_allowed == 1)
-
-  out[#out + 1] = all_allowed
-  out[#out + 1] = now
-  for i = 1, nrules do
-    local b = sb + (i - 1) * 6
-    local limit = tonumber(ARGV[b + 1])
-    local r = st[i]
-    local key = KEYS[k + i]
-    local charged = commit and r[3]
-    local reset
-    if r[1] == 3 then
-      local bucket_us, n = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-      if charged then
-        win_charge(key, r, cost, limit, bucket_us, n)
-        cache[key] = r[11]
-        reset = ceil(((r[6] + n + 1) * bucket_us - now_us) / 1000)
-        if r[2] >= limit and r[5] == 0 then
-          -- This request used the last unit: the next one frees when the oldest leaves.
-          r[5] = slow().wait(r, n, r[2], limit - 1, bucket_us)
+          reset = ceil(ahead / 1000)
+          local f = ahead + T - limit * T
+          if f < 0 then f = 0 end
+          r[5] = ceil(f / 1000)
+          r[2] = r[2] + cost
         end
       else
-        reset = slow().wait(r, n, r[2], 0, bucket_us)
-      end
-    elseif r[1] == 2 then
-      reset = r[7]
-      if charged then
-        local T = tonumber(ARGV[b + 3])
-        local tat = r[6] + cost * T
-        local ahead = tat - now_us
-        local ttl = ceil(ahead / 1000)
-        if ttl < 1 then ttl = 1 end
-        -- %.0f: a microsecond timestamp is past the 14 digits tostring keeps.
-        local v = string.format('%.0f', tat)
-        redis.call('SET', key, v, 'PX', ttl)
-        cache[key] = v
-        reset = ceil(ahead / 1000)
-        local f = ahead + T - limit * T
-        if f < 0 then f = 0 end
-        r[5] = ceil(f / 1000)
-        r[2] = r[2] + cost
-      end
-    else
-      local window = tonumber(ARGV[b + 2])
-      if charged then
-        -- One member per unit of cost, added in batches (unpack has a stack limit). The set
-        -- holds count + cost <= limit members now: the hard cap holds without a ZCARD.
-        if cost == 1 then
-          redis.call('ZADD', key, now, nonce .. ':1')
-        else
-          local args = {}
-          for j = 1, cost do
-            args[#args + 1] = now
-            args[#args + 1] = nonce .. ':' .. j
-            if #args >= 200 then
-              redis.call('ZADD', key, unpack(args))
-              args = {}
+        local window = tonumber(ARGV[b + 2])
+        if charged then
+          -- One member per unit of cost, added in batches (unpack has a stack limit). The set
+          -- holds count + cost <= limit members now: the hard cap holds without a ZCARD.
+          if cost == 1 then
+            redis.call('ZADD', key, now, nonce .. ':1')
+          else
+            local args = {}
+            for j = 1, cost do
+              args[#args + 1] = now
+              args[#args + 1] = nonce .. ':' .. j
+              if #args >= 200 then
+                redis.call('ZADD', key, unpack(args))
+                args = {}
+              end
             end
+            if #args > 0 then redis.call('ZADD', key, unpack(args)) end
           end
-          if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+          redis.call('PEXPIRE', key, window)
+          reset = window
+          r[2] = r[2] + cost
+          if r[2] >= limit and r[5] == 0 then
+            -- This request used the last unit: the next one frees when the oldest leaves.
+            r[5] = slow().leave_after(key, r[6], window, 0)
+          end
+        elseif r[2] == 0 then
+          reset = 0
+        else
+          local newest = redis.call('ZREVRANGEBYSCORE', key, '+inf', '(' .. r[6], 'WITHSCORES', 'LIMIT', 0, 1)
+          reset = tonumber(newest[2]) + window - now
         end
-        redis.call('PEXPIRE', key, window)
-        reset = window
-        r[2] = r[2] + cost
-        if r[2] >= limit and r[5] == 0 then
-          -- This request used the last unit: the next one frees when the oldest leaves.
-          r[5] = slow().leave_after(key, r[6], window, 0)
-        end
-      elseif r[2] == 0 then
-        reset = 0
-      else
-        local newest = redis.call('ZREVRANGEBYSCORE', key, '+inf', '(' .. r[6], 'WITHSCORES', 'LIMIT', 0, 1)
-        reset = tonumber(newest[2]) + window - now
       end
+      local remaining = limit - r[2]
+      if remaining < 0 then remaining = 0 end
+      local allowed = 0
+      if r[3] then allowed = 1 end
+      out[#out + 1] = allowed
+      out[#out + 1] = remaining
+      out[#out + 1] = reset
+      out[#out + 1] = r[4]
+      out[#out + 1] = r[5]
     end
-    local remaining = limit - r[2]
-    if remaining < 0 then remaining = 0 end
-    local allowed = 0
-    if r[3] then allowed = 1 end
-    out[#out + 1] = allowed
-    out[#out + 1] = remaining
-    out[#out + 1] = reset
-    out[#out + 1] = r[4]
-    out[#out + 1] = r[5]
   end
   a, k = cbase + tonumber(ARGV[a + 4]), k + nrules
 end

@@ -341,3 +341,69 @@ async fn exact_script_mirrors_memory() {
 async fn gcra_script_mirrors_memory() {
     mirror("gcra", RULES, 1500, 0x5eed_0004, 1).await;
 }
+
+/// Hostile or corrupt counter values (any tag, a valid tag with any length, a newest bucket
+/// around now, widths that do not divide the length) never make the script fail: compact
+/// and GCRA counters read them as a count or as empty, in checks, peeks and charge-backs.
+#[tokio::test]
+async fn malformed_counters_never_make_the_script_fail() {
+    let server = common::RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let script = redis::Script::new(SCRIPT);
+    let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let mut errors = Vec::new();
+    for i in 0..3000 {
+        let len = rng.below(70) as usize;
+        let mut v: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+        if len > 0 && i % 3 != 0 {
+            v[0] = [0x81u8, 0x82, 0x84][rng.below(3) as usize];
+        }
+        // Often a plausible newest bucket (100 ms buckets), near now.
+        if len >= 9 && i % 2 == 0 {
+            let cur = (now_us / 100_000) as u32;
+            let b = cur.wrapping_add(rng.below(40) as u32).wrapping_sub(20);
+            v[1..5].copy_from_slice(&b.to_le_bytes());
+        }
+        let algo = if i % 4 == 0 { "gcra" } else { "win" };
+        let _: () = redis::cmd("SET")
+            .arg("k")
+            .arg(&v)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let mut inv = script.prepare_invoke();
+        inv.key("k").key("k").key("k").arg(3);
+        for (mode, cost, charge) in [("check", 3u32, 0u32), ("peek", 1, 0), ("check", 300, 7)] {
+            inv.arg(1)
+                .arg(mode)
+                .arg(cost)
+                .arg(format!("n{i}{mode}{cost}"));
+            inv.arg(u32::from(charge > 0));
+            // 10 per 3 s: 30 buckets of 100 ms (GCRA: one unit per 300 ms).
+            let (bucket, n) = if algo == "gcra" {
+                (300_000, 0)
+            } else {
+                (100_000, 30)
+            };
+            inv.arg(algo).arg(10).arg(3000).arg(bucket).arg(n).arg(0);
+            if charge > 0 {
+                inv.arg(charge);
+            }
+        }
+        let r: redis::RedisResult<Vec<i64>> = inv.invoke_async(&mut c).await;
+        if let Err(e) = r {
+            errors.push((v, e.to_string()));
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "{} script errors, first: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+}

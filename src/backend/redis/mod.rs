@@ -228,6 +228,11 @@ impl RedisStore {
         self.inner.connect_timeout
     }
 
+    /// The deadline of every command (`REDIS_COMMAND_TIMEOUT`).
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.inner.command_timeout
+    }
+
     /// Whether this is a cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self.inner.conn, Conn::Cluster(_))

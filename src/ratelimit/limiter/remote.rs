@@ -78,6 +78,9 @@ impl RateLimiter {
             }
             _ => Rules::new(),
         };
+        // Kept for a call whose task dies with the request: its reserved charges must be
+        // released as failed (they go back with a later call).
+        let charges_sent = charges.clone();
         let request = Request {
             specs: applied.iter().map(|a| *a.spec).collect(),
             keys,
@@ -98,7 +101,7 @@ impl RateLimiter {
                         .collect();
                     let lost = Request {
                         keys,
-                        charges: Rules::new(),
+                        charges: charges_sent,
                         ..Request::empty()
                     };
                     (lost, Err(e))

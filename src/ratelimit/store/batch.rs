@@ -8,31 +8,41 @@
 //! running queue, and the next call takes them together. A call runs in its own task, so a
 //! caller that goes away (a dropped request) takes nobody's answer with it.
 //!
-//! A call that fails with a script error (not an outage) is retried request by request, so
-//! a request whose own counters break the script (one left in another type by an algorithm
-//! change, say) fails alone, not the requests of other tenants it was batched with.
+//! Bounds: a check waits in the queue at most half the command timeout (then it is answered
+//! as a timed-out call, and the outage mode decides it), so a decision never takes more than
+//! 1.5 × `REDIS_COMMAND_TIMEOUT`; at most [`MAX_QUEUED`] checks queue (more are answered as
+//! unavailable at once). A request whose counter breaks the script (one left in another
+//! type by an algorithm change) is answered with its own error by the script, before
+//! anything of it is written; a call that fails as a whole fails all its requests, never
+//! retried one by one (Redis keeps what a failed script wrote, so a retry would count some
+//! twice).
 //!
 //! Only on a single node: a cluster call's keys must share a slot, and checks of different
 //! tenants do not.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::redis::{eval_batch, Reply, Request};
+use super::redis::{batch_timeout, eval_batch, Reply, Request};
 use crate::backend::{Backend, BackendError};
 
 /// Most requests in one script call.
 pub(crate) const MAX_BATCH: usize = 32;
 /// Script calls running at once; checks that arrive meanwhile go in the next ones.
 pub(crate) const MAX_IN_FLIGHT: usize = 4;
+/// Most checks waiting for a call.
+pub(crate) const MAX_QUEUED: usize = 8192;
 
 /// A request with its answer: the request comes back (its keys serve the outage path).
 pub(crate) type Answer = (Request, Result<Reply, BackendError>);
 
 struct Pending {
     request: Request,
+    /// Past this, the request is answered as timed out instead of sent.
+    deadline: Instant,
     tx: oneshot::Sender<Answer>,
 }
 
@@ -44,6 +54,8 @@ pub(crate) struct Batcher {
 
 struct Shared {
     backend: Backend,
+    /// The command timeout: how long a call may take.
+    timeout: Duration,
     queue: Mutex<VecDeque<Pending>>,
     permits: Arc<Semaphore>,
 }
@@ -68,9 +80,10 @@ impl Shared {
 impl Batcher {
     /// Calls on `backend`, when it can take batched calls (a single Redis node).
     pub(crate) fn for_backend(backend: &Backend) -> Option<Self> {
-        super::redis::can_batch(backend).then(|| Self {
+        batch_timeout(backend).map(|timeout| Self {
             shared: Arc::new(Shared {
                 backend: backend.clone(),
+                timeout,
                 queue: Mutex::new(VecDeque::new()),
                 permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             }),
@@ -81,7 +94,21 @@ impl Batcher {
     /// without answering (a panic): the request is lost with it.
     pub(crate) async fn call(&self, request: Request) -> Result<Answer, BackendError> {
         let (tx, rx) = oneshot::channel();
-        self.shared.queue().push_back(Pending { request, tx });
+        {
+            let mut q = self.shared.queue();
+            if q.len() >= MAX_QUEUED {
+                drop(q);
+                let full = BackendError::Unavailable(format!(
+                    "{MAX_QUEUED} rate-limit checks already wait for Redis"
+                ));
+                return Ok((request, Err(full)));
+            }
+            q.push_back(Pending {
+                request,
+                deadline: Instant::now() + self.shared.timeout / 2,
+                tx,
+            });
+        }
         if let Ok(permit) = self.shared.permits.clone().try_acquire_owned() {
             tokio::spawn(send(self.shared.clone(), permit));
         }
@@ -97,32 +124,26 @@ async fn send(shared: Arc<Shared>, mut permit: OwnedSemaphorePermit) {
     loop {
         let batch: Vec<Pending> = {
             let mut q = shared.queue();
-            let n = q.len().min(MAX_BATCH);
-            q.drain(..n).collect()
+            let now = Instant::now();
+            let mut batch = Vec::with_capacity(q.len().min(MAX_BATCH));
+            while batch.len() < MAX_BATCH {
+                let Some(p) = q.pop_front() else { break };
+                if p.deadline <= now {
+                    // Queued too long: decided by the outage mode, not sent late.
+                    let late = BackendError::Timeout(shared.timeout);
+                    let _ = p.tx.send((p.request, Err(late)));
+                } else {
+                    batch.push(p);
+                }
+            }
+            batch
         };
         if !batch.is_empty() {
             let requests: Vec<&Request> = batch.iter().map(|p| &p.request).collect();
-            let result = eval_batch(&shared.backend, &requests).await;
-            match result {
+            match eval_batch(&shared.backend, &requests).await {
                 Ok(replies) => {
                     for (p, reply) in batch.into_iter().zip(replies) {
-                        let _ = p.tx.send((p.request, Ok(reply)));
-                    }
-                }
-                // A script error that one request's keys may have caused (a counter of
-                // another type after an algorithm change, say): each request alone, so that
-                // only its own checks see it.
-                Err(e) if !e.is_outage() && batch.len() > 1 => {
-                    for p in batch {
-                        let one =
-                            eval_batch(&shared.backend, &[&p.request])
-                                .await
-                                .and_then(|mut r| {
-                                    r.pop().ok_or(BackendError::Unsupported(
-                                        "unexpected reply from the rate-limit script",
-                                    ))
-                                });
-                        let _ = p.tx.send((p.request, one));
+                        let _ = p.tx.send((p.request, reply));
                     }
                 }
                 Err(e) => {

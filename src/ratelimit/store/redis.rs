@@ -16,13 +16,13 @@ fn script() -> &'static crate::backend::LuaScript {
     })
 }
 
-/// Whether `backend` takes batched calls: a single Redis node (a cluster call's keys must
-/// share a slot).
-pub(crate) fn can_batch(backend: &crate::backend::Backend) -> bool {
+/// The command timeout of `backend` if it takes batched calls: a single Redis node (a
+/// cluster call's keys must share a slot).
+pub(crate) fn batch_timeout(backend: &crate::backend::Backend) -> Option<std::time::Duration> {
     match backend {
         #[cfg(feature = "redis")]
-        crate::backend::Backend::Redis(r) => !r.is_cluster(),
-        _ => false,
+        crate::backend::Backend::Redis(r) if !r.is_cluster() => Some(r.command_timeout()),
+        _ => None,
     }
 }
 
@@ -60,12 +60,13 @@ impl Request {
 pub(crate) type Reply = (bool, Rules<Outcome>, u64);
 
 /// One script call deciding `requests` in order, each all or nothing (they must share a
-/// slot, or the deployment be a single node).
+/// slot, or the deployment be a single node). A request whose counter holds another type
+/// gets its own error (nothing was written for it); the others their replies.
 #[cfg(feature = "redis")]
 pub(crate) async fn eval_batch(
     backend: &Backend,
     requests: &[&Request],
-) -> Result<Vec<Reply>, BackendError> {
+) -> Result<Vec<Result<Reply, BackendError>>, BackendError> {
     let Backend::Redis(redis) = backend else {
         return Err(BackendError::Unsupported("no Redis backend"));
     };
@@ -131,7 +132,12 @@ pub(crate) async fn eval_batch(
                     overflow: false,
                 })
                 .collect();
-            (part[0] == 1, outs, part[1].max(0).unsigned_abs())
+            if part[0] < 0 {
+                return Err(BackendError::Unsupported(
+                    "a rate-limit counter holds another type (left by an algorithm change?)",
+                ));
+            }
+            Ok((part[0] == 1, outs, part[1].max(0).unsigned_abs()))
         })
         .collect())
 }
@@ -141,7 +147,7 @@ pub(crate) async fn eval_batch(
 pub(crate) async fn eval_batch(
     _: &crate::backend::Backend,
     _: &[&Request],
-) -> Result<Vec<Reply>, BackendError> {
+) -> Result<Vec<Result<Reply, BackendError>>, BackendError> {
     Err(BackendError::Unsupported("no Redis backend"))
 }
 
@@ -151,7 +157,7 @@ pub(crate) async fn eval(
     request: &Request,
 ) -> Result<Reply, BackendError> {
     let mut replies = eval_batch(backend, &[request]).await?;
-    replies.pop().ok_or(BackendError::Unsupported(
+    replies.pop().unwrap_or(Err(BackendError::Unsupported(
         "unexpected reply from the rate-limit script",
-    ))
+    )))
 }
