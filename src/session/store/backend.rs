@@ -29,8 +29,12 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError
 /// The contract, checked by `middleware-examples/custom-session-store`:
 ///
 /// - **load**: the record at `key`, or `None` when absent or when `now >= created +
-///   lifetimes.max` (then delete it). `now_ms` and `created_ms` come from the store's clock;
-///   `pttl_ms` is the time left before the record expires unless used (it decides renewals).
+///   lifetimes.max` (then delete it; `SessionStore` also refuses such a record itself).
+///   `created_ms` is the time `save` stamped at creation, `now_ms` the time of this load on
+///   a clock close to it (the Redis store: this process's clock; Redis itself caps every TTL
+///   at the deadline); `pttl_ms` is the time left before the record expires unless used:
+///   it decides renewals, and `None` means "never renew on a read" (a store that enforces
+///   an idle timeout should give it, or read-only sessions expire while in use).
 /// - **save** by [`SessionWrite::mode`]: `Create` refuses a taken id
 ///   ([`SaveOutcome::Collision`]) and stamps `created_ms = now`; `Update` of a missing record
 ///   is [`SaveOutcome::Gone`]; with `rename_from`, the record moves to the new key (missing
@@ -95,9 +99,10 @@ pub trait SessionBackend: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionRecord {
-    /// The store's clock at load time, ms since the Unix epoch.
+    /// The time of this load, ms since the Unix epoch (see [`SessionBackend`]).
     pub now_ms: u64,
-    /// Time left before the record expires unless used, ms (`None`: unknown or never).
+    /// Time left before the record expires unless used, ms (`None`: never renewed on a
+    /// read).
     pub pttl_ms: Option<u64>,
     /// Creation time on the store's clock, ms.
     pub created_ms: u64,

@@ -222,6 +222,10 @@ impl SessionStore {
                 .await
                 .map_err(|e| self.failure(e))?,
         };
+        // The absolute lifetime, whatever the store checked (a store of a user's own may
+        // forget): a record past it is no session.
+        let max = backend::ms(self.inner.max_lifetime);
+        let loaded = loaded.filter(|r| r.now_ms < r.created_ms.saturating_add(max));
         self.event(if loaded.is_some() { "load" } else { "miss" });
         Ok(loaded)
     }
