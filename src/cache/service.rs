@@ -24,7 +24,7 @@ use super::{CacheScope, CacheStatus, Category, Computed, Served};
 use crate::problem::Problem;
 use crate::tenant::TenantId;
 
-/// The service made by [`CacheLayer`].
+/// The service made by [`CacheLayer`](super::CacheLayer).
 #[derive(Clone)]
 pub struct CacheService<S> {
     pub(super) inner: S,

@@ -13,7 +13,7 @@ use super::handle::{CookieAction, Session};
 use super::layer::Settings;
 use crate::tenant::{SessionCredential, TenantId, UserId};
 
-/// The service made by [`SessionLayer`].
+/// The service made by [`SessionLayer`](super::SessionLayer).
 #[derive(Debug, Clone)]
 pub struct SessionService<S> {
     pub(super) inner: S,

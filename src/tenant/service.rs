@@ -13,7 +13,7 @@ use super::layer::Settings;
 use super::{TenantError, TenantId};
 use crate::problem::Problem;
 
-/// The service made by [`TenantLayer`].
+/// The service made by [`TenantLayer`](super::TenantLayer).
 #[derive(Debug, Clone)]
 pub struct TenantService<S> {
     pub(super) inner: S,
