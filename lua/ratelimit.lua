@@ -4,14 +4,9 @@
 -- KEYS      the counters of request 1's rules, then request 2's, ... (all keys of a call
 --           share one slot: the tenant's hash tag, or any keys on a single node)
 -- ARGV[1]   number of requests in the call
--- then per request, starting at its offset a (2 for the first):
---   ARGV[a]     nkeys: number of its rules (its keys are the next nkeys of KEYS)
---   ARGV[a+1]   mode: "check" (consume if every enforced rule allows), "peek" (never
---               write) or "charge" (below)
---   ARGV[a+2]   cost of the request (>= 1)
---   ARGV[a+3]   nonce, unique per request (members of the exact log)
---   ARGV[a+4]   ncharges: 0, or nkeys when charge-back values follow the rules
---   then per rule i, 6 values:
+-- ARGV[2]   number of distinct rules in the call, then 6 values for each (rule j at
+--           3 + (j-1)*6); requests name them by number, so a rule's values travel and are
+--           parsed once per call however many requests use it:
 --     algo      "log" (exact, sorted set), "win" (compact, sub-window buckets) or "gcra"
 --     limit     units allowed in any window of window_ms (gcra: the burst)
 --     window_ms window length
@@ -19,6 +14,14 @@
 --               ceil(window_ms * 1000 / limit), one unit refills every bucket_us)
 --     nbuckets  ceil(window_ms * 1000 / bucket_us) (win only)
 --     shadow    1: record the decision, never block
+-- then per request, starting at its offset a (3 + nrules_distinct*6 for the first):
+--   ARGV[a]     nkeys: number of its rules (its keys are the next nkeys of KEYS)
+--   ARGV[a+1]   mode: "check" (consume if every enforced rule allows), "peek" (never
+--               write) or "charge" (below)
+--   ARGV[a+2]   cost of the request (>= 1)
+--   ARGV[a+3]   nonce, unique per request (members of the exact log)
+--   ARGV[a+4]   ncharges: 0, or nkeys when charge-back values follow the rules
+--   then nkeys values: the number of each key's rule in the list above
 --   then ncharges values: per rule, units an app instance admitted for that counter while
 --     Redis was unusable (outage mode `local`), charged back first and unconditionally (at
 --     most `limit` of them, at the current time), so this decision and the following ones
@@ -227,19 +230,27 @@ end
 -- and kept up to date as requests write them: key -> value, or false.
 local cache = {}
 local nreq = tonumber(ARGV[1])
+-- The call's distinct rules, parsed once: algo, limit, window, bucket, nbuckets, shadow.
+local SA, SL, SW, SB, SN, SS = {}, {}, {}, {}, {}, {}
+local first = 3 + tonumber(ARGV[2]) * 6
+for j = 1, tonumber(ARGV[2]) do
+  local b = 3 + (j - 1) * 6
+  SA[j], SL[j], SW[j] = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+  SB[j], SN[j], SS[j] = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5] == '1'
+end
 do
   local strkeys = {}
-  local a, k = 2, 0
+  local a, k = first, 0
   for _ = 1, nreq do
     local nk = tonumber(ARGV[a])
     for i = 1, nk do
       local key = KEYS[k + i]
-      if ARGV[a + 5 + (i - 1) * 6] ~= 'log' and cache[key] == nil then
+      if SA[tonumber(ARGV[a + 4 + i])] ~= 'log' and cache[key] == nil then
         cache[key] = false
         strkeys[#strkeys + 1] = key
       end
     end
-    a, k = a + 5 + nk * 6 + tonumber(ARGV[a + 4]), k + nk
+    a, k = a + 5 + nk + tonumber(ARGV[a + 4]), k + nk
   end
   if #strkeys > 0 then
     local got = redis.call('MGET', unpack(strkeys))
@@ -253,11 +264,11 @@ local function cached(key)
 end
 
 local out = {}
-local a, k = 2, 0
+local a, k = first, 0
 for _ = 1, nreq do
   local nrules, mode, cost, nonce = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
   local sb = a + 5
-  local cbase = sb + nrules * 6
+  local cbase = sb + nrules
   local st = {}
 
   -- An exact log's counter must be a sorted set (or absent): a key left in another type by
@@ -265,7 +276,7 @@ for _ = 1, nreq do
   -- wrote, and lose their answers. Such a request is answered -1 and writes nothing.
   local broken = false
   for i = 1, nrules do
-    if ARGV[sb + (i - 1) * 6] == 'log' then
+    if SA[tonumber(ARGV[sb + i - 1])] == 'log' then
       local ty = redis.call('TYPE', KEYS[k + i])['ok']
       if ty ~= 'zset' and ty ~= 'none' then broken = true end
     end
@@ -279,9 +290,9 @@ for _ = 1, nreq do
     if tonumber(ARGV[a + 4]) > 0 then
       for i = 1, nrules do
         local c = tonumber(ARGV[cbase + i - 1]) or 0
-        local b = sb + (i - 1) * 6
-        local algo, limit = ARGV[b], tonumber(ARGV[b + 1])
-        local window, bucket_us, n = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+        local j = tonumber(ARGV[sb + i - 1])
+        local algo, limit = SA[j], SL[j]
+        local window, bucket_us, n = SW[j], SB[j], SN[j]
         local key = KEYS[k + i]
         if c > limit then c = limit end
         if c > 0 then
@@ -321,12 +332,12 @@ for _ = 1, nreq do
 
     local all_allowed = 1
     for i = 1, nrules do
-      local b = sb + (i - 1) * 6
-      local algo, limit = ARGV[b], tonumber(ARGV[b + 1])
+      local j = tonumber(ARGV[sb + i - 1])
+      local algo, limit = SA[j], SL[j]
       local key = KEYS[k + i]
       local r
       if algo == 'win' then
-        local bucket_us, n = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+        local bucket_us, n = SB[j], SN[j]
         r = win_state(cached(key), bucket_us, n)
         local total = r[2]
         r[3] = (total + cost <= limit)
@@ -340,7 +351,7 @@ for _ = 1, nreq do
           if f > 0 then r[5] = f end
         end
       elseif algo == 'gcra' then
-        local T = tonumber(ARGV[b + 3])
+        local T = SB[j]
         local tat = tonumber(cached(key) or '') or now_us
         if tat < now_us then tat = now_us end
         local cap = limit * T
@@ -355,7 +366,7 @@ for _ = 1, nreq do
         if free1 < 0 then free1 = 0 end
         r = { 2, ceil(ahead / T), ahead + cost * T <= cap, retry, ceil(free1 / 1000), tat, ceil(ahead / 1000) }
       else
-        local window = tonumber(ARGV[b + 2])
+        local window = SW[j]
         local from = now - window
         local count
         if mode == 'check' then
@@ -373,7 +384,7 @@ for _ = 1, nreq do
         end
         if count >= limit then r[5] = slow().leave_after(key, from, window, count - limit) end
       end
-      if not r[3] and ARGV[b + 5] ~= '1' then all_allowed = 0 end
+      if not r[3] and not SS[j] then all_allowed = 0 end
       st[i] = r
     end
 
@@ -382,14 +393,14 @@ for _ = 1, nreq do
     out[#out + 1] = all_allowed
     out[#out + 1] = now
     for i = 1, nrules do
-      local b = sb + (i - 1) * 6
-      local limit = tonumber(ARGV[b + 1])
+      local j = tonumber(ARGV[sb + i - 1])
+      local limit = SL[j]
       local r = st[i]
       local key = KEYS[k + i]
       local charged = commit and r[3]
       local reset
       if r[1] == 3 then
-        local bucket_us, n = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+        local bucket_us, n = SB[j], SN[j]
         if charged then
           win_charge(key, r, cost, limit, bucket_us, n)
           cache[key] = r[11]
@@ -404,7 +415,7 @@ for _ = 1, nreq do
       elseif r[1] == 2 then
         reset = r[7]
         if charged then
-          local T = tonumber(ARGV[b + 3])
+          local T = SB[j]
           local tat = r[6] + cost * T
           local ahead = tat - now_us
           local ttl = ceil(ahead / 1000)
@@ -420,7 +431,7 @@ for _ = 1, nreq do
           r[2] = r[2] + cost
         end
       else
-        local window = tonumber(ARGV[b + 2])
+        local window = SW[j]
         if charged then
           -- One member per unit of cost, added in batches (unpack has a stack limit). The set
           -- holds count + cost <= limit members now: the hard cap holds without a ZCARD.

@@ -445,3 +445,47 @@ async fn queued_checks_wait_at_most_half_the_command_timeout() {
         "2000 checks against a stopped Redis took {took:?} with a 500 ms command timeout"
     );
 }
+
+/// One call may decide requests under different quotas of the same rule (tenants on
+/// different plans, batched together): each is held to its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_checks_under_different_plans_each_keep_their_quota() {
+    let server = common::RedisServer::start();
+    let limiter = Arc::new(build(vars(&[
+        ("REDIS_URL", &server.url()),
+        ("RATE_LIMIT_TENANT", "3/1h"),
+        ("RATE_LIMIT_MAX", "1000"),
+        ("RATE_LIMIT_PLANS", "pro: per-tenant=7/1h"),
+        (
+            "RATE_LIMIT_TENANT_PLANS",
+            "pro-0=pro,pro-1=pro,pro-2=pro,pro-3=pro,pro-4=pro",
+        ),
+        ("RATE_LIMIT_DENY_CACHE", "0"),
+    ])));
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let limiter = limiter.clone();
+        tasks.push(tokio::spawn(async move {
+            let tenant = if i % 2 == 0 {
+                format!("pro-{}", i % 5)
+            } else {
+                format!("free-{}", i % 5)
+            };
+            let t = TenantId::new(&tenant).unwrap();
+            let who = Identity::User(format!("u-{i}").into());
+            let d = limiter.check(&check(&t, &who, "/x")).await;
+            assert_eq!(d.source, Source::Redis);
+            (tenant, d.allowed)
+        }));
+    }
+    let mut admitted = std::collections::BTreeMap::new();
+    for t in tasks {
+        let (tenant, allowed) = t.await.unwrap();
+        *admitted.entry(tenant).or_insert(0) += u32::from(allowed);
+    }
+    for (tenant, n) in &admitted {
+        let quota = if tenant.starts_with("pro-") { 7 } else { 3 };
+        assert_eq!(*n, quota, "{tenant}: {admitted:?}");
+    }
+    assert_eq!(admitted.len(), 10);
+}

@@ -125,7 +125,11 @@ impl Script {
         self.server
             .cli(&["HSET", "mirror-clock", "s", &s, "us", &us]);
         let mut keys: Vec<String> = Vec::new();
-        let mut argv: Vec<String> = vec![batch.len().to_string()];
+        // The call's rules once (every request uses all of them), then the requests.
+        let mut argv: Vec<String> = vec![batch.len().to_string(), rules.len().to_string()];
+        for r in rules {
+            argv.extend(r.argv(algo));
+        }
         for step in batch {
             let user = step.user;
             keys.extend(rules.iter().map(|r| match r.scope {
@@ -134,7 +138,7 @@ impl Script {
                 _ => format!("rl:{{t}}:{}:{user}:GET {}", r.name, step.route),
             }));
             // Per request: its rule count, mode, cost, nonce (unique: it names the exact
-            // log's members), no charge-backs; then its rules.
+            // log's members), no charge-backs; then its rules by number.
             argv.extend([
                 rules.len().to_string(),
                 if step.peek { "peek" } else { "check" }.to_string(),
@@ -142,9 +146,7 @@ impl Script {
                 format!("n{}", step.index),
                 "0".to_string(),
             ]);
-            for r in rules {
-                argv.extend(r.argv(algo));
-            }
+            argv.extend((1..=rules.len()).map(|j| j.to_string()));
         }
         let mut args: Vec<String> =
             vec!["EVALSHA".into(), self.sha.clone(), keys.len().to_string()];
@@ -377,20 +379,21 @@ async fn malformed_counters_never_make_the_script_fail() {
             .await
             .unwrap();
         let mut inv = script.prepare_invoke();
-        inv.key("k").key("k").key("k").arg(3);
+        // Three requests of one rule: 10 per 3 s, 30 buckets of 100 ms (GCRA: one unit
+        // per 300 ms).
+        let (bucket, n) = if algo == "gcra" {
+            (300_000, 0)
+        } else {
+            (100_000, 30)
+        };
+        inv.key("k").key("k").key("k").arg(3).arg(1);
+        inv.arg(algo).arg(10).arg(3000).arg(bucket).arg(n).arg(0);
         for (mode, cost, charge) in [("check", 3u32, 0u32), ("peek", 1, 0), ("check", 300, 7)] {
             inv.arg(1)
                 .arg(mode)
                 .arg(cost)
                 .arg(format!("n{i}{mode}{cost}"));
-            inv.arg(u32::from(charge > 0));
-            // 10 per 3 s: 30 buckets of 100 ms (GCRA: one unit per 300 ms).
-            let (bucket, n) = if algo == "gcra" {
-                (300_000, 0)
-            } else {
-                (100_000, 30)
-            };
-            inv.arg(algo).arg(10).arg(3000).arg(bucket).arg(n).arg(0);
+            inv.arg(u32::from(charge > 0)).arg(1);
             if charge > 0 {
                 inv.arg(charge);
             }

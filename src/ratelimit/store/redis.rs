@@ -70,38 +70,58 @@ pub(crate) async fn eval_batch(
     let Backend::Redis(redis) = backend else {
         return Err(BackendError::Unsupported("no Redis backend"));
     };
-    let nargs: usize = requests
+    // The call's distinct rules, each sent once; requests name them by number.
+    let mut distinct: Vec<&Spec> = Vec::new();
+    let index: Vec<Rules<usize>> = requests
         .iter()
-        .map(|r| 5 + r.specs.len() * 7)
-        .sum::<usize>()
-        + 1;
+        .map(|r| {
+            r.specs
+                .iter()
+                .map(|s| match distinct.iter().position(|d| *d == s) {
+                    Some(i) => i + 1,
+                    None => {
+                        distinct.push(s);
+                        distinct.len()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let nargs: usize = 2
+        + distinct.len() * 6
+        + requests
+            .iter()
+            .map(|r| 5 + r.specs.len() * 2)
+            .sum::<usize>();
     let mut args: Vec<Vec<u8>> = Vec::with_capacity(nargs);
     let mut key_refs: Vec<&RedisKey> = Vec::new();
     let num = |n: u64| -> Vec<u8> { itoa::Buffer::new().format(n).as_bytes().to_vec() };
     args.push(num(requests.len() as u64));
-    for r in requests {
+    args.push(num(distinct.len() as u64));
+    for s in &distinct {
+        args.push(match s.algo {
+            crate::ratelimit::Algorithm::Exact => b"log".to_vec(),
+            crate::ratelimit::Algorithm::Compact => b"win".to_vec(),
+            crate::ratelimit::Algorithm::Gcra => b"gcra".to_vec(),
+        });
+        args.push(num(u64::from(s.limit)));
+        args.push(num(s.window_ms));
+        args.push(num(s.bucket_us));
+        args.push(num(s.n));
+        args.push(if s.shadow {
+            b"1".to_vec()
+        } else {
+            b"0".to_vec()
+        });
+    }
+    for (r, index) in requests.iter().zip(&index) {
         args.push(num(r.specs.len() as u64));
         args.push(r.mode.as_bytes().to_vec());
         args.push(num(u64::from(r.cost)));
         args.push(format!("{:016x}", r.nonce).into_bytes());
         let charged = r.charges.iter().any(|&u| u > 0);
         args.push(num(if charged { r.specs.len() as u64 } else { 0 }));
-        for s in &r.specs {
-            args.push(match s.algo {
-                crate::ratelimit::Algorithm::Exact => b"log".to_vec(),
-                crate::ratelimit::Algorithm::Compact => b"win".to_vec(),
-                crate::ratelimit::Algorithm::Gcra => b"gcra".to_vec(),
-            });
-            args.push(num(u64::from(s.limit)));
-            args.push(num(s.window_ms));
-            args.push(num(s.bucket_us));
-            args.push(num(s.n));
-            args.push(if s.shadow {
-                b"1".to_vec()
-            } else {
-                b"0".to_vec()
-            });
-        }
+        args.extend(index.iter().map(|&i| num(i as u64)));
         if charged {
             args.extend(r.charges.iter().map(|&u| num(u64::from(u))));
         }
