@@ -139,6 +139,20 @@ local function slow()
     local m = redis.call('ZRANGEBYSCORE', key, '(' .. from, '+inf', 'WITHSCORES', 'LIMIT', rank, 1)
     return tonumber(m[2]) + window - now
   end
+  -- Adds n members scored now to an exact log (`prefix` .. 1..n), in batches: unpack has a
+  -- stack limit.
+  function h.add_members(key, n, prefix)
+    local args = {}
+    for j = 1, n do
+      args[#args + 1] = now
+      args[#args + 1] = prefix .. j
+      if #args >= 200 then
+        redis.call('ZADD', key, unpack(args))
+        args = {}
+      end
+    end
+    if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+  end
   helpers = h
   return h
 end
@@ -298,16 +312,7 @@ for _ = 1, nreq do
         if c > 0 then
           if algo == 'log' then
             redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-            local args = {}
-            for j = 1, c do
-              args[#args + 1] = now
-              args[#args + 1] = nonce .. ':c' .. j
-              if #args >= 200 then
-                redis.call('ZADD', key, unpack(args))
-                args = {}
-              end
-            end
-            if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+            slow().add_members(key, c, nonce .. ':c')
             local card = redis.call('ZCARD', key)
             if card > limit then redis.call('ZREMRANGEBYRANK', key, 0, card - limit - 1) end
             redis.call('PEXPIRE', key, window)
@@ -438,16 +443,7 @@ for _ = 1, nreq do
           if cost == 1 then
             redis.call('ZADD', key, now, nonce .. ':1')
           else
-            local args = {}
-            for j = 1, cost do
-              args[#args + 1] = now
-              args[#args + 1] = nonce .. ':' .. j
-              if #args >= 200 then
-                redis.call('ZADD', key, unpack(args))
-                args = {}
-              end
-            end
-            if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+            slow().add_members(key, cost, nonce .. ':')
           end
           redis.call('PEXPIRE', key, window)
           reset = window

@@ -404,3 +404,145 @@ pub fn vars_markdown() -> String {
 pub(super) fn documented(var: &str) -> bool {
     VARS.iter().any(|v| v.matches(var))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::super::{Config, Reader};
+    use super::{documented, vars_markdown, VARS};
+
+    /// Environments that between them take every branch that asks for a variable.
+    fn reading_environments() -> Vec<Vec<(&'static str, &'static str)>> {
+        vec![
+            vec![],
+            vec![("REDIS_URL", "redis://127.0.0.1:6379")],
+            vec![("REDIS_HOST", "127.0.0.1")],
+            vec![("REDIS_CLUSTER_NODES", "127.0.0.1:7000,127.0.0.1:7001")],
+            vec![("CACHE_TTL_REPORTS", "2h"), ("CACHE_SCOPE_AI", "user")],
+            vec![
+                ("SESSION_SECRET", "0123456789abcdef0123456789abcdef"),
+                (
+                    "SESSION_SECRET_PREVIOUS",
+                    "fedcba9876543210fedcba9876543210",
+                ),
+                ("RATE_LIMIT_ENABLED", "true"),
+            ],
+        ]
+    }
+
+    fn concrete_vars() -> BTreeSet<&'static str> {
+        VARS.iter()
+            .flat_map(|v| v.names.iter().copied())
+            .filter(|n| !n.contains('<'))
+            .collect()
+    }
+
+    #[test]
+    fn every_variable_read_is_documented_and_every_documented_one_is_read() {
+        let mut asked = BTreeSet::new();
+        for env in reading_environments() {
+            let mut r = Reader::new(
+                env.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            let _ = Config::read(&mut r);
+            asked.extend(r.asked.into_inner());
+        }
+        let undocumented: Vec<&String> = asked.iter().filter(|v| !documented(v)).collect();
+        assert!(
+            undocumented.is_empty(),
+            "read but not in VARS: {undocumented:?}"
+        );
+        let unread: Vec<&str> = concrete_vars()
+            .into_iter()
+            .filter(|v| !asked.contains(*v))
+            .collect();
+        assert!(unread.is_empty(), "in VARS but never read: {unread:?}");
+    }
+
+    /// Variables `effective()` shows folded into another line: the Redis URL's parts in
+    /// `REDIS_URL`, the rule variables in the assembled rule list.
+    const FOLDED: &[(&str, &str)] = &[
+        ("REDIS_HOST", "REDIS_URL"),
+        ("REDIS_PORT", "REDIS_URL"),
+        ("REDIS_DB", "REDIS_URL"),
+        ("REDIS_USERNAME", "REDIS_URL"),
+        ("REDIS_PASSWORD", "REDIS_URL"),
+        ("REDIS_USE_TLS", "REDIS_URL"),
+        ("RATE_LIMIT_ENABLED", "(rate-limit rules)"),
+        ("RATE_LIMIT_TENANT", "(rate-limit rules)"),
+        ("RATE_LIMIT_USER", "(rate-limit rules)"),
+        ("RATE_LIMIT_ENDPOINTS", "(rate-limit rules)"),
+        ("RATE_LIMIT_SHADOW", "(rate-limit rules)"),
+    ];
+
+    #[test]
+    fn every_documented_variable_is_printed_by_effective() {
+        let printed_plans = Config::from_vars([
+            ("RATE_LIMIT_TENANT", "100/1m"),
+            ("RATE_LIMIT_PLANS", "pro: per-tenant=5000/1m"),
+            ("RATE_LIMIT_TENANT_PLANS", "acme=pro"),
+            ("RATE_LIMIT_COSTS", "POST /api/ai/complete = 5"),
+        ])
+        .unwrap()
+        .effective();
+        for line in [
+            ("RATE_LIMIT_PLANS", "pro: per-tenant=5000/1m"),
+            ("RATE_LIMIT_TENANT_PLANS", "acme=pro"),
+            ("RATE_LIMIT_COSTS", "POST /api/ai/complete = 5"),
+        ] {
+            assert!(
+                printed_plans.contains(&(line.0.to_string(), line.1.to_string())),
+                "{line:?} not in {printed_plans:?}"
+            );
+        }
+        let mut printed = BTreeSet::new();
+        for env in reading_environments() {
+            printed.extend(
+                Config::from_vars(env)
+                    .unwrap()
+                    .effective()
+                    .into_iter()
+                    .map(|(k, _)| k),
+            );
+        }
+        let shown = |v: &str| {
+            printed.contains(v)
+                || FOLDED
+                    .iter()
+                    .any(|(var, line)| *var == v && printed.contains(*line))
+        };
+        let missing: Vec<&str> = concrete_vars().into_iter().filter(|v| !shown(v)).collect();
+        assert!(
+            missing.is_empty(),
+            "not printed by effective(): {missing:?}"
+        );
+        let extra: Vec<&String> = printed
+            .iter()
+            .filter(|v| !v.starts_with('(') && !documented(v))
+            .collect();
+        assert!(extra.is_empty(), "printed but not in VARS: {extra:?}");
+    }
+
+    #[test]
+    fn the_readme_table_is_rendered_from_vars() {
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(&vars_markdown()),
+            "README's configuration table differs from config::VARS; paste vars_markdown():\n{}",
+            vars_markdown()
+        );
+    }
+
+    #[test]
+    fn env_example_lists_every_variable() {
+        let example = include_str!("../../.env.example");
+        let missing: Vec<&str> = concrete_vars()
+            .into_iter()
+            .filter(|v| !example.contains(&format!("{v}=")))
+            .collect();
+        assert!(missing.is_empty(), ".env.example lacks {missing:?}");
+    }
+}
