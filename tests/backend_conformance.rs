@@ -274,6 +274,26 @@ mod checks {
             evil.len() as u64
         );
     }
+
+    /// `INCR`: counts from an absent key, keeps the key's TTL (the cache's generation keys
+    /// rely on it: made with a TTL, moved on by invalidations, never left without one).
+    pub(super) async fn incr_counts_and_keeps_ttl(f: &Fixture) {
+        let t = common::unique_tenant("incr");
+        let fresh = f.keys.key(KeyKind::CacheGen, &t, &["fresh"]);
+        assert_eq!(f.backend.incr(&fresh).await.unwrap(), 1);
+        assert_eq!(f.backend.incr(&fresh).await.unwrap(), 2);
+        assert_eq!(f.backend.ttl(&fresh).await.unwrap(), KeyTtl::Persistent);
+        let timed = f.keys.key(KeyKind::CacheGen, &t, &["timed"]);
+        f.backend
+            .set(&timed, b"41", Some(Duration::from_secs(300)))
+            .await
+            .unwrap();
+        assert_eq!(f.backend.incr(&timed).await.unwrap(), 42);
+        match f.backend.ttl(&timed).await.unwrap() {
+            KeyTtl::Expires(left) => assert!(left > Duration::from_secs(200), "{left:?}"),
+            other => panic!("INCR dropped the TTL: {other:?}"),
+        }
+    }
 }
 
 macro_rules! conformance {
@@ -299,6 +319,7 @@ conformance!(
     delete_matching_is_confined,
     tenants_are_isolated,
     hostile_components_stay_in_their_key,
+    incr_counts_and_keeps_ttl,
 );
 
 /// The harness' tenant ids are distinct across calls (tests share servers and rely on it).

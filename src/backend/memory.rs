@@ -288,6 +288,32 @@ impl MemoryStore {
         true
     }
 
+    /// Adds one to the decimal integer at `key` (absent or not a number: 0) and returns
+    /// the new value, keeping the key's TTL as Redis `INCR` does.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::MemoryStore, keys::Keys, tenant::TenantId};
+    /// let store = MemoryStore::new(Default::default());
+    /// let key = Keys::default().query(&TenantId::new("acme").unwrap(), "n");
+    /// assert_eq!(store.incr(&key).unwrap(), 1);
+    /// assert_eq!(store.incr(&key).unwrap(), 2);
+    /// ```
+    pub fn incr(&self, key: &RedisKey) -> Result<u64, BackendError> {
+        self.transact(|txn| {
+            let n = txn
+                .get(key)
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            let ttl = match txn.ttl(key) {
+                KeyTtl::Expires(left) => Some(left),
+                KeyTtl::Missing | KeyTtl::Persistent => None,
+            };
+            txn.set(key, Bytes::from(n.to_string()), ttl)?;
+            Ok(n)
+        })
+    }
+
     /// A key's remaining time to live (`PTTL`).
     pub fn ttl(&self, key: &RedisKey) -> KeyTtl {
         let now = self.now();

@@ -27,6 +27,10 @@ pub use pubsub::PubSubEvent;
 use crate::keys::{KeyPattern, RedisKey};
 use crate::metrics::{BackendLabels, Metrics};
 
+/// The future a store method returns (the storage traits of the session and cache layers).
+pub type StoreFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, BackendError>> + Send + 'a>>;
+
 /// Errors of backend operations.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -238,18 +242,10 @@ impl Backend {
         }
     }
 
-    /// Adds one to an integer key (absent: 0) with no TTL; returns the new value.
+    /// Adds one to an integer key (absent: 0), keeping its TTL; returns the new value.
     pub async fn incr(&self, key: &RedisKey) -> Result<u64, BackendError> {
         match self {
-            Self::Memory(m) => m.transact(|txn| {
-                let n = txn
-                    .get(key)
-                    .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
-                    .unwrap_or(0)
-                    + 1;
-                txn.set(key, Bytes::from(n.to_string()), None)?;
-                Ok(n)
-            }),
+            Self::Memory(m) => m.incr(key),
             #[cfg(feature = "redis")]
             Self::Redis(r) => r.incr(key).await,
         }

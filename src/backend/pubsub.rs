@@ -68,14 +68,25 @@ impl Backend {
                 None
             }
             #[cfg(feature = "redis")]
-            Self::Redis(r) => {
-                let rt = tokio::runtime::Handle::try_current().ok()?;
-                Some(
-                    rt.spawn(subscription(r.clone(), channel, handler))
-                        .abort_handle(),
-                )
-            }
+            Self::Redis(r) => r.subscribe(channel, handler),
         }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl super::RedisStore {
+    /// Subscribes to `channel` in a background task (inside a Tokio runtime; `None`
+    /// otherwise) that calls `handler` with every [`PubSubEvent`] until it returns false
+    /// or the task is aborted through the returned handle.
+    pub fn subscribe<F>(&self, channel: String, handler: F) -> Option<tokio::task::AbortHandle>
+    where
+        F: FnMut(PubSubEvent<'_>) -> bool + Send + 'static,
+    {
+        let rt = tokio::runtime::Handle::try_current().ok()?;
+        Some(
+            rt.spawn(subscription(self.clone(), channel, handler))
+                .abort_handle(),
+        )
     }
 }
 

@@ -147,8 +147,8 @@ impl Cache {
             let token = random_token();
             let mut leased = false;
             match inner
-                .backend
-                .set_nx(&lock_key, token.as_bytes(), Some(inner.config.lease))
+                .store
+                .set_nx(&lock_key, token.as_bytes(), inner.config.lease)
                 .await
             {
                 Ok(true) => leased = true,
@@ -176,8 +176,8 @@ impl Cache {
                         }
                         // The filler gave up (error or uncacheable): take over.
                         if let Ok(true) = inner
-                            .backend
-                            .set_nx(&lock_key, token.as_bytes(), Some(inner.config.lease))
+                            .store
+                            .set_nx(&lock_key, token.as_bytes(), inner.config.lease)
                             .await
                         {
                             leased = true;
@@ -228,10 +228,7 @@ impl Cache {
             }
         };
         if let Some((lock_key, token)) = lease {
-            let _ = inner
-                .backend
-                .delete_if_eq(&lock_key, token.as_bytes())
-                .await;
+            let _ = inner.store.delete_if_eq(&lock_key, token.as_bytes()).await;
         }
         served
     }
@@ -266,7 +263,7 @@ impl Inner {
 
     /// Whether other instances see the same L2 (Redis): only then is a lease useful.
     pub(super) fn shares_l2(&self) -> bool {
-        self.backend.is_shared()
+        self.store.is_shared()
     }
 
     pub(super) async fn lookup(
@@ -295,7 +292,7 @@ impl Inner {
     ) -> Lookup {
         let key = &ck.key;
         let [t, c] = &ck.gens;
-        let got = self.backend.get_many(&[t, c, key]).await.map(|mut v| {
+        let got = self.store.get_many(&[t, c, key]).await.map(|mut v| {
             let current = [
                 generation(v.first().and_then(Option::as_ref)),
                 generation(v.get(1).and_then(Option::as_ref)),
@@ -346,15 +343,15 @@ impl Inner {
         let key = &ck.key;
         let raw = e.encode();
         let lifetime = ttl.saturating_add(self.config.stale);
-        match self.backend.set(key, &raw, Some(lifetime)).await {
+        match self.store.set(key, &raw, lifetime).await {
             Ok(()) => {
                 self.event(category, "store");
                 // The generations live at least as long as the entries that carry them.
                 let gen_ttl = self.generation_ttl(lifetime);
                 let [t, c] = &ck.gens;
                 let _ = futures_util::future::join(
-                    self.backend.expire(t, gen_ttl),
-                    self.backend.expire(c, gen_ttl),
+                    self.store.expire(t, gen_ttl),
+                    self.store.expire(c, gen_ttl),
                 )
                 .await;
             }

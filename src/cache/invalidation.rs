@@ -85,7 +85,7 @@ impl Cache {
         let message = Invalidation::Key(key.key.as_str().to_string());
         self.inner.apply(&message);
         self.event(key.category.name(), "invalidation");
-        let existed = self.inner.backend.delete(&key.key).await;
+        let existed = self.inner.store.delete(&key.key).await;
         self.publish(&message).await;
         existed
     }
@@ -136,14 +136,14 @@ impl Cache {
         self.event(category, "invalidation");
         // Made random first if absent, then moved on: never a value an entry carries.
         self.inner
-            .backend
+            .store
             .set_nx(
                 gen_key,
                 first_generation().to_string().as_bytes(),
-                Some(self.inner.generation_ttl(Duration::ZERO)),
+                self.inner.generation_ttl(Duration::ZERO),
             )
             .await?;
-        let generation = self.inner.backend.incr(gen_key).await?;
+        let generation = self.inner.store.incr(gen_key).await?;
         for m in &messages {
             self.publish(m).await;
         }
@@ -151,12 +151,8 @@ impl Cache {
     }
 
     pub(super) async fn publish(&self, message: &Invalidation) {
-        if let Err(e) = self
-            .inner
-            .backend
-            .publish(&self.inner.channel, &message.encode())
-            .await
-        {
+        let Some(bus) = &self.inner.bus else { return };
+        if let Err(e) = bus.publish(&self.inner.channel, &message.encode()).await {
             tracing::warn!(error = %e, "cache invalidation not published");
         }
     }
@@ -205,7 +201,7 @@ impl Inner {
                 generation(raw.get(1).and_then(Option::as_ref)),
             ]
         };
-        let Ok(current) = self.backend.get_many(&[t, c]).await.map(read) else {
+        let Ok(current) = self.store.get_many(&[t, c]).await.map(read) else {
             return [0, 0];
         };
         if !current.contains(&0) {
@@ -215,12 +211,8 @@ impl Inner {
             if g == 0 {
                 let first = first_generation().to_string();
                 if self
-                    .backend
-                    .set_nx(
-                        k,
-                        first.as_bytes(),
-                        Some(self.generation_ttl(Duration::ZERO)),
-                    )
+                    .store
+                    .set_nx(k, first.as_bytes(), self.generation_ttl(Duration::ZERO))
                     .await
                     .is_err()
                 {
@@ -228,7 +220,7 @@ impl Inner {
                 }
             }
         }
-        self.backend.get_many(&[t, c]).await.map_or([0, 0], read)
+        self.store.get_many(&[t, c]).await.map_or([0, 0], read)
     }
 
     /// How long a generation key is kept: at least the longest lifetime (TTL, jitter and

@@ -7,20 +7,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{entry, Entry, Inner};
-use crate::backend::Backend;
 use crate::config::CacheConfig;
 use crate::keys::RedisKey;
 use crate::metrics::{CacheLabels, Metrics};
 
-/// The L1 of a cache on `backend`: none on the memory backend (already in process) or
-/// when `CACHE_L1_MAX_BYTES` is 0.
+/// The L1 of a cache in front of a store that other instances share and tell about
+/// invalidations (`announced`): none otherwise (a store in process already would only be
+/// copied; without a bus, another instance's invalidation would not reach it), or when
+/// `CACHE_L1_MAX_BYTES` is 0.
 pub(super) fn build(
-    backend: &Backend,
+    announced: bool,
     config: &CacheConfig,
     metrics: &Metrics,
 ) -> Option<moka::sync::Cache<String, Arc<Entry>>> {
-    // The memory backend is in process already: an L1 would only copy it.
-    if !backend.is_shared() || config.l1_max_bytes == 0 {
+    if !announced || config.l1_max_bytes == 0 {
         return None;
     }
     let m = metrics.clone();

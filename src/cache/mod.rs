@@ -65,6 +65,7 @@ mod layer;
 #[cfg(feature = "axum")]
 mod service;
 mod status;
+mod store;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -87,6 +88,7 @@ pub use layer::CacheLayer;
 #[cfg(feature = "axum")]
 pub use service::CacheService;
 pub use status::{CacheError, CacheStatus, Cached};
+pub use store::{BusHandler, CacheBus, CacheStore};
 
 use crate::backend::Backend;
 use crate::keys::{Keys, RedisKey};
@@ -113,7 +115,9 @@ pub struct Cache {
 }
 
 struct Inner {
-    backend: Backend,
+    store: Arc<dyn CacheStore>,
+    /// Invalidations to and from other instances (`None`: nobody to tell).
+    bus: Option<Arc<dyn CacheBus>>,
     keys: Keys,
     config: CacheConfig,
     l1: Option<moka::sync::Cache<String, Arc<Entry>>>,
@@ -145,7 +149,7 @@ impl Drop for Inner {
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("backend", &self.inner.backend.kind())
+            .field("store", &self.inner.store.name())
             .field("l1", &self.inner.l1.is_some())
             .finish_non_exhaustive()
     }
@@ -155,20 +159,68 @@ impl Cache {
     /// A cache on `backend`. With Redis (and `l1_max_bytes > 0`) it keeps an L1 and, when
     /// called inside a Tokio runtime, subscribes to the invalidation channel.
     pub fn new(backend: Backend, config: CacheConfig, keys: Keys, metrics: &Metrics) -> Self {
-        Self::build(backend, config, keys, metrics, None)
+        Self::on_backend(backend, config, keys, metrics, None)
     }
 
-    pub(crate) fn build(
+    pub(crate) fn on_backend(
         backend: Backend,
         config: CacheConfig,
         keys: Keys,
         metrics: &Metrics,
         user_header: Option<http::HeaderName>,
     ) -> Self {
-        let l1 = l1::build(&backend, &config, metrics);
+        let (store, bus) = store::on(backend);
+        Self::build(store, bus, config, keys, metrics, user_header)
+    }
+
+    /// A cache on a [`CacheStore`] of your own, with a [`CacheBus`] if other instances share
+    /// it (then, with `l1_max_bytes > 0`, an L1 sits in front and invalidations travel on
+    /// the bus; without a bus there is no L1, so no instance serves what another
+    /// invalidated).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenant_guard::cache::CacheError> {
+    /// use tenant_guard::backend::{MemoryConfig, MemoryStore};
+    /// use tenant_guard::cache::{Cache, CacheConfig, CacheStatus, Category};
+    /// use tenant_guard::{keys::Keys, metrics::Metrics, tenant::TenantId};
+    ///
+    /// let cache = Cache::with_store(MemoryStore::new(MemoryConfig::default()), None,
+    ///                               CacheConfig::default(), Keys::default(), &Metrics::new());
+    /// let acme = TenantId::new("acme").unwrap();
+    /// let first = cache.get_or_compute(&acme, &Category::query(), &"q", || async {
+    ///     Ok::<_, String>(42)
+    /// }).await?;
+    /// assert_eq!(first.status, CacheStatus::Miss);
+    /// let again = cache.get_or_compute(&acme, &Category::query(), &"q", || async {
+    ///     Ok::<_, String>(0)
+    /// }).await?;
+    /// assert_eq!((again.value, again.status), (42, CacheStatus::HitL2));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_store(
+        store: impl CacheStore,
+        bus: Option<Arc<dyn CacheBus>>,
+        config: CacheConfig,
+        keys: Keys,
+        metrics: &Metrics,
+    ) -> Self {
+        Self::build(Arc::new(store), bus, config, keys, metrics, None)
+    }
+
+    pub(crate) fn build(
+        store: Arc<dyn CacheStore>,
+        bus: Option<Arc<dyn CacheBus>>,
+        config: CacheConfig,
+        keys: Keys,
+        metrics: &Metrics,
+        user_header: Option<http::HeaderName>,
+    ) -> Self {
+        let l1 = l1::build(store.is_shared() && bus.is_some(), &config, metrics);
         let channel = format!("{}:cache-invalidate", keys.prefix().as_str());
         let inner = Arc::new(Inner {
-            backend,
+            store,
+            bus,
             keys,
             config,
             l1,
@@ -180,13 +232,12 @@ impl Cache {
             subscriber: Mutex::new(None),
             user_header,
         });
-        if inner.l1.is_some() {
+        if let (Some(_), Some(bus)) = (&inner.l1, &inner.bus) {
             let weak = Arc::downgrade(&inner);
-            let task = inner
-                .backend
-                .subscribe(inner.channel.clone(), move |event| {
-                    invalidation::on_event(&weak, event)
-                });
+            let task = bus.subscribe(
+                inner.channel.clone(),
+                Box::new(move |event| invalidation::on_event(&weak, event)),
+            );
             *inner
                 .subscriber
                 .lock()
@@ -356,7 +407,7 @@ impl Cache {
                     // A value of another shape under this key: treat as a miss.
                     Err(_) if compute.is_some() => {
                         self.inner.l1_remove(key.key.as_str());
-                        let _ = self.inner.backend.delete(&key.key).await;
+                        let _ = self.inner.store.delete(&key.key).await;
                         continue;
                     }
                     Err(e) => return Err(CacheError::SharedUpstream(e.to_string())),

@@ -119,7 +119,7 @@ impl Cache {
     /// a trusted gateway (`RATE_LIMIT_USER_HEADER`) counts as a caller's credential for the
     /// HTTP layer's [`CacheScope`](crate::cache::CacheScope).
     pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
-        Self::build(
+        Self::on_backend(
             backend,
             config.cache.clone(),
             Keys::new(config.key_prefix.clone()),

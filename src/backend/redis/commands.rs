@@ -125,7 +125,7 @@ impl RedisStore {
     }
 
     /// `PUBLISH channel message`; returns how many subscribers received it.
-    pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<u64, BackendError> {
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<u64, BackendError> {
         self.run("publish", |mut c| async move {
             redis::cmd("PUBLISH")
                 .arg(channel)

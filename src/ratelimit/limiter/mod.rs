@@ -23,6 +23,7 @@ use super::decision::{rule_decision, Decision, Source};
 use super::rules::{Quota, Rule, Scope};
 use super::store::batch::Batcher;
 use super::store::memory::MemoryLimiter;
+use super::store::{self, SharedCounters};
 use crate::backend::{Backend, BackendError};
 use crate::keys::{KeyKind, Keys, RedisKey};
 use crate::metrics::{DecisionLabels, Metrics, RuleLabels};
@@ -126,6 +127,8 @@ struct Inner {
     deny: Option<DenyCache>,
     /// Checks waiting for Redis at the same time go in one script call (single node).
     batcher: Option<Batcher>,
+    /// The shared store of the counters (Redis); `None` on the memory backend.
+    shared: Option<Arc<dyn SharedCounters>>,
     /// Per-process random seed of in-process counter keys (64-bit hashes of tenant, rule,
     /// identity and endpoint: a collision, ~1e-8 over a million counters, merges two
     /// counters, which can only make a limit stricter).
@@ -279,7 +282,8 @@ impl RateLimiter {
             .plan_names()
             .map(|p| (p.to_string(), specs(Some(p))))
             .collect();
-        let batcher = Batcher::for_backend(&backend);
+        let shared = store::shared(&backend);
+        let batcher = shared.as_ref().and_then(Batcher::for_store);
         Self {
             inner: Arc::new(Inner {
                 backend,
@@ -292,6 +296,7 @@ impl RateLimiter {
                 burst,
                 deny,
                 batcher,
+                shared,
                 seed,
                 decisions: [false, true].map(|allowed| {
                     Source::ALL.map(|source| {

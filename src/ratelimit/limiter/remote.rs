@@ -4,13 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use super::Inner;
 use super::{build, counted_method, Applied};
 use crate::backend::BackendError;
 use crate::keys::RedisKey;
 use crate::ratelimit::algo::Rules;
 use crate::ratelimit::outage::LocalRule;
-use crate::ratelimit::store;
-use crate::ratelimit::store::redis::Request;
+use crate::ratelimit::store::{Reply, Request};
 use crate::ratelimit::{Check, Decision, OutageMode, RateLimiter, RuleDecision, Source};
 
 impl RateLimiter {
@@ -108,7 +108,7 @@ impl RateLimiter {
                 }
             },
             None => {
-                let result = store::redis::eval(&inner.backend, &request).await;
+                let result = decide_one(inner, &request).await;
                 (request, result)
             }
         };
@@ -196,7 +196,7 @@ impl RateLimiter {
                     nonce: self.nonce(1),
                     charges: std::iter::once(units).collect(),
                 };
-                let res = store::redis::eval(&self.inner.backend, &request).await;
+                let res = decide_one(&self.inner, &request).await;
                 let now = Instant::now();
                 match res {
                     Ok((_, outs, redis_ms)) => {
@@ -287,5 +287,14 @@ impl RateLimiter {
                 rules: applied.iter().map(|a| unknown(a, true)).collect(),
             },
         }
+    }
+}
+
+/// One request in its own call to the shared store (the Redis path runs only when there
+/// is one).
+async fn decide_one(inner: &Inner, request: &Request) -> Result<Reply, BackendError> {
+    match &inner.shared {
+        Some(store) => store.decide_one(request).await,
+        None => Err(BackendError::Unsupported("no shared counter store")),
     }
 }

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::redis::{batch_timeout, eval_batch, Reply, Request};
-use crate::backend::{Backend, BackendError};
+use super::{Reply, Request, SharedCounters};
+use crate::backend::BackendError;
 
 /// Most requests in one script call.
 pub(crate) const MAX_BATCH: usize = 32;
@@ -53,7 +53,7 @@ pub(crate) struct Batcher {
 }
 
 struct Shared {
-    backend: Backend,
+    store: Arc<dyn SharedCounters>,
     /// The command timeout: how long a call may take.
     timeout: Duration,
     queue: Mutex<VecDeque<Pending>>,
@@ -78,11 +78,11 @@ impl Shared {
 }
 
 impl Batcher {
-    /// Calls on `backend`, when it can take batched calls (a single Redis node).
-    pub(crate) fn for_backend(backend: &Backend) -> Option<Self> {
-        batch_timeout(backend).map(|timeout| Self {
+    /// Calls on `store`, when it can take batched calls (a single Redis node).
+    pub(crate) fn for_store(store: &Arc<dyn SharedCounters>) -> Option<Self> {
+        store.batch_timeout().map(|timeout| Self {
             shared: Arc::new(Shared {
-                backend: backend.clone(),
+                store: store.clone(),
                 timeout,
                 queue: Mutex::new(VecDeque::new()),
                 permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
@@ -140,7 +140,7 @@ async fn send(shared: Arc<Shared>, mut permit: OwnedSemaphorePermit) {
         };
         if !batch.is_empty() {
             let requests: Vec<&Request> = batch.iter().map(|p| &p.request).collect();
-            match eval_batch(&shared.backend, &requests).await {
+            match shared.store.decide(&requests).await {
                 Ok(replies) => {
                     for (p, reply) in batch.into_iter().zip(replies) {
                         let _ = p.tx.send((p.request, reply));

@@ -1,14 +1,14 @@
 //! The Redis store of the limiter: `lua/ratelimit.lua` and its wire format, the only
 //! place that encodes the script's ARGV and decodes its reply.
 
-#[cfg(feature = "redis")]
-use crate::backend::Backend;
-use crate::backend::BackendError;
+use std::time::Duration;
+
+use super::{Reply, Request, SharedCounters};
+use crate::backend::{BackendError, RedisStore, StoreFuture};
 use crate::keys::RedisKey;
 use crate::ratelimit::algo::{Outcome, Rules, Spec};
 
 /// `lua/ratelimit.lua`.
-#[cfg(feature = "redis")]
 fn script() -> &'static crate::backend::LuaScript {
     static S: std::sync::OnceLock<crate::backend::LuaScript> = std::sync::OnceLock::new();
     S.get_or_init(|| {
@@ -16,60 +16,27 @@ fn script() -> &'static crate::backend::LuaScript {
     })
 }
 
-/// The command timeout of `backend` if it takes batched calls: a single Redis node (a
-/// cluster call's keys must share a slot).
-pub(crate) fn batch_timeout(backend: &crate::backend::Backend) -> Option<std::time::Duration> {
-    match backend {
-        #[cfg(feature = "redis")]
-        crate::backend::Backend::Redis(r) if !r.is_cluster() => Some(r.command_timeout()),
-        _ => None,
+impl SharedCounters for RedisStore {
+    fn decide<'a>(
+        &'a self,
+        requests: &'a [&'a Request],
+    ) -> StoreFuture<'a, Vec<Result<Reply, BackendError>>> {
+        Box::pin(eval_batch(self, requests))
+    }
+
+    fn batch_timeout(&self) -> Option<Duration> {
+        // A cluster call's keys must share a slot; checks of different tenants do not.
+        (!self.is_cluster()).then(|| self.command_timeout())
     }
 }
-
-/// One request of a script call: its rules, their counters, and what to do.
-#[derive(Debug)]
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) struct Request {
-    pub(crate) specs: Rules<Spec>,
-    pub(crate) keys: Vec<RedisKey>,
-    pub(crate) cost: u32,
-    /// `check`, `peek` or `charge`.
-    pub(crate) mode: &'static str,
-    /// Unique per request: names the exact log's members.
-    pub(crate) nonce: u64,
-    /// Units admitted in process per rule, charged first (empty: none).
-    pub(crate) charges: Rules<u32>,
-}
-
-impl Request {
-    /// A request with no rules (the base of struct updates).
-    pub(crate) fn empty() -> Self {
-        Self {
-            specs: Rules::new(),
-            keys: Vec::new(),
-            cost: 1,
-            mode: "peek",
-            nonce: 0,
-            charges: Rules::new(),
-        }
-    }
-}
-
-/// What the script answered for one request: all enforced rules allowed, each rule's
-/// outcome, the Redis clock (ms).
-pub(crate) type Reply = (bool, Rules<Outcome>, u64);
 
 /// One script call deciding `requests` in order, each all or nothing (they must share a
 /// slot, or the deployment be a single node). A request whose counter holds another type
 /// gets its own error (nothing was written for it); the others their replies.
-#[cfg(feature = "redis")]
-pub(crate) async fn eval_batch(
-    backend: &Backend,
+async fn eval_batch(
+    redis: &RedisStore,
     requests: &[&Request],
 ) -> Result<Vec<Result<Reply, BackendError>>, BackendError> {
-    let Backend::Redis(redis) = backend else {
-        return Err(BackendError::Unsupported("no Redis backend"));
-    };
     // The call's distinct rules, each sent once; requests name them by number.
     let mut distinct: Vec<&Spec> = Vec::new();
     let index: Vec<Rules<usize>> = requests
@@ -160,24 +127,4 @@ pub(crate) async fn eval_batch(
             Ok((part[0] == 1, outs, part[1].max(0).unsigned_abs()))
         })
         .collect())
-}
-
-/// Without the `redis` feature there is no Redis store.
-#[cfg(not(feature = "redis"))]
-pub(crate) async fn eval_batch(
-    _: &crate::backend::Backend,
-    _: &[&Request],
-) -> Result<Vec<Result<Reply, BackendError>>, BackendError> {
-    Err(BackendError::Unsupported("no Redis backend"))
-}
-
-/// One script call for one request.
-pub(crate) async fn eval(
-    backend: &crate::backend::Backend,
-    request: &Request,
-) -> Result<Reply, BackendError> {
-    let mut replies = eval_batch(backend, &[request]).await?;
-    replies.pop().unwrap_or(Err(BackendError::Unsupported(
-        "unexpected reply from the rate-limit script",
-    )))
 }

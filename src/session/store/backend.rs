@@ -2,19 +2,15 @@
 //! with the memory and Redis implementations beside this file and room for a user's own.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
-use crate::backend::BackendError;
 use crate::keys::{Keys, RedisKey};
 use crate::session::SessionId;
 use crate::tenant::TenantId;
 
 use super::SessionInfo;
 
-/// The future a [`SessionBackend`] method returns.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
+pub use crate::backend::StoreFuture;
 
 /// Where sessions are kept. [`SessionStore`](super::SessionStore) calls it with
 /// tenant-prefixed keys and keeps cookies, the outage policy, metrics and size limits on
