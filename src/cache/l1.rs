@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::CacheConfig;
 use super::{entry, Entry, Inner};
-use crate::config::CacheConfig;
 use crate::keys::RedisKey;
 use crate::metrics::{CacheLabels, Metrics};
 

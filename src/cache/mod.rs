@@ -180,7 +180,7 @@ impl Cache {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), tenant_guard::cache::CacheError> {
+    /// # async fn main() -> Result<(), tenant_guard::cache::CacheError<String>> {
     /// use tenant_guard::backend::{MemoryConfig, MemoryStore};
     /// use tenant_guard::cache::{Cache, CacheConfig, CacheStatus, Category};
     /// use tenant_guard::{keys::Keys, metrics::Metrics, tenant::TenantId};
