@@ -29,8 +29,10 @@ for i = 1, #ids do
   if not key then
     undeclared = undeclared + 1
   else
+    -- A session is a hash with a creation time: a record without one (fields a plain update
+    -- wrote after the session was destroyed, about to be removed) is no session.
     local pttl = redis.call('PTTL', key)
-    if pttl == -2 then
+    if pttl == -2 or redis.call('HEXISTS', key, '_c') == 0 then
       redis.call('ZREM', idx, ids[i])
     elseif ARGV[1] == 'revoke' then
       redis.call('DEL', key)

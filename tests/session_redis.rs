@@ -329,3 +329,96 @@ async fn outage_local_falls_back_to_memory_and_says_so() {
         "fallback not visible in metrics"
     );
 }
+
+/// A plain update (a field written, nothing else) is one transaction of plain commands, no
+/// script, and Redis still holds both lifetimes on its own clock: the idle TTL is renewed,
+/// the absolute deadline (`PEXPIREAT .. LT`) caps it, and the user's index outlives the
+/// session.
+#[tokio::test]
+async fn plain_update_is_one_transaction_and_keeps_both_lifetimes() {
+    let server = common::RedisServer::start();
+    let (app, _) = app(&[
+        ("REDIS_URL", server.url()),
+        ("SESSION_TTL", "1h".into()),
+        ("SESSION_MAX_LIFETIME", "60s".into()),
+        ("SESSION_RENEW_INTERVAL", "1h".into()),
+    ]);
+    let (_, _, cookie) = send(&app, "POST", "/login", None).await;
+    let cookie = cookie.unwrap();
+    send(&app, "GET", "/a", Some(&cookie)).await;
+    let mut monitor = Monitor::start(server.port);
+    let (status, _, _) = send(&app, "POST", "/a", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut indexed = vec!["hgetall", "multi", "exists", "hset", "pexpire", "pexpireat"];
+    indexed.extend(["zadd", "pexpire", "exec"]);
+    assert_eq!(monitor.take(), indexed);
+    let key = server.cli(&["--scan", "--pattern", "tg:session:{acme}:*"]);
+    let key = key.trim();
+    assert_eq!(server.cli(&["HGET", key, "f:a"]).trim(), "\"1\"");
+    let ttl: i64 = server.cli(&["PTTL", key]).trim().parse().unwrap();
+    assert!(
+        (50_000..=60_000).contains(&ttl),
+        "the absolute deadline must cap the idle TTL: {ttl}"
+    );
+    let index = server.cli(&["--scan", "--pattern", "tg:session-index:{acme}:*"]);
+    let index_ttl: i64 = server.cli(&["PTTL", index.trim()]).trim().parse().unwrap();
+    assert!(
+        index_ttl >= ttl,
+        "index {index_ttl} expires before its session {ttl}"
+    );
+    assert_eq!(send(&app, "GET", "/me", Some(&cookie)).await.1, "erin");
+}
+
+/// A plain update that lands after the session was destroyed (here: deleted between the
+/// request's load and its save) resurrects nothing: the request ends the session's cookie,
+/// no key is left, and the user's index lists nothing.
+#[tokio::test]
+async fn plain_update_of_a_destroyed_session_leaves_nothing() {
+    let server = common::RedisServer::start();
+    let port = server.port;
+    let config = Config::from_vars([
+        ("REDIS_URL", server.url()),
+        ("SESSION_SECRET", SECRET.to_string()),
+    ])
+    .unwrap();
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).unwrap();
+    let store = SessionStore::from_config(&config, backend, &metrics);
+    let login = |session: Session| async move {
+        session.cycle_id().await?;
+        session.set_user_id(Some("erin")).await?;
+        Ok::<_, SessionError>("in")
+    };
+    // Reads the session, has it deleted behind its back, then writes a field.
+    let racing = move |session: Session| async move {
+        session.get::<String>("a").await?;
+        for key in common::cli(port, &["--scan", "--pattern", "tg:session:{acme}:*"]).lines() {
+            common::cli(port, &["DEL", key]);
+        }
+        session.insert("a", &"late").await?;
+        Ok::<_, SessionError>("written")
+    };
+    let app = Router::new()
+        .route("/login", post(login))
+        .route("/race", post(racing))
+        .layer(SessionLayer::from_config(&config.session, store.clone()))
+        .layer(TenantLayer::new(TenantResolver::header("x-tenant-id")));
+    let (_, _, cookie) = send(&app, "POST", "/login", None).await;
+    let (status, _, set_cookie) = send(&app, "POST", "/race", Some(&cookie.unwrap())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        set_cookie.is_some_and(|c| c.ends_with('=')),
+        "the cookie of a session gone meanwhile is removed"
+    );
+    assert_eq!(
+        server.cli(&["--scan", "--pattern", "tg:session:{acme}:*"]),
+        "",
+        "a destroyed session was resurrected"
+    );
+    let acme = tenant_guard::tenant::TenantId::new("acme").unwrap();
+    assert!(store
+        .list_user_sessions(&acme, "erin")
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -343,6 +343,7 @@ impl Session {
                 clear: false,
                 set: Vec::new(),
                 del: Vec::new(),
+                created_ms: None,
             };
             store.save(tenant, &op).await?;
             store.event("destroy");
@@ -373,6 +374,7 @@ impl Session {
                     clear: false,
                     set,
                     del: Vec::new(),
+                    created_ms: None,
                 };
                 match store.save(tenant, &op).await? {
                     SaveOutcome::Written => {
@@ -434,6 +436,7 @@ impl Session {
                     clear: st.cleared,
                     set,
                     del: st.del.iter().map(String::as_str).collect(),
+                    created_ms: Some(stored.created_ms),
                 };
                 match store.save(tenant, &op).await? {
                     SaveOutcome::Written => {
@@ -491,6 +494,7 @@ impl Session {
                     clear: false,
                     set: Vec::new(),
                     del: Vec::new(),
+                    created_ms: Some(stored.created_ms),
                 };
                 if store.save(tenant, &op).await? == SaveOutcome::Written {
                     store.event("renew");

@@ -165,6 +165,10 @@ pub struct SessionWrite<'a> {
     pub set: Vec<(&'a str, &'a str)>,
     /// Fields to delete.
     pub del: Vec<&'a str>,
+    /// The record's creation time as this request loaded it (ms), for a store that caps the
+    /// TTL at the absolute deadline without reading the record again; `None` when not
+    /// loaded (create, destroy).
+    pub created_ms: Option<u64>,
 }
 
 /// The keys one save touches, tenant-prefixed.
@@ -230,6 +234,13 @@ pub enum SaveOutcome {
     Gone,
     /// The target id exists already: the caller retries with a fresh one.
     Collision,
+}
+
+/// This process's wall clock, ms since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub(crate) fn ms(d: Duration) -> u64 {

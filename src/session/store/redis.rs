@@ -1,5 +1,7 @@
-//! Sessions on Redis: one hash per session and a sorted set per user, changed only by the
-//! Lua scripts (`lua/session_*.lua`), which run with Redis `TIME`.
+//! Sessions on Redis: one hash per session and a sorted set per user. A read is one
+//! `HGETALL`; a plain update (fields written or deleted, nothing else) is one `MULTI`/`EXEC`
+//! of plain commands; everything that must decide atomically (create, rename, user change,
+//! clear, destroy, renewal) runs a Lua script (`lua/session_*.lua`) with Redis `TIME`.
 
 use std::time::Duration;
 
@@ -83,9 +85,7 @@ async fn load(
             ::redis::cmd("HGETALL").arg(key).query_async(&mut c).await
         })
         .await?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now_ms = super::backend::now_ms();
     let mut loaded = SessionRecord::new(now_ms, now_ms);
     let (mut created, mut saved) = (None, None);
     for (name, value) in fields {
@@ -119,6 +119,123 @@ async fn load(
 }
 
 async fn save(
+    r: &RedisStore,
+    keys: &SessionKeys,
+    op: &SessionWrite<'_>,
+    lifetimes: Lifetimes,
+) -> Result<SaveOutcome, BackendError> {
+    if let Some(created) = op.created_ms.filter(|_| is_plain_update(keys, op)) {
+        match plain_update(r, keys, op, lifetimes, created).await {
+            Err(BackendError::Redis(e))
+                if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::ExecAbort) =>
+            {
+                // A server before 7.0 (no `PEXPIRE .. GT/LT`): nothing was applied; the
+                // script does the same.
+                warn_old_server(&e);
+            }
+            other => return other,
+        }
+    }
+    save_script_call(r, keys, op, lifetimes).await
+}
+
+/// A write that only sets or deletes fields of a loaded session (no create, rename, user
+/// change, clear or destroy): it needs no decision, only to land on a live session.
+fn is_plain_update(keys: &SessionKeys, op: &SessionWrite<'_>) -> bool {
+    op.mode == WriteMode::Update
+        && op.rename_from.is_none()
+        && matches!(op.user, UserChange::Keep)
+        && !op.clear
+        && keys.index_after == keys.index_before
+}
+
+/// How much later than its session an index entry may expire: the entry's score is written
+/// on this process's clock and pruned on Redis's (a skew up to this is harmless).
+const INDEX_SLACK_MS: u64 = 60_000;
+
+/// A plain update in one round trip of plain commands, `MULTI`/`EXEC` so that all or none
+/// apply: what a tower-sessions write costs (no script). The fields land with one `HSET`
+/// (and one `HDEL`), so concurrent requests that change different fields keep each other's
+/// changes. Redis itself keeps both lifetimes on its own clock: `PEXPIRE idle` then
+/// `PEXPIREAT created+max LT` (the absolute deadline, an absolute time, lowers the TTL
+/// only). `EXISTS` first tells whether the session was still there: if it was destroyed
+/// or renamed meanwhile, the fields just written form a record without a creation time,
+/// which no read accepts, and it is removed at once (and would expire anyway). The user's
+/// index entry only ever moves later (`ZADD XX GT`: never re-added once revoked), and the
+/// index outlives its sessions (`PEXPIRE .. GT`).
+async fn plain_update(
+    r: &RedisStore,
+    keys: &SessionKeys,
+    op: &SessionWrite<'_>,
+    lifetimes: Lifetimes,
+    created: u64,
+) -> Result<SaveOutcome, BackendError> {
+    let (idle_ms, max_ms) = (ms(lifetimes.idle), ms(lifetimes.max));
+    let now = super::backend::now_ms();
+    let deadline = created.saturating_add(max_ms);
+    let key = &keys.session;
+    let mut p = ::redis::pipe();
+    p.atomic();
+    p.cmd("EXISTS").arg(key);
+    let mut hset = ::redis::cmd("HSET");
+    hset.arg(key).arg("_r").arg(now);
+    for (k, v) in &op.set {
+        hset.arg(format!("f:{k}")).arg(*v);
+    }
+    p.add_command(hset).ignore();
+    if !op.del.is_empty() {
+        let mut hdel = ::redis::cmd("HDEL");
+        hdel.arg(key);
+        for k in &op.del {
+            hdel.arg(format!("f:{k}"));
+        }
+        p.add_command(hdel).ignore();
+    }
+    p.cmd("PEXPIRE").arg(key).arg(idle_ms).ignore();
+    p.cmd("PEXPIREAT").arg(key).arg(deadline).arg("LT").ignore();
+    if let Some(idx) = &keys.index_after {
+        let until = now.saturating_add(idle_ms.min(deadline.saturating_sub(now)));
+        p.cmd("ZADD")
+            .arg(idx)
+            .arg("XX")
+            .arg("GT")
+            .arg(until.saturating_add(INDEX_SLACK_MS))
+            .arg(op.id.as_str())
+            .ignore();
+        p.cmd("PEXPIRE")
+            .arg(idx)
+            .arg(idle_ms.saturating_add(INDEX_SLACK_MS))
+            .arg("GT")
+            .ignore();
+    }
+    let (existed,): (bool,) = r
+        .run("session_save", |mut c| async move {
+            p.query_async(&mut c).await
+        })
+        .await?;
+    if existed {
+        return Ok(SaveOutcome::Written);
+    }
+    // Gone meanwhile: drop the fragment just written (best effort; it expires anyway).
+    let _ = r.delete(key).await;
+    Ok(SaveOutcome::Gone)
+}
+
+/// Logs once that the server takes no `PEXPIRE .. GT/LT` (before Redis 7.0): plain updates
+/// then run the save script, as every other write.
+fn warn_old_server(e: &::redis::RedisError) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            error = %e,
+            "Redis refused a plain session update (a server before 7.0?); session writes use \
+             the save script"
+        );
+    });
+}
+
+/// Runs `lua/session_save.lua`: every write that decides something.
+async fn save_script_call(
     r: &RedisStore,
     keys: &SessionKeys,
     op: &SessionWrite<'_>,
