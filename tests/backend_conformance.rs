@@ -322,6 +322,27 @@ conformance!(
     incr_counts_and_keeps_ttl,
 );
 
+/// A single node is reached over `REDIS_POOL_SIZE` connections used in turn: that many
+/// clients appear on the server, each of them used.
+#[tokio::test]
+async fn pool_spreads_commands_over_its_connections() {
+    for size in [1usize, 3] {
+        let server = common::RedisServer::start();
+        let b = backend(&[
+            ("REDIS_URL", &server.url()),
+            ("REDIS_POOL_SIZE", &size.to_string()),
+        ]);
+        let t = common::unique_tenant("pool");
+        let k = Keys::default().query(&t, "h");
+        for _ in 0..(4 * size) {
+            b.get(&k).await.unwrap();
+        }
+        let clients = server.cli(&["CLIENT", "LIST"]);
+        let used = clients.lines().filter(|l| l.contains("cmd=get")).count();
+        assert_eq!(used, size, "{clients}");
+    }
+}
+
 /// The harness' tenant ids are distinct across calls (tests share servers and rely on it).
 #[test]
 fn harness_tenant_ids_are_distinct() {

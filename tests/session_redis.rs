@@ -349,8 +349,16 @@ async fn plain_update_is_one_transaction_and_keeps_both_lifetimes() {
     let mut monitor = Monitor::start(server.port);
     let (status, _, _) = send(&app, "POST", "/a", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
-    let mut indexed = vec!["hgetall", "multi", "exists", "hset", "pexpire", "pexpireat"];
-    indexed.extend(["zadd", "pexpire", "exec"]);
+    let indexed = [
+        "hgetall",
+        "multi",
+        "hset",
+        "pexpire",
+        "pexpireat",
+        "zadd",
+        "pexpire",
+        "exec",
+    ];
     assert_eq!(monitor.take(), indexed);
     let key = server.cli(&["--scan", "--pattern", "tg:session:{acme}:*"]);
     let key = key.trim();

@@ -34,6 +34,11 @@ pub struct RedisConfig {
     /// CA certificate(s) that sign the server's TLS certificate, when it is not in the
     /// system trust store (`REDIS_TLS_CA_FILE`, default none: the system roots).
     pub tls_ca: Option<TlsCa>,
+    /// Connections to a single node, used in turn, each multiplexed (`REDIS_POOL_SIZE`,
+    /// 1 to 64, default 4; a cluster keeps one per node). One connection carries every
+    /// command of the process in turn through one driver task; several let requests
+    /// that wait for Redis at the same time go out and come back on more than one.
+    pub pool_size: std::num::NonZeroUsize,
 }
 
 impl Default for RedisConfig {
@@ -44,6 +49,7 @@ impl Default for RedisConfig {
             command_timeout: Duration::from_secs(1),
             max_retries: 3,
             tls_ca: None,
+            pool_size: std::num::NonZeroUsize::new(4).expect("4 is not 0"),
         }
     }
 }

@@ -241,12 +241,25 @@ pub(super) fn read_redis(r: &mut Reader) -> RedisConfig {
             "a whole number, 0 or more",
         )
         .unwrap_or(defaults.max_retries);
+    let pool_size = r
+        .parse(
+            "REDIS_POOL_SIZE",
+            |raw| {
+                parse::integer::<usize>(raw).and_then(|n| match n {
+                    1..=64 => Ok(std::num::NonZeroUsize::new(n).expect("n >= 1")),
+                    _ => Err("must be 1 to 64".into()),
+                })
+            },
+            "a whole number from 1 to 64",
+        )
+        .unwrap_or(defaults.pool_size);
     RedisConfig {
         mode,
         connect_timeout: r.duration("REDIS_CONNECT_TIMEOUT", defaults.connect_timeout, true),
         command_timeout: r.duration("REDIS_COMMAND_TIMEOUT", defaults.command_timeout, true),
         max_retries,
         tls_ca,
+        pool_size,
     }
 }
 
@@ -331,6 +344,7 @@ pub(super) fn effective_redis(c: &Config, push: &mut impl FnMut(&str, String)) {
         fmt_duration(c.redis.command_timeout),
     );
     push("REDIS_MAX_RETRIES", c.redis.max_retries.to_string());
+    push("REDIS_POOL_SIZE", c.redis.pool_size.to_string());
     push(
         "REDIS_TLS_CA_FILE",
         c.redis.tls_ca.as_ref().map_or_else(

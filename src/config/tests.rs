@@ -545,3 +545,28 @@ fn string_enums_round_trip_through_the_environment() {
     let err = Config::from_vars([("SESSION_COOKIE_SAMESITE", "sometimes")]).unwrap_err();
     assert_eq!(err.problems()[0].var, "SESSION_COOKIE_SAMESITE");
 }
+
+#[test]
+fn redis_pool_size_is_one_to_sixty_four() {
+    assert_eq!(cfg(&[]).unwrap().redis.pool_size.get(), 4);
+    assert_eq!(
+        cfg(&[("REDIS_POOL_SIZE", "1")])
+            .unwrap()
+            .redis
+            .pool_size
+            .get(),
+        1
+    );
+    assert_eq!(
+        cfg(&[("REDIS_POOL_SIZE", "64")])
+            .unwrap()
+            .redis
+            .pool_size
+            .get(),
+        64
+    );
+    for bad in ["0", "65", "-1", "many"] {
+        let err = cfg(&[("REDIS_POOL_SIZE", bad)]).unwrap_err();
+        assert_eq!(err.problems()[0].var, "REDIS_POOL_SIZE", "{bad}");
+    }
+}

@@ -92,6 +92,11 @@ pub const VARS: &[VarDoc] = &[
         meaning: "reconnect attempts (single node) / retries (cluster)",
     },
     VarDoc {
+        names: &["REDIS_POOL_SIZE"],
+        default: "`4`",
+        meaning: "connections to a single node, used in turn (1-64)",
+    },
+    VarDoc {
         names: &["TG_KEY_PREFIX"],
         default: "`tg`",
         meaning: "prefix of every key",

@@ -161,7 +161,7 @@ pub struct SessionWrite<'a> {
     pub user: UserChange<'a>,
     /// Drop every field before `set`.
     pub clear: bool,
-    /// Fields to write (name, JSON text).
+    /// Fields to write (name, JSON text), each name once.
     pub set: Vec<(&'a str, &'a str)>,
     /// Fields to delete.
     pub del: Vec<&'a str>,

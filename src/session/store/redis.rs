@@ -158,9 +158,10 @@ const INDEX_SLACK_MS: u64 = 60_000;
 /// (and one `HDEL`), so concurrent requests that change different fields keep each other's
 /// changes. Redis itself keeps both lifetimes on its own clock: `PEXPIRE idle` then
 /// `PEXPIREAT created+max LT` (the absolute deadline, an absolute time, lowers the TTL
-/// only). `EXISTS` first tells whether the session was still there: if it was destroyed
-/// or renamed meanwhile, the fields just written form a record without a creation time,
-/// which no read accepts, and it is removed at once (and would expire anyway). The user's
+/// only). `HSET`'s count of new fields tells whether the session was still there (every
+/// save writes `_r`, so on a live session it is never new): if it was destroyed or renamed
+/// meanwhile, the fields just written form a record without a creation time, which no read
+/// accepts, and it is removed at once (and would expire anyway). The user's
 /// index entry only ever moves later (`ZADD XX GT`: never re-added once revoked), and the
 /// index outlives its sessions (`PEXPIRE .. GT`).
 async fn plain_update(
@@ -176,13 +177,12 @@ async fn plain_update(
     let key = &keys.session;
     let mut p = ::redis::pipe();
     p.atomic();
-    p.cmd("EXISTS").arg(key);
     let mut hset = ::redis::cmd("HSET");
     hset.arg(key).arg("_r").arg(now);
     for (k, v) in &op.set {
         hset.arg(format!("f:{k}")).arg(*v);
     }
-    p.add_command(hset).ignore();
+    p.add_command(hset);
     if !op.del.is_empty() {
         let mut hdel = ::redis::cmd("HDEL");
         hdel.arg(key);
@@ -208,15 +208,29 @@ async fn plain_update(
             .arg("GT")
             .ignore();
     }
-    let (existed,): (bool,) = r
+    let (added,): (usize,) = r
         .run("session_save", |mut c| async move {
             p.query_async(&mut c).await
         })
         .await?;
-    if existed {
+    if added < 1 + op.set.len() {
         return Ok(SaveOutcome::Written);
     }
-    // Gone meanwhile: drop the fragment just written (best effort; it expires anyway).
+    // Every field new: gone meanwhile, unless the record predates `_r` (it still has its
+    // creation time). Rare: one more command to tell.
+    let live: bool = r
+        .run("session_save", |mut c| async move {
+            ::redis::cmd("HEXISTS")
+                .arg(key)
+                .arg("_c")
+                .query_async(&mut c)
+                .await
+        })
+        .await?;
+    if live {
+        return Ok(SaveOutcome::Written);
+    }
+    // Drop the fragment just written (best effort; it expires anyway).
     let _ = r.delete(key).await;
     Ok(SaveOutcome::Gone)
 }
