@@ -236,7 +236,9 @@ pub enum SaveOutcome {
     Collision,
 }
 
-/// This process's wall clock, ms since the Unix epoch.
+/// This process's wall clock, ms since the Unix epoch (the Redis store's reads and plain
+/// updates).
+#[cfg(feature = "redis")]
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
