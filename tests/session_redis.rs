@@ -430,3 +430,43 @@ async fn plain_update_of_a_destroyed_session_leaves_nothing() {
         .unwrap()
         .is_empty());
 }
+
+/// On a server that refuses the plain update (here an ACL without `PEXPIREAT`, as a server
+/// before 7.0 refuses its `LT`), a field write falls back to the save script: nothing lost.
+#[tokio::test]
+async fn plain_update_refused_falls_back_to_the_script() {
+    let server = common::RedisServer::start();
+    server.cli(&[
+        "ACL",
+        "SETUSER",
+        "tg",
+        "on",
+        ">tg-pass",
+        "~*",
+        "&*",
+        "+@all",
+        "-pexpireat",
+    ]);
+    let url = format!("redis://tg:tg-pass@127.0.0.1:{}", server.port);
+    let (app, _) = app(&[("REDIS_URL", url), ("SESSION_RENEW_INTERVAL", "1h".into())]);
+    let (_, _, cookie) = send(&app, "POST", "/login", None).await;
+    let cookie = cookie.unwrap();
+    let scripts = |stats: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|v| v.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = scripts(&server.cli(&["INFO", "commandstats"]));
+    let (status, _, _) = send(&app, "POST", "/a", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(send(&app, "GET", "/a", Some(&cookie)).await.1, "1");
+    assert_eq!(send(&app, "GET", "/me", Some(&cookie)).await.1, "erin");
+    let after = scripts(&server.cli(&["INFO", "commandstats"]));
+    assert_eq!(
+        after,
+        before + 1,
+        "the refused update was not saved by the script"
+    );
+}

@@ -126,13 +126,10 @@ async fn save(
 ) -> Result<SaveOutcome, BackendError> {
     if let Some(created) = op.created_ms.filter(|_| is_plain_update(keys, op)) {
         match plain_update(r, keys, op, lifetimes, created).await {
-            Err(BackendError::Redis(e))
-                if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::ExecAbort) =>
-            {
-                // A server before 7.0 (no `PEXPIRE .. GT/LT`): nothing was applied; the
-                // script does the same.
-                warn_old_server(&e);
-            }
+            // Redis refused it (a server before 7.0 has no `PEXPIRE .. GT/LT`; an ACL may
+            // deny a command): the transaction did not run, or ran only commands the script
+            // repeats (field writes and TTLs are idempotent). The script does it all.
+            Err(e @ BackendError::Redis(_)) if !e.is_outage() => warn_refused(&e),
             other => return other,
         }
     }
@@ -235,15 +232,15 @@ async fn plain_update(
     Ok(SaveOutcome::Gone)
 }
 
-/// Logs once that the server takes no `PEXPIRE .. GT/LT` (before Redis 7.0): plain updates
-/// then run the save script, as every other write.
-fn warn_old_server(e: &::redis::RedisError) {
+/// Logs once that Redis refused a plain update (a server before 7.0, or an ACL): those
+/// updates then run the save script, as every other write.
+fn warn_refused(e: &BackendError) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         tracing::warn!(
             error = %e,
-            "Redis refused a plain session update (a server before 7.0?); session writes use \
-             the save script"
+            "Redis refused a plain session update (a server before 7.0, or an ACL without \
+             PEXPIREAT?); such updates use the save script"
         );
     });
 }
