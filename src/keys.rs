@@ -129,6 +129,8 @@ pub enum KeyKind {
     Lock,
     /// Cache generations of a tenant and its categories (bumped to invalidate).
     CacheGen,
+    /// Leases of requests in flight (concurrency limits).
+    Concurrency,
 }
 
 impl KeyKind {
@@ -160,6 +162,7 @@ impl KeyKind {
             b"cache" => Self::Cache,
             b"lock" => Self::Lock,
             b"cache-gen" => Self::CacheGen,
+            b"concurrency" => Self::Concurrency,
             _ => return None,
         })
     }
@@ -173,6 +176,7 @@ impl KeyKind {
             Self::Query => "query",
             Self::Ai => "ai",
             Self::Cache => "cache",
+            Self::Concurrency => "concurrency",
             Self::Lock => "lock",
             Self::CacheGen => "cache-gen",
         }

@@ -63,6 +63,7 @@ mod macros;
 pub mod backend;
 pub mod cache;
 pub mod clock;
+pub mod concurrency;
 pub mod config;
 pub mod keys;
 pub mod metrics;

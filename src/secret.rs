@@ -160,3 +160,19 @@ impl fmt::Debug for RedisUrl {
         write!(f, "RedisUrl({})", self.redacted())
     }
 }
+
+/// 128 random bits in hex: a lease's token, unique among the holders of one key (when the
+/// system's randomness fails, the time and a counter keep it unique in this process).
+pub(crate) fn random_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        b[..8].copy_from_slice(&now.to_le_bytes());
+        b[8..].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -30,6 +30,7 @@ use serde_json::json;
 
 use tenant_guard::backend::{Backend, BackendError};
 use tenant_guard::cache::{Cache, CacheLayer};
+use tenant_guard::concurrency::{ConcurrencyLayer, ConcurrencyLimiter};
 use tenant_guard::config::{Config, Secret};
 use tenant_guard::metrics::Metrics;
 use tenant_guard::ops;
@@ -64,7 +65,7 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
     let limiter = RateLimiter::from_config(config, backend.clone(), &metrics);
     let sessions = SessionStore::from_config(config, backend.clone(), &metrics);
     let cache = Cache::from_config(config, backend.clone(), &metrics);
-    Ok(Router::new()
+    let routes = Router::new()
         .route("/api/items", get(items))
         .route(
             "/api/reports/{day}",
@@ -86,7 +87,18 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         )
         .route("/login", post(login))
         .route("/logout", post(logout))
-        .route("/me", get(me))
+        .route("/me", get(me));
+    // Requests in flight, when capped (RATE_LIMIT_CONCURRENCY_*): inside the rate limit, so
+    // a request it refuses takes no lease, and counted as the identity it resolved.
+    let routes = if config.concurrency.is_enabled() {
+        routes.layer(ConcurrencyLayer::new(ConcurrencyLimiter::from_config(
+            config,
+            backend.clone(),
+        )))
+    } else {
+        routes
+    };
+    Ok(routes
         .layer(RateLimitLayer::from_config(config, limiter))
         .layer(SessionLayer::from_config(&config.session, sessions).expose_user(true))
         .layer(TenantLayer::from_config(&config.tenant))

@@ -39,15 +39,6 @@ pub(super) enum Lookup {
     Miss { l2_down: bool },
 }
 
-fn random_token() -> String {
-    let mut b = [0u8; 16];
-    // A lease token only needs to be unique among concurrent fillers.
-    if getrandom::fill(&mut b).is_err() {
-        b[..8].copy_from_slice(&entry::now_ms().to_le_bytes());
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn jitter(ttl: Duration, percent: u8) -> Duration {
     if percent == 0 {
         return ttl;
@@ -144,7 +135,7 @@ impl Cache {
             let lock_key = inner
                 .keys
                 .key(KeyKind::Lock, &key.tenant, &["cache", cat, &key.hash]);
-            let token = random_token();
+            let token = crate::secret::random_token();
             let mut leased = false;
             match inner
                 .store

@@ -7,6 +7,7 @@
 
 use crate::backend::{Backend, BackendError};
 use crate::cache::Cache;
+use crate::concurrency::ConcurrencyLimiter;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::ratelimit::{
@@ -111,6 +112,33 @@ impl RateLimitLayer {
             Some(p) => layer.per_client(p),
             None => layer,
         }
+    }
+}
+
+impl ConcurrencyLimiter {
+    /// A limiter with the caps of `config.concurrency`, keys under `config.key_prefix`,
+    /// and `RATE_LIMIT_OUTAGE` for when Redis is unreachable.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::Backend, concurrency::ConcurrencyLimiter, config::Config,
+    ///                    metrics::Metrics, tenant::{Identity, TenantId}};
+    /// let config = Config::from_vars([("RATE_LIMIT_CONCURRENCY_TENANT", "2")])?;
+    /// let limiter = ConcurrencyLimiter::from_config(&config, Backend::from_config(&config, &Metrics::new())?);
+    /// let acme = TenantId::new("acme")?;
+    /// let _a = limiter.acquire(&acme, &Identity::User("a".into())).await.unwrap();
+    /// let _b = limiter.acquire(&acme, &Identity::User("b".into())).await.unwrap();
+    /// assert!(limiter.acquire(&acme, &Identity::User("c".into())).await.is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn from_config(config: &Config, backend: Backend) -> Self {
+        Self::new(
+            backend,
+            config.concurrency.clone(),
+            Keys::new(config.key_prefix.clone()),
+            config.rate_limit.outage,
+        )
     }
 }
 

@@ -32,6 +32,7 @@
 mod assemble;
 mod backend;
 mod cache;
+mod concurrency;
 mod ops;
 mod rate_limit;
 mod session;
@@ -46,6 +47,7 @@ use crate::keys::KeyPrefix;
 
 pub use crate::backend::{BreakerConfig, MemoryConfig, RedisConfig, RedisMode, TlsCa};
 pub use crate::cache::CacheConfig;
+pub use crate::concurrency::ConcurrencyConfig;
 use crate::parse::{self, fmt_duration, DURATION_FORM};
 use crate::ratelimit::rules as rl;
 pub use crate::ratelimit::RateLimitConfig;
@@ -78,6 +80,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Default rate limit.
     pub rate_limit: RateLimitConfig,
+    /// Caps on requests in flight.
+    pub concurrency: ConcurrencyConfig,
     /// Access to the ops and admin routes.
     pub ops: OpsConfig,
     warnings: Vec<String>,
@@ -312,6 +316,7 @@ impl Config {
         }
         let cache = cache::read_cache(r);
         let rate_limit = rate_limit::read_rate_limit(r);
+        let concurrency = concurrency::read_concurrency(r);
         let ops = ops::read_ops(r);
 
         let mut unknown: Vec<&String> = r
@@ -334,6 +339,7 @@ impl Config {
             session,
             cache,
             rate_limit,
+            concurrency,
             ops,
             warnings: Vec::new(),
         }
@@ -365,6 +371,7 @@ impl Config {
         session::effective(self, &mut push);
         cache::effective(self, &mut push);
         rate_limit::effective(self, &mut push);
+        concurrency::effective(self, &mut push);
         ops::effective(self, &mut push);
         out
     }

@@ -332,6 +332,21 @@ pub const VARS: &[VarDoc] = &[
         meaning: "`compact` (bounded memory), `exact` (sorted-set log) or `gcra` (rate + burst)",
     },
     VarDoc {
+        names: &["RATE_LIMIT_CONCURRENCY_TENANT"],
+        default: "—",
+        meaning: "requests in flight per tenant, across instances",
+    },
+    VarDoc {
+        names: &["RATE_LIMIT_CONCURRENCY_USER"],
+        default: "—",
+        meaning: "requests in flight per user (or client address)",
+    },
+    VarDoc {
+        names: &["RATE_LIMIT_CONCURRENCY_LEASE"],
+        default: "`30s`",
+        meaning: "lifetime of an in-flight lease unless renewed (a crashed instance's end after this)",
+    },
+    VarDoc {
         names: &["RATE_LIMIT_OUTAGE"],
         default: "`local`",
         meaning: "while Redis is unusable: `open`, `closed` (503) or `local`",

@@ -134,6 +134,8 @@ where
             let mut rate_headers = http::HeaderMap::new();
             headers::apply(&mut rate_headers, &decision, layer.legacy_headers);
             parts.extensions.insert(decision);
+            // Who was counted: the concurrency layer inside counts the same identity.
+            parts.extensions.insert(identity);
             let mut res = inner.call(Request::from_parts(parts, body)).await?;
             res.headers_mut().extend(rate_headers);
             Ok(res)

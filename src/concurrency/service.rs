@@ -1,0 +1,104 @@
+//! [`ConcurrencyService`]: takes a lease per request, answers 429 (or 503) when a cap is
+//! full, and hands the lease to the response body.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::{ConcurrencyBody, ConcurrencyDenied, ConcurrencyLimiter};
+use crate::problem::Problem;
+use crate::ratelimit::GLOBAL_TENANT;
+use crate::tenant::{Identity, TenantId, UserId};
+
+/// The service made by [`ConcurrencyLayer`](super::ConcurrencyLayer).
+#[derive(Clone, Debug)]
+pub struct ConcurrencyService<S> {
+    pub(super) inner: S,
+    pub(super) limiter: ConcurrencyLimiter,
+}
+
+crate::macros::inner_service_accessors!(ConcurrencyService);
+
+/// Who a request is: what the rate-limit layer resolved, else the session's user, else the
+/// client address.
+fn identity<B>(req: &Request<B>) -> Identity {
+    let ext = req.extensions();
+    if let Some(i) = ext.get::<Identity>() {
+        return i.clone();
+    }
+    if let Some(u) = ext.get::<UserId>() {
+        return Identity::User(u.as_str().into());
+    }
+    let peer = ext
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| ext.get::<SocketAddr>().copied());
+    peer.map_or(Identity::Unknown, |p| Identity::from_ip(p.ip()))
+}
+
+fn refused<B: From<String>>(d: &ConcurrencyDenied) -> Response<B> {
+    let secs = d.retry_after.as_secs().max(1);
+    let mut res: Response<B> = if d.unavailable {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Concurrency limiter unavailable",
+        )
+        .detail("the lease store is unreachable and the outage mode is `closed`; try again shortly")
+        .into_response()
+    } else {
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+            .detail(format!(
+                "rule `concurrency` allows {} requests in flight per {}; retry in {secs} s",
+                d.limit, d.scope
+            ))
+            .with("rule", "concurrency")
+            .with("scope", d.scope)
+            .with("limit", d.limit)
+            .into_response()
+    };
+    res.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    res
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ConcurrencyService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: From<String> + Send + 'static,
+{
+    type Response = Response<ConcurrencyBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limiter = self.limiter.clone();
+        Box::pin(async move {
+            let tenant = req
+                .extensions()
+                .get::<TenantId>()
+                .cloned()
+                .unwrap_or_else(|| {
+                    TenantId::new(GLOBAL_TENANT).expect("the global tenant is valid")
+                });
+            let who = identity(&req);
+            let lease = match limiter.acquire(&tenant, &who).await {
+                Ok(lease) => lease,
+                Err(d) => return Ok(refused::<ResBody>(&d).map(|b| ConcurrencyBody::new(b, None))),
+            };
+            let res = inner.call(req).await?;
+            Ok(res.map(|b| ConcurrencyBody::new(b, Some(lease))))
+        })
+    }
+}
