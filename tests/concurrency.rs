@@ -301,3 +301,40 @@ async fn redis_single_outage_closed_refuses_then_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An identity in `RATE_LIMIT_EXEMPT` takes no lease: its requests in flight are not capped.
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_exempt_identities_take_no_lease() {
+    let gate = Arc::new(Notify::new());
+    let (apps, _server) = instances(
+        Kind::Memory,
+        &[
+            ("RATE_LIMIT_CONCURRENCY_USER", "1"),
+            ("RATE_LIMIT_EXEMPT", "user:ops"),
+        ],
+        &gate,
+    );
+    let a = apps[0]
+        .clone()
+        .oneshot(req("/generate", "acme", "ops"))
+        .await
+        .unwrap();
+    let b = apps[0]
+        .clone()
+        .oneshot(req("/generate", "acme", "ops"))
+        .await
+        .unwrap();
+    assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
+    let c = apps[0]
+        .clone()
+        .oneshot(req("/generate", "acme", "ann"))
+        .await
+        .unwrap();
+    assert_eq!(c.status(), StatusCode::OK);
+    assert_eq!(
+        status(&apps[0], "/quick", "acme", "ann").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    gate.notify_waiters();
+    drop((a, b, c));
+}

@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::{ConcurrencyBody, ConcurrencyDenied, ConcurrencyLimiter};
 use crate::problem::Problem;
-use crate::ratelimit::GLOBAL_TENANT;
+use crate::ratelimit::{Decision, Source, GLOBAL_TENANT};
 use crate::tenant::{Identity, TenantId, UserId};
 
 /// The service made by [`ConcurrencyLayer`](super::ConcurrencyLayer).
@@ -92,6 +92,15 @@ where
                 .unwrap_or_else(|| {
                     TenantId::new(GLOBAL_TENANT).expect("the global tenant is valid")
                 });
+            // An identity exempt from limits (`RATE_LIMIT_EXEMPT`) takes no lease.
+            let exempt = req
+                .extensions()
+                .get::<Decision>()
+                .is_some_and(|d| d.source == Source::Exempt);
+            if exempt {
+                let res = inner.call(req).await?;
+                return Ok(res.map(|b| ConcurrencyBody::new(b, None)));
+            }
             let who = identity(&req);
             let lease = match limiter.acquire(&tenant, &who).await {
                 Ok(lease) => lease,

@@ -107,7 +107,9 @@ impl RateLimitLayer {
         );
         let layer = Self::new(limiter)
             .identity(identity)
-            .legacy_headers(rl.legacy_headers);
+            .legacy_headers(rl.legacy_headers)
+            .exempt(rl.exempt.clone())
+            .deny(rl.deny.clone());
         match per_client {
             Some(p) => layer.per_client(p),
             None => layer,

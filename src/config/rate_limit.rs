@@ -6,7 +6,8 @@ use super::{rl, Config, Reader};
 use crate::parse;
 use crate::parse::{fmt_duration, BOOL_FORM, DURATION_FORM};
 use crate::ratelimit::{
-    default_rule, Algorithm, OutageMode, Policy, PolicyProblem, Quota, RateLimitConfig, Rule, Scope,
+    default_rule, AccessList, Algorithm, OutageMode, Policy, PolicyProblem, Quota, RateLimitConfig,
+    Rule, Scope, ACCESS_LIST_FORM,
 };
 use crate::tenant::TenantId;
 
@@ -252,6 +253,16 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
             "a whole number of counters, at least 2",
         )
         .unwrap_or(d.outage_keys);
+    let list = |r: &mut Reader, var: &str| {
+        r.parse(
+            var,
+            |v| AccessList::parse(v).map_err(String::from),
+            ACCESS_LIST_FORM,
+        )
+        .unwrap_or_default()
+    };
+    let exempt = list(r, "RATE_LIMIT_EXEMPT");
+    let deny = list(r, "RATE_LIMIT_DENY");
     RateLimitConfig {
         max,
         window,
@@ -266,6 +277,8 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
         per_ip,
         deny_cache,
         outage_keys,
+        exempt,
+        deny,
     }
 }
 
@@ -361,6 +374,15 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
     );
     push("RATE_LIMIT_DENY_CACHE", rl.deny_cache.to_string());
     push("RATE_LIMIT_OUTAGE_KEYS", rl.outage_keys.to_string());
+    let list = |l: &AccessList| {
+        if l.is_empty() {
+            "(none)".to_string()
+        } else {
+            l.to_env()
+        }
+    };
+    push("RATE_LIMIT_EXEMPT", list(&rl.exempt));
+    push("RATE_LIMIT_DENY", list(&rl.deny));
 }
 
 fn none_or(s: String) -> String {

@@ -332,6 +332,16 @@ pub const VARS: &[VarDoc] = &[
         meaning: "`compact` (bounded memory), `exact` (sorted-set log) or `gcra` (rate + burst)",
     },
     VarDoc {
+        names: &["RATE_LIMIT_EXEMPT"],
+        default: "—",
+        meaning: "`tenant:NAME`, `user:ID`, `ip:CIDR` entries that skip every limit",
+    },
+    VarDoc {
+        names: &["RATE_LIMIT_DENY"],
+        default: "—",
+        meaning: "entries of the same form refused with 403",
+    },
+    VarDoc {
         names: &["RATE_LIMIT_CONCURRENCY_TENANT"],
         default: "—",
         meaning: "requests in flight per tenant, across instances",

@@ -44,6 +44,10 @@ pub struct RateLimitConfig {
     /// Most counters whose last Redis answer each instance remembers for the `local`
     /// outage mode (`RATE_LIMIT_OUTAGE_KEYS`, default 100000, at least 2).
     pub outage_keys: u64,
+    /// Tenants, users and address ranges that skip every limit (`RATE_LIMIT_EXEMPT`).
+    pub exempt: crate::ratelimit::AccessList,
+    /// Tenants, users and address ranges refused with 403 (`RATE_LIMIT_DENY`).
+    pub deny: crate::ratelimit::AccessList,
 }
 
 impl Default for RateLimitConfig {
@@ -67,6 +71,8 @@ impl Default for RateLimitConfig {
             per_ip: None,
             deny_cache: 10_000,
             outage_keys: 100_000,
+            exempt: Default::default(),
+            deny: Default::default(),
         }
     }
 }

@@ -25,10 +25,14 @@ pub enum Source {
     OutageClosed,
     /// No rule applies.
     NoRules,
+    /// The tenant, user or address is in `RATE_LIMIT_EXEMPT`: allowed, nothing counted.
+    Exempt,
+    /// The tenant, user or address is in `RATE_LIMIT_DENY`: refused with 403.
+    DenyList,
 }
 
 impl Source {
-    pub(crate) const COUNT: usize = 8;
+    pub(crate) const COUNT: usize = 10;
     pub(crate) const ALL: [Source; Self::COUNT] = [
         Self::Redis,
         Self::Memory,
@@ -38,6 +42,8 @@ impl Source {
         Self::OutageOpen,
         Self::OutageClosed,
         Self::NoRules,
+        Self::Exempt,
+        Self::DenyList,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -54,6 +60,8 @@ impl Source {
             Self::OutageOpen => "outage-open",
             Self::OutageClosed => "outage-closed",
             Self::NoRules => "no-rules",
+            Self::Exempt => "exempt",
+            Self::DenyList => "deny-list",
         }
     }
 }
@@ -139,6 +147,16 @@ pub(crate) fn rule_decision(name: &'static str, spec: &Spec, o: &Outcome) -> Rul
 }
 
 /// The decision when no rule applies.
+/// A request an access list decided (`Exempt` or `DenyList`), with no rule counted.
+pub(crate) fn listed(source: Source) -> Decision {
+    Decision {
+        allowed: source != Source::DenyList,
+        source,
+        cost: 0,
+        rules: Vec::new(),
+    }
+}
+
 pub(crate) fn no_rules(cost: u32) -> Decision {
     Decision {
         allowed: true,

@@ -7,6 +7,7 @@ use futures_util::future::BoxFuture;
 use http::request::Parts;
 use tower_layer::Layer;
 
+use super::access::AccessList;
 use super::identity::IdentityConfig;
 use super::limiter::RateLimiter;
 use super::service::RateLimitService;
@@ -61,6 +62,10 @@ pub(super) struct Settings {
     pub(super) legacy_headers: bool,
     pub(super) global: TenantId,
     pub(super) per_client: Option<RateLimiter>,
+    /// `RATE_LIMIT_EXEMPT`: skip every limit.
+    pub(super) exempt: AccessList,
+    /// `RATE_LIMIT_DENY`: 403.
+    pub(super) deny: AccessList,
 }
 
 /// Counter buckets of the per-client rule: its keys carry `clients-<n>` as their hash tag,
@@ -97,6 +102,8 @@ impl RateLimitLayer {
                 legacy_headers: false,
                 global: TenantId::new(GLOBAL_TENANT).expect("valid tenant id"),
                 per_client: None,
+                exempt: AccessList::default(),
+                deny: AccessList::default(),
             }),
         }
     }
@@ -152,6 +159,34 @@ impl RateLimitLayer {
         F: Fn(&Parts) -> Option<u32> + Send + Sync + 'static,
     {
         self.settings().cost = Some(Arc::new(f));
+        self
+    }
+
+    /// Tenants, users and client address ranges that skip every limit (this layer's and
+    /// a [`ConcurrencyLayer`](crate::concurrency::ConcurrencyLayer) inside it); their
+    /// requests are counted in the decisions metric as `source="exempt"`.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let _g = rt.enter();
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// use tenant_guard::ratelimit::{AccessList, RateLimitLayer, RateLimiter};
+    /// let config = Config::default();
+    /// let metrics = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+    /// let layer = RateLimitLayer::new(limiter)
+    ///     .exempt(AccessList::parse("tenant:internal, ip:10.0.0.0/8").unwrap())
+    ///     .deny(AccessList::parse("user:spammer").unwrap());
+    /// ```
+    pub fn exempt(mut self, list: AccessList) -> Self {
+        self.settings().exempt = list;
+        self
+    }
+
+    /// Tenants, users and client address ranges refused with 403 problem+json, before any
+    /// limit is checked (a listed identity that is also exempt is refused).
+    pub fn deny(mut self, list: AccessList) -> Self {
+        self.settings().deny = list;
         self
     }
 

@@ -20,6 +20,7 @@
 //! * **Deny cache**: identities Redis reported full are answered locally until the first
 //!   unit frees; **burst**: an optional per-tenant governor cap in front of Redis.
 
+mod access;
 mod algo;
 mod burst;
 mod config;
@@ -37,6 +38,8 @@ mod store;
 
 /// Re-exported from [`tenant`](crate::tenant), where the identity types live.
 pub use crate::tenant::{Identity, UserId, GLOBAL_TENANT};
+pub use access::AccessList;
+pub(crate) use access::ACCESS_LIST_FORM;
 pub(crate) use config::default_rule;
 pub use config::RateLimitConfig;
 pub use decision::{Decision, RuleDecision, Source};

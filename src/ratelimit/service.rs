@@ -11,10 +11,12 @@ use http::request::Parts;
 use http::{Request, Response};
 use tower_service::Service;
 
+use super::decision::listed;
 use super::identity::ClientAddr;
 use super::layer::{client_bucket, Settings};
 use super::limiter::Check;
-use super::{headers, UNMATCHED_ROUTE};
+use super::{headers, Source, UNMATCHED_ROUTE};
+use crate::problem::Problem;
 use crate::tenant::{Identity, TenantId};
 
 /// The service made by [`RateLimitLayer`](super::RateLimitLayer).
@@ -64,6 +66,16 @@ impl Route {
     }
 }
 
+/// 403 problem+json for a tenant, user or address in `RATE_LIMIT_DENY` (`kind` says which
+/// matched; the value itself is not echoed).
+fn refused_by_list<B: From<String>>(kind: &str) -> Response<B> {
+    Problem::new(http::StatusCode::FORBIDDEN, "Forbidden")
+        .detail(format!("this {kind} is refused (RATE_LIMIT_DENY)"))
+        .with("rule", "deny-list")
+        .with("matched", kind.to_string())
+        .into_response()
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -97,6 +109,22 @@ where
             }
             .unwrap_or_else(|| layer.identity.identify(&parts, peer(&parts)));
             let route = Route::of(&parts);
+            if !layer.exempt.is_empty() || !layer.deny.is_empty() {
+                let client = (layer.exempt.has_addresses() || layer.deny.has_addresses())
+                    .then(|| layer.identity.client_ip(&parts, peer(&parts)))
+                    .flatten();
+                if let Some(kind) = layer.deny.matches(&tenant, &identity, client) {
+                    layer.limiter.record_listed(&listed(Source::DenyList));
+                    return Ok(refused_by_list(kind));
+                }
+                if layer.exempt.matches(&tenant, &identity, client).is_some() {
+                    let decision = listed(Source::Exempt);
+                    layer.limiter.record_listed(&decision);
+                    parts.extensions.insert(decision);
+                    parts.extensions.insert(identity);
+                    return inner.call(Request::from_parts(parts, body)).await;
+                }
+            }
             if let Some(per_client) = &layer.per_client {
                 let who = match layer.identity.client(&parts, peer(&parts)) {
                     ClientAddr::Ip(ip) => Identity::from_ip(ip),

@@ -473,6 +473,11 @@ impl RateLimiter {
         remote.await
     }
 
+    /// Counts a request an access list decided (in the decisions metric, by its source).
+    pub(crate) fn record_listed(&self, d: &Decision) {
+        self.inner.decisions[usize::from(d.allowed)][d.source.index()].inc();
+    }
+
     fn record(&self, d: &Decision) {
         let m = &self.inner.metrics;
         self.inner.decisions[usize::from(d.allowed)][d.source.index()].inc();
