@@ -35,6 +35,13 @@ pub struct DecisionLabels {
     pub source: &'static str,
 }
 
+/// Labels naming a concurrency scope (`tenant` or `user`: a bounded set).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    /// `tenant` or `user`.
+    pub scope: &'static str,
+}
+
 /// Labels naming a rate-limit rule (names come from configuration: a bounded set).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabels {
@@ -127,6 +134,10 @@ pub struct Metrics {
     /// Checks decided by a rule's shared overflow counter (memory backend, counter table
     /// full of live counters).
     pub(crate) ratelimit_memory_overflow: Family<RuleLabels, Counter>,
+    /// Requests refused by a concurrency cap, by scope.
+    pub(crate) concurrency_denied: Family<ScopeLabels, Counter>,
+    /// Leases this instance holds (requests in flight under a concurrency cap).
+    pub(crate) concurrency_in_flight: Gauge,
     /// Session events.
     pub(crate) session_events: Family<SessionEventLabels, Counter>,
     /// Cache events by category.
@@ -163,6 +174,8 @@ impl Metrics {
             ratelimit_rule_denied: Family::default(),
             ratelimit_shadow_denied: Family::default(),
             ratelimit_memory_overflow: Family::default(),
+            concurrency_denied: Family::default(),
+            concurrency_in_flight: Gauge::default(),
             session_events: Family::default(),
             cache_events: Family::default(),
             cache_totals: Arc::default(),
@@ -218,6 +231,17 @@ impl Metrics {
              because the memory backend's counter table was full of live counters \
              (TG_MEMORY_MAX_COUNTERS), by rule",
             m.ratelimit_memory_overflow.clone(),
+        );
+        registry.register(
+            "concurrency_denied",
+            "Requests refused by a concurrency cap (RATE_LIMIT_CONCURRENCY_*), by scope \
+             (tenant or user)",
+            m.concurrency_denied.clone(),
+        );
+        registry.register(
+            "concurrency_in_flight",
+            "Requests in flight holding a concurrency lease on this instance",
+            m.concurrency_in_flight.clone(),
         );
         registry.register(
             "session_events",

@@ -31,7 +31,7 @@ fn app(vars: &[(&str, &str)]) -> (Router, Metrics) {
     let router = Router::new()
         .route("/r", get(|| async { "ok" }))
         .layer(ConcurrencyLayer::new(ConcurrencyLimiter::from_config(
-            &config, backend,
+            &config, backend, &metrics,
         )))
         .layer(RateLimitLayer::from_config(&config, limiter))
         .layer(TenantLayer::new(TenantResolver::header("x-tenant-id")));

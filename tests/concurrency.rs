@@ -34,7 +34,7 @@ fn instance(vars: &[(String, String)], gate: Arc<Notify>) -> Router {
     let metrics = Metrics::new();
     let backend = Backend::from_config(&config, &metrics).expect("backend");
     let limiter = RateLimiter::from_config(&config, backend.clone(), &metrics);
-    let concurrency = ConcurrencyLimiter::from_config(&config, backend);
+    let concurrency = ConcurrencyLimiter::from_config(&config, backend, &metrics);
     let slow = move || {
         let gate = gate.clone();
         async move {
@@ -171,6 +171,60 @@ mod checks {
         admitted_soon(&apps[apps.len() - 1], t, "ann").await;
     }
 
+    pub(super) async fn route_caps_count_their_endpoints_only(kind: Kind) {
+        let gate = Arc::new(Notify::new());
+        let (apps, _server) = instances(
+            kind,
+            &[(
+                "RATE_LIMIT_CONCURRENCY_ENDPOINTS",
+                "user: GET /generate = 1; tenant: * /generate = 2",
+            )],
+            &gate,
+        );
+        let t = common::unique_tenant("route");
+        let t = t.as_str();
+        let last = apps.len() - 1;
+        let a = apps[0]
+            .clone()
+            .oneshot(req("/generate", t, "ann"))
+            .await
+            .unwrap();
+        assert_eq!(a.status(), StatusCode::OK);
+        // ann's second generation: her per-route cap.
+        let second = apps[last]
+            .clone()
+            .oneshot(req("/generate", t, "ann"))
+            .await
+            .unwrap();
+        assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+        let body = second.into_body().collect().await.unwrap().to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["endpoint"], "GET /generate", "{problem}");
+        assert_eq!(problem["scope"], "user", "{problem}");
+        // Other routes are not capped; another user has a place, a third user hits the
+        // tenant's cap on the route.
+        assert_eq!(
+            status(&apps[last], "/quick", t, "ann").await.0,
+            StatusCode::OK
+        );
+        let b = apps[last]
+            .clone()
+            .oneshot(req("/generate", t, "bob"))
+            .await
+            .unwrap();
+        assert_eq!(b.status(), StatusCode::OK);
+        let c = apps[0]
+            .clone()
+            .oneshot(req("/generate", t, "cyd"))
+            .await
+            .unwrap();
+        assert_eq!(c.status(), StatusCode::TOO_MANY_REQUESTS);
+        let body = c.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("\"scope\":\"tenant\""));
+        gate.notify_waiters();
+        drop((a, b));
+    }
+
     pub(super) async fn tenant_cap_spans_its_users_only(kind: Kind) {
         let gate = Arc::new(Notify::new());
         let (apps, _server) = instances(kind, &[("RATE_LIMIT_CONCURRENCY_TENANT", "2")], &gate);
@@ -219,6 +273,7 @@ conformance!(
     user_cap_held_across_instances_until_bodies_end,
     dropped_body_frees_its_lease,
     tenant_cap_spans_its_users_only,
+    route_caps_count_their_endpoints_only,
 );
 
 fn limiter_on(url: &str, lease: &str) -> ConcurrencyLimiter {
@@ -229,8 +284,9 @@ fn limiter_on(url: &str, lease: &str) -> ConcurrencyLimiter {
         ("RATE_LIMIT_OUTAGE", "closed"),
     ])
     .unwrap();
-    let backend = Backend::from_config(&config, &Metrics::new()).unwrap();
-    ConcurrencyLimiter::from_config(&config, backend)
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).unwrap();
+    ConcurrencyLimiter::from_config(&config, backend, &metrics)
 }
 
 /// An instance that dies holding a lease (no release, no more renewals) stops counting once
@@ -337,4 +393,29 @@ async fn memory_exempt_identities_take_no_lease() {
     );
     gate.notify_waiters();
     drop((a, b, c));
+}
+
+/// The metrics: refusals by scope, and the leases this instance holds.
+#[tokio::test]
+async fn memory_metrics_count_refusals_and_leases_in_flight() {
+    let config = Config::from_vars([("RATE_LIMIT_CONCURRENCY_USER", "1")]).unwrap();
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).unwrap();
+    let limiter = ConcurrencyLimiter::from_config(&config, backend, &metrics);
+    let (t, ann) = (TenantId::new("acme").unwrap(), Identity::User("ann".into()));
+    let held = limiter.acquire(&t, &ann).await.unwrap();
+    assert!(limiter.acquire(&t, &ann).await.is_err());
+    let text = metrics.render();
+    assert!(
+        text.contains("tenant_guard_concurrency_in_flight 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tenant_guard_concurrency_denied_total{scope="user"} 1"#),
+        "{text}"
+    );
+    drop(held);
+    assert!(metrics
+        .render()
+        .contains("tenant_guard_concurrency_in_flight 0"));
 }

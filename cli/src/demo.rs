@@ -94,6 +94,7 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         routes.layer(ConcurrencyLayer::new(ConcurrencyLimiter::from_config(
             config,
             backend.clone(),
+            &metrics,
         )))
     } else {
         routes

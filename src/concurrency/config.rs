@@ -5,6 +5,79 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use crate::parse::InvalidValue;
+use crate::ratelimit::EndpointPattern;
+
+/// Who a concurrency cap counts together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapScope {
+    /// Every request of a tenant.
+    Tenant,
+    /// Every request of one user (or client address) within a tenant.
+    User,
+}
+
+impl CapScope {
+    /// `tenant` or `user`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tenant => "tenant",
+            Self::User => "user",
+        }
+    }
+}
+
+/// A cap on the requests in flight to the endpoints a pattern matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCap {
+    /// Whose requests count together.
+    pub scope: CapScope,
+    /// The endpoints.
+    pub pattern: EndpointPattern,
+    /// Requests in flight at most.
+    pub limit: NonZeroU32,
+}
+
+impl RouteCap {
+    /// Parses `tenant: METHOD /route = N` or `user: METHOD /route = N`.
+    ///
+    /// ```
+    /// use tenant_guard::concurrency::{CapScope, RouteCap};
+    /// let cap = RouteCap::parse("user: POST /api/ai/{*rest} = 2").unwrap();
+    /// assert_eq!((cap.scope, cap.limit.get()), (CapScope::User, 2));
+    /// assert_eq!(cap.pattern.to_string(), "POST /api/ai/{*rest}");
+    /// assert!(RouteCap::parse("POST /api/ai/{*rest} = 2").is_err());
+    /// ```
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        let s = s.trim();
+        let (scope, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("`{s}` names no `tenant:` or `user:` scope"))?;
+        let scope = match scope.trim() {
+            "tenant" => CapScope::Tenant,
+            "user" => CapScope::User,
+            other => {
+                return Err(format!("`{s}`: unknown scope `{other}` (`tenant` or `user`)").into())
+            }
+        };
+        let (pattern, limit) = EndpointPattern::parse_numbered(rest, "limit")?;
+        Ok(Self {
+            scope,
+            pattern,
+            limit,
+        })
+    }
+
+    /// Parses `;`-separated caps (`RATE_LIMIT_CONCURRENCY_ENDPOINTS`).
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, InvalidValue> {
+        s.split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(Self::parse)
+            .collect()
+    }
+}
+
 /// How many requests may be in flight at once, per tenant and per user, across instances.
 ///
 /// ```
@@ -26,6 +99,9 @@ pub struct ConcurrencyConfig {
     /// 30 s): a request in flight renews its lease every third of this, so only a crashed
     /// instance's leases run out, after at most this long.
     pub lease: Duration,
+    /// Caps on the requests in flight to some endpoints
+    /// (`RATE_LIMIT_CONCURRENCY_ENDPOINTS`, e.g. `user: POST /api/ai/{*rest} = 2`).
+    pub routes: Vec<RouteCap>,
 }
 
 impl Default for ConcurrencyConfig {
@@ -34,6 +110,7 @@ impl Default for ConcurrencyConfig {
             tenant: None,
             user: None,
             lease: Duration::from_secs(30),
+            routes: Vec::new(),
         }
     }
 }
@@ -60,8 +137,15 @@ impl ConcurrencyConfig {
         self
     }
 
+    /// With a cap on some endpoints.
+    #[must_use]
+    pub fn route(mut self, cap: RouteCap) -> Self {
+        self.routes.push(cap);
+        self
+    }
+
     /// Whether any cap is set.
     pub fn is_enabled(&self) -> bool {
-        self.tenant.is_some() || self.user.is_some()
+        self.tenant.is_some() || self.user.is_some() || !self.routes.is_empty()
     }
 }

@@ -23,7 +23,8 @@ use super::{ConcurrencyLimiter, ConcurrencyService};
 ///
 /// let config = ConcurrencyConfig::default().per_user(NonZeroU32::new(4).unwrap());
 /// let limiter = ConcurrencyLimiter::new(Backend::Memory(MemoryStore::new(Default::default())),
-///                                       config, Keys::default(), OutageMode::Open);
+///                                       config, Keys::default(), OutageMode::Open,
+///                                       &tenant_guard::metrics::Metrics::new());
 /// let app: Router = Router::new()
 ///     .route("/api/ai/complete", post(|| async { "answer" }))
 ///     .layer(ConcurrencyLayer::new(limiter));

@@ -4,16 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Method;
+use prometheus_client::metrics::gauge::Gauge;
+
 use super::store::{self, Acquired, LeaseStore, MemoryLeases};
-use super::ConcurrencyConfig;
+use super::{CapScope, ConcurrencyConfig};
 use crate::backend::{Backend, BackendError};
 use crate::keys::{KeyKind, Keys, RedisKey};
+use crate::metrics::{Metrics, ScopeLabels};
 use crate::ratelimit::OutageMode;
 use crate::tenant::{Identity, TenantId};
 
-/// Caps requests in flight per tenant and per user, across instances on Redis (leases that
-/// expire, so a crashed instance's requests stop counting after `RATE_LIMIT_CONCURRENCY_LEASE`)
-/// and in process on memory. Cheap to clone.
+/// Caps requests in flight per tenant and per user, and per route, across instances on
+/// Redis (leases that expire, so a crashed instance's requests stop counting after
+/// `RATE_LIMIT_CONCURRENCY_LEASE`) and in process on memory. Cheap to clone.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -27,7 +31,8 @@ use crate::tenant::{Identity, TenantId};
 ///
 /// let config = ConcurrencyConfig::default().per_user(NonZeroU32::new(1).unwrap());
 /// let limiter = ConcurrencyLimiter::new(Backend::Memory(MemoryStore::new(Default::default())),
-///                                       config, Keys::default(), OutageMode::Open);
+///                                       config, Keys::default(), OutageMode::Open,
+///                                       &tenant_guard::metrics::Metrics::new());
 /// let (acme, ann) = (TenantId::new("acme").unwrap(), Identity::User("ann".into()));
 /// let first = limiter.acquire(&acme, &ann).await.unwrap();
 /// let refused = limiter.acquire(&acme, &ann).await.unwrap_err();
@@ -48,6 +53,7 @@ struct Inner {
     config: ConcurrencyConfig,
     keys: Keys,
     outage: OutageMode,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for ConcurrencyLimiter {
@@ -66,12 +72,22 @@ impl std::fmt::Debug for ConcurrencyLimiter {
 pub struct ConcurrencyDenied {
     /// `tenant` or `user`: the scope that is full.
     pub scope: &'static str,
+    /// The endpoint pattern of a per-route cap (`None`: the cap on every request).
+    pub endpoint: Option<String>,
     /// Its cap.
     pub limit: u32,
     /// A time after which a unit may be free (a lease's end on Redis, 1 s in process).
     pub retry_after: Duration,
     /// The store was unreachable and the outage mode is `closed` (a 503, not a 429).
     pub unavailable: bool,
+}
+
+/// One capped scope of a request.
+struct Scope {
+    scope: CapScope,
+    endpoint: Option<String>,
+    key: RedisKey,
+    limit: u32,
 }
 
 impl ConcurrencyLimiter {
@@ -82,6 +98,7 @@ impl ConcurrencyLimiter {
         config: ConcurrencyConfig,
         keys: Keys,
         outage: OutageMode,
+        metrics: &Metrics,
     ) -> Self {
         let store = store::on(&backend);
         let fallback = (store.expires() && outage == OutageMode::Local)
@@ -93,6 +110,7 @@ impl ConcurrencyLimiter {
                 config,
                 keys,
                 outage,
+                metrics: metrics.clone(),
             }),
         }
     }
@@ -102,56 +120,118 @@ impl ConcurrencyLimiter {
         &self.inner.config
     }
 
-    /// The scopes that cap a request of `identity` in `tenant`, with their caps.
-    fn scopes(&self, tenant: &TenantId, identity: &Identity) -> Vec<(&'static str, RedisKey, u32)> {
+    /// The key of one scope's lease set: `[route:<pattern>:]tenant` or
+    /// `[route:<pattern>:]<kind>:<identity>` (components escaped by [`Keys`]).
+    fn scope_key(
+        &self,
+        tenant: &TenantId,
+        identity: &Identity,
+        scope: CapScope,
+        route: Option<&str>,
+    ) -> RedisKey {
+        let (kind, value) = identity.parts();
+        let mut parts: Vec<&str> = Vec::with_capacity(4);
+        if let Some(r) = route {
+            parts.extend(["route", r]);
+        }
+        match scope {
+            CapScope::Tenant => parts.push("tenant"),
+            CapScope::User => parts.extend([kind, value]),
+        }
+        self.inner.keys.key(KeyKind::Concurrency, tenant, &parts)
+    }
+
+    /// The scopes that cap a request of `identity` in `tenant`, to `method` on the matched
+    /// route template of `endpoint` (`None`: the caps on every request only).
+    fn scopes(
+        &self,
+        tenant: &TenantId,
+        identity: &Identity,
+        endpoint: Option<(&Method, &str)>,
+    ) -> Vec<Scope> {
         let c = &self.inner.config;
         let mut out = Vec::with_capacity(2);
-        if let Some(n) = c.tenant {
-            let key = self
-                .inner
-                .keys
-                .key(KeyKind::Concurrency, tenant, &["tenant"]);
-            out.push(("tenant", key, n.get()));
+        for (scope, cap) in [(CapScope::Tenant, c.tenant), (CapScope::User, c.user)] {
+            if let Some(n) = cap {
+                out.push(Scope {
+                    scope,
+                    endpoint: None,
+                    key: self.scope_key(tenant, identity, scope, None),
+                    limit: n.get(),
+                });
+            }
         }
-        if let Some(n) = c.user {
-            let (kind, value) = identity.parts();
-            let key = self
-                .inner
-                .keys
-                .key(KeyKind::Concurrency, tenant, &[kind, value]);
-            out.push(("user", key, n.get()));
+        if let Some((method, route)) = endpoint {
+            for r in c.routes.iter().filter(|r| r.pattern.matches(method, route)) {
+                let pattern = r.pattern.to_string();
+                out.push(Scope {
+                    scope: r.scope,
+                    key: self.scope_key(tenant, identity, r.scope, Some(&pattern)),
+                    endpoint: Some(pattern),
+                    limit: r.limit.get(),
+                });
+            }
         }
         out
     }
 
-    /// Takes a lease for one request: in every capped scope at once, or in none. Hold the
-    /// [`Lease`] while the request runs (the layer holds it until the response body ends or
-    /// is dropped).
+    /// Takes a lease for one request under the caps on every request (per tenant, per
+    /// user): in every capped scope at once, or in none. Hold the [`Lease`] while the
+    /// request runs (the layer holds it until the response body ends or is dropped).
     pub async fn acquire(
         &self,
         tenant: &TenantId,
         identity: &Identity,
     ) -> Result<Lease, ConcurrencyDenied> {
-        let scopes = self.scopes(tenant, identity);
+        self.take(self.scopes(tenant, identity, None)).await
+    }
+
+    /// Like [`acquire`](Self::acquire), with the per-route caps that match `method` on the
+    /// matched route template `route` (e.g. `/api/reports/{day}`) too.
+    pub async fn acquire_for(
+        &self,
+        tenant: &TenantId,
+        identity: &Identity,
+        method: &Method,
+        route: &str,
+    ) -> Result<Lease, ConcurrencyDenied> {
+        self.take(self.scopes(tenant, identity, Some((method, route))))
+            .await
+    }
+
+    async fn take(&self, scopes: Vec<Scope>) -> Result<Lease, ConcurrencyDenied> {
         if scopes.is_empty() {
             return Ok(Lease::none());
         }
-        let names: Vec<&'static str> = scopes.iter().map(|(s, ..)| *s).collect();
-        let keys: Vec<(RedisKey, u32)> = scopes.into_iter().map(|(_, k, n)| (k, n)).collect();
+        let keys: Vec<(RedisKey, u32)> = scopes.iter().map(|s| (s.key.clone(), s.limit)).collect();
         let id = crate::secret::random_token();
         let lease = self.inner.config.lease;
         let store = self.inner.store.clone();
-        match store.acquire(&keys, &id, lease).await {
-            Ok(Acquired::Held) => Ok(Lease::held(store, keys, id, lease)),
-            Ok(Acquired::Full { index, wait }) => Err(full(&names, &keys, index, wait)),
-            Err(e) => self.outage(&names, keys, id, &e),
+        let result = match store.acquire(&keys, &id, lease).await {
+            Ok(Acquired::Held) => Ok(Lease::held(store, keys, id, lease, self.in_flight())),
+            Ok(Acquired::Full { index, wait }) => Err(full(&scopes, index, wait)),
+            Err(e) => self.outage(&scopes, keys, id, &e),
+        };
+        if let Err(d) = &result {
+            if !d.unavailable {
+                self.inner
+                    .metrics
+                    .concurrency_denied
+                    .get_or_create(&ScopeLabels { scope: d.scope })
+                    .inc();
+            }
         }
+        result
+    }
+
+    fn in_flight(&self) -> Gauge {
+        self.inner.metrics.concurrency_in_flight.clone()
     }
 
     /// A request while the store fails, by the outage mode.
     fn outage(
         &self,
-        names: &[&'static str],
+        scopes: &[Scope],
         keys: Vec<(RedisKey, u32)>,
         id: String,
         error: &BackendError,
@@ -161,13 +241,15 @@ impl ConcurrencyLimiter {
             (Some(mem), _) => match mem.try_acquire(&keys) {
                 Acquired::Held => {
                     let store: Arc<dyn LeaseStore> = mem.clone();
-                    Ok(Lease::held(store, keys, id, self.inner.config.lease))
+                    let lease = self.inner.config.lease;
+                    Ok(Lease::held(store, keys, id, lease, self.in_flight()))
                 }
-                Acquired::Full { index, wait } => Err(full(names, &keys, index, wait)),
+                Acquired::Full { index, wait } => Err(full(scopes, index, wait)),
             },
             (None, OutageMode::Closed) => Err(ConcurrencyDenied {
-                scope: names.first().copied().unwrap_or("tenant"),
-                limit: keys.first().map_or(0, |(_, n)| *n),
+                scope: scopes.first().map_or("tenant", |s| s.scope.as_str()),
+                endpoint: None,
+                limit: scopes.first().map_or(0, |s| s.limit),
                 retry_after: Duration::from_secs(1),
                 unavailable: true,
             }),
@@ -176,15 +258,12 @@ impl ConcurrencyLimiter {
     }
 }
 
-fn full(
-    names: &[&'static str],
-    keys: &[(RedisKey, u32)],
-    index: usize,
-    wait: Duration,
-) -> ConcurrencyDenied {
+fn full(scopes: &[Scope], index: usize, wait: Duration) -> ConcurrencyDenied {
+    let s = scopes.get(index);
     ConcurrencyDenied {
-        scope: names.get(index).copied().unwrap_or("tenant"),
-        limit: keys.get(index).map_or(0, |(_, n)| *n),
+        scope: s.map_or("tenant", |s| s.scope.as_str()),
+        endpoint: s.and_then(|s| s.endpoint.clone()),
+        limit: s.map_or(0, |s| s.limit),
         retry_after: wait.max(Duration::from_secs(1)),
         unavailable: false,
     }
@@ -200,6 +279,8 @@ pub struct Lease {
 
 struct Held {
     store: Arc<dyn LeaseStore>,
+    /// This instance's leases held (decremented when this one ends).
+    in_flight: Gauge,
     keys: Arc<[(RedisKey, u32)]>,
     id: Arc<str>,
     renewal: Option<tokio::task::AbortHandle>,
@@ -224,7 +305,9 @@ impl Lease {
         keys: Vec<(RedisKey, u32)>,
         id: String,
         lease: Duration,
+        in_flight: Gauge,
     ) -> Self {
+        in_flight.inc();
         let keys: Arc<[(RedisKey, u32)]> = keys.into();
         let id: Arc<str> = id.into();
         let renewal = store
@@ -245,6 +328,7 @@ impl Lease {
         Self {
             held: Some(Held {
                 store,
+                in_flight,
                 keys,
                 id,
                 renewal,
@@ -263,6 +347,7 @@ impl Lease {
     #[doc(hidden)]
     pub fn abandon(mut self) {
         if let Some(h) = self.held.take() {
+            h.in_flight.dec();
             if let Some(r) = h.renewal {
                 r.abort();
             }
@@ -273,6 +358,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let Some(h) = self.held.take() else { return };
+        h.in_flight.dec();
         if let Some(r) = &h.renewal {
             r.abort();
         }

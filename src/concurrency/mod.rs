@@ -25,7 +25,7 @@ mod store;
 
 #[cfg(feature = "axum")]
 pub use body::ConcurrencyBody;
-pub use config::ConcurrencyConfig;
+pub use config::{CapScope, ConcurrencyConfig, RouteCap};
 #[cfg(feature = "axum")]
 pub use layer::ConcurrencyLayer;
 pub use limiter::{ConcurrencyDenied, ConcurrencyLimiter, Lease};

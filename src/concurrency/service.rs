@@ -50,15 +50,22 @@ fn refused<B: From<String>>(d: &ConcurrencyDenied) -> Response<B> {
         .detail("the lease store is unreachable and the outage mode is `closed`; try again shortly")
         .into_response()
     } else {
-        Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+        let on = d
+            .endpoint
+            .as_deref()
+            .map_or_else(String::new, |e| format!(" to `{e}`"));
+        let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
             .detail(format!(
-                "rule `concurrency` allows {} requests in flight per {}; retry in {secs} s",
+                "rule `concurrency` allows {} requests in flight{on} per {}; retry in {secs} s",
                 d.limit, d.scope
             ))
             .with("rule", "concurrency")
             .with("scope", d.scope)
-            .with("limit", d.limit)
-            .into_response()
+            .with("limit", d.limit);
+        if let Some(e) = &d.endpoint {
+            p = p.with("endpoint", e.clone());
+        }
+        p.into_response()
     };
     res.headers_mut()
         .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
@@ -102,7 +109,14 @@ where
                 return Ok(res.map(|b| ConcurrencyBody::new(b, None)));
             }
             let who = identity(&req);
-            let lease = match limiter.acquire(&tenant, &who).await {
+            let route = req
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or(crate::ratelimit::UNMATCHED_ROUTE, |m| m.as_str());
+            let acquired = limiter
+                .acquire_for(&tenant, &who, req.method(), route)
+                .await;
+            let lease = match acquired {
                 Ok(lease) => lease,
                 Err(d) => return Ok(refused::<ResBody>(&d).map(|b| ConcurrencyBody::new(b, None))),
             };

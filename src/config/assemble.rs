@@ -127,19 +127,21 @@ impl ConcurrencyLimiter {
     /// use tenant_guard::{backend::Backend, concurrency::ConcurrencyLimiter, config::Config,
     ///                    metrics::Metrics, tenant::{Identity, TenantId}};
     /// let config = Config::from_vars([("RATE_LIMIT_CONCURRENCY_TENANT", "2")])?;
-    /// let limiter = ConcurrencyLimiter::from_config(&config, Backend::from_config(&config, &Metrics::new())?);
+    /// let metrics = Metrics::new();
+    /// let limiter = ConcurrencyLimiter::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
     /// let acme = TenantId::new("acme")?;
     /// let _a = limiter.acquire(&acme, &Identity::User("a".into())).await.unwrap();
     /// let _b = limiter.acquire(&acme, &Identity::User("b".into())).await.unwrap();
     /// assert!(limiter.acquire(&acme, &Identity::User("c".into())).await.is_err());
     /// # Ok(()) }
     /// ```
-    pub fn from_config(config: &Config, backend: Backend) -> Self {
+    pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
         Self::new(
             backend,
             config.concurrency.clone(),
             Keys::new(config.key_prefix.clone()),
             config.rate_limit.outage,
+            metrics,
         )
     }
 }

@@ -4,7 +4,7 @@
 use std::num::NonZeroU32;
 
 use super::{Config, Reader};
-use crate::concurrency::ConcurrencyConfig;
+use crate::concurrency::{ConcurrencyConfig, RouteCap};
 use crate::parse::{self, fmt_duration};
 
 pub(super) fn read_concurrency(r: &mut Reader) -> ConcurrencyConfig {
@@ -30,10 +30,18 @@ pub(super) fn read_concurrency(r: &mut Reader) -> ConcurrencyConfig {
             "a duration of 1 s or more, e.g. `30s`",
         );
     }
+    let routes = r
+        .parse(
+            "RATE_LIMIT_CONCURRENCY_ENDPOINTS",
+            |v| RouteCap::parse_list(v).map_err(String::from),
+            "`tenant:` or `user:` then `METHOD /route = N`, entries separated by `;`, e.g. `user: POST /api/ai/{*rest} = 2`",
+        )
+        .unwrap_or_default();
     ConcurrencyConfig {
         tenant,
         user,
         lease,
+        routes,
     }
 }
 
@@ -42,6 +50,20 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
     let cap = |n: Option<NonZeroU32>| n.map_or_else(|| "(none)".into(), |n| n.to_string());
     push("RATE_LIMIT_CONCURRENCY_TENANT", cap(c.concurrency.tenant));
     push("RATE_LIMIT_CONCURRENCY_USER", cap(c.concurrency.user));
+    let routes: Vec<String> = c
+        .concurrency
+        .routes
+        .iter()
+        .map(|r| format!("{}: {} = {}", r.scope.as_str(), r.pattern, r.limit))
+        .collect();
+    push(
+        "RATE_LIMIT_CONCURRENCY_ENDPOINTS",
+        if routes.is_empty() {
+            "(none)".into()
+        } else {
+            routes.join("; ")
+        },
+    );
     push(
         "RATE_LIMIT_CONCURRENCY_LEASE",
         fmt_duration(c.concurrency.lease),

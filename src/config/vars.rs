@@ -352,6 +352,11 @@ pub const VARS: &[VarDoc] = &[
         meaning: "requests in flight per user (or client address)",
     },
     VarDoc {
+        names: &["RATE_LIMIT_CONCURRENCY_ENDPOINTS"],
+        default: "—",
+        meaning: "per-route caps in flight, e.g. `user: POST /api/ai/{*rest} = 2` (`;`-separated)",
+    },
+    VarDoc {
         names: &["RATE_LIMIT_CONCURRENCY_LEASE"],
         default: "`30s`",
         meaning: "lifetime of an in-flight lease unless renewed (a crashed instance's end after this)",
