@@ -10,6 +10,10 @@
 //! * Each completion costs 5 units of the tenant's quota (`RATE_LIMIT_COSTS`), other calls
 //!   1 (`RATE_LIMIT_TENANT`, 100 units per minute here): a cache hit is cheap for the
 //!   gateway, but it still counts against the tenant.
+//! * At most 8 completions of a tenant run at once, across gateway instances
+//!   (`RATE_LIMIT_CONCURRENCY_ENDPOINTS`): a ninth gets 429 naming the rule `concurrency`
+//!   until one ends. A completion holds its place until its answer has been sent (or the
+//!   client went away), however long the model takes.
 //! * `GET /upstream-calls` tells how many times the model really ran.
 //!
 //! Memory backend by default; set `REDIS_URL` to share the cache between gateway instances.
@@ -34,6 +38,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tenant_guard::backend::{Backend, BackendError};
 use tenant_guard::cache::{Cache, CacheLayer};
+use tenant_guard::concurrency::{ConcurrencyLayer, ConcurrencyLimiter};
 use tenant_guard::config::Config;
 use tenant_guard::metrics::Metrics;
 use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
@@ -44,6 +49,10 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("RATE_LIMIT_TENANT", "100/1m"),
     ("RATE_LIMIT_COSTS", "POST /v1/chat/completions = 5"),
     ("RATE_LIMIT_MAX", "100000"),
+    (
+        "RATE_LIMIT_CONCURRENCY_ENDPOINTS",
+        "tenant: POST /v1/chat/completions = 8",
+    ),
     ("AI_CACHE_TTL", "30m"),
 ];
 
@@ -65,6 +74,7 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
     let metrics = Metrics::new();
     let backend = Backend::from_config(config, &metrics)?;
     let cache = Cache::from_config(config, backend.clone(), &metrics);
+    let concurrency = ConcurrencyLimiter::from_config(config, backend.clone(), &metrics);
     let limiter = RateLimiter::from_config(config, backend, &metrics);
     let calls = Arc::new(AtomicU64::new(0));
     Ok(Router::new()
@@ -74,6 +84,8 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         )
         .route("/upstream-calls", get(upstream_calls))
         .with_state(calls)
+        // Inside the rate limit: a request it refuses takes no place in flight.
+        .layer(ConcurrencyLayer::new(concurrency))
         .layer(RateLimitLayer::from_config(config, limiter))
         .layer(TenantLayer::from_config(&config.tenant)))
 }

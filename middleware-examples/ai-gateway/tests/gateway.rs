@@ -49,7 +49,13 @@ const PROMPT: &str =
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_identical_requests_call_the_model_once() {
-    let app = gateway(&[("RATE_LIMIT_TENANT", "100000/1m")]);
+    let app = gateway(&[
+        ("RATE_LIMIT_TENANT", "100000/1m"),
+        (
+            "RATE_LIMIT_CONCURRENCY_ENDPOINTS",
+            "tenant: POST /v1/chat/completions = 1000",
+        ),
+    ]);
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let app = app.clone();
@@ -118,6 +124,45 @@ async fn completions_cost_five_units() {
     // Another tenant has its own quota.
     assert_eq!(
         send(&app, "globex", "POST", "/v1/chat/completions", PROMPT)
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+/// At most 3 (here) completions of a tenant in flight: of 10 distinct prompts sent at once,
+/// 3 run and 7 get 429 naming the rule; another tenant has its own places, and a place frees
+/// when an answer has been sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_in_flight_are_capped_per_tenant() {
+    let app = gateway(&[(
+        "RATE_LIMIT_CONCURRENCY_ENDPOINTS",
+        "tenant: POST /v1/chat/completions = 3",
+    )]);
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let app = app.clone();
+        let prompt = PROMPT.replace("hi", &format!("hi {i}"));
+        tasks.push(tokio::spawn(async move {
+            send(&app, "acme", "POST", "/v1/chat/completions", &prompt).await
+        }));
+    }
+    // Meanwhile another tenant runs.
+    let (status, _, _) = send(&app, "globex", "POST", "/v1/chat/completions", PROMPT).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ok = 0;
+    for t in tasks {
+        let (status, _, body) = t.await.unwrap();
+        match status {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => assert!(body.contains("concurrency"), "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 3, "completions in flight at once");
+    // All ended: the places are free again.
+    assert_eq!(
+        send(&app, "acme", "POST", "/v1/chat/completions", PROMPT)
             .await
             .0,
         StatusCode::OK
