@@ -289,6 +289,21 @@ fn limiter_on(url: &str, lease: &str) -> ConcurrencyLimiter {
     ConcurrencyLimiter::from_config(&config, backend, &metrics)
 }
 
+/// Waits (bounded by `within`) until a lease for `who` is had again; fails with `why`.
+async fn acquired_within(
+    limiter: &ConcurrencyLimiter,
+    t: &TenantId,
+    who: &Identity,
+    within: Duration,
+    why: &str,
+) {
+    let deadline = Instant::now() + within;
+    while limiter.acquire(t, who).await.is_err() {
+        assert!(Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An instance that dies holding a lease (no release, no more renewals) stops counting once
 /// the lease runs out: nothing leaks.
 #[tokio::test(flavor = "multi_thread")]
@@ -302,18 +317,8 @@ async fn redis_single_crashed_instance_lease_expires() {
     let refused = limiter.acquire(&t, &ann).await.unwrap_err();
     assert_eq!(refused.scope, "user");
     assert!(refused.retry_after <= Duration::from_secs(1), "{refused:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(l) = limiter.acquire(&t, &ann).await {
-            drop(l);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the abandoned lease never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let why = "the abandoned lease never expired";
+    acquired_within(&limiter, &t, &ann, Duration::from_secs(5), why).await;
 }
 
 /// A request that runs longer than the lease keeps its place: it is renewed while held.
@@ -329,11 +334,8 @@ async fn redis_single_long_request_keeps_its_lease() {
         "a lease in use expired (not renewed)"
     );
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while limiter.acquire(&t, &ann).await.is_err() {
-        assert!(Instant::now() < deadline, "the released lease still counts");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let why = "the released lease still counts";
+    acquired_within(&limiter, &t, &ann, Duration::from_secs(5), why).await;
 }
 
 /// With `RATE_LIMIT_OUTAGE=closed` a request is refused (503 kind) while Redis is down, and
@@ -348,14 +350,8 @@ async fn redis_single_outage_closed_refuses_then_recovers() {
     let refused = limiter.acquire(&t, &ann).await.unwrap_err();
     assert!(refused.unavailable, "{refused:?}");
     server.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while limiter.acquire(&t, &ann).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "never admitted after Redis came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let why = "never admitted after Redis came back";
+    acquired_within(&limiter, &t, &ann, Duration::from_secs(15), why).await;
 }
 
 /// An identity in `RATE_LIMIT_EXEMPT` takes no lease: its requests in flight are not capped.
