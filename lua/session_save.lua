@@ -40,7 +40,9 @@ end
 local old_member = ARGV[4]
 local created
 if ARGV[5] ~= '' then
-  if redis.call('EXISTS', KEYS[4]) == 0 then
+  -- A session has a creation time: a record without one (fields a plain update wrote after
+  -- the session was destroyed) is no session to rename.
+  if redis.call('HEXISTS', KEYS[4], '_c') == 0 then
     return { 0, 0 }
   end
   if redis.call('RENAMENX', KEYS[4], key) == 0 then

@@ -1,5 +1,7 @@
 //! [`ConcurrencyBody`]: the response body that holds its request's lease until the body has
-//! been sent to its end, failed, or been dropped (a client that went away).
+//! been sent to its end, failed, or been dropped (a client that went away). At the end the
+//! lease is given back *before* the last frame goes out: a client that sends its next
+//! request once this response is complete finds its place free.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -7,29 +9,38 @@ use std::task::{ready, Context, Poll};
 use axum::body::HttpBody;
 use http_body::{Frame, SizeHint};
 
+use super::limiter::ReleaseFuture;
 use super::Lease;
 
 pin_project_lite::pin_project! {
     /// A response body holding the request's [`Lease`] while it is sent.
-    pub struct ConcurrencyBody<B> {
+    pub struct ConcurrencyBody<B: HttpBody> {
         #[pin]
         inner: B,
         lease: Option<Lease>,
+        // The release under way, and the frame (or end) it holds back.
+        releasing: Option<ReleaseFuture>,
+        last: Option<Option<Result<Frame<B::Data>, B::Error>>>,
     }
 }
 
-impl<B> ConcurrencyBody<B> {
+impl<B: HttpBody> ConcurrencyBody<B> {
     pub(super) fn new(inner: B, lease: Option<Lease>) -> Self {
-        Self { inner, lease }
+        Self {
+            inner,
+            lease,
+            releasing: None,
+            last: None,
+        }
     }
 }
 
-impl<B: std::fmt::Debug> std::fmt::Debug for ConcurrencyBody<B> {
+impl<B: HttpBody + std::fmt::Debug> std::fmt::Debug for ConcurrencyBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConcurrencyBody")
             .field("inner", &self.inner)
             .field("lease", &self.lease)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -41,17 +52,34 @@ impl<B: HttpBody> HttpBody for ConcurrencyBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) {
-            // The end, or a failure: the request is over.
-            this.lease.take();
+        let mut this = self.project();
+        loop {
+            if let Some(release) = this.releasing.as_mut() {
+                ready!(release.as_mut().poll(cx));
+                *this.releasing = None;
+                return Poll::Ready(this.last.take().flatten());
+            }
+            let frame = ready!(this.inner.as_mut().poll_frame(cx));
+            // The end, a failure, or the last frame: the request is over.
+            let over = !matches!(frame, Some(Ok(_))) || this.inner.is_end_stream();
+            if over {
+                if let Some(release) = this.lease.take().and_then(Lease::finish) {
+                    *this.releasing = Some(release);
+                    *this.last = Some(frame);
+                    continue;
+                }
+            }
+            return Poll::Ready(frame);
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // While a lease is held the body is polled to its end (even an empty one), so that
+        // the lease is given back before the response counts as complete.
+        self.lease.is_none()
+            && self.releasing.is_none()
+            && self.last.is_none()
+            && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

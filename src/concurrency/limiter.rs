@@ -76,7 +76,7 @@ pub struct ConcurrencyDenied {
     pub endpoint: Option<String>,
     /// Its cap.
     pub limit: u32,
-    /// A time after which a unit may be free (a lease's end on Redis, 1 s in process).
+    /// When to try again (1 s: a place frees whenever a request in flight ends).
     pub retry_after: Duration,
     /// The store was unreachable and the outage mode is `closed` (a 503, not a 429).
     pub unavailable: bool,
@@ -183,7 +183,7 @@ impl ConcurrencyLimiter {
         tenant: &TenantId,
         identity: &Identity,
     ) -> Result<Lease, ConcurrencyDenied> {
-        self.take(self.scopes(tenant, identity, None)).await
+        self.take(tenant, self.scopes(tenant, identity, None)).await
     }
 
     /// Like [`acquire`](Self::acquire), with the per-route caps that match `method` on the
@@ -195,22 +195,53 @@ impl ConcurrencyLimiter {
         method: &Method,
         route: &str,
     ) -> Result<Lease, ConcurrencyDenied> {
-        self.take(self.scopes(tenant, identity, Some((method, route))))
+        self.take(tenant, self.scopes(tenant, identity, Some((method, route))))
             .await
     }
 
-    async fn take(&self, scopes: Vec<Scope>) -> Result<Lease, ConcurrencyDenied> {
+    async fn take(
+        &self,
+        tenant: &TenantId,
+        scopes: Vec<Scope>,
+    ) -> Result<Lease, ConcurrencyDenied> {
         if scopes.is_empty() {
             return Ok(Lease::none());
         }
-        let keys: Vec<(RedisKey, u32)> = scopes.iter().map(|s| (s.key.clone(), s.limit)).collect();
         let id = crate::secret::random_token();
-        let lease = self.inner.config.lease;
-        let store = self.inner.store.clone();
-        let result = match store.acquire(&keys, &id, lease).await {
-            Ok(Acquired::Held) => Ok(Lease::held(store, keys, id, lease, self.in_flight())),
-            Ok(Acquired::Full { index, wait }) => Err(full(&scopes, index, wait)),
-            Err(e) => self.outage(&scopes, keys, id, &e),
+        let ticket = Ticket {
+            store: self.inner.store.clone(),
+            keys: scopes.iter().map(|s| (s.key.clone(), s.limit)).collect(),
+            marker: Arc::new(
+                self.inner
+                    .keys
+                    .key(KeyKind::Concurrency, tenant, &["released", &id]),
+            ),
+            id: id.into(),
+            lease: self.inner.config.lease,
+        };
+        // Only a store that keeps leases on its own can hold one this process gave up on.
+        let shared = ticket.store.expires();
+        let pending = Pending(Some(ticket));
+        let t = pending.0.as_ref().expect("armed");
+        let acquired = t.store.acquire(&t.keys, &t.marker, &t.id, t.lease).await;
+        let result = match acquired {
+            Ok(Acquired::Held) => Ok(Lease::held(pending.disarm(), self.in_flight())),
+            Ok(Acquired::Full { index }) => {
+                pending.disarm();
+                Err(full(&scopes, index))
+            }
+            // Released before the acquire ran: this process gave up on it already.
+            Ok(Acquired::Released) => Ok(Lease::none()),
+            Err(e) => {
+                // The script may still run later: its lease is released (or marked).
+                let keys = t.keys.to_vec();
+                if !shared {
+                    pending.disarm();
+                } else {
+                    drop(pending);
+                }
+                self.outage(&scopes, tenant, keys, &e)
+            }
         };
         if let Err(d) = &result {
             if !d.unavailable {
@@ -232,19 +263,30 @@ impl ConcurrencyLimiter {
     fn outage(
         &self,
         scopes: &[Scope],
+        tenant: &TenantId,
         keys: Vec<(RedisKey, u32)>,
-        id: String,
         error: &BackendError,
     ) -> Result<Lease, ConcurrencyDenied> {
         tracing::debug!(error = %error, mode = ?self.inner.outage, "concurrency lease store failed");
         match (&self.inner.fallback, self.inner.outage) {
             (Some(mem), _) => match mem.try_acquire(&keys) {
                 Acquired::Held => {
-                    let store: Arc<dyn LeaseStore> = mem.clone();
-                    let lease = self.inner.config.lease;
-                    Ok(Lease::held(store, keys, id, lease, self.in_flight()))
+                    let id = crate::secret::random_token();
+                    let ticket = Ticket {
+                        store: mem.clone(),
+                        keys: keys.into(),
+                        marker: Arc::new(self.inner.keys.key(
+                            KeyKind::Concurrency,
+                            tenant,
+                            &["released", &id],
+                        )),
+                        id: id.into(),
+                        lease: self.inner.config.lease,
+                    };
+                    Ok(Lease::held(ticket, self.in_flight()))
                 }
-                Acquired::Full { index, wait } => Err(full(scopes, index, wait)),
+                Acquired::Full { index } => Err(full(scopes, index)),
+                Acquired::Released => Ok(Lease::none()),
             },
             (None, OutageMode::Closed) => Err(ConcurrencyDenied {
                 scope: scopes.first().map_or("tenant", |s| s.scope.as_str()),
@@ -258,31 +300,90 @@ impl ConcurrencyLimiter {
     }
 }
 
-fn full(scopes: &[Scope], index: usize, wait: Duration) -> ConcurrencyDenied {
+/// A full scope. Its retry time is a second: a place frees whenever a request ends (held
+/// leases are renewed, so the oldest one's expiry says nothing).
+fn full(scopes: &[Scope], index: usize) -> ConcurrencyDenied {
     let s = scopes.get(index);
     ConcurrencyDenied {
         scope: s.map_or("tenant", |s| s.scope.as_str()),
         endpoint: s.and_then(|s| s.endpoint.clone()),
         limit: s.map_or(0, |s| s.limit),
-        retry_after: wait.max(Duration::from_secs(1)),
+        retry_after: Duration::from_secs(1),
         unavailable: false,
     }
 }
 
+/// What names one lease in its store: given back by a [`Lease`], or by a [`Pending`] guard
+/// when its acquire did not come back.
+struct Ticket {
+    store: Arc<dyn LeaseStore>,
+    keys: Arc<[(RedisKey, u32)]>,
+    marker: Arc<RedisKey>,
+    id: Arc<str>,
+    lease: Duration,
+}
+
+impl Ticket {
+    /// Gives the lease back: at once in process, else the future that does it (a failure
+    /// leaves the lease to end at its TTL).
+    fn release(self) -> Option<ReleaseFuture> {
+        if self.store.release_now(&self.keys) {
+            return None;
+        }
+        Some(Box::pin(async move {
+            let _ = self
+                .store
+                .release(&self.keys, &self.marker, &self.id, self.lease)
+                .await;
+        }))
+    }
+
+    /// Gives the lease back from a drop: the release runs as a task.
+    fn release_detached(self) {
+        if let Some(f) = self.release() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(f);
+            }
+        }
+    }
+}
+
+/// A release in flight.
+pub(crate) type ReleaseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Armed while an acquire waits for the store: if the acquire is cancelled (the request
+/// went away) or fails (a timeout: the script may still run later), the lease it may have
+/// taken is released; a release that overtakes its acquire leaves a marker that makes the
+/// acquire take nothing.
+struct Pending(Option<Ticket>);
+
+impl Pending {
+    fn disarm(mut self) -> Ticket {
+        self.0.take().expect("armed until disarmed")
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.release_detached();
+        }
+    }
+}
+
 /// One request's place in flight: given back when dropped (at once in process; on Redis by
-/// a short task, or when the lease expires if that fails). While held on Redis it is renewed
-/// every third of its lifetime.
+/// a short task, or when the lease expires if that fails), or, by the layer, before the
+/// response's last frame goes out. While held on Redis it is renewed every third of its
+/// lifetime.
 #[must_use = "the request counts as in flight only while its lease is held"]
 pub struct Lease {
     held: Option<Held>,
 }
 
 struct Held {
-    store: Arc<dyn LeaseStore>,
+    ticket: Ticket,
     /// This instance's leases held (decremented when this one ends).
     in_flight: Gauge,
-    keys: Arc<[(RedisKey, u32)]>,
-    id: Arc<str>,
     renewal: Option<tokio::task::AbortHandle>,
 }
 
@@ -300,37 +401,34 @@ impl Lease {
         Self { held: None }
     }
 
-    fn held(
-        store: Arc<dyn LeaseStore>,
-        keys: Vec<(RedisKey, u32)>,
-        id: String,
-        lease: Duration,
-        in_flight: Gauge,
-    ) -> Self {
+    fn held(ticket: Ticket, in_flight: Gauge) -> Self {
         in_flight.inc();
-        let keys: Arc<[(RedisKey, u32)]> = keys.into();
-        let id: Arc<str> = id.into();
-        let renewal = store
+        let renewal = ticket
+            .store
             .expires()
             .then(|| tokio::runtime::Handle::try_current().ok())
             .flatten()
             .map(|rt| {
-                let (store, keys, id) = (store.clone(), keys.clone(), id.clone());
+                let store = ticket.store.clone();
+                let (keys, marker, id) = (
+                    ticket.keys.clone(),
+                    ticket.marker.clone(),
+                    ticket.id.clone(),
+                );
+                let lease = ticket.lease;
                 rt.spawn(async move {
                     loop {
                         tokio::time::sleep(lease / 3).await;
                         // A failed renewal is tried again; the lease ends at its TTL at worst.
-                        let _ = store.renew(&keys, &id, lease).await;
+                        let _ = store.renew(&keys, &marker, &id, lease).await;
                     }
                 })
                 .abort_handle()
             });
         Self {
             held: Some(Held {
-                store,
+                ticket,
                 in_flight,
-                keys,
-                id,
                 renewal,
             }),
         }
@@ -340,6 +438,19 @@ impl Lease {
     /// down with `RATE_LIMIT_OUTAGE=open`).
     pub fn is_held(&self) -> bool {
         self.held.is_some()
+    }
+
+    /// Ends the lease: given back at once in process; on Redis the future that gives it
+    /// back, to await before the request counts as over (a client that sends its next
+    /// request when this response ends must find the place free).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn finish(mut self) -> Option<ReleaseFuture> {
+        let h = self.held.take()?;
+        h.in_flight.dec();
+        if let Some(r) = &h.renewal {
+            r.abort();
+        }
+        h.ticket.release()
     }
 
     /// Stops renewing without giving the lease back, as a crashed instance would: it ends at
@@ -362,14 +473,6 @@ impl Drop for Lease {
         if let Some(r) = &h.renewal {
             r.abort();
         }
-        if h.store.release_now(&h.keys) {
-            return;
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                // Failed: the lease ends at its TTL.
-                let _ = h.store.release(&h.keys, &h.id).await;
-            });
-        }
+        h.ticket.release_detached();
     }
 }

@@ -77,7 +77,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: From<String> + Send + 'static,
+    ResBody: axum::body::HttpBody + From<String> + Send + 'static,
 {
     type Response = Response<ConcurrencyBody<ResBody>>;
     type Error = S::Error;

@@ -27,12 +27,27 @@ use crate::tenant::{Identity, TenantId};
 /// assert_eq!(list.matches(&globex, &anon, Some("10.1.2.3".parse().unwrap())), Some("ip"));
 /// assert_eq!(list.matches(&globex, &anon, Some("192.0.2.1".parse().unwrap())), None);
 /// assert!(AccessList::parse("ip:300.0.0.0/8").is_err());
+/// // Written IPv4-mapped, a range still matches its IPv4 clients.
+/// let mapped = AccessList::parse("ip:::ffff:203.0.113.0/120").unwrap();
+/// assert_eq!(mapped.matches(&globex, &anon, Some("203.0.113.9".parse().unwrap())), Some("ip"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccessList {
     tenants: HashSet<TenantId>,
     users: HashSet<String>,
     nets: Vec<IpNet>,
+}
+
+/// An IPv4-mapped range (`::ffff:203.0.113.0/120`, as dual-stack sockets log clients) as
+/// the IPv4 range it is (`203.0.113.0/24`): clients are compared as IPv4.
+fn unmapped(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        other => other,
+    }
 }
 
 /// The accepted form, for configuration errors.
@@ -62,7 +77,7 @@ impl AccessList {
                         .parse::<IpNet>()
                         .or_else(|_| value.parse::<IpAddr>().map(IpNet::from))
                         .map_err(|_| format!("`{entry}`: not an address or CIDR range"))?;
-                    list.nets.push(net.trunc());
+                    list.nets.push(unmapped(net).trunc());
                 }
                 _ => return Err(format!("`{entry}`: unknown kind or empty value").into()),
             }

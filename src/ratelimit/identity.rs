@@ -70,6 +70,20 @@ pub struct IdentityConfig {
     pub forwarded_header: ForwardedHeader,
 }
 
+impl IdentityConfig {
+    /// Whether `ip` is one of the trusted proxies.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::IdentityConfig;
+    /// let c = IdentityConfig { trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()], ..Default::default() };
+    /// assert!(c.is_trusted("10.1.2.3".parse().unwrap()));
+    /// assert!(!c.is_trusted("192.0.2.1".parse().unwrap()));
+    /// ```
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
 /// Where a request comes from, as far as the trusted proxies tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAddr {

@@ -109,23 +109,24 @@ where
             }
             .unwrap_or_else(|| layer.identity.identify(&parts, peer(&parts)));
             let route = Route::of(&parts);
+            // Exempt by tenant or user: the tenant's rules are skipped, the per-client rule
+            // is not (a client names its tenant, and the per-client rule limits it whatever
+            // it names). Exempt by address: every rule is skipped.
+            let mut exempt = None;
             if !layer.exempt.is_empty() || !layer.deny.is_empty() {
+                // A trusted proxy's own address is no client's: a request it sends without
+                // a forwarding header matches no `ip:` entry.
                 let client = (layer.exempt.has_addresses() || layer.deny.has_addresses())
                     .then(|| layer.identity.client_ip(&parts, peer(&parts)))
-                    .flatten();
+                    .flatten()
+                    .filter(|ip| !layer.identity.is_trusted(*ip));
                 if let Some(kind) = layer.deny.matches(&tenant, &identity, client) {
                     layer.limiter.record_listed(&listed(Source::DenyList));
                     return Ok(refused_by_list(kind));
                 }
-                if layer.exempt.matches(&tenant, &identity, client).is_some() {
-                    let decision = listed(Source::Exempt);
-                    layer.limiter.record_listed(&decision);
-                    parts.extensions.insert(decision);
-                    parts.extensions.insert(identity);
-                    return inner.call(Request::from_parts(parts, body)).await;
-                }
+                exempt = layer.exempt.matches(&tenant, &identity, client);
             }
-            if let Some(per_client) = &layer.per_client {
+            if let (Some(per_client), false) = (&layer.per_client, exempt == Some("ip")) {
                 let who = match layer.identity.client(&parts, peer(&parts)) {
                     ClientAddr::Ip(ip) => Identity::from_ip(ip),
                     ClientAddr::InvalidForwarding => Identity::InvalidForwarding,
@@ -144,6 +145,13 @@ where
                 if !d.allowed {
                     return Ok(headers::denied(&d, layer.legacy_headers));
                 }
+            }
+            if exempt.is_some() {
+                let decision = listed(Source::Exempt);
+                layer.limiter.record_listed(&decision);
+                parts.extensions.insert(decision);
+                parts.extensions.insert(identity);
+                return inner.call(Request::from_parts(parts, body)).await;
             }
             let cost = layer.cost.as_ref().and_then(|f| f(&parts));
             let check = Check {

@@ -29,11 +29,7 @@ impl MemoryLeases {
         let mut counts = self.counts();
         for (index, (key, cap)) in keys.iter().enumerate() {
             if counts.get(key).copied().unwrap_or(0) >= *cap {
-                // In process nothing expires: a unit frees when a request ends.
-                return Acquired::Full {
-                    index,
-                    wait: Duration::from_secs(1),
-                };
+                return Acquired::Full { index };
             }
         }
         for (key, _) in keys {
@@ -66,6 +62,7 @@ impl LeaseStore for MemoryLeases {
     fn acquire<'a>(
         &'a self,
         keys: &'a [(RedisKey, u32)],
+        _marker: &'a RedisKey,
         _id: &'a str,
         _lease: Duration,
     ) -> StoreFuture<'a, Acquired> {
@@ -75,13 +72,20 @@ impl LeaseStore for MemoryLeases {
     fn renew<'a>(
         &'a self,
         _keys: &'a [(RedisKey, u32)],
+        _marker: &'a RedisKey,
         _id: &'a str,
         _lease: Duration,
     ) -> StoreFuture<'a, ()> {
         Box::pin(ready(Ok(())))
     }
 
-    fn release<'a>(&'a self, keys: &'a [(RedisKey, u32)], _id: &'a str) -> StoreFuture<'a, ()> {
+    fn release<'a>(
+        &'a self,
+        keys: &'a [(RedisKey, u32)],
+        _marker: &'a RedisKey,
+        _id: &'a str,
+        _lease: Duration,
+    ) -> StoreFuture<'a, ()> {
         self.give_back(keys);
         Box::pin(ready(Ok(())))
     }

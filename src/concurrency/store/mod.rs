@@ -19,16 +19,22 @@ use crate::keys::RedisKey;
 pub(crate) enum Acquired {
     /// The lease is held in every scope.
     Held,
-    /// Scope `index` (of the keys given) is full; its oldest lease ends within `wait`.
-    Full { index: usize, wait: Duration },
+    /// Scope `index` (of the keys given) is full.
+    Full { index: usize },
+    /// The lease was released before its acquire ran (the caller gave up waiting): nothing
+    /// was taken. (Only a store shared with Redis can tell.)
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Released,
 }
 
 /// A store of leases: each call is atomic over the keys of one request.
 pub(crate) trait LeaseStore: Send + Sync + 'static {
-    /// Takes lease `id` in every set of `keys` if each holds fewer than its cap, else none.
+    /// Takes lease `id` in every set of `keys` if each holds fewer than its cap, else none;
+    /// none either if `marker` says the lease was released already.
     fn acquire<'a>(
         &'a self,
         keys: &'a [(RedisKey, u32)],
+        marker: &'a RedisKey,
         id: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Acquired>;
@@ -37,12 +43,20 @@ pub(crate) trait LeaseStore: Send + Sync + 'static {
     fn renew<'a>(
         &'a self,
         keys: &'a [(RedisKey, u32)],
+        marker: &'a RedisKey,
         id: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, ()>;
 
-    /// Gives lease `id` back.
-    fn release<'a>(&'a self, keys: &'a [(RedisKey, u32)], id: &'a str) -> StoreFuture<'a, ()>;
+    /// Gives lease `id` back; if it is not there (its acquire has not run yet), leaves
+    /// `marker` for `lease` so that the acquire takes nothing.
+    fn release<'a>(
+        &'a self,
+        keys: &'a [(RedisKey, u32)],
+        marker: &'a RedisKey,
+        id: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, ()>;
 
     /// Whether leases must be renewed while held (they expire in the store).
     fn expires(&self) -> bool;

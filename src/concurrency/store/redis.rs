@@ -12,19 +12,17 @@ fn script() -> &'static LuaScript {
     S.get_or_init(|| LuaScript::new("concurrency", include_str!("../../../lua/concurrency.lua")))
 }
 
-fn ms(d: Duration) -> String {
-    d.as_millis().max(1).to_string()
-}
-
 async fn call(
     r: &RedisStore,
     keys: &[(RedisKey, u32)],
+    marker: &RedisKey,
     mode: &str,
     id: &str,
     lease: Duration,
 ) -> Result<Vec<i64>, BackendError> {
-    let key_refs: Vec<&RedisKey> = keys.iter().map(|(k, _)| k).collect();
-    let lease = ms(lease);
+    let mut key_refs: Vec<&RedisKey> = keys.iter().map(|(k, _)| k).collect();
+    key_refs.push(marker);
+    let lease = lease.as_millis().max(1).to_string();
     let caps: Vec<String> = keys.iter().map(|(_, c)| c.to_string()).collect();
     let mut args: Vec<&[u8]> = vec![mode.as_bytes(), id.as_bytes(), lease.as_bytes()];
     args.extend(caps.iter().map(|c| c.as_bytes()));
@@ -35,16 +33,17 @@ impl LeaseStore for RedisStore {
     fn acquire<'a>(
         &'a self,
         keys: &'a [(RedisKey, u32)],
+        marker: &'a RedisKey,
         id: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Acquired> {
         Box::pin(async move {
-            let v = call(self, keys, "acquire", id, lease).await?;
+            let v = call(self, keys, marker, "acquire", id, lease).await?;
             Ok(match v.as_slice() {
                 [1] => Acquired::Held,
-                [0, i, wait] => Acquired::Full {
+                [2] => Acquired::Released,
+                [0, i] => Acquired::Full {
                     index: usize::try_from(*i - 1).unwrap_or(0),
-                    wait: Duration::from_millis(u64::try_from(*wait).unwrap_or(0)),
                 },
                 _ => {
                     return Err(BackendError::Unsupported(
@@ -58,18 +57,25 @@ impl LeaseStore for RedisStore {
     fn renew<'a>(
         &'a self,
         keys: &'a [(RedisKey, u32)],
+        marker: &'a RedisKey,
         id: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            call(self, keys, "renew", id, lease).await?;
+            call(self, keys, marker, "renew", id, lease).await?;
             Ok(())
         })
     }
 
-    fn release<'a>(&'a self, keys: &'a [(RedisKey, u32)], id: &'a str) -> StoreFuture<'a, ()> {
+    fn release<'a>(
+        &'a self,
+        keys: &'a [(RedisKey, u32)],
+        marker: &'a RedisKey,
+        id: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            call(self, keys, "release", id, Duration::from_millis(1)).await?;
+            call(self, keys, marker, "release", id, lease).await?;
             Ok(())
         })
     }

@@ -146,8 +146,8 @@ fn is_plain_update(keys: &SessionKeys, op: &SessionWrite<'_>) -> bool {
         && keys.index_after == keys.index_before
 }
 
-/// How much later than its session an index entry may expire: the entry's score is written
-/// on this process's clock and pruned on Redis's (a skew up to this is harmless).
+/// How much longer than its sessions' idle time a user's index is kept after a plain
+/// update (a relative TTL: no clock is compared).
 const INDEX_SLACK_MS: u64 = 60_000;
 
 /// A plain update in one round trip of plain commands, `MULTI`/`EXEC` so that all or none
@@ -159,8 +159,9 @@ const INDEX_SLACK_MS: u64 = 60_000;
 /// save writes `_r`, so on a live session it is never new): if it was destroyed or renamed
 /// meanwhile, the fields just written form a record without a creation time, which no read
 /// accepts, and it is removed at once (and would expire anyway). The user's
-/// index entry only ever moves later (`ZADD XX GT`: never re-added once revoked), and the
-/// index outlives its sessions (`PEXPIRE .. GT`).
+/// index entry only ever moves later, to the session's absolute deadline (`ZADD XX GT`:
+/// never re-added once revoked; no clock of this process involved), and the index outlives
+/// its sessions (`PEXPIRE .. GT`).
 async fn plain_update(
     r: &RedisStore,
     keys: &SessionKeys,
@@ -191,12 +192,14 @@ async fn plain_update(
     p.cmd("PEXPIRE").arg(key).arg(idle_ms).ignore();
     p.cmd("PEXPIREAT").arg(key).arg(deadline).arg("LT").ignore();
     if let Some(idx) = &keys.index_after {
-        let until = now.saturating_add(idle_ms.min(deadline.saturating_sub(now)));
+        // Scored with the absolute deadline (creation on the Redis clock + the lifetime):
+        // never before the session's end, whatever this process's clock says; a listing
+        // drops the entries of sessions that ended sooner.
         p.cmd("ZADD")
             .arg(idx)
             .arg("XX")
             .arg("GT")
-            .arg(until.saturating_add(INDEX_SLACK_MS))
+            .arg(deadline)
             .arg(op.id.as_str())
             .ignore();
         p.cmd("PEXPIRE")
