@@ -219,8 +219,6 @@ impl ConcurrencyLimiter {
             id: id.into(),
             lease: self.inner.config.lease,
         };
-        // Only a store that keeps leases on its own can hold one this process gave up on.
-        let shared = ticket.store.expires();
         let pending = Pending(Some(ticket));
         let t = pending.0.as_ref().expect("armed");
         let acquired = t.store.acquire(&t.keys, &t.marker, &t.id, t.lease).await;
@@ -235,11 +233,7 @@ impl ConcurrencyLimiter {
             Err(e) => {
                 // The script may still run later: its lease is released (or marked).
                 let keys = t.keys.to_vec();
-                if !shared {
-                    pending.disarm();
-                } else {
-                    drop(pending);
-                }
+                drop(pending);
                 self.outage(&scopes, tenant, keys, &e)
             }
         };
@@ -365,7 +359,9 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(t) = self.0.take() {
+        // Only a store that keeps leases on its own can hold one this process gave up on;
+        // in process an acquire either ran (and answered) or did not.
+        if let Some(t) = self.0.take().filter(|t| t.store.expires()) {
             t.release_detached();
         }
     }
