@@ -75,6 +75,17 @@ async fn a_slow_server_does_not_lower_the_send_rate() {
     );
     // Latency counts from the scheduled time, so it includes the 500 ms.
     assert!(t.latency_us.value_at_quantile(0.5) >= 500_000);
+    // The client saw at least as many out at once as the server had in flight.
+    assert!(
+        t.max_in_flight >= peak.load(Ordering::SeqCst) as u64 && t.max_in_flight <= 40,
+        "max in flight {}, server peak {}",
+        t.max_in_flight,
+        peak.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        report.to_json(None)["tenants"][0]["max_in_flight"],
+        t.max_in_flight
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,6 +96,7 @@ async fn in_flight_cap_skips_instead_of_waiting() {
     assert_eq!(t.sent + t.skipped, 50);
     assert_eq!(t.sent, 5);
     assert!(peak.load(Ordering::SeqCst) <= 5);
+    assert_eq!(t.max_in_flight, 5, "the cap's worth out at once");
 }
 
 #[tokio::test]

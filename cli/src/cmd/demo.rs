@@ -52,6 +52,9 @@ const DEMO_VARS: &[(&str, &str)] = &[
     // at most one completion per 5 s (rule `ai`).
     ("RATE_LIMIT_COSTS", "POST /api/ai/complete = 5"),
     ("RATE_LIMIT_ENDPOINTS", "ai: POST /api/ai/complete = 5/5s"),
+    // At most 4 requests of a tenant in flight at once (the table's `inflight` column
+    // shows the most the client had out).
+    ("RATE_LIMIT_CONCURRENCY_TENANT", "4"),
 ];
 
 /// The demo's tenants: at half the per-tenant limit's rate, at it, and at four times it.
@@ -249,9 +252,12 @@ async fn demo(duration: Duration, mut out: Outputs) -> ExitCode {
         }
     };
     let limit_text = limit.map_or_else(|| "none".into(), |q| q.to_string());
+    let in_flight = cfg.concurrency.tenant.map_or_else(String::new, |n| {
+        format!(", at most {n} in flight per tenant")
+    });
     println!(
         "tenant-guard demo: app on http://{target} ({backend}), per-tenant limit {limit_text}, \
-         {}",
+         {}{in_flight}",
         ai_summary(policy)
     );
     let sessions_ok = demo_sessions(target, &TENANTS).await;

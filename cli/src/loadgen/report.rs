@@ -24,6 +24,9 @@ pub struct TenantReport {
     pub errors: u64,
     /// Not sent because `max_in_flight` requests were already out.
     pub skipped: u64,
+    /// The most of this tenant's requests out at once (sent, response not yet complete),
+    /// seen from the client: an upper bound of what the server had in flight.
+    pub max_in_flight: u64,
     /// When each 2xx response arrived, from the start of the run (sorted).
     pub admitted_at: Vec<Duration>,
     /// When each 429 response arrived, from the start of the run (sorted).
@@ -124,6 +127,7 @@ impl Report {
                     "other": t.other,
                     "errors": t.errors,
                     "skipped": t.skipped,
+                    "max_in_flight": t.max_in_flight,
                     "throttled_by_rule": t.throttled_by,
                     "admitted_per_second": t.ok as f64 / self.elapsed.as_secs_f64().max(1e-9),
                     "max_admitted_in_window": limit.map(|(_, w)| max_in_window(&t.admitted_at, w)),
@@ -143,8 +147,8 @@ impl Report {
         })
     }
 
-    /// A text table (without rule rows): per tenant, counts, admitted rate against the
-    /// limit, the most admissions seen in any window of the limit's length (a client-side
+    /// A text table (without rule rows): per tenant, counts, the most requests out at once,
+    /// admitted rate against the limit, the most admissions seen in any window of the limit's length (a client-side
     /// check that the limit held), and latency percentiles in milliseconds.
     pub fn table(&self, limit: Option<(u32, Duration)>) -> String {
         let mut out = String::new();
@@ -153,8 +157,8 @@ impl Report {
             |(_, w)| format!("max/{}", humantime::format_duration(w)),
         );
         out.push_str(&format!(
-            "{:<10} {:>6} {:>6} {:>6} {:>6} {:>5} {:>7} {:>10} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7}\n",
-            "tenant", "sent", "2xx", "429", "other", "err", "skipped", "admitted/s", "limit/s", window_label,
+            "{:<10} {:>6} {:>6} {:>6} {:>6} {:>5} {:>7} {:>8} {:>10} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7}\n",
+            "tenant", "sent", "2xx", "429", "other", "err", "skipped", "inflight", "admitted/s", "limit/s", window_label,
             "p50ms", "p90ms", "p99ms", "p99.9ms", "maxms"
         ));
         let secs = self.elapsed.as_secs_f64().max(1e-9);
@@ -168,7 +172,7 @@ impl Report {
             };
             let h = &t.latency_us;
             out.push_str(&format!(
-                "{:<10} {:>6} {:>6} {:>6} {:>6} {:>5} {:>7} {:>10.1} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7}\n",
+                "{:<10} {:>6} {:>6} {:>6} {:>6} {:>5} {:>7} {:>8} {:>10.1} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7}\n",
                 t.tenant,
                 t.sent,
                 t.ok,
@@ -176,6 +180,7 @@ impl Report {
                 t.other,
                 t.errors,
                 t.skipped,
+                t.max_in_flight,
                 t.ok as f64 / secs,
                 limit_rate,
                 max_win,

@@ -87,6 +87,12 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut skipped = vec![0u64; plan.tenants.len()];
     let mut sent = vec![0u64; plan.tenants.len()];
+    // Per tenant: requests out now, and the most seen out at once.
+    let out: Arc<Vec<(AtomicUsize, AtomicUsize)>> = Arc::new(
+        (0..plan.tenants.len())
+            .map(|_| (AtomicUsize::new(0), AtomicUsize::new(0)))
+            .collect(),
+    );
     let start = Instant::now();
 
     for p in &schedule {
@@ -100,6 +106,8 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
         sent[p.tenant] += 1;
         live.sent.fetch_add(1, Ordering::Relaxed);
         in_flight.fetch_add(1, Ordering::AcqRel);
+        let now_out = out[p.tenant].0.fetch_add(1, Ordering::AcqRel) + 1;
+        out[p.tenant].1.fetch_max(now_out, Ordering::AcqRel);
         let t = &plan.tenants[p.tenant];
         let ep = &t.endpoints[p.endpoint];
         let builder = Request::builder()
@@ -138,12 +146,14 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             };
         let tx = tx.clone();
         let in_flight = in_flight.clone();
+        let out = out.clone();
         let tenant = p.tenant;
         let (user, endpoint) = (p.user, p.endpoint);
         tokio::spawn(async move {
             let result = call.await;
             let now = Instant::now();
             in_flight.fetch_sub(1, Ordering::AcqRel);
+            out[tenant].0.fetch_sub(1, Ordering::AcqRel);
             let (status, rule) = match result {
                 Some((s, r)) => (Some(s), r),
                 None => (None, None),
@@ -167,6 +177,7 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
         .zip(sent.iter().zip(&skipped))
         .map(|(t, (&sent, &skipped))| TenantReport {
             tenant: t.tenant.clone(),
+            max_in_flight: 0,
             sent,
             ok: 0,
             throttled: 0,
@@ -219,7 +230,8 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             () = &mut grace => break,
         }
     }
-    for r in &mut reports {
+    for (r, (_, max)) in reports.iter_mut().zip(out.iter()) {
+        r.max_in_flight = max.load(Ordering::Acquire) as u64;
         r.admitted_at.sort();
         r.throttled_at.sort();
         r.admissions.sort_by_key(|a| a.0);
