@@ -18,7 +18,9 @@
 //!   breaker) and a bounded, expiring memory store, behind one [`Backend`](backend::Backend).
 //! * [`ops`] — `/health`, `/health/ready`, `/cache/status` and `/metrics` routes.
 //! * [`ratelimit`] — per-tenant / user / endpoint sliding windows decided in one atomic
-//!   step, as a tower layer.
+//!   step, as a tower layer; exempt and deny lists.
+//! * [`concurrency`] — caps on requests in flight per tenant, user and route, across
+//!   instances (leases that expire when their instance dies), as a tower layer.
 //! * [`cache`] — query / AI / named-category caching: `get_or_compute` with single-flight,
 //!   an L1 in front of Redis kept coherent by pub/sub invalidation, and an HTTP layer.
 //! * [`session`] — server-side sessions behind a signed cookie, bound to the tenant, lazy,
