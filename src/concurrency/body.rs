@@ -22,6 +22,18 @@ pin_project_lite::pin_project! {
         releasing: Option<ReleaseFuture>,
         last: Option<Option<Result<Frame<B::Data>, B::Error>>>,
     }
+
+    impl<B: HttpBody> PinnedDrop for ConcurrencyBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped while giving the lease back (the client went away meanwhile): the
+            // release finishes on its own.
+            if let Some(release) = this.project().releasing.take() {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(release);
+                }
+            }
+        }
+    }
 }
 
 impl<B: HttpBody> ConcurrencyBody<B> {
