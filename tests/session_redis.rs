@@ -470,3 +470,53 @@ async fn plain_update_refused_falls_back_to_the_script() {
         "the refused update was not saved by the script"
     );
 }
+
+/// An id rotation that lands after the session was destroyed and a plain update left a
+/// record without a creation time in its place: the rename refuses it (the session is
+/// gone, its cookie cleared) instead of moving the fragment to a new id that nothing can
+/// load.
+#[tokio::test]
+async fn rotation_refuses_a_record_without_a_creation_time() {
+    let server = common::RedisServer::start();
+    let port = server.port;
+    let config = Config::from_vars([
+        ("REDIS_URL", server.url()),
+        ("SESSION_SECRET", SECRET.to_string()),
+    ])
+    .unwrap();
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).unwrap();
+    let store = SessionStore::from_config(&config, backend, &metrics);
+    let start = |session: Session| async move {
+        session.insert("a", &"1").await?;
+        Ok::<_, SessionError>("started")
+    };
+    // Loads the session, which is then replaced behind its back by a fragment (what a
+    // plain update writes after a logout), then rotates its id.
+    let racing = move |session: Session| async move {
+        session.get::<String>("a").await?;
+        let keys = common::cli(port, &["--scan", "--pattern", "tg:session:{acme}:*"]);
+        for key in keys.lines() {
+            common::cli(port, &["DEL", key]);
+            common::cli(port, &["HSET", key, "f:a", "\"late\""]);
+        }
+        session.cycle_id().await?;
+        Ok::<_, SessionError>("rotated")
+    };
+    let app = Router::new()
+        .route("/start", post(start))
+        .route("/rotate", post(racing))
+        .layer(SessionLayer::from_config(&config.session, store))
+        .layer(TenantLayer::new(TenantResolver::header("x-tenant-id")));
+    let (_, _, cookie) = send(&app, "POST", "/start", None).await;
+    let (status, _, set_cookie) = send(&app, "POST", "/rotate", Some(&cookie.unwrap())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        set_cookie.as_deref().is_some_and(|c| c.ends_with('=')),
+        "a new id was issued for a destroyed session: {set_cookie:?}"
+    );
+    let left = server.cli(&["--scan", "--pattern", "tg:session:{acme}:*"]);
+    // Only the planted fragment remains, under its old id: nothing moved to a new one.
+    assert_eq!(left.lines().count(), 1, "{left}");
+    assert_eq!(server.cli(&["HEXISTS", left.trim(), "_c"]), "0");
+}
