@@ -29,6 +29,11 @@
 --     concerns the request's cost only.
 --   Mode "charge": apply those charges only; nothing else is written, and the reply is the
 --   state after them (as for "peek", the cost only tells what would fit).
+--   Mode "refund": the values take units back instead, from compact counters only (token
+--   budgets settled after the response: the estimate charged at admission was more than
+--   the real usage), each from the bucket that held time ARGV[a+3] (here the store's time
+--   in ms of that admission, not a nonce), at most what that bucket holds, nothing once it
+--   has left the window; the reply is the state after them.
 --
 -- Time comes from Redis TIME, never from the caller, so all app instances share one clock.
 -- Nothing is charged for a request unless every enforced (non-shadow) rule allows; then
@@ -300,8 +305,32 @@ for _ = 1, nreq do
     out[#out + 1] = now
     for _ = 1, nrules * 5 do out[#out + 1] = 0 end
   else
-    -- Charge-back of units admitted elsewhere while Redis was unusable (see the header).
-    if tonumber(ARGV[a + 4]) > 0 then
+    if mode == 'refund' and tonumber(ARGV[a + 4]) > 0 then
+      -- Units taken back from the bucket that held time `nonce` (see the header).
+      local at_us = tonumber(nonce) * 1000
+      for i = 1, nrules do
+        local c = tonumber(ARGV[cbase + i - 1]) or 0
+        local j = tonumber(ARGV[sb + i - 1])
+        if c > 0 and SA[j] == 'win' then
+          local bucket_us, n = SB[j], SN[j]
+          local key = KEYS[k + i]
+          local r = win_state(cached(key), bucket_us, n)
+          local back = r[6] - floor(at_us / bucket_us)
+          if r[7] > 0 and back >= 0 and back <= n then
+            local counts = slow().counts(r, n)
+            local at = n + 1 - back
+            if c > counts[at] then c = counts[at] end
+            if c > 0 then
+              counts[at] = counts[at] - c
+              local v = slow().rewrite(r, n, 0, r[2] - c)
+              redis.call('SET', key, v, 'PX', ceil((n + 1) * bucket_us / 1000))
+              cache[key] = v
+            end
+          end
+        end
+      end
+    elseif tonumber(ARGV[a + 4]) > 0 then
+      -- Charge-back of units admitted elsewhere while Redis was unusable (see the header).
       for i = 1, nrules do
         local c = tonumber(ARGV[cbase + i - 1]) or 0
         local j = tonumber(ARGV[sb + i - 1])

@@ -77,5 +77,6 @@ pub mod ratelimit;
 pub mod secret;
 pub mod session;
 pub mod tenant;
+pub mod tokens;
 
 pub use parse::InvalidValue;

@@ -138,6 +138,13 @@ pub struct Metrics {
     pub(crate) concurrency_denied: Family<ScopeLabels, Counter>,
     /// Leases this instance holds (requests in flight under a concurrency cap).
     pub(crate) concurrency_in_flight: Gauge,
+    /// Token budgets: tokens reserved at admission, used (settled), refunded, and used
+    /// beyond the estimate; settlements the store did not take.
+    pub(crate) tokens_reserved: Counter,
+    pub(crate) tokens_used: Counter,
+    pub(crate) tokens_refunded: Counter,
+    pub(crate) tokens_overshoot: Counter,
+    pub(crate) tokens_settle_failed: Counter,
     /// Session events.
     pub(crate) session_events: Family<SessionEventLabels, Counter>,
     /// Cache events by category.
@@ -176,6 +183,11 @@ impl Metrics {
             ratelimit_memory_overflow: Family::default(),
             concurrency_denied: Family::default(),
             concurrency_in_flight: Gauge::default(),
+            tokens_reserved: Counter::default(),
+            tokens_used: Counter::default(),
+            tokens_refunded: Counter::default(),
+            tokens_overshoot: Counter::default(),
+            tokens_settle_failed: Counter::default(),
             session_events: Family::default(),
             cache_events: Family::default(),
             cache_totals: Arc::default(),
@@ -242,6 +254,34 @@ impl Metrics {
             "concurrency_in_flight",
             "Requests in flight holding a concurrency lease on this instance",
             m.concurrency_in_flight.clone(),
+        );
+        registry.register(
+            "tokens_reserved",
+            "Tokens reserved by token budgets (RATE_LIMIT_TOKENS) when requests were admitted",
+            m.tokens_reserved.clone(),
+        );
+        registry.register(
+            "tokens_used",
+            "Tokens admitted requests used, as settled after their responses",
+            m.tokens_used.clone(),
+        );
+        registry.register(
+            "tokens_refunded",
+            "Reserved tokens given back when responses used fewer (or failed, were aborted, \
+             or came from the cache)",
+            m.tokens_refunded.clone(),
+        );
+        registry.register(
+            "tokens_overshoot",
+            "Tokens responses used beyond their reservation (charged after the fact: the \
+             bound by which a token window may exceed its limit)",
+            m.tokens_overshoot.clone(),
+        );
+        registry.register(
+            "tokens_settle_failed",
+            "Token settlements the store did not take (Redis unusable): the reservation \
+             stays counted until its window passes",
+            m.tokens_settle_failed.clone(),
         );
         registry.register(
             "session_events",

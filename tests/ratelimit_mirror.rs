@@ -138,15 +138,20 @@ impl Script {
                 _ => format!("rl:{{t}}:{}:{user}:GET {}", r.name, step.route),
             }));
             // Per request: its rule count, mode, cost, nonce (unique: it names the exact
-            // log's members), no charge-backs; then its rules by number.
+            // log's members; a refund's admission time), charge-backs or refunds of `charge`
+            // per rule if any; then its rules by number, then those units.
+            let charged = step.charge > 0;
             argv.extend([
                 rules.len().to_string(),
-                if step.peek { "peek" } else { "check" }.to_string(),
+                step.mode.to_string(),
                 step.cost.to_string(),
-                format!("n{}", step.index),
-                "0".to_string(),
+                step.nonce.clone(),
+                if charged { rules.len() } else { 0 }.to_string(),
             ]);
             argv.extend((1..=rules.len()).map(|j| j.to_string()));
+            if charged {
+                argv.extend(rules.iter().map(|_| step.charge.to_string()));
+            }
         }
         let mut args: Vec<String> =
             vec!["EVALSHA".into(), self.sha.clone(), keys.len().to_string()];
@@ -190,13 +195,18 @@ impl Script {
     }
 }
 
-/// One check or peek of the sequence.
+/// One request of a script call.
 struct Step {
     index: usize,
     user: &'static str,
     route: &'static str,
     cost: u32,
     peek: bool,
+    /// `check`, `peek`, `charge` or `refund`.
+    mode: &'static str,
+    nonce: String,
+    /// Units charged back or refunded on every rule (0: none).
+    charge: u32,
 }
 
 async fn mirror(algo: &str, rules: &[Rule], steps: usize, seed: u64, scale: u32) {
@@ -246,16 +256,22 @@ async fn mirror(algo: &str, rules: &[Rule], steps: usize, seed: u64, scale: u32)
             1
         };
         let batch: Vec<Step> = (0..n)
-            .map(|j| Step {
-                index: step * 4 + j,
-                user: users[rng.below(3) as usize],
-                route: ["/a", "/b"][rng.below(2) as usize],
-                cost: scale
-                    * match rng.below(10) {
-                        0 => 1 + rng.below(40) as u32,
-                        _ => 1 + rng.below(3) as u32,
-                    },
-                peek: rng.below(8) == 0,
+            .map(|j| {
+                let peek = rng.below(8) == 0;
+                Step {
+                    index: step * 4 + j,
+                    user: users[rng.below(3) as usize],
+                    route: ["/a", "/b"][rng.below(2) as usize],
+                    cost: scale
+                        * match rng.below(10) {
+                            0 => 1 + rng.below(40) as u32,
+                            _ => 1 + rng.below(3) as u32,
+                        },
+                    peek,
+                    mode: if peek { "peek" } else { "check" },
+                    nonce: format!("n{}", step * 4 + j),
+                    charge: 0,
+                }
             })
             .collect();
         let from_script = script.call(now, &batch, rules, algo);
@@ -334,6 +350,126 @@ async fn compact_script_mirrors_memory_with_wide_counts() {
     mirror("compact", &rules, 800, 0x5eed_0002, 40).await;
 }
 
+/// Token budgets: reservations (checks of a cost) settled later at a random usage — a
+/// refund from the bucket the reservation was charged to (nothing once it has left the
+/// window), or a charge of the excess — decide alike on memory and in the script: the
+/// compact counter's total and buckets stay in step through refunds.
+#[tokio::test]
+async fn compact_refunds_and_charges_mirror_memory() {
+    use tenant_guard::tokens::{parse_token_rule, Reservation, TokenBudget, TokenConfig};
+    let rules = [
+        Rule {
+            name: "tokens-user",
+            limit: 40,
+            window_ms: 1500,
+            scope: 1,
+        },
+        Rule {
+            name: "tokens-tenant",
+            limit: 70,
+            window_ms: 2000,
+            scope: 0,
+        },
+    ];
+    let config = TokenConfig::default()
+        .rule(parse_token_rule("user: GET /a = 40/1500ms").unwrap())
+        .rule(parse_token_rule("tenant: GET /a = 70/2000ms").unwrap());
+    let clock = ManualClock::new();
+    clock.set_ms(T0);
+    let budget = TokenBudget::new(
+        Backend::Memory(MemoryStore::with_clock(
+            MemoryConfig::default(),
+            clock.clone(),
+        )),
+        Default::default(),
+        config,
+        Default::default(),
+        &Metrics::new(),
+    )
+    .unwrap();
+    let script = Script::load();
+    let tenant = TenantId::new("t").expect("tenant");
+    let users: [&'static str; 3] = ["u1", "u2", "u3"];
+    let mut rng = Xorshift(0x5eed_0005);
+    let mut now = T0;
+    // Reservations not settled yet: (memory's, user, admission time, cost).
+    let mut pending: Vec<(Reservation, &'static str, u64, u32)> = Vec::new();
+    let (mut refused, mut checks, mut settled) = (0, 0, 0);
+    let get = http::Method::GET;
+    for step in 0..2000 {
+        now += match rng.below(10) {
+            0..=5 => rng.below(3),
+            6..=8 => rng.below(400),
+            _ => rng.below(3000),
+        };
+        clock.set_ms(now);
+        if !pending.is_empty() && rng.below(2) == 0 {
+            let (r, user, at, cost) = pending.swap_remove(rng.below(pending.len() as u64) as usize);
+            let used = rng.below(u64::from(cost) * 2 + 1) as u32;
+            r.settle(u64::from(used)).await.unwrap();
+            settled += 1;
+            if used != cost {
+                let (mode, nonce, units) = if used < cost {
+                    ("refund", at.to_string(), cost - used)
+                } else {
+                    ("charge", format!("s{step}"), used - cost)
+                };
+                let settle = Step {
+                    index: step,
+                    user,
+                    route: "/a",
+                    cost: 1,
+                    peek: true,
+                    mode,
+                    nonce,
+                    charge: units,
+                };
+                script.call(now, &[settle], &rules, "compact");
+            }
+            continue;
+        }
+        let user = users[rng.below(3) as usize];
+        let cost = 1 + rng.below(12) as u32;
+        let check = Step {
+            index: step,
+            user,
+            route: "/a",
+            cost,
+            peek: false,
+            mode: "check",
+            nonce: format!("n{step}"),
+            charge: 0,
+        };
+        let from_script = script.call(now, &[check], &rules, "compact").remove(0);
+        let who = Identity::User(user.into());
+        let m = match budget.reserve(&tenant, &who, &get, "/a", cost).await {
+            Ok(r) => {
+                let v = view(r.decision());
+                pending.push((r, user, now, cost));
+                v
+            }
+            Err(d) => {
+                refused += 1;
+                view(&d)
+            }
+        };
+        checks += 1;
+        assert_eq!(
+            from_script,
+            m,
+            "step {step} at +{} ms, {user} cost {cost}: script (left) vs memory (right)",
+            now - T0
+        );
+    }
+    assert!(
+        settled > 300 && refused > checks / 10 && refused < checks * 9 / 10,
+        "{settled} settled, {refused} of {checks} refused"
+    );
+    for (r, ..) in pending {
+        r.settle(0).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn exact_script_mirrors_memory() {
     mirror("exact", RULES, 1500, 0x5eed_0003, 1).await;
@@ -346,7 +482,8 @@ async fn gcra_script_mirrors_memory() {
 
 /// Hostile or corrupt counter values (any tag, a valid tag with any length, a newest bucket
 /// around now, widths that do not divide the length) never make the script fail: compact
-/// and GCRA counters read them as a count or as empty, in checks, peeks and charge-backs.
+/// and GCRA counters read them as a count or as empty, in checks, peeks, charge-backs and
+/// refunds.
 #[tokio::test]
 async fn malformed_counters_never_make_the_script_fail() {
     let server = common::RedisServer::start();
@@ -386,13 +523,24 @@ async fn malformed_counters_never_make_the_script_fail() {
         } else {
             (100_000, 30)
         };
-        inv.key("k").key("k").key("k").arg(3).arg(1);
+        inv.key("k").key("k").key("k").arg(4).arg(1);
         inv.arg(algo).arg(10).arg(3000).arg(bucket).arg(n).arg(0);
-        for (mode, cost, charge) in [("check", 3u32, 0u32), ("peek", 1, 0), ("check", 300, 7)] {
-            inv.arg(1)
-                .arg(mode)
-                .arg(cost)
-                .arg(format!("n{i}{mode}{cost}"));
+        // A refund of what a reservation up to 4 s ago was charged.
+        let at_ms = now_us / 1000 - rng.below(4000);
+        let calls = [
+            ("check", 3u32, 0u32),
+            ("peek", 1, 0),
+            ("check", 300, 7),
+            ("refund", 1, 5),
+        ];
+        inv.key("k");
+        for (mode, cost, charge) in calls {
+            let nonce = if mode == "refund" {
+                at_ms.to_string()
+            } else {
+                format!("n{i}{mode}{cost}")
+            };
+            inv.arg(1).arg(mode).arg(cost).arg(nonce);
             inv.arg(u32::from(charge > 0)).arg(1);
             if charge > 0 {
                 inv.arg(charge);

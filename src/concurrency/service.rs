@@ -2,7 +2,6 @@
 //! full, and hands the lease to the response body.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -12,7 +11,7 @@ use tower_service::Service;
 use super::{ConcurrencyBody, ConcurrencyDenied, ConcurrencyLimiter};
 use crate::problem::Problem;
 use crate::ratelimit::{Decision, Source, GLOBAL_TENANT};
-use crate::tenant::{Identity, TenantId, UserId};
+use crate::tenant::TenantId;
 
 /// The service made by [`ConcurrencyLayer`](super::ConcurrencyLayer).
 #[derive(Clone, Debug)]
@@ -22,23 +21,6 @@ pub struct ConcurrencyService<S> {
 }
 
 crate::macros::inner_service_accessors!(ConcurrencyService);
-
-/// Who a request is: what the rate-limit layer resolved, else the session's user, else the
-/// client address.
-fn identity<B>(req: &Request<B>) -> Identity {
-    let ext = req.extensions();
-    if let Some(i) = ext.get::<Identity>() {
-        return i.clone();
-    }
-    if let Some(u) = ext.get::<UserId>() {
-        return Identity::User(u.as_str().into());
-    }
-    let peer = ext
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .or_else(|| ext.get::<SocketAddr>().copied());
-    peer.map_or(Identity::Unknown, |p| Identity::from_ip(p.ip()))
-}
 
 fn refused<B: From<String>>(d: &ConcurrencyDenied) -> Response<B> {
     let secs = d.retry_after.as_secs().max(1);
@@ -108,7 +90,7 @@ where
                 let res = inner.call(req).await?;
                 return Ok(res.map(|b| ConcurrencyBody::new(b, None)));
             }
-            let who = identity(&req);
+            let who = crate::tenant::request_identity(&req);
             let route = req
                 .extensions()
                 .get::<axum::extract::MatchedPath>()

@@ -14,6 +14,7 @@ use crate::ratelimit::{
     IdentityConfig, LimiterOptions, Policy, RateLimitLayer, RateLimiter, Rule, Scope,
 };
 use crate::session::SessionStore;
+use crate::tokens::TokenBudget;
 
 use super::Config;
 
@@ -141,6 +142,41 @@ impl ConcurrencyLimiter {
             config.concurrency.clone(),
             Keys::new(config.key_prefix.clone()),
             config.rate_limit.outage,
+            metrics,
+        )
+    }
+}
+
+impl TokenBudget {
+    /// The budgets of `config.tokens` (`RATE_LIMIT_TOKENS`), keys under
+    /// `config.key_prefix`, and the rate limiter's outage mode and memory bounds. `Err`
+    /// only for budgets built in code that [`Config`] would have refused.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics,
+    ///                    tenant::{Identity, TenantId}, tokens::TokenBudget};
+    /// let config = Config::from_vars([("RATE_LIMIT_TOKENS", "tenant: POST /api/ai/{*rest} = 1000/1m")])?;
+    /// let metrics = Metrics::new();
+    /// let budget = TokenBudget::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics)?;
+    /// let (acme, who, post) = (TenantId::new("acme")?, Identity::User("u".into()), http::Method::POST);
+    /// let held = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 900).await.unwrap();
+    /// assert!(budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 200).await.is_err());
+    /// held.refund().await?;
+    /// assert!(budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 200).await.is_ok());
+    /// # Ok(()) }
+    /// ```
+    pub fn from_config(
+        config: &Config,
+        backend: Backend,
+        metrics: &Metrics,
+    ) -> Result<Self, crate::ratelimit::PolicyError> {
+        Self::new(
+            backend,
+            Keys::new(config.key_prefix.clone()),
+            config.tokens.clone(),
+            options_of(config),
             metrics,
         )
     }

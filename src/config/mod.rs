@@ -37,6 +37,7 @@ mod ops;
 mod rate_limit;
 mod session;
 mod tenant;
+mod tokens;
 mod vars;
 
 use std::collections::HashMap;
@@ -54,6 +55,7 @@ pub use crate::ratelimit::RateLimitConfig;
 pub use crate::secret::{RedisUrl, Secret};
 pub use crate::session::{SameSite, SessionConfig, SessionOutage};
 pub use crate::tenant::{TenantConfig, TenantSource};
+pub use crate::tokens::TokenConfig;
 pub use ops::OpsConfig;
 pub use vars::{vars_markdown, VarDoc, VARS};
 
@@ -82,6 +84,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Caps on requests in flight.
     pub concurrency: ConcurrencyConfig,
+    /// Token budgets.
+    pub tokens: TokenConfig,
     /// Access to the ops and admin routes.
     pub ops: OpsConfig,
     warnings: Vec<String>,
@@ -317,6 +321,7 @@ impl Config {
         let cache = cache::read_cache(r);
         let rate_limit = rate_limit::read_rate_limit(r);
         let concurrency = concurrency::read_concurrency(r);
+        let tokens = tokens::read_tokens(r, &rate_limit);
         let ops = ops::read_ops(r);
 
         let mut unknown: Vec<&String> = r
@@ -340,6 +345,7 @@ impl Config {
             cache,
             rate_limit,
             concurrency,
+            tokens,
             ops,
             warnings: Vec::new(),
         }
@@ -372,6 +378,7 @@ impl Config {
         cache::effective(self, &mut push);
         rate_limit::effective(self, &mut push);
         concurrency::effective(self, &mut push);
+        tokens::effective(self, &mut push);
         ops::effective(self, &mut push);
         out
     }

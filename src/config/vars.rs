@@ -362,6 +362,26 @@ pub const VARS: &[VarDoc] = &[
         meaning: "lifetime of an in-flight lease unless renewed (a crashed instance's end after this)",
     },
     VarDoc {
+        names: &["RATE_LIMIT_TOKENS"],
+        default: "—",
+        meaning: "token budgets, reserved before and settled after each response, e.g. `user: POST /api/ai/{*rest} = 20000/1m` (`;`-separated)",
+    },
+    VarDoc {
+        names: &["RATE_LIMIT_TOKENS_DEFAULT_MAX"],
+        default: "`256`",
+        meaning: "completion tokens reserved for a request body naming no `max_tokens`",
+    },
+    VarDoc {
+        names: &["RATE_LIMIT_TOKENS_MAX_BODY"],
+        default: "`1048576`",
+        meaning: "most request body bytes read to estimate tokens (larger: 413)",
+    },
+    VarDoc {
+        names: &["RATE_LIMIT_TOKENS_CACHE_HITS"],
+        default: "`free`",
+        meaning: "whether a cache hit costs tokens: `free` (refunded) or `charged`",
+    },
+    VarDoc {
         names: &["RATE_LIMIT_OUTAGE"],
         default: "`local`",
         meaning: "while Redis is unusable: `open`, `closed` (503) or `local`",

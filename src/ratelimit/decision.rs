@@ -98,6 +98,10 @@ pub struct Decision {
     pub cost: u32,
     /// Per-rule outcomes (for the deny cache and burst sources: the denying rule only).
     pub rules: Vec<RuleDecision>,
+    /// The store's clock (ms) when the counters decided (memory or Redis): where a token
+    /// budget's refund finds the units it charged. `None` for every other source.
+    #[serde(skip)]
+    pub(crate) at_ms: Option<u64>,
 }
 
 impl Decision {
@@ -154,6 +158,7 @@ pub(crate) fn listed(source: Source) -> Decision {
         source,
         cost: 0,
         rules: Vec::new(),
+        at_ms: None,
     }
 }
 
@@ -163,5 +168,6 @@ pub(crate) fn no_rules(cost: u32) -> Decision {
         source: Source::NoRules,
         cost,
         rules: Vec::new(),
+        at_ms: None,
     }
 }

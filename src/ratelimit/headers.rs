@@ -44,16 +44,55 @@ fn rule_value(name: &str, a: char, x: u64, b: char, y: u64) -> Option<HeaderValu
     value(s)
 }
 
-fn write_rule(headers: &mut HeaderMap, r: &RuleDecision, legacy: bool) {
+/// The `RateLimit-Policy` and `RateLimit` values of one rule.
+fn rule_fields(r: &RuleDecision) -> [(HeaderName, Option<HeaderValue>); 2] {
     // Rule names were validated: no quotes, backslashes or control characters.
     let name = r.name;
-    let policy = rule_value(name, 'q', u64::from(r.limit), 'w', secs_ceil(r.window));
-    if let Some(v) = policy {
-        headers.insert(HeaderName::from_static("ratelimit-policy"), v);
+    [
+        (
+            HeaderName::from_static("ratelimit-policy"),
+            rule_value(name, 'q', u64::from(r.limit), 'w', secs_ceil(r.window)),
+        ),
+        (
+            HeaderName::from_static("ratelimit"),
+            rule_value(name, 'r', u64::from(r.remaining), 't', secs_ceil(r.reset)),
+        ),
+    ]
+}
+
+/// Adds the most restrictive rule of a second limiter's `decision` (token budgets) to the
+/// `RateLimit-Policy` and `RateLimit` fields already there: both are lists, one item per
+/// policy, so each goes on a line of its own.
+pub(crate) fn append(headers: &mut HeaderMap, decision: &Decision) {
+    let Some(r) = decision.most_restrictive() else {
+        return;
+    };
+    for (name, v) in rule_fields(r) {
+        if let Some(v) = v {
+            headers.append(name, v);
+        }
     }
-    let state = rule_value(name, 'r', u64::from(r.remaining), 't', secs_ceil(r.reset));
-    if let Some(v) = state {
-        headers.insert(HeaderName::from_static("ratelimit"), v);
+}
+
+/// Puts a response's rate-limit headers (`ours`, from [`apply`]) on `res`: they replace
+/// any of the same name, except that the `RateLimit-Policy` and `RateLimit` items an inner
+/// layer added (token budgets) stay in the lists, after ours.
+pub(crate) fn merge(res: &mut HeaderMap, mut ours: HeaderMap) {
+    for name in ["ratelimit-policy", "ratelimit"] {
+        if res.contains_key(name) && ours.contains_key(name) {
+            for v in res.get_all(name) {
+                ours.append(name, v.clone());
+            }
+        }
+    }
+    res.extend(ours);
+}
+
+fn write_rule(headers: &mut HeaderMap, r: &RuleDecision, legacy: bool) {
+    for (name, v) in rule_fields(r) {
+        if let Some(v) = v {
+            headers.insert(name, v);
+        }
     }
     if legacy {
         headers.insert(

@@ -26,7 +26,7 @@ mod burst;
 mod config;
 mod decision;
 mod deny_cache;
-mod headers;
+pub(crate) mod headers;
 mod identity;
 mod layer;
 mod limiter;

@@ -173,7 +173,7 @@ where
             // Who was counted: the concurrency layer inside counts the same identity.
             parts.extensions.insert(identity);
             let mut res = inner.call(Request::from_parts(parts, body)).await?;
-            res.headers_mut().extend(rate_headers);
+            headers::merge(res.headers_mut(), rate_headers);
             Ok(res)
         })
     }

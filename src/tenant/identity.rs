@@ -141,3 +141,22 @@ impl fmt::Debug for SessionCredential {
         })
     }
 }
+
+/// Who a request is, for the layers inside the rate-limit layer (concurrency caps, token
+/// budgets): the [`Identity`] the rate-limit layer resolved, else the session's
+/// [`UserId`], else the client address.
+#[cfg(feature = "axum")]
+pub(crate) fn of_request<B>(req: &http::Request<B>) -> Identity {
+    let ext = req.extensions();
+    if let Some(i) = ext.get::<Identity>() {
+        return i.clone();
+    }
+    if let Some(u) = ext.get::<UserId>() {
+        return Identity::User(u.as_str().into());
+    }
+    let peer = ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| ext.get::<std::net::SocketAddr>().copied());
+    peer.map_or(Identity::Unknown, |p| Identity::from_ip(p.ip()))
+}

@@ -12,6 +12,8 @@
 mod config;
 mod future;
 mod identity;
+#[cfg(feature = "axum")]
+pub(crate) use identity::of_request as request_identity;
 mod layer;
 mod resolver;
 mod service;

@@ -161,3 +161,26 @@ pub(super) fn reset_uncharged(spec: &Spec, state: &State, w: &Work, now: u64) ->
         .unwrap_or(0),
     )
 }
+
+/// Takes up to `units` back from the bucket that held `at` (ms) — a charge made then and
+/// settled lower now. Nothing if that bucket has left the window (its units already
+/// count for nothing). Returns the units taken back.
+pub(super) fn refund(spec: &Spec, state: &mut State, at: u64, units: u32) -> u32 {
+    let State::Win {
+        base,
+        total,
+        counts,
+    } = state
+    else {
+        return 0;
+    };
+    let at_bucket = at * 1000 / spec.bucket_us;
+    let Some(back) = base.checked_sub(at_bucket).filter(|&b| b <= spec.n) else {
+        return 0;
+    };
+    let slot = &mut counts[(spec.n - back) as usize];
+    let take = units.min(*slot);
+    *slot -= take;
+    *total -= u64::from(take);
+    take
+}

@@ -1,5 +1,6 @@
 //! The three algorithms as pure state transitions: given a counter's state, the time and
-//! a cost, what a rule decides ([`decide`]) and the state after a charge ([`charge`]).
+//! a cost, what a rule decides ([`decide`]), the state after a charge ([`charge`]) and
+//! after a refund ([`refund`]).
 //! No locks, no maps, no clock: the memory store ([`super::memory`]) owns those, and
 //! `lua/ratelimit.lua` mirrors these functions line for line (same buckets, same
 //! rounding), so both backends decide alike; the conformance suite checks that.
@@ -139,6 +140,17 @@ pub(crate) fn charge(
         Algorithm::Exact => exact::charge(spec, state, fresh, w, cost, now, out),
         Algorithm::Gcra => gcra::charge(spec, state, w, cost, now, out),
         Algorithm::Compact => compact::charge(spec, state, fresh, w, cost, now, out),
+    }
+}
+
+/// Takes up to `units` back from what a counter was charged at `at` (ms): compact
+/// windows only (the counters of token budgets, which settle after the response); the
+/// others keep what they were charged. Returns the units taken back.
+#[inline]
+pub(crate) fn refund(spec: &Spec, state: &mut State, at: u64, units: u32) -> u32 {
+    match spec.algo {
+        Algorithm::Compact => compact::refund(spec, state, at, units),
+        _ => 0,
     }
 }
 

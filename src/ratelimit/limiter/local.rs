@@ -48,6 +48,7 @@ impl RateLimiter {
                 allowed: false,
                 shadow: false,
             }],
+            at_ms: None,
         })
     }
 
@@ -61,6 +62,34 @@ impl RateLimiter {
         cost: u32,
         commit: bool,
     ) -> Decision {
+        let inner = &*self.inner;
+        let rules = self.mem_rules(c);
+        if rules.is_empty() {
+            return no_rules(cost);
+        }
+        if let Some(d) = self.burst(c, cost, commit) {
+            return d;
+        }
+        let mut outs = Rules::new();
+        let (allowed, at_ms) = mem.decide(&rules, cost, commit, &mut outs);
+        let mut decisions = Vec::with_capacity(rules.len());
+        for (r, o) in rules.iter().zip(&outs) {
+            if o.overflow && commit {
+                self.overflowed(mem, r.idx);
+            }
+            decisions.push(rule_decision(inner.rule_names[r.idx], r.spec, o));
+        }
+        Decision {
+            allowed,
+            source: Source::Memory,
+            cost,
+            rules: decisions,
+            at_ms: Some(at_ms),
+        }
+    }
+
+    /// The in-process counters of the rules that apply to a check.
+    pub(super) fn mem_rules(&self, c: &Check<'_>) -> Rules<MemRule<'_>> {
         let inner = &*self.inner;
         let specs = self.specs(c);
         let parts = self.key_parts(c, inner.any_per_endpoint);
@@ -76,27 +105,7 @@ impl RateLimiter {
                 });
             }
         }
-        if rules.is_empty() {
-            return no_rules(cost);
-        }
-        if let Some(d) = self.burst(c, cost, commit) {
-            return d;
-        }
-        let mut outs = Rules::new();
-        let allowed = mem.decide(&rules, cost, commit, &mut outs);
-        let mut decisions = Vec::with_capacity(rules.len());
-        for (r, o) in rules.iter().zip(&outs) {
-            if o.overflow && commit {
-                self.overflowed(mem, r.idx);
-            }
-            decisions.push(rule_decision(inner.rule_names[r.idx], r.spec, o));
-        }
-        Decision {
-            allowed,
-            source: Source::Memory,
-            cost,
-            rules: decisions,
-        }
+        rules
     }
 
     /// Counts a check decided by rule `idx`'s overflow counter, and warns (at most every

@@ -2,6 +2,7 @@
 
 mod local;
 mod remote;
+mod settle;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -581,6 +582,7 @@ fn build(
     outs: &[Outcome],
     source: Source,
     cost: u32,
+    at_ms: Option<u64>,
 ) -> Decision {
     let mut rules = Vec::with_capacity(applied.len());
     for (a, o) in applied.iter().zip(outs) {
@@ -591,6 +593,7 @@ fn build(
         source,
         cost,
         rules,
+        at_ms,
     }
 }
 

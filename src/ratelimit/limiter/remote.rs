@@ -59,6 +59,7 @@ impl RateLimiter {
                             allowed: false,
                             shadow: false,
                         }],
+                        at_ms: None,
                     };
                 }
             }
@@ -133,7 +134,14 @@ impl RateLimiter {
                     }
                     self.charge_back_soon();
                 }
-                build(&applied, allowed, &outs, Source::Redis, cost)
+                build(
+                    &applied,
+                    allowed,
+                    &outs,
+                    Source::Redis,
+                    cost,
+                    Some(redis_ms),
+                )
             }
             Err(e) => {
                 if let Some(m) = mem {
@@ -272,6 +280,7 @@ impl RateLimiter {
                             shadow: a.spec.shadow,
                         })
                         .collect(),
+                    at_ms: None,
                 }
             }
             (OutageMode::Closed, _) => Decision {
@@ -279,12 +288,14 @@ impl RateLimiter {
                 source: Source::OutageClosed,
                 cost,
                 rules: applied.iter().map(|a| unknown(a, false)).collect(),
+                at_ms: None,
             },
             _ => Decision {
                 allowed: true,
                 source: Source::OutageOpen,
                 cost,
                 rules: applied.iter().map(|a| unknown(a, true)).collect(),
+                at_ms: None,
             },
         }
     }

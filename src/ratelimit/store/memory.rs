@@ -182,16 +182,15 @@ impl MemoryLimiter {
     }
 
     /// Decides all rules; charges every allowing rule if `commit` and no enforced rule
-    /// denies. Returns whether all enforced rules allow; per-rule outcomes go to `outs`
-    /// (an out-parameter: returning it would copy it).
-    ///
+    /// denies. Returns whether all enforced rules allow, and the time decided at (ms);
+    /// per-rule outcomes go to `outs` (an out-parameter: returning it would copy it).
     pub(crate) fn decide(
         &self,
         rules: &[MemRule<'_>],
         cost: u32,
         commit: bool,
         outs: &mut Rules<Outcome>,
-    ) -> bool {
+    ) -> (bool, u64) {
         let mut slots = self
             .slots
             .lock()
@@ -288,7 +287,50 @@ impl MemoryLimiter {
             let remaining = u64::from(spec.limit).saturating_sub(w.count);
             out.remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
         }
-        all
+        (all, now)
+    }
+
+    /// Settles what rules were charged earlier, rule by rule (`units[i]` for `rules[i]`):
+    /// with `refund_at`, takes the units back from the bucket that held that time (see
+    /// [`algo::refund`]); else charges them now, whatever the limit (usage beyond an
+    /// estimate already happened; at most the limit, as the script caps it). A counter that is gone (expired, or never made: the
+    /// table was full) gets nothing back; a charge to an identity the full table has no
+    /// room for goes to the rule's overflow counter, as a check's would.
+    pub(crate) fn adjust(&self, rules: &[MemRule<'_>], units: &[u32], refund_at: Option<u64>) {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = self.clock.now_ms().max(slots.last_now);
+        slots.last_now = now;
+        for (r, &u) in rules.iter().zip(units).filter(|(_, &u)| u > 0) {
+            let live = slots
+                .find(r.key)
+                .filter(|&i| slots.slots[i].expires_at > now);
+            if let Some(at) = refund_at {
+                if let Some(i) = live {
+                    algo::refund(r.spec, &mut slots.slots[i].state, at, u);
+                }
+                continue;
+            }
+            // As the script does: a charge is at most a full window's worth.
+            let u = u.min(r.spec.limit);
+            let i = match slots.find(r.key) {
+                Some(i) => i,
+                None if self.max_keys > slots.identities() || slots.reclaim(now, 1) > 0 => {
+                    slots.get_or_insert(r.key, r.owner, false, now)
+                }
+                None => {
+                    let k = overflow_key(r.idx, r.spec);
+                    slots.get_or_insert(k, k, true, now)
+                }
+            };
+            let slot = &mut slots.slots[i];
+            let fresh = slot.expires_at <= now;
+            let state = (!fresh).then_some(&mut slot.state);
+            let (w, mut out) = algo::decide(r.spec, state, now, u64::from(u), false);
+            slot.expires_at = algo::charge(r.spec, &mut slot.state, fresh, &w, u, now, &mut out);
+        }
     }
 
     /// Forgets every counter whose owner (tenant, rule, identity) is in `owners`; returns

@@ -62,11 +62,13 @@ pub(crate) struct Request {
     pub(crate) specs: Rules<Spec>,
     pub(crate) keys: Vec<RedisKey>,
     pub(crate) cost: u32,
-    /// `check`, `peek` or `charge`.
+    /// `check`, `peek`, `charge` or `refund`.
     pub(crate) mode: &'static str,
-    /// Unique per request: names the exact log's members.
+    /// Unique per request: names the exact log's members. Mode `refund`: the store's
+    /// time (ms) of the admission whose units are taken back.
     pub(crate) nonce: u64,
-    /// Units admitted in process per rule, charged first (empty: none).
+    /// Units per rule charged first (units admitted in process during an outage, or
+    /// usage beyond a token estimate), or taken back in mode `refund` (empty: none).
     pub(crate) charges: Rules<u32>,
 }
 

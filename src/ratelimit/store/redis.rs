@@ -85,7 +85,11 @@ async fn eval_batch(
         args.push(num(r.specs.len() as u64));
         args.push(r.mode.as_bytes().to_vec());
         args.push(num(u64::from(r.cost)));
-        args.push(format!("{:016x}", r.nonce).into_bytes());
+        args.push(if r.mode == "refund" {
+            num(r.nonce)
+        } else {
+            format!("{:016x}", r.nonce).into_bytes()
+        });
         let charged = r.charges.iter().any(|&u| u > 0);
         args.push(num(if charged { r.specs.len() as u64 } else { 0 }));
         args.extend(index.iter().map(|&i| num(i as u64)));

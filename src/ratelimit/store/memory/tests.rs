@@ -25,7 +25,7 @@ fn decide(
         })
         .collect();
     let mut outs = Rules::new();
-    let ok = l.decide(&rules, cost, commit, &mut outs);
+    let (ok, _) = l.decide(&rules, cost, commit, &mut outs);
     (ok, outs)
 }
 

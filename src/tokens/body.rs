@@ -1,0 +1,151 @@
+//! [`TokenBody`]: the response body that settles its request's token reservation once it
+//! has been sent to its end (with the usage the response reported), failed, or been
+//! dropped (a client that went away). As with concurrency leases, the settlement runs
+//! *before* the last frame goes out: a client that sends its next request once this
+//! response is complete finds the refunded tokens there.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::body::HttpBody;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+
+use super::{Reservation, UsageScan};
+
+/// How a response's usage is learnt, and the reservation it settles.
+#[derive(Debug)]
+pub(super) struct Settlement {
+    pub(super) reservation: Reservation,
+    /// The handler's `X-Usage-Tokens` header, if it set one.
+    pub(super) reported: Option<u64>,
+    /// A 2xx response.
+    pub(super) success: bool,
+    /// A cache hit that costs nothing (`RATE_LIMIT_TOKENS_CACHE_HITS=free`).
+    pub(super) free: bool,
+    pub(super) scan: UsageScan,
+}
+
+impl Settlement {
+    /// Tokens used: nothing for a free cache hit; else what the response reported (the
+    /// header, else the body's last `total_tokens`); else nothing for a failure (an error
+    /// status, a body that failed, a client gone before the end); else the reservation.
+    fn used(&self, complete: bool) -> u64 {
+        if self.free {
+            return 0;
+        }
+        match self.reported.or_else(|| self.scan.finish()) {
+            Some(n) => n,
+            None if complete && self.success => u64::from(self.reservation.reserved()),
+            None => 0,
+        }
+    }
+
+    fn finish(self, complete: bool) -> impl Future<Output = ()> + Send + 'static {
+        let used = self.used(complete);
+        let settle = self.reservation.settle_later(used);
+        async move {
+            // A failure is counted and logged where it happens.
+            let _ = settle.await;
+        }
+    }
+}
+
+type Settling = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// A response body that settles the request's token [`Reservation`] when it ends.
+    pub struct TokenBody<B: HttpBody> {
+        #[pin]
+        inner: B,
+        settlement: Option<Box<Settlement>>,
+        // The settlement under way, and the frame (or end) it holds back.
+        settling: Option<Settling>,
+        last: Option<Option<Result<Frame<B::Data>, B::Error>>>,
+    }
+
+    impl<B: HttpBody> PinnedDrop for TokenBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let task = match (this.settling.take(), this.settlement.take()) {
+                (Some(running), _) => Some(running),
+                // Dropped before the end: the client went away.
+                (None, Some(s)) => Some(Box::pin(s.finish(false)) as Settling),
+                (None, None) => None,
+            };
+            if let (Some(task), Ok(rt)) = (task, tokio::runtime::Handle::try_current()) {
+                rt.spawn(task);
+            }
+        }
+    }
+}
+
+impl<B: HttpBody> TokenBody<B> {
+    pub(super) fn new(inner: B, settlement: Option<Settlement>) -> Self {
+        Self {
+            inner,
+            settlement: settlement.map(Box::new),
+            settling: None,
+            last: None,
+        }
+    }
+}
+
+impl<B: HttpBody + std::fmt::Debug> std::fmt::Debug for TokenBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenBody")
+            .field("inner", &self.inner)
+            .field("settlement", &self.settlement)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: HttpBody<Data = Bytes>> HttpBody for TokenBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        loop {
+            if let Some(settling) = this.settling.as_mut() {
+                ready!(settling.as_mut().poll(cx));
+                *this.settling = None;
+                return Poll::Ready(this.last.take().flatten());
+            }
+            let frame = ready!(this.inner.as_mut().poll_frame(cx));
+            if let (Some(s), Some(Ok(f))) = (this.settlement.as_mut(), &frame) {
+                if let Some(data) = f.data_ref() {
+                    s.scan.feed(data);
+                }
+            }
+            // The end, a failure, or the last frame: the response is over.
+            let over = !matches!(frame, Some(Ok(_))) || this.inner.is_end_stream();
+            if over {
+                if let Some(s) = this.settlement.take() {
+                    let complete = !matches!(frame, Some(Err(_)));
+                    *this.settling = Some(Box::pin(s.finish(complete)));
+                    *this.last = Some(frame);
+                    continue;
+                }
+            }
+            return Poll::Ready(frame);
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // While a reservation is pending the body is polled to its end (even an empty
+        // one), so that it is settled before the response counts as complete.
+        self.settlement.is_none()
+            && self.settling.is_none()
+            && self.last.is_none()
+            && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,260 @@
+//! [`TokenBudget`]: reserves a request's estimated tokens on every applicable budget in
+//! one atomic step, and settles the [`Reservation`] with the real usage once the response
+//! is over.
+
+use std::sync::Arc;
+
+use http::Method;
+
+use super::TokenConfig;
+use crate::backend::{Backend, BackendError};
+use crate::keys::Keys;
+use crate::metrics::Metrics;
+use crate::ratelimit::{Check, Decision, LimiterOptions, PolicyError, RateLimiter};
+use crate::tenant::{Identity, TenantId};
+
+/// Token budgets over a backend: a rate limiter whose units are tokens, reserved before
+/// the request runs and settled after its response. Cheap to clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tenant_guard::backend::{Backend, MemoryStore};
+/// use tenant_guard::tokens::{parse_token_rule, TokenBudget, TokenConfig};
+/// use tenant_guard::{keys::Keys, metrics::Metrics, ratelimit::Identity, tenant::TenantId};
+///
+/// let config = TokenConfig::default()
+///     .rule(parse_token_rule("user: POST /api/ai/{*rest} = 1000/1m").unwrap());
+/// let budget = TokenBudget::new(Backend::Memory(MemoryStore::new(Default::default())),
+///     Keys::default(), config, Default::default(), &Metrics::new()).unwrap();
+/// let (acme, who) = (TenantId::new("acme").unwrap(), Identity::User("u-1".into()));
+/// let post = http::Method::POST;
+/// let r = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 800).await.unwrap();
+/// // 800 reserved: another 800 does not fit while the first is pending...
+/// assert!(budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 800).await.is_err());
+/// // ...and does once the first settles at its real usage (300 used, 500 refunded).
+/// r.settle(300).await.unwrap();
+/// let second = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 700).await.unwrap();
+/// assert_eq!(second.decision().rules[0].remaining, 0);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct TokenBudget {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limiter: RateLimiter,
+    config: TokenConfig,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for TokenBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenBudget")
+            .field("limiter", &self.inner.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenBudget {
+    /// Budgets of `config` on `backend`, counted under `keys` (as rate-limit counters named
+    /// after the budgets). `options` says what happens while Redis is unusable (the outage
+    /// mode); its burst cap and deny cache are not used (a refund frees tokens before a
+    /// cached denial would expire).
+    pub fn new(
+        backend: Backend,
+        keys: Keys,
+        config: TokenConfig,
+        options: LimiterOptions,
+        metrics: &Metrics,
+    ) -> Result<Self, PolicyError> {
+        let policy = config.policy()?;
+        let options = LimiterOptions {
+            burst: None,
+            deny_cache: 0,
+            ..options
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                limiter: RateLimiter::new(backend, keys, policy, options, metrics),
+                config,
+                metrics: metrics.clone(),
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TokenConfig {
+        &self.inner.config
+    }
+
+    /// Whether any budget counts requests to `method` + route `template`.
+    pub fn applies(&self, method: &Method, template: &str) -> bool {
+        self.inner
+            .config
+            .rules
+            .iter()
+            .any(|r| r.applies(method, template))
+    }
+
+    /// Reserves `estimate` tokens (at least 1) on every budget that applies, all or none:
+    /// the reservation counts as used until it is settled. `Err` is the decision that
+    /// refused it (the budget that denied, when it frees up).
+    pub async fn reserve(
+        &self,
+        tenant: &TenantId,
+        who: &Identity,
+        method: &Method,
+        route: &str,
+        estimate: u32,
+    ) -> Result<Reservation, Decision> {
+        let check = Check {
+            tenant,
+            identity: who,
+            method,
+            route,
+            cost: Some(estimate.max(1)),
+            plan: None,
+        };
+        let decision = self.inner.limiter.check(&check).await;
+        if !decision.allowed {
+            return Err(decision);
+        }
+        self.inner
+            .metrics
+            .tokens_reserved
+            .inc_by(u64::from(decision.cost));
+        Ok(Reservation {
+            pending: Some(Pending {
+                budget: self.clone(),
+                tenant: tenant.clone(),
+                who: who.clone(),
+                method: method.clone(),
+                route: route.into(),
+                decision,
+            }),
+        })
+    }
+}
+
+/// Tokens reserved for one request, until it is settled: [`settle`](Self::settle) with
+/// the real usage, or [`refund`](Self::refund). Dropped unsettled (the request failed or
+/// its client went away), it is refunded in the background.
+#[derive(Debug)]
+#[must_use = "a reservation dropped unsettled is refunded"]
+pub struct Reservation {
+    pending: Option<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    budget: TokenBudget,
+    tenant: TenantId,
+    who: Identity,
+    method: Method,
+    route: Box<str>,
+    decision: Decision,
+}
+
+/// What a settlement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settled {
+    /// Tokens reserved.
+    pub reserved: u32,
+    /// Tokens used.
+    pub used: u64,
+}
+
+impl Settled {
+    /// Tokens used beyond the reservation (charged after the fact).
+    pub fn overshoot(&self) -> u64 {
+        self.used.saturating_sub(u64::from(self.reserved))
+    }
+}
+
+impl Reservation {
+    /// The decision that admitted the request (each budget's state after the reservation).
+    pub fn decision(&self) -> &Decision {
+        &self
+            .pending
+            .as_ref()
+            .expect("pending until settled")
+            .decision
+    }
+
+    /// Tokens reserved.
+    pub fn reserved(&self) -> u32 {
+        self.decision().cost
+    }
+
+    /// Settles with the real usage, in one store call: what was reserved beyond it is
+    /// given back, usage beyond the reservation is charged (whatever the limit: it
+    /// happened) and reported in `tenant_guard_tokens_overshoot_total`.
+    pub async fn settle(mut self, used: u64) -> Result<Settled, BackendError> {
+        let p = self.pending.take().expect("pending until settled");
+        p.settle(used).await
+    }
+
+    /// Gives the whole reservation back (the request used nothing).
+    pub async fn refund(self) -> Result<Settled, BackendError> {
+        self.settle(0).await
+    }
+
+    /// The settlement as a task of its own (`'static`): for a body dropped mid-response.
+    pub(crate) fn settle_later(
+        mut self,
+        used: u64,
+    ) -> impl std::future::Future<Output = Result<Settled, BackendError>> + Send + 'static {
+        let p = self.pending.take().expect("pending until settled");
+        p.settle(used)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(p) = self.pending.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(p.settle(0));
+            }
+        }
+    }
+}
+
+impl Pending {
+    async fn settle(self, used: u64) -> Result<Settled, BackendError> {
+        let inner = &*self.budget.inner;
+        let reserved = self.decision.cost;
+        let m = &inner.metrics;
+        m.tokens_used.inc_by(used);
+        let delta = i64::try_from(used)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::from(reserved));
+        if delta < 0 {
+            m.tokens_refunded.inc_by(delta.unsigned_abs());
+        } else if delta > 0 {
+            m.tokens_overshoot.inc_by(delta.unsigned_abs());
+            tracing::debug!(
+                tenant = %self.tenant,
+                reserved,
+                used,
+                "a response used more tokens than its reservation: the excess is charged now"
+            );
+        }
+        let check = Check {
+            tenant: &self.tenant,
+            identity: &self.who,
+            method: &self.method,
+            route: &self.route,
+            cost: Some(reserved),
+            plan: None,
+        };
+        let settled = inner.limiter.settle(&check, &self.decision, delta).await;
+        if let Err(e) = &settled {
+            m.tokens_settle_failed.inc();
+            tracing::warn!(error = %e, tenant = %self.tenant, "token settlement failed: the reservation stays counted until its window passes");
+        }
+        settled.map(|()| Settled { reserved, used })
+    }
+}
