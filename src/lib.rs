@@ -21,6 +21,8 @@
 //!   step, as a tower layer; exempt and deny lists.
 //! * [`concurrency`] — caps on requests in flight per tenant, user and route, across
 //!   instances (leases that expire when their instance dies), as a tower layer.
+//! * [`tokens`] — token budgets for AI gateways: the estimate reserved on every budget at
+//!   once, settled with the real usage when the response (streamed or not) ends.
 //! * [`cache`] — query / AI / named-category caching: `get_or_compute` with single-flight,
 //!   an L1 in front of Redis kept coherent by pub/sub invalidation, and an HTTP layer.
 //! * [`session`] — server-side sessions behind a signed cookie, bound to the tenant, lazy,

@@ -7,7 +7,7 @@
 //! |-------|--------------|
 //! | `GET /api/items` | a plain rate-limited endpoint |
 //! | `GET /api/reports/{day}` | simulated database query (a few ms), cached (query category) |
-//! | `POST /api/ai/complete` | simulated slow model, cached (AI category); cost-weighted in the demo |
+//! | `POST /api/ai/complete` | simulated model (`DEMO_MODEL_LATENCY`, default 20 ms) answering with `usage` ([`usage`]), cached (AI category); cost-weighted and token-budgeted in the demo |
 //! | `POST /login` | body `{"user": "alice"}`: binds the session to the user (new session id) |
 //! | `POST /logout` | ends the session |
 //! | `GET /me` | the tenant, the session's user and the rate-limit decision |
@@ -38,11 +38,43 @@ use tenant_guard::problem::Problem;
 use tenant_guard::ratelimit::{Decision, RateLimitLayer, RateLimiter};
 use tenant_guard::session::{Session, SessionError, SessionLayer, SessionStore};
 use tenant_guard::tenant::{TenantId, TenantLayer};
+use tenant_guard::tokens::{TokenBudget, TokenLayer};
 
 /// Simulated latency of the reports "database".
 pub const REPORT_LATENCY: Duration = Duration::from_millis(3);
-/// Simulated latency of the AI "model".
+/// Simulated latency of the AI "model" unless `DEMO_MODEL_LATENCY` says otherwise.
 pub const MODEL_LATENCY: Duration = Duration::from_millis(20);
+
+/// The model's latency: `DEMO_MODEL_LATENCY` (a duration such as `20ms`, or seconds), else
+/// [`MODEL_LATENCY`].
+fn model_latency() -> Duration {
+    std::env::var("DEMO_MODEL_LATENCY")
+        .ok()
+        .and_then(|v| {
+            let v = v.trim();
+            v.parse::<u64>()
+                .map(Duration::from_secs)
+                .ok()
+                .or_else(|| humantime::parse_duration(v).ok())
+        })
+        .unwrap_or(MODEL_LATENCY)
+}
+
+/// The demo model's usage for a request body: `prompt_tokens` = ceil(prompt bytes / 4)
+/// (the `prompt` field, else the whole body), `completion_tokens` = half of `max_tokens`
+/// (default 64) — so a token budget's reservation (body / 4 + `max_tokens`) is partly
+/// refunded.
+///
+/// ```
+/// let u = tenant_guard_cli::demo::usage(r#"{"prompt":"hello","max_tokens":64}"#);
+/// assert_eq!((u.0, u.1), (2, 32));
+/// ```
+pub fn usage(body: &str) -> (u64, u64) {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let prompt = v["prompt"].as_str().map_or(body.len(), str::len) as u64;
+    let max = v["max_tokens"].as_u64().unwrap_or(64);
+    (prompt.div_ceil(4), max / 2)
+}
 
 /// Builds the demo app from a configuration. Must run inside a Tokio runtime.
 ///
@@ -76,7 +108,11 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         )
         .route(
             "/api/ai/complete",
-            post(complete).layer(CacheLayer::ai(cache.clone())),
+            post({
+                let latency = model_latency();
+                move |tenant, body| complete(tenant, body, latency)
+            })
+            .layer(CacheLayer::ai(cache.clone())),
         )
         .route(
             "/api/cache",
@@ -96,6 +132,16 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
             backend.clone(),
             &metrics,
         )))
+    } else {
+        routes
+    };
+    // Token budgets (RATE_LIMIT_TOKENS): outside the concurrency cap (a request without
+    // tokens takes no lease) and the cache (hits are refunded), inside the rate limit.
+    let routes = if config.tokens.is_enabled() {
+        let budget = TokenBudget::from_config(config, backend.clone(), &metrics)
+            // Config::from_vars validated the budgets; only one built in code can fail here.
+            .map_err(|_| BackendError::Unsupported("invalid token budgets"))?;
+        routes.layer(TokenLayer::new(budget))
     } else {
         routes
     };
@@ -199,11 +245,17 @@ async fn report(tenant: TenantId, Path(day): Path<String>) -> Json<serde_json::V
     Json(json!({ "tenant": tenant, "day": day, "rows": 42, "computed": computed() }))
 }
 
-async fn complete(tenant: TenantId, body: String) -> Json<serde_json::Value> {
-    tokio::time::sleep(MODEL_LATENCY).await;
+async fn complete(tenant: TenantId, body: String, latency: Duration) -> Json<serde_json::Value> {
+    tokio::time::sleep(latency).await;
+    let (prompt, completion) = usage(&body);
     Json(json!({
         "tenant": tenant,
         "completion": format!("echo: {}", body.len()),
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
         "computed": computed(),
     }))
 }

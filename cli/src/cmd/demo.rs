@@ -55,6 +55,15 @@ const DEMO_VARS: &[(&str, &str)] = &[
     // At most 4 requests of a tenant in flight at once (the table's `inflight` column
     // shows the most the client had out).
     ("RATE_LIMIT_CONCURRENCY_TENANT", "4"),
+    // Completions are metered in tokens too: a tenant may use 200 per 5 s. Each asks for
+    // `max_tokens` 64 and reserves 73 (body / 4 + 64); the model uses 34, so more than half
+    // of each reservation comes back. Answers from the cache are charged here (the default,
+    // `free`, refunds them) so that the budget meters every completion a tenant receives.
+    (
+        "RATE_LIMIT_TOKENS",
+        "tenant: POST /api/ai/complete = 200/5s",
+    ),
+    ("RATE_LIMIT_TOKENS_CACHE_HITS", "charged"),
 ];
 
 /// The demo's tenants: at half the per-tenant limit's rate, at it, and at four times it.
@@ -255,9 +264,15 @@ async fn demo(duration: Duration, mut out: Outputs) -> ExitCode {
     let in_flight = cfg.concurrency.tenant.map_or_else(String::new, |n| {
         format!(", at most {n} in flight per tenant")
     });
+    let budgets: String = cfg
+        .tokens
+        .rules
+        .iter()
+        .map(|r| format!(", token budget `{}` {}", r.name, r.quota))
+        .collect();
     println!(
         "tenant-guard demo: app on http://{target} ({backend}), per-tenant limit {limit_text}, \
-         {}{in_flight}",
+         {}{in_flight}{budgets}",
         ai_summary(policy)
     );
     let sessions_ok = demo_sessions(target, &TENANTS).await;
@@ -303,6 +318,9 @@ async fn demo(duration: Duration, mut out: Outputs) -> ExitCode {
     let limit_pair = limit.map(|q| (q.limit.get(), q.window));
     // Every rule of the configuration, checked client-side in units (with its costs).
     out.rules = RuleCheck::from_policy(policy, &mix, &TENANTS);
+    // And every token budget, in the tokens the answers report using.
+    out.rules
+        .extend(RuleCheck::from_budgets(&cfg.tokens, &mix, &TENANTS));
     out.costs = loadgen::costs_from_policy(policy, &mix);
     let (table, rules_held) = report.table_with_rules(limit_pair, &out.rules, &out.costs);
     print!("{table}");

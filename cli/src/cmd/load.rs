@@ -52,6 +52,11 @@ pub(crate) struct LoadArgs {
     /// E.g. "ai: POST /api/ai/{*rest} = 5/5s", "per-tenant = 50/5s".
     #[arg(long = "rule", value_parser = RuleCheck::parse)]
     rules: Vec<RuleCheck>,
+    /// A token budget to check per tenant, repeatable: a RATE_LIMIT_TOKENS entry, e.g.
+    /// `tenant: POST /api/ai/{*rest} = 100000/1m`, checked in the tokens the 2xx answers
+    /// report using (`usage.total_tokens`).
+    #[arg(long = "tokens", value_parser = RuleCheck::parse_tokens)]
+    budgets: Vec<RuleCheck>,
     /// Units a request costs, for the rule checks: a RATE_LIMIT_COSTS entry,
     /// `METHOD /path = N`, repeatable, e.g. "POST /api/ai/complete = 5".
     #[arg(long = "cost", value_parser = loadgen::parse_cost)]
@@ -115,13 +120,16 @@ pub(crate) fn run(args: LoadArgs) -> ExitCode {
         endpoints,
         max_in_flight,
         limit,
-        rules,
+        mut rules,
+        budgets,
         costs,
         tenant_header,
         user_header,
         json,
         chart,
     } = args;
+    // Token budgets are checked like rules, in tokens.
+    rules.extend(budgets);
     let endpoints = if endpoints.is_empty() {
         vec![Endpoint {
             method: http::Method::GET,

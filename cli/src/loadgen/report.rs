@@ -35,6 +35,9 @@ pub struct TenantReport {
     pub throttled_by: std::collections::BTreeMap<String, u64>,
     /// Every 2xx: when it arrived, the user number and the endpoint index (sorted by time).
     pub admissions: Vec<(Duration, u32, usize)>,
+    /// Every 2xx whose body reported token usage (`usage.total_tokens`): when it arrived,
+    /// the user number, the endpoint index and the tokens (sorted by time).
+    pub tokens: Vec<(Duration, u32, usize, u64)>,
     /// The tenant's endpoint mix (what `admissions` index into).
     pub endpoints: Vec<Endpoint>,
     /// Latency from the scheduled send time, in microseconds.
@@ -128,6 +131,7 @@ impl Report {
                     "errors": t.errors,
                     "skipped": t.skipped,
                     "max_in_flight": t.max_in_flight,
+                    "tokens_used": t.tokens.iter().map(|e| e.3).sum::<u64>(),
                     "throttled_by_rule": t.throttled_by,
                     "admitted_per_second": t.ok as f64 / self.elapsed.as_secs_f64().max(1e-9),
                     "max_admitted_in_window": limit.map(|(_, w)| max_in_window(&t.admitted_at, w)),

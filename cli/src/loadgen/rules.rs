@@ -44,6 +44,9 @@ pub struct RuleCheck {
     pub endpoints: Vec<EndpointPattern>,
     /// Only this tenant's admissions are checked (its plan's quota); `None`: every tenant's.
     pub tenant: Option<String>,
+    /// A token budget: the units are the tokens each answer reports using
+    /// (`usage.total_tokens`), not request costs.
+    pub tokens: bool,
 }
 
 impl RuleCheck {
@@ -94,7 +97,49 @@ impl RuleCheck {
             per_endpoint,
             endpoints,
             tenant: None,
+            tokens: false,
         })
+    }
+
+    /// Parses a token budget, a `RATE_LIMIT_TOKENS` entry (`tenant: POST /api/ai/{*rest} =
+    /// 100000/1m`), read by the library's own parser: checked in the tokens admitted
+    /// answers report using.
+    ///
+    /// ```
+    /// use tenant_guard_cli::loadgen::RuleCheck;
+    /// let b = RuleCheck::parse_tokens("user: POST /api/ai/{*rest} = 20000/1m").unwrap();
+    /// assert_eq!((b.name.as_str(), b.limit, b.per_user, b.tokens), ("tokens-user", 20000, true, true));
+    /// assert!(RuleCheck::parse_tokens("POST /api/ai/{*rest} = 10/1m").is_err());
+    /// ```
+    pub fn parse_tokens(s: &str) -> Result<Self, String> {
+        let rule = tenant_guard::tokens::parse_token_rule(s).map_err(String::from)?;
+        Ok(Self {
+            name: rule.name,
+            limit: rule.quota.limit.get(),
+            window: rule.quota.window,
+            per_user: rule.scope == Scope::User,
+            per_endpoint: false,
+            endpoints: rule.endpoint.into_iter().collect(),
+            tenant: None,
+            tokens: true,
+        })
+    }
+
+    /// The checks of every token budget of `config` (`RATE_LIMIT_TOKENS`), for traffic
+    /// from `tenants` to `mix` (as [`from_policy`](Self::from_policy)).
+    pub fn from_budgets(
+        config: &tenant_guard::tokens::TokenConfig,
+        mix: &[(Endpoint, &str)],
+        tenants: &[&str],
+    ) -> Vec<Self> {
+        let Ok(policy) = config.policy() else {
+            return Vec::new();
+        };
+        let mut checks = Self::from_policy(&policy, mix, tenants);
+        for c in &mut checks {
+            c.tokens = true;
+        }
+        checks
     }
 
     /// The checks of every rule `policy` enforces, for traffic from `tenants` to `mix`: each
@@ -146,6 +191,7 @@ impl RuleCheck {
                 per_endpoint: rule.per_endpoint,
                 endpoints: endpoints.clone(),
                 tenant: tenant.map(str::to_string),
+                tokens: false,
             };
             let quotas: Vec<Quota> = tenants.iter().map(|t| quota_of(t)).collect();
             if quotas.windows(2).all(|w| w[0] == w[1]) {
@@ -279,16 +325,22 @@ impl Report {
                 // One count per user and per endpoint where the rule counts them apart.
                 let mut counts: std::collections::BTreeMap<(u32, usize), Vec<(Duration, u64)>> =
                     std::collections::BTreeMap::new();
-                for &(at, user, e) in &t.admissions {
+                // Units: a request's cost, or (token budgets) the tokens its answer used.
+                let events: Vec<(Duration, u32, usize, u64)> = if r.tokens {
+                    t.tokens.clone()
+                } else {
+                    t.admissions
+                        .iter()
+                        .map(|&(at, user, e)| (at, user, e, cost_of(&t.endpoints[e])))
+                        .collect()
+                };
+                for (at, user, e, units) in events {
                     if relevant(e) {
                         let key = (
                             if r.per_user { user } else { 0 },
                             if r.per_endpoint { e } else { 0 },
                         );
-                        counts
-                            .entry(key)
-                            .or_default()
-                            .push((at, cost_of(&t.endpoints[e])));
+                        counts.entry(key).or_default().push((at, units));
                     }
                 }
                 let (worst, rate) = counts.values().fold((0u64, 0f64), |(w, rt), ev| {
@@ -312,8 +364,13 @@ impl Report {
                     (false, true) => " (busiest endpoint)",
                     (false, false) => "",
                 };
+                let (what, units) = if r.tokens {
+                    ("budget", "tokens")
+                } else {
+                    ("rule", "units")
+                };
                 lines.push(format!(
-                    "rule `{}` ({}/{}{scope}{ep}): 429 x{}, admitted {rate:.1} units/s{busiest} vs limit {:.1}/s, most in any {} window {worst} of {}",
+                    "{what} `{}` ({}/{}{scope}{ep}): 429 x{}, admitted {rate:.1} {units}/s{busiest} vs limit {:.1}/s, most in any {} window {worst} of {}",
                     r.name,
                     r.limit,
                     humantime::format_duration(r.window),

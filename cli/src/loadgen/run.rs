@@ -38,6 +38,26 @@ fn denying_rule(status: u16, body: Option<&[u8]>) -> Option<String> {
     v.get("rule")?.as_str().map(str::to_string)
 }
 
+/// The tokens a 2xx answer reports using (its JSON `usage.total_tokens`).
+fn tokens_used(status: u16, body: Option<&[u8]>) -> Option<u64> {
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body?).ok()?;
+    v.get("usage")?.get("total_tokens")?.as_u64()
+}
+
+/// What a response said: status, the rule a 429 names, the tokens a 2xx used.
+type Answer = (u16, Option<String>, Option<u64>);
+
+fn answer(status: u16, body: Option<&[u8]>) -> Answer {
+    (
+        status,
+        denying_rule(status, body),
+        tokens_used(status, body),
+    )
+}
+
 struct Outcome {
     tenant: usize,
     user: u32,
@@ -45,6 +65,8 @@ struct Outcome {
     status: Option<u16>,
     /// For a 429: the rule the problem body names.
     rule: Option<String>,
+    /// For a 2xx: the tokens its body reports using.
+    tokens: Option<u64>,
     latency: Duration,
     done_at: Duration,
 }
@@ -114,36 +136,36 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             .method(ep.method.clone())
             .header(plan.tenant_header.as_str(), t.tenant.as_str())
             .header(plan.user_header.as_str(), format!("user-{}", p.user));
-        let body = Bytes::from_static(b"{\"prompt\":\"hello\"}");
-        let call: futures_util::future::BoxFuture<'static, Option<(u16, Option<String>)>> =
-            match &plan.target {
-                Target::Http(addr) => {
-                    let req = builder
-                        .uri(format!("http://{addr}{}", ep.path))
-                        .body(Full::new(body));
-                    let client = client.clone();
-                    Box::pin(async move {
-                        let res = client.request(req.ok()?).await.ok()?;
-                        let status = res.status().as_u16();
-                        // Drain the body so the connection goes back to the pool.
-                        let body = res.into_body().collect().await.map(|b| b.to_bytes());
-                        Some((status, denying_rule(status, body.ok().as_deref())))
-                    })
-                }
-                Target::InProcess(router) => {
-                    let req = builder
-                        .uri(ep.path.as_str())
-                        .body(axum::body::Body::from(body));
-                    let router = router.clone();
-                    Box::pin(async move {
-                        use tower::ServiceExt;
-                        let res = router.oneshot(req.ok()?).await.ok()?;
-                        let status = res.status().as_u16();
-                        let body = res.into_body().collect().await.map(|b| b.to_bytes());
-                        Some((status, denying_rule(status, body.ok().as_deref())))
-                    })
-                }
-            };
+        // An AI-style request: a prompt and the completion tokens asked for.
+        let body = Bytes::from_static(b"{\"prompt\":\"hello\",\"max_tokens\":64}");
+        let call: futures_util::future::BoxFuture<'static, Option<Answer>> = match &plan.target {
+            Target::Http(addr) => {
+                let req = builder
+                    .uri(format!("http://{addr}{}", ep.path))
+                    .body(Full::new(body));
+                let client = client.clone();
+                Box::pin(async move {
+                    let res = client.request(req.ok()?).await.ok()?;
+                    let status = res.status().as_u16();
+                    // Drain the body so the connection goes back to the pool.
+                    let body = res.into_body().collect().await.map(|b| b.to_bytes());
+                    Some(answer(status, body.ok().as_deref()))
+                })
+            }
+            Target::InProcess(router) => {
+                let req = builder
+                    .uri(ep.path.as_str())
+                    .body(axum::body::Body::from(body));
+                let router = router.clone();
+                Box::pin(async move {
+                    use tower::ServiceExt;
+                    let res = router.oneshot(req.ok()?).await.ok()?;
+                    let status = res.status().as_u16();
+                    let body = res.into_body().collect().await.map(|b| b.to_bytes());
+                    Some(answer(status, body.ok().as_deref()))
+                })
+            }
+        };
         let tx = tx.clone();
         let in_flight = in_flight.clone();
         let out = out.clone();
@@ -154,9 +176,9 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             let now = Instant::now();
             in_flight.fetch_sub(1, Ordering::AcqRel);
             out[tenant].0.fetch_sub(1, Ordering::AcqRel);
-            let (status, rule) = match result {
-                Some((s, r)) => (Some(s), r),
-                None => (None, None),
+            let (status, rule, tokens) = match result {
+                Some((s, r, t)) => (Some(s), r, t),
+                None => (None, None, None),
             };
             let _ = tx.send(Outcome {
                 tenant,
@@ -164,6 +186,7 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
                 endpoint,
                 status,
                 rule,
+                tokens,
                 latency: now.saturating_duration_since(at),
                 done_at: now.saturating_duration_since(start),
             });
@@ -188,6 +211,7 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             throttled_at: Vec::new(),
             throttled_by: std::collections::BTreeMap::new(),
             admissions: Vec::new(),
+            tokens: Vec::new(),
             endpoints: t.endpoints.clone(),
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .expect("valid histogram bounds"),
@@ -213,6 +237,9 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
                         r.ok += 1;
                         r.admitted_at.push(o.done_at);
                         r.admissions.push((o.done_at, o.user, o.endpoint));
+                        if let Some(n) = o.tokens {
+                            r.tokens.push((o.done_at, o.user, o.endpoint, n));
+                        }
                     }
                     Some(429) => {
                         r.throttled += 1;
@@ -235,6 +262,7 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
         r.admitted_at.sort();
         r.throttled_at.sort();
         r.admissions.sort_by_key(|a| a.0);
+        r.tokens.sort_by_key(|a| a.0);
     }
     Ok(Report {
         tenants: reports,

@@ -1,4 +1,4 @@
-//! # Example: an AI gateway — response cache with single-flight, cost-weighted limits
+//! # Example: an AI gateway — response cache with single-flight, cost-weighted limits, token budgets
 //!
 //! What it shows: a `POST /v1/chat/completions` proxy in front of a slow model (simulated:
 //! 300 ms per call).
@@ -14,6 +14,11 @@
 //!   (`RATE_LIMIT_CONCURRENCY_ENDPOINTS`): a ninth gets 429 naming the rule `concurrency`
 //!   until one ends. A completion holds its place until its answer has been sent (or the
 //!   client went away), however long the model takes.
+//! * Tokens are metered per tenant (`RATE_LIMIT_TOKENS`, 20 000 per minute here): a
+//!   completion reserves its estimate (body bytes / 4 plus `max_tokens`) before the model
+//!   runs and is settled with the `usage` the model reports when the answer has been sent,
+//!   so what it did not use comes back at once; a cache hit costs no tokens, and a request
+//!   that asks for more than the budget gets 429 naming `tokens-tenant`.
 //! * `GET /upstream-calls` tells how many times the model really ran.
 //!
 //! Memory backend by default; set `REDIS_URL` to share the cache between gateway instances.
@@ -43,6 +48,7 @@ use tenant_guard::config::Config;
 use tenant_guard::metrics::Metrics;
 use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
 use tenant_guard::tenant::TenantLayer;
+use tenant_guard::tokens::{TokenBudget, TokenLayer};
 
 /// Settings this example uses unless the environment says otherwise.
 pub const DEFAULTS: &[(&str, &str)] = &[
@@ -52,6 +58,10 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     (
         "RATE_LIMIT_CONCURRENCY_ENDPOINTS",
         "tenant: POST /v1/chat/completions = 8",
+    ),
+    (
+        "RATE_LIMIT_TOKENS",
+        "tenant: POST /v1/chat/completions = 20000/1m",
     ),
     ("AI_CACHE_TTL", "30m"),
 ];
@@ -75,6 +85,8 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
     let backend = Backend::from_config(config, &metrics)?;
     let cache = Cache::from_config(config, backend.clone(), &metrics);
     let concurrency = ConcurrencyLimiter::from_config(config, backend.clone(), &metrics);
+    let budget = TokenBudget::from_config(config, backend.clone(), &metrics)
+        .map_err(|_| BackendError::Unsupported("invalid token budgets"))?;
     let limiter = RateLimiter::from_config(config, backend, &metrics);
     let calls = Arc::new(AtomicU64::new(0));
     Ok(Router::new()
@@ -84,8 +96,11 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         )
         .route("/upstream-calls", get(upstream_calls))
         .with_state(calls)
-        // Inside the rate limit: a request it refuses takes no place in flight.
+        // Inside the rate limit: a request it refuses takes no place in flight and reserves
+        // no tokens; the token budget outside the cache (hits are refunded) and the cap (a
+        // request without tokens takes no place).
         .layer(ConcurrencyLayer::new(concurrency))
+        .layer(TokenLayer::new(budget))
         .layer(RateLimitLayer::from_config(config, limiter))
         .layer(TenantLayer::from_config(&config.tenant)))
 }
@@ -99,9 +114,13 @@ async fn complete(State(calls): State<Arc<AtomicU64>>, Json(req): Json<Value>) -
         .and_then(|m| m.last())
         .and_then(|m| m["content"].as_str())
         .unwrap_or("");
+    let answer = format!("You said: {prompt}");
+    // About 4 bytes per token, as the usual tokenizers count English.
+    let (p, c) = (prompt.len().div_ceil(4), answer.len().div_ceil(4));
     Json(json!({
         "model": req["model"],
-        "choices": [{ "message": { "role": "assistant", "content": format!("You said: {prompt}") } }],
+        "choices": [{ "message": { "role": "assistant", "content": answer } }],
+        "usage": { "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c },
         "upstream_call": n,
     }))
 }

@@ -55,6 +55,12 @@ async fn concurrent_identical_requests_call_the_model_once() {
             "RATE_LIMIT_CONCURRENCY_ENDPOINTS",
             "tenant: POST /v1/chat/completions = 1000",
         ),
+        // Each waiting request holds its reservation until its answer has been sent (a hit
+        // is refunded then): 100 at once reserve 100 estimates.
+        (
+            "RATE_LIMIT_TOKENS",
+            "tenant: POST /v1/chat/completions = 1000000/1m",
+        ),
     ]);
     let mut tasks = Vec::new();
     for _ in 0..100 {
@@ -167,4 +173,39 @@ async fn completions_in_flight_are_capped_per_tenant() {
             .0,
         StatusCode::OK
     );
+}
+
+/// Completions reserve their estimate and give back what they did not use: ten distinct
+/// completions (each reserving about 130 tokens, using about 10) fit in a budget of 300; a
+/// repeated one is a cache hit and costs nothing; one asking for more than the budget is
+/// refused naming it.
+#[tokio::test]
+async fn token_budget_meters_what_completions_use() {
+    let app = gateway(&[(
+        "RATE_LIMIT_TOKENS",
+        "tenant: POST /v1/chat/completions = 300/1m",
+    )]);
+    let ask = |i: usize, max: u32| {
+        format!(
+            r#"{{"model":"small","max_tokens":{max},"messages":[{{"role":"user","content":"question {i}"}}]}}"#
+        )
+    };
+    for i in 0..10 {
+        let (s, x, body) = send(&app, "acme", "POST", "/v1/chat/completions", &ask(i, 100)).await;
+        assert_eq!((s, x.as_str()), (StatusCode::OK, "MISS"), "{i}: {body}");
+        assert!(body.contains("\"total_tokens\""), "{body}");
+    }
+    for _ in 0..5 {
+        let (s, x, _) = send(&app, "acme", "POST", "/v1/chat/completions", &ask(0, 100)).await;
+        assert_eq!((s, x.as_str()), (StatusCode::OK, "HIT"));
+    }
+    let (s, _, body) = send(&app, "acme", "POST", "/v1/chat/completions", &ask(99, 1000)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body.contains("tokens-tenant") && body.contains("can never fit"),
+        "{body}"
+    );
+    // Ten answers used about 10 tokens each: a completion reserving about 130 still fits.
+    let (s, _, body) = send(&app, "acme", "POST", "/v1/chat/completions", &ask(11, 100)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
 }
