@@ -47,7 +47,11 @@ async fn model(gate: Arc<Notify>, body: Bytes) -> Response {
     }
     if flag("hit") {
         let json = format!(r#"{{"usage":{{"total_tokens":{used}}}}}"#);
-        return ([("x-cache", "HIT")], json).into_response();
+        return ([("x-cache", "HIT"), JSON], json).into_response();
+    }
+    if flag("echo") {
+        // Plain text that repeats what the client sent, usage text included.
+        return String::from_utf8_lossy(&body).into_owned().into_response();
     }
     if flag("stream") || flag("hold") {
         let hold = flag("hold");
@@ -58,8 +62,11 @@ async fn model(gate: Arc<Notify>, body: Bytes) -> Response {
         )
             .into_response();
     }
-    format!(r#"{{"id":"x","usage":{{"prompt_tokens":1,"total_tokens":{used}}}}}"#).into_response()
+    let json = format!(r#"{{"id":"x","usage":{{"prompt_tokens":1,"total_tokens":{used}}}}}"#);
+    ([JSON], json).into_response()
 }
+
+const JSON: (&str, &str) = ("content-type", "application/json");
 
 /// Three token events, then (unless `hold`: then the stream waits on `gate` forever) the
 /// usage and `[DONE]`.
@@ -272,7 +279,7 @@ mod checks {
             Some(1000 - 70 - e4),
             "the stream settled at its usage"
         );
-        // A client that goes away mid-stream: refunded (no usage was reported).
+        // A client that goes away before any of the answer: refunded.
         let (held, e5) = body(100, 90, r#","hold":true"#);
         let res = app.clone().oneshot(ask(t, "ann", &held)).await.unwrap();
         assert_eq!(
@@ -280,11 +287,43 @@ mod checks {
             Some(1000 - 70 - 30 - e5),
             "the header settled"
         );
+        drop(res);
+        fits_soon(app, t, "ann", 1000 - 70 - 30).await;
+        // One that leaves after some of the answer, before the usage event: it got an
+        // answer, so it pays the estimate (leaving early is no way to get one for free).
+        let res = app.clone().oneshot(ask(t, "ann", &held)).await.unwrap();
         let mut res_body = res.into_body();
         let first = res_body.frame().await.unwrap().unwrap();
         assert!(first.is_data());
         drop(res_body);
-        fits_soon(app, t, "ann", 1000 - 70 - 30).await;
+        let (small, e6) = body(10, 0, "");
+        let a = send(app, t, "ann", &small).await;
+        assert_eq!(
+            a.left,
+            Some(1000 - 70 - 30 - e5 - e6),
+            "the aborted stream kept its estimate"
+        );
+    }
+
+    /// Usage is read from JSON and event-stream bodies only: a plain-text answer that echoes
+    /// the client's own `"total_tokens": 0` is settled at the estimate, not refunded.
+    pub(super) async fn echoed_usage_text_is_not_believed(kind: Kind) {
+        let gate = Arc::new(Notify::new());
+        let (apps, _server) = instances(kind, &gate);
+        let app = &apps[0].0;
+        let t = common::unique_tenant("tok");
+        let t = t.as_str();
+        let (echo, e) = body(100, 0, r#","echo":true,"note":{"total_tokens": 0}"#);
+        let a = send(app, t, "ann", &echo).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert!(a.body.contains(r#""total_tokens": 0"#), "{}", a.body);
+        let (small, e2) = body(10, 0, "");
+        let a = send(app, t, "ann", &small).await;
+        assert_eq!(
+            a.left,
+            Some(1000 - e - e2),
+            "the echo was charged its estimate"
+        );
     }
 
     /// A response that uses more than its reservation is charged the excess (and it is
@@ -348,6 +387,7 @@ conformance!(
     concurrent_requests_never_pass_the_limit,
     failures_refund_and_reports_settle,
     overshoot_is_charged_and_bad_requests_refused,
+    echoed_usage_text_is_not_believed,
 );
 
 /// An instance that dies holding a reservation (never settled) leaks nothing beyond the
@@ -437,4 +477,74 @@ async fn redis_single_late_refund_takes_nothing_from_newer_usage() {
         .await
         .is_err());
     new.settle(900).await.unwrap();
+}
+
+/// A reservation is one script call and its settlement one more, whatever the number of
+/// budgets: counted by Redis itself (`INFO commandstats`).
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_single_reserve_and_settle_are_one_call_each() {
+    let server = common::RedisServer::start();
+    let config = Config::from_vars([
+        ("REDIS_URL", server.url().as_str()),
+        (
+            "RATE_LIMIT_TOKENS",
+            "tenant: POST /ai/{mode} = 100000/1m; user: POST /ai/{mode} = 20000/1m",
+        ),
+        ("RATE_LIMIT_OUTAGE", "closed"),
+    ])
+    .unwrap();
+    let metrics = Metrics::new();
+    let budget = TokenBudget::from_config(
+        &config,
+        Backend::from_config(&config, &metrics).unwrap(),
+        &metrics,
+    )
+    .unwrap();
+    let (t, ann, post) = (
+        TenantId::new("acme").unwrap(),
+        Identity::User("ann".into()),
+        http::Method::POST,
+    );
+    // Loads the script (its first call may go through EVAL).
+    let warm = budget
+        .reserve(&t, &ann, &post, "/ai/{mode}", 10)
+        .await
+        .unwrap();
+    warm.settle(10).await.unwrap();
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    let calls = || {
+        let stats = server.cli(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_eval"))
+            .map(|l| {
+                l.split([':', ','])
+                    .find_map(|f| f.strip_prefix("calls="))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum::<u64>()
+    };
+    let before = calls();
+    let r = budget
+        .reserve(&t, &ann, &post, "/ai/{mode}", 500)
+        .await
+        .unwrap();
+    assert_eq!(r.decision().rules.len(), 2);
+    let reserved = calls();
+    r.settle(120).await.unwrap();
+    let settled = calls();
+    let r = budget
+        .reserve(&t, &ann, &post, "/ai/{mode}", 100)
+        .await
+        .unwrap();
+    r.settle(900).await.unwrap();
+    let charged = calls();
+    assert_eq!(reserved - before, 1, "a reservation is one call");
+    assert_eq!(settled - reserved, 1, "a refund is one call");
+    assert_eq!(
+        charged - settled,
+        2,
+        "a reservation and an excess charge: two calls"
+    );
 }

@@ -1,6 +1,6 @@
 //! [`TokenBody`]: the response body that settles its request's token reservation once it
 //! has been sent to its end (with the usage the response reported), failed, or been
-//! dropped (a client that went away). As with concurrency leases, the settlement runs
+//! dropped (a client that went away: refunded only if none of the answer had gone out). As with concurrency leases, the settlement runs
 //! *before* the last frame goes out: a client that sends its next request once this
 //! response is complete finds the refunded tokens there.
 
@@ -24,20 +24,28 @@ pub(super) struct Settlement {
     pub(super) success: bool,
     /// A cache hit that costs nothing (`RATE_LIMIT_TOKENS_CACHE_HITS=free`).
     pub(super) free: bool,
-    pub(super) scan: UsageScan,
+    /// The body's `"total_tokens"` (JSON and event-stream bodies only).
+    pub(super) scan: Option<UsageScan>,
+    /// Some of the body has gone out to the client.
+    pub(super) sent: bool,
 }
 
 impl Settlement {
     /// Tokens used: nothing for a free cache hit; else what the response reported (the
-    /// header, else the body's last `total_tokens`); else nothing for a failure (an error
-    /// status, a body that failed, a client gone before the end); else the reservation.
+    /// header, else the body's largest `total_tokens`); else the reservation if the answer
+    /// went out (all of a 2xx, or any of a body that failed or whose client went away: the
+    /// model worked, and a client must not get an answer for free by leaving before its
+    /// last event); else nothing (an error status, or nothing sent).
     fn used(&self, complete: bool) -> u64 {
         if self.free {
             return 0;
         }
-        match self.reported.or_else(|| self.scan.finish()) {
+        let scanned = self.scan.as_ref().and_then(UsageScan::finish);
+        match self.reported.or(scanned) {
             Some(n) => n,
-            None if complete && self.success => u64::from(self.reservation.reserved()),
+            None if (complete && self.success) || (!complete && self.sent) => {
+                u64::from(self.reservation.reserved())
+            }
             None => 0,
         }
     }
@@ -118,8 +126,11 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for TokenBody<B> {
             }
             let frame = ready!(this.inner.as_mut().poll_frame(cx));
             if let (Some(s), Some(Ok(f))) = (this.settlement.as_mut(), &frame) {
-                if let Some(data) = f.data_ref() {
-                    s.scan.feed(data);
+                if let Some(data) = f.data_ref().filter(|d| !d.is_empty()) {
+                    s.sent = true;
+                    if let Some(scan) = s.scan.as_mut() {
+                        scan.feed(data);
+                    }
                 }
             }
             // The end, a failure, or the last frame: the response is over.

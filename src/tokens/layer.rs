@@ -11,10 +11,10 @@ use super::{TokenBudget, TokenService};
 /// route reserves its estimated tokens on every budget that applies (all or none; 429
 /// problem+json naming the budget when one has no room, 413 when the body is over
 /// `RATE_LIMIT_TOKENS_MAX_BODY`), and its response settles the reservation when it ends:
-/// with the handler's `X-Usage-Tokens` header, else the body's last `"total_tokens"` (a
-/// JSON `usage` object, or a server-sent event's), else the estimate — and with nothing
-/// for an error status, a failed body, a client gone before the end, or a cache hit
-/// (`RATE_LIMIT_TOKENS_CACHE_HITS=free`). Responses carry the budget's `RateLimit` fields
+/// with the handler's `X-Usage-Tokens` header, else the largest `"total_tokens"` of a JSON
+/// or event-stream body (a `usage` object, or the events'), else the estimate — and with
+/// nothing for an error status, a client gone (or a body failed) before any of the answer
+/// went out, or a cache hit (`RATE_LIMIT_TOKENS_CACHE_HITS=free`). Responses carry the budget's `RateLimit` fields
 /// after the rate limit's own.
 ///
 /// Place it inside the [`RateLimitLayer`](crate::ratelimit::RateLimitLayer) (add it to the

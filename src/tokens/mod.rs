@@ -10,9 +10,10 @@
 //!   the limit while every estimate covers its request's real usage; a response that uses
 //!   more is charged the excess after the fact (the only way a window exceeds its limit, by
 //!   at most that excess; `tenant_guard_tokens_overshoot_total` reports it).
-//! * **Failures refund.** An error status, a failed body, or a client gone before the end
-//!   gives the whole reservation back (unless the response had already reported usage); a
-//!   cache hit does too unless `RATE_LIMIT_TOKENS_CACHE_HITS=charged`. A reservation whose
+//! * **Failures refund.** An error status, or a client gone (a body failed) before any of
+//!   the answer went out, gives the whole reservation back; a cache hit does too unless
+//!   `RATE_LIMIT_TOKENS_CACHE_HITS=charged`. A client that leaves part-way through a stream
+//!   pays the estimate (unless usage was already reported). A reservation whose
 //!   instance died is never settled: it counts as used until its window passes, like any
 //!   usage — the window is its expiry.
 //! * Budgets are counted in compact sliding windows (see

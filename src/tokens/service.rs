@@ -73,6 +73,27 @@ fn too_large<B: From<String>>(limit: usize) -> Response<B> {
         .into_response()
 }
 
+/// Whether the body's `"total_tokens"` is to be trusted: JSON (where text the client
+/// influenced sits in strings, its quotes escaped) and server-sent events (whose JSON
+/// events are the same). A `text/plain` or HTML answer may echo a client's own
+/// `"total_tokens": 0`: it is settled from the header or at the estimate instead.
+fn scannable(res: &http::response::Parts) -> bool {
+    let Some(ct) = res
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || mime.ends_with("+json") || mime == "text/event-stream"
+}
+
 fn cache_hit(res: &http::response::Parts) -> bool {
     res.headers
         .get("x-cache")
@@ -167,7 +188,8 @@ where
                 reported,
                 success: head.status.is_success(),
                 free: free_hits && cache_hit(&head),
-                scan: UsageScan::default(),
+                scan: scannable(&head).then(UsageScan::default),
+                sent: false,
             };
             Ok(Response::from_parts(
                 head,

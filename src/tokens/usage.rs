@@ -1,6 +1,6 @@
 //! What a request is expected to cost and what its response reports: the default
 //! estimate from the request body, and the `"total_tokens"` a response body carries (a JSON
-//! body's `usage`, or the last server-sent event's), found as the body streams by.
+//! body's `usage`, or a server-sent event's), found as the body streams by.
 
 /// Tokens a request is expected to use: its body's bytes / 4 (rounded up: the prompt, and
 /// whatever else the body holds, at the usual 4 bytes per token) plus the completion it
@@ -42,10 +42,12 @@ enum State {
     Value(Option<u64>),
 }
 
-/// Finds the value of the last `"total_tokens"` key in a body fed to it chunk by chunk
-/// (a key or number split across chunks included). In JSON a string holding that text has
-/// its quotes escaped, so only a real key matches: a completion that *says*
-/// `"total_tokens": 1` reports nothing.
+/// Finds the largest value of a `"total_tokens"` key in a body fed to it chunk by chunk
+/// (a key or number split across chunks included): a JSON body's `usage`, or the events of
+/// a stream that report usage (the last, cumulative one is the largest). In JSON a string
+/// holding that text has its quotes escaped, so only a real key matches: a completion that
+/// *says* `"total_tokens": 1` reports nothing; and were such text ever read (an event
+/// stream of raw text), the largest value still wins, so it cannot lower the real usage.
 ///
 /// ```
 /// use tenant_guard::tokens::UsageScan;
@@ -112,7 +114,7 @@ impl UsageScan {
                 )),
                 State::Value(acc) => {
                     if acc.is_some() {
-                        self.last = acc;
+                        self.last = self.last.max(acc);
                     }
                     self.state = State::Idle;
                     continue;
@@ -122,10 +124,10 @@ impl UsageScan {
         }
     }
 
-    /// The last value found so far (a number still being read at the end counts).
+    /// The largest value found so far (a number still being read at the end counts).
     pub fn finish(&self) -> Option<u64> {
         match self.state {
-            State::Value(Some(v)) => Some(v),
+            State::Value(Some(v)) => self.last.max(Some(v)),
             _ => self.last,
         }
     }
@@ -152,6 +154,10 @@ mod tests {
         }
         let sse = b"data: {\"usage\":{\"total_tokens\":5}}\n\ndata: {\"usage\":{\"total_tokens\" :  12}}\n\ndata: [DONE]\n\n";
         assert_eq!(scan(&[sse]), Some(12));
+        // Cumulative usage events: the largest is the total; a smaller one after it (text
+        // that found its way into a raw event) cannot lower it.
+        let late = b"data: {\"usage\":{\"total_tokens\":40}}\n\ndata: \"total_tokens\": 1\n\n";
+        assert_eq!(scan(&[late]), Some(40));
     }
 
     #[test]
