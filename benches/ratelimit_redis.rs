@@ -318,7 +318,7 @@ fn bench(c: &mut Criterion) {
     let script = include_str!("../lua/ratelimit.lua");
     let sha = server.cli(&["SCRIPT", "LOAD", script]);
     let rule = |limit: &'static str, window: &'static str, bucket_us: &'static str| {
-        ["win", limit, window, bucket_us, "30", "0"]
+        ["win", limit, window, bucket_us, "30", "0", "0", "0"]
     };
     let mut args: Vec<String> = vec![
         "-h".into(),

@@ -1,11 +1,13 @@
 -- tenant-guard: decide the rate-limit rules of one or more requests, each atomically and
 -- in order (a batch: requests that waited for the same connection, one script call).
 --
--- KEYS      the counters of request 1's rules, then request 2's, ... (all keys of a call
---           share one slot: the tenant's hash tag, or any keys on a single node)
+-- KEYS      per request: the counters of its rules, then the block keys of those of its
+--           rules that block (block_ms > 0), in rule order; request 1's, then request 2's,
+--           ... (all keys of a call share one slot: the tenant's hash tag, or any keys on a
+--           single node)
 -- ARGV[1]   number of requests in the call
--- ARGV[2]   number of distinct rules in the call, then 6 values for each (rule j at
---           3 + (j-1)*6); requests name them by number, so a rule's values travel and are
+-- ARGV[2]   number of distinct rules in the call, then 8 values for each (rule j at
+--           3 + (j-1)*8); requests name them by number, so a rule's values travel and are
 --           parsed once per call however many requests use it:
 --     algo      "log" (exact, sorted set), "win" (compact, sub-window buckets) or "gcra"
 --     limit     units allowed in any window of window_ms (gcra: the burst)
@@ -14,7 +16,13 @@
 --               ceil(window_ms * 1000 / limit), one unit refills every bucket_us)
 --     nbuckets  ceil(window_ms * 1000 / bucket_us) (win only)
 --     shadow    1: record the decision, never block
--- then per request, starting at its offset a (3 + nrules_distinct*6 for the first):
+--     block_ms  0, or: once the rule denies a check (mode "check"), it refuses that counter's
+--               identity for block_ms (RATE_LIMIT_BLOCK), doubled on each repeat within
+--     block_max block_max ms of the previous block's end, never longer than block_max. The
+--               block key holds "<until_ms> <strikes>" and lives until block_max after the
+--               block ends (so a repeat is recognised). A blocked rule denies without
+--               counting: allowed code 2, remaining 0, reset/retry/free1 = time left.
+-- then per request, starting at its offset a (3 + nrules_distinct*8 for the first):
 --   ARGV[a]     nkeys: number of its rules (its keys are the next nkeys of KEYS)
 --   ARGV[a+1]   mode: "check" (consume if every enforced rule allows), "peek" (never
 --               write) or "charge" (below)
@@ -51,7 +59,8 @@
 -- so any time d admits at most limit + d / T units.
 --
 -- Returns, per request: all_allowed (-1: a counter of the request holds another type;
--- nothing was written for it), now_ms, then per rule: allowed, remaining, reset_ms,
+-- nothing was written for it), now_ms, then per rule: allowed (1; 0 denied; 2 denied and
+-- blocked: already, or from this denial on), remaining, reset_ms,
 -- retry_ms, free1_ms, where reset_ms = time until all counted usage has left the window,
 -- retry_ms = time until this request's cost would fit (-1: never, cost > limit),
 -- free1_ms = time until one unit frees (0 when one is free now).
@@ -249,13 +258,30 @@ end
 -- and kept up to date as requests write them: key -> value, or false.
 local cache = {}
 local nreq = tonumber(ARGV[1])
--- The call's distinct rules, parsed once: algo, limit, window, bucket, nbuckets, shadow.
-local SA, SL, SW, SB, SN, SS = {}, {}, {}, {}, {}, {}
-local first = 3 + tonumber(ARGV[2]) * 6
+-- The call's distinct rules, parsed once: algo, limit, window, bucket, nbuckets, shadow,
+-- block, longest block.
+local SA, SL, SW, SB, SN, SS, SK, SKM = {}, {}, {}, {}, {}, {}, {}, {}
+local first = 3 + tonumber(ARGV[2]) * 8
+local anyblock = false
 for j = 1, tonumber(ARGV[2]) do
-  local b = 3 + (j - 1) * 6
+  local b = 3 + (j - 1) * 8
   SA[j], SL[j], SW[j] = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
   SB[j], SN[j], SS[j] = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5] == '1'
+  SK[j], SKM[j] = tonumber(ARGV[b + 6]) or 0, tonumber(ARGV[b + 7]) or 0
+  if SK[j] > 0 then anyblock = true end
+end
+-- The block keys of a request whose rules start at ARGV[sb] and counters at KEYS[k + 1]:
+-- rule position -> key (false when no rule blocks), and how many there are.
+local function block_keys(nrules, sb, k)
+  if not anyblock then return false, 0 end
+  local bk, nb = {}, 0
+  for i = 1, nrules do
+    if SK[tonumber(ARGV[sb + i - 1])] > 0 then
+      nb = nb + 1
+      bk[i] = KEYS[k + nrules + nb]
+    end
+  end
+  return bk, nb
 end
 do
   local strkeys = {}
@@ -269,7 +295,16 @@ do
         strkeys[#strkeys + 1] = key
       end
     end
-    a, k = a + 5 + nk + tonumber(ARGV[a + 4]), k + nk
+    local bk, nb = block_keys(nk, a + 5, k)
+    if nb > 0 then
+      for _, key in pairs(bk) do
+        if cache[key] == nil then
+          cache[key] = false
+          strkeys[#strkeys + 1] = key
+        end
+      end
+    end
+    a, k = a + 5 + nk + tonumber(ARGV[a + 4]), k + nk + nb
   end
   if #strkeys > 0 then
     local got = redis.call('MGET', unpack(strkeys))
@@ -289,6 +324,7 @@ for _ = 1, nreq do
   local sb = a + 5
   local cbase = sb + nrules
   local st = {}
+  local bkeys, nblock = block_keys(nrules, sb, k)
 
   -- An exact log's counter must be a sorted set (or absent): a key left in another type by
   -- an algorithm change would fail the script half-way, after earlier requests of the call
@@ -370,7 +406,13 @@ for _ = 1, nreq do
       local algo, limit = SA[j], SL[j]
       local key = KEYS[k + i]
       local r
-      if algo == 'win' then
+      -- A block in force: denied without counting (positional: [1] 4, [2] count = limit,
+      -- [3] allowed, [4] retry, [5] free1, [6] reset).
+      local until_ms = bkeys and bkeys[i] and tonumber(string.match(cached(bkeys[i]) or '', '^(%d+)'))
+      if until_ms and until_ms > now then
+        local left = until_ms - now
+        r = { 4, limit, false, left, left, left }
+      elseif algo == 'win' then
         local bucket_us, n = SB[j], SN[j]
         r = win_state(cached(key), bucket_us, n)
         local total = r[2]
@@ -424,6 +466,34 @@ for _ = 1, nreq do
 
     local commit = (mode == 'check' and all_allowed == 1)
 
+    -- A refused check starts a block on each blocking rule that denied it (not already
+    -- blocked), doubled if the identity's previous block ended less than block_max ago.
+    if bkeys and mode == 'check' and all_allowed == 0 then
+      for i = 1, nrules do
+        local r, bk = st[i], bkeys[i]
+        if bk and r[1] ~= 4 and not r[3] then
+          local j = tonumber(ARGV[sb + i - 1])
+          -- A repeat: the previous block ended less than block_max ago (by this clock, not
+          -- the key's TTL, which may outlive it).
+          local strikes = 1
+          local pu, ps = string.match(cached(bk) or '', '^(%d+) (%d+)$')
+          pu, ps = tonumber(pu), tonumber(ps)
+          if pu and ps and pu + SKM[j] > now then strikes = ps + 1 end
+          local dur = SKM[j]
+          if strikes <= 62 then
+            local d = SK[j] * 2 ^ (strikes - 1)
+            if d < dur then dur = d end
+          end
+          local v = string.format('%.0f %d', now + dur, strikes)
+          redis.call('SET', bk, v, 'PX', string.format('%.0f', dur + SKM[j]))
+          cache[bk] = v
+          if r[4] >= 0 and r[4] < dur then r[4] = dur end
+          if r[5] < dur then r[5] = dur end
+          r.blocked = true
+        end
+      end
+    end
+
     out[#out + 1] = all_allowed
     out[#out + 1] = now
     for i = 1, nrules do
@@ -433,7 +503,9 @@ for _ = 1, nreq do
       local key = KEYS[k + i]
       local charged = commit and r[3]
       local reset
-      if r[1] == 3 then
+      if r[1] == 4 then
+        reset = r[6]
+      elseif r[1] == 3 then
         local bucket_us, n = SB[j], SN[j]
         if charged then
           win_charge(key, r, cost, limit, bucket_us, n)
@@ -491,7 +563,7 @@ for _ = 1, nreq do
       local remaining = limit - r[2]
       if remaining < 0 then remaining = 0 end
       local allowed = 0
-      if r[3] then allowed = 1 end
+      if r[3] then allowed = 1 elseif r[1] == 4 or r.blocked then allowed = 2 end
       out[#out + 1] = allowed
       out[#out + 1] = remaining
       out[#out + 1] = reset
@@ -499,6 +571,6 @@ for _ = 1, nreq do
       out[#out + 1] = r[5]
     end
   end
-  a, k = cbase + tonumber(ARGV[a + 4]), k + nrules
+  a, k = cbase + tonumber(ARGV[a + 4]), k + nrules + nblock
 end
 return out

@@ -115,6 +115,8 @@ impl fmt::Debug for KeyPrefix {
 pub enum KeyKind {
     /// Rate-limit counters.
     RateLimit,
+    /// Blocks of identities a rule denied (`RATE_LIMIT_BLOCK`), one per counter.
+    RateLimitBlock,
     /// Session data.
     Session,
     /// Per-user index of session ids.
@@ -155,6 +157,7 @@ impl KeyKind {
         let start = head.iter().rposition(|&c| c == b':').map_or(0, |i| i + 1);
         Some(match &head[start..] {
             b"ratelimit" => Self::RateLimit,
+            b"ratelimit-block" => Self::RateLimitBlock,
             b"session" => Self::Session,
             b"session-index" => Self::SessionIndex,
             b"query" => Self::Query,
@@ -171,6 +174,7 @@ impl KeyKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RateLimit => "ratelimit",
+            Self::RateLimitBlock => "ratelimit-block",
             Self::Session => "session",
             Self::SessionIndex => "session-index",
             Self::Query => "query",
@@ -410,6 +414,37 @@ impl Keys {
                 &[rule, identity_kind, identity, e],
             ),
             None => self.key(KeyKind::RateLimit, tenant, &[rule, identity_kind, identity]),
+        }
+    }
+
+    /// The block of the counter [`ratelimit`](Self::ratelimit) names with the same parts:
+    /// `tg:ratelimit-block:{tenant}:<rule>:<kind>:<id>[:<endpoint>]`.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// let k = Keys::default().ratelimit_block(&t, "per-user", "user", "u-1", None);
+    /// assert_eq!(k.as_str(), "tg:ratelimit-block:{acme}:per-user:user:u-1");
+    /// ```
+    pub fn ratelimit_block(
+        &self,
+        tenant: &TenantId,
+        rule: &str,
+        identity_kind: &str,
+        identity: &str,
+        endpoint: Option<&str>,
+    ) -> RedisKey {
+        match endpoint {
+            Some(e) => self.key(
+                KeyKind::RateLimitBlock,
+                tenant,
+                &[rule, identity_kind, identity, e],
+            ),
+            None => self.key(
+                KeyKind::RateLimitBlock,
+                tenant,
+                &[rule, identity_kind, identity],
+            ),
         }
     }
 

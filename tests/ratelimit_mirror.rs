@@ -29,8 +29,12 @@ const T0: u64 = 1_795_687_200_000;
 const SCRIPT: &str = include_str!("../lua/ratelimit.lua");
 const TIME_LINE: &str = "local t = redis.call('TIME')";
 
-/// What the test compares: allowed, then per rule (name, allowed, remaining, reset, retry).
-type View = (bool, Vec<(String, bool, u32, Duration, Option<Duration>)>);
+/// What the test compares: allowed, then per rule (name, allowed, remaining, reset, retry,
+/// blocked).
+type View = (
+    bool,
+    Vec<(String, bool, u32, Duration, Option<Duration>, bool)>,
+);
 
 struct Xorshift(u64);
 
@@ -54,6 +58,7 @@ fn view(d: &Decision) -> View {
                 r.remaining,
                 r.reset,
                 r.retry_after,
+                r.blocked,
             )
         })
         .collect();
@@ -68,10 +73,13 @@ struct Rule {
     window_ms: u64,
     /// Which counter: per tenant, per user, per user and route.
     scope: u8,
+    /// `RATE_LIMIT_BLOCK` of the rule, ms: first and longest (0: none).
+    block: (u64, u64),
 }
 
 impl Rule {
-    /// `algo, limit, window_ms, bucket_us, n, shadow`, as `Spec::new` computes them.
+    /// `algo, limit, window_ms, bucket_us, n, shadow, block_ms, block_max_ms`, as
+    /// `Spec::new` computes them.
     fn argv(&self, algo: &str) -> Vec<String> {
         let window_us = self.window_ms * 1000;
         let (name, bucket_us, n) = match algo {
@@ -92,6 +100,8 @@ impl Rule {
             bucket_us.to_string(),
             n.to_string(),
             "0".into(),
+            self.block.0.to_string(),
+            self.block.1.to_string(),
         ]
         .into()
     }
@@ -132,11 +142,21 @@ impl Script {
         }
         for step in batch {
             let user = step.user;
-            keys.extend(rules.iter().map(|r| match r.scope {
+            let counter = |r: &Rule| match r.scope {
                 0 => format!("rl:{{t}}:{}", r.name),
                 1 => format!("rl:{{t}}:{}:{user}", r.name),
                 _ => format!("rl:{{t}}:{}:{user}:GET {}", r.name, step.route),
-            }));
+            };
+            keys.extend(rules.iter().map(counter));
+            // Then the block keys of the rules that block (none in charges and refunds).
+            if step.mode == "check" || step.mode == "peek" {
+                keys.extend(
+                    rules
+                        .iter()
+                        .filter(|r| r.block.0 > 0)
+                        .map(|r| format!("blk:{}", counter(r))),
+                );
+            }
             // Per request: its rule count, mode, cost, nonce (unique: it names the exact
             // log's members; a refund's admission time), charge-backs or refunds of `charge`
             // per rule if any; then its rules by number, then those units.
@@ -185,6 +205,7 @@ impl Script {
                             x[1] as u32,
                             Duration::from_millis(x[2] as u64),
                             retry,
+                            x[0] == 2,
                         )
                     })
                     .collect();
@@ -222,6 +243,14 @@ async fn mirror(algo: &str, rules: &[Rule], steps: usize, seed: u64, scale: u32)
             }
         }
     }
+    let blocks: Vec<String> = rules
+        .iter()
+        .filter(|r| r.block.0 > 0)
+        .map(|r| format!("{}={}ms..{}ms", r.name, r.block.0, r.block.1))
+        .collect();
+    if !blocks.is_empty() {
+        vars.push(("RATE_LIMIT_BLOCK".into(), blocks.join(", ")));
+    }
     let config = Config::from_vars(vars).expect("config");
     let clock = ManualClock::new();
     clock.set_ms(T0);
@@ -239,7 +268,7 @@ async fn mirror(algo: &str, rules: &[Rule], steps: usize, seed: u64, scale: u32)
     let window_ms = rules.iter().map(|r| r.window_ms).max().unwrap_or(1000);
     let mut rng = Xorshift(seed);
     let mut now = T0;
-    let (mut refused, mut checks) = (0, 0);
+    let (mut refused, mut checks, mut blocked) = (0, 0, 0);
     for step in 0..steps {
         // Mostly small steps (many checks in one bucket), some across buckets, a few past
         // the window.
@@ -295,12 +324,19 @@ async fn mirror(algo: &str, rules: &[Rule], steps: usize, seed: u64, scale: u32)
                 s.peek
             );
             refused += usize::from(!m.allowed);
+            blocked += usize::from(m.rules.iter().any(|r| r.blocked));
             checks += 1;
         }
     }
     assert!(
         refused > checks / 10 && refused < checks * 9 / 10,
         "the sequence should mix admissions and refusals: {refused} of {checks} refused"
+    );
+    let blocking = rules.iter().any(|r| r.block.0 > 0);
+    assert_eq!(
+        blocked > checks / 20,
+        blocking,
+        "{blocked} of {checks} decisions blocked"
     );
 }
 
@@ -310,18 +346,21 @@ const RULES: &[Rule] = &[
         limit: 7,
         window_ms: 900,
         scope: 2,
+        block: (0, 0),
     },
     Rule {
         name: "per-user",
         limit: 12,
         window_ms: 1500,
         scope: 1,
+        block: (0, 0),
     },
     Rule {
         name: "per-tenant",
         limit: 20,
         window_ms: 2000,
         scope: 0,
+        block: (0, 0),
     },
 ];
 
@@ -339,12 +378,14 @@ async fn compact_script_mirrors_memory_with_wide_counts() {
             limit: 300,
             window_ms: 900,
             scope: 2,
+            block: (0, 0),
         },
         Rule {
             name: "per-tenant",
             limit: 70_000,
             window_ms: 2000,
             scope: 0,
+            block: (0, 0),
         },
     ];
     mirror("compact", &rules, 800, 0x5eed_0002, 40).await;
@@ -363,12 +404,14 @@ async fn compact_refunds_and_charges_mirror_memory() {
             limit: 40,
             window_ms: 1500,
             scope: 1,
+            block: (0, 0),
         },
         Rule {
             name: "tokens-tenant",
             limit: 70,
             window_ms: 2000,
             scope: 0,
+            block: (0, 0),
         },
     ];
     let config = TokenConfig::default()
@@ -470,6 +513,43 @@ async fn compact_refunds_and_charges_mirror_memory() {
     }
 }
 
+/// Blocks (`RATE_LIMIT_BLOCK`): a rule that denied keeps refusing for its block, doubled
+/// on a repeat within the longest block of the last one's end — the same decisions, retry
+/// and reset times on both sides, for each algorithm.
+#[tokio::test]
+async fn blocks_mirror_memory() {
+    let rules = [
+        Rule {
+            name: "per-endpoint",
+            limit: 7,
+            window_ms: 900,
+            scope: 2,
+            block: (200, 200),
+        },
+        Rule {
+            name: "per-user",
+            limit: 12,
+            window_ms: 1500,
+            scope: 1,
+            block: (150, 1300),
+        },
+        Rule {
+            name: "per-tenant",
+            limit: 20,
+            window_ms: 2000,
+            scope: 0,
+            block: (0, 0),
+        },
+    ];
+    for (algo, seed) in [
+        ("compact", 0x5eed_0011),
+        ("exact", 0x5eed_0012),
+        ("gcra", 0x5eed_0013),
+    ] {
+        mirror(algo, &rules, 1200, seed, 1).await;
+    }
+}
+
 #[tokio::test]
 async fn exact_script_mirrors_memory() {
     mirror("exact", RULES, 1500, 0x5eed_0003, 1).await;
@@ -524,7 +604,14 @@ async fn malformed_counters_never_make_the_script_fail() {
             (100_000, 30)
         };
         inv.key("k").key("k").key("k").arg(4).arg(1);
-        inv.arg(algo).arg(10).arg(3000).arg(bucket).arg(n).arg(0);
+        inv.arg(algo)
+            .arg(10)
+            .arg(3000)
+            .arg(bucket)
+            .arg(n)
+            .arg(0)
+            .arg(0)
+            .arg(0);
         // A refund of what a reservation up to 4 s ago was charged.
         let at_ms = now_us / 1000 - rng.below(4000);
         let calls = [

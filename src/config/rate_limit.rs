@@ -105,6 +105,13 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
                 .collect()
         })
         .unwrap_or_default();
+    let blocks = r
+        .parse(
+            "RATE_LIMIT_BLOCK",
+            crate::ratelimit::rules::parse_blocks,
+            "`RULE=DURATION` or `RULE=FIRST..MAX` entries separated by `,`, e.g. `per-user=5m, ai=1m..1h`",
+        )
+        .unwrap_or_default();
 
     let mut rules = Vec::new();
     if enabled {
@@ -134,6 +141,9 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
     for s in &shadow {
         b = b.shadow(s);
     }
+    for (rule, block) in &blocks {
+        b = b.block(rule, *block);
+    }
     // The builder checks the rule set; each problem is blamed on the variable that names
     // the missing or offending thing.
     let policy = match b.build() {
@@ -145,6 +155,11 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
                         "RATE_LIMIT_SHADOW",
                         Some(rule.as_str()),
                         format!("a comma list of rule names: {}", names.join(", ")),
+                    ),
+                    PolicyProblem::UnknownBlock { rule } => (
+                        "RATE_LIMIT_BLOCK",
+                        Some(rule.as_str()),
+                        format!("blocks of rules named: {}", names.join(", ")),
                     ),
                     PolicyProblem::UnknownPlanRule { .. } => (
                         "RATE_LIMIT_PLANS",
@@ -305,7 +320,10 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
             };
             let per = if r.per_endpoint { " per endpoint" } else { "" };
             let shadow = if r.shadow { " (shadow)" } else { "" };
-            format!("{head} = {} per {scope}{per}{shadow}", r.quota)
+            let block = r
+                .block
+                .map_or_else(String::new, |b| format!(" (blocks for {b})"));
+            format!("{head} = {} per {scope}{per}{shadow}{block}", r.quota)
         })
         .collect();
     push(

@@ -327,6 +327,11 @@ pub const VARS: &[VarDoc] = &[
         meaning: "rules in dry-run: recorded, never enforced, e.g. `per-tenant`",
     },
     VarDoc {
+        names: &["RATE_LIMIT_BLOCK"],
+        default: "—",
+        meaning: "once a rule denies an identity, refuse it for a while: `per-user=5m, ai=1m..1h` (doubling on repeat up to the second)",
+    },
+    VarDoc {
         names: &["RATE_LIMIT_ALGORITHM"],
         default: "`compact`",
         meaning: "`compact` (bounded memory), `exact` (sorted-set log) or `gcra` (rate + burst)",
@@ -531,6 +536,7 @@ mod tests {
         ("RATE_LIMIT_USER", "(rate-limit rules)"),
         ("RATE_LIMIT_ENDPOINTS", "(rate-limit rules)"),
         ("RATE_LIMIT_SHADOW", "(rate-limit rules)"),
+        ("RATE_LIMIT_BLOCK", "(rate-limit rules)"),
     ];
 
     #[test]

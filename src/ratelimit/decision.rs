@@ -85,6 +85,9 @@ pub struct RuleDecision {
     pub allowed: bool,
     /// Shadow rule: recorded, not enforced.
     pub shadow: bool,
+    /// The rule blocks this identity (`RATE_LIMIT_BLOCK`): it refused it earlier, or
+    /// refused it now and blocks it from now on; `retry_after` is the block's end.
+    pub blocked: bool,
 }
 
 /// The outcome of a check; also put into request extensions by the layer.
@@ -147,6 +150,7 @@ pub(crate) fn rule_decision(name: &'static str, spec: &Spec, o: &Outcome) -> Rul
         },
         allowed: o.allowed,
         shadow: spec.shadow,
+        blocked: o.blocked,
     }
 }
 

@@ -64,6 +64,7 @@ mod tests {
             retry_ms: Some(free1_ms),
             free1_ms,
             overflow: false,
+            blocked: false,
         }
     }
 

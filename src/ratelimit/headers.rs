@@ -127,6 +127,10 @@ pub(crate) fn denied<B: From<String>>(decision: &Decision, legacy: bool) -> Resp
         let window = humantime::format_duration(r.window);
         retry = r.retry_after.map(|d| secs_ceil(d).max(1));
         let detail = match retry {
+            Some(s) if r.blocked => format!(
+                "rule `{}` allows {} per {window} and blocks a client it refused; retry in {s} s",
+                r.name, r.limit
+            ),
             Some(s) => format!(
                 "rule `{}` allows {} per {window}; retry in {s} s",
                 r.name, r.limit
@@ -144,6 +148,9 @@ pub(crate) fn denied<B: From<String>>(decision: &Decision, legacy: bool) -> Resp
             .with("cost", decision.cost);
         if let Some(s) = retry {
             p = p.with("retry_after_seconds", s);
+        }
+        if r.blocked {
+            p = p.with("blocked", true);
         }
     }
     let mut res: Response<B> = p.into_response();

@@ -48,5 +48,7 @@ pub use layer::{RateLimitLayer, UNMATCHED_ROUTE};
 pub use limiter::{Check, LimiterOptions, RateLimiter};
 pub use outage::OutageMode;
 pub use policy::{Policy, PolicyBuilder, PolicyError, PolicyProblem};
-pub use rules::{Algorithm, EndpointPattern, Quota, Rule, Scope, COMPACT_BUCKETS, MAX_EXACT_LIMIT};
+pub use rules::{
+    Algorithm, Block, EndpointPattern, Quota, Rule, Scope, COMPACT_BUCKETS, MAX_EXACT_LIMIT,
+};
 pub use service::RateLimitService;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::rules::{Algorithm, EndpointPattern, Quota, Rule, Scope, MAX_EXACT_LIMIT};
+use super::rules::{Algorithm, Block, EndpointPattern, Quota, Rule, Scope, MAX_EXACT_LIMIT};
 use super::RateLimitConfig;
 use crate::tenant::TenantId;
 
@@ -44,6 +44,7 @@ pub struct Policy {
 pub struct PolicyBuilder {
     policy: Policy,
     shadow: Vec<String>,
+    blocks: Vec<(String, Block)>,
 }
 
 impl PolicyBuilder {
@@ -97,6 +98,13 @@ impl PolicyBuilder {
         self
     }
 
+    /// Makes a named rule keep refusing an identity it denied, for `block`
+    /// (`RATE_LIMIT_BLOCK`).
+    pub fn block(mut self, rule: &str, block: Block) -> Self {
+        self.blocks.push((rule.to_string(), block));
+        self
+    }
+
     /// Validates and returns the policy; the error lists every problem found, each naming
     /// the offending rule, plan or tenant.
     ///
@@ -136,6 +144,12 @@ impl PolicyBuilder {
             match p.rules.iter_mut().find(|r| &r.name == s) {
                 Some(rule) => rule.shadow = true,
                 None => problems.push(PolicyProblem::UnknownShadow { rule: s.clone() }),
+            }
+        }
+        for (name, block) in &self.blocks {
+            match p.rules.iter_mut().find(|r| &r.name == name) {
+                Some(rule) => rule.block = Some(*block),
+                None => problems.push(PolicyProblem::UnknownBlock { rule: name.clone() }),
             }
         }
         let mut plans: Vec<_> = p.plans.iter().collect();
@@ -210,6 +224,12 @@ pub enum PolicyProblem {
     /// A shadow rule that no rule is named.
     #[error("no rule is named `{rule}`")]
     UnknownShadow {
+        /// The name given.
+        rule: String,
+    },
+    /// A block (`RATE_LIMIT_BLOCK`) for a rule that does not exist.
+    #[error("RATE_LIMIT_BLOCK names `{rule}`, which no rule is named")]
+    UnknownBlock {
         /// The name given.
         rule: String,
     },

@@ -33,6 +33,9 @@ pub(crate) struct Spec {
     pub(crate) bucket_us: u64,
     pub(crate) n: u64,
     pub(crate) shadow: bool,
+    /// `RATE_LIMIT_BLOCK`: the first block's length and the longest, ms (0: no block).
+    pub(crate) block_ms: u64,
+    pub(crate) block_max_ms: u64,
 }
 
 impl Spec {
@@ -54,7 +57,38 @@ impl Spec {
             bucket_us,
             n,
             shadow,
+            block_ms: 0,
+            block_max_ms: 0,
         }
+    }
+
+    /// With the rule's block (none for shadow rules: they never refuse).
+    pub(crate) fn with_block(mut self, block: Option<super::rules::Block>) -> Self {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        if let Some(b) = block.filter(|_| !self.shadow) {
+            self.block_ms = ms(b.first);
+            self.block_max_ms = ms(b.max);
+        }
+        self
+    }
+
+    /// The same rule without its block: for calls that only charge or refund.
+    pub(crate) fn without_block(self) -> Self {
+        Self {
+            block_ms: 0,
+            block_max_ms: 0,
+            ..self
+        }
+    }
+
+    /// The length (ms) of the `strike`-th block in a row: doubled per strike, capped.
+    pub(crate) fn block_for(&self, strike: u32) -> u64 {
+        let shift = strike.saturating_sub(1).min(62);
+        self.block_ms
+            .checked_shl(shift)
+            .filter(|&d| d >> shift == self.block_ms)
+            .unwrap_or(u64::MAX)
+            .min(self.block_max_ms)
     }
 }
 
@@ -70,6 +104,9 @@ pub(crate) struct Outcome {
     /// The identity had no counter and the table was full of live ones: the rule's shared
     /// overflow counter decided.
     pub(crate) overflow: bool,
+    /// Refused because the rule blocks the identity (`RATE_LIMIT_BLOCK`): now, or from this
+    /// denial on.
+    pub(crate) blocked: bool,
 }
 
 /// A counter's state.

@@ -47,6 +47,7 @@ impl RateLimiter {
                 retry_after: Some(wait.max(Duration::from_millis(1))),
                 allowed: false,
                 shadow: false,
+                blocked: false,
             }],
             at_ms: None,
         })

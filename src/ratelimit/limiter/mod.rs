@@ -2,6 +2,7 @@
 
 mod local;
 mod remote;
+mod reset;
 mod settle;
 
 use std::collections::HashMap;
@@ -25,8 +26,8 @@ use super::rules::{Quota, Rule, Scope};
 use super::store::batch::Batcher;
 use super::store::memory::MemoryLimiter;
 use super::store::{self, SharedCounters};
-use crate::backend::{Backend, BackendError};
-use crate::keys::{KeyKind, Keys, RedisKey};
+use crate::backend::Backend;
+use crate::keys::{Keys, RedisKey};
 use crate::metrics::{DecisionLabels, Metrics, RuleLabels};
 use governor::Quota as GQuota;
 use std::hash::{BuildHasher, Hasher};
@@ -260,7 +261,7 @@ impl RateLimiter {
                 .map(|r| {
                     let algo = r.algorithm.unwrap_or(policy.algorithm());
                     let q = policy.quota(r, plan);
-                    Spec::new(algo, q.limit.get(), q.window_ms(), r.shadow)
+                    Spec::new(algo, q.limit.get(), q.window_ms(), r.shadow).with_block(r.block)
                 })
                 .collect()
         };
@@ -501,50 +502,6 @@ impl RateLimiter {
         c.cost
             .unwrap_or_else(|| self.inner.policy.cost(c.method, c.route))
             .max(1)
-    }
-
-    /// Forgets one identity's usage of every user-scoped rule of a tenant (e.g. after a
-    /// support agent unblocks a user). Returns how many counters were removed.
-    pub async fn reset(&self, tenant: &TenantId, identity: &Identity) -> Result<u64, BackendError> {
-        let (kind, id) = identity.parts();
-        let rules = self.inner.policy.rules().iter().zip(&self.inner.rule_names);
-        if let Some(mem) = &self.inner.memory {
-            let method = Method::GET;
-            let check = Check {
-                tenant,
-                identity,
-                method: &method,
-                route: "",
-                cost: None,
-                plan: None,
-            };
-            // The owner hash does not depend on the endpoint.
-            let parts = self.key_parts(&check, false);
-            let owners: Vec<u64> = rules
-                .zip(&self.inner.rule_hashes)
-                .filter(|((r, _), _)| r.scope == Scope::User)
-                .map(|((r, _), &hash)| self.mem_key(r, hash, &parts).1)
-                .collect();
-            return Ok(mem.reset_owners(&owners));
-        }
-        let mut n = 0;
-        for (r, name) in rules.filter(|(r, _)| r.scope == Scope::User) {
-            if r.per_endpoint {
-                let p =
-                    self.inner
-                        .keys
-                        .prefix_pattern(KeyKind::RateLimit, tenant, &[name, kind, id]);
-                n += self.inner.backend.delete_matching(&p).await?;
-            } else {
-                let k = self.inner.keys.ratelimit(tenant, name, kind, id, None);
-                n += u64::from(self.inner.backend.delete(&k).await?);
-            }
-        }
-        if let Some(deny) = &self.inner.deny {
-            // Cached denials of this identity must go too.
-            deny.clear();
-        }
-        Ok(n)
     }
 }
 

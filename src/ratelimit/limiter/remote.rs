@@ -24,7 +24,7 @@ impl RateLimiter {
         let inner = &*self.inner;
         let cost = self.cost(c);
         let endpoint = format!("{} {}", counted_method(c.method), c.route);
-        let keys: Vec<RedisKey> = applied
+        let mut keys: Vec<RedisKey> = applied
             .iter()
             .map(|a| self.redis_key(a, c, &endpoint))
             .collect();
@@ -58,6 +58,7 @@ impl RateLimiter {
                             retry_after: fits.then_some(wait),
                             allowed: false,
                             shadow: false,
+                            blocked: false,
                         }],
                         at_ms: None,
                     };
@@ -82,6 +83,13 @@ impl RateLimiter {
         // Kept for a call whose task dies with the request: its reserved charges must be
         // released as failed (they go back with a later call).
         let charges_sent = charges.clone();
+        // The blocks of the rules that block (RATE_LIMIT_BLOCK), after the counters.
+        keys.extend(
+            applied
+                .iter()
+                .filter(|a| a.spec.block_ms > 0)
+                .map(|a| self.block_key(a, c, &endpoint)),
+        );
         let request = Request {
             specs: applied.iter().map(|a| *a.spec).collect(),
             keys,
@@ -197,7 +205,8 @@ impl RateLimiter {
             let mut rest = batch.into_iter();
             while let Some((h, key, spec, units)) = rest.next() {
                 let request = Request {
-                    specs: std::iter::once(spec).collect(),
+                    // A charge-back starts no block: no block key is sent.
+                    specs: std::iter::once(spec.without_block()).collect(),
                     keys: vec![key.clone()],
                     cost: 1,
                     mode: "charge",
@@ -228,6 +237,18 @@ impl RateLimiter {
         }
     }
 
+    /// The block key of a rule's counter for a check (`RATE_LIMIT_BLOCK`).
+    fn block_key(&self, a: &Applied<'_>, c: &Check<'_>, endpoint: &str) -> RedisKey {
+        let (kind, id) = Self::identity_parts(a.rule, c);
+        self.inner.keys.ratelimit_block(
+            c.tenant,
+            a.name,
+            kind,
+            id,
+            a.per_endpoint().then_some(endpoint),
+        )
+    }
+
     pub(super) fn outage(
         &self,
         applied: &[Applied<'_>],
@@ -247,6 +268,7 @@ impl RateLimiter {
             retry_after: (!allowed).then_some(Duration::from_secs(1)),
             allowed,
             shadow: a.spec.shadow,
+            blocked: false,
         };
         match (self.inner.options.outage, &self.inner.outage_mem) {
             (OutageMode::Local, Some(m)) => {
@@ -278,6 +300,7 @@ impl RateLimiter {
                             retry_after: o.retry,
                             allowed: o.allowed,
                             shadow: a.spec.shadow,
+                            blocked: false,
                         })
                         .collect(),
                     at_ms: None,

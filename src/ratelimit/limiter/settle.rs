@@ -52,7 +52,8 @@ impl RateLimiter {
             .map(|a| self.redis_key(a, c, &endpoint))
             .collect();
         let request = Request {
-            specs: applied.iter().map(|a| *a.spec).collect(),
+            // A settlement starts no block: no block key is sent.
+            specs: applied.iter().map(|a| a.spec.without_block()).collect(),
             keys,
             cost: 1,
             mode: if refund_at.is_some() {

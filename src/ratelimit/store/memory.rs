@@ -38,6 +38,12 @@ struct Slot {
     owner: u64,
     /// A rule's shared overflow counter (not counted against `max_keys`).
     overflow: bool,
+    /// `RATE_LIMIT_BLOCK`: refused until then (ms); blocks in a row so far, remembered
+    /// until `strikes_until` (the block's end plus the longest block). The slot lives at
+    /// least that long.
+    block_until: u64,
+    strikes: u32,
+    strikes_until: u64,
 }
 
 /// Counters of all rules and identities in this process.
@@ -87,6 +93,9 @@ impl Slab {
                 expires_at: 0,
                 owner,
                 overflow,
+                block_until: 0,
+                strikes: 0,
+                strikes_until: 0,
             });
             heap.push(Reverse((now, key)));
             *added += usize::from(overflow);
@@ -251,6 +260,32 @@ impl MemoryLimiter {
         let mut all = true;
         outs.clear();
         for (MemRule { spec, .. }, &(idx, overflow)) in rules.iter().zip(&at) {
+            // A block in force: denied without counting (never on an overflow counter,
+            // which identities share).
+            let blocked = idx
+                .filter(|_| spec.block_ms > 0 && !overflow)
+                .map(|i| slots.slots[i].block_until)
+                .filter(|&until| until > now);
+            if let Some(until) = blocked {
+                let left = until - now;
+                all = false;
+                let w = Work {
+                    count: u64::from(spec.limit),
+                    cur: 0,
+                };
+                // No slot: nothing of it is charged or read again below.
+                work.push((w, None));
+                outs.push(Outcome {
+                    allowed: false,
+                    remaining: 0,
+                    reset_ms: left,
+                    retry_ms: Some(left),
+                    free1_ms: left,
+                    overflow,
+                    blocked: true,
+                });
+                continue;
+            }
             let state = idx
                 .map(|i| &mut slots.slots[i])
                 .filter(|s| s.expires_at > now)
@@ -263,6 +298,30 @@ impl MemoryLimiter {
             outs.push(out);
         }
 
+        if commit && !all {
+            // A refused check starts a block on each blocking rule that denied it.
+            for ((r, &(idx, overflow)), out) in rules.iter().zip(&at).zip(outs.iter_mut()) {
+                let Some(i) = idx.filter(|_| r.spec.block_ms > 0 && !overflow) else {
+                    continue;
+                };
+                if out.allowed || out.blocked {
+                    continue;
+                }
+                let slot = &mut slots.slots[i];
+                slot.strikes = if slot.strikes_until > now {
+                    slot.strikes.saturating_add(1)
+                } else {
+                    1
+                };
+                let dur = r.spec.block_for(slot.strikes);
+                slot.block_until = now.saturating_add(dur);
+                slot.strikes_until = slot.block_until.saturating_add(r.spec.block_max_ms);
+                slot.expires_at = slot.expires_at.max(slot.strikes_until);
+                out.retry_ms = out.retry_ms.map(|ms| ms.max(dur));
+                out.free1_ms = out.free1_ms.max(dur);
+                out.blocked = true;
+            }
+        }
         let commit = commit && all;
         for ((MemRule { owner, spec, .. }, (w, idx)), out) in
             rules.iter().zip(&mut work).zip(outs.iter_mut())
@@ -271,7 +330,8 @@ impl MemoryLimiter {
             if let (true, Some(i)) = (charged, *idx) {
                 let slot = &mut slots.slots[i];
                 let fresh = slot.expires_at <= now;
-                slot.expires_at = algo::charge(spec, &mut slot.state, fresh, w, cost, now, out);
+                slot.expires_at = algo::charge(spec, &mut slot.state, fresh, w, cost, now, out)
+                    .max(slot.strikes_until);
                 if !slot.overflow {
                     slot.owner = *owner;
                 }

@@ -60,6 +60,8 @@ pub(crate) fn shared(backend: &Backend) -> Option<Arc<dyn SharedCounters>> {
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct Request {
     pub(crate) specs: Rules<Spec>,
+    /// The counters of `specs`, then the block keys of those with a block
+    /// (`Spec::block_ms > 0`), in the same order.
     pub(crate) keys: Vec<RedisKey>,
     pub(crate) cost: u32,
     /// `check`, `peek`, `charge` or `refund`.

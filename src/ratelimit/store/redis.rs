@@ -55,7 +55,7 @@ async fn eval_batch(
         })
         .collect();
     let nargs: usize = 2
-        + distinct.len() * 6
+        + distinct.len() * 8
         + requests
             .iter()
             .map(|r| 5 + r.specs.len() * 2)
@@ -80,6 +80,8 @@ async fn eval_batch(
         } else {
             b"0".to_vec()
         });
+        args.push(num(s.block_ms));
+        args.push(num(s.block_max_ms));
     }
     for (r, index) in requests.iter().zip(&index) {
         args.push(num(r.specs.len() as u64));
@@ -116,6 +118,7 @@ async fn eval_batch(
                 .chunks(5)
                 .map(|x| Outcome {
                     allowed: x[0] == 1,
+                    blocked: x[0] == 2,
                     remaining: u32::try_from(x[1].max(0)).unwrap_or(u32::MAX),
                     reset_ms: x[2].max(0).unsigned_abs(),
                     retry_ms: (x[3] >= 0).then(|| x[3].unsigned_abs()),

@@ -1,0 +1,64 @@
+//! Forgetting an identity: its counters and blocks of every user-scoped rule (a support
+//! agent unblocking a user).
+
+use http::Method;
+
+use crate::backend::BackendError;
+use crate::keys::KeyKind;
+use crate::ratelimit::{Check, Identity, RateLimiter, Scope};
+use crate::tenant::TenantId;
+
+impl RateLimiter {
+    /// Forgets one identity's usage of every user-scoped rule of a tenant, and its blocks
+    /// (`RATE_LIMIT_BLOCK`; e.g. after a support agent unblocks a user). Returns how many
+    /// counters were removed.
+    pub async fn reset(&self, tenant: &TenantId, identity: &Identity) -> Result<u64, BackendError> {
+        let (kind, id) = identity.parts();
+        let rules = self.inner.policy.rules().iter().zip(&self.inner.rule_names);
+        if let Some(mem) = &self.inner.memory {
+            let method = Method::GET;
+            let check = Check {
+                tenant,
+                identity,
+                method: &method,
+                route: "",
+                cost: None,
+                plan: None,
+            };
+            // The owner hash does not depend on the endpoint.
+            let parts = self.key_parts(&check, false);
+            let owners: Vec<u64> = rules
+                .zip(&self.inner.rule_hashes)
+                .filter(|((r, _), _)| r.scope == Scope::User)
+                .map(|((r, _), &hash)| self.mem_key(r, hash, &parts).1)
+                .collect();
+            return Ok(mem.reset_owners(&owners));
+        }
+        let mut n = 0;
+        let keys = &self.inner.keys;
+        for (r, name) in rules.filter(|(r, _)| r.scope == Scope::User) {
+            // The counters, and their blocks (not counted in `n`).
+            if r.per_endpoint {
+                for kind_of in [KeyKind::RateLimit, KeyKind::RateLimitBlock] {
+                    let p = keys.prefix_pattern(kind_of, tenant, &[name, kind, id]);
+                    let gone = self.inner.backend.delete_matching(&p).await?;
+                    n += if kind_of == KeyKind::RateLimit {
+                        gone
+                    } else {
+                        0
+                    };
+                }
+            } else {
+                let k = keys.ratelimit(tenant, name, kind, id, None);
+                n += u64::from(self.inner.backend.delete(&k).await?);
+                let b = keys.ratelimit_block(tenant, name, kind, id, None);
+                self.inner.backend.delete(&b).await?;
+            }
+        }
+        if let Some(deny) = &self.inner.deny {
+            // Cached denials of this identity must go too.
+            deny.clear();
+        }
+        Ok(n)
+    }
+}
