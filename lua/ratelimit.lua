@@ -393,8 +393,14 @@ for _ = 1, nreq do
             cache[key] = v
           else
             local r = win_state(cached(key), bucket_us, n)
-            win_charge(key, r, c, limit, bucket_us, n)
-            cache[key] = r[11]
+            -- A window never holds more than twice its limit (nor more than a 4-byte
+            -- count): the charge stops there.
+            local room = math.min(2 * limit, 4294967295) - r[2]
+            if c > room then c = room end
+            if c > 0 then
+              win_charge(key, r, c, limit, bucket_us, n)
+              cache[key] = r[11]
+            end
           end
         end
       end

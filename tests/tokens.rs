@@ -46,8 +46,26 @@ async fn model(gate: Arc<Notify>, body: Bytes) -> Response {
             .into_response();
     }
     if flag("hit") {
+        // As a CacheLayer answers: the status rides along as a response extension.
+        let json = format!(r#"{{"usage":{{"total_tokens":{used}}}}}"#);
+        let mut res = ([("x-cache", "HIT"), JSON], json).into_response();
+        res.extensions_mut()
+            .insert(tenant_guard::cache::CacheStatus::HitL2);
+        return res;
+    }
+    if flag("forged_hit") {
+        // Only a header: an upstream cache's, or a handler's, which nothing vouches for.
         let json = format!(r#"{{"usage":{{"total_tokens":{used}}}}}"#);
         return ([("x-cache", "HIT"), JSON], json).into_response();
+    }
+    if flag("invalid") {
+        // An error that echoes the request, usage-shaped parts included.
+        let echo = String::from_utf8_lossy(&body).into_owned();
+        let json = format!(r#"{{"error":"invalid","input":{echo}}}"#);
+        return (StatusCode::UNPROCESSABLE_ENTITY, [JSON], json).into_response();
+    }
+    if flag("slow") {
+        gate.notified().await;
     }
     if flag("echo") {
         // Plain text that repeats what the client sent, usage text included.
@@ -164,7 +182,7 @@ async fn send(app: &Router, tenant: &str, user: &str, body: &str) -> Answer {
 /// fields say how); and the tokens it reserves.
 fn body(max: u64, used: u64, extra: &str) -> (String, u64) {
     let b = format!(r#"{{"prompt":"hello","max_tokens":{max},"use":{used}{extra}}}"#);
-    let e = u64::from(estimate(b.as_bytes(), 256));
+    let e = u64::from(estimate(b.as_bytes(), 256).unwrap());
     (b, e)
 }
 
@@ -326,6 +344,119 @@ mod checks {
         );
     }
 
+    /// An `X-Cache: HIT` header alone (an upstream's cache, a handler) is no proof of a
+    /// cache hit: charged as usual. An error's body is not read for usage: one that echoes
+    /// a made-up `usage` of 99999999999 tokens charges nothing.
+    pub(super) async fn forged_hits_and_error_echoes_pay_as_usual(kind: Kind) {
+        let gate = Arc::new(Notify::new());
+        let (apps, _server) = instances(kind, &gate);
+        let app = &apps[0].0;
+        let t = common::unique_tenant("tok");
+        let t = t.as_str();
+        let (forged, _) = body(100, 100, r#","forged_hit":true"#);
+        assert_eq!(send(app, t, "ann", &forged).await.status, StatusCode::OK);
+        let (small, e2) = body(10, 0, "");
+        let a = send(app, t, "ann", &small).await;
+        assert_eq!(a.left, Some(1000 - 100 - e2), "the forged hit was charged");
+        let (invalid, _) = body(
+            10,
+            0,
+            r#","invalid":true,"x":{"usage":{"total_tokens":99999999999}}"#,
+        );
+        let a = send(app, t, "bob", &invalid).await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let a = send(app, t, "bob", &small).await;
+        assert_eq!(a.left, Some(1000 - e2), "the echoed usage was not believed");
+    }
+
+    /// A completion limit the upstream might read differently (given twice, as a string)
+    /// is refused with 400, a compressed body with 415: nothing is reserved for either.
+    pub(super) async fn unreadable_limits_and_compressed_bodies_are_refused(kind: Kind) {
+        let gate = Arc::new(Notify::new());
+        let (apps, _server) = instances(kind, &gate);
+        let app = &apps[0].0;
+        let t = common::unique_tenant("tok");
+        let t = t.as_str();
+        for bad in [
+            r#"{"prompt":"x","max_tokens":1,"max_tokens":100000}"#,
+            r#"{"prompt":"x","max_tokens":"100000"}"#,
+        ] {
+            let a = send(app, t, "ann", bad).await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}: {}", a.body);
+            assert!(a.body.contains("max_tokens"), "{}", a.body);
+        }
+        let (b, _) = body(10, 0, "");
+        let mut req = ask(t, "ann", &b);
+        req.headers_mut()
+            .insert("content-encoding", http::HeaderValue::from_static("gzip"));
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let (small, e) = body(10, 0, "");
+        assert_eq!(send(app, t, "ann", &small).await.left, Some(1000 - e));
+    }
+
+    /// A client that goes away while the model works (before the answer's first byte) still
+    /// pays the estimate: the upstream spent it.
+    pub(super) async fn a_client_gone_while_the_model_works_pays_the_estimate(kind: Kind) {
+        let gate = Arc::new(Notify::new());
+        let (apps, _server) = instances(kind, &gate);
+        let app = &apps[0].0;
+        let t = common::unique_tenant("tok");
+        let t = t.as_str();
+        let (slow, e) = body(100, 0, r#","slow":true"#);
+        let call = app.clone().oneshot(ask(t, "ann", &slow));
+        let gone = tokio::time::timeout(Duration::from_millis(200), call).await;
+        assert!(gone.is_err(), "the model answered");
+        let (small, e2) = body(10, 0, "");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let a = send(app, t, "ann", &small).await;
+            if a.left == Some(1000 - e - e2) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "left {:?}", a.left);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Settlements far beyond any limit neither panic nor wrap a counter: the budget stays
+    /// spent.
+    pub(super) async fn huge_settlements_saturate(kind: Kind) {
+        let (vars, _server) = common::target_vars(
+            kind,
+            &[("RATE_LIMIT_TOKENS", "user: POST /ai/{mode} = 3000000000/1m")],
+        );
+        let config = Config::from_vars(vars).unwrap();
+        let metrics = Metrics::new();
+        let budget = TokenBudget::from_config(
+            &config,
+            Backend::from_config(&config, &metrics).unwrap(),
+            &metrics,
+        )
+        .unwrap();
+        let t = common::unique_tenant("tok");
+        let (ann, post) = (Identity::User("ann".into()), http::Method::POST);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(
+                budget
+                    .reserve(&t, &ann, &post, "/ai/{mode}", 1)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for r in held {
+            r.settle(u64::MAX).await.unwrap();
+        }
+        assert!(budget
+            .reserve(&t, &ann, &post, "/ai/{mode}", 1)
+            .await
+            .is_err());
+        assert!(metrics
+            .render()
+            .contains("tenant_guard_tokens_used_total 12884901885"));
+    }
+
     /// A response that uses more than its reservation is charged the excess (and it is
     /// reported); a request that can never fit, or whose body is too large, is refused.
     pub(super) async fn overshoot_is_charged_and_bad_requests_refused(kind: Kind) {
@@ -388,7 +519,50 @@ conformance!(
     failures_refund_and_reports_settle,
     overshoot_is_charged_and_bad_requests_refused,
     echoed_usage_text_is_not_believed,
+    forged_hits_and_error_echoes_pay_as_usual,
+    unreadable_limits_and_compressed_bodies_are_refused,
+    a_client_gone_while_the_model_works_pays_the_estimate,
+    huge_settlements_saturate,
 );
+
+/// Memory backend with a counter table full of live counters: a reservation charged to the
+/// rule's shared overflow counter is refunded there (not to a counter the identity gets
+/// later), so overflow identities are not starved by estimates never given back.
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_refunds_reach_the_overflow_counter() {
+    let config = Config::from_vars([
+        ("TG_MEMORY_MAX_COUNTERS", "1"),
+        ("RATE_LIMIT_TOKENS", "user: POST /ai/{mode} = 1000/1m"),
+    ])
+    .unwrap();
+    let metrics = Metrics::new();
+    let budget = TokenBudget::from_config(
+        &config,
+        Backend::from_config(&config, &metrics).unwrap(),
+        &metrics,
+    )
+    .unwrap();
+    let t = TenantId::new("acme").unwrap();
+    let post = http::Method::POST;
+    let who = |u: &str| Identity::User(u.into());
+    let _ann = budget
+        .reserve(&t, &who("ann"), &post, "/ai/{mode}", 10)
+        .await
+        .unwrap();
+    let bob = budget
+        .reserve(&t, &who("bob"), &post, "/ai/{mode}", 900)
+        .await
+        .unwrap();
+    bob.refund().await.unwrap();
+    let cid = budget
+        .reserve(&t, &who("cid"), &post, "/ai/{mode}", 900)
+        .await;
+    assert!(
+        cid.is_ok(),
+        "the overflow counter kept bob's 900: {:?}",
+        cid.err()
+    );
+}
 
 /// An instance that dies holding a reservation (never settled) leaks nothing beyond the
 /// window: the reservation counts as used until the window has passed, then it is gone.

@@ -46,8 +46,9 @@ pub(super) enum Kind {
 /// with `Set-Cookie` or `Cache-Control: no-store` / `private` never are. Request
 /// `Cache-Control: no-store` skips the write, `no-cache` the read. Bodies over
 /// `CACHE_MAX_BODY_BYTES` pass through uncached. Responses carry `X-Cache: HIT | MISS |
-/// STALE | BYPASS` and, on hits, `Age`. Put it inside the session layer so that no session
-/// cookie is ever stored.
+/// STALE | BYPASS` and, on hits, `Age`, and the [`CacheStatus`](super::CacheStatus) as a
+/// response extension (which layers outside trust; a header can come from anywhere). Put it
+/// inside the session layer so that no session cookie is ever stored.
 ///
 /// ```
 /// use axum::{routing::get, Router};

@@ -62,6 +62,9 @@ pub(super) fn with_status(
     status: CacheStatus,
     age: Option<Duration>,
 ) -> Response<Body> {
+    // The status itself too, for the layers outside (token budgets refund what the
+    // cache answered): unlike the header, nothing upstream can forge it.
+    res.extensions_mut().insert(status);
     let h = res.headers_mut();
     h.insert(
         HeaderName::from_static("x-cache"),

@@ -105,6 +105,10 @@ pub struct Decision {
     /// budget's refund finds the units it charged. `None` for every other source.
     #[serde(skip)]
     pub(crate) at_ms: Option<u64>,
+    /// Memory backend: bit `i` set if rule `i` of `rules` was decided (and charged) by its
+    /// shared overflow counter, where a settlement must go too.
+    #[serde(skip)]
+    pub(crate) overflowed: u64,
 }
 
 impl Decision {
@@ -163,6 +167,7 @@ pub(crate) fn listed(source: Source) -> Decision {
         cost: 0,
         rules: Vec::new(),
         at_ms: None,
+        overflowed: 0,
     }
 }
 
@@ -173,5 +178,6 @@ pub(crate) fn no_rules(cost: u32) -> Decision {
         cost,
         rules: Vec::new(),
         at_ms: None,
+        overflowed: 0,
     }
 }

@@ -24,30 +24,40 @@ pub(super) struct Settlement {
     pub(super) success: bool,
     /// A cache hit that costs nothing (`RATE_LIMIT_TOKENS_CACHE_HITS=free`).
     pub(super) free: bool,
-    /// The body's `"total_tokens"` (JSON and event-stream bodies only).
+    /// The body's `usage.total_tokens` (JSON and event-stream 2xx bodies only).
     pub(super) scan: Option<UsageScan>,
     /// Some of the body has gone out to the client.
     pub(super) sent: bool,
 }
 
 impl Settlement {
-    /// Tokens used: nothing for a free cache hit; else what the response reported (the
-    /// header, else the body's largest `total_tokens`); else the reservation if the answer
-    /// went out (all of a 2xx, or any of a body that failed or whose client went away: the
-    /// model worked, and a client must not get an answer for free by leaving before its
-    /// last event); else nothing (an error status, or nothing sent).
+    /// Tokens used (at most `u32::MAX`): nothing for a cache hit that is free; else the
+    /// handler's header; else, for a body cut short (it failed, or its client went away),
+    /// the reservation if any of the answer went out (the model worked: leaving before the
+    /// usage event is no way to get an answer for free) and nothing if none did; else
+    /// nothing for an error status (its body is not read: it may echo the request); else
+    /// the body's `usage.total_tokens`, or the reservation if it reports none.
     fn used(&self, complete: bool) -> u64 {
-        if self.free {
-            return 0;
-        }
-        let scanned = self.scan.as_ref().and_then(UsageScan::finish);
-        match self.reported.or(scanned) {
-            Some(n) => n,
-            None if (complete && self.success) || (!complete && self.sent) => {
-                u64::from(self.reservation.reserved())
+        let reserved = u64::from(self.reservation.reserved());
+        let used = if self.free {
+            0
+        } else if let Some(n) = self.reported {
+            n
+        } else if !complete {
+            if self.sent {
+                reserved
+            } else {
+                0
             }
-            None => 0,
-        }
+        } else if !self.success {
+            0
+        } else {
+            self.scan
+                .as_ref()
+                .and_then(UsageScan::finish)
+                .unwrap_or(reserved)
+        };
+        used.min(u64::from(u32::MAX))
     }
 
     fn finish(self, complete: bool) -> impl Future<Output = ()> + Send + 'static {

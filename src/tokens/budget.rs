@@ -126,6 +126,7 @@ impl TokenBudget {
             .tokens_reserved
             .inc_by(u64::from(decision.cost));
         Ok(Reservation {
+            keep: false,
             pending: Some(Pending {
                 budget: self.clone(),
                 tenant: tenant.clone(),
@@ -145,6 +146,8 @@ impl TokenBudget {
 #[must_use = "a reservation dropped unsettled is refunded"]
 pub struct Reservation {
     pending: Option<Pending>,
+    /// Dropped unsettled: keep the reservation (the upstream ran) instead of refunding it.
+    keep: bool,
 }
 
 #[derive(Debug)]
@@ -189,9 +192,10 @@ impl Reservation {
         self.decision().cost
     }
 
-    /// Settles with the real usage, in one store call: what was reserved beyond it is
-    /// given back, usage beyond the reservation is charged (whatever the limit: it
-    /// happened) and reported in `tenant_guard_tokens_overshoot_total`.
+    /// Settles with the real usage (at most `u32::MAX`), in one store call: what was
+    /// reserved beyond it is given back; usage beyond the reservation is charged at once,
+    /// past the limit if need be (it happened) but never leaving a window more than twice
+    /// its limit, and reported in `tenant_guard_tokens_overshoot_total`.
     pub async fn settle(mut self, used: u64) -> Result<Settled, BackendError> {
         let p = self.pending.take().expect("pending until settled");
         p.settle(used).await
@@ -200,6 +204,12 @@ impl Reservation {
     /// Gives the whole reservation back (the request used nothing).
     pub async fn refund(self) -> Result<Settled, BackendError> {
         self.settle(0).await
+    }
+
+    /// From now on, dropped unsettled means used as reserved (the upstream has started),
+    /// not refunded.
+    pub(crate) fn keep_if_dropped(&mut self) {
+        self.keep = true;
     }
 
     /// The settlement as a task of its own (`'static`): for a body dropped mid-response.
@@ -215,8 +225,13 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(p) = self.pending.take() {
+            let used = if self.keep {
+                u64::from(p.decision.cost)
+            } else {
+                0
+            };
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(p.settle(0));
+                rt.spawn(p.settle(used));
             }
         }
     }
@@ -227,6 +242,12 @@ impl Pending {
         let inner = &*self.budget.inner;
         let reserved = self.decision.cost;
         let m = &inner.metrics;
+        // Beyond any window's worth, and no metric can wrap.
+        let used = used.min(u64::from(u32::MAX));
+        if self.decision.at_ms.is_none() {
+            // Admitted by an outage mode: nothing was counted, nothing to settle.
+            return Ok(Settled { reserved, used });
+        }
         m.tokens_used.inc_by(used);
         let delta = i64::try_from(used)
             .unwrap_or(i64::MAX)

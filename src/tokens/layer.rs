@@ -9,13 +9,14 @@ use super::{TokenBudget, TokenService};
 
 /// Meters tokens per tenant and per user ([`TokenBudget`]): each request to a budgeted
 /// route reserves its estimated tokens on every budget that applies (all or none; 429
-/// problem+json naming the budget when one has no room, 413 when the body is over
+/// problem+json naming the budget when one has no room; 400 for a `max_tokens` given twice
+/// or not as a whole number, 415 for a compressed body, 413 for a body over
 /// `RATE_LIMIT_TOKENS_MAX_BODY`), and its response settles the reservation when it ends:
-/// with the handler's `X-Usage-Tokens` header, else the largest `"total_tokens"` of a JSON
-/// or event-stream body (a `usage` object, or the events'), else the estimate — and with
-/// nothing for an error status, a client gone (or a body failed) before any of the answer
-/// went out, or a cache hit (`RATE_LIMIT_TOKENS_CACHE_HITS=free`). Responses carry the budget's `RateLimit` fields
-/// after the rate limit's own.
+/// with the handler's `X-Usage-Tokens` header, else a 2xx JSON or event-stream body's
+/// `usage.total_tokens` (see [`UsageScan`](super::UsageScan)), else the estimate — and
+/// with nothing for an error status, a client gone with none of the answer sent, or what
+/// the cache answered (`RATE_LIMIT_TOKENS_CACHE_HITS=free`). Responses carry the budget's
+/// `RateLimit` fields after the rate limit's own.
 ///
 /// Place it inside the [`RateLimitLayer`](crate::ratelimit::RateLimitLayer) (add it to the
 /// router before it) and outside the [`CacheLayer`](crate::cache::CacheLayer), so that it

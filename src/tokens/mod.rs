@@ -10,12 +10,12 @@
 //!   the limit while every estimate covers its request's real usage; a response that uses
 //!   more is charged the excess after the fact (the only way a window exceeds its limit, by
 //!   at most that excess; `tenant_guard_tokens_overshoot_total` reports it).
-//! * **Failures refund.** An error status, or a client gone (a body failed) before any of
-//!   the answer went out, gives the whole reservation back; a cache hit does too unless
-//!   `RATE_LIMIT_TOKENS_CACHE_HITS=charged`. A client that leaves part-way through a stream
-//!   pays the estimate (unless usage was already reported). A reservation whose
-//!   instance died is never settled: it counts as used until its window passes, like any
-//!   usage — the window is its expiry.
+//! * **Failures refund.** An error status, a client gone before the request reached the
+//!   handler or with none of the answer sent, and what the cache answered without the
+//!   handler give the whole reservation back (unless `RATE_LIMIT_TOKENS_CACHE_HITS=charged`
+//!   for the cache). A client that leaves while the model works or part-way through a
+//!   stream pays the estimate. A reservation whose instance died is never settled: it
+//!   counts as used until its window passes, like any usage — the window is its expiry.
 //! * Budgets are counted in compact sliding windows (see
 //!   [`Algorithm::Compact`](crate::ratelimit::Algorithm::Compact)), on the rate limiter's
 //!   store and outage mode; a request admitted by an outage mode is not settled.
@@ -24,6 +24,7 @@
 mod body;
 mod budget;
 mod config;
+mod estimate;
 #[cfg(feature = "axum")]
 mod layer;
 #[cfg(feature = "axum")]
@@ -34,8 +35,9 @@ mod usage;
 pub use body::TokenBody;
 pub use budget::{Reservation, Settled, TokenBudget};
 pub use config::{parse_token_rule, parse_token_rules, CacheHits, TokenConfig};
+pub use estimate::{estimate, EstimateError};
 #[cfg(feature = "axum")]
 pub use layer::TokenLayer;
 #[cfg(feature = "axum")]
 pub use service::{EstimateFn, TokenService, USAGE_HEADER};
-pub use usage::{estimate, UsageScan};
+pub use usage::UsageScan;

@@ -73,31 +73,44 @@ fn too_large<B: From<String>>(limit: usize) -> Response<B> {
         .into_response()
 }
 
-/// Whether the body's `"total_tokens"` is to be trusted: JSON (where text the client
+/// The scanner of a 2xx body whose usage is to be read: JSON (where text the client
 /// influenced sits in strings, its quotes escaped) and server-sent events (whose JSON
-/// events are the same). A `text/plain` or HTML answer may echo a client's own
-/// `"total_tokens": 0`: it is settled from the header or at the estimate instead.
-fn scannable(res: &http::response::Parts) -> bool {
-    let Some(ct) = res
+/// events are the same). A `text/plain` or HTML answer may echo a client's own text, and an
+/// error's body the request: those are settled from the header, at the estimate, or (an
+/// error) at nothing.
+fn scanner(res: &http::response::Parts) -> Option<UsageScan> {
+    if !res.status.is_success() {
+        return None;
+    }
+    let ct = res
         .headers
         .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
+        .and_then(|v| v.to_str().ok())?;
     let mime = ct
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    mime == "application/json" || mime.ends_with("+json") || mime == "text/event-stream"
+    if mime == "application/json" || mime.ends_with("+json") {
+        Some(UsageScan::for_json())
+    } else if mime == "text/event-stream" {
+        Some(UsageScan::for_events())
+    } else {
+        None
+    }
 }
 
-fn cache_hit(res: &http::response::Parts) -> bool {
-    res.headers
-        .get("x-cache")
-        .is_some_and(|v| v == "HIT" || v == "STALE")
+/// Whether the [`CacheLayer`](crate::cache::CacheLayer) inside answered without running the
+/// handler: a hit, a stale entry, or a wait for a concurrent request's answer. Read from
+/// the status it attaches to the response, never from an `X-Cache` header (an upstream's
+/// own cache, or the handler, may send one).
+fn cache_answered(res: &http::response::Parts) -> bool {
+    use crate::cache::CacheStatus as C;
+    matches!(
+        res.extensions.get::<C>(),
+        Some(C::HitL1 | C::HitL2 | C::Stale | C::Coalesced)
+    )
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TokenService<S>
@@ -147,6 +160,16 @@ where
             let who = crate::tenant::request_identity(&req);
             let config = budget.config();
             let (parts, body) = req.into_parts();
+            // A compressed body cannot be estimated from its bytes.
+            let encoded = parts
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+            if encoded {
+                let p = Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Compressed request body")
+                    .detail("requests to token-budgeted routes are estimated from their bytes: send them uncompressed");
+                return Ok(p.into_response().map(plain));
+            }
             let declared = parts
                 .headers
                 .get(http::header::CONTENT_LENGTH)
@@ -160,9 +183,18 @@ where
             };
             let tokens = match &estimate {
                 Some(f) => f(&parts, &bytes),
-                None => super::estimate(&bytes, config.default_max_tokens),
+                None => match super::estimate(&bytes, config.default_max_tokens) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let p = Problem::new(StatusCode::BAD_REQUEST, "Unreadable token limit")
+                            .detail(format!(
+                                "{e}: the token budget cannot tell what this request may use"
+                            ));
+                        return Ok(p.into_response().map(plain));
+                    }
+                },
             };
-            let reservation = match budget
+            let mut reservation = match budget
                 .reserve(&tenant, &who, &parts.method, &route, tokens)
                 .await
             {
@@ -174,6 +206,9 @@ where
             };
             let free_hits = config.cache_hits == CacheHits::Free;
             let decision = reservation.decision().clone();
+            // From here on the upstream works: a client that goes away before the answer's
+            // first byte still pays the estimate.
+            reservation.keep_if_dropped();
             let res = inner
                 .call(Request::from_parts(parts, Body::from(bytes)))
                 .await?;
@@ -187,8 +222,8 @@ where
                 reservation,
                 reported,
                 success: head.status.is_success(),
-                free: free_hits && cache_hit(&head),
-                scan: scannable(&head).then(UsageScan::default),
+                free: free_hits && cache_answered(&head),
+                scan: scanner(&head),
                 sent: false,
             };
             Ok(Response::from_parts(

@@ -1,58 +1,33 @@
-//! What a request is expected to cost and what its response reports: the default
-//! estimate from the request body, and the `"total_tokens"` a response body carries (a JSON
-//! body's `usage`, or a server-sent event's), found as the body streams by.
+//! What a response reports: the `usage.total_tokens` of a JSON body, or of a server-sent
+//! event, found as the body streams by (nothing buffered).
 
-/// Tokens a request is expected to use: its body's bytes / 4 (rounded up: the prompt, and
-/// whatever else the body holds, at the usual 4 bytes per token) plus the completion it
-/// asks for — the JSON body's `max_tokens` (or `max_completion_tokens`), else
-/// `default_max`. A body that is not such JSON (or names a value that is not a whole
-/// number) gets `default_max`.
+/// A key the scanner cares about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Usage,
+    TotalTokens,
+    Other,
+}
+
+/// The longest string kept while reading one (`"total_tokens"` is 12 bytes).
+const KEEP: usize = 16;
+
+/// Finds the `total_tokens` of a `usage` object in a body fed to it chunk by chunk (keys
+/// and numbers split across chunks included), reading it as JSON: strings (with their
+/// escapes), nesting, keys and values.
 ///
-/// ```
-/// use tenant_guard::tokens::estimate;
-/// assert_eq!(estimate(br#"{"prompt":"hi","max_tokens":100}"#, 256), 8 + 100); // 32 bytes
-/// assert_eq!(estimate(b"not json", 256), 2 + 256);
-/// assert_eq!(estimate(br#"{"max_tokens":1e99}"#, 256), 5 + 256);
-/// ```
-pub fn estimate(body: &[u8], default_max: u32) -> u32 {
-    #[derive(serde::Deserialize)]
-    struct Ask {
-        max_tokens: Option<u64>,
-        max_completion_tokens: Option<u64>,
-    }
-    let prompt = u32::try_from(body.len().div_ceil(4)).unwrap_or(u32::MAX);
-    let asked = serde_json::from_slice::<Ask>(body)
-        .ok()
-        .and_then(|a| a.max_tokens.or(a.max_completion_tokens))
-        .map_or(default_max, |n| u32::try_from(n).unwrap_or(u32::MAX));
-    prompt.saturating_add(asked)
-}
-
-const NEEDLE: &[u8] = b"\"total_tokens\"";
-
-#[derive(Debug, Clone, Copy)]
-enum State {
-    /// Looking for a `"`.
-    Idle,
-    /// Matched this many bytes of the key.
-    Key(usize),
-    /// After the key, before its `:`.
-    Colon,
-    /// After the `:`, the digits read so far.
-    Value(Option<u64>),
-}
-
-/// Finds the largest value of a `"total_tokens"` key in a body fed to it chunk by chunk
-/// (a key or number split across chunks included): a JSON body's `usage`, or the events of
-/// a stream that report usage (the last, cumulative one is the largest). In JSON a string
-/// holding that text has its quotes escaped, so only a real key matches: a completion that
-/// *says* `"total_tokens": 1` reports nothing; and were such text ever read (an event
-/// stream of raw text), the largest value still wins, so it cannot lower the real usage.
+/// Only a `total_tokens` key *of an object that is the value of a `usage` key* counts, and
+/// of those the shallowest (ties: the last), because text a client controls sits deeper or
+/// inside strings: a completion that *says* `"total_tokens": 1` has its quotes escaped, and
+/// a request object an upstream echoes back (`{"request": {"usage": ...}}`) nests its
+/// `usage` one level below the response's own. In event streams each event is read on its
+/// own (nesting starts again after every blank line), so raw text in one event cannot
+/// shift how another is read. A number cut off by the end of the body does not count.
 ///
 /// ```
 /// use tenant_guard::tokens::UsageScan;
-/// let mut s = UsageScan::default();
-/// s.feed(br#"data: {"text":"a \"total_tokens\": 1"}"#);
+/// let mut s = UsageScan::for_events();
+/// s.feed(br#"data: {"text":"a \"total_tokens\": 1","echo":{"usage":{"total_tokens":0}}}"#);
 /// s.feed(b"\n\ndata: {\"usage\":{\"total_to");
 /// s.feed(b"kens\": 4");
 /// s.feed(b"2}}\n\n");
@@ -60,76 +35,180 @@ enum State {
 /// ```
 #[derive(Debug, Clone)]
 pub struct UsageScan {
-    state: State,
-    last: Option<u64>,
+    /// Server-sent events: a blank line ends an event and the nesting with it.
+    events: bool,
+    /// Open objects and arrays.
+    depth: u32,
+    /// Bit `d`: the container at depth `d + 1` is an object that is a `usage` value.
+    usage_objects: u64,
+    in_string: bool,
+    escaped: bool,
+    /// The string being read (its first `KEEP` bytes) and whether it was longer.
+    text: [u8; KEEP],
+    text_len: usize,
+    /// A string just ended: it is a key if a `:` comes next.
+    pending: Option<Key>,
+    /// The key whose value comes next.
+    key: Option<Key>,
+    /// Digits of a `total_tokens` value being read (`None`: not a whole number).
+    number: Option<Option<u64>>,
+    /// Previous byte outside strings was a line feed (a blank line ends an event).
+    newline: bool,
+    /// Best so far: (depth, value).
+    best: Option<(u32, u64)>,
 }
 
 impl Default for UsageScan {
     fn default() -> Self {
         Self {
-            state: State::Idle,
-            last: None,
+            events: false,
+            depth: 0,
+            usage_objects: 0,
+            in_string: false,
+            escaped: false,
+            text: [0; KEEP],
+            text_len: 0,
+            pending: None,
+            key: None,
+            number: None,
+            newline: false,
+            best: None,
         }
     }
 }
 
 impl UsageScan {
-    /// Reads one more chunk of the body.
-    pub fn feed(&mut self, chunk: &[u8]) {
-        let mut i = 0;
-        while i < chunk.len() {
-            let b = chunk[i];
-            self.state = match self.state {
-                State::Idle => match memchr::memchr(b'"', &chunk[i..]) {
-                    Some(at) => {
-                        i += at + 1;
-                        self.state = State::Key(1);
-                        continue;
-                    }
-                    None => return,
-                },
-                State::Key(n) if b == NEEDLE[n] => {
-                    if n + 1 == NEEDLE.len() {
-                        State::Colon
-                    } else {
-                        State::Key(n + 1)
-                    }
-                }
-                State::Key(_) => {
-                    // A quote may start the key again; anything else starts over.
-                    self.state = State::Idle;
-                    continue;
-                }
-                State::Colon if b.is_ascii_whitespace() => State::Colon,
-                State::Colon if b == b':' => State::Value(None),
-                State::Colon => {
-                    self.state = State::Idle;
-                    continue;
-                }
-                State::Value(None) if b.is_ascii_whitespace() => State::Value(None),
-                State::Value(acc) if b.is_ascii_digit() => State::Value(Some(
-                    acc.unwrap_or(0)
-                        .saturating_mul(10)
-                        .saturating_add(u64::from(b - b'0')),
-                )),
-                State::Value(acc) => {
-                    if acc.is_some() {
-                        self.last = self.last.max(acc);
-                    }
-                    self.state = State::Idle;
-                    continue;
-                }
-            };
-            i += 1;
+    /// A scanner of one JSON body (`application/json`).
+    pub fn for_json() -> Self {
+        Self::default()
+    }
+
+    /// A scanner of server-sent events (`text/event-stream`), each event read on its own.
+    pub fn for_events() -> Self {
+        Self {
+            events: true,
+            ..Self::default()
         }
     }
 
-    /// The largest value found so far (a number still being read at the end counts).
-    pub fn finish(&self) -> Option<u64> {
-        match self.state {
-            State::Value(Some(v)) => self.last.max(Some(v)),
-            _ => self.last,
+    fn in_usage_object(&self) -> bool {
+        self.depth >= 1 && self.depth <= 64 && self.usage_objects & (1 << (self.depth - 1)) != 0
+    }
+
+    /// Ends a number being read: a whole one inside a `usage` object is a candidate.
+    fn end_number(&mut self) {
+        if let Some(Some(v)) = self.number.take() {
+            let shallower = self.best.is_none_or(|(d, _)| self.depth <= d);
+            if shallower {
+                self.best = Some((self.depth, v));
+            }
         }
+    }
+
+    fn reset_event(&mut self) {
+        self.depth = 0;
+        self.usage_objects = 0;
+        self.in_string = false;
+        self.escaped = false;
+        self.pending = None;
+        self.key = None;
+        self.number = None;
+    }
+
+    /// Reads one more chunk of the body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        for &b in chunk {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    let s = &self.text[..self.text_len.min(KEEP)];
+                    self.pending = Some(match (self.text_len, s) {
+                        (5, b"usage") => Key::Usage,
+                        (12, b"total_tokens") => Key::TotalTokens,
+                        _ => Key::Other,
+                    });
+                    continue;
+                }
+                // An escape inside a key makes it no key of ours (`"usag\u0065"` aside:
+                // upstreams write plain keys).
+                if self.text_len < KEEP {
+                    self.text[self.text_len] = b;
+                }
+                self.text_len = self.text_len.saturating_add(1);
+                continue;
+            }
+            if self.number.is_some() {
+                if b.is_ascii_digit() {
+                    if let Some(Some(v)) = self.number.as_mut() {
+                        *v = v.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+                    }
+                    continue;
+                }
+                if matches!(b, b'.' | b'e' | b'E' | b'-' | b'+') {
+                    // A fraction or exponent: not a whole number of tokens.
+                    self.number = Some(None);
+                    continue;
+                }
+                self.end_number();
+            }
+            if self.events && (b == b'\n' || b == b'\r') {
+                if b == b'\n' && self.newline {
+                    self.reset_event();
+                }
+                self.newline = b == b'\n' || self.newline;
+                continue;
+            }
+            if !b.is_ascii_whitespace() {
+                self.newline = false;
+            }
+            match b {
+                b'"' => {
+                    self.in_string = true;
+                    self.text_len = 0;
+                    self.pending = None;
+                }
+                b':' => {
+                    self.key = self.pending.take();
+                }
+                b'{' | b'[' => {
+                    self.depth = self.depth.saturating_add(1);
+                    if (1..=64).contains(&self.depth) {
+                        let bit = 1u64 << (self.depth - 1);
+                        if b == b'{' && self.key == Some(Key::Usage) {
+                            self.usage_objects |= bit;
+                        } else {
+                            self.usage_objects &= !bit;
+                        }
+                    }
+                    self.key = None;
+                    self.pending = None;
+                }
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.key = None;
+                    self.pending = None;
+                }
+                b'0'..=b'9' if self.key == Some(Key::TotalTokens) && self.in_usage_object() => {
+                    self.number = Some(Some(u64::from(b - b'0')));
+                    self.key = None;
+                }
+                _ if b.is_ascii_whitespace() => {}
+                _ => {
+                    self.key = None;
+                    self.pending = None;
+                }
+            }
+        }
+    }
+
+    /// The usage found: the shallowest `usage.total_tokens` (ties: the last). A number
+    /// still being read when the body ended does not count (it may have been cut).
+    pub fn finish(&self) -> Option<u64> {
+        self.best.map(|(_, v)| v)
     }
 }
 
@@ -137,8 +216,16 @@ impl UsageScan {
 mod tests {
     use super::*;
 
-    fn scan(chunks: &[&[u8]]) -> Option<u64> {
-        let mut s = UsageScan::default();
+    fn json(chunks: &[&[u8]]) -> Option<u64> {
+        let mut s = UsageScan::for_json();
+        for c in chunks {
+            s.feed(c);
+        }
+        s.finish()
+    }
+
+    fn events(chunks: &[&[u8]]) -> Option<u64> {
+        let mut s = UsageScan::for_events();
         for c in chunks {
             s.feed(c);
         }
@@ -146,38 +233,45 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_last_key_wherever_chunks_split_it() {
+    fn finds_usage_wherever_chunks_split_it() {
         let body =
             br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
         for cut in 0..body.len() {
-            assert_eq!(scan(&[&body[..cut], &body[cut..]]), Some(7), "cut at {cut}");
+            assert_eq!(json(&[&body[..cut], &body[cut..]]), Some(7), "cut at {cut}");
         }
-        let sse = b"data: {\"usage\":{\"total_tokens\":5}}\n\ndata: {\"usage\":{\"total_tokens\" :  12}}\n\ndata: [DONE]\n\n";
-        assert_eq!(scan(&[sse]), Some(12));
-        // Cumulative usage events: the largest is the total; a smaller one after it (text
-        // that found its way into a raw event) cannot lower it.
-        let late = b"data: {\"usage\":{\"total_tokens\":40}}\n\ndata: \"total_tokens\": 1\n\n";
-        assert_eq!(scan(&[late]), Some(40));
+        let sse = b"data: {\"usage\":{\"total_tokens\":5}}\n\ndata: {\"usage\" : { \"total_tokens\" :  12}}\n\ndata: [DONE]\n\n";
+        assert_eq!(events(&[sse]), Some(12), "the last of the same depth");
+        // The Responses API reports it one level down.
+        let r = br#"{"type":"response.completed","response":{"usage":{"total_tokens":9}}}"#;
+        assert_eq!(json(&[r]), Some(9));
     }
 
     #[test]
-    fn text_that_only_looks_like_the_key_reports_nothing() {
-        assert_eq!(scan(&[br#"{"text":"\"total_tokens\": 1"}"#]), None);
-        assert_eq!(scan(&[br#"{"total_tokens":"7"}"#]), None);
-        assert_eq!(scan(&[br#"{"total_tokens_x":7}"#]), None);
-        assert_eq!(scan(&[br#"{""total_tokens":7}"#]), Some(7));
+    fn text_and_echoes_a_client_controls_report_nothing() {
+        // In a string, escaped.
         assert_eq!(
-            scan(&[b"\"total_tokens\": 99999999999999999999999"]),
+            json(&[br#"{"text":"\"usage\":{\"total_tokens\": 1}"}"#]),
+            None
+        );
+        // Not in a usage object.
+        assert_eq!(json(&[br#"{"total_tokens":7}"#]), None);
+        assert_eq!(json(&[br#"{"tools":[{"total_tokens":0}]}"#]), None);
+        // Not a whole number.
+        assert_eq!(json(&[br#"{"usage":{"total_tokens":"7"}}"#]), None);
+        assert_eq!(json(&[br#"{"usage":{"total_tokens":7.5}}"#]), None);
+        // An echoed request nests its usage deeper than the response's own, before or after.
+        let echo_first = br#"{"request":{"usage":{"total_tokens":0}},"usage":{"total_tokens":50}}"#;
+        let echo_last = br#"{"usage":{"total_tokens":50},"request":{"usage":{"total_tokens":0}}}"#;
+        assert_eq!(json(&[echo_first]), Some(50));
+        assert_eq!(json(&[echo_last]), Some(50));
+        // Raw text in an event cannot shift the nesting of the next one.
+        let raw = b"data: {{{{ \"usage\" {\n\ndata: {\"usage\":{\"total_tokens\":40}}\n\n";
+        assert_eq!(events(&[raw]), Some(40));
+        // A number cut by the end of the body does not count.
+        assert_eq!(json(&[br#"{"usage":{"total_tokens":12"#]), None);
+        assert_eq!(
+            json(&[br#"{"usage":{"total_tokens":99999999999999999999999}}"#]),
             Some(u64::MAX)
         );
-    }
-
-    #[test]
-    fn estimates_never_overflow() {
-        assert_eq!(estimate(br#"{"max_tokens":99999999999}"#, 1), u32::MAX);
-        assert_eq!(estimate(br#"{"max_tokens":-5}"#, 7), 5 + 7);
-        assert_eq!(estimate(b"", 0), 0);
-        let deep = "[".repeat(100_000);
-        assert_eq!(estimate(deep.as_bytes(), 3), 25_000 + 3);
     }
 }

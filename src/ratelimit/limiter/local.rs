@@ -50,6 +50,7 @@ impl RateLimiter {
                 blocked: false,
             }],
             at_ms: None,
+            overflowed: 0,
         })
     }
 
@@ -74,7 +75,11 @@ impl RateLimiter {
         let mut outs = Rules::new();
         let (allowed, at_ms) = mem.decide(&rules, cost, commit, &mut outs);
         let mut decisions = Vec::with_capacity(rules.len());
-        for (r, o) in rules.iter().zip(&outs) {
+        let mut overflowed = 0u64;
+        for (i, (r, o)) in rules.iter().zip(&outs).enumerate() {
+            if o.overflow && i < 64 {
+                overflowed |= 1 << i;
+            }
             if o.overflow && commit {
                 self.overflowed(mem, r.idx);
             }
@@ -86,6 +91,7 @@ impl RateLimiter {
             cost,
             rules: decisions,
             at_ms: Some(at_ms),
+            overflowed,
         }
     }
 

@@ -551,6 +551,7 @@ fn build(
         cost,
         rules,
         at_ms,
+        overflowed: 0,
     }
 }
 

@@ -61,6 +61,7 @@ impl RateLimiter {
                             blocked: false,
                         }],
                         at_ms: None,
+                        overflowed: 0,
                     };
                 }
             }
@@ -304,6 +305,7 @@ impl RateLimiter {
                         })
                         .collect(),
                     at_ms: None,
+                    overflowed: 0,
                 }
             }
             (OutageMode::Closed, _) => Decision {
@@ -312,6 +314,7 @@ impl RateLimiter {
                 cost,
                 rules: applied.iter().map(|a| unknown(a, false)).collect(),
                 at_ms: None,
+                overflowed: 0,
             },
             _ => Decision {
                 allowed: true,
@@ -319,6 +322,7 @@ impl RateLimiter {
                 cost,
                 rules: applied.iter().map(|a| unknown(a, true)).collect(),
                 at_ms: None,
+                overflowed: 0,
             },
         }
     }

@@ -11,8 +11,9 @@ use crate::ratelimit::{Check, Decision, RateLimiter, Source};
 
 impl RateLimiter {
     /// Corrects what `decision` (this limiter's answer to `c`, admitted) charged by
-    /// `delta` units on every rule it charged: `delta > 0` charges them now whatever the
-    /// limit (the usage happened; the overshoot is the caller's to report), `delta < 0`
+    /// `delta` units on every rule it charged: `delta > 0` charges them now past the limit
+    /// if need be (the usage happened; the overshoot is the caller's to report), at most a
+    /// limit's worth and never leaving a compact window above twice its limit; `delta < 0`
     /// takes them back from the bucket the admission charged (compact counters; nothing
     /// once that bucket has left the window). A decision not made by the counters (an
     /// outage mode, no rules) has nothing to settle. One call to the store.
@@ -42,7 +43,11 @@ impl RateLimiter {
                     }
                 })
                 .collect();
-            mem.adjust(&rules, &per_rule, refund_at);
+            // Where the admission charged a shared overflow counter, so does the settlement.
+            let overflowed: Rules<bool> = (0..rules.len())
+                .map(|i| i < 64 && decision.overflowed & (1 << i) != 0)
+                .collect();
+            mem.adjust(&rules, &per_rule, &overflowed, refund_at);
             return Ok(());
         }
         let applied = self.applied(c);

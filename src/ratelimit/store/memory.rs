@@ -353,20 +353,33 @@ impl MemoryLimiter {
     /// Settles what rules were charged earlier, rule by rule (`units[i]` for `rules[i]`):
     /// with `refund_at`, takes the units back from the bucket that held that time (see
     /// [`algo::refund`]); else charges them now, whatever the limit (usage beyond an
-    /// estimate already happened; at most the limit, as the script caps it). A counter that is gone (expired, or never made: the
+    /// estimate already happened; at most the limit, and never leaving a compact window above
+    /// twice its limit, as the script caps it). A counter that is gone (expired, or never made: the
     /// table was full) gets nothing back; a charge to an identity the full table has no
     /// room for goes to the rule's overflow counter, as a check's would.
-    pub(crate) fn adjust(&self, rules: &[MemRule<'_>], units: &[u32], refund_at: Option<u64>) {
+    pub(crate) fn adjust(
+        &self,
+        rules: &[MemRule<'_>],
+        units: &[u32],
+        overflowed: &[bool],
+        refund_at: Option<u64>,
+    ) {
         let mut slots = self
             .slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = self.clock.now_ms().max(slots.last_now);
         slots.last_now = now;
-        for (r, &u) in rules.iter().zip(units).filter(|(_, &u)| u > 0) {
-            let live = slots
-                .find(r.key)
-                .filter(|&i| slots.slots[i].expires_at > now);
+        for ((r, &u), &over) in rules.iter().zip(units).zip(overflowed) {
+            if u == 0 {
+                continue;
+            }
+            let key = if over {
+                overflow_key(r.idx, r.spec)
+            } else {
+                r.key
+            };
+            let live = slots.find(key).filter(|&i| slots.slots[i].expires_at > now);
             if let Some(at) = refund_at {
                 if let Some(i) = live {
                     algo::refund(r.spec, &mut slots.slots[i].state, at, u);
@@ -375,10 +388,12 @@ impl MemoryLimiter {
             }
             // As the script does: a charge is at most a full window's worth.
             let u = u.min(r.spec.limit);
-            let i = match slots.find(r.key) {
+            let i = match slots.find(key) {
                 Some(i) => i,
-                None if self.max_keys > slots.identities() || slots.reclaim(now, 1) > 0 => {
-                    slots.get_or_insert(r.key, r.owner, false, now)
+                None if !over
+                    && (self.max_keys > slots.identities() || slots.reclaim(now, 1) > 0) =>
+                {
+                    slots.get_or_insert(key, r.owner, false, now)
                 }
                 None => {
                     let k = overflow_key(r.idx, r.spec);
@@ -389,7 +404,19 @@ impl MemoryLimiter {
             let fresh = slot.expires_at <= now;
             let state = (!fresh).then_some(&mut slot.state);
             let (w, mut out) = algo::decide(r.spec, state, now, u64::from(u), false);
-            slot.expires_at = algo::charge(r.spec, &mut slot.state, fresh, &w, u, now, &mut out);
+            // A compact window never holds more than twice its limit (nor more than a
+            // 4-byte count): the script caps it the same way.
+            let u = if r.spec.algo == crate::ratelimit::Algorithm::Compact {
+                let cap = (2 * u64::from(r.spec.limit)).min(u64::from(u32::MAX));
+                u32::try_from(u64::from(u).min(cap.saturating_sub(w.count))).unwrap_or(0)
+            } else {
+                u
+            };
+            if u > 0 {
+                slot.expires_at =
+                    algo::charge(r.spec, &mut slot.state, fresh, &w, u, now, &mut out)
+                        .max(slot.strikes_until);
+            }
         }
     }
 
