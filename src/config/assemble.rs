@@ -36,6 +36,7 @@ fn options_of(config: &Config) -> LimiterOptions {
         deny_cache: rl.deny_cache,
         memory_max_keys: usize::try_from(config.memory.max_counters.get()).unwrap_or(usize::MAX),
         outage_keys: usize::try_from(rl.outage_keys).unwrap_or(usize::MAX),
+        clock: None,
     }
 }
 

@@ -41,6 +41,49 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
         .unwrap_or(true);
     let tenant = r.parse("RATE_LIMIT_TENANT", parse_quota, QUOTA_VARS_FORM);
     let user = r.parse("RATE_LIMIT_USER", parse_quota, QUOTA_VARS_FORM);
+    let calendar_form = "a whole number, `/` and `day`, `week` or `month`, e.g. `10000/month`";
+    let calendar_quota = |v: &str| crate::ratelimit::parse_calendar_quota(v).map_err(String::from);
+    let quota_tenant = r.parse("RATE_LIMIT_QUOTA_TENANT", calendar_quota, calendar_form);
+    let quota_user = r.parse("RATE_LIMIT_QUOTA_USER", calendar_quota, calendar_form);
+    let mut calendar = r
+        .parse(
+            "RATE_LIMIT_QUOTA_TZ",
+            |v| crate::ratelimit::QuotaCalendar::new(v).map_err(String::from),
+            "an IANA time zone name, e.g. `UTC` or `America/New_York`",
+        )
+        .unwrap_or_default();
+    let anchors = r
+        .parse(
+            "RATE_LIMIT_QUOTA_ANCHORS",
+            |v| {
+                let mut out = Vec::new();
+                for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (t, d) = part
+                        .split_once('=')
+                        .ok_or_else(|| format!("`{part}` is not TENANT=DAY"))?;
+                    let t = TenantId::new(t.trim()).map_err(|e| format!("`{part}`: {e}"))?;
+                    let d: u8 = d
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("`{part}`: the day is not a whole number"))?;
+                    out.push((t, d));
+                }
+                Ok(out)
+            },
+            "`TENANT=DAY` entries (day of the month, 1 to 31) separated by `,`, e.g. `acme=15`",
+        )
+        .unwrap_or_default();
+    for (t, d) in anchors {
+        match calendar.clone().anchor(t.as_str(), d) {
+            Ok(c) => calendar = c,
+            Err(e) => r.problem(
+                "RATE_LIMIT_QUOTA_ANCHORS",
+                None,
+                e.reason().to_string(),
+                "days of the month between 1 and 31",
+            ),
+        }
+    }
     let endpoints = r
         .parse(
             "RATE_LIMIT_ENDPOINTS",
@@ -121,11 +164,19 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
         if let Some(q) = user {
             rules.push(Rule::new("per-user", Scope::User, q));
         }
+        if let Some((n, p)) = quota_tenant {
+            rules.push(Rule::calendar("quota-tenant", Scope::Tenant, n.get(), p));
+        }
+        if let Some((n, p)) = quota_user {
+            rules.push(Rule::calendar("quota-user", Scope::User, n.get(), p));
+        }
         rules.extend(endpoints);
         rules.push(default_rule(max, window));
     }
     let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
-    let mut b = Policy::builder().algorithm(algorithm);
+    let mut b = Policy::builder()
+        .algorithm(algorithm)
+        .quota_calendar(calendar);
     for rule in rules {
         b = b.rule(rule);
     }
@@ -323,6 +374,10 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
             let block = r
                 .block
                 .map_or_else(String::new, |b| format!(" (blocks for {b})"));
+            let block = match r.period {
+                Some(p) => format!(" per {p} (calendar){block}"),
+                None => block,
+            };
             format!("{head} = {} per {scope}{per}{shadow}{block}", r.quota)
         })
         .collect();
@@ -358,6 +413,11 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
         .map(|(t, p)| format!("{t}={p}"))
         .collect();
     push("RATE_LIMIT_TENANT_PLANS", none_or(tenants.join(",")));
+    let cal = rl.policy.quota_calendar();
+    push("RATE_LIMIT_QUOTA_TZ", cal.time_zone().to_string());
+    let mut anchors: Vec<String> = cal.anchors().map(|(t, d)| format!("{t}={d}")).collect();
+    anchors.sort();
+    push("RATE_LIMIT_QUOTA_ANCHORS", none_or(anchors.join(",")));
     push(
         "RATE_LIMIT_ALGORITHM",
         format!("{:?}", rl.policy.algorithm()).to_lowercase(),

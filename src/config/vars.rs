@@ -327,6 +327,26 @@ pub const VARS: &[VarDoc] = &[
         meaning: "rules in dry-run: recorded, never enforced, e.g. `per-tenant`",
     },
     VarDoc {
+        names: &["RATE_LIMIT_QUOTA_TENANT"],
+        default: "—",
+        meaning: "calendar quota per tenant, reset at the boundary: `10000/month` (`day`, `week`: ISO, from Monday)",
+    },
+    VarDoc {
+        names: &["RATE_LIMIT_QUOTA_USER"],
+        default: "—",
+        meaning: "calendar quota per user (or client address), e.g. `500/day`",
+    },
+    VarDoc {
+        names: &["RATE_LIMIT_QUOTA_TZ"],
+        default: "`UTC`",
+        meaning: "IANA time zone of the quotas' days, weeks and months",
+    },
+    VarDoc {
+        names: &["RATE_LIMIT_QUOTA_ANCHORS"],
+        default: "—",
+        meaning: "billing anchor days: monthly quotas of `acme=15` run from the 15th (the month's last day when shorter)",
+    },
+    VarDoc {
         names: &["RATE_LIMIT_BLOCK"],
         default: "—",
         meaning: "once a rule denies an identity, refuse it for a while: `per-user=5m, ai=1m..1h` (doubling on repeat up to the second)",
@@ -537,6 +557,8 @@ mod tests {
         ("RATE_LIMIT_ENDPOINTS", "(rate-limit rules)"),
         ("RATE_LIMIT_SHADOW", "(rate-limit rules)"),
         ("RATE_LIMIT_BLOCK", "(rate-limit rules)"),
+        ("RATE_LIMIT_QUOTA_TENANT", "(rate-limit rules)"),
+        ("RATE_LIMIT_QUOTA_USER", "(rate-limit rules)"),
     ];
 
     #[test]

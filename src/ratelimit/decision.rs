@@ -88,6 +88,8 @@ pub struct RuleDecision {
     /// The rule blocks this identity (`RATE_LIMIT_BLOCK`): it refused it earlier, or
     /// refused it now and blocks it from now on; `retry_after` is the block's end.
     pub blocked: bool,
+    /// A calendar quota's period (`reset` and `retry_after` then point at its end).
+    pub period: Option<super::Period>,
 }
 
 /// The outcome of a check; also put into request extensions by the layer.
@@ -155,6 +157,7 @@ pub(crate) fn rule_decision(name: &'static str, spec: &Spec, o: &Outcome) -> Rul
         allowed: o.allowed,
         shadow: spec.shadow,
         blocked: o.blocked,
+        period: None,
     }
 }
 

@@ -63,6 +63,7 @@ fn rule_fields(r: &RuleDecision) -> [(HeaderName, Option<HeaderValue>); 2] {
 /// Adds the most restrictive rule of a second limiter's `decision` (token budgets) to the
 /// `RateLimit-Policy` and `RateLimit` fields already there: both are lists, one item per
 /// policy, so each goes on a line of its own.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) fn append(headers: &mut HeaderMap, decision: &Decision) {
     let Some(r) = decision.most_restrictive() else {
         return;
@@ -124,7 +125,11 @@ pub(crate) fn denied<B: From<String>>(decision: &Decision, legacy: bool) -> Resp
     let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
     let mut retry = None;
     if let Some(r) = rule {
-        let window = humantime::format_duration(r.window);
+        let window = match r.period {
+            // A calendar quota: per day, week or month (the window only holds it).
+            Some(p) => p.to_string(),
+            None => humantime::format_duration(r.window).to_string(),
+        };
         retry = r.retry_after.map(|d| secs_ceil(d).max(1));
         let detail = match retry {
             Some(s) if r.blocked => format!(

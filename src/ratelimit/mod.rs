@@ -23,6 +23,7 @@
 mod access;
 mod algo;
 mod burst;
+mod calendar;
 mod config;
 mod decision;
 mod deny_cache;
@@ -40,6 +41,7 @@ mod store;
 pub use crate::tenant::{Identity, UserId, GLOBAL_TENANT};
 pub use access::AccessList;
 pub(crate) use access::ACCESS_LIST_FORM;
+pub use calendar::{parse_calendar_quota, Period, QuotaCalendar};
 pub(crate) use config::default_rule;
 pub use config::RateLimitConfig;
 pub use decision::{Decision, RuleDecision, Source};

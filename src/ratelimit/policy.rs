@@ -36,6 +36,7 @@ pub struct Policy {
     costs: Vec<(EndpointPattern, NonZeroU32)>,
     plans: HashMap<String, HashMap<String, Quota>>,
     tenant_plans: HashMap<String, String>,
+    calendar: super::QuotaCalendar,
 }
 
 /// Builds a [`Policy`]; [`build`](PolicyBuilder::build) validates it.
@@ -95,6 +96,13 @@ impl PolicyBuilder {
     /// Makes a named rule shadow-only (dry run).
     pub fn shadow(mut self, rule: &str) -> Self {
         self.shadow.push(rule.to_string());
+        self
+    }
+
+    /// Where the periods of calendar quotas fall ([`Rule::calendar`]): time zone and
+    /// billing anchor days (default: UTC, months from the 1st).
+    pub fn quota_calendar(mut self, calendar: super::QuotaCalendar) -> Self {
+        self.policy.calendar = calendar;
         self
     }
 
@@ -319,7 +327,12 @@ impl Policy {
         cfg.policy.clone()
     }
 
-    /// The rules, in order.
+    /// Where the periods of calendar quotas fall.
+    pub fn quota_calendar(&self) -> &super::QuotaCalendar {
+        &self.calendar
+    }
+
+    /// The rules.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }

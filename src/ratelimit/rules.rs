@@ -414,6 +414,10 @@ pub struct Rule {
     /// Once this rule denies an identity, it refuses it for this long
     /// (`RATE_LIMIT_BLOCK`; `None`: only while over the limit).
     pub block: Option<Block>,
+    /// A calendar quota: the limit holds per day, week or month (in the policy's
+    /// [`QuotaCalendar`](super::QuotaCalendar)), reset at the boundary, instead of per
+    /// sliding window.
+    pub period: Option<super::Period>,
 }
 
 impl Rule {
@@ -434,7 +438,31 @@ impl Rule {
             algorithm: None,
             shadow: false,
             block: None,
+            period: None,
         }
+    }
+
+    /// A calendar quota: `limit` units per `period` of the policy's calendar, for `scope`.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Period, Rule, Scope};
+    /// let r = Rule::calendar("quota-tenant", Scope::Tenant, 10_000, Period::Month);
+    /// assert_eq!((r.quota.limit.get(), r.period), (10_000, Some(Period::Month)));
+    /// ```
+    ///
+    /// # Panics
+    /// If `limit` is 0.
+    pub fn calendar(
+        name: impl Into<String>,
+        scope: Scope,
+        limit: u32,
+        period: super::Period,
+    ) -> Self {
+        let mut r = Self::new(name, scope, Quota::new(limit, period.window()));
+        // Counted in a compact window at least as long as the period (see `calendar`).
+        r.algorithm = Some(Algorithm::Compact);
+        r.period = Some(period);
+        r
     }
 
     /// Parses one entry of `RATE_LIMIT_ENDPOINTS`, `[name:] METHOD /route = LIMIT/WINDOW`:

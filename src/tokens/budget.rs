@@ -208,11 +208,13 @@ impl Reservation {
 
     /// From now on, dropped unsettled means used as reserved (the upstream has started),
     /// not refunded.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn keep_if_dropped(&mut self) {
         self.keep = true;
     }
 
     /// The settlement as a task of its own (`'static`): for a body dropped mid-response.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn settle_later(
         mut self,
         used: u64,

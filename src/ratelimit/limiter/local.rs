@@ -48,6 +48,7 @@ impl RateLimiter {
                 allowed: false,
                 shadow: false,
                 blocked: false,
+                period: None,
             }],
             at_ms: None,
             overflowed: 0,
@@ -104,6 +105,7 @@ impl RateLimiter {
         for (idx, (rule, spec)) in inner.policy.rules().iter().zip(specs).enumerate() {
             if rule.applies(c.method, c.route) {
                 let (key, owner) = self.mem_key(rule, inner.rule_hashes[idx], &parts);
+                let key = self.counter_hash(rule, key, c.tenant);
                 rules.push(MemRule {
                     key,
                     owner,

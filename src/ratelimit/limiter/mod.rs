@@ -1,6 +1,7 @@
 //! [`RateLimiter`]: decides a request against every applicable rule in one step.
 
 mod local;
+mod quota;
 mod remote;
 mod reset;
 mod settle;
@@ -100,6 +101,9 @@ pub struct LimiterOptions {
     /// Most counters whose last Redis answer (and units admitted during an outage) this
     /// instance remembers for the `local` outage mode.
     pub outage_keys: usize,
+    /// The clock calendar quotas take their periods from (`None`: the memory backend's
+    /// clock, else the system clock).
+    pub clock: Option<Arc<dyn crate::clock::Clock>>,
 }
 
 impl Default for LimiterOptions {
@@ -111,7 +115,17 @@ impl Default for LimiterOptions {
             deny_cache: 10_000,
             memory_max_keys: 1_000_000,
             outage_keys: 100_000,
+            clock: None,
         }
+    }
+}
+
+impl LimiterOptions {
+    /// With calendar quotas' periods taken from `clock` (tests move it across a boundary).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
+        self.clock = Some(clock);
+        self
     }
 }
 
@@ -147,6 +161,8 @@ struct Inner {
     rule_hashes: Vec<u64>,
     /// Whether any rule counts per endpoint (then checks hash the endpoint).
     any_per_endpoint: bool,
+    /// The current periods of calendar quotas (`None`: the policy has none).
+    quotas: Option<super::calendar::QuotaClock>,
     /// Algorithm parameters of each rule's base quota.
     base_specs: Vec<Spec>,
     /// The same under each plan tier's overrides, computed once: a check copies nothing.
@@ -286,6 +302,18 @@ impl RateLimiter {
             .collect();
         let shared = store::shared(&backend);
         let batcher = shared.as_ref().and_then(Batcher::for_store);
+        let quotas = policy.rules().iter().any(|r| r.period.is_some()).then(|| {
+            let clock = options
+                .clock
+                .clone()
+                .or_else(|| match &backend {
+                    Backend::Memory(m) => Some(m.clock_arc()),
+                    #[cfg(feature = "redis")]
+                    Backend::Redis(_) => None,
+                })
+                .unwrap_or_else(|| Arc::new(crate::clock::SystemClock::new()));
+            super::calendar::QuotaClock::new(policy.quota_calendar().clone(), clock)
+        });
         Self {
             inner: Arc::new(Inner {
                 backend,
@@ -317,6 +345,7 @@ impl RateLimiter {
                 rule_names,
                 rule_hashes,
                 any_per_endpoint,
+                quotas,
                 base_specs,
                 plan_specs,
             }),
@@ -380,7 +409,7 @@ impl RateLimiter {
         let (kind, id) = Self::identity_parts(a.rule, c);
         self.inner.keys.ratelimit(
             c.tenant,
-            a.name,
+            &self.counter_name(a.rule, a.name, c.tenant),
             kind,
             id,
             a.per_endpoint().then_some(endpoint),
@@ -453,14 +482,16 @@ impl RateLimiter {
         // The match ends before the await: only the boxed Redis future lives across it,
         // so the future of an in-process check stays a few words (it is moved around).
         let remote = match self.decide_local(c, true) {
-            Local::Done(d) => {
+            Local::Done(mut d) => {
+                self.quota_times(c, &mut d);
                 self.record(&d);
                 return d;
             }
             // Boxed: the Redis path's large state machine is built only when needed.
             Local::Remote(applied) => Box::pin(self.decide_remote(c, applied, true)),
         };
-        let d = remote.await;
+        let mut d = remote.await;
+        self.quota_times(c, &mut d);
         self.record(&d);
         d
     }
@@ -469,10 +500,15 @@ impl RateLimiter {
     pub async fn peek(&self, c: &Check<'_>) -> Decision {
         let c = &as_get(c);
         let remote = match self.decide_local(c, false) {
-            Local::Done(d) => return d,
+            Local::Done(mut d) => {
+                self.quota_times(c, &mut d);
+                return d;
+            }
             Local::Remote(applied) => Box::pin(self.decide_remote(c, applied, false)),
         };
-        remote.await
+        let mut d = remote.await;
+        self.quota_times(c, &mut d);
+        d
     }
 
     /// Counts a request an access list decided (in the decisions metric, by its source).

@@ -59,6 +59,7 @@ impl RateLimiter {
                             allowed: false,
                             shadow: false,
                             blocked: false,
+                            period: None,
                         }],
                         at_ms: None,
                         overflowed: 0,
@@ -128,7 +129,9 @@ impl RateLimiter {
                 let now = Instant::now();
                 if let Some(deny) = &inner.deny {
                     for ((a, &h), o) in applied.iter().zip(&hashes).zip(&outs) {
-                        if !a.spec.shadow {
+                        // A calendar quota's window outlasts its period: its waits are
+                        // the period's end, which the deny cache does not know.
+                        if !a.spec.shadow && a.rule.period.is_none() {
                             deny.learn(h, o, sent);
                         }
                     }
@@ -243,7 +246,7 @@ impl RateLimiter {
         let (kind, id) = Self::identity_parts(a.rule, c);
         self.inner.keys.ratelimit_block(
             c.tenant,
-            a.name,
+            &self.counter_name(a.rule, a.name, c.tenant),
             kind,
             id,
             a.per_endpoint().then_some(endpoint),
@@ -270,6 +273,7 @@ impl RateLimiter {
             allowed,
             shadow: a.spec.shadow,
             blocked: false,
+            period: None,
         };
         match (self.inner.options.outage, &self.inner.outage_mem) {
             (OutageMode::Local, Some(m)) => {
@@ -302,6 +306,7 @@ impl RateLimiter {
                             allowed: o.allowed,
                             shadow: a.spec.shadow,
                             blocked: false,
+                            period: None,
                         })
                         .collect(),
                     at_ms: None,

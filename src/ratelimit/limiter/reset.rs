@@ -37,6 +37,8 @@ impl RateLimiter {
         let mut n = 0;
         let keys = &self.inner.keys;
         for (r, name) in rules.filter(|(r, _)| r.scope == Scope::User) {
+            // A calendar quota's counter of the current period.
+            let name = &*self.counter_name(r, name, tenant);
             // The counters, and their blocks (not counted in `n`).
             if r.per_endpoint {
                 for kind_of in [KeyKind::RateLimit, KeyKind::RateLimitBlock] {
