@@ -133,6 +133,8 @@ pub enum KeyKind {
     CacheGen,
     /// Leases of requests in flight (concurrency limits).
     Concurrency,
+    /// Tenants' limits changed at runtime (`tenant-guard limits`).
+    Limits,
 }
 
 impl KeyKind {
@@ -166,6 +168,7 @@ impl KeyKind {
             b"lock" => Self::Lock,
             b"cache-gen" => Self::CacheGen,
             b"concurrency" => Self::Concurrency,
+            b"limits" => Self::Limits,
             _ => return None,
         })
     }
@@ -181,6 +184,7 @@ impl KeyKind {
             Self::Ai => "ai",
             Self::Cache => "cache",
             Self::Concurrency => "concurrency",
+            Self::Limits => "limits",
             Self::Lock => "lock",
             Self::CacheGen => "cache-gen",
         }

@@ -32,10 +32,11 @@ use tenant_guard::backend::{Backend, BackendError};
 use tenant_guard::cache::{Cache, CacheLayer};
 use tenant_guard::concurrency::{ConcurrencyLayer, ConcurrencyLimiter};
 use tenant_guard::config::{Config, Secret};
+use tenant_guard::keys::Keys;
 use tenant_guard::metrics::Metrics;
 use tenant_guard::ops;
 use tenant_guard::problem::Problem;
-use tenant_guard::ratelimit::{Decision, RateLimitLayer, RateLimiter};
+use tenant_guard::ratelimit::{Decision, LimitStore, RateLimitLayer, RateLimiter};
 use tenant_guard::session::{Session, SessionError, SessionLayer, SessionStore};
 use tenant_guard::tenant::{TenantId, TenantLayer};
 use tenant_guard::tokens::{TokenBudget, TokenLayer};
@@ -95,6 +96,12 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         rt.spawn(async move { check.check_deployment().await });
     }
     let limiter = RateLimiter::from_config(config, backend.clone(), &metrics);
+    // Tenants' limits changed at runtime (`tenant-guard limits set`), applied within a
+    // second; the watch lives as long as the router.
+    let watch = backend.is_shared().then(|| {
+        let store = LimitStore::new(backend.clone(), &Keys::new(config.key_prefix.clone()));
+        std::sync::Arc::new(limiter.watch_limits(store, Duration::from_millis(500)))
+    });
     let sessions = SessionStore::from_config(config, backend.clone(), &metrics);
     let cache = Cache::from_config(config, backend.clone(), &metrics);
     let routes = Router::new()
@@ -150,6 +157,7 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         .layer(SessionLayer::from_config(&config.session, sessions).expose_user(true))
         .layer(TenantLayer::from_config(&config.tenant))
         .layer(Extension(cache))
+        .layer(Extension(watch))
         .merge(ops::router_with_token(
             backend,
             metrics,

@@ -51,6 +51,9 @@ enum Command {
     /// Exits 0 when the configuration is valid, 2 when any variable is invalid (all
     /// problems are listed).
     Config(cmd::config::ConfigArgs),
+    /// Change a tenant's rate limits at runtime, in Redis: every instance applies them
+    /// within a second (`set TENANT per-tenant=5000/1m plan=pro`, `get`, `clear`, `list`).
+    Limits(cmd::limits::LimitsArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,5 +63,6 @@ fn main() -> ExitCode {
         Command::Load(args) => cmd::load::run(args),
         Command::Size(args) => cmd::size::run(args),
         Command::Config(args) => cmd::config::run(args),
+        Command::Limits(args) => cmd::limits::run(args),
     }
 }

@@ -31,6 +31,7 @@ pub(crate) mod headers;
 mod identity;
 mod layer;
 mod limiter;
+mod limits;
 mod outage;
 mod policy;
 pub mod rules;
@@ -47,10 +48,13 @@ pub use config::RateLimitConfig;
 pub use decision::{Decision, RuleDecision, Source};
 pub use identity::{ClientAddr, ForwardedHeader, IdentityConfig, MAX_HEADER_USER_LEN};
 pub use layer::{RateLimitLayer, UNMATCHED_ROUTE};
+pub use limiter::LimitWatch;
 pub use limiter::{Check, LimiterOptions, RateLimiter};
+pub use limits::TenantLimits;
 pub use outage::OutageMode;
 pub use policy::{Policy, PolicyBuilder, PolicyError, PolicyProblem};
 pub use rules::{
     Algorithm, Block, EndpointPattern, Quota, Rule, Scope, COMPACT_BUCKETS, MAX_EXACT_LIMIT,
 };
 pub use service::RateLimitService;
+pub use store::limits::LimitStore;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 pub(crate) mod config;
 pub(crate) mod demo;
+pub(crate) mod limits;
 pub(crate) mod load;
 mod report;
 pub(crate) mod serve;

@@ -84,7 +84,7 @@ impl RateLimiter {
             if o.overflow && commit {
                 self.overflowed(mem, r.idx);
             }
-            decisions.push(rule_decision(inner.rule_names[r.idx], r.spec, o));
+            decisions.push(rule_decision(inner.rule_names[r.idx], &r.spec, o));
         }
         Decision {
             allowed,
@@ -97,19 +97,19 @@ impl RateLimiter {
     }
 
     /// The in-process counters of the rules that apply to a check.
-    pub(super) fn mem_rules(&self, c: &Check<'_>) -> Rules<MemRule<'_>> {
+    pub(super) fn mem_rules(&self, c: &Check<'_>) -> Rules<MemRule> {
         let inner = &*self.inner;
         let specs = self.specs(c);
         let parts = self.key_parts(c, inner.any_per_endpoint);
-        let mut rules: Rules<MemRule<'_>> = SmallVec::new();
-        for (idx, (rule, spec)) in inner.policy.rules().iter().zip(specs).enumerate() {
+        let mut rules: Rules<MemRule> = SmallVec::new();
+        for (idx, (rule, spec)) in inner.policy.rules().iter().zip(specs.iter()).enumerate() {
             if rule.applies(c.method, c.route) {
                 let (key, owner) = self.mem_key(rule, inner.rule_hashes[idx], &parts);
                 let key = self.counter_hash(rule, key, c.tenant);
                 rules.push(MemRule {
                     key,
                     owner,
-                    spec,
+                    spec: *spec,
                     idx,
                 });
             }

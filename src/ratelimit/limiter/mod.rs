@@ -1,6 +1,7 @@
 //! [`RateLimiter`]: decides a request against every applicable rule in one step.
 
 mod local;
+mod overrides;
 mod quota;
 mod remote;
 mod reset;
@@ -31,6 +32,8 @@ use crate::backend::Backend;
 use crate::keys::{Keys, RedisKey};
 use crate::metrics::{DecisionLabels, Metrics, RuleLabels};
 use governor::Quota as GQuota;
+pub use overrides::LimitWatch;
+use overrides::Specs;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -161,6 +164,10 @@ struct Inner {
     rule_hashes: Vec<u64>,
     /// Whether any rule counts per endpoint (then checks hash the endpoint).
     any_per_endpoint: bool,
+    /// Tenants' limits changed at runtime, and whether there are any (checks skip the
+    /// lock when there are none).
+    overrides: std::sync::RwLock<overrides::Overrides>,
+    any_overrides: std::sync::atomic::AtomicBool,
     /// The current periods of calendar quotas (`None`: the policy has none).
     quotas: Option<super::calendar::QuotaClock>,
     /// Algorithm parameters of each rule's base quota.
@@ -208,6 +215,9 @@ impl fmt::Debug for RateLimiter {
 }
 
 /// Outcome of the in-process part of a decision.
+// A return value consumed at once (never stored): boxing the larger variant would cost an
+// allocation per Redis check for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Local<'p> {
     /// Decided.
     Done(Decision),
@@ -226,8 +236,8 @@ struct KeyParts {
 struct Applied<'p> {
     rule: &'p Rule,
     name: &'static str,
-    /// Algorithm parameters of the effective quota (after plan overrides).
-    spec: &'p Spec,
+    /// Algorithm parameters of the effective quota (after plan and tenant overrides).
+    spec: Spec,
 }
 
 impl Applied<'_> {
@@ -345,6 +355,8 @@ impl RateLimiter {
                 rule_names,
                 rule_hashes,
                 any_per_endpoint,
+                overrides: Default::default(),
+                any_overrides: std::sync::atomic::AtomicBool::new(false),
                 quotas,
                 base_specs,
                 plan_specs,
@@ -375,13 +387,21 @@ impl RateLimiter {
         &self.inner.backend
     }
 
-    /// Algorithm parameters of every rule for the check's plan tier.
-    fn specs(&self, c: &Check<'_>) -> &[Spec] {
+    /// Algorithm parameters of every rule for the check: its plan tier's, or the tenant's
+    /// runtime limits (`limits set`) unless the check names a plan.
+    fn specs(&self, c: &Check<'_>) -> Specs<'_> {
         let inner = &*self.inner;
-        c.plan
-            .or_else(|| inner.policy.plan_of(c.tenant))
-            .and_then(|p| inner.plan_specs.get(p))
-            .unwrap_or(&inner.base_specs)
+        if c.plan.is_none() {
+            if let Some(own) = self.tenant_specs(c.tenant) {
+                return Specs::Tenant(own);
+            }
+        }
+        Specs::Policy(
+            c.plan
+                .or_else(|| inner.policy.plan_of(c.tenant))
+                .and_then(|p| inner.plan_specs.get(p))
+                .unwrap_or(&inner.base_specs),
+        )
     }
 
     fn applied<'p>(&'p self, c: &Check<'_>) -> Rules<Applied<'p>> {
@@ -390,9 +410,13 @@ impl RateLimiter {
         let specs = self.specs(c);
         let mut out = Rules::new();
         let rules = policy.rules().iter().zip(&inner.rule_names);
-        for ((rule, &name), spec) in rules.zip(specs) {
+        for ((rule, &name), spec) in rules.zip(specs.iter()) {
             if rule.applies(c.method, c.route) {
-                out.push(Applied { rule, name, spec });
+                out.push(Applied {
+                    rule,
+                    name,
+                    spec: *spec,
+                });
             }
         }
         out
@@ -579,7 +603,7 @@ fn build(
 ) -> Decision {
     let mut rules = Vec::with_capacity(applied.len());
     for (a, o) in applied.iter().zip(outs) {
-        rules.push(rule_decision(a.name, a.spec, o));
+        rules.push(rule_decision(a.name, &a.spec, o));
     }
     Decision {
         allowed,

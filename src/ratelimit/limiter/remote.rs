@@ -93,7 +93,7 @@ impl RateLimiter {
                 .map(|a| self.block_key(a, c, &endpoint)),
         );
         let request = Request {
-            specs: applied.iter().map(|a| *a.spec).collect(),
+            specs: applied.iter().map(|a| a.spec).collect(),
             keys,
             cost,
             mode: if commit { "check" } else { "peek" },
@@ -284,7 +284,7 @@ impl RateLimiter {
                     .map(|((a, key), &hash)| LocalRule {
                         hash,
                         key,
-                        spec: a.spec,
+                        spec: &a.spec,
                     })
                     .collect();
                 let instances = self.inner.options.instances.get();

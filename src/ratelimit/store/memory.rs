@@ -18,12 +18,12 @@ use crate::ratelimit::algo::{self, Outcome, Rules, Spec, State, Work};
 
 /// One rule of a check: its counter's key, owner and parameters.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct MemRule<'s> {
+pub(crate) struct MemRule {
     /// Hash of (tenant, rule, identity, endpoint).
     pub(crate) key: u64,
     /// Hash of (tenant, rule, identity): what `reset` matches.
     pub(crate) owner: u64,
-    pub(crate) spec: &'s Spec,
+    pub(crate) spec: Spec,
     /// The rule's position in its policy (for the caller; unused here).
     pub(crate) idx: usize,
 }
@@ -195,7 +195,7 @@ impl MemoryLimiter {
     /// per-rule outcomes go to `outs` (an out-parameter: returning it would copy it).
     pub(crate) fn decide(
         &self,
-        rules: &[MemRule<'_>],
+        rules: &[MemRule],
         cost: u32,
         commit: bool,
         outs: &mut Rules<Outcome>,
@@ -246,7 +246,7 @@ impl MemoryLimiter {
                     )
                 }
                 None => {
-                    let k = overflow_key(r.idx, r.spec);
+                    let k = overflow_key(r.idx, &r.spec);
                     let i = if commit {
                         Some(slots.get_or_insert(k, k, true, now))
                     } else {
@@ -359,7 +359,7 @@ impl MemoryLimiter {
     /// room for goes to the rule's overflow counter, as a check's would.
     pub(crate) fn adjust(
         &self,
-        rules: &[MemRule<'_>],
+        rules: &[MemRule],
         units: &[u32],
         overflowed: &[bool],
         refund_at: Option<u64>,
@@ -375,14 +375,14 @@ impl MemoryLimiter {
                 continue;
             }
             let key = if over {
-                overflow_key(r.idx, r.spec)
+                overflow_key(r.idx, &r.spec)
             } else {
                 r.key
             };
             let live = slots.find(key).filter(|&i| slots.slots[i].expires_at > now);
             if let Some(at) = refund_at {
                 if let Some(i) = live {
-                    algo::refund(r.spec, &mut slots.slots[i].state, at, u);
+                    algo::refund(&r.spec, &mut slots.slots[i].state, at, u);
                 }
                 continue;
             }
@@ -396,14 +396,14 @@ impl MemoryLimiter {
                     slots.get_or_insert(key, r.owner, false, now)
                 }
                 None => {
-                    let k = overflow_key(r.idx, r.spec);
+                    let k = overflow_key(r.idx, &r.spec);
                     slots.get_or_insert(k, k, true, now)
                 }
             };
             let slot = &mut slots.slots[i];
             let fresh = slot.expires_at <= now;
             let state = (!fresh).then_some(&mut slot.state);
-            let (w, mut out) = algo::decide(r.spec, state, now, u64::from(u), false);
+            let (w, mut out) = algo::decide(&r.spec, state, now, u64::from(u), false);
             // A compact window never holds more than twice its limit (nor more than a
             // 4-byte count): the script caps it the same way.
             let u = if r.spec.algo == crate::ratelimit::Algorithm::Compact {
@@ -414,7 +414,7 @@ impl MemoryLimiter {
             };
             if u > 0 {
                 slot.expires_at =
-                    algo::charge(r.spec, &mut slot.state, fresh, &w, u, now, &mut out)
+                    algo::charge(&r.spec, &mut slot.state, fresh, &w, u, now, &mut out)
                         .max(slot.strikes_until);
             }
         }

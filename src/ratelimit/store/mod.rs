@@ -10,6 +10,7 @@
 //! is a round trip away, named by [`RedisKey`]s, and decides many checks per call.
 
 pub(crate) mod batch;
+pub(crate) mod limits;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 mod redis;

@@ -12,7 +12,7 @@ fn decide(
     cost: u32,
     commit: bool,
 ) -> (bool, Rules<Outcome>) {
-    let rules: Vec<MemRule<'_>> = keys
+    let rules: Vec<MemRule> = keys
         .iter()
         .zip(owners)
         .zip(specs)
@@ -20,7 +20,7 @@ fn decide(
         .map(|(idx, ((&key, &owner), spec))| MemRule {
             key,
             owner,
-            spec,
+            spec: *spec,
             idx,
         })
         .collect();

@@ -1,0 +1,98 @@
+//! `tenant-guard limits` against a real redis-server, with two `tenant-guard serve`
+//! instances watching it: a tenant's quota raised by the command is in force on both
+//! within a second, printed back by `get` and `list`, refused when it names a rule the
+//! configuration does not have, and cleared.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const VARS: &[(&str, &str)] = &[("RATE_LIMIT_TENANT", "2/10m"), ("RATE_LIMIT_MAX", "100000")];
+
+fn limits(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
+        .env_clear()
+        .envs(VARS.iter().copied())
+        .env("REDIS_URL", url)
+        .arg("limits")
+        .args(args)
+        .output()
+        .expect("run tenant-guard limits")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn limits_set_reaches_every_serving_instance() {
+    let server = common::RedisServer::start();
+    let url = server.url();
+    let mut env: Vec<(&str, &str)> = VARS.to_vec();
+    env.push(("REDIS_URL", url.as_str()));
+    let apps: Vec<common::ServeProcess> = (0..2)
+        .map(|_| common::ServeProcess::start(env!("CARGO_BIN_EXE_tenant-guard"), &env))
+        .collect();
+    let tenant = "acme";
+    let admitted = |n: usize| -> usize {
+        (0..n)
+            .filter(|i| {
+                let port = apps[i % apps.len()].port;
+                common::http(port, "GET", "/api/items", &[("X-Tenant-ID", tenant)], "").status
+                    == 200
+            })
+            .count()
+    };
+
+    let set = limits(&url, &["set", tenant, "per-tenant=5/10m"]);
+    assert!(set.status.success(), "{}", text(&set));
+    assert_eq!(
+        String::from_utf8_lossy(&set.stdout).trim(),
+        "acme: per-tenant=5/10m"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(admitted(10), 5, "both instances apply the raised quota");
+
+    let get = limits(&url, &["get", tenant]);
+    assert_eq!(
+        String::from_utf8_lossy(&get.stdout).trim(),
+        "acme: per-tenant=5/10m"
+    );
+    let list = limits(&url, &["list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("acme: per-tenant=5/10m"));
+
+    let bad = limits(&url, &["set", tenant, "nope=1/1m"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("no rule is named `nope`"),
+        "{}",
+        text(&bad)
+    );
+    let bad = limits(&url, &["set", tenant, "per-tenant"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+
+    let clear = limits(&url, &["clear", tenant]);
+    assert_eq!(
+        String::from_utf8_lossy(&clear.stdout).trim(),
+        "acme: cleared"
+    );
+    let get = limits(&url, &["get", tenant]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "");
+}
+
+#[test]
+fn limits_need_redis() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
+        .env_clear()
+        .args(["limits", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("REDIS_URL"), "{}", text(&out));
+}

@@ -1,0 +1,245 @@
+//! Limits changed at runtime: a tenant's own rule parameters (from [`TenantLimits`]),
+//! looked up per check when any tenant has some, and replaced as a whole when the
+//! store's table changes.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::Inner;
+use crate::parse::InvalidValue;
+use crate::ratelimit::algo::Spec;
+use crate::ratelimit::LimitStore;
+use crate::ratelimit::{RateLimiter, TenantLimits};
+use crate::tenant::TenantId;
+
+/// The rule parameters of a check: the policy's (a plan's or the base ones), or a tenant's
+/// own.
+pub(super) enum Specs<'a> {
+    Policy(&'a [Spec]),
+    Tenant(Arc<[Spec]>),
+}
+
+impl std::ops::Deref for Specs<'_> {
+    type Target = [Spec];
+
+    fn deref(&self) -> &[Spec] {
+        match self {
+            Self::Policy(s) => s,
+            Self::Tenant(s) => s,
+        }
+    }
+}
+
+/// Tenants' runtime limits, as given and as rule parameters.
+#[derive(Default)]
+pub(super) struct Overrides {
+    pub(super) by_tenant: HashMap<String, (TenantLimits, Arc<[Spec]>)>,
+}
+
+impl RateLimiter {
+    /// The tenant's own rule parameters, if it has runtime limits.
+    pub(super) fn tenant_specs(&self, tenant: &TenantId) -> Option<Arc<[Spec]>> {
+        let inner = &*self.inner;
+        if !inner.any_overrides.load(Ordering::Acquire) {
+            return None;
+        }
+        let o = inner
+            .overrides
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        o.by_tenant.get(tenant.as_str()).map(|(_, s)| s.clone())
+    }
+
+    /// The runtime limits of `tenant` in force here.
+    pub fn tenant_limits(&self, tenant: &TenantId) -> Option<TenantLimits> {
+        let o = self
+            .inner
+            .overrides
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        o.by_tenant.get(tenant.as_str()).map(|(l, _)| l.clone())
+    }
+
+    /// Checks `limits` against the policy (rules and plans it names must exist) and
+    /// returns the rule parameters they give.
+    pub(crate) fn specs_for(&self, limits: &TenantLimits) -> Result<Arc<[Spec]>, InvalidValue> {
+        specs_for(&self.inner, limits)
+    }
+
+    /// Whether `limits` fit this limiter's policy: every rule and plan it names exists.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// use tenant_guard::ratelimit::{RateLimiter, TenantLimits};
+    /// let config = Config::from_vars([("RATE_LIMIT_TENANT", "100/1m")]).unwrap();
+    /// let m = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &m).unwrap(), &m);
+    /// assert!(limiter.check_limits(&TenantLimits::parse("per-tenant=5/1s").unwrap()).is_ok());
+    /// let err = limiter.check_limits(&TenantLimits::parse("nope=5/1s").unwrap()).unwrap_err();
+    /// assert_eq!(err.reason(), "no rule is named `nope`");
+    /// ```
+    pub fn check_limits(&self, limits: &TenantLimits) -> Result<(), InvalidValue> {
+        self.specs_for(limits).map(|_| ())
+    }
+
+    /// Sets (or, with `None` or empty limits, clears) one tenant's runtime limits here.
+    /// Each change is logged with what changed. Refused (nothing changes) if `limits`
+    /// names a rule or plan the policy does not have.
+    pub fn set_tenant_limits(
+        &self,
+        tenant: &TenantId,
+        limits: Option<TenantLimits>,
+    ) -> Result<(), InvalidValue> {
+        let limits = limits.filter(|l| !l.is_empty());
+        let specs = limits.as_ref().map(|l| self.specs_for(l)).transpose()?;
+        let inner = &*self.inner;
+        let mut o = inner
+            .overrides
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = o.by_tenant.get(tenant.as_str()).map(|(l, _)| l.to_string());
+        match limits.zip(specs) {
+            Some((l, s)) => {
+                tracing::info!(tenant = %tenant, before = ?before, after = %l, "rate limits of a tenant changed");
+                o.by_tenant.insert(tenant.as_str().to_string(), (l, s));
+            }
+            None => {
+                if o.by_tenant.remove(tenant.as_str()).is_some() {
+                    tracing::info!(tenant = %tenant, before = ?before, "rate limits of a tenant cleared");
+                }
+            }
+        }
+        inner
+            .any_overrides
+            .store(!o.by_tenant.is_empty(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Replaces every tenant's runtime limits with `table` (what the store holds), logging
+    /// each tenant whose limits changed; entries that name unknown rules or plans are
+    /// skipped (and logged). Returns how many tenants' limits changed.
+    pub fn replace_tenant_limits(&self, table: &[(TenantId, TenantLimits)]) -> usize {
+        let current: HashMap<String, TenantLimits> = {
+            let o = self
+                .inner
+                .overrides
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            o.by_tenant
+                .iter()
+                .map(|(t, (l, _))| (t.clone(), l.clone()))
+                .collect()
+        };
+        let mut changed = 0;
+        for (t, l) in table {
+            if current.get(t.as_str()) != Some(l) {
+                match self.set_tenant_limits(t, Some(l.clone())) {
+                    Ok(()) => changed += 1,
+                    Err(e) => {
+                        tracing::warn!(tenant = %t, limits = %l, error = %e, "runtime limits ignored")
+                    }
+                }
+            }
+        }
+        for t in current.keys() {
+            if !table.iter().any(|(k, _)| k.as_str() == t) {
+                if let Ok(t) = TenantId::new(t) {
+                    let _ = self.set_tenant_limits(&t, None);
+                    changed += 1;
+                }
+            }
+        }
+        changed
+    }
+}
+
+fn specs_for(inner: &Inner, limits: &TenantLimits) -> Result<Arc<[Spec]>, InvalidValue> {
+    let policy = &inner.policy;
+    let base: &[Spec] = match &limits.plan {
+        Some(p) => inner
+            .plan_specs
+            .get(p)
+            .ok_or_else(|| format!("no plan is named `{p}`"))?,
+        None => &inner.base_specs,
+    };
+    for (r, _) in &limits.quotas {
+        if !policy.rules().iter().any(|rule| &rule.name == r) {
+            return Err(format!("no rule is named `{r}`").into());
+        }
+    }
+    let specs: Vec<Spec> = policy
+        .rules()
+        .iter()
+        .zip(base)
+        .map(
+            |(rule, spec)| match limits.quotas.iter().find(|(r, _)| r == &rule.name) {
+                Some((_, q)) => Spec::new(spec.algo, q.limit.get(), q.window_ms(), rule.shadow)
+                    .with_block(rule.block),
+                None => *spec,
+            },
+        )
+        .collect();
+    Ok(specs.into())
+}
+
+/// A running watch of a [`LimitStore`] ([`RateLimiter::watch_limits`]): stops when dropped.
+#[derive(Debug)]
+pub struct LimitWatch {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LimitWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RateLimiter {
+    /// Applies the limits in `store` now and whenever they change, until the returned
+    /// handle is dropped: the store's version is read every `every` (one `GET`), and its
+    /// table when the version moved, so a change made on any instance (or by
+    /// `tenant-guard limits set`) is in force everywhere within `every` plus a round trip.
+    /// While the store is unreachable the limits in force stay. Must be called inside a
+    /// Tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// use tenant_guard::ratelimit::{LimitStore, RateLimiter, TenantLimits};
+    /// let config = Config::from_vars([("RATE_LIMIT_TENANT", "100/1m")]).unwrap();
+    /// let metrics = Metrics::new();
+    /// let backend = Backend::from_config(&config, &metrics).unwrap();
+    /// let limiter = RateLimiter::from_config(&config, backend.clone(), &metrics);
+    /// let store = LimitStore::new(backend, &tenant_guard::keys::Keys::default());
+    /// let _watch = limiter.watch_limits(store.clone(), Duration::from_millis(50));
+    /// let acme = TenantId::new("acme").unwrap();
+    /// store.set(&acme, &TenantLimits::parse("per-tenant=5000/1m").unwrap()).await.unwrap();
+    /// tokio::time::sleep(Duration::from_millis(200)).await;
+    /// assert_eq!(limiter.tenant_limits(&acme).unwrap().to_string(), "per-tenant=5000/1m");
+    /// # }
+    /// ```
+    pub fn watch_limits(&self, store: LimitStore, every: std::time::Duration) -> LimitWatch {
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let mut seen: Option<u64> = None;
+            loop {
+                if let Ok(v) = store.version().await {
+                    if seen != Some(v) {
+                        match store.all().await {
+                            Ok(table) => {
+                                this.replace_tenant_limits(&table);
+                                seen = Some(v);
+                            }
+                            Err(e) => tracing::debug!(error = %e, "runtime limits not read"),
+                        }
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        LimitWatch { task }
+    }
+}

@@ -1,0 +1,98 @@
+//! [`TenantLimits`]: one tenant's limits changed at runtime (`tenant-guard limits set`),
+//! without a deploy: its plan tier, and the quotas of named rules.
+
+use std::fmt;
+
+use super::rules::Quota;
+use crate::parse::InvalidValue;
+
+/// One tenant's runtime limits: a plan tier (one of the policy's plans) and quotas that
+/// replace named rules' quotas, on top of the plan's.
+///
+/// ```
+/// use tenant_guard::ratelimit::TenantLimits;
+/// let l = TenantLimits::parse("plan=pro, per-tenant=5000/1m ai=20/1m").unwrap();
+/// assert_eq!(l.plan.as_deref(), Some("pro"));
+/// assert_eq!(l.quotas.len(), 2);
+/// assert_eq!(l.to_string(), "plan=pro per-tenant=5000/1m ai=20/1m");
+/// assert!(TenantLimits::parse("per-tenant").is_err());
+/// assert!(TenantLimits::parse("").unwrap().is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TenantLimits {
+    /// The tenant's plan tier (`None`: the policy's `RATE_LIMIT_TENANT_PLANS`, if any).
+    pub plan: Option<String>,
+    /// Quotas replacing named rules' quotas (`per-tenant=5000/1m`).
+    pub quotas: Vec<(String, Quota)>,
+}
+
+impl TenantLimits {
+    /// Accepted form, for error messages.
+    pub const FORM: &'static str =
+        "`RULE=LIMIT/WINDOW` and `plan=NAME` entries separated by spaces or commas, e.g. `per-tenant=5000/1m plan=pro`";
+
+    /// Parses `RULE=LIMIT/WINDOW` and `plan=NAME` entries, separated by spaces or commas.
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        let mut out = Self::default();
+        for part in s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not RULE=LIMIT/WINDOW or plan=NAME"))?;
+            if k == "plan" {
+                if v.is_empty() {
+                    return Err("`plan=` names no plan".into());
+                }
+                out.plan = Some(v.to_string());
+            } else {
+                let q = Quota::parse(v).map_err(|e| format!("`{part}`: {e}"))?;
+                out.quotas.retain(|(r, _)| r != k);
+                out.quotas.push((k.to_string(), q));
+            }
+        }
+        Ok(out)
+    }
+
+    /// With the plan tier `plan`.
+    #[must_use]
+    pub fn plan(mut self, plan: &str) -> Self {
+        self.plan = Some(plan.to_string());
+        self
+    }
+
+    /// With `rule`'s quota replaced by `quota`.
+    #[must_use]
+    pub fn quota(mut self, rule: &str, quota: Quota) -> Self {
+        self.quotas.retain(|(r, _)| r != rule);
+        self.quotas.push((rule.to_string(), quota));
+        self
+    }
+
+    /// Whether nothing is changed.
+    pub fn is_empty(&self) -> bool {
+        self.plan.is_none() && self.quotas.is_empty()
+    }
+}
+
+impl fmt::Display for TenantLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        let mut sep = |f: &mut fmt::Formatter<'_>| {
+            let s = if first { "" } else { " " };
+            first = false;
+            f.write_str(s)
+        };
+        if let Some(p) = &self.plan {
+            sep(f)?;
+            write!(f, "plan={p}")?;
+        }
+        for (r, q) in &self.quotas {
+            sep(f)?;
+            write!(f, "{r}={q}")?;
+        }
+        Ok(())
+    }
+}

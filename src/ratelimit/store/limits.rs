@@ -1,0 +1,145 @@
+//! [`LimitStore`]: where tenants' runtime limits live, so that every instance applies
+//! them — a Redis hash (`tg:limits:{global}:tenants`, tenant -> limits) and a version
+//! counter bumped with each change in the same transaction; on the memory backend the same
+//! two entries in the process's store.
+
+use crate::backend::{Backend, BackendError};
+use crate::keys::{KeyKind, Keys, RedisKey};
+use crate::ratelimit::{TenantLimits, GLOBAL_TENANT};
+use crate::tenant::TenantId;
+
+/// Tenants' runtime limits, shared by every instance on the same backend.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tenant_guard::backend::{Backend, MemoryStore};
+/// use tenant_guard::ratelimit::{LimitStore, TenantLimits};
+/// use tenant_guard::{keys::Keys, tenant::TenantId};
+/// let store = LimitStore::new(Backend::Memory(MemoryStore::new(Default::default())), &Keys::default());
+/// let acme = TenantId::new("acme").unwrap();
+/// store.set(&acme, &TenantLimits::parse("per-tenant=5000/1m").unwrap()).await.unwrap();
+/// assert_eq!(store.get(&acme).await.unwrap().unwrap().to_string(), "per-tenant=5000/1m");
+/// assert_eq!(store.version().await.unwrap(), 1);
+/// assert!(store.clear(&acme).await.unwrap());
+/// assert!(store.all().await.unwrap().is_empty());
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LimitStore {
+    backend: Backend,
+    table: RedisKey,
+    version: RedisKey,
+}
+
+/// Serialises read-modify-writes of the memory backend's table (one process).
+static MEMORY_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl LimitStore {
+    /// The store on `backend`, under `keys`' prefix.
+    pub fn new(backend: Backend, keys: &Keys) -> Self {
+        let global = TenantId::new(GLOBAL_TENANT).expect("the global tenant is valid");
+        Self {
+            backend,
+            table: keys.key(KeyKind::Limits, &global, &["tenants"]),
+            version: keys.key(KeyKind::Limits, &global, &["version"]),
+        }
+    }
+
+    /// Sets `tenant`'s limits (replacing what it had), and bumps the version.
+    pub async fn set(&self, tenant: &TenantId, limits: &TenantLimits) -> Result<(), BackendError> {
+        self.write(tenant, Some(limits.to_string()))
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes `tenant`'s limits; whether it had some.
+    pub async fn clear(&self, tenant: &TenantId) -> Result<bool, BackendError> {
+        self.write(tenant, None).await
+    }
+
+    /// `tenant`'s limits, if it has some.
+    pub async fn get(&self, tenant: &TenantId) -> Result<Option<TenantLimits>, BackendError> {
+        Ok(self
+            .all()
+            .await?
+            .into_iter()
+            .find(|(t, _)| t == tenant)
+            .map(|(_, l)| l))
+    }
+
+    /// Every tenant's limits (entries that no longer parse are left out).
+    pub async fn all(&self) -> Result<Vec<(TenantId, TenantLimits)>, BackendError> {
+        let raw: Vec<(String, String)> = match &self.backend {
+            Backend::Memory(_) => self.memory_table().await?.into_iter().collect(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => {
+                let table = &self.table;
+                r.run("hgetall", |mut c| async move {
+                    redis::cmd("HGETALL").arg(table).query_async(&mut c).await
+                })
+                .await?
+            }
+        };
+        let mut out: Vec<(TenantId, TenantLimits)> = raw
+            .into_iter()
+            .filter_map(|(t, l)| Some((TenantId::new(&t).ok()?, TenantLimits::parse(&l).ok()?)))
+            .collect();
+        out.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        Ok(out)
+    }
+
+    /// How many changes the store has seen (0: none).
+    pub async fn version(&self) -> Result<u64, BackendError> {
+        let v = self.backend.get(&self.version).await?;
+        Ok(v.and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
+            .unwrap_or(0))
+    }
+
+    async fn write(&self, tenant: &TenantId, limits: Option<String>) -> Result<bool, BackendError> {
+        match &self.backend {
+            Backend::Memory(_) => {
+                let _one = MEMORY_TABLE.lock().await;
+                let mut table = self.memory_table().await?;
+                let had = match limits {
+                    Some(l) => table.insert(tenant.as_str().to_string(), l).is_some(),
+                    None => table.remove(tenant.as_str()).is_some(),
+                };
+                let json = serde_json::to_vec(&table).unwrap_or_default();
+                self.backend.set(&self.table, &json, None).await?;
+                self.backend.incr(&self.version).await?;
+                Ok(had)
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => {
+                let (table, version) = (&self.table, &self.version);
+                let t = tenant.as_str();
+                let setting = limits.is_some();
+                // One transaction: every instance that sees the new version sees the change.
+                let (changed, _): (u64, u64) = r
+                    .run("limits", |mut c| async move {
+                        let mut p = redis::pipe();
+                        p.atomic();
+                        match &limits {
+                            Some(l) => p.cmd("HSET").arg(table).arg(t).arg(l),
+                            None => p.cmd("HDEL").arg(table).arg(t),
+                        };
+                        p.cmd("INCR").arg(version);
+                        p.query_async(&mut c).await
+                    })
+                    .await?;
+                // HSET counts new fields, HDEL removed ones.
+                Ok(if setting { changed == 0 } else { changed > 0 })
+            }
+        }
+    }
+
+    async fn memory_table(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, BackendError> {
+        let raw = self.backend.get(&self.table).await?;
+        Ok(raw
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default())
+    }
+}

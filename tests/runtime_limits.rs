@@ -1,0 +1,151 @@
+//! Limits changed at runtime (`tenant-guard limits`, `LimitStore`, `set_tenant_limits`):
+//! a tenant's quota or plan changed without a deploy — at once on the instance that
+//! changed it, within a second on every other instance watching the store (one Redis node,
+//! the cluster) — refused when it names a rule or plan that does not exist, and cleared.
+
+mod common;
+
+use std::time::Duration;
+
+use tenant_guard::backend::Backend;
+use tenant_guard::config::Config;
+use tenant_guard::keys::Keys;
+use tenant_guard::metrics::Metrics;
+use tenant_guard::ratelimit::{Identity, LimitStore, RateLimiter, TenantLimits};
+use tenant_guard::tenant::TenantId;
+
+use common::Target as Kind;
+
+const VARS: &[(&str, &str)] = &[
+    ("RATE_LIMIT_TENANT", "2/1m"),
+    ("RATE_LIMIT_MAX", "100000"),
+    ("RATE_LIMIT_PLANS", "pro: per-tenant=4/1m"),
+];
+
+fn instance(vars: &[(String, String)]) -> (RateLimiter, LimitStore) {
+    let config = Config::from_vars(vars.to_vec()).expect("config");
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).expect("backend");
+    let store = LimitStore::new(backend.clone(), &Keys::new(config.key_prefix.clone()));
+    (RateLimiter::from_config(&config, backend, &metrics), store)
+}
+
+/// How many of `n` checks of the tenant are admitted.
+async fn admitted(l: &RateLimiter, t: &TenantId, n: usize) -> usize {
+    let who = Identity::User("u".into());
+    let mut ok = 0;
+    for _ in 0..n {
+        ok += usize::from(
+            l.check(&common::get_check(t, &who, "/r", None))
+                .await
+                .allowed,
+        );
+    }
+    ok
+}
+
+#[tokio::test]
+async fn memory_changes_apply_at_once_and_bad_ones_are_refused() {
+    let vars: Vec<(String, String)> = VARS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (l, _store) = instance(&vars);
+    let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
+    l.set_tenant_limits(&a, Some(TenantLimits::parse("per-tenant=5/1m").unwrap()))
+        .unwrap();
+    assert_eq!(admitted(&l, &a, 10).await, 5);
+    assert_eq!(
+        admitted(&l, &b, 10).await,
+        2,
+        "other tenants keep the configuration's"
+    );
+    let err = l
+        .set_tenant_limits(&b, Some(TenantLimits::parse("nope=5/1m").unwrap()))
+        .unwrap_err();
+    assert_eq!(err.reason(), "no rule is named `nope`");
+    let err = l
+        .set_tenant_limits(&b, Some(TenantLimits::parse("plan=gold").unwrap()))
+        .unwrap_err();
+    assert_eq!(err.reason(), "no plan is named `gold`");
+    assert_eq!(
+        l.tenant_limits(&b),
+        None,
+        "a refused change changes nothing"
+    );
+    let c = TenantId::new("c").unwrap();
+    l.set_tenant_limits(&c, Some(TenantLimits::parse("plan=pro").unwrap()))
+        .unwrap();
+    assert_eq!(admitted(&l, &c, 10).await, 4, "the plan changed at runtime");
+    l.set_tenant_limits(&c, None).unwrap();
+    assert_eq!(l.tenant_limits(&c), None);
+}
+
+mod checks {
+    use super::*;
+
+    /// Three instances watch the store; a change written to it (as `tenant-guard limits
+    /// set` does) is in force on all of them a second later, and so is clearing it.
+    pub(super) async fn a_change_reaches_every_instance_within_a_second(kind: Kind) {
+        let (vars, _server) = common::target_vars(kind, VARS);
+        let instances: Vec<(RateLimiter, LimitStore)> = (0..3).map(|_| instance(&vars)).collect();
+        let _watches: Vec<_> = instances
+            .iter()
+            .map(|(l, s)| l.watch_limits(s.clone(), Duration::from_millis(500)))
+            .collect();
+        let store = &instances[0].1;
+        let t = common::unique_tenant("limits");
+        let raise = TenantLimits::parse("per-tenant=6/1m").unwrap();
+        store.set(&t, &raise).await.unwrap();
+        assert_eq!(store.get(&t).await.unwrap(), Some(raise.clone()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (i, (l, _)) in instances.iter().enumerate() {
+            assert_eq!(l.tenant_limits(&t), Some(raise.clone()), "instance {i}");
+        }
+        // The counters are shared: 6 in all, across the instances.
+        let mut ok = 0;
+        for (l, _) in &instances {
+            ok += admitted(l, &t, 3).await;
+        }
+        assert_eq!(ok, 6);
+        assert!(store.clear(&t).await.unwrap());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (l, _) in &instances {
+            assert_eq!(l.tenant_limits(&t), None);
+        }
+    }
+}
+
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod redis_single {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $check() { super::checks::$check(super::Kind::Redis).await } )*
+        }
+        mod redis_cluster {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $check() { super::checks::$check(super::Kind::Cluster).await } )*
+        }
+    };
+}
+
+conformance!(a_change_reaches_every_instance_within_a_second);
+
+/// An entry the store holds that this instance's policy cannot apply (written by an
+/// instance with other rules) is skipped, the others applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_single_unknown_rules_in_the_store_are_skipped() {
+    let (vars, _server) = common::target_vars(Kind::Redis, VARS);
+    let (l, store) = instance(&vars);
+    let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
+    store
+        .set(&a, &TenantLimits::parse("ghost=1/1m").unwrap())
+        .await
+        .unwrap();
+    store
+        .set(&b, &TenantLimits::parse("per-tenant=3/1m").unwrap())
+        .await
+        .unwrap();
+    let _watch = l.watch_limits(store, Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(l.tenant_limits(&a), None);
+    assert_eq!(admitted(&l, &b, 5).await, 3);
+}
