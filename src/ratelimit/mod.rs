@@ -22,6 +22,7 @@
 
 mod access;
 mod algo;
+mod block;
 mod burst;
 mod calendar;
 mod config;
@@ -34,6 +35,7 @@ mod limiter;
 mod limits;
 mod outage;
 mod policy;
+mod quota;
 pub mod rules;
 mod service;
 mod store;

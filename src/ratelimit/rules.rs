@@ -17,11 +17,14 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use http::Method;
 
 use crate::parse::InvalidValue;
+
+pub(crate) use super::block::parse_blocks;
+pub use super::block::Block;
+pub use super::quota::Quota;
 
 /// Largest limit of an exact-log rule: its sorted set holds one member per admitted unit.
 pub const MAX_EXACT_LIMIT: u32 = 100_000;
@@ -74,171 +77,6 @@ pub enum Scope {
     Tenant,
     /// Each user (authenticated id, else client IP) within the tenant.
     User,
-}
-
-/// `limit` units per sliding `window`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    /// Units (requests, or cost) allowed in any window.
-    pub limit: NonZeroU32,
-    /// Window length (at least 1 ms, at most [`Quota::MAX_WINDOW`]).
-    pub window: Duration,
-}
-
-impl Quota {
-    /// Accepted form, for error messages.
-    pub const FORM: &'static str =
-        "LIMIT/WINDOW with a whole LIMIT >= 1 and a duration WINDOW, e.g. `100/15m`, `1000/60`, `10/1s`";
-
-    /// Longest window: 10 years. Longer ones are refused rather than carried into time
-    /// arithmetic that has to fit in 64 bits (microseconds, governor's nanoseconds).
-    ///
-    /// ```
-    /// let ten_years = tenant_guard::ratelimit::Quota::MAX_WINDOW;
-    /// assert!(tenant_guard::ratelimit::Quota::parse("1/10y").is_ok());
-    /// assert!(tenant_guard::ratelimit::Quota::parse("1/11y").is_err());
-    /// # let _ = ten_years;
-    /// ```
-    pub const MAX_WINDOW: Duration = Duration::from_secs(315_576_000);
-
-    /// `limit` per `window`.
-    ///
-    /// # Panics
-    /// If `limit` is 0 or `window` is under 1 ms or over [`Quota::MAX_WINDOW`] (use
-    /// [`Quota::parse`] for input).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let q = tenant_guard::ratelimit::Quota::new(100, Duration::from_secs(900));
-    /// assert_eq!(q.to_string(), "100/15m");
-    /// ```
-    pub fn new(limit: u32, window: Duration) -> Self {
-        assert!(window >= Duration::from_millis(1), "window under 1 ms");
-        assert!(window <= Self::MAX_WINDOW, "window over 10 years");
-        Self {
-            limit: NonZeroU32::new(limit).expect("limit must be at least 1"),
-            window,
-        }
-    }
-
-    /// Parses `100/15m`.
-    ///
-    /// ```
-    /// let q = tenant_guard::ratelimit::Quota::parse("10/1m").unwrap();
-    /// assert_eq!(q.limit.get(), 10);
-    /// assert!(tenant_guard::ratelimit::Quota::parse("10 per minute").is_err());
-    /// ```
-    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        let (l, w) = s
-            .split_once('/')
-            .ok_or_else(|| format!("`{}` has no `/`", s.trim()))?;
-        let limit: u32 = l
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{}` is not a whole number", l.trim()))?;
-        let limit = NonZeroU32::new(limit).ok_or("the limit must be at least 1")?;
-        let window =
-            crate::parse::duration(w).map_err(|e| format!("window `{}`: {e}", w.trim()))?;
-        if window < Duration::from_millis(1) {
-            return Err("the window must be at least 1ms".into());
-        }
-        if window > Self::MAX_WINDOW {
-            return Err("the window must be at most 10 years".into());
-        }
-        Ok(Self { limit, window })
-    }
-
-    pub(crate) fn window_ms(&self) -> u64 {
-        u64::try_from(self.window.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
-}
-
-impl fmt::Display for Quota {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}",
-            self.limit,
-            humantime::format_duration(self.window)
-        )
-    }
-}
-
-/// How long a rule keeps refusing an identity it denied (`RATE_LIMIT_BLOCK`): `first` after
-/// a denial, doubled on each repeat (a denial within `max` of the previous block's end),
-/// never beyond `max`.
-///
-/// ```
-/// use std::time::Duration;
-/// use tenant_guard::ratelimit::Block;
-/// let b = Block::parse("1m..1h").unwrap();
-/// assert_eq!(b.duration(1), Duration::from_secs(60));
-/// assert_eq!(b.duration(3), Duration::from_secs(240));
-/// assert_eq!(b.duration(40), Duration::from_secs(3600));
-/// let fixed = Block::parse("5m").unwrap();
-/// assert_eq!((fixed.duration(1), fixed.duration(9)), (Duration::from_secs(300), Duration::from_secs(300)));
-/// assert!(Block::parse("1h..1m").is_err());
-/// assert_eq!(Block::parse("1m..1h").unwrap().to_string(), "1m..1h");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Block {
-    /// The first block's length.
-    pub first: Duration,
-    /// The longest block (equal to `first`: no doubling).
-    pub max: Duration,
-}
-
-impl Block {
-    /// Accepted form, for error messages.
-    pub const FORM: &'static str =
-        "a duration (`5m`), or FIRST..MAX to double on each repeat up to MAX (`1m..1h`)";
-
-    /// Parses `5m` or `1m..1h` (each between 1 ms and 10 years).
-    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        let dur = |v: &str| -> Result<Duration, InvalidValue> {
-            let d = crate::parse::duration(v).map_err(|e| format!("`{}`: {e}", v.trim()))?;
-            if d < Duration::from_millis(1) || d > Quota::MAX_WINDOW {
-                return Err(format!("`{}` is not between 1ms and 10 years", v.trim()).into());
-            }
-            Ok(d)
-        };
-        let (first, max) = match s.split_once("..") {
-            Some((a, b)) => (dur(a)?, dur(b)?),
-            None => {
-                let d = dur(s)?;
-                (d, d)
-            }
-        };
-        if max < first {
-            return Err(format!(
-                "`{}`: the longest block is shorter than the first",
-                s.trim()
-            )
-            .into());
-        }
-        Ok(Self { first, max })
-    }
-
-    /// The length of the `strike`-th block in a row (1 for the first).
-    pub fn duration(&self, strike: u32) -> Duration {
-        let doubled = self
-            .first
-            .checked_mul(1u32 << strike.saturating_sub(1).min(31))
-            .unwrap_or(self.max);
-        doubled.min(self.max)
-    }
-}
-
-impl fmt::Display for Block {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.first))?;
-        if self.max != self.first {
-            write!(f, "..{}", humantime::format_duration(self.max))?;
-        }
-        Ok(())
-    }
 }
 
 /// Matches requests by method and route template.
@@ -544,19 +382,6 @@ impl Rule {
     }
 }
 
-/// Parses `RULE=BLOCK, RULE=BLOCK` (`RATE_LIMIT_BLOCK`).
-pub(crate) fn parse_blocks(s: &str) -> Result<Vec<(String, Block)>, String> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, b) = part
-            .split_once('=')
-            .ok_or_else(|| format!("`{part}` is not RULE=DURATION"))?;
-        let b = Block::parse(b).map_err(|e| format!("`{part}`: {e}"))?;
-        out.push((name.trim().to_string(), b));
-    }
-    Ok(out)
-}
-
 /// Parses `NAME=QUOTA, NAME=QUOTA` (a plan's overrides).
 pub(crate) fn parse_overrides(s: &str) -> Result<Vec<(String, Quota)>, String> {
     let mut out = Vec::new();
@@ -605,6 +430,7 @@ pub(crate) fn parse_costs(s: &str) -> Result<Vec<(EndpointPattern, NonZeroU32)>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn quotas() {

@@ -1,5 +1,6 @@
 //! [`RateLimiter`]: decides a request against every applicable rule in one step.
 
+mod keys;
 mod local;
 mod overrides;
 mod quota;
@@ -24,17 +25,17 @@ use crate::tenant::{Identity, TenantId};
 use super::algo::Rules;
 use super::algo::{Outcome, Spec};
 use super::decision::{rule_decision, Decision, Source};
-use super::rules::{Quota, Rule, Scope};
+use super::rules::{Quota, Rule};
 use super::store::batch::Batcher;
 use super::store::memory::MemoryLimiter;
 use super::store::{self, SharedCounters};
 use crate::backend::Backend;
-use crate::keys::{Keys, RedisKey};
+use crate::keys::Keys;
 use crate::metrics::{DecisionLabels, Metrics, RuleLabels};
 use governor::Quota as GQuota;
 pub use overrides::LimitWatch;
 use overrides::Specs;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 /// One request to check.
@@ -225,13 +226,6 @@ enum Local<'p> {
     Remote(Rules<Applied<'p>>),
 }
 
-/// Hashes of a check's tenant, (tenant, identity) and endpoint.
-struct KeyParts {
-    tenant: u64,
-    user: u64,
-    endpoint: u64,
-}
-
 /// A rule as applied to one request.
 struct Applied<'p> {
     rule: &'p Rule,
@@ -420,80 +414,6 @@ impl RateLimiter {
             }
         }
         out
-    }
-
-    fn identity_parts<'a>(rule: &Rule, c: &'a Check<'_>) -> (&'static str, &'a str) {
-        match rule.scope {
-            Scope::Tenant => ("tenant", "all"),
-            Scope::User => c.identity.parts(),
-        }
-    }
-
-    fn redis_key(&self, a: &Applied<'_>, c: &Check<'_>, endpoint: &str) -> RedisKey {
-        let (kind, id) = Self::identity_parts(a.rule, c);
-        self.inner.keys.ratelimit(
-            c.tenant,
-            &self.counter_name(a.rule, a.name, c.tenant),
-            kind,
-            id,
-            a.per_endpoint().then_some(endpoint),
-        )
-    }
-
-    /// Hashes of the parts of a check that in-process counter keys are made of; the
-    /// endpoint only if `endpoint` (some rule counts per endpoint).
-    fn key_parts(&self, c: &Check<'_>, endpoint: bool) -> KeyParts {
-        let seed = &self.inner.seed;
-        let mut h = seed.build_hasher();
-        h.write(c.tenant.as_str().as_bytes());
-        let tenant = h.finish();
-        let (kind, id) = c.identity.parts();
-        let mut h = seed.build_hasher();
-        h.write_u64(tenant);
-        h.write(kind.as_bytes());
-        h.write_u8(0xff);
-        h.write(id.as_bytes());
-        let user = h.finish();
-        let endpoint = if endpoint {
-            let mut h = seed.build_hasher();
-            h.write(counted_method(c.method).as_bytes());
-            h.write_u8(b' ');
-            h.write(c.route.as_bytes());
-            h.finish()
-        } else {
-            0
-        };
-        KeyParts {
-            tenant,
-            user,
-            endpoint,
-        }
-    }
-
-    /// (key, owner) hashes of a rule's in-process counter: no string formatting on the
-    /// hot path, and each string of the check hashed once whatever the number of rules.
-    /// The owner leaves out the endpoint, so `reset` finds every per-endpoint counter.
-    fn mem_key(&self, rule: &Rule, rule_hash: u64, p: &KeyParts) -> (u64, u64) {
-        let seed = &self.inner.seed;
-        let mut h = seed.build_hasher();
-        match rule.scope {
-            Scope::Tenant => h.write_u64(p.tenant),
-            Scope::User => h.write_u64(p.user),
-        }
-        h.write_u8(rule.scope as u8);
-        h.write_u64(rule_hash);
-        let owner = h.finish();
-        if !rule.per_endpoint {
-            return (owner, owner);
-        }
-        let mut h = seed.build_hasher();
-        h.write_u64(owner);
-        h.write_u64(p.endpoint);
-        (h.finish(), owner)
-    }
-
-    fn deny_hash(&self, key: &RedisKey) -> u64 {
-        self.inner.seed.hash_one(key.as_str())
     }
 
     /// Checks a request and, if every enforced rule allows it, charges its cost to every
