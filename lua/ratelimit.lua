@@ -416,7 +416,9 @@ for _ = 1, nreq do
       -- [3] allowed, [4] retry, [5] free1, [6] reset).
       local until_ms = bkeys and bkeys[i] and tonumber(string.match(cached(bkeys[i]) or '', '^(%d+)'))
       if until_ms and until_ms > now then
-        local left = until_ms - now
+        -- Never more than the longest block, were this node's clock behind the one that
+        -- wrote it (a failover).
+        local left = math.min(until_ms - now, SKM[j])
         r = { 4, limit, false, left, left, left }
       elseif algo == 'win' then
         local bucket_us, n = SB[j], SN[j]

@@ -231,3 +231,76 @@ async fn redis_single_a_block_reaches_every_instance() {
     assert_eq!(other.status, 429, "{}", other.body);
     assert!(other.body.contains("\"blocked\":true"), "{}", other.body);
 }
+
+/// A block on a tenant-wide rule would let any client naming the tenant lock it out: the
+/// configuration refuses it, as it refuses blocks built in code outside 1 ms..10 years.
+#[test]
+fn tenant_rules_and_unbounded_blocks_are_refused() {
+    let err = Config::from_vars([
+        ("RATE_LIMIT_TENANT", "5/1m"),
+        ("RATE_LIMIT_BLOCK", "per-tenant=5m"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("RATE_LIMIT_BLOCK") && err.contains("lock the tenant out"),
+        "{err}"
+    );
+    use tenant_guard::ratelimit::{Block, Policy, Quota, Rule, Scope};
+    let unbounded = Block {
+        first: Duration::from_secs(60),
+        max: Duration::MAX,
+    };
+    let err = Policy::builder()
+        .rule(Rule::new("per-user", Scope::User, Quota::parse("5/1m").unwrap()).block(unbounded))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("block"), "{err}");
+}
+
+/// With the deny cache on (the default), a reset on one instance lifts a block on another
+/// within about a second: a blocked answer is cached for at most 1 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_single_a_reset_reaches_other_instances_deny_caches() {
+    let server = common::RedisServer::start();
+    let url = server.url();
+    let make = || {
+        let config = Config::from_vars([
+            ("REDIS_URL", url.as_str()),
+            ("RATE_LIMIT_USER", "3/400ms"),
+            ("RATE_LIMIT_BLOCK", "per-user=1h"),
+            ("RATE_LIMIT_MAX", "100000"),
+            ("RATE_LIMIT_USER_HEADER", "x-user"),
+            ("RATE_LIMIT_OUTAGE", "closed"),
+        ])
+        .unwrap();
+        let metrics = Metrics::new();
+        let limiter = RateLimiter::from_config(
+            &config,
+            Backend::from_config(&config, &metrics).unwrap(),
+            &metrics,
+        );
+        let router = Router::new()
+            .route("/r", get(|| async { "ok" }))
+            .layer(RateLimitLayer::from_config(&config, limiter.clone()))
+            .layer(TenantLayer::new(TenantResolver::header("x-tenant-id")));
+        (router, limiter)
+    };
+    let (a, la) = make();
+    let (b, _lb) = make();
+    until_refused(&b, "acme", "ann").await;
+    assert_eq!(
+        call(&b, "acme", "ann").await.status,
+        429,
+        "cached or not, blocked"
+    );
+    let t = tenant_guard::tenant::TenantId::new("acme").unwrap();
+    la.reset(&t, &Identity::User("ann".into())).await.unwrap();
+    assert_eq!(call(&a, "acme", "ann").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        call(&b, "acme", "ann").await.status,
+        200,
+        "B's cached block ended"
+    );
+}

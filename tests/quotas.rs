@@ -242,3 +242,29 @@ async fn redis_single_a_new_instance_sees_the_period_so_far() {
     );
     drop(server);
 }
+
+/// A runtime limit on a calendar quota changes its limit, never its period: set to `5/1h`,
+/// a monthly quota still holds for the month.
+#[tokio::test]
+async fn memory_runtime_limits_keep_a_quota_period() {
+    let clock = ManualClock::new();
+    clock.set_ms(ms("2026-12-01T00:00:00Z"));
+    let (l, _c, _s) = limiter(
+        Kind::Memory,
+        &[("RATE_LIMIT_QUOTA_TENANT", "2/month")],
+        &clock,
+    );
+    let t = TenantId::new("acme").unwrap();
+    l.set_tenant_limits(
+        &t,
+        Some(tenant_guard::ratelimit::TenantLimits::parse("quota-tenant=5/1h").unwrap()),
+    )
+    .unwrap();
+    let mut ok = 0;
+    for i in 0..8 {
+        ok += usize::from(check(&l, &t, &format!("u{i}")).await.allowed);
+    }
+    assert_eq!(ok, 5);
+    clock.set_ms(ms("2026-12-01T02:00:00Z"));
+    assert!(!check(&l, &t, "u9").await.allowed, "still December's quota");
+}

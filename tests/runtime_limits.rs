@@ -149,3 +149,62 @@ async fn redis_single_unknown_rules_in_the_store_are_skipped() {
     assert_eq!(l.tenant_limits(&a), None);
     assert_eq!(admitted(&l, &b, 5).await, 3);
 }
+
+/// Runtime limits that name no plan keep the tenant's configured plan as their base: a
+/// change to another rule lifts no plan restriction.
+#[tokio::test]
+async fn memory_runtime_limits_keep_the_configured_plan() {
+    let mut vars: Vec<(String, String)> = VARS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.retain(|(k, _)| k != "RATE_LIMIT_PLANS");
+    vars.push(("RATE_LIMIT_PLANS".into(), "free: per-tenant=1/1m".into()));
+    vars.push(("RATE_LIMIT_TENANT_PLANS".into(), "c=free".into()));
+    vars.push(("RATE_LIMIT_USER".into(), "100/1m".into()));
+    let (l, _store) = instance(&vars);
+    let c = TenantId::new("c").unwrap();
+    l.set_tenant_limits(&c, Some(TenantLimits::parse("per-user=50/1m").unwrap()))
+        .unwrap();
+    assert_eq!(admitted(&l, &c, 10).await, 1, "still on the free plan");
+}
+
+/// A table this version cannot read is an error, never an empty table; an entry it cannot
+/// read leaves the limits in force for that tenant.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_single_unreadable_entries_keep_the_limits_in_force() {
+    let (vars, server) = common::target_vars(Kind::Redis, VARS);
+    let server = server.unwrap();
+    let (l, store) = instance(&vars);
+    let b = TenantId::new("b").unwrap();
+    store
+        .set(&b, &TenantLimits::parse("per-tenant=3/1m").unwrap())
+        .await
+        .unwrap();
+    let _watch = l.watch_limits(store.clone(), Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(l.tenant_limits(&b).is_some());
+    server.cli(&["HSET", "tg:limits:{global}:tenants", "b", "per-tenant"]);
+    server.cli(&["INCR", "tg:limits:{global}:version"]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        l.tenant_limits(&b).unwrap().to_string(),
+        "per-tenant=3/60s",
+        "kept"
+    );
+}
+
+#[tokio::test]
+async fn memory_a_corrupt_table_is_an_error() {
+    let config = Config::default();
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).unwrap();
+    let store = LimitStore::new(backend.clone(), &Keys::default());
+    let key = Keys::default().key(
+        tenant_guard::keys::KeyKind::Limits,
+        &TenantId::new("global").unwrap(),
+        &["tenants"],
+    );
+    backend.set(&key, b"{not json", None).await.unwrap();
+    assert!(store.all().await.is_err());
+}

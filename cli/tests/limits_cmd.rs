@@ -54,7 +54,7 @@ fn limits_set_reaches_every_serving_instance() {
     assert!(set.status.success(), "{}", text(&set));
     assert_eq!(
         String::from_utf8_lossy(&set.stdout).trim(),
-        "acme: per-tenant=5/10m"
+        "acme: per-tenant=5/600s"
     );
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(admitted(10), 5, "both instances apply the raised quota");
@@ -62,10 +62,10 @@ fn limits_set_reaches_every_serving_instance() {
     let get = limits(&url, &["get", tenant]);
     assert_eq!(
         String::from_utf8_lossy(&get.stdout).trim(),
-        "acme: per-tenant=5/10m"
+        "acme: per-tenant=5/600s"
     );
     let list = limits(&url, &["list"]);
-    assert!(String::from_utf8_lossy(&list.stdout).contains("acme: per-tenant=5/10m"));
+    assert!(String::from_utf8_lossy(&list.stdout).contains("acme: per-tenant=5/600s"));
 
     let bad = limits(&url, &["set", tenant, "nope=1/1m"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));

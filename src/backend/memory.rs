@@ -94,6 +94,8 @@ impl Part {
         match KeyKind::of(key) {
             Some(KeyKind::Session) => Self::Sessions,
             Some(KeyKind::SessionIndex) => Self::SessionIndexes,
+            // Runtime limits are configuration: never evicted for cache entries.
+            Some(KeyKind::Limits) => Self::Sessions,
             _ => Self::Cache,
         }
     }

@@ -207,10 +207,12 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
                         Some(rule.as_str()),
                         format!("a comma list of rule names: {}", names.join(", ")),
                     ),
-                    PolicyProblem::UnknownBlock { rule } => (
+                    PolicyProblem::UnknownBlock { rule }
+                    | PolicyProblem::TenantBlock { rule }
+                    | PolicyProblem::BadBlock { rule } => (
                         "RATE_LIMIT_BLOCK",
                         Some(rule.as_str()),
-                        format!("blocks of rules named: {}", names.join(", ")),
+                        format!("blocks of user rules named: {}", names.join(", ")),
                     ),
                     PolicyProblem::UnknownPlanRule { .. } => (
                         "RATE_LIMIT_PLANS",

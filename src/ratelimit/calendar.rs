@@ -3,7 +3,7 @@
 //! months) rather than sliding.
 //!
 //! A quota is counted like any rule, in a compact window at least as long as its longest
-//! period, under a key that names the period (`quota-tenant@2026-11-01`): within a period
+//! period, under a key that names the period (`quota-tenant@month-2026-11-01`): within a period
 //! nothing leaves the window, and at the boundary the next period's key starts from zero.
 //! The periods come from the app's clock (every instance computes the same boundary, up to
 //! their clocks' skew); [`QuotaClock`] remembers the current one of each kind and anchor.
@@ -201,7 +201,7 @@ impl QuotaCalendar {
         Some(Span {
             start_ms: ms(start)?,
             end_ms: ms(end)?,
-            label: Arc::from(start.to_string()),
+            label: Arc::from(format!("{}-{start}", p.as_str())),
         })
     }
 }
@@ -272,7 +272,9 @@ mod tests {
 
     fn span(c: &QuotaCalendar, p: Period, anchor: u8, now: &str) -> (String, u64, u64) {
         let s = c.period(p, anchor, at(now)).unwrap();
-        (s.label.to_string(), s.start_ms, s.end_ms)
+        let (kind, day) = s.label.split_once('-').unwrap();
+        assert_eq!(kind, p.to_string(), "the label names the kind of period");
+        (day.to_string(), s.start_ms, s.end_ms)
     }
 
     #[test]

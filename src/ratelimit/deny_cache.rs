@@ -40,8 +40,15 @@ impl DenyCache {
     /// until its first unit frees.
     pub(crate) fn learn(&self, hash: u64, outcome: &Outcome, sent: Instant) {
         if outcome.remaining == 0 && outcome.free1_ms > 0 {
+            // A block is held at most a second: lifted (a reset, new limits) on another
+            // instance, it must not stay in force here until its end.
+            let hold = if outcome.blocked {
+                outcome.free1_ms.min(1000)
+            } else {
+                outcome.free1_ms
+            };
             self.entries
-                .insert(hash, sent + Duration::from_millis(outcome.free1_ms));
+                .insert(hash, sent + Duration::from_millis(hold));
         }
     }
 

@@ -7,14 +7,19 @@ use super::rules::Quota;
 use crate::parse::InvalidValue;
 
 /// One tenant's runtime limits: a plan tier (one of the policy's plans) and quotas that
-/// replace named rules' quotas, on top of the plan's.
+/// replace named rules' quotas, on top of the plan's. Rules are named as in the
+/// configuration; an endpoint rule must have a name (`ai: POST /api/ai/{*rest} = ...`) to
+/// be set here. A calendar quota takes its limit only: its period stays.
 ///
 /// ```
 /// use tenant_guard::ratelimit::TenantLimits;
 /// let l = TenantLimits::parse("plan=pro, per-tenant=5000/1m ai=20/1m").unwrap();
 /// assert_eq!(l.plan.as_deref(), Some("pro"));
 /// assert_eq!(l.quotas.len(), 2);
-/// assert_eq!(l.to_string(), "plan=pro per-tenant=5000/1m ai=20/1m");
+/// assert_eq!(l.to_string(), "plan=pro per-tenant=5000/60s ai=20/60s");
+/// // What is written reads back, whatever the window.
+/// let odd = TenantLimits::parse("per-tenant=100/90s ai=1/1500ms").unwrap();
+/// assert_eq!(TenantLimits::parse(&odd.to_string()).unwrap(), odd);
 /// assert!(TenantLimits::parse("per-tenant").is_err());
 /// assert!(TenantLimits::parse("").unwrap().is_empty());
 /// ```
@@ -91,7 +96,13 @@ impl fmt::Display for TenantLimits {
         }
         for (r, q) in &self.quotas {
             sep(f)?;
-            write!(f, "{r}={q}")?;
+            // One unit, no spaces (`90s`, not `1m 30s`): what is written reads back.
+            let ms = q.window.as_millis();
+            if ms % 1000 == 0 {
+                write!(f, "{r}={}/{}s", q.limit, ms / 1000)?;
+            } else {
+                write!(f, "{r}={}/{ms}ms", q.limit)?;
+            }
         }
         Ok(())
     }

@@ -160,6 +160,23 @@ impl PolicyBuilder {
                 None => problems.push(PolicyProblem::UnknownBlock { rule: name.clone() }),
             }
         }
+        for r in p.rules.iter().filter(|r| r.block.is_some()) {
+            let b = r.block.expect("filtered");
+            // A tenant's block refuses all its users: any client naming the tenant could
+            // lock it out. Blocks are for the identities a user rule counts.
+            if r.scope == Scope::Tenant {
+                problems.push(PolicyProblem::TenantBlock {
+                    rule: r.name.clone(),
+                });
+            }
+            // `Block`'s fields are public: one built in code skips `Block::parse`.
+            let ms = Duration::from_millis(1);
+            if b.first < ms || b.max > Quota::MAX_WINDOW || b.max < b.first {
+                problems.push(PolicyProblem::BadBlock {
+                    rule: r.name.clone(),
+                });
+            }
+        }
         let mut plans: Vec<_> = p.plans.iter().collect();
         plans.sort_by(|a, b| a.0.cmp(b.0));
         for (plan, overrides) in plans {
@@ -233,6 +250,19 @@ pub enum PolicyProblem {
     #[error("no rule is named `{rule}`")]
     UnknownShadow {
         /// The name given.
+        rule: String,
+    },
+    /// A block on a tenant-wide rule: any client naming the tenant could lock it out.
+    #[error("rule `{rule}` counts a whole tenant: blocking it would let any client lock the tenant out; block user rules")]
+    TenantBlock {
+        /// The rule.
+        rule: String,
+    },
+    /// A block shorter than 1 ms, longer than 10 years, or whose longest is shorter than
+    /// its first.
+    #[error("the block of rule `{rule}` is not between 1ms and 10 years, first <= longest")]
+    BadBlock {
+        /// The rule.
         rule: String,
     },
     /// A block (`RATE_LIMIT_BLOCK`) for a rule that does not exist.

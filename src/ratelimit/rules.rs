@@ -374,6 +374,15 @@ impl Rule {
         self
     }
 
+    /// The window `quota` is counted in under this rule: its own, except for a calendar
+    /// quota, whose window is its period's (a plan or runtime limit changes only its limit).
+    pub(crate) fn window_ms(&self, quota: &Quota) -> u64 {
+        match self.period {
+            Some(p) => u64::try_from(p.window().as_millis()).unwrap_or(u64::MAX),
+            None => quota.window_ms(),
+        }
+    }
+
     /// Whether the rule applies to a request.
     pub fn applies(&self, method: &Method, template: &str) -> bool {
         self.endpoint

@@ -281,7 +281,7 @@ impl RateLimiter {
                 .map(|r| {
                     let algo = r.algorithm.unwrap_or(policy.algorithm());
                     let q = policy.quota(r, plan);
-                    Spec::new(algo, q.limit.get(), q.window_ms(), r.shadow).with_block(r.block)
+                    Spec::new(algo, q.limit.get(), r.window_ms(&q), r.shadow).with_block(r.block)
                 })
                 .collect()
         };

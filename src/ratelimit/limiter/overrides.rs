@@ -63,8 +63,12 @@ impl RateLimiter {
 
     /// Checks `limits` against the policy (rules and plans it names must exist) and
     /// returns the rule parameters they give.
-    pub(crate) fn specs_for(&self, limits: &TenantLimits) -> Result<Arc<[Spec]>, InvalidValue> {
-        specs_for(&self.inner, limits)
+    pub(crate) fn specs_for(
+        &self,
+        tenant: Option<&TenantId>,
+        limits: &TenantLimits,
+    ) -> Result<Arc<[Spec]>, InvalidValue> {
+        specs_for(&self.inner, tenant, limits)
     }
 
     /// Whether `limits` fit this limiter's policy: every rule and plan it names exists.
@@ -80,7 +84,7 @@ impl RateLimiter {
     /// assert_eq!(err.reason(), "no rule is named `nope`");
     /// ```
     pub fn check_limits(&self, limits: &TenantLimits) -> Result<(), InvalidValue> {
-        self.specs_for(limits).map(|_| ())
+        self.specs_for(None, limits).map(|_| ())
     }
 
     /// Sets (or, with `None` or empty limits, clears) one tenant's runtime limits here.
@@ -92,7 +96,10 @@ impl RateLimiter {
         limits: Option<TenantLimits>,
     ) -> Result<(), InvalidValue> {
         let limits = limits.filter(|l| !l.is_empty());
-        let specs = limits.as_ref().map(|l| self.specs_for(l)).transpose()?;
+        let specs = limits
+            .as_ref()
+            .map(|l| self.specs_for(Some(tenant), l))
+            .transpose()?;
         let inner = &*self.inner;
         let mut o = inner
             .overrides
@@ -120,6 +127,12 @@ impl RateLimiter {
     /// each tenant whose limits changed; entries that name unknown rules or plans are
     /// skipped (and logged). Returns how many tenants' limits changed.
     pub fn replace_tenant_limits(&self, table: &[(TenantId, TenantLimits)]) -> usize {
+        self.replace_keeping(table, &[])
+    }
+
+    /// [`replace_tenant_limits`](Self::replace_tenant_limits), keeping what is in force for
+    /// the tenants in `keep` (whose entries this version cannot read).
+    fn replace_keeping(&self, table: &[(TenantId, TenantLimits)], keep: &[String]) -> usize {
         let current: HashMap<String, TenantLimits> = {
             let o = self
                 .inner
@@ -142,8 +155,10 @@ impl RateLimiter {
                 }
             }
         }
+        let listed: std::collections::HashSet<&str> =
+            table.iter().map(|(t, _)| t.as_str()).collect();
         for t in current.keys() {
-            if !table.iter().any(|(k, _)| k.as_str() == t) {
+            if !listed.contains(t.as_str()) && !keep.contains(t) {
                 if let Ok(t) = TenantId::new(t) {
                     let _ = self.set_tenant_limits(&t, None);
                     changed += 1;
@@ -154,9 +169,18 @@ impl RateLimiter {
     }
 }
 
-fn specs_for(inner: &Inner, limits: &TenantLimits) -> Result<Arc<[Spec]>, InvalidValue> {
+fn specs_for(
+    inner: &Inner,
+    tenant: Option<&TenantId>,
+    limits: &TenantLimits,
+) -> Result<Arc<[Spec]>, InvalidValue> {
     let policy = &inner.policy;
-    let base: &[Spec] = match &limits.plan {
+    // The plan given, else the one the configuration puts the tenant on.
+    let plan = limits
+        .plan
+        .as_deref()
+        .or_else(|| tenant.and_then(|t| policy.plan_of(t)));
+    let base: &[Spec] = match plan {
         Some(p) => inner
             .plan_specs
             .get(p)
@@ -174,7 +198,7 @@ fn specs_for(inner: &Inner, limits: &TenantLimits) -> Result<Arc<[Spec]>, Invali
         .zip(base)
         .map(
             |(rule, spec)| match limits.quotas.iter().find(|(r, _)| r == &rule.name) {
-                Some((_, q)) => Spec::new(spec.algo, q.limit.get(), q.window_ms(), rule.shadow)
+                Some((_, q)) => Spec::new(spec.algo, q.limit.get(), rule.window_ms(q), rule.shadow)
                     .with_block(rule.block),
                 None => *spec,
             },
@@ -228,9 +252,12 @@ impl RateLimiter {
             loop {
                 if let Ok(v) = store.version().await {
                     if seen != Some(v) {
-                        match store.all().await {
-                            Ok(table) => {
-                                this.replace_tenant_limits(&table);
+                        match store.table().await {
+                            Ok((table, unparsed)) => {
+                                for t in &unparsed {
+                                    tracing::warn!(tenant = %t, "runtime limits not readable here: the limits in force stay");
+                                }
+                                this.replace_keeping(&table, &unparsed);
                                 seen = Some(v);
                             }
                             Err(e) => tracing::debug!(error = %e, "runtime limits not read"),

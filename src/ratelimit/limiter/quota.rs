@@ -10,7 +10,7 @@ use crate::tenant::TenantId;
 
 impl RateLimiter {
     /// The counter name of `rule` (interned as `name`) for `tenant` now: a calendar quota's
-    /// is its name and period (`quota-tenant@2026-11-01`), so the next period starts empty.
+    /// is its name and period (`quota-tenant@month-2026-11-01`), so the next period starts empty.
     pub(super) fn counter_name<'a>(
         &self,
         rule: &Rule,

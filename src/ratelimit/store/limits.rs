@@ -70,6 +70,14 @@ impl LimitStore {
 
     /// Every tenant's limits (entries that no longer parse are left out).
     pub async fn all(&self) -> Result<Vec<(TenantId, TenantLimits)>, BackendError> {
+        self.table().await.map(|(ok, _)| ok)
+    }
+
+    /// Every tenant's limits, and the tenants whose entry does not parse (written by
+    /// another version: an instance keeps what it applies for them).
+    pub(crate) async fn table(
+        &self,
+    ) -> Result<(Vec<(TenantId, TenantLimits)>, Vec<String>), BackendError> {
         let raw: Vec<(String, String)> = match &self.backend {
             Backend::Memory(_) => self.memory_table().await?.into_iter().collect(),
             #[cfg(feature = "redis")]
@@ -81,12 +89,16 @@ impl LimitStore {
                 .await?
             }
         };
-        let mut out: Vec<(TenantId, TenantLimits)> = raw
-            .into_iter()
-            .filter_map(|(t, l)| Some((TenantId::new(&t).ok()?, TenantLimits::parse(&l).ok()?)))
-            .collect();
+        let mut out: Vec<(TenantId, TenantLimits)> = Vec::new();
+        let mut unparsed = Vec::new();
+        for (t, l) in raw {
+            match (TenantId::new(&t), TenantLimits::parse(&l)) {
+                (Ok(t), Ok(l)) => out.push((t, l)),
+                _ => unparsed.push(t),
+            }
+        }
         out.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        Ok(out)
+        Ok((out, unparsed))
     }
 
     /// How many changes the store has seen (0: none).
@@ -137,9 +149,12 @@ impl LimitStore {
     async fn memory_table(
         &self,
     ) -> Result<std::collections::BTreeMap<String, String>, BackendError> {
-        let raw = self.backend.get(&self.table).await?;
-        Ok(raw
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default())
+        match self.backend.get(&self.table).await? {
+            None => Ok(Default::default()),
+            // Unreadable is an error, never an empty table (which would clear every
+            // tenant's limits on every instance).
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|_| BackendError::Unsupported("the runtime limits table is corrupt")),
+        }
     }
 }

@@ -316,7 +316,9 @@ impl MemoryLimiter {
                 let dur = r.spec.block_for(slot.strikes);
                 slot.block_until = now.saturating_add(dur);
                 slot.strikes_until = slot.block_until.saturating_add(r.spec.block_max_ms);
-                slot.expires_at = slot.expires_at.max(slot.strikes_until);
+                // Pinned until the block ends; the strike count after that is soft state
+                // (a full table may drop it: the next block is then the first again).
+                slot.expires_at = slot.expires_at.max(slot.block_until);
                 out.retry_ms = out.retry_ms.map(|ms| ms.max(dur));
                 out.free1_ms = out.free1_ms.max(dur);
                 out.blocked = true;
@@ -331,7 +333,7 @@ impl MemoryLimiter {
                 let slot = &mut slots.slots[i];
                 let fresh = slot.expires_at <= now;
                 slot.expires_at = algo::charge(spec, &mut slot.state, fresh, w, cost, now, out)
-                    .max(slot.strikes_until);
+                    .max(slot.block_until);
                 if !slot.overflow {
                     slot.owner = *owner;
                 }
@@ -415,7 +417,7 @@ impl MemoryLimiter {
             if u > 0 {
                 slot.expires_at =
                     algo::charge(&r.spec, &mut slot.state, fresh, &w, u, now, &mut out)
-                        .max(slot.strikes_until);
+                        .max(slot.block_until);
             }
         }
     }
