@@ -242,7 +242,7 @@ impl RateLimiter {
     /// let acme = TenantId::new("acme").unwrap();
     /// store.set(&acme, &TenantLimits::parse("per-tenant=5000/1m").unwrap()).await.unwrap();
     /// tokio::time::sleep(Duration::from_millis(200)).await;
-    /// assert_eq!(limiter.tenant_limits(&acme).unwrap().to_string(), "per-tenant=5000/1m");
+    /// assert_eq!(limiter.tenant_limits(&acme).unwrap().to_string(), "per-tenant=5000/60s");
     /// # }
     /// ```
     pub fn watch_limits(&self, store: LimitStore, every: std::time::Duration) -> LimitWatch {

@@ -19,7 +19,7 @@ use crate::tenant::TenantId;
 /// let store = LimitStore::new(Backend::Memory(MemoryStore::new(Default::default())), &Keys::default());
 /// let acme = TenantId::new("acme").unwrap();
 /// store.set(&acme, &TenantLimits::parse("per-tenant=5000/1m").unwrap()).await.unwrap();
-/// assert_eq!(store.get(&acme).await.unwrap().unwrap().to_string(), "per-tenant=5000/1m");
+/// assert_eq!(store.get(&acme).await.unwrap().unwrap().to_string(), "per-tenant=5000/60s");
 /// assert_eq!(store.version().await.unwrap(), 1);
 /// assert!(store.clear(&acme).await.unwrap());
 /// assert!(store.all().await.unwrap().is_empty());
