@@ -352,7 +352,22 @@ for _ = 1, nreq do
           local key = KEYS[k + i]
           local r = win_state(cached(key), bucket_us, n)
           local back = r[6] - floor(at_us / bucket_us)
-          if r[7] > 0 and back >= 0 and back <= n then
+          if r[7] > 0 and back == 0 and r[8] == 0 and r[10] == 10 then
+            -- The reservation's bucket is the newest stored one and nothing has left the
+            -- window since: the total and that count are rewritten in place (as a check
+            -- in the same bucket does; SETRANGE keeps the TTL).
+            local w, raw = r[9], r[11]
+            local fmt = FMT4
+            if w == 1 then fmt = FMT1 elseif w == 2 then fmt = FMT2 end
+            local at = 10 + (r[7] - 1) * w
+            local v = upk(fmt, raw, at)
+            if c > v then c = v end
+            if c > 0 then
+              local tail = pk('<I4', r[2] - c) .. raw:sub(10, at - 1) .. pk(fmt, v - c)
+              redis.call('SETRANGE', key, 5, tail)
+              cache[key] = raw:sub(1, 5) .. tail
+            end
+          elseif r[7] > 0 and back >= 0 and back <= n then
             local counts = slow().counts(r, n)
             local at = n + 1 - back
             if c > counts[at] then c = counts[at] end

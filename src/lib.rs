@@ -18,7 +18,9 @@
 //!   breaker) and a bounded, expiring memory store, behind one [`Backend`](backend::Backend).
 //! * [`ops`] — `/health`, `/health/ready`, `/cache/status` and `/metrics` routes.
 //! * [`ratelimit`] — per-tenant / user / endpoint sliding windows decided in one atomic
-//!   step, as a tower layer; exempt and deny lists.
+//!   step, as a tower layer; calendar quotas (per day, week or month, billing anchors),
+//!   blocks that outlast a denial, exempt and deny lists, and limits changed at runtime
+//!   (`tenant-guard limits`, [`ratelimit::LimitStore`]).
 //! * [`concurrency`] — caps on requests in flight per tenant, user and route, across
 //!   instances (leases that expire when their instance dies), as a tower layer.
 //! * [`tokens`] — token budgets for AI gateways: the estimate reserved on every budget at
