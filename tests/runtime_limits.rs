@@ -208,3 +208,69 @@ async fn memory_a_corrupt_table_is_an_error() {
     backend.set(&key, b"{not json", None).await.unwrap();
     assert!(store.all().await.is_err());
 }
+
+/// Exempt and deny lists changed at runtime reach every watching instance within a second,
+/// on top of the configuration's lists, and can be emptied again.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_single_runtime_access_lists_reach_every_instance() {
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::Router;
+    use tenant_guard::ratelimit::{AccessList, RateLimitLayer};
+    use tenant_guard::tenant::{TenantLayer, TenantResolver};
+    use tower::ServiceExt;
+
+    let (mut vars, _server) = common::target_vars(Kind::Redis, VARS);
+    vars.push(("RATE_LIMIT_USER_HEADER".into(), "x-user".into()));
+    let apps: Vec<(Router, LimitStore, tenant_guard::ratelimit::LimitWatch)> = (0..2)
+        .map(|_| {
+            let config = Config::from_vars(vars.clone()).unwrap();
+            let (l, store) = instance(&vars);
+            let watch = l.watch_limits(store.clone(), Duration::from_millis(500));
+            let router = Router::new()
+                .route("/r", get(|| async { "ok" }))
+                .layer(RateLimitLayer::from_config(&config, l))
+                .layer(TenantLayer::new(TenantResolver::header("x-tenant-id")));
+            (router, store, watch)
+        })
+        .collect();
+    let status = |i: usize, tenant: &str, user: &str| {
+        let app = apps[i].0.clone();
+        let req = http::Request::get("/r")
+            .header("x-tenant-id", tenant)
+            .header("x-user", user)
+            .body(Body::empty())
+            .unwrap();
+        async move { app.oneshot(req).await.unwrap().status().as_u16() }
+    };
+    let store = &apps[0].1;
+    store
+        .set_lists(
+            &AccessList::parse("tenant:internal").unwrap(),
+            &AccessList::parse("user:spammer").unwrap(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..2 {
+        assert_eq!(
+            status(i, "acme", "spammer").await,
+            403,
+            "instance {i} denies"
+        );
+    }
+    // `internal` is exempt from its 2/1m: never refused.
+    for n in 0..6 {
+        assert_eq!(status(n % 2, "internal", "u").await, 200);
+    }
+    store
+        .set_lists(&AccessList::default(), &AccessList::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        status(1, "acme", "spammer").await,
+        200,
+        "the deny list was emptied"
+    );
+}

@@ -9,7 +9,11 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-const VARS: &[(&str, &str)] = &[("RATE_LIMIT_TENANT", "2/10m"), ("RATE_LIMIT_MAX", "100000")];
+const VARS: &[(&str, &str)] = &[
+    ("RATE_LIMIT_TENANT", "2/10m"),
+    ("RATE_LIMIT_MAX", "100000"),
+    ("RATE_LIMIT_USER_HEADER", "X-User-ID"),
+];
 
 fn limits(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tenant-guard"))
@@ -75,6 +79,26 @@ fn limits_set_reaches_every_serving_instance() {
         text(&bad)
     );
     let bad = limits(&url, &["set", tenant, "per-tenant"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+
+    let deny = limits(&url, &["deny", "user:spammer"]);
+    assert!(deny.status.success(), "{}", text(&deny));
+    let lists = limits(&url, &["lists"]);
+    assert!(
+        String::from_utf8_lossy(&lists.stdout).contains("deny: user:spammer"),
+        "{}",
+        text(&lists)
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let r = common::http(
+        apps[1].port,
+        "GET",
+        "/api/items",
+        &[("X-Tenant-ID", "other"), ("X-User-ID", "spammer")],
+        "",
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let bad = limits(&url, &["exempt", "planet:mars"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 
     let clear = limits(&url, &["clear", tenant]);

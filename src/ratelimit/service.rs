@@ -113,18 +113,34 @@ where
             // is not (a client names its tenant, and the per-client rule limits it whatever
             // it names). Exempt by address: every rule is skipped.
             let mut exempt = None;
-            if !layer.exempt.is_empty() || !layer.deny.is_empty() {
+            // The lists set at runtime (`tenant-guard limits exempt|deny`), on top.
+            let runtime = layer.limiter.runtime_lists();
+            if !layer.exempt.is_empty() || !layer.deny.is_empty() || runtime.is_some() {
                 // A trusted proxy's own address is no client's: a request it sends without
                 // a forwarding header matches no `ip:` entry.
-                let client = (layer.exempt.has_addresses() || layer.deny.has_addresses())
+                let addresses = layer.exempt.has_addresses()
+                    || layer.deny.has_addresses()
+                    || runtime == Some(true);
+                let client = addresses
                     .then(|| layer.identity.client_ip(&parts, peer(&parts)))
                     .flatten()
                     .filter(|ip| !layer.identity.is_trusted(*ip));
-                if let Some(kind) = layer.deny.matches(&tenant, &identity, client) {
+                let (runtime_deny, runtime_exempt) = match runtime {
+                    Some(_) => layer.limiter.runtime_match(&tenant, &identity, client),
+                    None => (None, None),
+                };
+                if let Some(kind) = layer
+                    .deny
+                    .matches(&tenant, &identity, client)
+                    .or(runtime_deny)
+                {
                     layer.limiter.record_listed(&listed(Source::DenyList));
                     return Ok(refused_by_list(kind));
                 }
-                exempt = layer.exempt.matches(&tenant, &identity, client);
+                exempt = layer
+                    .exempt
+                    .matches(&tenant, &identity, client)
+                    .or(runtime_exempt);
             }
             if let (Some(per_client), false) = (&layer.per_client, exempt == Some("ip")) {
                 let who = match layer.identity.client(&parts, peer(&parts)) {

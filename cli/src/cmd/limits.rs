@@ -8,7 +8,7 @@ use tenant_guard::backend::Backend;
 use tenant_guard::config::Config;
 use tenant_guard::keys::Keys;
 use tenant_guard::metrics::Metrics;
-use tenant_guard::ratelimit::{LimitStore, RateLimiter, TenantLimits};
+use tenant_guard::ratelimit::{AccessList, LimitStore, RateLimiter, TenantLimits};
 use tenant_guard::tenant::TenantId;
 
 #[derive(Debug, Args)]
@@ -42,6 +42,19 @@ enum Action {
     },
     /// Print every tenant's limits.
     List,
+    /// Replace the runtime exempt list (RATE_LIMIT_EXEMPT's form: `tenant:NAME`, `user:ID`,
+    /// `ip:CIDR`, comma-separated; `""` empties it), applied on top of the configuration's.
+    Exempt {
+        /// The list.
+        list: String,
+    },
+    /// Replace the runtime deny list (same form; `""` empties it).
+    Deny {
+        /// The list.
+        list: String,
+    },
+    /// Print the runtime exempt and deny lists.
+    Lists,
 }
 
 pub(crate) fn run(args: LimitsArgs) -> ExitCode {
@@ -127,6 +140,36 @@ async fn limits(action: Action) -> ExitCode {
             for (t, l) in all {
                 println!("{t}: {l}");
             }
+        }),
+        Action::Exempt { list } | Action::Deny { list } if AccessList::parse(&list).is_err() => {
+            let e = AccessList::parse(&list)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Action::Exempt { list } => match store.lists().await {
+            Ok((_, deny)) => {
+                let exempt = AccessList::parse(&list).unwrap_or_default();
+                store.set_lists(&exempt, &deny).await.map(|()| {
+                    println!("exempt: {}", exempt.to_env());
+                })
+            }
+            Err(e) => Err(e),
+        },
+        Action::Deny { list } => match store.lists().await {
+            Ok((exempt, _)) => {
+                let deny = AccessList::parse(&list).unwrap_or_default();
+                store.set_lists(&exempt, &deny).await.map(|()| {
+                    println!("deny: {}", deny.to_env());
+                })
+            }
+            Err(e) => Err(e),
+        },
+        Action::Lists => store.lists().await.map(|(exempt, deny)| {
+            println!("exempt: {}", exempt.to_env());
+            println!("deny: {}", deny.to_env());
         }),
     };
     match done {

@@ -169,6 +169,10 @@ struct Inner {
     /// lock when there are none).
     overrides: std::sync::RwLock<overrides::Overrides>,
     any_overrides: std::sync::atomic::AtomicBool,
+    /// Exempt and deny lists changed at runtime (`tenant-guard limits exempt|deny`), on
+    /// top of the layer's; whether any is set.
+    lists: std::sync::RwLock<overrides::RuntimeLists>,
+    any_lists: std::sync::atomic::AtomicBool,
     /// The current periods of calendar quotas (`None`: the policy has none).
     quotas: Option<super::calendar::QuotaClock>,
     /// Algorithm parameters of each rule's base quota.
@@ -351,6 +355,8 @@ impl RateLimiter {
                 any_per_endpoint,
                 overrides: Default::default(),
                 any_overrides: std::sync::atomic::AtomicBool::new(false),
+                lists: Default::default(),
+                any_lists: std::sync::atomic::AtomicBool::new(false),
                 quotas,
                 base_specs,
                 plan_specs,

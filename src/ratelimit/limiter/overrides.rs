@@ -10,7 +10,7 @@ use super::Inner;
 use crate::parse::InvalidValue;
 use crate::ratelimit::algo::Spec;
 use crate::ratelimit::LimitStore;
-use crate::ratelimit::{RateLimiter, TenantLimits};
+use crate::ratelimit::{AccessList, Identity, RateLimiter, TenantLimits};
 use crate::tenant::TenantId;
 
 /// The rule parameters of a check: the policy's (a plan's or the base ones), or a tenant's
@@ -31,6 +31,13 @@ impl std::ops::Deref for Specs<'_> {
     }
 }
 
+/// Exempt and deny lists set at runtime.
+#[derive(Default)]
+pub(super) struct RuntimeLists {
+    pub(super) exempt: AccessList,
+    pub(super) deny: AccessList,
+}
+
 /// Tenants' runtime limits, as given and as rule parameters.
 #[derive(Default)]
 pub(super) struct Overrides {
@@ -49,6 +56,66 @@ impl RateLimiter {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         o.by_tenant.get(tenant.as_str()).map(|(_, s)| s.clone())
+    }
+
+    /// Sets the exempt and deny lists that apply on top of the rate-limit layer's
+    /// (`RATE_LIMIT_EXEMPT` / `RATE_LIMIT_DENY`), here; logged when they change.
+    pub fn set_access_lists(&self, exempt: AccessList, deny: AccessList) {
+        let inner = &*self.inner;
+        let mut l = inner
+            .lists
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if l.exempt != exempt || l.deny != deny {
+            tracing::info!(exempt = %exempt.to_env(), deny = %deny.to_env(), "runtime exempt and deny lists changed");
+        }
+        let any = !exempt.is_empty() || !deny.is_empty();
+        l.exempt = exempt;
+        l.deny = deny;
+        inner.any_lists.store(any, Ordering::Release);
+    }
+
+    /// The runtime exempt and deny lists in force here.
+    pub fn access_lists(&self) -> (AccessList, AccessList) {
+        let l = self
+            .inner
+            .lists
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (l.exempt.clone(), l.deny.clone())
+    }
+
+    /// Whether runtime lists are set, and whether they hold addresses (the layer then
+    /// resolves the client address).
+    pub(crate) fn runtime_lists(&self) -> Option<bool> {
+        if !self.inner.any_lists.load(Ordering::Acquire) {
+            return None;
+        }
+        let l = self
+            .inner
+            .lists
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(l.exempt.has_addresses() || l.deny.has_addresses())
+    }
+
+    /// The runtime lists' verdict on a request: the deny entry kind that matches, else the
+    /// exempt entry kind that does.
+    pub(crate) fn runtime_match(
+        &self,
+        tenant: &TenantId,
+        identity: &Identity,
+        client: Option<std::net::IpAddr>,
+    ) -> (Option<&'static str>, Option<&'static str>) {
+        let l = self
+            .inner
+            .lists
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (
+            l.deny.matches(tenant, identity, client),
+            l.exempt.matches(tenant, identity, client),
+        )
     }
 
     /// The runtime limits of `tenant` in force here.
@@ -258,6 +325,12 @@ impl RateLimiter {
                                     tracing::warn!(tenant = %t, "runtime limits not readable here: the limits in force stay");
                                 }
                                 this.replace_keeping(&table, &unparsed);
+                                match store.lists().await {
+                                    Ok((exempt, deny)) => this.set_access_lists(exempt, deny),
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "runtime exempt and deny lists not readable here: the lists in force stay")
+                                    }
+                                }
                                 seen = Some(v);
                             }
                             Err(e) => tracing::debug!(error = %e, "runtime limits not read"),

@@ -5,7 +5,11 @@
 
 use crate::backend::{Backend, BackendError};
 use crate::keys::{KeyKind, Keys, RedisKey};
-use crate::ratelimit::{TenantLimits, GLOBAL_TENANT};
+use crate::ratelimit::{AccessList, TenantLimits, GLOBAL_TENANT};
+
+/// The table's fields of the runtime exempt and deny lists (no tenant id starts with `!`).
+const EXEMPT: &str = "!exempt";
+const DENY: &str = "!deny";
 use crate::tenant::TenantId;
 
 /// Tenants' runtime limits, shared by every instance on the same backend.
@@ -58,6 +62,32 @@ impl LimitStore {
         self.write(tenant, None).await
     }
 
+    /// Sets the exempt and deny lists every watching instance applies on top of its
+    /// layer's (empty lists: none), and bumps the version.
+    pub async fn set_lists(
+        &self,
+        exempt: &AccessList,
+        deny: &AccessList,
+    ) -> Result<(), BackendError> {
+        self.write_field(EXEMPT, Some(exempt.to_env())).await?;
+        self.write_field(DENY, Some(deny.to_env()))
+            .await
+            .map(|_| ())
+    }
+
+    /// The exempt and deny lists in the store (empty when unset). Unreadable is an error.
+    pub async fn lists(&self) -> Result<(AccessList, AccessList), BackendError> {
+        let raw = self.raw().await?;
+        let list = |name: &str| -> Result<AccessList, BackendError> {
+            match raw.iter().find(|(k, _)| k == name) {
+                None => Ok(AccessList::default()),
+                Some((_, v)) => AccessList::parse(v)
+                    .map_err(|_| BackendError::Unsupported("a runtime access list is unreadable")),
+            }
+        };
+        Ok((list(EXEMPT)?, list(DENY)?))
+    }
+
     /// `tenant`'s limits, if it has some.
     pub async fn get(&self, tenant: &TenantId) -> Result<Option<TenantLimits>, BackendError> {
         Ok(self
@@ -78,20 +108,10 @@ impl LimitStore {
     pub(crate) async fn table(
         &self,
     ) -> Result<(Vec<(TenantId, TenantLimits)>, Vec<String>), BackendError> {
-        let raw: Vec<(String, String)> = match &self.backend {
-            Backend::Memory(_) => self.memory_table().await?.into_iter().collect(),
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => {
-                let table = &self.table;
-                r.run("hgetall", |mut c| async move {
-                    redis::cmd("HGETALL").arg(table).query_async(&mut c).await
-                })
-                .await?
-            }
-        };
+        let raw = self.raw().await?;
         let mut out: Vec<(TenantId, TenantLimits)> = Vec::new();
         let mut unparsed = Vec::new();
-        for (t, l) in raw {
+        for (t, l) in raw.into_iter().filter(|(t, _)| !t.starts_with('!')) {
             match (TenantId::new(&t), TenantLimits::parse(&l)) {
                 (Ok(t), Ok(l)) => out.push((t, l)),
                 _ => unparsed.push(t),
@@ -99,6 +119,21 @@ impl LimitStore {
         }
         out.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         Ok((out, unparsed))
+    }
+
+    /// Every field of the table.
+    async fn raw(&self) -> Result<Vec<(String, String)>, BackendError> {
+        match &self.backend {
+            Backend::Memory(_) => Ok(self.memory_table().await?.into_iter().collect()),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => {
+                let table = &self.table;
+                r.run("hgetall", |mut c| async move {
+                    redis::cmd("HGETALL").arg(table).query_async(&mut c).await
+                })
+                .await
+            }
+        }
     }
 
     /// How many changes the store has seen (0: none).
@@ -109,13 +144,18 @@ impl LimitStore {
     }
 
     async fn write(&self, tenant: &TenantId, limits: Option<String>) -> Result<bool, BackendError> {
+        self.write_field(tenant.as_str(), limits).await
+    }
+
+    async fn write_field(&self, field: &str, value: Option<String>) -> Result<bool, BackendError> {
+        let (tenant, limits) = (field, value);
         match &self.backend {
             Backend::Memory(_) => {
                 let _one = MEMORY_TABLE.lock().await;
                 let mut table = self.memory_table().await?;
                 let had = match limits {
-                    Some(l) => table.insert(tenant.as_str().to_string(), l).is_some(),
-                    None => table.remove(tenant.as_str()).is_some(),
+                    Some(l) => table.insert(tenant.to_string(), l).is_some(),
+                    None => table.remove(tenant).is_some(),
                 };
                 let json = serde_json::to_vec(&table).unwrap_or_default();
                 self.backend.set(&self.table, &json, None).await?;
@@ -125,7 +165,7 @@ impl LimitStore {
             #[cfg(feature = "redis")]
             Backend::Redis(r) => {
                 let (table, version) = (&self.table, &self.version);
-                let t = tenant.as_str();
+                let t = tenant;
                 let setting = limits.is_some();
                 // One transaction: every instance that sees the new version sees the change.
                 let (changed, _): (u64, u64) = r
