@@ -4,7 +4,8 @@
 //! |-------|---------|
 //! | `GET /health` | 200 while the process serves requests (liveness) |
 //! | `GET /health/ready` | 200 when the configured backend is usable, with the measured Redis PING latency, Redis' `maxmemory_policy` and `warnings` about the deployment (a policy that may evict counters and sessions: still 200); 503 when it is not (at once while the circuit breaker is open) |
-//! | `GET /cache/status` | backend in use (`redis` / `redis-cluster` / `memory`), state (`ok` / `degraded`), key counts, breaker state, last latency and error, cache hits (L1/L2/stale), misses and hit ratio |
+//! | `GET /cache/health` | the seed deployments' check: `{"healthy": true, "backend": "redis", "message": "Cache is healthy using redis backend"}`, 200 when the backend is usable, 503 (`healthy: false`) when not |
+//! | `GET /cache/status` | backend in use (`redis` / `redis-cluster` / `memory`), state (`ok` / `degraded`), key counts, breaker state, last latency and error, cache hits (L1/L2/stale), misses and hit ratio; and the seeds' fields: `type`, `available`, `redisInfo.connected`, `redisInfo.keys`, `latencyMs`, `hitRatio` |
 //! | `GET /metrics` | Prometheus / OpenMetrics text |
 //!
 //! These routes sit outside any tenant: merge them next to (not under) the
@@ -135,6 +136,7 @@ pub fn router_with_token<S>(
     Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
+        .route("/cache/health", get(cache_health))
         .route("/cache/status", get(status))
         .route("/metrics", get(render_metrics))
         .with_state(OpsState {
@@ -158,6 +160,37 @@ async fn ready(State(st): State<OpsState>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// The seeds' `type` of a backend: `redis` (a cluster too) or `memory`.
+fn seed_type(kind: &serde_json::Value) -> &'static str {
+    match kind.as_str() {
+        Some("memory") => "memory",
+        _ => "redis",
+    }
+}
+
+/// `/cache/health` as the deployments this crate replaces check it: open like
+/// `/health/ready` (it says no more than that), 200 or 503.
+async fn cache_health(State(st): State<OpsState>) -> Response {
+    let (ready, body) = st.backend.readiness().await;
+    let backend = seed_type(&body["backend"]);
+    let (code, message) = if ready {
+        (
+            StatusCode::OK,
+            format!("Cache is healthy using {backend} backend"),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Cache is unavailable: the {backend} backend is not usable"),
+        )
+    };
+    (
+        code,
+        Json(json!({ "healthy": ready, "backend": backend, "message": message })),
+    )
+        .into_response()
+}
+
 fn cache_stats(metrics: &Metrics) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
     let t = metrics.cache_totals();
@@ -176,6 +209,18 @@ async fn status(State(st): State<OpsState>, headers: http::HeaderMap) -> Respons
     }
     let mut body = st.backend.status().await;
     body["cache"] = cache_stats(&st.metrics);
+    // The seed deployments' fields, beside ours (their monitoring reads these).
+    let kind = seed_type(&body["backend"]);
+    let available = body["state"] == "ok";
+    body["type"] = json!(kind);
+    body["available"] = json!(available);
+    body["redisInfo"] = if kind == "redis" {
+        json!({ "connected": available, "keys": body["keys"].clone() })
+    } else {
+        serde_json::Value::Null
+    };
+    body["latencyMs"] = body["redis"]["last_latency_ms"].clone();
+    body["hitRatio"] = body["cache"]["hit_ratio"].clone();
     Json(body).into_response()
 }
 
