@@ -411,14 +411,14 @@ impl Keys {
         identity: &str,
         endpoint: Option<&str>,
     ) -> RedisKey {
-        match endpoint {
-            Some(e) => self.key(
-                KeyKind::RateLimit,
-                tenant,
-                &[rule, identity_kind, identity, e],
-            ),
-            None => self.key(KeyKind::RateLimit, tenant, &[rule, identity_kind, identity]),
-        }
+        self.counter(
+            KeyKind::RateLimit,
+            tenant,
+            rule,
+            identity_kind,
+            identity,
+            endpoint,
+        )
     }
 
     /// The block of the counter [`ratelimit`](Self::ratelimit) names with the same parts:
@@ -438,17 +438,29 @@ impl Keys {
         identity: &str,
         endpoint: Option<&str>,
     ) -> RedisKey {
+        self.counter(
+            KeyKind::RateLimitBlock,
+            tenant,
+            rule,
+            identity_kind,
+            identity,
+            endpoint,
+        )
+    }
+
+    /// A rate-limit counter's key (or its block's): rule, identity, endpoint if any.
+    fn counter(
+        &self,
+        kind: KeyKind,
+        tenant: &TenantId,
+        rule: &str,
+        identity_kind: &str,
+        identity: &str,
+        endpoint: Option<&str>,
+    ) -> RedisKey {
         match endpoint {
-            Some(e) => self.key(
-                KeyKind::RateLimitBlock,
-                tenant,
-                &[rule, identity_kind, identity, e],
-            ),
-            None => self.key(
-                KeyKind::RateLimitBlock,
-                tenant,
-                &[rule, identity_kind, identity],
-            ),
+            Some(e) => self.key(kind, tenant, &[rule, identity_kind, identity, e]),
+            None => self.key(kind, tenant, &[rule, identity_kind, identity]),
         }
     }
 
