@@ -25,7 +25,7 @@
 -- then per request, starting at its offset a (3 + nrules_distinct*8 for the first):
 --   ARGV[a]     nkeys: number of its rules (its keys are the next nkeys of KEYS)
 --   ARGV[a+1]   mode: "check" (consume if every enforced rule allows), "peek" (never
---               write) or "charge" (below)
+--               write), "lease", "charge" or "refund" (below)
 --   ARGV[a+2]   cost of the request (>= 1)
 --   ARGV[a+3]   nonce, unique per request (members of the exact log)
 --   ARGV[a+4]   ncharges: 0, or nkeys when charge-back values follow the rules
@@ -37,6 +37,12 @@
 --     concerns the request's cost only.
 --   Mode "charge": apply those charges only; nothing else is written, and the reply is the
 --   state after them (as for "peek", the cost only tells what would fit).
+--   Mode "lease": a "check" whose values are not charge-backs but units to reserve: once
+--     the request is admitted, each compact rule with a value v > 0 is charged, with the
+--     cost, min(v, what is left after the cost) more units, which the caller admits in
+--     process (a lease, shorter than what is left of the current bucket: every window that
+--     holds a leased admission holds its reservation). Reserved units count as admitted.
+--     The reply of such a request ends with the units reserved per rule (0 for the rest).
 --   Mode "refund": the values take units back instead, from compact counters only (token
 --   budgets settled after the response: the estimate charged at admission was more than
 --   the real usage), each from the bucket that held time ARGV[a+3] (here the store's time
@@ -63,7 +69,8 @@
 -- blocked: already, or from this denial on), remaining, reset_ms,
 -- retry_ms, free1_ms, where reset_ms = time until all counted usage has left the window,
 -- retry_ms = time until this request's cost would fit (-1: never, cost > limit),
--- free1_ms = time until one unit frees (0 when one is free now).
+-- free1_ms = time until one unit frees (0 when one is free now); then, for a request in
+-- mode "lease", the units reserved per rule.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -321,6 +328,8 @@ local out = {}
 local a, k = first, 0
 for _ = 1, nreq do
   local nrules, mode, cost, nonce = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local leasing = (mode == 'lease')
+  local checking = (mode == 'check' or leasing)
   local sb = a + 5
   local cbase = sb + nrules
   local st = {}
@@ -340,6 +349,9 @@ for _ = 1, nreq do
     out[#out + 1] = -1
     out[#out + 1] = now
     for _ = 1, nrules * 5 do out[#out + 1] = 0 end
+    if leasing then
+      for _ = 1, nrules do out[#out + 1] = 0 end
+    end
   else
     if mode == 'refund' and tonumber(ARGV[a + 4]) > 0 then
       -- Units taken back from the bucket that held time `nonce` (see the header).
@@ -380,7 +392,7 @@ for _ = 1, nreq do
           end
         end
       end
-    elseif tonumber(ARGV[a + 4]) > 0 then
+    elseif mode ~= 'lease' and tonumber(ARGV[a + 4]) > 0 then
       -- Charge-back of units admitted elsewhere while Redis was unusable (see the header).
       for i = 1, nrules do
         local c = tonumber(ARGV[cbase + i - 1]) or 0
@@ -468,7 +480,7 @@ for _ = 1, nreq do
         local window = SW[j]
         local from = now - window
         local count
-        if mode == 'check' then
+        if checking then
           -- Drop what left the window now (a check may write), so the set's size is the count.
           redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
           count = redis.call('ZCARD', key)
@@ -487,11 +499,11 @@ for _ = 1, nreq do
       st[i] = r
     end
 
-    local commit = (mode == 'check' and all_allowed == 1)
+    local commit = (checking and all_allowed == 1)
 
     -- A refused check starts a block on each blocking rule that denied it (not already
     -- blocked), doubled if the identity's previous block ended less than block_max ago.
-    if bkeys and mode == 'check' and all_allowed == 0 then
+    if bkeys and checking and all_allowed == 0 then
       for i = 1, nrules do
         local r, bk = st[i], bkeys[i]
         if bk and r[1] ~= 4 and not r[3] then
@@ -519,6 +531,7 @@ for _ = 1, nreq do
 
     out[#out + 1] = all_allowed
     out[#out + 1] = now
+    local reserved = {}
     for i = 1, nrules do
       local j = tonumber(ARGV[sb + i - 1])
       local limit = SL[j]
@@ -531,7 +544,16 @@ for _ = 1, nreq do
       elseif r[1] == 3 then
         local bucket_us, n = SB[j], SN[j]
         if charged then
-          win_charge(key, r, cost, limit, bucket_us, n)
+          -- Mode "lease": up to the asked units more, at most what is left after the cost.
+          local extra = 0
+          if leasing and tonumber(ARGV[a + 4]) > 0 then
+            extra = tonumber(ARGV[cbase + i - 1]) or 0
+            local room = limit - r[2] - cost
+            if extra > room then extra = room end
+            if extra < 0 then extra = 0 end
+          end
+          reserved[i] = extra
+          win_charge(key, r, cost + extra, limit, bucket_us, n)
           cache[key] = r[11]
           reset = ceil(((r[6] + n + 1) * bucket_us - now_us) / 1000)
           if r[2] >= limit and r[5] == 0 then
@@ -592,6 +614,9 @@ for _ = 1, nreq do
       out[#out + 1] = reset
       out[#out + 1] = r[4]
       out[#out + 1] = r[5]
+    end
+    if leasing then
+      for i = 1, nrules do out[#out + 1] = reserved[i] or 0 end
     end
   end
   a, k = cbase + tonumber(ARGV[a + 4]), k + nrules + nblock

@@ -134,6 +134,9 @@ pub struct Metrics {
     /// Checks decided by a rule's shared overflow counter (memory backend, counter table
     /// full of live counters).
     pub(crate) ratelimit_memory_overflow: Family<RuleLabels, Counter>,
+    /// Units reserved for leases of hot counters, and unused units given back.
+    pub(crate) ratelimit_lease_reserved: Counter,
+    pub(crate) ratelimit_lease_returned: Counter,
     /// Requests refused by a concurrency cap, by scope.
     pub(crate) concurrency_denied: Family<ScopeLabels, Counter>,
     /// Leases this instance holds (requests in flight under a concurrency cap).
@@ -181,6 +184,8 @@ impl Metrics {
             ratelimit_rule_denied: Family::default(),
             ratelimit_shadow_denied: Family::default(),
             ratelimit_memory_overflow: Family::default(),
+            ratelimit_lease_reserved: Counter::default(),
+            ratelimit_lease_returned: Counter::default(),
             concurrency_denied: Family::default(),
             concurrency_in_flight: Gauge::default(),
             tokens_reserved: Counter::default(),
@@ -243,6 +248,17 @@ impl Metrics {
              because the memory backend's counter table was full of live counters \
              (TG_MEMORY_MAX_COUNTERS), by rule",
             m.ratelimit_memory_overflow.clone(),
+        );
+        registry.register(
+            "ratelimit_lease_reserved",
+            "Units of hot counters reserved in Redis for leases (RATE_LIMIT_LEASE), admitted \
+             in process from then on",
+            m.ratelimit_lease_reserved.clone(),
+        );
+        registry.register(
+            "ratelimit_lease_returned",
+            "Leased units unused when their lease ended, given back to Redis",
+            m.ratelimit_lease_returned.clone(),
         );
         registry.register(
             "concurrency_denied",

@@ -130,6 +130,21 @@ impl Script {
     /// One script call at `now` ms deciding `batch` in order (as the limiter batches checks
     /// that wait together): each decision as `RateLimiter` would report it.
     fn call(&self, now: u64, batch: &[Step], rules: &[Rule], algo: &str) -> Vec<View> {
+        self.call_full(now, batch, rules, algo)
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect()
+    }
+
+    /// [`call`](Self::call), with the units each request reserved per rule (mode `lease`;
+    /// empty otherwise).
+    fn call_full(
+        &self,
+        now: u64,
+        batch: &[Step],
+        rules: &[Rule],
+        algo: &str,
+    ) -> Vec<(View, Vec<u32>)> {
         let s = (now / 1000).to_string();
         let us = (now % 1000 * 1000).to_string();
         self.server
@@ -149,7 +164,7 @@ impl Script {
             };
             keys.extend(rules.iter().map(counter));
             // Then the block keys of the rules that block (none in charges and refunds).
-            if step.mode == "check" || step.mode == "peek" {
+            if step.mode == "check" || step.mode == "peek" || step.mode == "lease" {
                 keys.extend(
                     rules
                         .iter()
@@ -187,14 +202,24 @@ impl Script {
                     .unwrap_or_else(|_| panic!("script reply: {reply}"))
             })
             .collect();
-        let per = 2 + 5 * rules.len();
-        assert_eq!(v.len(), per * batch.len(), "script reply: {reply}");
-        v.chunks(per)
-            .map(|v| {
+        let n = rules.len();
+        let len = |s: &Step| 2 + if s.mode == "lease" { 6 * n } else { 5 * n };
+        assert_eq!(
+            v.len(),
+            batch.iter().map(len).sum::<usize>(),
+            "script reply: {reply}"
+        );
+        let mut at = 0;
+        batch
+            .iter()
+            .map(|s| {
+                let v = &v[at..at + len(s)];
+                at += v.len();
+                let reserved: Vec<u32> = v[2 + 5 * n..].iter().map(|&u| u as u32).collect();
                 assert_eq!(v[1] as u64, now, "the script's clock");
                 let mut out: Vec<_> = rules
                     .iter()
-                    .zip(v[2..].chunks(5))
+                    .zip(v[2..2 + 5 * n].chunks(5))
                     .map(|(r, x)| {
                         let allowed = x[0] == 1;
                         let retry = (!allowed && x[3] >= 0)
@@ -210,7 +235,7 @@ impl Script {
                     })
                     .collect();
                 out.sort_by(|a, b| a.0.cmp(&b.0));
-                (v[0] == 1, out)
+                ((v[0] == 1, out), reserved)
             })
             .collect()
     }
@@ -223,10 +248,10 @@ struct Step {
     route: &'static str,
     cost: u32,
     peek: bool,
-    /// `check`, `peek`, `charge` or `refund`.
+    /// `check`, `peek`, `lease`, `charge` or `refund`.
     mode: &'static str,
     nonce: String,
-    /// Units charged back or refunded on every rule (0: none).
+    /// Units charged back, refunded or (`lease`) to reserve on every rule (0: none).
     charge: u32,
 }
 
@@ -510,6 +535,141 @@ async fn compact_refunds_and_charges_mirror_memory() {
     );
     for (r, ..) in pending {
         r.settle(0).await.unwrap();
+    }
+}
+
+/// Mode `lease` (a check that also reserves units for a lease): reserves min(asked, what
+/// is left after the cost), only when the check is admitted, and leaves the counter as a
+/// check of the cost followed, at the same millisecond, by a check of the reserved units
+/// does on the memory store; unused units given back when the lease ends (a refund from
+/// the reservation's bucket) mirror a settlement of that second check. Every decision is
+/// the same on both sides. (The memory side is a token budget: its reservations settle.)
+#[tokio::test]
+async fn lease_reservations_mirror_memory() {
+    use tenant_guard::tokens::{parse_token_rule, Reservation, TokenBudget, TokenConfig};
+    let rules = [Rule {
+        name: "tokens-tenant",
+        limit: 60,
+        window_ms: 1500,
+        scope: 0,
+        block: (0, 0),
+    }];
+    let config =
+        TokenConfig::default().rule(parse_token_rule("tenant: GET /a = 60/1500ms").unwrap());
+    let clock = ManualClock::new();
+    clock.set_ms(T0);
+    let budget = TokenBudget::new(
+        Backend::Memory(MemoryStore::with_clock(
+            MemoryConfig::default(),
+            clock.clone(),
+        )),
+        Default::default(),
+        config,
+        Default::default(),
+        &Metrics::new(),
+    )
+    .unwrap();
+    let script = Script::load();
+    let tenant = TenantId::new("t").expect("tenant");
+    let who = Identity::User("u1".into());
+    let get = http::Method::GET;
+    let mut rng = Xorshift(0x5eed_0006);
+    let mut now = T0;
+    let (mut reserved_total, mut leases, mut partial, mut refused) = (0, 0, 0, 0);
+    // Admissions kept whole (settled at their cost at the end: nothing refunded).
+    let mut kept: Vec<(Reservation, u32)> = Vec::new();
+    // Leases not ended yet: memory's reservation of the leased units, the script's
+    // reservation time, the units.
+    let mut held: Vec<(Reservation, u64, u32)> = Vec::new();
+    for step in 0..1500 {
+        now += match rng.below(10) {
+            0..=5 => rng.below(3),
+            6..=8 => rng.below(300),
+            _ => rng.below(3000),
+        };
+        clock.set_ms(now);
+        if !held.is_empty() && rng.below(4) == 0 {
+            // A lease ends with some of its units used: the rest go back.
+            let (r, at, units) = held.swap_remove(rng.below(held.len() as u64) as usize);
+            let used = rng.below(u64::from(units) + 1) as u32;
+            r.settle(u64::from(used)).await.unwrap();
+            if used < units {
+                let refund = Step {
+                    index: step,
+                    user: "u1",
+                    route: "/a",
+                    cost: 1,
+                    peek: true,
+                    mode: "refund",
+                    nonce: at.to_string(),
+                    charge: units - used,
+                };
+                script.call(now, &[refund], &rules, "compact");
+            }
+            continue;
+        }
+        let cost = 1 + rng.below(3) as u32;
+        let lease = rng.below(2) == 0;
+        let asked = 1 + rng.below(20) as u32;
+        let request = Step {
+            index: step,
+            user: "u1",
+            route: "/a",
+            cost,
+            peek: false,
+            mode: if lease { "lease" } else { "check" },
+            nonce: format!("n{step}"),
+            charge: if lease { asked } else { 0 },
+        };
+        let (from_script, reserved) = script
+            .call_full(now, &[request], &rules, "compact")
+            .remove(0);
+        let mut expected = match budget.reserve(&tenant, &who, &get, "/a", cost).await {
+            Ok(r) => {
+                let v = view(r.decision());
+                kept.push((r, cost));
+                v
+            }
+            Err(d) => {
+                refused += 1;
+                view(&d)
+            }
+        };
+        if lease {
+            let x = if expected.0 {
+                asked.min(expected.1[0].2)
+            } else {
+                0
+            };
+            assert_eq!(reserved, vec![x], "step {step}: units reserved");
+            if x > 0 {
+                let r = budget
+                    .reserve(&tenant, &who, &get, "/a", x)
+                    .await
+                    .unwrap_or_else(|d| panic!("step {step}: the reserved units fit: {d:?}"));
+                expected = view(r.decision());
+                held.push((r, now, x));
+                reserved_total += x;
+                leases += 1;
+                partial += usize::from(x < asked);
+            }
+        }
+        assert_eq!(
+            from_script,
+            expected,
+            "step {step} at +{} ms, cost {cost}, lease {lease} asking {asked}: script (left) vs memory (right)",
+            now - T0
+        );
+    }
+    assert!(
+        leases > 100 && partial > 10 && reserved_total > 500 && refused > 50,
+        "{leases} leases ({partial} partial), {reserved_total} units reserved, {refused} refused"
+    );
+    for (r, cost) in kept {
+        r.settle(u64::from(cost)).await.unwrap();
+    }
+    for (r, _, units) in held {
+        r.settle(u64::from(units)).await.unwrap();
     }
 }
 

@@ -32,6 +32,8 @@ const INVENTORY: &[(&str, &str, &[&str])] = &[
         &["outcome", "source"],
     ),
     ("tenant_guard_ratelimit_denied", "counter", &["rule"]),
+    ("tenant_guard_ratelimit_lease_reserved", "counter", &[]),
+    ("tenant_guard_ratelimit_lease_returned", "counter", &[]),
     (
         "tenant_guard_ratelimit_memory_overflow",
         "counter",

@@ -156,6 +156,14 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
         )
         .unwrap_or_default();
 
+    let leases = r
+        .parse(
+            "RATE_LIMIT_LEASE",
+            crate::ratelimit::rules::parse_leases,
+            "`RULE=UNITS/DURATION` entries separated by `,`, e.g. `per-tenant=200/100ms`",
+        )
+        .unwrap_or_default();
+
     let mut rules = Vec::new();
     if enabled {
         if let Some(q) = tenant {
@@ -195,6 +203,9 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
     for (rule, block) in &blocks {
         b = b.block(rule, *block);
     }
+    for (rule, lease) in &leases {
+        b = b.lease(rule, *lease);
+    }
     // The builder checks the rule set; each problem is blamed on the variable that names
     // the missing or offending thing.
     let policy = match b.build() {
@@ -213,6 +224,14 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
                         "RATE_LIMIT_BLOCK",
                         Some(rule.as_str()),
                         format!("blocks of user rules named: {}", names.join(", ")),
+                    ),
+                    PolicyProblem::UnknownLease { rule } | PolicyProblem::BadLease { rule, .. } => (
+                        "RATE_LIMIT_LEASE",
+                        Some(rule.as_str()),
+                        format!(
+                            "leases of compact, enforced, non-blocking rules named: {}",
+                            names.join(", ")
+                        ),
                     ),
                     PolicyProblem::UnknownPlanRule { .. } => (
                         "RATE_LIMIT_PLANS",
@@ -380,7 +399,13 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
                 Some(p) => format!(" per {p} (calendar){block}"),
                 None => block,
             };
-            format!("{head} = {} per {scope}{per}{shadow}{block}", r.quota)
+            let lease = r
+                .lease
+                .map_or_else(String::new, |l| format!(" (leased {l})"));
+            format!(
+                "{head} = {} per {scope}{per}{shadow}{block}{lease}",
+                r.quota
+            )
         })
         .collect();
     push(

@@ -352,6 +352,11 @@ pub const VARS: &[VarDoc] = &[
         meaning: "once a rule denies an identity, refuse it for a while: `per-user=5m, ai=1m..1h` (doubling on repeat up to the second)",
     },
     VarDoc {
+        names: &["RATE_LIMIT_LEASE"],
+        default: "—",
+        meaning: "hot counters an instance may reserve slices of and admit from in process: `per-tenant=200/100ms` (most units per reservation / longest lease; compact rules only)",
+    },
+    VarDoc {
         names: &["RATE_LIMIT_ALGORITHM"],
         default: "`compact`",
         meaning: "`compact` (bounded memory), `exact` (sorted-set log) or `gcra` (rate + burst)",
@@ -557,6 +562,7 @@ mod tests {
         ("RATE_LIMIT_ENDPOINTS", "(rate-limit rules)"),
         ("RATE_LIMIT_SHADOW", "(rate-limit rules)"),
         ("RATE_LIMIT_BLOCK", "(rate-limit rules)"),
+        ("RATE_LIMIT_LEASE", "(rate-limit rules)"),
         ("RATE_LIMIT_QUOTA_TENANT", "(rate-limit rules)"),
         ("RATE_LIMIT_QUOTA_USER", "(rate-limit rules)"),
     ];

@@ -17,6 +17,9 @@ pub enum Source {
     DenyCache,
     /// The per-tenant in-process burst cap (no Redis call).
     Burst,
+    /// In process, from units this instance reserved in Redis for a hot counter
+    /// (`RATE_LIMIT_LEASE`; no Redis call).
+    Lease,
     /// Redis unusable, outage mode `local`: decided in process.
     Local,
     /// Redis unusable, outage mode `open`: allowed without counting.
@@ -32,12 +35,13 @@ pub enum Source {
 }
 
 impl Source {
-    pub(crate) const COUNT: usize = 10;
+    pub(crate) const COUNT: usize = 11;
     pub(crate) const ALL: [Source; Self::COUNT] = [
         Self::Redis,
         Self::Memory,
         Self::DenyCache,
         Self::Burst,
+        Self::Lease,
         Self::Local,
         Self::OutageOpen,
         Self::OutageClosed,
@@ -56,6 +60,7 @@ impl Source {
             Self::Memory => "memory",
             Self::DenyCache => "deny-cache",
             Self::Burst => "burst",
+            Self::Lease => "lease",
             Self::Local => "local",
             Self::OutageOpen => "outage-open",
             Self::OutageClosed => "outage-closed",

@@ -52,6 +52,11 @@ impl DenyCache {
         }
     }
 
+    /// Forgets one counter (its units were given back).
+    pub(crate) fn forget(&self, hash: u64) {
+        self.entries.invalidate(&hash);
+    }
+
     /// Forgets everything (the cache is keyed by hashes, so one identity's entries cannot
     /// be picked out; it refills from the next Redis answers).
     pub(crate) fn clear(&self) {
@@ -71,6 +76,7 @@ mod tests {
             retry_ms: Some(free1_ms),
             free1_ms,
             overflow: false,
+            reserved: 0,
             blocked: false,
         }
     }

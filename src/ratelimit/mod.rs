@@ -19,6 +19,11 @@
 //!   check costs microseconds.
 //! * **Deny cache**: identities Redis reported full are answered locally until the first
 //!   unit frees; **burst**: an optional per-tenant governor cap in front of Redis.
+//! * **Leases** ([`Lease`], opt-in per rule): a hot counter's instance reserves a slice of
+//!   the remaining quota in the same script call and admits from it in process until it
+//!   is spent or a short lease ends; unused units go back. Reserved units count as
+//!   admitted, so no window exceeds the limit, and one tenant is no longer capped by what
+//!   one Redis core runs of the script.
 
 mod access;
 mod algo;
@@ -31,6 +36,7 @@ mod deny_cache;
 pub(crate) mod headers;
 mod identity;
 mod layer;
+mod lease;
 mod limiter;
 mod limits;
 mod outage;
@@ -56,7 +62,7 @@ pub use limits::TenantLimits;
 pub use outage::OutageMode;
 pub use policy::{Policy, PolicyBuilder, PolicyError, PolicyProblem};
 pub use rules::{
-    Algorithm, Block, EndpointPattern, Quota, Rule, Scope, COMPACT_BUCKETS, MAX_EXACT_LIMIT,
+    Algorithm, Block, EndpointPattern, Lease, Quota, Rule, Scope, COMPACT_BUCKETS, MAX_EXACT_LIMIT,
 };
 pub use service::RateLimitService;
 pub use store::limits::LimitStore;

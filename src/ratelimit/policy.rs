@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::rules::{Algorithm, Block, EndpointPattern, Quota, Rule, Scope, MAX_EXACT_LIMIT};
+use super::rules::{Algorithm, Block, EndpointPattern, Lease, Quota, Rule, Scope, MAX_EXACT_LIMIT};
 use super::RateLimitConfig;
 use crate::tenant::TenantId;
 
@@ -46,6 +46,7 @@ pub struct PolicyBuilder {
     policy: Policy,
     shadow: Vec<String>,
     blocks: Vec<(String, Block)>,
+    leases: Vec<(String, Lease)>,
 }
 
 impl PolicyBuilder {
@@ -113,6 +114,31 @@ impl PolicyBuilder {
         self
     }
 
+    /// Lets instances lease hot counters of a named rule ([`Lease`], `RATE_LIMIT_LEASE`).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Lease, Policy, PolicyProblem, Quota, Rule, Scope};
+    /// let q = Quota::parse("10000/1m").unwrap();
+    /// let lease = Lease::parse("100/50ms").unwrap();
+    /// let p = Policy::builder()
+    ///     .rule(Rule::new("per-tenant", Scope::Tenant, q))
+    ///     .lease("per-tenant", lease)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(p.rules()[0].lease, Some(lease));
+    /// // Only compact windows can be leased.
+    /// let err = Policy::builder()
+    ///     .rule(Rule::new("per-tenant", Scope::Tenant, q).algorithm(tenant_guard::ratelimit::Algorithm::Gcra))
+    ///     .lease("per-tenant", lease)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(&err.problems()[0], PolicyProblem::BadLease { rule, .. } if rule == "per-tenant"));
+    /// ```
+    pub fn lease(mut self, rule: &str, lease: Lease) -> Self {
+        self.leases.push((rule.to_string(), lease));
+        self
+    }
+
     /// Validates and returns the policy; the error lists every problem found, each naming
     /// the offending rule, plan or tenant.
     ///
@@ -158,6 +184,32 @@ impl PolicyBuilder {
             match p.rules.iter_mut().find(|r| &r.name == name) {
                 Some(rule) => rule.block = Some(*block),
                 None => problems.push(PolicyProblem::UnknownBlock { rule: name.clone() }),
+            }
+        }
+        for (name, lease) in &self.leases {
+            match p.rules.iter_mut().find(|r| &r.name == name) {
+                Some(rule) => rule.lease = Some(*lease),
+                None => problems.push(PolicyProblem::UnknownLease { rule: name.clone() }),
+            }
+        }
+        for r in p.rules.iter().filter(|r| r.lease.is_some()) {
+            let lease = r.lease.expect("filtered");
+            let why = if r.algorithm.unwrap_or(p.algorithm) != Algorithm::Compact {
+                Some("only compact windows can be leased")
+            } else if r.shadow {
+                Some("a shadow rule never refuses: there is nothing to lease")
+            } else if r.block.is_some() {
+                Some("a blocking rule must see every denial in Redis")
+            } else if !lease.valid() {
+                Some("a lease is held between 1ms and 10s")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                problems.push(PolicyProblem::BadLease {
+                    rule: r.name.clone(),
+                    why,
+                });
             }
         }
         for r in p.rules.iter().filter(|r| r.block.is_some()) {
@@ -270,6 +322,20 @@ pub enum PolicyProblem {
     UnknownBlock {
         /// The name given.
         rule: String,
+    },
+    /// A lease (`RATE_LIMIT_LEASE`) for a rule that does not exist.
+    #[error("RATE_LIMIT_LEASE names `{rule}`, which no rule is named")]
+    UnknownLease {
+        /// The name given.
+        rule: String,
+    },
+    /// A lease on a rule that cannot have one.
+    #[error("rule `{rule}` cannot be leased: {why}")]
+    BadLease {
+        /// The rule.
+        rule: String,
+        /// Why not.
+        why: &'static str,
     },
     /// A plan overrides a rule that does not exist.
     #[error("plan `{plan}` overrides `{rule}`, which is not a rule")]

@@ -24,6 +24,8 @@ use crate::parse::InvalidValue;
 
 pub(crate) use super::block::parse_blocks;
 pub use super::block::Block;
+pub(crate) use super::lease::parse_leases;
+pub use super::lease::Lease;
 pub use super::quota::Quota;
 
 /// Largest limit of an exact-log rule: its sorted set holds one member per admitted unit.
@@ -256,6 +258,9 @@ pub struct Rule {
     /// [`QuotaCalendar`](super::QuotaCalendar)), reset at the boundary, instead of per
     /// sliding window.
     pub period: Option<super::Period>,
+    /// Hot counters of this rule may be leased to an instance (`RATE_LIMIT_LEASE`; `None`:
+    /// every check asks the store).
+    pub lease: Option<Lease>,
 }
 
 impl Rule {
@@ -277,6 +282,7 @@ impl Rule {
             shadow: false,
             block: None,
             period: None,
+            lease: None,
         }
     }
 
@@ -371,6 +377,21 @@ impl Rule {
     #[must_use]
     pub fn block(mut self, block: Block) -> Self {
         self.block = Some(block);
+        self
+    }
+
+    /// Lets an instance reserve slices of this rule's hot counters and admit from them in
+    /// process ([`Lease`]).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Lease, Quota, Rule, Scope};
+    /// let r = Rule::new("per-tenant", Scope::Tenant, Quota::parse("100000/1m").unwrap())
+    ///     .lease(Lease::parse("200/100ms").unwrap());
+    /// assert_eq!(r.lease.unwrap().units.get(), 200);
+    /// ```
+    #[must_use]
+    pub fn lease(mut self, lease: Lease) -> Self {
+        self.lease = Some(lease);
         self
     }
 

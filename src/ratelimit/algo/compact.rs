@@ -96,6 +96,7 @@ pub(super) fn decide(
             retry_ms,
             free1_ms,
             overflow: false,
+            reserved: 0,
             blocked: false,
         },
     )

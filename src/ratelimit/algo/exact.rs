@@ -50,6 +50,7 @@ pub(super) fn decide(
             retry_ms,
             free1_ms,
             overflow: false,
+            reserved: 0,
             blocked: false,
         },
     )

@@ -38,6 +38,7 @@ pub(super) fn decide(
             retry_ms,
             free1_ms: (ahead + t).saturating_sub(cap).div_ceil(1000),
             overflow: false,
+            reserved: 0,
             blocked: false,
         },
     )

@@ -107,6 +107,9 @@ pub(crate) struct Outcome {
     /// Refused because the rule blocks the identity (`RATE_LIMIT_BLOCK`): now, or from this
     /// denial on.
     pub(crate) blocked: bool,
+    /// Units reserved for a lease with the admission, beyond its cost (a shared store's
+    /// mode `lease`; 0 otherwise).
+    pub(crate) reserved: u32,
 }
 
 /// A counter's state.

@@ -26,6 +26,12 @@ impl RateLimiter {
         if let Some(d) = self.burst(c, cost, commit) {
             return Local::Done(d);
         }
+        // A hot counter leased to this instance: admitted in process while leases last.
+        if commit && self.inner.leases.is_some() && applied.iter().all(|a| a.rule.lease.is_some()) {
+            if let Some(d) = self.decide_leased(c, cost) {
+                return Local::Done(d);
+            }
+        }
         Local::Remote(applied)
     }
 

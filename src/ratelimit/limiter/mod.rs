@@ -1,6 +1,7 @@
 //! [`RateLimiter`]: decides a request against every applicable rule in one step.
 
 mod keys;
+mod lease;
 mod local;
 mod overrides;
 mod quota;
@@ -149,6 +150,9 @@ struct Inner {
     batcher: Option<Batcher>,
     /// The shared store of the counters (Redis); `None` on the memory backend.
     shared: Option<Arc<dyn SharedCounters>>,
+    /// Leases of hot counters (`RATE_LIMIT_LEASE`; `None`: no rule is leased, or the
+    /// memory backend, where every check is in process already).
+    leases: Option<lease::Leases>,
     /// Per-process random seed of in-process counter keys (64-bit hashes of tenant, rule,
     /// identity and endpoint: a collision, ~1e-8 over a million counters, merges two
     /// counters, which can only make a limit stricter).
@@ -310,6 +314,13 @@ impl RateLimiter {
             .collect();
         let shared = store::shared(&backend);
         let batcher = shared.as_ref().and_then(Batcher::for_store);
+        let leases = policy
+            .rules()
+            .iter()
+            .filter_map(|r| r.lease.map(|l| l.ttl))
+            .max()
+            .filter(|_| shared.is_some())
+            .map(lease::Leases::new);
         let quotas = policy.rules().iter().any(|r| r.period.is_some()).then(|| {
             let clock = options
                 .clock
@@ -335,6 +346,7 @@ impl RateLimiter {
                 deny,
                 batcher,
                 shared,
+                leases,
                 seed,
                 decisions: [false, true].map(|allowed| {
                     Source::ALL.map(|source| {

@@ -85,6 +85,20 @@ impl RateLimiter {
         // Kept for a call whose task dies with the request: its reserved charges must be
         // released as failed (they go back with a later call).
         let charges_sent = charges.clone();
+        // Leased counters (every rule of the check leased): the units to reserve with
+        // this check (none while outage charge-backs ride on it).
+        let lease_rules = match &inner.leases {
+            Some(_) if commit && charges.is_empty() => {
+                let rules = self.mem_rules(c);
+                self.lease_rules(&rules)
+            }
+            _ => None,
+        };
+        let asked: Rules<u32> = match (&inner.leases, &lease_rules) {
+            (Some(l), Some(r)) => l.plan(r, cost, Instant::now()),
+            _ => Rules::new(),
+        };
+        let leasing = asked.iter().any(|&u| u > 0);
         // The blocks of the rules that block (RATE_LIMIT_BLOCK), after the counters.
         keys.extend(
             applied
@@ -96,9 +110,13 @@ impl RateLimiter {
             specs: applied.iter().map(|a| a.spec).collect(),
             keys,
             cost,
-            mode: if commit { "check" } else { "peek" },
+            mode: match (commit, leasing) {
+                (true, true) => "lease",
+                (true, false) => "check",
+                _ => "peek",
+            },
             nonce: self.nonce(applied.len()),
-            charges,
+            charges: if leasing { asked.clone() } else { charges },
         };
         let sent = Instant::now();
         let (request, result) = match &inner.batcher {
@@ -112,7 +130,7 @@ impl RateLimiter {
                         .collect();
                     let lost = Request {
                         keys,
-                        charges: charges_sent,
+                        charges: charges_sent.clone(),
                         ..Request::empty()
                     };
                     (lost, Err(e))
@@ -123,7 +141,21 @@ impl RateLimiter {
                 (request, result)
             }
         };
-        let Request { keys, charges, .. } = request;
+        let Request { keys, specs, .. } = request;
+        let charges = charges_sent;
+        if let (Some(leases), Some(rules), true) = (&inner.leases, &lease_rules, leasing) {
+            match &result {
+                Ok((_, outs, redis_ms)) => {
+                    let reserved: u64 = outs.iter().map(|o| u64::from(o.reserved)).sum();
+                    inner.metrics.ratelimit_lease_reserved.inc_by(reserved);
+                    let (granted, unused) =
+                        leases.grant(rules, &asked, outs, &keys, &specs, sent, *redis_ms);
+                    self.lease_timers(granted);
+                    self.give_back_soon(unused);
+                }
+                Err(_) => leases.abort(rules, &asked),
+            }
+        }
         match result {
             Ok((allowed, outs, redis_ms)) => {
                 let now = Instant::now();

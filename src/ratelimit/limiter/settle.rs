@@ -16,7 +16,9 @@ impl RateLimiter {
     /// limit's worth and never leaving a compact window above twice its limit; `delta < 0`
     /// takes them back from the bucket the admission charged (compact counters; nothing
     /// once that bucket has left the window). A decision not made by the counters (an
-    /// outage mode, no rules) has nothing to settle. One call to the store.
+    /// outage mode, no rules) has nothing to settle. One call to the store (a check
+    /// admitted from leases too: its refund comes from the bucket of its earliest
+    /// reservation, never later than the units it corrects).
     pub(crate) async fn settle(
         &self,
         c: &Check<'_>,
@@ -72,7 +74,7 @@ impl RateLimiter {
                 .map(|a| if charged(a.name) { units } else { 0 })
                 .collect(),
         };
-        debug_assert!(matches!(decision.source, Source::Redis));
+        debug_assert!(matches!(decision.source, Source::Redis | Source::Lease));
         match &self.inner.shared {
             Some(store) => store.decide_one(&request).await.map(|_| ()),
             None => Err(BackendError::Unsupported("no shared counter store")),

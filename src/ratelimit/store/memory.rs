@@ -283,6 +283,7 @@ impl MemoryLimiter {
                     free1_ms: left,
                     overflow,
                     blocked: true,
+                    reserved: 0,
                 });
                 continue;
             }

@@ -65,13 +65,15 @@ pub(crate) struct Request {
     /// (`Spec::block_ms > 0`), in the same order.
     pub(crate) keys: Vec<RedisKey>,
     pub(crate) cost: u32,
-    /// `check`, `peek`, `charge` or `refund`.
+    /// `check`, `peek`, `lease` (a check that also reserves `charges` units per rule for
+    /// a lease), `charge` or `refund`.
     pub(crate) mode: &'static str,
     /// Unique per request: names the exact log's members. Mode `refund`: the store's
     /// time (ms) of the admission whose units are taken back.
     pub(crate) nonce: u64,
     /// Units per rule charged first (units admitted in process during an outage, or
-    /// usage beyond a token estimate), or taken back in mode `refund` (empty: none).
+    /// usage beyond a token estimate), taken back in mode `refund`, or reserved after the
+    /// admission in mode `lease` (empty: none).
     pub(crate) charges: Rules<u32>,
 }
 

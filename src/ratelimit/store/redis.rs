@@ -102,7 +102,9 @@ async fn eval_batch(
     }
     let arg_refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     let v: Vec<i64> = redis.eval(script(), &key_refs, &arg_refs).await?;
-    let expected: usize = requests.iter().map(|r| 2 + r.specs.len() * 5).sum();
+    // Per request: 2 values, 5 per rule, and (mode `lease`) the units reserved per rule.
+    let len = |r: &Request| 2 + r.specs.len() * if r.mode == "lease" { 6 } else { 5 };
+    let expected: usize = requests.iter().map(|r| len(r)).sum();
     if v.len() != expected {
         return Err(BackendError::Unsupported(
             "unexpected reply from the rate-limit script",
@@ -112,11 +114,18 @@ async fn eval_batch(
     Ok(requests
         .iter()
         .map(|r| {
-            let part = &v[at..at + 2 + r.specs.len() * 5];
+            let part = &v[at..at + len(r)];
             at += part.len();
-            let outs = part[2..]
+            let n = r.specs.len();
+            let reserved = |i: usize| {
+                part.get(2 + n * 5 + i)
+                    .and_then(|&u| u32::try_from(u).ok())
+                    .unwrap_or(0)
+            };
+            let outs = part[2..2 + n * 5]
                 .chunks(5)
-                .map(|x| Outcome {
+                .enumerate()
+                .map(|(i, x)| Outcome {
                     allowed: x[0] == 1,
                     blocked: x[0] == 2,
                     remaining: u32::try_from(x[1].max(0)).unwrap_or(u32::MAX),
@@ -124,6 +133,7 @@ async fn eval_batch(
                     retry_ms: (x[3] >= 0).then(|| x[3].unsigned_abs()),
                     free1_ms: x[4].max(0).unsigned_abs(),
                     overflow: false,
+                    reserved: if r.mode == "lease" { reserved(i) } else { 0 },
                 })
                 .collect();
             if part[0] < 0 {
