@@ -19,6 +19,12 @@
 //!    For each: checks/s (median of the rounds) and the Redis time per call from `INFO
 //!    commandstats` (server side), then the ratios against the reference.
 //!
+//! 3. A hot tenant (`RATE_LIMIT_LEASE`), in interleaved rounds: every check of one tenant,
+//!    one user and one route (its per-tenant and per-endpoint keys are hot), with and
+//!    without leases of both rules: checks/s, script calls per admitted check, Redis time
+//!    per check; then the same with demand above a 20 000/1 s tenant limit: admitted per
+//!    window against the limit (never above it; at least 95% of it used).
+//!
 //! Run: `cargo bench --bench ratelimit_redis` (needs redis-server, redis-cli and
 //! redis-benchmark on PATH). `TG_BENCH_ROUNDS` (default 5) and `TG_BENCH_ROUND_SECS`
 //! (default 2) set the comparison's length.
@@ -86,12 +92,9 @@ impl Traffic {
 
 fn limiter(rt: &tokio::runtime::Runtime, url: &str, algorithm: &str, rules: usize) -> RateLimiter {
     let mut vars = vec![
-        ("REDIS_URL", url.to_string()),
-        ("RATE_LIMIT_MAX", "1000".into()),
+        ("RATE_LIMIT_MAX", "1000".to_string()),
         ("RATE_LIMIT_WINDOW", "10s".into()),
         ("RATE_LIMIT_ALGORITHM", algorithm.into()),
-        // Every check goes to Redis: no local deny cache in front.
-        ("RATE_LIMIT_DENY_CACHE", "0".into()),
         // Each variant its own keys (an exact log is a sorted set, the others strings).
         ("TG_KEY_PREFIX", format!("{algorithm}{rules}")),
     ];
@@ -100,11 +103,50 @@ fn limiter(rt: &tokio::runtime::Runtime, url: &str, algorithm: &str, rules: usiz
         vars.push(("RATE_LIMIT_TENANT", "100000/5s".into()));
         vars.push(("RATE_LIMIT_USER", "10000/10s".into()));
     }
+    limiter_with(rt, url, vars)
+}
+
+/// A limiter on `url` with `vars` (and no local deny cache: every check it cannot admit in
+/// process goes to Redis).
+fn limiter_with(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    mut vars: Vec<(&'static str, String)>,
+) -> RateLimiter {
+    vars.extend([
+        ("REDIS_URL", url.to_string()),
+        ("RATE_LIMIT_DENY_CACHE", "0".into()),
+    ]);
     let config = Config::from_vars(vars).expect("config");
     let _g = rt.enter();
     let metrics = Metrics::new();
     let backend = Backend::from_config(&config, &metrics).expect("backend");
     RateLimiter::from_config(&config, backend, &metrics)
+}
+
+/// The hot tenant's limiter: per-tenant and per-endpoint rules of `tenant_limit` and
+/// `endpoint_limit` per `window`, both leased `lease` (`None`: not leased).
+fn hot_limiter(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    prefix: &str,
+    tenant: &str,
+    endpoint: (&str, &str),
+    lease: Option<&str>,
+) -> RateLimiter {
+    let mut vars = vec![
+        ("RATE_LIMIT_TENANT", tenant.to_string()),
+        ("RATE_LIMIT_MAX", endpoint.0.to_string()),
+        ("RATE_LIMIT_WINDOW", endpoint.1.to_string()),
+        ("TG_KEY_PREFIX", prefix.to_string()),
+    ];
+    if let Some(l) = lease {
+        vars.push((
+            "RATE_LIMIT_LEASE",
+            format!("per-tenant={l}, per-endpoint={l}"),
+        ));
+    }
+    limiter_with(rt, url, vars)
 }
 
 /// Runs `TASKS` loops of `one` for `secs`; checks per second.
@@ -405,6 +447,204 @@ fn bench(c: &mut Criterion) {
              tenant-guard's client: {:.2}x that",
             rb_usec as f64 / rb_calls.max(1) as f64,
             ours / rb
+        );
+    }
+
+    // 3. The hot tenant.
+    hot_tenant(&rt, &server, rounds, secs);
+}
+
+/// One run of `TASKS` loops checking one tenant, one user, one route for `secs`: (checks/s,
+/// admission times since the start, the slowest check).
+fn drive_hot(
+    rt: &tokio::runtime::Runtime,
+    limiter: &Arc<RateLimiter>,
+    tenant: &TenantId,
+    secs: f64,
+) -> (f64, Vec<Duration>, Duration) {
+    let start = Instant::now();
+    let stop = start + Duration::from_secs_f64(secs);
+    let (times, slowest, checks) = rt.block_on(async {
+        let mut handles = Vec::new();
+        for _ in 0..TASKS {
+            let (limiter, tenant) = (limiter.clone(), tenant.clone());
+            handles.push(tokio::spawn(async move {
+                let (who, method) = (Identity::User("hot-user".into()), Method::GET);
+                let check = Check {
+                    tenant: &tenant,
+                    identity: &who,
+                    method: &method,
+                    route: "/api/hot",
+                    cost: None,
+                    plan: None,
+                };
+                let (mut times, mut slowest, mut checks) = (Vec::new(), Duration::ZERO, 0u64);
+                while Instant::now() < stop {
+                    let before = Instant::now();
+                    let d = limiter.check(&check).await;
+                    let after = Instant::now();
+                    assert!(
+                        matches!(d.source, Source::Redis | Source::Lease),
+                        "decided without Redis: {d:?}"
+                    );
+                    slowest = slowest.max(after - before);
+                    checks += 1;
+                    if d.allowed {
+                        times.push(after - start);
+                    } else {
+                        // A refused client backs off a little (as the lease test does).
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                (times, slowest, checks)
+            }));
+        }
+        let (mut times, mut slowest, mut checks) = (Vec::new(), Duration::ZERO, 0);
+        for h in handles {
+            let (t, s, c) = h.await.expect("task");
+            times.extend(t);
+            slowest = slowest.max(s);
+            checks += c;
+        }
+        times.sort();
+        (times, slowest, checks)
+    });
+    (
+        checks as f64 / start.elapsed().as_secs_f64(),
+        times,
+        slowest,
+    )
+}
+
+/// Part 3: a hot tenant with and without leases (see the crate docs above).
+fn hot_tenant(
+    rt: &tokio::runtime::Runtime,
+    server: &common::RedisServer,
+    rounds: usize,
+    secs: f64,
+) {
+    let url = server.url();
+    let lease = std::env::var("TG_BENCH_LEASE").unwrap_or_else(|_| "5000/100ms".into());
+    // (a) Throughput: limits far above the demand, every check admitted.
+    let open = (
+        hot_limiter(
+            rt,
+            &url,
+            "hot-open",
+            "100000000/10s",
+            ("100000000", "10s"),
+            None,
+        ),
+        hot_limiter(
+            rt,
+            &url,
+            "hot-open-leased",
+            "100000000/10s",
+            ("100000000", "10s"),
+            Some(&lease),
+        ),
+    );
+    // (b) Demand above a 20 000 per 1 s tenant limit.
+    let limit = 20_000usize;
+    let window = Duration::from_secs(1);
+    let capped = (
+        hot_limiter(
+            rt,
+            &url,
+            "hot-capped",
+            "20000/1s",
+            ("100000000", "10s"),
+            None,
+        ),
+        hot_limiter(
+            rt,
+            &url,
+            "hot-capped-leased",
+            "20000/1s",
+            ("100000000", "10s"),
+            Some(&lease),
+        ),
+    );
+    #[derive(Default)]
+    struct Hot {
+        tally: Tally,
+        admitted: u64,
+        most: usize,
+        used: Vec<f64>,
+    }
+    let mut hot: BTreeMap<&str, Hot> = BTreeMap::new();
+    let variants = [
+        ("open, no lease", Arc::new(open.0), false),
+        ("open, leased", Arc::new(open.1), false),
+        ("capped, no lease", Arc::new(capped.0), true),
+        ("capped, leased", Arc::new(capped.1), true),
+    ];
+    for round in 0..rounds {
+        for (name, limiter, capped) in &variants {
+            // A fresh tenant each round: the capped runs start with an empty window.
+            let tenant = TenantId::new(&format!("hot-{round}")).expect("tenant");
+            server.cli(&["CONFIG", "RESETSTAT"]);
+            let (rate, times, slowest) = drive_hot(rt, limiter, &tenant, secs);
+            rt.block_on(limiter.end_leases());
+            let (calls, usec) = evalsha_stats(server);
+            let h = hot.entry(name).or_default();
+            h.tally.rates.push(rate);
+            h.tally.checks += times.len() as u64;
+            h.tally.calls += calls;
+            h.tally.usec += usec;
+            h.admitted += times.len() as u64;
+            if *capped {
+                // An admission happened between its check's start and the time recorded:
+                // a window shortened by the slowest check holds admissions of one true
+                // window only.
+                let most = common::max_in_window(&times, window.saturating_sub(slowest));
+                h.most = h.most.max(most);
+                // Of the limit over the run's whole windows.
+                h.used
+                    .push(times.len() as f64 / (limit as f64 * secs.floor().max(1.0)));
+            }
+        }
+    }
+    println!(
+        "\nhot tenant: {TASKS} checks in flight on one tenant, one user, one route \
+         (per-tenant and per-endpoint keys), leases `{lease}` of both rules, {rounds} \
+         interleaved rounds of {secs} s"
+    );
+    println!(
+        "{:<18} {:>10} {:>16} {:>16} {:>15}",
+        "", "checks/s", "calls/admitted", "Redis us/admit", "x no lease /s"
+    );
+    for (name, base) in [
+        ("open, no lease", "open, no lease"),
+        ("open, leased", "open, no lease"),
+        ("capped, no lease", "capped, no lease"),
+        ("capped, leased", "capped, no lease"),
+    ] {
+        let (h, b) = (&hot[name], &hot[base]);
+        println!(
+            "{:<18} {:>10.0} {:>16.4} {:>16.2} {:>15.2}",
+            name,
+            h.tally.median(),
+            h.tally.calls as f64 / h.admitted.max(1) as f64,
+            h.tally.usec_per_check(),
+            h.tally.median() / b.tally.median()
+        );
+    }
+    for name in ["capped, no lease", "capped, leased"] {
+        let h = &hot[name];
+        let mut used = h.used.clone();
+        used.sort_by(f64::total_cmp);
+        println!(
+            "{name}: at most {} admitted in any window of {window:?} (limit {limit}{}); \
+             {:.1}%..{:.1}% of the limit used per round",
+            h.most,
+            if h.most <= limit {
+                ", never over"
+            } else {
+                ": OVER THE LIMIT"
+            },
+            used.first().copied().unwrap_or(0.0) * 100.0,
+            used.last().copied().unwrap_or(0.0) * 100.0,
         );
     }
 }

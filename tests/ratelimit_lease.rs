@@ -12,11 +12,16 @@ use tenant_guard::config::Config;
 use tenant_guard::ratelimit::{Identity, RateLimiter, Source};
 
 fn vars(server: &common::RedisServer, v: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars_on(&("REDIS_URL".into(), server.url()), v)
+}
+
+/// `v` on `target` (`REDIS_URL` or `REDIS_CLUSTER_NODES`), closed on a Redis outage.
+fn vars_on(target: &(String, String), v: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut all: Vec<(String, String)> = v
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-    all.push(("REDIS_URL".into(), server.url()));
+    all.push(target.clone());
     common::strict_on_redis(&mut all);
     all
 }
@@ -100,12 +105,26 @@ async fn a_hot_tenant_is_admitted_from_leases() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_never_over_admit_across_instances() {
     let server = common::RedisServer::start();
+    never_over_admit(("REDIS_URL".into(), server.url())).await;
+}
+
+/// The same on the 3-master cluster (a tenant's counters share its slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_never_over_admit_on_the_cluster() {
+    never_over_admit((
+        "REDIS_CLUSTER_NODES".into(),
+        common::shared_cluster().nodes_var.clone(),
+    ))
+    .await;
+}
+
+async fn never_over_admit(target: (String, String)) {
     let limit = 200usize;
     let window = Duration::from_secs(1);
     let build = || {
         Arc::new(
-            common::build_limiter(vars(
-                &server,
+            common::build_limiter(vars_on(
+                &target,
                 &[
                     ("RATE_LIMIT_TENANT", "200/1s"),
                     ("RATE_LIMIT_MAX", "1000000"),
@@ -184,11 +203,25 @@ async fn leases_never_over_admit_across_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unused_leased_units_go_back() {
     let server = common::RedisServer::start();
+    units_go_back(("REDIS_URL".into(), server.url())).await;
+}
+
+/// The same on the 3-master cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_leased_units_go_back_on_the_cluster() {
+    units_go_back((
+        "REDIS_CLUSTER_NODES".into(),
+        common::shared_cluster().nodes_var.clone(),
+    ))
+    .await;
+}
+
+async fn units_go_back(target: (String, String)) {
     let limit = 600u32;
     let build = || {
         Arc::new(
-            common::build_limiter(vars(
-                &server,
+            common::build_limiter(vars_on(
+                &target,
                 &[
                     ("RATE_LIMIT_TENANT", "600/1m"),
                     ("RATE_LIMIT_MAX", "1000000"),
