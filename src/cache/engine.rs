@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::flight::{Flight, FlightGuard, SharedFailure};
 use super::invalidation::generation;
+use super::recording::{End, Recording};
 use super::{entry, Cache, CacheKey, CacheStatus, Entry, Inner};
 use crate::keys::KeyKind;
 use crate::metrics::CacheLabels;
@@ -19,6 +20,9 @@ use crate::metrics::CacheLabels;
 pub(crate) enum Computed<R> {
     /// Store this entry (with this TTL) and share it; the leader returns `R`.
     Store(Entry, Duration, R),
+    /// A response streaming to the leader as it is recorded: stored (with this TTL) once
+    /// complete; callers of the same key meanwhile replay it live.
+    Stream(Arc<Recording>, Duration, R),
     /// Share this error with waiters; never cached.
     Share(SharedFailure, R),
     /// Not cacheable and not shareable.
@@ -28,6 +32,8 @@ pub(crate) enum Computed<R> {
 /// What a call gets.
 pub(crate) enum Served<R> {
     Cached(Arc<Entry>, CacheStatus),
+    /// Joined a streamed miss of the same key: replay it (coalesced).
+    Stream(Arc<Recording>),
     Own(R),
     SharedError(SharedFailure),
     Retry,
@@ -121,6 +127,14 @@ impl Cache {
                         inner.count(cat, CacheStatus::Coalesced);
                         return Served::Cached(e, CacheStatus::Coalesced);
                     }
+                    Ok(Some(Flight::Stream(rec))) => {
+                        if matches!(rec.ended(), Some(End::Overflow | End::Failed)) {
+                            // Too big to record, or cut short: nothing whole to replay.
+                            return Served::Retry;
+                        }
+                        inner.count(cat, CacheStatus::Coalesced);
+                        return Served::Stream(rec);
+                    }
                     Ok(Some(Flight::Error(failure))) => return Served::SharedError(failure),
                     Ok(Some(Flight::Private)) => return Served::Retry,
                     // The leader was dropped mid-way: take over.
@@ -206,6 +220,41 @@ impl Cache {
                     inner.store(key, cat, &e, ttl, gen0).await;
                 }
                 guard.finish(Flight::Entry(e));
+                Served::Own(own)
+            }
+            Computed::Stream(rec, ttl, own) => {
+                // Callers of this key join the stream live, until it ends: the flight and
+                // the lease are the finisher's now.
+                guard.finish(Flight::Stream(rec.clone()));
+                let flight = guard.key.take();
+                let lease = lease.take();
+                let (cache, key, cat) = (self.clone(), key.clone(), cat.to_string());
+                let gens = gens.unwrap_or([0, 0]);
+                rec.set_finish(Box::new(move |entry| {
+                    Box::pin(async move {
+                        let inner = &*cache.inner;
+                        if let (Some(mut e), true) = (entry, write) {
+                            let ttl = jitter(ttl, inner.config.jitter_percent);
+                            let now = entry::now_ms();
+                            e.stored_ms = now;
+                            e.fresh_until_ms = now
+                                .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+                            e.gens = gens;
+                            inner.store(&key, &cat, &Arc::new(e), ttl, gen0).await;
+                        }
+                        // Stored first: a caller arriving now finds the entry.
+                        if let Some(k) = flight {
+                            inner
+                                .flights
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .remove(&k);
+                        }
+                        if let Some((lock_key, token)) = lease {
+                            let _ = inner.store.delete_if_eq(&lock_key, token.as_bytes()).await;
+                        }
+                    })
+                }));
                 Served::Own(own)
             }
             Computed::Share(failure, own) => {

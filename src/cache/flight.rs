@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::recording::Recording;
 use super::{Entry, Inner};
 
 /// A failure a leader shares with the callers that waited for it; never cached.
@@ -53,6 +54,8 @@ impl SharedFailure {
 #[derive(Clone)]
 pub(super) enum Flight {
     Entry(Arc<Entry>),
+    /// A response streaming to the leader: waiters replay its recording live.
+    Stream(Arc<Recording>),
     Error(SharedFailure),
     /// The leader's result may not be shared (uncacheable response): compute yourself.
     Private,

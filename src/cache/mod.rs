@@ -62,10 +62,13 @@ mod key;
 mod l1;
 #[cfg(feature = "axum")]
 mod layer;
+mod recording;
 #[cfg(feature = "axum")]
 mod service;
 mod status;
 mod store;
+#[cfg(feature = "axum")]
+mod stream;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -426,6 +429,12 @@ impl Cache {
                     })
                 }
                 Served::Retry => continue,
+                // An HTTP response streaming under this key (not a value of ours): once it
+                // has ended, look again.
+                Served::Stream(rec) => {
+                    rec.wait_end().await;
+                    continue;
+                }
             }
         }
         // Three rounds of leaders that could not share: compute without the cache.

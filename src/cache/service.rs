@@ -20,6 +20,8 @@ use super::entry::{now_ms, Entry};
 use super::flight::SharedFailure;
 use super::key::{http_key, HttpKeyInput};
 use super::layer::{Kind, Settings, MAX_LEARNED_HEADERS, MAX_LEARNED_ROUTES};
+use super::recording::Recording;
+use super::stream::{is_event_stream, replay, TeeBody};
 use super::{CacheScope, CacheStatus, Category, Computed, Served};
 use crate::problem::Problem;
 use crate::tenant::TenantId;
@@ -79,7 +81,26 @@ pub(super) fn with_status(
 pub(super) fn from_entry(e: &Entry, status: CacheStatus) -> Response<Body> {
     let mut res = Response::new(Body::from(e.body.clone()));
     *res.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::OK);
-    for (k, v) in &e.headers {
+    append_headers(&mut res, &e.headers);
+    let age = matches!(
+        status,
+        CacheStatus::HitL1 | CacheStatus::HitL2 | CacheStatus::Stale
+    )
+    .then(|| Duration::from_millis(now_ms().saturating_sub(e.stored_ms)));
+    with_status(res, status, age)
+}
+
+/// A caller who joined a streamed miss: the leader's head, and the recording replayed live.
+fn from_recording(rec: Arc<Recording>) -> Response<Body> {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::from_u16(rec.status).unwrap_or(StatusCode::OK);
+    append_headers(&mut res, &rec.headers);
+    *res.body_mut() = replay(rec);
+    with_status(res, CacheStatus::Coalesced, None)
+}
+
+fn append_headers(res: &mut Response<Body>, headers: &[(String, String)]) {
+    for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (
             HeaderName::try_from(k.as_str()),
             HeaderValue::try_from(v.as_str()),
@@ -87,12 +108,15 @@ pub(super) fn from_entry(e: &Entry, status: CacheStatus) -> Response<Body> {
             res.headers_mut().append(k, v);
         }
     }
-    let age = matches!(
-        status,
-        CacheStatus::HitL1 | CacheStatus::HitL2 | CacheStatus::Stale
-    )
-    .then(|| Duration::from_millis(now_ms().saturating_sub(e.stored_ms)));
-    with_status(res, status, age)
+}
+
+/// The headers stored with an entry (as text).
+fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(k, _)| stored_header(k))
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
 }
 
 /// Reads a body up to `limit` bytes; past it, gives back a body that replays what was read
@@ -424,6 +448,24 @@ where
                         let res = Response::from_parts(rparts, rbody);
                         return Computed::Private(Ok(with_status(res, CacheStatus::Bypass, None)));
                     }
+                    let ttl_for = |status| {
+                        ttl_hint
+                            .as_ref()
+                            .and_then(|(f, p): &(_, Parts)| f(p, status))
+                            .unwrap_or(ttl_default)
+                    };
+                    if storable && is_event_stream(&rparts.headers) {
+                        // An event stream goes out as it arrives, recorded on the way.
+                        let rec = Recording::new(
+                            status.as_u16(),
+                            kept_headers(&rparts.headers),
+                            settings.max_body,
+                        );
+                        let body = Body::new(TeeBody::new(rbody, rec.clone()));
+                        let res = Response::from_parts(rparts, body);
+                        let res = with_status(res, CacheStatus::Miss, None);
+                        return Computed::Stream(rec, ttl_for(status), Ok(res));
+                    }
                     let bytes = match buffer(rbody, settings.max_body).await {
                         Ok(b) => b,
                         Err(replay) => {
@@ -439,14 +481,7 @@ where
                         stored_ms: now_ms(),
                         fresh_until_ms: now_ms(),
                         status: status.as_u16(),
-                        headers: rparts
-                            .headers
-                            .iter()
-                            .filter(|(k, _)| stored_header(k))
-                            .filter_map(|(k, v)| {
-                                Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
-                            })
-                            .collect(),
+                        headers: kept_headers(&rparts.headers),
                         body: bytes,
                         gens: [0, 0],
                     };
@@ -454,15 +489,12 @@ where
                     if shareable_error {
                         return Computed::Share(SharedFailure::Response(Arc::new(entry)), Ok(own));
                     }
-                    let ttl = ttl_hint
-                        .as_ref()
-                        .and_then(|(f, p)| f(p, status))
-                        .unwrap_or(ttl_default);
-                    Computed::Store(entry, ttl, Ok(own))
+                    Computed::Store(entry, ttl_for(status), Ok(own))
                 })
                 .await;
             match served {
                 Served::Cached(e, status) => Ok(from_entry(&e, status)),
+                Served::Stream(rec) => Ok(from_recording(rec)),
                 Served::Own(r) => r,
                 Served::SharedError(SharedFailure::Response(e)) => {
                     Ok(from_entry(&e, CacheStatus::Miss))
