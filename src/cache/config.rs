@@ -31,6 +31,10 @@ pub struct CacheConfig {
     /// Largest response body the HTTP layer stores (`CACHE_MAX_BODY_BYTES`, default 1 MiB);
     /// larger ones pass through uncached.
     pub max_body: u64,
+    /// Entries whose body is at least this many bytes (and at most `max_body`) are stored
+    /// zstd-compressed in Redis when that makes them smaller (`CACHE_COMPRESS_MIN_BYTES`,
+    /// default 1 KiB; 0 turns compression off). L1 keeps them decompressed.
+    pub compress_min: u64,
     /// Whose responses an HTTP entry may serve (`CACHE_SCOPE`, default `auto`).
     pub scope: crate::cache::CacheScope,
     /// Scopes of single categories (`CACHE_SCOPE_<CATEGORY>`; names lowercased).
@@ -49,6 +53,7 @@ impl Default for CacheConfig {
             lease: Duration::from_secs(5),
             l1_max_bytes: 32 * 1024 * 1024,
             max_body: 1024 * 1024,
+            compress_min: 1024,
             scope: crate::cache::CacheScope::Auto,
             scopes: BTreeMap::new(),
         }

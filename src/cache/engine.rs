@@ -301,6 +301,16 @@ impl Inner {
         self.event(category, event);
     }
 
+    /// When entries are stored compressed (`CACHE_COMPRESS_MIN_BYTES`, up to
+    /// `CACHE_MAX_BODY_BYTES`).
+    pub(super) fn compression(&self) -> entry::Compression {
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        entry::Compression {
+            min: size(self.config.compress_min),
+            max: size(self.config.max_body),
+        }
+    }
+
     /// Whether other instances see the same L2 (Redis): only then is a lease useful.
     pub(super) fn shares_l2(&self) -> bool {
         self.store.is_shared()
@@ -342,7 +352,9 @@ impl Inner {
         });
         match got {
             Ok((Some(raw), current)) => {
-                match Entry::decode(&raw).filter(|e| e.gens == current && !current.contains(&0)) {
+                match Entry::decode(&raw, self.compression())
+                    .filter(|e| e.gens == current && !current.contains(&0))
+                {
                     Some(e) => {
                         let now = entry::now_ms();
                         let e = Arc::new(e);
@@ -381,7 +393,7 @@ impl Inner {
         gen0: u64,
     ) {
         let key = &ck.key;
-        let raw = e.encode();
+        let raw = e.encode(self.compression());
         let lifetime = ttl.saturating_add(self.config.stale);
         match self.store.set(key, &raw, lifetime).await {
             Ok(()) => {

@@ -60,6 +60,9 @@ pub(super) fn read_cache(r: &mut Reader) -> CacheConfig {
     let max_body = r
         .parse("CACHE_MAX_BODY_BYTES", parse::bytes, BYTES_FORM)
         .unwrap_or(d.max_body);
+    let compress_min = r
+        .parse("CACHE_COMPRESS_MIN_BYTES", parse::bytes, BYTES_FORM)
+        .unwrap_or(d.compress_min);
     let scope = r
         .parse(
             "CACHE_SCOPE",
@@ -105,6 +108,7 @@ pub(super) fn read_cache(r: &mut Reader) -> CacheConfig {
         lease,
         l1_max_bytes,
         max_body,
+        compress_min,
         scope,
         scopes,
     }
@@ -120,6 +124,7 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
     push("CACHE_LEASE_TTL", fmt_duration(c.cache.lease));
     push("CACHE_L1_MAX_BYTES", c.cache.l1_max_bytes.to_string());
     push("CACHE_MAX_BODY_BYTES", c.cache.max_body.to_string());
+    push("CACHE_COMPRESS_MIN_BYTES", c.cache.compress_min.to_string());
     push("CACHE_SCOPE", c.cache.scope.to_string());
     for (name, scope) in &c.cache.scopes {
         push(

@@ -272,6 +272,11 @@ pub const VARS: &[VarDoc] = &[
         meaning: "larger request or response bodies pass through uncached",
     },
     VarDoc {
+        names: &["CACHE_COMPRESS_MIN_BYTES"],
+        default: "`1KiB`",
+        meaning: "entries at least this big (up to `CACHE_MAX_BODY_BYTES`) are stored zstd-compressed in Redis (`0`: off)",
+    },
+    VarDoc {
         names: &["CACHE_SCOPE"],
         default: "`auto`",
         meaning: "whose responses an HTTP entry serves: `auto` (per caller when the request has credentials), `tenant`, `user`",
