@@ -22,6 +22,12 @@ pub struct CacheConfig {
     /// How long past its TTL an entry may still be served while another instance refills
     /// it (`CACHE_STALE_TTL`, default 0: never stale).
     pub stale: Duration,
+    /// Stale-while-revalidate: how long past its TTL an entry is still served at once
+    /// (`X-Cache: STALE`) while one refresh runs in the background (`CACHE_SWR`, default 0:
+    /// off).
+    pub swr: Duration,
+    /// The same for single categories (`CACHE_SWR_<CATEGORY>`; names lowercased).
+    pub swrs: BTreeMap<String, Duration>,
     /// Lease a filler holds so other instances wait instead of calling the upstream too
     /// (`CACHE_LEASE_TTL`, default 5 s); also how long they wait at most.
     pub lease: Duration,
@@ -50,6 +56,8 @@ impl Default for CacheConfig {
             categories: BTreeMap::new(),
             jitter_percent: 0,
             stale: Duration::ZERO,
+            swr: Duration::ZERO,
+            swrs: BTreeMap::new(),
             lease: Duration::from_secs(5),
             l1_max_bytes: 32 * 1024 * 1024,
             max_body: 1024 * 1024,
@@ -74,6 +82,28 @@ impl CacheConfig {
     /// ```
     pub fn scope_for(&self, category: &str) -> crate::cache::CacheScope {
         self.scopes.get(category).copied().unwrap_or(self.scope)
+    }
+
+    /// Stale-while-revalidate window of a category: `CACHE_SWR_<CATEGORY>`, else
+    /// `CACHE_SWR`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cfg = tenant_guard::config::Config::from_vars([
+    ///     ("CACHE_SWR", "30s"),
+    ///     ("CACHE_SWR_AI", "10m"),
+    /// ]).unwrap();
+    /// assert_eq!(cfg.cache.swr_for("ai"), Duration::from_secs(600));
+    /// assert_eq!(cfg.cache.swr_for("query"), Duration::from_secs(30));
+    /// ```
+    pub fn swr_for(&self, category: &str) -> Duration {
+        self.swrs.get(category).copied().unwrap_or(self.swr)
+    }
+
+    /// How long past its TTL an entry of `category` is kept and may be served (the
+    /// longer of `stale` and its stale-while-revalidate window).
+    pub(crate) fn stale_for(&self, category: &str) -> Duration {
+        self.stale.max(self.swr_for(category))
     }
 
     /// TTL of a category: `query`, `ai`, a `CACHE_TTL_<NAME>` category, else `CACHE_TTL`.

@@ -34,6 +34,9 @@ pub(crate) enum Served<R> {
     Cached(Arc<Entry>, CacheStatus),
     /// Joined a streamed miss of the same key: replay it (coalesced).
     Stream(Arc<Recording>),
+    /// Past its TTL, within its stale-while-revalidate window: serve it now (stale); the
+    /// caller starts a refresh when `true` (no refresh of the key runs in this process).
+    Revalidate(Arc<Entry>, bool),
     Own(R),
     SharedError(SharedFailure),
     Retry,
@@ -67,6 +70,15 @@ fn jitter(ttl: Duration, percent: u8) -> Duration {
     }))
 }
 
+/// Whether a call looks the key up first (`Lookup`), or is the background refresh of a
+/// stale-while-revalidate entry (`Refresh`: computes and stores, unless a fill of the key
+/// already runs here or on another instance, which it then leaves to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Lookup,
+    Refresh,
+}
+
 impl Cache {
     /// The core: lookup, single-flight, lease, compute, store.
     pub(crate) async fn serve<R, F, Fut>(
@@ -80,20 +92,51 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Computed<R>>,
     {
+        self.serve_in(Mode::Lookup, key, read, write, compute).await
+    }
+
+    /// [`serve`](Self::serve), or a refresh (`Mode::Refresh`, read and write): its
+    /// `Served::Retry` means another fill of the key runs, and nothing was computed.
+    pub(crate) async fn serve_in<R, F, Fut>(
+        &self,
+        mode: Mode,
+        key: &CacheKey,
+        read: bool,
+        write: bool,
+        compute: F,
+    ) -> Served<R>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Computed<R>>,
+    {
         let inner = &*self.inner;
         let cat = key.category.name();
         let gen0 = inner.generation.load(Ordering::SeqCst);
+        let refresh = mode == Mode::Refresh;
         let mut stale = None;
         let mut l2_down = false;
         // The generations read with the entry; a new entry is stored with them.
         let mut gens = None;
-        if read {
+        if read && !refresh {
             match inner.lookup(key, gen0, &mut gens).await {
                 Lookup::Fresh(e, status) => {
                     inner.count(cat, status);
                     return Served::Cached(e, status);
                 }
-                Lookup::Stale(e) => stale = Some(e),
+                Lookup::Stale(e) => {
+                    let swr =
+                        u64::try_from(inner.config.swr_for(cat).as_millis()).unwrap_or(u64::MAX);
+                    if e.fresh_until_ms.saturating_add(swr) > entry::now_ms() {
+                        inner.count(cat, CacheStatus::Stale);
+                        let running = inner
+                            .flights
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .contains_key(key.key.as_str());
+                        return Served::Revalidate(e, !running);
+                    }
+                    stale = Some(e);
+                }
                 Lookup::Miss { l2_down: d } => l2_down = d,
             }
         }
@@ -121,6 +164,10 @@ impl Cache {
                     }
                 };
                 let Some(mut rx) = waiting else { break };
+                if refresh {
+                    // A fill of this key runs here already.
+                    return Served::Retry;
+                }
                 let flight = rx.wait_for(Option::is_some).await.map(|v| v.clone());
                 match flight {
                     Ok(Some(Flight::Entry(e))) => {
@@ -157,6 +204,8 @@ impl Cache {
                 .await
             {
                 Ok(true) => leased = true,
+                // Another instance fills (or refreshes) this key.
+                Ok(false) if refresh => return Served::Retry,
                 Ok(false) => {
                     if let Some(e) = stale.take() {
                         inner.count(cat, CacheStatus::Stale);
@@ -196,8 +245,11 @@ impl Cache {
                 lease = Some((lock_key, token));
             }
         }
-        if read {
+        if read && !refresh {
             inner.count(cat, CacheStatus::Miss);
+        }
+        if refresh {
+            inner.event(cat, "refresh");
         }
         // The generations an entry carries are had BEFORE the upstream runs (made first if
         // absent): read after it, a fill that computed before an invalidation would carry
@@ -364,7 +416,8 @@ impl Inner {
                         } else if e.fresh_until_ms.saturating_add(
                             // Saturating: the stored time is whatever the store holds, and
                             // CACHE_STALE_TTL any duration the environment spells.
-                            u64::try_from(self.config.stale.as_millis()).unwrap_or(u64::MAX),
+                            u64::try_from(self.config.stale_for(ck.category.name()).as_millis())
+                                .unwrap_or(u64::MAX),
                         ) > now
                         {
                             Lookup::Stale(e)
@@ -394,7 +447,7 @@ impl Inner {
     ) {
         let key = &ck.key;
         let raw = e.encode(self.compression());
-        let lifetime = ttl.saturating_add(self.config.stale);
+        let lifetime = ttl.saturating_add(self.config.stale_for(category));
         match self.store.set(key, &raw, lifetime).await {
             Ok(()) => {
                 self.event(category, "store");

@@ -240,7 +240,14 @@ impl Inner {
         let jitter = u32::from(c.jitter_percent);
         let longest = longest
             .saturating_add(longest.checked_mul(jitter).map_or(longest, |d| d / 100))
-            .saturating_add(c.stale);
+            .saturating_add(
+                c.swrs
+                    .values()
+                    .chain([&c.stale, &c.swr])
+                    .max()
+                    .copied()
+                    .unwrap_or_default(),
+            );
         // Redis refuses expiry times past ~2^62 ms; a century is forever for a cache.
         longest
             .max(lifetime)

@@ -54,6 +54,8 @@
 mod config;
 mod engine;
 mod entry;
+#[cfg(feature = "axum")]
+mod fill;
 mod flight;
 #[cfg(test)]
 mod hostile_store_tests;
@@ -370,9 +372,12 @@ impl Cache {
             .map_err(CacheError::Encode)?;
         let mut compute = Some(compute);
         let mut ttl = Some(ttl);
+        // A stale-while-revalidate entry: refreshed in line (the compute step is the
+        // caller's, it cannot outlive this call); served when another fill runs.
+        let (mut mode, mut stale) = (engine::Mode::Lookup, None::<Arc<Entry>>);
         for _ in 0..3 {
-            let served = self
-                .serve(&key, true, true, || async {
+            let mut served = self
+                .serve_in(mode, &key, true, true, || async {
                     let f = compute.take().expect("compute runs once");
                     match f().await {
                         Ok(v) => match serde_json::to_vec(&v) {
@@ -398,7 +403,14 @@ impl Cache {
                     }
                 })
                 .await;
+            if let (Served::Retry, Some(e)) = (&served, &stale) {
+                served = Served::Cached(e.clone(), CacheStatus::Stale);
+            }
             match served {
+                Served::Revalidate(e, _) => {
+                    (mode, stale) = (engine::Mode::Refresh, Some(e));
+                    continue;
+                }
                 Served::Cached(e, status) => match serde_json::from_slice::<T>(&e.body) {
                     Ok(value) => {
                         return Ok(Cached {

@@ -17,12 +17,13 @@ use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::entry::{now_ms, Entry};
+use super::fill::{AnyBody, Fill};
 use super::flight::SharedFailure;
 use super::key::{http_key, HttpKeyInput};
 use super::layer::{Kind, Settings, MAX_LEARNED_HEADERS, MAX_LEARNED_ROUTES};
 use super::recording::Recording;
-use super::stream::{is_event_stream, replay, TeeBody};
-use super::{CacheScope, CacheStatus, Category, Computed, Served};
+use super::stream::replay;
+use super::{CacheScope, CacheStatus, Category, Served};
 use crate::problem::Problem;
 use crate::tenant::TenantId;
 
@@ -111,7 +112,7 @@ fn append_headers(res: &mut Response<Body>, headers: &[(String, String)]) {
 }
 
 /// The headers stored with an entry (as text).
-fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+pub(super) fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(k, _)| stored_header(k))
@@ -280,21 +281,6 @@ pub(super) fn stored_header(name: &HeaderName) -> bool {
         && name.as_str() != "x-cache"
 }
 
-/// The inner service with its response body made an axum [`Body`]: the layer stores and
-/// replays bytes, whatever body type the inner service answers with.
-struct AnyBody<S>(S);
-
-impl<S, ResBody> AnyBody<S>
-where
-    S: Service<Request<Body>, Response = Response<ResBody>>,
-    ResBody: HttpBody<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    async fn call(&mut self, req: Request<Body>) -> Result<Response<Body>, S::Error> {
-        self.0.call(req).await.map(|res| res.map(Body::new))
-    }
-}
-
 /// Any request body in (it is read into the key), any response body from the inner
 /// service; out comes an axum [`Body`].
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheService<S>
@@ -411,89 +397,34 @@ where
             };
             let key = cache.key(&tenant, &category, hash);
             let ttl_default = cache.config().ttl_for(category.name());
+            let fill = Fill {
+                settings: settings.clone(),
+                vary_names,
+                template,
+                ttl_default,
+            };
+            // A stale-while-revalidate refresh sends the request again, later.
+            let again = (read && write && !cache.config().swr_for(category.name()).is_zero())
+                .then(|| (parts.clone(), body.clone()));
             let mut slot = Some(Request::from_parts(parts, Body::from(body.clone())));
             let served = cache
                 .serve(&key, read, write, || async {
                     let req = slot.take().expect("the request is sent once");
-                    // The TTL hook reads the request after the response is known: keep a copy
-                    // of its head, only on a miss and only when there is a hook.
-                    let (req, ttl_hint) = match &settings.ttl {
-                        Some(f) => {
-                            let (head, body) = req.into_parts();
-                            let hint = (f.clone(), head.clone());
-                            (Request::from_parts(head, body), Some(hint))
-                        }
-                        None => (req, None),
-                    };
-                    let res = match inner.call(req).await {
-                        Ok(r) => r,
-                        Err(e) => return Computed::Private(Err(e)),
-                    };
-                    let (rparts, rbody) = res.into_parts();
-                    let status = rparts.status;
-                    let res_cc = directives(&rparts.headers);
-                    let vary_ok = vary_covered(&rparts.headers, &vary_names, |missing| {
-                        learn_vary(&settings.learned_vary, &template, missing);
-                    });
-                    let storable = settings.statuses.contains(&status)
-                        && vary_ok
-                        && !rparts.headers.contains_key(header::SET_COOKIE)
-                        && !res_cc.iter().any(|d| d == "no-store" || d == "private");
-                    let shareable_error = status.is_server_error()
-                        && vary_ok
-                        && !rparts.headers.contains_key(header::SET_COOKIE);
-                    if !(storable || shareable_error)
-                        || content_length(&rparts.headers).is_some_and(|n| n > settings.max_body)
-                    {
-                        let res = Response::from_parts(rparts, rbody);
-                        return Computed::Private(Ok(with_status(res, CacheStatus::Bypass, None)));
-                    }
-                    let ttl_for = |status| {
-                        ttl_hint
-                            .as_ref()
-                            .and_then(|(f, p): &(_, Parts)| f(p, status))
-                            .unwrap_or(ttl_default)
-                    };
-                    if storable && is_event_stream(&rparts.headers) {
-                        // An event stream goes out as it arrives, recorded on the way.
-                        let rec = Recording::new(
-                            status.as_u16(),
-                            kept_headers(&rparts.headers),
-                            settings.max_body,
-                        );
-                        let body = Body::new(TeeBody::new(rbody, rec.clone()));
-                        let res = Response::from_parts(rparts, body);
-                        let res = with_status(res, CacheStatus::Miss, None);
-                        return Computed::Stream(rec, ttl_for(status), Ok(res));
-                    }
-                    let bytes = match buffer(rbody, settings.max_body).await {
-                        Ok(b) => b,
-                        Err(replay) => {
-                            let res = Response::from_parts(rparts, replay);
-                            return Computed::Private(Ok(with_status(
-                                res,
-                                CacheStatus::Bypass,
-                                None,
-                            )));
-                        }
-                    };
-                    let entry = Entry {
-                        stored_ms: now_ms(),
-                        fresh_until_ms: now_ms(),
-                        status: status.as_u16(),
-                        headers: kept_headers(&rparts.headers),
-                        body: bytes,
-                        gens: [0, 0],
-                    };
-                    let own = from_entry(&entry, CacheStatus::Miss);
-                    if shareable_error {
-                        return Computed::Share(SharedFailure::Response(Arc::new(entry)), Ok(own));
-                    }
-                    Computed::Store(entry, ttl_for(status), Ok(own))
+                    fill.run(&mut inner, req).await
                 })
                 .await;
             match served {
                 Served::Cached(e, status) => Ok(from_entry(&e, status)),
+                Served::Revalidate(e, start) => {
+                    if let (true, Some((head, body))) = (start, again) {
+                        let (cache, mut inner) = (cache.clone(), AnyBody(inner.0.clone()));
+                        tokio::spawn(async move {
+                            let req = Request::from_parts(head, Body::from(body));
+                            fill.refresh(&cache, &key, &mut inner, req).await;
+                        });
+                    }
+                    Ok(from_entry(&e, CacheStatus::Stale))
+                }
                 Served::Stream(rec) => Ok(from_recording(rec)),
                 Served::Own(r) => r,
                 Served::SharedError(SharedFailure::Response(e)) => {

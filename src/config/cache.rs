@@ -53,6 +53,31 @@ pub(super) fn read_cache(r: &mut Reader) -> CacheConfig {
         )
         .unwrap_or(d.jitter_percent);
     let stale = r.duration("CACHE_STALE_TTL", d.stale, false);
+    let swr = r.duration("CACHE_SWR", d.swr, false);
+    let mut swr_vars: Vec<String> = r
+        .vars
+        .keys()
+        .filter(|k| k.starts_with("CACHE_SWR_"))
+        .cloned()
+        .collect();
+    swr_vars.sort();
+    let mut swrs = BTreeMap::new();
+    for var in swr_vars {
+        let name = var["CACHE_SWR_".len()..].to_ascii_lowercase();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            let val = r.get(&var).map(str::to_string);
+            r.problem(
+                &var,
+                val.as_deref(),
+                "the category name after CACHE_SWR_ is empty or has characters other than letters, digits and _".into(),
+                "CACHE_SWR_<CATEGORY>=<duration> with CATEGORY made of A-Z, 0-9 and _",
+            );
+            continue;
+        }
+        if let Some(d) = r.parse(&var, parse::duration, DURATION_FORM) {
+            swrs.insert(name, d);
+        }
+    }
     let lease = r.duration("CACHE_LEASE_TTL", d.lease, true);
     let l1_max_bytes = r
         .parse("CACHE_L1_MAX_BYTES", parse::bytes, BYTES_FORM)
@@ -105,6 +130,8 @@ pub(super) fn read_cache(r: &mut Reader) -> CacheConfig {
         categories,
         jitter_percent,
         stale,
+        swr,
+        swrs,
         lease,
         l1_max_bytes,
         max_body,
@@ -121,6 +148,13 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
     push("AI_CACHE_TTL", fmt_duration(c.cache.ai_ttl));
     push("CACHE_TTL_JITTER", format!("{}%", c.cache.jitter_percent));
     push("CACHE_STALE_TTL", fmt_duration(c.cache.stale));
+    push("CACHE_SWR", fmt_duration(c.cache.swr));
+    for (name, d) in &c.cache.swrs {
+        push(
+            &format!("CACHE_SWR_{}", name.to_ascii_uppercase()),
+            fmt_duration(*d),
+        );
+    }
     push("CACHE_LEASE_TTL", fmt_duration(c.cache.lease));
     push("CACHE_L1_MAX_BYTES", c.cache.l1_max_bytes.to_string());
     push("CACHE_MAX_BODY_BYTES", c.cache.max_body.to_string());

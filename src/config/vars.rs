@@ -257,6 +257,16 @@ pub const VARS: &[VarDoc] = &[
         meaning: "how long past its TTL an entry may be served while another instance refills it",
     },
     VarDoc {
+        names: &["CACHE_SWR"],
+        default: "`0` (off)",
+        meaning: "stale-while-revalidate: past its TTL, an entry is served at once (`X-Cache: STALE`) for this long while one refresh runs in the background",
+    },
+    VarDoc {
+        names: &["CACHE_SWR_<CATEGORY>"],
+        default: "`CACHE_SWR`",
+        meaning: "the same for one category, e.g. `CACHE_SWR_AI=10m`",
+    },
+    VarDoc {
         names: &["CACHE_LEASE_TTL"],
         default: "`5s`",
         meaning: "cross-instance fill lease; also the longest wait for another instance's fill",
