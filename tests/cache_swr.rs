@@ -84,7 +84,10 @@ async fn until(app: &Router, want: &str) -> CacheStatus {
         if body == want {
             return status;
         }
-        assert!(Instant::now() < deadline, "{want} never served (last {body})");
+        assert!(
+            Instant::now() < deadline,
+            "{want} never served (last {body})"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -126,7 +129,11 @@ async fn stale_is_served_at_once_while_one_refresh_runs(mut vars: Vec<(&str, Str
         assert_eq!(send(&app).await, (CacheStatus::Stale, "v1".into()));
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(up.calls.load(Ordering::SeqCst), 2, "one refresh for the key");
+    assert_eq!(
+        up.calls.load(Ordering::SeqCst),
+        2,
+        "one refresh for the key"
+    );
     up.gate.send_replace(true);
     let status = until(&app, "v2").await;
     assert!(
