@@ -81,10 +81,19 @@ async fn ops_and_admin_routes_need_their_tokens() {
     assert_eq!(call(&app, "DELETE", "/api/cache", None).await, 401);
     assert_eq!(call(&app, "DELETE", "/api/cache", Some(OPS)).await, 401);
     assert_eq!(call(&app, "DELETE", "/api/cache", Some(ADMIN)).await, 200);
+    let tag = "/api/cache/tags/reports";
+    assert_eq!(call(&app, "DELETE", tag, None).await, 401);
+    assert_eq!(call(&app, "DELETE", tag, Some(OPS)).await, 401);
+    assert_eq!(call(&app, "DELETE", tag, Some(ADMIN)).await, 200);
+    // Not a tag: a clear 400, and only for the admin (others learn nothing).
+    let bad = "/api/cache/tags/two%20words";
+    assert_eq!(call(&app, "DELETE", bad, Some(ADMIN)).await, 400);
+    assert_eq!(call(&app, "DELETE", bad, None).await, 401);
 
-    // Without TG_ADMIN_TOKEN the admin route is refused outright.
+    // Without TG_ADMIN_TOKEN the admin routes are refused outright.
     let app = tenant_guard_cli::demo::app(&Config::default()).unwrap();
     assert_eq!(call(&app, "DELETE", "/api/cache", None).await, 403);
+    assert_eq!(call(&app, "DELETE", tag, Some(ADMIN)).await, 403);
     assert_eq!(
         call(&app, "DELETE", "/api/cache", Some("anything")).await,
         403
@@ -93,6 +102,45 @@ async fn ops_and_admin_routes_need_their_tokens() {
     // Short tokens are configuration errors.
     let err = Config::from_vars([("TG_OPS_TOKEN", "short")]).unwrap_err();
     assert!(err.to_string().contains("TG_OPS_TOKEN"), "{err}");
+}
+
+/// The demo tags reports `reports` and `day:<day>`: the admin's tag route drops them, for
+/// its tenant only, and the tags never reach the client.
+#[tokio::test]
+async fn the_demo_tag_route_drops_tagged_reports() {
+    const ADMIN: &str = "admin-token-0123456789abcdef012345678";
+    let config = Config::from_vars([("TG_ADMIN_TOKEN", ADMIN)]).unwrap();
+    let app = tenant_guard_cli::demo::app(&config).unwrap();
+    let report = |tenant: &str, day: &str| {
+        http::Request::get(format!("/api/reports/{day}"))
+            .header("x-tenant-id", tenant)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let drop_tag = |tag: &str| {
+        http::Request::delete(format!("/api/cache/tags/{tag}"))
+            .header("x-tenant-id", "acme")
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for (tenant, day) in [
+        ("acme", "2020-01-01"),
+        ("acme", "2020-01-02"),
+        ("globex", "2020-01-01"),
+    ] {
+        assert_eq!(send(&app, report(tenant, day)).await.1, "MISS");
+        let res = app.clone().oneshot(report(tenant, day)).await.unwrap();
+        assert_eq!(res.headers()["x-cache"], "HIT");
+        assert!(!res.headers().contains_key("x-cache-tags"));
+    }
+    assert_eq!(send(&app, drop_tag("day:2020-01-01")).await.0, 200);
+    assert_eq!(send(&app, report("acme", "2020-01-01")).await.1, "MISS");
+    assert_eq!(send(&app, report("acme", "2020-01-02")).await.1, "HIT");
+    assert_eq!(send(&app, report("globex", "2020-01-01")).await.1, "HIT");
+    assert_eq!(send(&app, drop_tag("reports")).await.0, 200);
+    assert_eq!(send(&app, report("acme", "2020-01-02")).await.1, "MISS");
+    assert_eq!(send(&app, report("globex", "2020-01-01")).await.1, "HIT");
 }
 
 /// Finding 5: with the session layer in front, two logged-in users of one tenant never

@@ -1,5 +1,5 @@
-//! The engine of a cache call: lookup (L1, then one `MGET` of the entry and its
-//! generations), single-flight, the cross-instance lease (`SET NX PX`, released by
+//! The engine of a cache call: lookup (L1, then one `MGET` of the entry, its
+//! generations and the tag epoch; one more of its tags' generations when it has tags), single-flight, the cross-instance lease (`SET NX PX`, released by
 //! compare-and-delete; waiters poll with backoff or serve a stale entry), compute, store.
 
 use std::future::Future;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::flight::{Flight, FlightGuard, SharedFailure};
-use super::invalidation::generation;
+use super::invalidation::Generations;
 use super::recording::{End, Recording};
 use super::{entry, Cache, CacheKey, CacheStatus, Entry, Inner};
 use crate::keys::KeyKind;
@@ -264,11 +264,13 @@ impl Cache {
                 e.stored_ms = now;
                 e.fresh_until_ms =
                     now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-                if write {
-                    e.gens = gens.unwrap_or([0, 0]);
-                }
+                let g = gens.unwrap_or(Generations::NONE);
+                let keep = write && {
+                    e.gens = g.entry;
+                    inner.stamp_tags(key, &mut e, g.tag_epoch).await
+                };
                 let e = Arc::new(e);
-                if write {
+                if keep {
                     inner.store(key, cat, &e, ttl, gen0).await;
                 }
                 guard.finish(Flight::Entry(e));
@@ -281,7 +283,7 @@ impl Cache {
                 let flight = guard.key.take();
                 let lease = lease.take();
                 let (cache, key, cat) = (self.clone(), key.clone(), cat.to_string());
-                let gens = gens.unwrap_or([0, 0]);
+                let gens = gens.unwrap_or(Generations::NONE);
                 rec.set_finish(Box::new(move |entry| {
                     Box::pin(async move {
                         let inner = &*cache.inner;
@@ -291,8 +293,10 @@ impl Cache {
                             e.stored_ms = now;
                             e.fresh_until_ms = now
                                 .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-                            e.gens = gens;
-                            inner.store(&key, &cat, &Arc::new(e), ttl, gen0).await;
+                            e.gens = gens.entry;
+                            if inner.stamp_tags(&key, &mut e, gens.tag_epoch).await {
+                                inner.store(&key, &cat, &Arc::new(e), ttl, gen0).await;
+                            }
                         }
                         // Stored first: a caller arriving now finds the entry.
                         if let Some(k) = flight {
@@ -372,7 +376,7 @@ impl Inner {
         &self,
         key: &CacheKey,
         gen0: u64,
-        gens: &mut Option<[u64; 2]>,
+        gens: &mut Option<Generations>,
     ) -> Lookup {
         if let Some(l1) = &self.l1 {
             if let Some(e) = l1.get(key.key.as_str()) {
@@ -390,23 +394,36 @@ impl Inner {
         &self,
         ck: &CacheKey,
         gen0: u64,
-        gens: &mut Option<[u64; 2]>,
+        gens: &mut Option<Generations>,
     ) -> Lookup {
         let key = &ck.key;
         let [t, c] = &ck.gens;
-        let got = self.store.get_many(&[t, c, key]).await.map(|mut v| {
-            let current = [
-                generation(v.first().and_then(Option::as_ref)),
-                generation(v.get(1).and_then(Option::as_ref)),
-            ];
-            *gens = Some(current);
-            (v.pop().flatten(), current)
-        });
+        let got = self
+            .store
+            .get_many(&[t, c, &ck.tag_epoch, key])
+            .await
+            .map(|mut v| {
+                let raw = v.pop().flatten();
+                let current = Generations::read(v);
+                *gens = Some(current);
+                (raw, current.entry)
+            });
         match got {
             Ok((Some(raw), current)) => {
-                match Entry::decode(&raw, self.compression())
-                    .filter(|e| e.gens == current && !current.contains(&0))
-                {
+                let e = Entry::decode(&raw, self.compression())
+                    .filter(|e| e.gens == current && !current.contains(&0));
+                let e = match e {
+                    Some(e) => match self.tags_current(ck, &e).await {
+                        Ok(true) => Some(e),
+                        Ok(false) => None,
+                        Err(err) => {
+                            tracing::debug!(error = %err, "cache L2 unavailable; L1 only");
+                            return Lookup::Miss { l2_down: true };
+                        }
+                    },
+                    None => None,
+                };
+                match e {
                     Some(e) => {
                         let now = entry::now_ms();
                         let e = Arc::new(e);
@@ -425,7 +442,8 @@ impl Inner {
                             Lookup::Miss { l2_down: false }
                         }
                     }
-                    // Not an envelope of this version, or invalidated: a miss, never an error.
+                    // Not an envelope of this version, or invalidated (its tenant, category
+                    // or a tag moved on): a miss, never an error.
                     None => Lookup::Miss { l2_down: false },
                 }
             }
@@ -454,9 +472,10 @@ impl Inner {
                 // The generations live at least as long as the entries that carry them.
                 let gen_ttl = self.generation_ttl(lifetime);
                 let [t, c] = &ck.gens;
-                let _ = futures_util::future::join(
+                let _ = futures_util::future::join3(
                     self.store.expire(t, gen_ttl),
                     self.store.expire(c, gen_ttl),
+                    self.keep_tags(ck, e, gen_ttl),
                 )
                 .await;
             }

@@ -21,6 +21,9 @@ pub(crate) struct Entry {
     /// The tenant's and the category's cache generations when the entry was computed: an
     /// entry of older generations is a miss (invalidated).
     pub gens: [u64; 2],
+    /// The tags it carries, each with the tag's generation when stored (0 until then):
+    /// an entry whose tag has moved on is a miss.
+    pub tags: Vec<(String, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -33,6 +36,8 @@ struct Meta {
     h: Vec<(String, String)>,
     #[serde(default)]
     g: [u64; 2],
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    t: Vec<(String, u64)>,
     /// The body is zstd-compressed; its length once decompressed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     z: Option<u64>,
@@ -73,6 +78,7 @@ impl Entry {
             st: self.status,
             h: self.headers.clone(),
             g: self.gens,
+            t: self.tags.clone(),
             z: packed.as_ref().map(|_| self.body.len() as u64),
         })
         .unwrap_or_default();
@@ -116,13 +122,15 @@ impl Entry {
             headers: meta.h,
             body,
             gens: meta.g,
+            tags: meta.t,
         })
     }
 
     /// Bytes the entry takes in L1 (for its weight).
     pub(crate) fn weight(&self) -> u32 {
         let h: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        u32::try_from(64 + h + self.body.len()).unwrap_or(u32::MAX)
+        let t: usize = self.tags.iter().map(|(t, _)| t.len() + 8).sum();
+        u32::try_from(64 + h + t + self.body.len()).unwrap_or(u32::MAX)
     }
 }
 
@@ -146,6 +154,7 @@ mod tests {
             headers: vec![("content-type".into(), "application/json".into())],
             body: Bytes::from_static(b"{\"a\":1}"),
             gens: [3, 7],
+            tags: vec![("rooms".into(), 9)],
         };
         let raw = Bytes::from(e.encode(Compression::OFF));
         assert_eq!(Entry::decode(&raw, Compression::OFF), Some(e));
@@ -180,6 +189,7 @@ mod tests {
             headers: vec![("content-type".into(), "application/json".into())],
             body: Bytes::from(json),
             gens: [3, 7],
+            tags: vec![("rooms".into(), 9)],
         };
         let packed = Bytes::from(e.encode(on));
         let plain = e.encode(Compression::OFF);

@@ -24,7 +24,36 @@ use super::service::{
     with_status,
 };
 use super::stream::{is_event_stream, TeeBody};
-use super::{Cache, CacheKey, CacheStatus, Computed};
+use super::{Cache, CacheKey, CacheStatus, CacheTags, Computed, InvalidTags, TAGS_HEADER};
+
+/// A response's tags — the [`CacheTags`] extension and the `X-Cache-Tags` header, merged —
+/// both taken off it.
+fn take_tags(parts: &mut http::response::Parts) -> Result<CacheTags, InvalidTags> {
+    let mut names: Vec<String> = parts
+        .extensions
+        .remove::<CacheTags>()
+        .map(|t| t.iter().map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut bad = None;
+    for v in parts.headers.get_all(TAGS_HEADER) {
+        match v
+            .to_str()
+            .map_err(|_| InvalidTags::Tag("(not visible ASCII)".into()))
+        {
+            Ok(v) if names.len() <= CacheTags::MAX_TAGS => match CacheTags::parse(v) {
+                Ok(t) => names.extend(t.iter().map(str::to_string)),
+                Err(e) => bad = Some(e),
+            },
+            Ok(_) => bad = Some(InvalidTags::TooMany(names.len())),
+            Err(e) => bad = Some(e),
+        }
+    }
+    parts.headers.remove(TAGS_HEADER);
+    match bad {
+        Some(e) => Err(e),
+        None => CacheTags::new(names),
+    }
+}
 
 /// The inner service with its response body made an axum [`Body`]: the layer stores and
 /// replays bytes, whatever body type the inner service answers with.
@@ -78,13 +107,19 @@ impl Fill {
             Ok(r) => r,
             Err(e) => return Computed::Private(Err(e)),
         };
-        let (rparts, rbody) = res.into_parts();
+        let (mut rparts, rbody) = res.into_parts();
+        // Taken off whatever happens next: tags are for this layer, never for the client.
+        let tags = take_tags(&mut rparts);
+        if let Err(e) = &tags {
+            tracing::debug!(error = %e, route = %self.template, "response not cached");
+        }
         let status = rparts.status;
         let res_cc = directives(&rparts.headers);
         let vary_ok = vary_covered(&rparts.headers, &self.vary_names, |missing| {
             learn_vary(&settings.learned_vary, &self.template, missing);
         });
         let storable = settings.statuses.contains(&status)
+            && tags.is_ok()
             && vary_ok
             && !rparts.headers.contains_key(header::SET_COOKIE)
             && !res_cc.iter().any(|d| d == "no-store" || d == "private");
@@ -107,6 +142,7 @@ impl Fill {
             let rec = Recording::new(
                 status.as_u16(),
                 kept_headers(&rparts.headers),
+                tags.unwrap_or_default().unstamped(),
                 settings.max_body,
             );
             let body = Body::new(TeeBody::new(rbody, rec.clone()));
@@ -128,6 +164,7 @@ impl Fill {
             headers: kept_headers(&rparts.headers),
             body: bytes,
             gens: [0, 0],
+            tags: tags.unwrap_or_default().unstamped(),
         };
         let own = from_entry(&entry, CacheStatus::Miss);
         if shareable_error {

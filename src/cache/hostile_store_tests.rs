@@ -83,6 +83,7 @@ proptest! {
                         Bytes::from(body.clone())
                     },
                     gens: [0, 0],
+tags: Vec::new(),
                 }
                 // Compressed whenever that is smaller: the cache decodes both forms.
                 .encode(super::entry::Compression {

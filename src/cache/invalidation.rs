@@ -23,6 +23,8 @@ pub(crate) enum Invalidation {
     Key(String),
     /// Every entry whose key starts with this prefix.
     Prefix(String),
+    /// Every entry whose key starts with `prefix` and that carries `tag`.
+    Tag { prefix: String, tag: String },
     /// All of L1.
     Flush,
 }
@@ -33,6 +35,8 @@ impl Invalidation {
         match self {
             Self::Key(k) => format!("k {k}"),
             Self::Prefix(p) => format!("p {p}"),
+            // A tag holds no blank: it comes first.
+            Self::Tag { prefix, tag } => format!("t {tag} {prefix}"),
             Self::Flush => "flush".into(),
         }
     }
@@ -43,6 +47,15 @@ impl Invalidation {
             Self::Key(k.to_string())
         } else if let Some(p) = text.strip_prefix("p ") {
             Self::Prefix(p.to_string())
+        } else if let Some((tag, prefix)) = text
+            .strip_prefix("t ")
+            .and_then(|r| r.split_once(' '))
+            .filter(|(tag, _)| super::valid_tag(tag))
+        {
+            Self::Tag {
+                prefix: prefix.to_string(),
+                tag: tag.to_string(),
+            }
         } else {
             Self::Flush
         }
@@ -58,6 +71,31 @@ pub(super) fn first_generation() -> u64 {
         b = entry::now_ms().to_le_bytes();
     }
     (u64::from_le_bytes(b) & ((1 << 52) - 1)) | (1 << 40)
+}
+
+/// The generations a fill reads before its upstream runs: the tenant's and the
+/// category's (the entry carries them) and the tenant's tag epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Generations {
+    pub entry: [u64; 2],
+    pub tag_epoch: u64,
+}
+
+impl Generations {
+    /// None to be had: an entry stored with them is never served.
+    pub(super) const NONE: Self = Self {
+        entry: [0, 0],
+        tag_epoch: 0,
+    };
+
+    /// From the values of `[tenant, category, tag epoch, ..]`.
+    pub(super) fn read(raw: Vec<Option<Bytes>>) -> Self {
+        let at = |i: usize| generation(raw.get(i).and_then(Option::as_ref));
+        Self {
+            entry: [at(0), at(1)],
+            tag_epoch: at(2),
+        }
+    }
 }
 
 /// Parses a generation value (absent or unreadable: 0).
@@ -134,16 +172,7 @@ impl Cache {
             self.inner.apply(m);
         }
         self.event(category, "invalidation");
-        // Made random first if absent, then moved on: never a value an entry carries.
-        self.inner
-            .store
-            .set_nx(
-                gen_key,
-                first_generation().to_string().as_bytes(),
-                self.inner.generation_ttl(Duration::ZERO),
-            )
-            .await?;
-        let generation = self.inner.store.incr(gen_key).await?;
+        let generation = self.inner.bump(gen_key).await?;
         for m in &messages {
             self.publish(m).await;
         }
@@ -174,6 +203,17 @@ impl Inner {
                     l1.invalidate_all();
                 }
             }
+            Invalidation::Tag { prefix, tag } => {
+                let (p, tag) = (prefix.clone(), tag.clone());
+                if l1
+                    .invalidate_entries_if(move |k, e| {
+                        k.starts_with(&p) && e.tags.iter().any(|(t, _)| *t == tag)
+                    })
+                    .is_err()
+                {
+                    l1.invalidate_all();
+                }
+            }
             Invalidation::Flush => l1.invalidate_all(),
         }
     }
@@ -189,25 +229,25 @@ impl Inner {
 
     /// The generations to store an entry with: those read with the lookup, else read now;
     /// a generation key that does not exist yet is made (random, `SET NX`) first. When
-    /// they cannot be had, `[0, 0]`: reads never serve an entry with a 0 generation.
-    pub(super) async fn generations(&self, key: &CacheKey, read: Option<[u64; 2]>) -> [u64; 2] {
-        if let Some(g) = read.filter(|g| !g.contains(&0)) {
+    /// they cannot be had, `[0, 0]`: reads never serve an entry with a 0 generation. The
+    /// tag epoch comes with them (0 while no tag of the tenant was ever invalidated).
+    pub(super) async fn generations(
+        &self,
+        key: &CacheKey,
+        read: Option<Generations>,
+    ) -> Generations {
+        if let Some(g) = read.filter(|g| !g.entry.contains(&0)) {
             return g;
         }
         let [t, c] = &key.gens;
-        let read = |raw: Vec<Option<Bytes>>| {
-            [
-                generation(raw.first().and_then(Option::as_ref)),
-                generation(raw.get(1).and_then(Option::as_ref)),
-            ]
+        let keys = [t, c, &key.tag_epoch];
+        let Ok(current) = self.store.get_many(&keys).await.map(Generations::read) else {
+            return Generations::NONE;
         };
-        let Ok(current) = self.store.get_many(&[t, c]).await.map(read) else {
-            return [0, 0];
-        };
-        if !current.contains(&0) {
+        if !current.entry.contains(&0) {
             return current;
         }
-        for (k, g) in [t, c].into_iter().zip(current) {
+        for (k, g) in [t, c].into_iter().zip(current.entry) {
             if g == 0 {
                 let first = first_generation().to_string();
                 if self
@@ -216,11 +256,14 @@ impl Inner {
                     .await
                     .is_err()
                 {
-                    return [0, 0];
+                    return Generations::NONE;
                 }
             }
         }
-        self.store.get_many(&[t, c]).await.map_or([0, 0], read)
+        self.store
+            .get_many(&keys)
+            .await
+            .map_or(Generations::NONE, Generations::read)
     }
 
     /// How long a generation key is kept: at least the longest lifetime (TTL, jitter and
@@ -288,10 +331,16 @@ mod tests {
         for m in [
             Invalidation::Key("tg:query:{acme}:ab".into()),
             Invalidation::Prefix("tg:cache:{acme}:".into()),
+            Invalidation::Tag {
+                prefix: "tg:cache:{a b}:".into(),
+                tag: "floor:3".into(),
+            },
             Invalidation::Flush,
         ] {
             assert_eq!(Invalidation::decode(&m.encode()), m);
         }
-        assert_eq!(Invalidation::decode("x whatever"), Invalidation::Flush);
+        for unknown in ["x whatever", "t a{b} tg:", "t rooms"] {
+            assert_eq!(Invalidation::decode(unknown), Invalidation::Flush);
+        }
     }
 }

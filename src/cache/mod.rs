@@ -4,7 +4,8 @@
 //!
 //! * [`Cache`] is the programmatic API: [`get_or_compute`](Cache::get_or_compute) with serde
 //!   values, [`invalidate`](Cache::invalidate), [`invalidate_category`](Cache::invalidate_category)
-//!   and [`invalidate_tenant`](Cache::invalidate_tenant).
+//!   and [`invalidate_tenant`](Cache::invalidate_tenant); entries stored with
+//!   [`CacheTags`] are dropped by [`invalidate_tag`](Cache::invalidate_tag).
 //! * [`CacheLayer`] caches HTTP responses of the routes it wraps (feature `axum`).
 //!
 //! Keys are `query:{tenant}:<sha256>`, `ai:{tenant}:<model>:<sha256>` and
@@ -71,6 +72,7 @@ mod status;
 mod store;
 #[cfg(feature = "axum")]
 mod stream;
+mod tags;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -94,6 +96,7 @@ pub use layer::CacheLayer;
 pub use service::CacheService;
 pub use status::{CacheError, CacheStatus, Cached};
 pub use store::{BusHandler, CacheBus, CacheStore};
+pub use tags::{valid_tag, CacheTags, InvalidTags, TAGS_HEADER};
 
 use crate::backend::Backend;
 use crate::keys::{Keys, RedisKey};
@@ -111,6 +114,8 @@ pub(crate) struct CacheKey {
     pub key: RedisKey,
     /// The tenant's generation key and the category's (same slot as `key`).
     pub gens: [RedisKey; 2],
+    /// The tenant's tag epoch (same slot).
+    pub tag_epoch: RedisKey,
 }
 
 /// The cache. Cheap to clone; clones share L1, flights and the subscription.
@@ -311,6 +316,7 @@ impl Cache {
         CacheKey {
             key: category.key(&self.inner.keys, tenant, &hash),
             gens: self.inner.generation_keys(tenant, category),
+            tag_epoch: self.inner.tag_epoch_key(tenant),
             tenant: tenant.clone(),
             category: category.clone(),
             hash,
@@ -367,6 +373,54 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
         TtlFn: FnOnce(&T) -> Duration,
     {
+        self.compute_cached(
+            tenant,
+            category,
+            key_material,
+            &CacheTags::default(),
+            compute,
+            ttl,
+        )
+        .await
+    }
+
+    /// Like [`get_or_compute`](Self::get_or_compute), the value stored with `tags`:
+    /// [`invalidate_tag`](Self::invalidate_tag) of any of them drops it.
+    pub async fn get_or_compute_tagged<T, E, F, Fut>(
+        &self,
+        tenant: &TenantId,
+        category: &Category,
+        key_material: &impl Serialize,
+        tags: &CacheTags,
+        compute: F,
+    ) -> Result<Cached<T>, CacheError<E>>
+    where
+        T: Serialize + DeserializeOwned,
+        E: Clone + Send + Sync + std::fmt::Display + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let ttl = self.inner.config.ttl_for(category.name());
+        self.compute_cached(tenant, category, key_material, tags, compute, move |_| ttl)
+            .await
+    }
+
+    async fn compute_cached<T, E, F, Fut, TtlFn>(
+        &self,
+        tenant: &TenantId,
+        category: &Category,
+        key_material: &impl Serialize,
+        tags: &CacheTags,
+        compute: F,
+        ttl: TtlFn,
+    ) -> Result<Cached<T>, CacheError<E>>
+    where
+        T: Serialize + DeserializeOwned,
+        E: Clone + Send + Sync + std::fmt::Display + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        TtlFn: FnOnce(&T) -> Duration,
+    {
         let key = self
             .material_key(tenant, category, key_material)
             .map_err(CacheError::Encode)?;
@@ -391,6 +445,7 @@ impl Cache {
                                     headers: Vec::new(),
                                     body: Bytes::from(body),
                                     gens: [0, 0],
+                                    tags: tags.unstamped(),
                                 };
                                 Computed::Store(e, ttl, Ok(v))
                             }

@@ -45,6 +45,8 @@ struct State {
 pub(crate) struct Recording {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(String, String)>,
+    /// The tags the response carries (see [`CacheTags`](super::CacheTags)).
+    tags: Vec<(String, u64)>,
     cap: usize,
     state: Mutex<State>,
     /// Ticks on every chunk and at the end (readers wait on it).
@@ -62,11 +64,18 @@ impl std::fmt::Debug for Recording {
 }
 
 impl Recording {
-    /// A recording of a response with this head, holding at most `cap` body bytes.
-    pub(crate) fn new(status: u16, headers: Vec<(String, String)>, cap: usize) -> Arc<Self> {
+    /// A recording of a response with this head and tags, holding at most `cap` body
+    /// bytes.
+    pub(crate) fn new(
+        status: u16,
+        headers: Vec<(String, String)>,
+        tags: Vec<(String, u64)>,
+        cap: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             status,
             headers,
+            tags,
             cap,
             state: Mutex::new(State {
                 chunks: Vec::new(),
@@ -169,6 +178,7 @@ impl Recording {
             headers: self.headers.clone(),
             body: body.freeze(),
             gens: [0, 0],
+            tags: self.tags.clone(),
         })
     }
 
@@ -192,7 +202,7 @@ mod tests {
 
     #[test]
     fn readers_see_chunks_then_the_end_and_the_cap_ends_it() {
-        let r = Recording::new(200, vec![], 10);
+        let r = Recording::new(200, vec![], vec![], 10);
         assert_eq!(r.next(0), Next::Wait);
         r.push(&Bytes::from_static(b"data: a"));
         assert_eq!(r.next(0), Next::Chunk(Bytes::from_static(b"data: a")));
@@ -201,7 +211,7 @@ mod tests {
         assert_eq!(r.next(1), Next::Ended(End::Complete));
         assert_eq!(&r.entry().expect("complete").body[..], b"data: a");
         // Past the cap: nothing kept, readers told at once, no entry.
-        let r = Recording::new(200, vec![], 10);
+        let r = Recording::new(200, vec![], vec![], 10);
         r.push(&Bytes::from_static(b"data: a"));
         r.push(&Bytes::from_static(b"data: b"));
         assert_eq!(r.next(0), Next::Ended(End::Overflow));
@@ -209,7 +219,7 @@ mod tests {
         assert_eq!(r.ended(), Some(End::Overflow), "the first end counts");
         assert!(r.entry().is_none());
         // A failure: readers stop at once, no entry.
-        let r = Recording::new(200, vec![], 10);
+        let r = Recording::new(200, vec![], vec![], 10);
         r.push(&Bytes::from_static(b"x"));
         r.end(End::Failed);
         assert_eq!(r.next(0), Next::Ended(End::Failed));

@@ -279,6 +279,7 @@ pub(super) fn stored_header(name: &HeaderName) -> bool {
     ]
     .contains(name)
         && name.as_str() != "x-cache"
+        && name.as_str() != super::TAGS_HEADER
 }
 
 /// Any request body in (it is read into the key), any response body from the inner

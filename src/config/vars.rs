@@ -159,7 +159,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc {
         names: &["TG_ADMIN_TOKEN"],
         default: "— (refused)",
-        meaning: "bearer token of the demo's `DELETE /api/cache` (≥ 32 bytes)",
+        meaning: "bearer token of the demo's `DELETE /api/cache` and `DELETE /api/cache/tags/{tag}` (≥ 32 bytes)",
     },
     VarDoc {
         names: &["SESSION_TTL"],
