@@ -7,11 +7,12 @@
 //! |-------|--------------|
 //! | `GET /api/items` | a plain rate-limited endpoint |
 //! | `GET /api/reports/{day}` | simulated database query (a few ms), cached (query category) |
-//! | `POST /api/ai/complete` | simulated model (`DEMO_MODEL_LATENCY`, default 20 ms) answering with `usage` ([`usage`]), cached (AI category); cost-weighted and token-budgeted in the demo |
+//! | `POST /api/ai/complete` | simulated model (`DEMO_MODEL_LATENCY`, default 20 ms) answering with `usage` ([`usage`]), cached (AI category); cost-weighted and token-budgeted in the demo; with `"stream": true` an event stream, one event per token `DEMO_TOKEN_LATENCY` (default 10 ms) apart, then the usage and `[DONE]` ([`stream_events`]) |
 //! | `POST /login` | body `{"user": "alice"}`: binds the session to the user (new session id) |
 //! | `POST /logout` | ends the session |
 //! | `GET /me` | the tenant, the session's user and the rate-limit decision |
 //! | `DELETE /api/cache` | invalidates every cache entry of the tenant (all instances); needs `Authorization: Bearer $TG_ADMIN_TOKEN`, refused (403) when that is unset |
+//! | `DELETE /api/cache/tags/{tag}` | invalidates the tenant's entries tagged `tag` (reports are tagged `reports` and `day:<day>`); same token |
 //! | `/health`, `/health/ready`, `/cache/status`, `/metrics` | ops routes (the last two behind `TG_OPS_TOKEN` when set) |
 //!
 //! The session layer puts the logged-in user in front of the rate limiter, so logged-in
@@ -29,7 +30,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use tenant_guard::backend::{Backend, BackendError};
-use tenant_guard::cache::{Cache, CacheLayer};
+use tenant_guard::cache::{valid_tag, Cache, CacheLayer, CacheTags};
 use tenant_guard::concurrency::{ConcurrencyLayer, ConcurrencyLimiter};
 use tenant_guard::config::{Config, Secret};
 use tenant_guard::keys::Keys;
@@ -46,10 +47,13 @@ pub const REPORT_LATENCY: Duration = Duration::from_millis(3);
 /// Simulated latency of the AI "model" unless `DEMO_MODEL_LATENCY` says otherwise.
 pub const MODEL_LATENCY: Duration = Duration::from_millis(20);
 
-/// The model's latency: `DEMO_MODEL_LATENCY` (a duration such as `20ms`, or seconds), else
-/// [`MODEL_LATENCY`].
-fn model_latency() -> Duration {
-    std::env::var("DEMO_MODEL_LATENCY")
+/// Delay between two tokens of a streamed completion unless `DEMO_TOKEN_LATENCY` says
+/// otherwise.
+pub const TOKEN_LATENCY: Duration = Duration::from_millis(10);
+
+/// A duration from the environment (such as `20ms`, or plain seconds), else `default`.
+fn env_duration(name: &str, default: Duration) -> Duration {
+    std::env::var(name)
         .ok()
         .and_then(|v| {
             let v = v.trim();
@@ -58,7 +62,25 @@ fn model_latency() -> Duration {
                 .ok()
                 .or_else(|| humantime::parse_duration(v).ok())
         })
-        .unwrap_or(MODEL_LATENCY)
+        .unwrap_or(default)
+}
+
+/// How the demo model answers: its latency before the first token (`DEMO_MODEL_LATENCY`,
+/// default [`MODEL_LATENCY`]) and between two streamed tokens (`DEMO_TOKEN_LATENCY`,
+/// default [`TOKEN_LATENCY`]).
+#[derive(Debug, Clone, Copy)]
+struct Model {
+    latency: Duration,
+    token_latency: Duration,
+}
+
+impl Model {
+    fn from_env() -> Self {
+        Self {
+            latency: env_duration("DEMO_MODEL_LATENCY", MODEL_LATENCY),
+            token_latency: env_duration("DEMO_TOKEN_LATENCY", TOKEN_LATENCY),
+        }
+    }
 }
 
 /// The demo model's usage for a request body: `prompt_tokens` = ceil(prompt bytes / 4)
@@ -116,8 +138,8 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         .route(
             "/api/ai/complete",
             post({
-                let latency = model_latency();
-                move |tenant, body| complete(tenant, body, latency)
+                let model = Model::from_env();
+                move |tenant, body| complete(tenant, body, model)
             })
             .layer(CacheLayer::ai(cache.clone())),
         )
@@ -126,6 +148,13 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
             axum::routing::delete({
                 let admin = config.ops.admin_token.clone();
                 move |tenant, cache, headers| drop_cache(tenant, cache, headers, admin)
+            }),
+        )
+        .route(
+            "/api/cache/tags/{tag}",
+            axum::routing::delete({
+                let admin = config.ops.admin_token.clone();
+                move |tenant, cache, tag, headers| drop_tag(tenant, cache, tag, headers, admin)
             }),
         )
         .route("/login", post(login))
@@ -178,24 +207,57 @@ fn computed() -> serde_json::Value {
     json!({ "pid": std::process::id(), "n": n })
 }
 
+/// The admin routes' check: `Authorization: Bearer $TG_ADMIN_TOKEN`, and none at all
+/// (403) while that is unset.
+fn admin_only(headers: &axum::http::HeaderMap, admin: Option<&Secret>) -> Result<(), Problem> {
+    let Some(admin) = admin else {
+        return Err(Problem::new(StatusCode::FORBIDDEN, "Admin route disabled")
+            .detail("set TG_ADMIN_TOKEN to enable the DELETE /api/cache routes"));
+    };
+    if !ops::bearer_matches(headers, admin) {
+        return Err(Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized")
+            .detail("DELETE /api/cache needs `Authorization: Bearer <TG_ADMIN_TOKEN>`"));
+    }
+    Ok(())
+}
+
+fn cache_unavailable(e: BackendError) -> Problem {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Cache unavailable").detail(e.to_string())
+}
+
 async fn drop_cache(
     tenant: TenantId,
     Extension(cache): Extension<Cache>,
     headers: axum::http::HeaderMap,
     admin: Option<Secret>,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    let Some(admin) = admin else {
-        return Err(Problem::new(StatusCode::FORBIDDEN, "Admin route disabled")
-            .detail("set TG_ADMIN_TOKEN to enable DELETE /api/cache"));
-    };
-    if !ops::bearer_matches(&headers, &admin) {
-        return Err(Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized")
-            .detail("DELETE /api/cache needs `Authorization: Bearer <TG_ADMIN_TOKEN>`"));
-    }
-    let generation = cache.invalidate_tenant(&tenant).await.map_err(|e| {
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Cache unavailable").detail(e.to_string())
-    })?;
+    admin_only(&headers, admin.as_ref())?;
+    let generation = cache
+        .invalidate_tenant(&tenant)
+        .await
+        .map_err(cache_unavailable)?;
     Ok(Json(json!({ "tenant": tenant, "generation": generation })))
+}
+
+async fn drop_tag(
+    tenant: TenantId,
+    Extension(cache): Extension<Cache>,
+    Path(tag): Path<String>,
+    headers: axum::http::HeaderMap,
+    admin: Option<Secret>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    admin_only(&headers, admin.as_ref())?;
+    if !valid_tag(&tag) {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "Invalid tag")
+            .detail("a tag is 1 to 64 bytes of A-Z a-z 0-9 . _ : / -"));
+    }
+    let generation = cache
+        .invalidate_tag(&tenant, &tag)
+        .await
+        .map_err(cache_unavailable)?;
+    Ok(Json(
+        json!({ "tenant": tenant, "tag": tag, "generation": generation }),
+    ))
 }
 
 /// TTL of a cached report by the age of its day: today's data still changes (15 s), last
@@ -248,14 +310,36 @@ async fn items(tenant: TenantId) -> Json<serde_json::Value> {
     Json(json!({ "tenant": tenant, "items": ["alpha", "beta", "gamma"] }))
 }
 
-async fn report(tenant: TenantId, Path(day): Path<String>) -> Json<serde_json::Value> {
+/// A day's report, tagged `reports` and `day:<day>` (when the day makes a tag): `DELETE
+/// /api/cache/tags/reports` drops every cached report of the tenant.
+async fn report(tenant: TenantId, Path(day): Path<String>) -> impl IntoResponse {
     tokio::time::sleep(REPORT_LATENCY).await;
-    Json(json!({ "tenant": tenant, "day": day, "rows": 42, "computed": computed() }))
+    let day_tag = format!("day:{day}");
+    let tags = CacheTags::new(
+        std::iter::once("reports").chain(valid_tag(&day_tag).then_some(day_tag.as_str())),
+    )
+    .unwrap_or_default();
+    (
+        Extension(tags),
+        Json(json!({ "tenant": tenant, "day": day, "rows": 42, "computed": computed() })),
+    )
 }
 
-async fn complete(tenant: TenantId, body: String, latency: Duration) -> Json<serde_json::Value> {
-    tokio::time::sleep(latency).await;
+/// A completion: a JSON answer after the model's latency, or with `"stream": true` an event
+/// stream ([`stream_events`]).
+async fn complete(tenant: TenantId, body: String, model: Model) -> Response {
     let (prompt, completion) = usage(&body);
+    let streamed = serde_json::from_str::<serde_json::Value>(&body)
+        .is_ok_and(|v| v["stream"] == serde_json::Value::Bool(true));
+    if streamed {
+        let events = stream_events(prompt, completion, model.latency, model.token_latency);
+        return (
+            [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+            axum::body::Body::from_stream(events),
+        )
+            .into_response();
+    }
+    tokio::time::sleep(model.latency).await;
     Json(json!({
         "tenant": tenant,
         "completion": format!("echo: {}", body.len()),
@@ -266,6 +350,57 @@ async fn complete(tenant: TenantId, body: String, latency: Duration) -> Json<ser
         },
         "computed": computed(),
     }))
+    .into_response()
+}
+
+/// A streamed completion as server-sent events: one event per token (`{"index": i,
+/// "token": "..."}`), the first after `latency` and each next `token_latency` later, then
+/// one with the `usage` (what token budgets settle with) and `[DONE]`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use futures_util::StreamExt;
+/// use std::time::Duration;
+/// let events = tenant_guard_cli::demo::stream_events(2, 3, Duration::ZERO, Duration::ZERO);
+/// let all: Vec<String> = events
+///     .map(|e| String::from_utf8(e.unwrap().to_vec()).unwrap())
+///     .collect()
+///     .await;
+/// assert_eq!(all.len(), 5);
+/// assert_eq!(all[0], "data: {\"index\":0,\"token\":\"tok0 \"}\n\n");
+/// assert!(all[3].contains(r#""total_tokens":5"#));
+/// assert_eq!(all[4], "data: [DONE]\n\n");
+/// # }
+/// ```
+pub fn stream_events(
+    prompt: u64,
+    completion: u64,
+    latency: Duration,
+    token_latency: Duration,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send {
+    futures_util::stream::unfold(0u64, move |i| async move {
+        let event = match i {
+            _ if i > completion.saturating_add(1) => return None,
+            _ if i < completion => {
+                tokio::time::sleep(if i == 0 { latency } else { token_latency }).await;
+                json!({ "index": i, "token": format!("tok{i} ") }).to_string()
+            }
+            _ if i == completion => {
+                if i == 0 {
+                    tokio::time::sleep(latency).await;
+                }
+                json!({ "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                }, "computed": computed() })
+                .to_string()
+            }
+            _ => "[DONE]".to_string(),
+        };
+        Some((Ok(bytes::Bytes::from(format!("data: {event}\n\n"))), i + 1))
+    })
 }
 
 #[derive(serde::Deserialize)]

@@ -55,6 +55,7 @@ fn plan(target: SocketAddr, rate: f64, secs: u64, max_in_flight: usize) -> LoadP
                 weight: 1,
             }],
         }],
+        stream_share: 0.0,
     }
 }
 
@@ -208,6 +209,7 @@ async fn demo_app_holds_the_flood_to_its_limit() {
         tenant_header: "X-Tenant-ID".into(),
         user_header: "X-User-ID".into(),
         tenants: vec![tenant("calm", 4.0), tenant("flood", 40.0)],
+        stream_share: 0.0,
     };
     let report = loadgen::run(&plan).await.unwrap();
     let table = report.table(Some((20, Duration::from_secs(2))));
@@ -271,12 +273,63 @@ async fn in_process_target() {
                 weight: 1,
             }],
         }],
+        stream_share: 0.0,
     };
     let report = loadgen::run(&plan).await.unwrap();
     let t = &report.tenants[0];
     assert_eq!(t.sent, 40);
     assert_eq!(t.ok, 10, "the per-tenant limit holds in process too");
     assert_eq!(t.throttled, 30);
+}
+
+/// `--stream`: half the completions ask for `"stream": true`; the demo answers those as
+/// event streams (20 ms to the first token, then 31 more 10 ms apart), and the report
+/// times their first and last byte, cache misses and hits apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_answers_report_first_and_last_byte() {
+    let app = tenant_guard_cli::demo::app(&Config::default()).unwrap();
+    let plan = LoadPlan {
+        target: Target::InProcess(app),
+        duration: Duration::from_secs(2),
+        max_in_flight: 64,
+        tenant_header: "X-Tenant-ID".into(),
+        user_header: "X-User-ID".into(),
+        tenants: vec![TenantLoad {
+            tenant: "acme".into(),
+            rate: 10.0,
+            users: 2,
+            endpoints: vec![Endpoint {
+                method: http::Method::POST,
+                path: "/api/ai/complete".into(),
+                weight: 1,
+            }],
+        }],
+        stream_share: 0.5,
+    };
+    let report = loadgen::run(&plan).await.unwrap();
+    let t = &report.tenants[0];
+    assert_eq!((t.sent, t.ok), (20, 20));
+    let (miss, hit) = (&t.streamed_miss, &t.streamed_hit);
+    assert_eq!(
+        miss.ttfb_us.len() + hit.ttfb_us.len(),
+        10,
+        "half were streamed"
+    );
+    assert!(miss.ttfb_us.len() >= 1 && hit.ttfb_us.len() >= 1);
+    // The first miss waited for every token; a hit replays them at once.
+    assert!(miss.ttlb_us.max() >= 300_000, "{}", miss.ttlb_us.max());
+    assert!(miss.ttfb_us.max() >= 20_000, "{}", miss.ttfb_us.max());
+    assert!(miss.ttfb_us.min() < miss.ttlb_us.max());
+    // Every answer, streamed or not, reported its usage.
+    assert_eq!(t.tokens.len(), 20);
+    let table = report.stream_table();
+    assert!(table.starts_with("streamed"), "{table}");
+    assert_eq!(table.lines().count(), 3, "{table}");
+    let json = report.to_json(None);
+    assert_eq!(
+        json["tenants"][0]["streamed"]["hit"]["answers"],
+        hit.ttfb_us.len()
+    );
 }
 
 #[test]

@@ -43,6 +43,10 @@ pub(crate) struct LoadArgs {
     /// Most requests in flight; more are counted as skipped.
     #[arg(long, default_value_t = 512)]
     max_in_flight: usize,
+    /// Share (0 to 1) of the POST requests sent with `"stream": true`; the streamed
+    /// answers' time to first and last byte are reported per tenant (p50, p99).
+    #[arg(long = "stream", default_value_t = 0.0, value_parser = parse_share)]
+    stream_share: f64,
     /// The limit to check the results against, LIMIT/WINDOW (e.g. the per-tenant rule).
     #[arg(long, value_parser = Quota::parse)]
     limit: Option<Quota>,
@@ -73,6 +77,13 @@ pub(crate) struct LoadArgs {
     /// Write a chart of admitted and throttled requests per second (SVG).
     #[arg(long)]
     chart: Option<PathBuf>,
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a share between 0 and 1")),
+    }
 }
 
 fn parse_tenant(s: &str) -> Result<(String, f64, u32), String> {
@@ -119,6 +130,7 @@ pub(crate) fn run(args: LoadArgs) -> ExitCode {
         scenario,
         endpoints,
         max_in_flight,
+        stream_share,
         limit,
         mut rules,
         budgets,
@@ -203,6 +215,7 @@ pub(crate) fn run(args: LoadArgs) -> ExitCode {
                 tenant_header,
                 user_header,
                 tenants: loads,
+                stream_share,
             };
             let out = Outputs {
                 json,
@@ -220,6 +233,7 @@ pub(crate) fn run(args: LoadArgs) -> ExitCode {
         tenant_header,
         user_header,
         tenants: loads,
+        stream_share,
     };
     let out = Outputs {
         json,

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use axum::serve::ListenerExt;
 use clap::Args;
 use tenant_guard::config::Config;
 
@@ -87,7 +88,11 @@ async fn serve(addr: SocketAddr, json_logs: bool) -> ExitCode {
     println!("listening on {addr}");
     tracing::info!(%addr, "tenant-guard demo app listening");
     let served = axum::serve(
-        listener,
+        // Small writes (one event of a streamed answer) go out at once, not after the
+        // client's delayed ACK.
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())

@@ -17,7 +17,7 @@ mod scenario;
 
 pub use endpoint::{matches_request, parse_cost, Cost};
 pub use plan::{schedule, Endpoint, LoadPlan, Planned, Target, TenantLoad};
-pub use report::{max_in_window, Report, Series, TenantReport};
+pub use report::{max_in_window, Report, Series, StreamTimes, TenantReport};
 pub use rules::{costs_from_policy, RuleCheck};
 pub use run::{run, run_with, Live, LoadError};
 pub use scenario::{Scenario, ScenarioEndpoint, ScenarioTenant};

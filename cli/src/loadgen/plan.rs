@@ -63,6 +63,28 @@ pub struct LoadPlan {
     pub user_header: String,
     /// Per-tenant traffic.
     pub tenants: Vec<TenantLoad>,
+    /// Share (0 to 1) of the POST requests sent with `"stream": true`: their answers, when
+    /// event streams, report time to first and to last byte.
+    pub stream_share: f64,
+}
+
+impl LoadPlan {
+    /// Whether the `n`-th POST request (0, 1, ...) of a run asks for a stream: spread
+    /// evenly, `stream_share` of them.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tenant_guard_cli::loadgen::{LoadPlan, Target};
+    /// # let router = axum::Router::new();
+    /// let plan = LoadPlan { target: Target::InProcess(router), duration: Duration::from_secs(1),
+    ///     max_in_flight: 1, tenant_header: "X-Tenant-ID".into(), user_header: "X-User-ID".into(),
+    ///     tenants: vec![], stream_share: 0.25 };
+    /// assert_eq!((0..8).filter(|&n| plan.streams(n)).count(), 2);
+    /// ```
+    pub fn streams(&self, n: u64) -> bool {
+        let share = self.stream_share.clamp(0.0, 1.0);
+        ((n + 1) as f64 * share).floor() > (n as f64 * share).floor()
+    }
 }
 
 /// One scheduled request.

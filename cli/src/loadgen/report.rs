@@ -27,13 +27,13 @@ pub struct TenantReport {
     /// The most of this tenant's requests out at once (sent, response not yet complete),
     /// seen from the client: an upper bound of what the server had in flight.
     pub max_in_flight: u64,
-    /// When each 2xx response arrived, from the start of the run (sorted).
+    /// When each 2xx response's head arrived, from the start of the run (sorted).
     pub admitted_at: Vec<Duration>,
-    /// When each 429 response arrived, from the start of the run (sorted).
+    /// When each 429 response's head arrived, from the start of the run (sorted).
     pub throttled_at: Vec<Duration>,
     /// 429 responses by the rule their problem body names (`rule`).
     pub throttled_by: std::collections::BTreeMap<String, u64>,
-    /// Every 2xx: when it arrived, the user number and the endpoint index (sorted by time).
+    /// Every 2xx: when its head arrived, the user number and the endpoint index (sorted by time).
     pub admissions: Vec<(Duration, u32, usize)>,
     /// Every 2xx whose body reported token usage (`usage.total_tokens`): when it arrived,
     /// the user number, the endpoint index and the tokens (sorted by time).
@@ -42,6 +42,34 @@ pub struct TenantReport {
     pub endpoints: Vec<Endpoint>,
     /// Latency from the scheduled send time, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// Streamed 2xx answers (event streams) the cache did not answer (`X-Cache` other
+    /// than `HIT` / `STALE`, or none).
+    pub streamed_miss: StreamTimes,
+    /// Streamed 2xx answers the cache answered (`X-Cache: HIT` or `STALE`).
+    pub streamed_hit: StreamTimes,
+}
+
+/// Times of streamed answers, from the scheduled send time, in microseconds.
+#[derive(Debug, Clone)]
+pub struct StreamTimes {
+    /// To the first body byte.
+    pub ttfb_us: Histogram<u64>,
+    /// To the last.
+    pub ttlb_us: Histogram<u64>,
+}
+
+impl Default for StreamTimes {
+    fn default() -> Self {
+        Self {
+            ttfb_us: histogram(),
+            ttlb_us: histogram(),
+        }
+    }
+}
+
+/// Microseconds up to 60 s, 3 significant digits.
+pub(super) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
 /// The result of a run.
@@ -100,6 +128,19 @@ fn per_second(times: &[Duration], secs: usize) -> Vec<u64> {
     v
 }
 
+/// A tenant's streamed answers as JSON: misses and hits, counts and p50 / p99 in ms.
+fn streamed(t: &TenantReport) -> serde_json::Value {
+    let p = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let times = |s: &StreamTimes| {
+        serde_json::json!({
+            "answers": s.ttfb_us.len(),
+            "ttfb_ms": { "p50": p(&s.ttfb_us, 0.5), "p99": p(&s.ttfb_us, 0.99) },
+            "ttlb_ms": { "p50": p(&s.ttlb_us, 0.5), "p99": p(&s.ttlb_us, 0.99) },
+        })
+    };
+    serde_json::json!({ "miss": times(&t.streamed_miss), "hit": times(&t.streamed_hit) })
+}
+
 impl Report {
     /// Admitted and throttled responses per second, per tenant.
     pub fn series(&self) -> Vec<Series> {
@@ -140,6 +181,7 @@ impl Report {
                         "p99": p(&t.latency_us, 0.99), "p99.9": p(&t.latency_us, 0.999),
                         "max": t.latency_us.max() as f64 / 1000.0,
                     },
+                    "streamed": streamed(t),
                     "series": s,
                 })
             })
@@ -194,6 +236,37 @@ impl Report {
                 ms(h.value_at_quantile(0.999)),
                 ms(h.max()),
             ));
+        }
+        out
+    }
+
+    /// Streamed answers per tenant, misses and cache hits apart (only when there were
+    /// any): time to the first and to the last byte, p50 and p99 in milliseconds.
+    pub fn stream_table(&self) -> String {
+        let any = |t: &TenantReport| {
+            !(t.streamed_miss.ttfb_us.is_empty() && t.streamed_hit.ttfb_us.is_empty())
+        };
+        if !self.tenants.iter().any(any) {
+            return String::new();
+        }
+        let mut out = format!(
+            "{:<10} {:<5} {:>7} {:>10} {:>10} {:>10} {:>10}\n",
+            "streamed", "cache", "answers", "ttfb p50ms", "ttfb p99ms", "ttlb p50ms", "ttlb p99ms"
+        );
+        for t in &self.tenants {
+            for (what, s) in [("miss", &t.streamed_miss), ("hit", &t.streamed_hit)] {
+                let (f, l) = (&s.ttfb_us, &s.ttlb_us);
+                out.push_str(&format!(
+                    "{:<10} {:<5} {:>7} {:>10} {:>10} {:>10} {:>10}\n",
+                    t.tenant,
+                    what,
+                    f.len(),
+                    ms(f.value_at_quantile(0.5)),
+                    ms(f.value_at_quantile(0.99)),
+                    ms(l.value_at_quantile(0.5)),
+                    ms(l.value_at_quantile(0.99)),
+                ));
+            }
         }
         out
     }

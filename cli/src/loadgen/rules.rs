@@ -417,6 +417,7 @@ impl Report {
             }
             held &= ok;
         }
+        out.push_str(&self.stream_table());
         (out, held)
     }
 }

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use super::{schedule, LoadPlan, Report, Target, TenantReport};
+use super::report::histogram;
+use super::{schedule, LoadPlan, Report, StreamTimes, Target, TenantReport};
 
 /// Errors of a run.
 #[derive(Debug, thiserror::Error)]
@@ -38,24 +38,81 @@ fn denying_rule(status: u16, body: Option<&[u8]>) -> Option<String> {
     v.get("rule")?.as_str().map(str::to_string)
 }
 
-/// The tokens a 2xx answer reports using (its JSON `usage.total_tokens`).
+/// The tokens a 2xx answer reports using: its JSON `usage.total_tokens`, or for an event
+/// stream the last event's that has one.
 fn tokens_used(status: u16, body: Option<&[u8]>) -> Option<u64> {
     if !(200..300).contains(&status) {
         return None;
     }
-    let v: serde_json::Value = serde_json::from_slice(body?).ok()?;
-    v.get("usage")?.get("total_tokens")?.as_u64()
+    let usage = |v: serde_json::Value| v.get("usage")?.get("total_tokens")?.as_u64();
+    let body = body?;
+    if let Ok(v) = serde_json::from_slice(body) {
+        return usage(v);
+    }
+    std::str::from_utf8(body)
+        .ok()?
+        .lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .find_map(|d| serde_json::from_str(d.trim()).ok().and_then(usage))
 }
 
-/// What a response said: status, the rule a 429 names, the tokens a 2xx used.
-type Answer = (u16, Option<String>, Option<u64>);
+/// What a response said: status, the rule a 429 names, the tokens a 2xx used, and for an
+/// event stream when its first byte came.
+struct Answer {
+    status: u16,
+    rule: Option<String>,
+    tokens: Option<u64>,
+    first_byte: Option<Instant>,
+    /// `X-Cache: HIT` or `STALE`.
+    cache_hit: bool,
+    /// When the response head came: the server had decided by then (for a streamed
+    /// answer, long before its end).
+    head_at: Instant,
+}
 
-fn answer(status: u16, body: Option<&[u8]>) -> Answer {
-    (
+/// Reads a response to its end (so the connection goes back to the pool), noting when the
+/// first body byte of an event stream came.
+async fn answer<B>(res: http::Response<B>) -> Answer
+where
+    B: axum::body::HttpBody<Data = Bytes>,
+{
+    let head_at = Instant::now();
+    let status = res.status().as_u16();
+    let cache_hit = res
+        .headers()
+        .get("x-cache")
+        .is_some_and(|v| v == "HIT" || v == "STALE");
+    let streamed = res
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut body = std::pin::pin!(res.into_body());
+    let mut buf = bytes::BytesMut::new();
+    let mut first_byte = None;
+    let mut complete = true;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            complete = false;
+            break;
+        };
+        if let Some(d) = frame.data_ref() {
+            if streamed && first_byte.is_none() && !d.is_empty() {
+                first_byte = Some(Instant::now());
+            }
+            buf.extend_from_slice(d);
+        }
+    }
+    let body = complete.then_some(&buf[..]);
+    Answer {
         status,
-        denying_rule(status, body),
-        tokens_used(status, body),
-    )
+        rule: denying_rule(status, body),
+        tokens: tokens_used(status, body),
+        first_byte: first_byte.filter(|_| complete && (200..300).contains(&status)),
+        cache_hit,
+        head_at,
+    }
 }
 
 struct Outcome {
@@ -67,8 +124,19 @@ struct Outcome {
     rule: Option<String>,
     /// For a 2xx: the tokens its body reports using.
     tokens: Option<u64>,
+    /// For a 2xx event stream: time to its first byte, from the scheduled send time, and
+    /// whether the cache answered it.
+    first_byte: Option<(Duration, bool)>,
     latency: Duration,
+    /// When the response head came, from the start of the run (what admission times are).
+    decided_at: Duration,
     done_at: Duration,
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, 60_000_000)
 }
 
 /// Counters updated while a run is going, for progress displays.
@@ -116,6 +184,7 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             .collect(),
     );
     let start = Instant::now();
+    let mut posts = 0u64;
 
     for p in &schedule {
         let at = start + p.at;
@@ -136,8 +205,14 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             .method(ep.method.clone())
             .header(plan.tenant_header.as_str(), t.tenant.as_str())
             .header(plan.user_header.as_str(), format!("user-{}", p.user));
-        // An AI-style request: a prompt and the completion tokens asked for.
-        let body = Bytes::from_static(b"{\"prompt\":\"hello\",\"max_tokens\":64}");
+        // An AI-style request: a prompt and the completion tokens asked for; streamed or not.
+        let stream = ep.method == http::Method::POST && plan.streams(posts);
+        posts += u64::from(ep.method == http::Method::POST);
+        let body = Bytes::from_static(if stream {
+            b"{\"prompt\":\"hello\",\"max_tokens\":64,\"stream\":true}"
+        } else {
+            b"{\"prompt\":\"hello\",\"max_tokens\":64}"
+        });
         let call: futures_util::future::BoxFuture<'static, Option<Answer>> = match &plan.target {
             Target::Http(addr) => {
                 let req = builder
@@ -146,10 +221,7 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
                 let client = client.clone();
                 Box::pin(async move {
                     let res = client.request(req.ok()?).await.ok()?;
-                    let status = res.status().as_u16();
-                    // Drain the body so the connection goes back to the pool.
-                    let body = res.into_body().collect().await.map(|b| b.to_bytes());
-                    Some(answer(status, body.ok().as_deref()))
+                    Some(answer(res).await)
                 })
             }
             Target::InProcess(router) => {
@@ -160,9 +232,7 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
                 Box::pin(async move {
                     use tower::ServiceExt;
                     let res = router.oneshot(req.ok()?).await.ok()?;
-                    let status = res.status().as_u16();
-                    let body = res.into_body().collect().await.map(|b| b.to_bytes());
-                    Some(answer(status, body.ok().as_deref()))
+                    Some(answer(res).await)
                 })
             }
         };
@@ -176,9 +246,16 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             let now = Instant::now();
             in_flight.fetch_sub(1, Ordering::AcqRel);
             out[tenant].0.fetch_sub(1, Ordering::AcqRel);
-            let (status, rule, tokens) = match result {
-                Some((s, r, t)) => (Some(s), r, t),
-                None => (None, None, None),
+            let (status, rule, tokens, first_byte, head_at) = match result {
+                Some(a) => (
+                    Some(a.status),
+                    a.rule,
+                    a.tokens,
+                    a.first_byte
+                        .map(|f| (f.saturating_duration_since(at), a.cache_hit)),
+                    a.head_at,
+                ),
+                None => (None, None, None, None, now),
             };
             let _ = tx.send(Outcome {
                 tenant,
@@ -187,7 +264,9 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
                 status,
                 rule,
                 tokens,
+                first_byte,
                 latency: now.saturating_duration_since(at),
+                decided_at: head_at.saturating_duration_since(start),
                 done_at: now.saturating_duration_since(start),
             });
         });
@@ -213,8 +292,9 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
             admissions: Vec::new(),
             tokens: Vec::new(),
             endpoints: t.endpoints.clone(),
-            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
-                .expect("valid histogram bounds"),
+            latency_us: histogram(),
+            streamed_miss: StreamTimes::default(),
+            streamed_hit: StreamTimes::default(),
         })
         .collect();
     // Stragglers get a bounded grace period: the run always ends.
@@ -235,23 +315,27 @@ pub async fn run_with(plan: &LoadPlan, live: &Live) -> Result<Report, LoadError>
                 match o.status {
                     Some(s) if (200..300).contains(&s) => {
                         r.ok += 1;
-                        r.admitted_at.push(o.done_at);
-                        r.admissions.push((o.done_at, o.user, o.endpoint));
+                        r.admitted_at.push(o.decided_at);
+                        r.admissions.push((o.decided_at, o.user, o.endpoint));
                         if let Some(n) = o.tokens {
-                            r.tokens.push((o.done_at, o.user, o.endpoint, n));
+                            r.tokens.push((o.decided_at, o.user, o.endpoint, n));
                         }
                     }
                     Some(429) => {
                         r.throttled += 1;
-                        r.throttled_at.push(o.done_at);
+                        r.throttled_at.push(o.decided_at);
                         let rule = o.rule.unwrap_or_else(|| "(unnamed)".into());
                         *r.throttled_by.entry(rule).or_insert(0) += 1;
                     }
                     Some(_) => r.other += 1,
                     None => r.errors += 1,
                 }
-                let us = u64::try_from(o.latency.as_micros()).unwrap_or(u64::MAX).clamp(1, 60_000_000);
-                let _ = r.latency_us.record(us);
+                let _ = r.latency_us.record(micros(o.latency));
+                if let Some((first, hit)) = o.first_byte {
+                    let s = if hit { &mut r.streamed_hit } else { &mut r.streamed_miss };
+                    let _ = s.ttfb_us.record(micros(first));
+                    let _ = s.ttlb_us.record(micros(o.latency));
+                }
                 last = last.max(o.done_at);
             }
             () = &mut grace => break,
