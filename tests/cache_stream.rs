@@ -2,8 +2,9 @@
 //! on a real redis-server: on a miss the first event reaches the client before the
 //! upstream has finished; a hit replays the stream byte for byte with its headers; callers
 //! of the same request meanwhile get the stream live from the leader (one upstream call);
-//! a failed, dropped or oversized stream is never stored; a second instance waits on the
-//! lease and is served the stored stream.
+//! a failed, abandoned or oversized stream is never stored; a leader's client that stops
+//! reading holds no follower back, and one that leaves lets its followers finish; a second
+//! instance waits on the lease and is served the stored stream.
 
 mod common;
 
@@ -184,6 +185,8 @@ on_each_backend!(
     a_failed_stream_is_not_stored,
     a_dropped_stream_is_not_stored,
     an_oversized_stream_is_not_stored,
+    a_leader_that_stops_reading_holds_no_one_back,
+    followers_finish_when_the_leader_leaves,
 );
 
 async fn a_miss_streams_and_a_hit_replays_it(vars: Vec<(&str, String)>) {
@@ -275,6 +278,54 @@ async fn a_dropped_stream_is_not_stored(vars: Vec<(&str, String)>) {
     // That one completed: stored.
     let (x, _, _) = send(&app).await;
     assert!(x.starts_with("Hit"), "{x}");
+}
+
+/// The leader's client reads the first event, then nothing (a client that stops reading,
+/// so its server stops sending): the upstream is read on by a task of its own, a caller who
+/// joined gets the whole answer, it is stored, and the leader still gets all of it later.
+async fn a_leader_that_stops_reading_holds_no_one_back(vars: Vec<(&str, String)>) {
+    let up = Upstream::new(Ending::Complete);
+    let app = app(cache(&vars), &up);
+    let (x, _, mut leader) = send(&app).await;
+    assert_eq!(x, "Miss");
+    assert_eq!(next_data(&mut leader).await, FIRST);
+    let (x, _, follower) = send(&app).await;
+    assert_eq!(x, "Coalesced");
+    up.open();
+    assert_eq!(
+        rest(follower).await.unwrap(),
+        whole(),
+        "the follower waited on the leader's client"
+    );
+    let (x, _, body) = send(&app).await;
+    assert!(x.starts_with("Hit"), "{x}");
+    assert_eq!(rest(body).await.unwrap(), whole());
+    let mut got = FIRST.to_vec();
+    got.extend_from_slice(&rest(leader).await.unwrap());
+    assert_eq!(got, whole());
+    assert_eq!(up.calls(), 1);
+}
+
+/// The leader's client leaves while a caller follows the stream: it is read on for the
+/// follower, who gets all of it, and (complete) stored.
+async fn followers_finish_when_the_leader_leaves(vars: Vec<(&str, String)>) {
+    let up = Upstream::new(Ending::Complete);
+    let app = app(cache(&vars), &up);
+    let (_, _, mut leader) = send(&app).await;
+    assert_eq!(next_data(&mut leader).await, FIRST);
+    let (x, _, mut follower) = send(&app).await;
+    assert_eq!(x, "Coalesced");
+    assert_eq!(next_data(&mut follower).await, FIRST);
+    drop(leader);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    up.open();
+    let mut got = FIRST.to_vec();
+    got.extend_from_slice(&rest(follower).await.unwrap());
+    assert_eq!(got, whole(), "the follower's copy ends whole");
+    let (x, _, body) = send(&app).await;
+    assert!(x.starts_with("Hit"), "{x}");
+    assert_eq!(rest(body).await.unwrap(), whole());
+    assert_eq!(up.calls(), 1);
 }
 
 async fn an_oversized_stream_is_not_stored(mut vars: Vec<(&str, String)>) {

@@ -23,7 +23,7 @@ use super::service::{
     buffer, content_length, directives, from_entry, kept_headers, learn_vary, vary_covered,
     with_status,
 };
-use super::stream::{is_event_stream, TeeBody};
+use super::stream::{is_event_stream, lead};
 use super::{Cache, CacheKey, CacheStatus, CacheTags, Computed, InvalidTags, TAGS_HEADER};
 
 /// A response's tags — the [`CacheTags`] extension and the `X-Cache-Tags` header, merged —
@@ -145,7 +145,7 @@ impl Fill {
                 tags.unwrap_or_default().unstamped(),
                 settings.max_body,
             );
-            let body = Body::new(TeeBody::new(rbody, rec.clone()));
+            let body = lead(rbody, rec.clone());
             let res = Response::from_parts(rparts, body);
             let res = with_status(res, CacheStatus::Miss, None);
             return Computed::Stream(rec, ttl_for(status), Ok(res));

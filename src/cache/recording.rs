@@ -91,25 +91,35 @@ impl Recording {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records a chunk the leader passed on; past the cap the recording ends (`Overflow`).
-    pub(crate) fn push(&self, data: &Bytes) {
+    /// Records a chunk read from the upstream. Past the cap the recording ends
+    /// (`Overflow`) and hands back what it held (the leader still needs it); `None`
+    /// otherwise.
+    pub(crate) fn push(&self, data: &Bytes) -> Option<Vec<Bytes>> {
         if data.is_empty() {
-            return;
+            return None;
         }
-        {
+        let overflowed = {
             let mut s = self.lock();
             if s.end.is_some() {
-                return;
+                return None;
             }
             if s.size.saturating_add(data.len()) > self.cap {
                 s.end = Some(End::Overflow);
-                s.chunks = Vec::new();
+                s.size = 0;
+                Some(std::mem::take(&mut s.chunks))
             } else {
                 s.size += data.len();
                 s.chunks.push(data.clone());
+                None
             }
-        }
+        };
         self.tick.send_replace(());
+        overflowed
+    }
+
+    /// How many readers follow it (the leader's body and the callers who joined).
+    pub(crate) fn readers(&self) -> usize {
+        self.tick.receiver_count()
     }
 
     /// Ends the recording (the first end counts).
@@ -161,10 +171,12 @@ impl Recording {
         }
     }
 
-    /// The entry of a complete recording (times and generations are the engine's).
+    /// The entry of what was recorded, unless it failed or outgrew the cap (times and
+    /// generations are the engine's). Taken once the upstream has ended, before the
+    /// recording is marked complete: it is stored before its end goes out.
     pub(crate) fn entry(&self) -> Option<Entry> {
         let s = self.lock();
-        if s.end != Some(End::Complete) {
+        if matches!(s.end, Some(End::Failed | End::Overflow)) {
             return None;
         }
         let mut body = BytesMut::with_capacity(s.size);
@@ -204,16 +216,19 @@ mod tests {
     fn readers_see_chunks_then_the_end_and_the_cap_ends_it() {
         let r = Recording::new(200, vec![], vec![], 10);
         assert_eq!(r.next(0), Next::Wait);
-        r.push(&Bytes::from_static(b"data: a"));
+        assert_eq!(r.push(&Bytes::from_static(b"data: a")), None);
         assert_eq!(r.next(0), Next::Chunk(Bytes::from_static(b"data: a")));
         assert_eq!(r.next(1), Next::Wait);
         r.end(End::Complete);
         assert_eq!(r.next(1), Next::Ended(End::Complete));
         assert_eq!(&r.entry().expect("complete").body[..], b"data: a");
-        // Past the cap: nothing kept, readers told at once, no entry.
+        // Past the cap: what it held is handed back, readers told at once, no entry.
         let r = Recording::new(200, vec![], vec![], 10);
         r.push(&Bytes::from_static(b"data: a"));
-        r.push(&Bytes::from_static(b"data: b"));
+        assert_eq!(
+            r.push(&Bytes::from_static(b"data: b")),
+            Some(vec![Bytes::from_static(b"data: a")])
+        );
         assert_eq!(r.next(0), Next::Ended(End::Overflow));
         r.end(End::Complete);
         assert_eq!(r.ended(), Some(End::Overflow), "the first end counts");

@@ -1,22 +1,20 @@
-//! Streamed misses: [`TeeBody`], the leader's response body, passes each chunk on as it
-//! arrives and records it; [`replay`] is the body of a caller who asked for the same key
-//! meanwhile, reading the recording live. A complete stream is stored before its end goes
-//! out (a client that asks again once it has the whole answer finds it cached); a failed,
-//! dropped or oversized one never is.
+//! Streamed misses: [`lead`] makes the leader's response body — a task of its own (the
+//! pump) reads the upstream into the recording as fast as it answers, and the leader reads
+//! the recording like [`replay`], the body of a caller who asked for the same key
+//! meanwhile: no client's pace holds another back. A complete stream is stored before its
+//! end goes out (a client that asks again once it has the whole answer finds it cached); a
+//! failed or oversized one never is, nor one that nobody reads to its end.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use axum::body::{Body, HttpBody};
 use axum::BoxError;
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
+use http_body::Frame;
+use tokio::sync::{oneshot, watch};
 
 use super::recording::{End, Next, Recording};
-
-type Finishing = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Whether a response is an event stream (`text/event-stream`): those stream through the
 /// cache on a miss instead of being read whole first.
@@ -28,99 +26,221 @@ pub(super) fn is_event_stream(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
-pin_project_lite::pin_project! {
-    /// The leader's body on a streamed miss: each chunk goes out as it arrives and into
-    /// the [`Recording`].
-    pub(super) struct TeeBody {
-        #[pin]
-        inner: Body,
-        rec: Arc<Recording>,
-        // The store under way, and the frame (or end) it holds back.
-        finishing: Option<Finishing>,
-        last: Option<Option<Result<Frame<Bytes>, axum::Error>>>,
-        done: bool,
-    }
-
-    impl PinnedDrop for TeeBody {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            let task = match this.finishing.take() {
-                Some(running) => Some(running),
-                None if !*this.done => {
-                    // Dropped before its end (the client went away): never stored.
-                    this.rec.end(End::Failed);
-                    this.rec.take_finish().map(|f| f(None))
-                }
-                None => None,
-            };
-            if let (Some(task), Ok(rt)) = (task, tokio::runtime::Handle::try_current()) {
-                rt.spawn(task);
-            }
-        }
-    }
+/// What the pump hands the leader when the recording outgrew the cap: every chunk read so
+/// far (the leader skips those it has sent) and the rest of the upstream body.
+struct Handoff {
+    chunks: Vec<Bytes>,
+    rest: Body,
 }
 
-impl TeeBody {
-    pub(super) fn new(inner: Body, rec: Arc<Recording>) -> Self {
-        Self {
-            inner,
-            rec,
-            finishing: None,
-            last: None,
-            done: false,
-        }
-    }
+/// Starting the pump: what it takes, held by the leader's body until its first poll (by
+/// then the engine has set what runs at the end).
+struct Start {
+    upstream: Body,
+    handoff: oneshot::Sender<Handoff>,
+    gone: oneshot::Receiver<()>,
 }
 
-impl HttpBody for TeeBody {
-    type Data = Bytes;
-    type Error = axum::Error;
+/// The leader's body on a streamed miss: the recording, read like a caller who joined
+/// reads it, fed by a task of its own (the pump, [`pump`]) as fast as the upstream answers
+/// — whatever the pace of the leader's client, so a client that reads slowly (or not at
+/// all) holds no one else back. Past the cap, the rest of the upstream comes straight to
+/// the leader.
+struct Lead {
+    rec: Arc<Recording>,
+    rx: watch::Receiver<()>,
+    /// The next chunk of the recording to send.
+    i: usize,
+    start: Option<Start>,
+    handoff: Option<oneshot::Receiver<Handoff>>,
+    /// After an overflow: the recorded chunks not sent yet, then the upstream.
+    direct: Option<(VecDeque<Bytes>, Body)>,
+    done: bool,
+    /// Dropped with this body: tells the pump the leader's client is gone.
+    _gone: oneshot::Sender<()>,
+}
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let mut this = self.project();
+/// The leader's body of a streamed miss of `upstream`, recorded into `rec`.
+pub(super) fn lead(upstream: Body, rec: Arc<Recording>) -> Body {
+    let (handoff_tx, handoff_rx) = oneshot::channel();
+    let (gone_tx, gone_rx) = oneshot::channel();
+    let state = Lead {
+        rx: rec.subscribe(),
+        rec,
+        i: 0,
+        start: Some(Start {
+            upstream,
+            handoff: handoff_tx,
+            gone: gone_rx,
+        }),
+        handoff: Some(handoff_rx),
+        direct: None,
+        done: false,
+        _gone: gone_tx,
+    };
+    Body::from_stream(futures_util::stream::unfold(state, |mut lead| async move {
+        let item = lead.next().await?;
+        Some((item, lead))
+    }))
+}
+
+impl Lead {
+    async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
+        if let Some(start) = self.start.take() {
+            tokio::spawn(pump(self.rec.clone(), start));
+        }
         loop {
-            if let Some(f) = this.finishing.as_mut() {
-                ready!(f.as_mut().poll(cx));
-                *this.finishing = None;
-                return Poll::Ready(this.last.take().flatten());
+            if self.done {
+                return None;
             }
-            if *this.done {
-                return Poll::Ready(this.last.take().flatten());
-            }
-            let frame = ready!(this.inner.as_mut().poll_frame(cx));
-            if let Some(Ok(f)) = &frame {
-                if let Some(data) = f.data_ref() {
-                    this.rec.push(data);
+            if let Some((sent, rest)) = &mut self.direct {
+                if let Some(c) = sent.pop_front() {
+                    return Some(Ok(c));
                 }
+                match frame(rest).await {
+                    None => self.done = true,
+                    Some(Err(e)) => {
+                        self.done = true;
+                        return Some(Err(e.into()));
+                    }
+                    Some(Ok(f)) => {
+                        if let Ok(d) = f.into_data() {
+                            if !d.is_empty() {
+                                return Some(Ok(d));
+                            }
+                        }
+                    }
+                }
+                continue;
             }
-            let over = !matches!(frame, Some(Ok(_))) || this.inner.is_end_stream();
-            if !over {
-                return Poll::Ready(frame);
-            }
-            *this.done = true;
-            this.rec.end(if matches!(frame, Some(Err(_))) {
-                End::Failed
-            } else {
-                End::Complete
-            });
-            let entry = this.rec.entry();
-            *this.last = Some(frame);
-            if let Some(finish) = this.rec.take_finish() {
-                *this.finishing = Some(finish(entry));
+            self.rx.borrow_and_update();
+            match self.rec.next(self.i) {
+                Next::Chunk(c) => {
+                    self.i += 1;
+                    return Some(Ok(c));
+                }
+                Next::Ended(End::Complete) => self.done = true,
+                Next::Ended(End::Overflow) => {
+                    let handoff = match self.handoff.take() {
+                        Some(rx) => rx.await.ok(),
+                        None => None,
+                    };
+                    let Some(Handoff { chunks, rest }) = handoff else {
+                        self.done = true;
+                        return Some(Err("the streamed answer was cut short".into()));
+                    };
+                    let unsent = chunks.into_iter().skip(self.i).collect();
+                    self.direct = Some((unsent, rest));
+                }
+                Next::Ended(End::Failed) => {
+                    self.done = true;
+                    return Some(Err("the upstream stream failed".into()));
+                }
+                Next::Wait => {
+                    // The sender lives in `rec`, which we hold: this only wakes on a tick.
+                    let _ = self.rx.changed().await;
+                }
             }
         }
     }
+}
 
-    fn is_end_stream(&self) -> bool {
-        // Polled to its end even when empty: the store runs before the end goes out.
-        self.done && self.finishing.is_none() && self.last.is_none()
+impl Drop for Lead {
+    fn drop(&mut self) {
+        // Dropped before its first poll (the client went away at once): nothing was read,
+        // the recording fails and the engine's end runs (flight, lease).
+        if self.start.take().is_some() {
+            self.rec.end(End::Failed);
+            if let (Some(finish), Ok(rt)) = (
+                self.rec.take_finish(),
+                tokio::runtime::Handle::try_current(),
+            ) {
+                rt.spawn(finish(None));
+            }
+        }
     }
+}
 
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+/// Reads the upstream into the recording. When it ends whole, the entry is stored (the
+/// engine's end) before the recording is marked complete, so that a client that asks again
+/// once it has the answer finds it cached. A failure ends it; past the cap the recording
+/// ends (`Overflow`) and the rest goes to the leader. Once the leader's client is gone it
+/// goes on only while callers follow the recording.
+async fn pump(rec: Arc<Recording>, start: Start) {
+    enum Step {
+        Frame(Option<Result<Frame<Bytes>, axum::Error>>),
+        LeaderGone,
+    }
+    let Start {
+        mut upstream,
+        handoff,
+        mut gone,
+    } = start;
+    let mut leader = true;
+    loop {
+        let step = if leader {
+            tokio::select! {
+                f = frame(&mut upstream) => Step::Frame(f),
+                _ = &mut gone => Step::LeaderGone,
+            }
+        } else {
+            Step::Frame(frame(&mut upstream).await)
+        };
+        let frame = match step {
+            Step::LeaderGone => {
+                leader = false;
+                None
+            }
+            Step::Frame(f) => Some(f),
+        };
+        if !leader && rec.readers() == 0 {
+            // Nobody reads it any more: never stored.
+            rec.end(End::Failed);
+            finish(&rec, None).await;
+            return;
+        }
+        match frame {
+            // The leader's client left; callers follow: read on for them.
+            None => {}
+            Some(None) => {
+                let entry = rec.entry();
+                finish(&rec, entry).await;
+                rec.end(End::Complete);
+                return;
+            }
+            Some(Some(Err(_))) => {
+                rec.end(End::Failed);
+                finish(&rec, None).await;
+                return;
+            }
+            Some(Some(Ok(f))) => {
+                let Ok(data) = f.into_data() else { continue };
+                if let Some(mut chunks) = rec.push(&data) {
+                    // Past the cap: the followers' copies end (nothing whole to share).
+                    chunks.push(data);
+                    if leader {
+                        let _ = handoff.send(Handoff {
+                            chunks,
+                            rest: upstream,
+                        });
+                    }
+                    finish(&rec, None).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The next frame of a body.
+async fn frame(body: &mut Body) -> Option<Result<Frame<Bytes>, axum::Error>> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await
+}
+
+/// Runs the engine's end (store, flight, lease) once.
+async fn finish(rec: &Recording, entry: Option<super::Entry>) {
+    if let Some(f) = rec.take_finish() {
+        f(entry).await;
     }
 }
 
