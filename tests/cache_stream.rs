@@ -329,7 +329,7 @@ async fn followers_finish_when_the_leader_leaves(vars: Vec<(&str, String)>) {
 }
 
 async fn an_oversized_stream_is_not_stored(mut vars: Vec<(&str, String)>) {
-    // Room for the request (48 bytes, part of the key) and the first event, not the rest.
+    // Room for the first event (24 bytes, and 32 charged per chunk), not the rest.
     vars.push(("CACHE_MAX_BODY_BYTES", "56".into()));
     let up = Upstream::new(Ending::Complete);
     let app = app(cache(&vars), &up);

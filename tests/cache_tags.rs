@@ -98,10 +98,20 @@ fn app(cache: Cache, up: &Arc<Upstream>) -> Router {
 
 /// One request: where it came from and its body; no tag ever reaches the client.
 async fn send(app: &Router, tenant: &str, path: &str) -> (CacheStatus, String) {
-    let req = http::Request::get(path)
-        .header("x-tenant-id", tenant)
-        .body(Body::empty())
-        .unwrap();
+    send_with(app, tenant, path, &[]).await
+}
+
+async fn send_with(
+    app: &Router,
+    tenant: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (CacheStatus, String) {
+    let mut req = http::Request::get(path).header("x-tenant-id", tenant);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Body::empty()).unwrap();
     let res = tokio::time::timeout(Duration::from_secs(5), app.clone().oneshot(req))
         .await
         .expect("answered")
@@ -139,7 +149,9 @@ on_each_backend!(
     tags_are_per_tenant,
     invalid_tag_lists_are_never_stored,
     a_fill_across_an_invalidation_is_not_stored,
+    a_caller_after_an_invalidation_does_not_join_an_older_fill,
     values_of_every_category_carry_tags,
+    tags_never_reach_the_client_on_a_bypass,
 );
 
 async fn a_tag_drops_what_carries_it_and_nothing_else(vars: Vec<(&str, String)>) {
@@ -258,6 +270,46 @@ async fn a_fill_across_an_invalidation_is_not_stored(vars: Vec<(&str, String)>) 
     assert!(hit(send(&app, "acme", "/api/slow").await.0));
 }
 
+/// A fill that started before an invalidation is not joined by a caller who arrives after
+/// it (that caller's answer would predate the invalidation it came after).
+async fn a_caller_after_an_invalidation_does_not_join_an_older_fill(vars: Vec<(&str, String)>) {
+    let cache = cache(&vars);
+    let up = Arc::new(Upstream::default());
+    let app = app(cache.clone(), &up);
+    let spawn_send = || {
+        let app = app.clone();
+        tokio::spawn(async move { send(&app, "acme", "/api/slow").await })
+    };
+    let first = spawn_send();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.gate.receiver_count() == 0 {
+        assert!(Instant::now() < deadline, "the upstream never ran");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cache
+        .invalidate_tag(&TenantId::new("acme").unwrap(), "rooms")
+        .await
+        .unwrap();
+    let second = spawn_send();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    up.gate.send_replace(true);
+    let (a, b) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(a.0, CacheStatus::Miss);
+    assert_eq!(b.0, CacheStatus::Miss, "the second joined the older fill");
+    assert_ne!(a.1, b.1, "one upstream answer for both");
+}
+
+/// Requests the cache does not touch (`no-cache, no-store`) still lose the tags header.
+async fn tags_never_reach_the_client_on_a_bypass(vars: Vec<(&str, String)>) {
+    let up = Arc::new(Upstream::default());
+    let app = app(cache(&vars), &up);
+    let no = [("cache-control", "no-cache, no-store")];
+    for path in ["/api/staff", "/api/rooms/3", "/api/bad/blank"] {
+        let (status, _) = send_with(&app, "acme", path, &no).await;
+        assert_eq!(status, CacheStatus::Bypass, "{path}");
+    }
+}
+
 async fn values_of_every_category_carry_tags(vars: Vec<(&str, String)>) {
     let cache = cache(&vars);
     let acme = TenantId::new("acme").unwrap();
@@ -321,4 +373,62 @@ async fn a_tag_invalidation_reaches_another_instances_l1() {
         (CacheStatus::Miss, "rooms/3 v2".into())
     );
     assert_eq!(send(&b, "acme", "/api/plain").await.0, CacheStatus::HitL1);
+}
+
+/// The tag epoch key expiring (here: deleted) while a tagged fill runs across a tag
+/// invalidation never lets that fill be stored: the fill made the epoch before it ran, so
+/// a missing one reads as a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_tag_epoch_lets_no_older_fill_in() {
+    let server = common::RedisServer::start();
+    let cache = cache(&[("REDIS_URL", server.url())]);
+    let up = Arc::new(Upstream::default());
+    let app = app(cache.clone(), &up);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, "acme", "/api/slow").await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.gate.receiver_count() == 0 {
+        assert!(Instant::now() < deadline, "the upstream never ran");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cache
+        .invalidate_tag(&TenantId::new("acme").unwrap(), "rooms")
+        .await
+        .unwrap();
+    assert_eq!(server.cli(&["DEL", "tg:cache-gen:{acme}:tags"]), "1");
+    up.gate.send_replace(true);
+    assert_eq!(first.await.unwrap().1, "slow v1");
+    assert_eq!(
+        send(&app, "acme", "/api/slow").await,
+        (CacheStatus::Miss, "slow v2".into()),
+        "computed before the invalidation: not stored"
+    );
+}
+
+/// A tag key lives as long as the entries carrying it, not the longest lifetime of any
+/// category (1 h and more): a client-chosen tag leaves nothing behind for longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_keys_live_as_long_as_their_entries() {
+    let server = common::RedisServer::start();
+    let vars = [
+        ("REDIS_URL", server.url()),
+        ("QUERY_CACHE_TTL", "2".to_string()),
+        ("CACHE_STALE_TTL", "0".to_string()),
+        ("CACHE_TTL_JITTER", "0".to_string()),
+    ];
+    let up = Arc::new(Upstream::default());
+    let app = app(cache(&vars), &up);
+    assert_eq!(
+        send(&app, "acme", "/api/rooms/3").await.0,
+        CacheStatus::Miss
+    );
+    for tag in ["rooms", "floor%3A3"] {
+        let pttl: i64 = server
+            .cli(&["PTTL", &format!("tg:cache-gen:{{acme}}:tag:{tag}")])
+            .parse()
+            .unwrap();
+        assert!((1..=2_000).contains(&pttl), "{tag}: {pttl} ms");
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::flight::{Flight, FlightGuard, SharedFailure};
+use super::flight::{self, Flight, FlightGuard, Registered, SharedFailure};
 use super::invalidation::Generations;
 use super::recording::{End, Recording};
 use super::{entry, Cache, CacheKey, CacheStatus, Entry, Inner};
@@ -132,7 +132,8 @@ impl Cache {
                             .flights
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .contains_key(key.key.as_str());
+                            .get(key.key.as_str())
+                            .is_some_and(|f| !f.superseded);
                         return Served::Revalidate(e, !running);
                     }
                     stale = Some(e);
@@ -145,6 +146,9 @@ impl Cache {
             key: None,
             tx: None,
         };
+        // Set when this call supersedes a flight of this process: the lease it would wait
+        // for is that flight's.
+        let mut own_lease_only = false;
         if read {
             loop {
                 let waiting = {
@@ -153,11 +157,21 @@ impl Cache {
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     match flights.get(key.key.as_str()) {
-                        Some(rx) => Some(rx.clone()),
-                        None => {
+                        Some(f) if !f.superseded => Some(f.rx.clone()),
+                        // None, or one that started before an invalidation of its key (its
+                        // answer may predate it): lead anew. The older one's lease is
+                        // its own: not waited for.
+                        found => {
+                            own_lease_only = found.is_some();
                             let (tx, rx) = watch::channel(None);
-                            flights.insert(key.key.as_str().to_string(), rx);
-                            guard.key = Some(key.key.as_str().to_string());
+                            let id = flight::next_id();
+                            let registered = Registered {
+                                id,
+                                superseded: false,
+                                rx,
+                            };
+                            flights.insert(key.key.as_str().to_string(), registered);
+                            guard.key = Some((key.key.as_str().to_string(), id));
                             guard.tx = Some(tx);
                             None
                         }
@@ -192,7 +206,7 @@ impl Cache {
         // Leader. Across instances: a lease, so others wait for this fill (only with a
         // shared, reachable L2; the key and token are made only then).
         let mut lease = None;
-        if read && write && !l2_down && inner.shares_l2() {
+        if read && write && !l2_down && inner.shares_l2() && !own_lease_only {
             let lock_key = inner
                 .keys
                 .key(KeyKind::Lock, &key.tenant, &["cache", cat, &key.hash]);
@@ -267,7 +281,8 @@ impl Cache {
                 let g = gens.unwrap_or(Generations::NONE);
                 let keep = write && {
                     e.gens = g.entry;
-                    inner.stamp_tags(key, &mut e, g.tag_epoch).await
+                    let lifetime = ttl.saturating_add(inner.config.stale_for(cat));
+                    inner.stamp_tags(key, &mut e, g.tag_epoch, lifetime).await
                 };
                 let e = Arc::new(e);
                 if keep {
@@ -294,17 +309,17 @@ impl Cache {
                             e.fresh_until_ms = now
                                 .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
                             e.gens = gens.entry;
-                            if inner.stamp_tags(&key, &mut e, gens.tag_epoch).await {
+                            let lifetime = ttl.saturating_add(inner.config.stale_for(&cat));
+                            if inner
+                                .stamp_tags(&key, &mut e, gens.tag_epoch, lifetime)
+                                .await
+                            {
                                 inner.store(&key, &cat, &Arc::new(e), ttl, gen0).await;
                             }
                         }
                         // Stored first: a caller arriving now finds the entry.
-                        if let Some(k) = flight {
-                            inner
-                                .flights
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .remove(&k);
+                        if let Some((k, id)) = flight {
+                            flight::unregister(inner, &k, id);
                         }
                         if let Some((lock_key, token)) = lease {
                             let _ = inner.store.delete_if_eq(&lock_key, token.as_bytes()).await;
@@ -475,7 +490,7 @@ impl Inner {
                 let _ = futures_util::future::join3(
                     self.store.expire(t, gen_ttl),
                     self.store.expire(c, gen_ttl),
-                    self.keep_tags(ck, e, gen_ttl),
+                    self.keep_tags(ck, e, lifetime),
                 )
                 .await;
             }

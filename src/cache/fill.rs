@@ -55,8 +55,14 @@ fn take_tags(parts: &mut http::response::Parts) -> Result<CacheTags, InvalidTags
     }
 }
 
+/// The tags [`AnyBody::call`] took off a response, for [`Fill::run`] to store it with.
+#[derive(Clone)]
+struct TakenTags(Result<CacheTags, InvalidTags>);
+
 /// The inner service with its response body made an axum [`Body`]: the layer stores and
-/// replays bytes, whatever body type the inner service answers with.
+/// replays bytes, whatever body type the inner service answers with. Every response of
+/// the inner service comes through here, so its tags (header and extension) are taken off
+/// here, whatever path it goes out by (stored, streamed, bypassed).
 pub(super) struct AnyBody<S>(pub(super) S);
 
 impl<S, ResBody> AnyBody<S>
@@ -66,7 +72,12 @@ where
     ResBody::Error: Into<BoxError>,
 {
     pub(super) async fn call(&mut self, req: Request<Body>) -> Result<Response<Body>, S::Error> {
-        self.0.call(req).await.map(|res| res.map(Body::new))
+        self.0.call(req).await.map(|res| {
+            let (mut parts, body) = res.into_parts();
+            let tags = take_tags(&mut parts);
+            parts.extensions.insert(TakenTags(tags));
+            Response::from_parts(parts, Body::new(body))
+        })
     }
 }
 
@@ -108,8 +119,11 @@ impl Fill {
             Err(e) => return Computed::Private(Err(e)),
         };
         let (mut rparts, rbody) = res.into_parts();
-        // Taken off whatever happens next: tags are for this layer, never for the client.
-        let tags = take_tags(&mut rparts);
+        // Taken off by `AnyBody::call`: tags are for this layer, never for the client.
+        let tags = rparts
+            .extensions
+            .remove::<TakenTags>()
+            .map_or_else(|| Ok(CacheTags::default()), |t| t.0);
         if let Err(e) = &tags {
             tracing::debug!(error = %e, route = %self.template, "response not cached");
         }

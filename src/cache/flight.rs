@@ -3,6 +3,7 @@
 //! yourself"). Across processes the Redis lease in [`super::engine`] does the same.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -61,10 +62,38 @@ pub(super) enum Flight {
     Private,
 }
 
+/// A flight in the registry: who leads it (`id`), whether an invalidation that covers its
+/// key was applied here since it started (`superseded`: its answer may predate it, so a
+/// caller who arrives now leads a flight of its own instead of joining), and where its
+/// result comes.
+pub(super) struct Registered {
+    pub(super) id: u64,
+    pub(super) superseded: bool,
+    pub(super) rx: watch::Receiver<Option<Flight>>,
+}
+
+/// A new flight's id.
+pub(super) fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Removes flight `id` of `key` from the registry (not a newer one of the same key).
+pub(super) fn unregister(inner: &Inner, key: &str, id: u64) {
+    let mut flights = inner
+        .flights
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if flights.get(key).is_some_and(|f| f.id == id) {
+        flights.remove(key);
+    }
+}
+
 /// Removes the flight when the leader finishes or is dropped (waiters then retry).
 pub(super) struct FlightGuard<'a> {
     pub(super) inner: &'a Inner,
-    pub(super) key: Option<String>,
+    /// The key and the flight's id, while registered.
+    pub(super) key: Option<(String, u64)>,
     pub(super) tx: Option<watch::Sender<Option<Flight>>>,
 }
 
@@ -78,12 +107,8 @@ impl FlightGuard<'_> {
 
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
-        if let Some(k) = self.key.take() {
-            self.inner
-                .flights
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&k);
+        if let Some((k, id)) = self.key.take() {
+            unregister(self.inner, &k, id);
         }
     }
 }

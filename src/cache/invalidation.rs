@@ -188,9 +188,26 @@ impl Cache {
 }
 
 impl Inner {
-    /// Applies an invalidation here: counts it, and drops what it names from L1.
+    /// Applies an invalidation here: counts it, marks the flights of the keys it covers
+    /// superseded (no caller joins them any more), and drops what it names from L1.
     pub(super) fn apply(&self, message: &Invalidation) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        let covers = |k: &str| match message {
+            Invalidation::Key(key) => k == key,
+            Invalidation::Prefix(p) | Invalidation::Tag { prefix: p, .. } => k.starts_with(p),
+            // A flush re-reads L2 (whose generations tell what was invalidated).
+            Invalidation::Flush => false,
+        };
+        for (k, f) in self
+            .flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter_mut()
+        {
+            if covers(k) {
+                f.superseded = true;
+            }
+        }
         let Some(l1) = &self.l1 else { return };
         match message {
             Invalidation::Key(k) => l1.invalidate(k),
@@ -230,13 +247,15 @@ impl Inner {
     /// The generations to store an entry with: those read with the lookup, else read now;
     /// a generation key that does not exist yet is made (random, `SET NX`) first. When
     /// they cannot be had, `[0, 0]`: reads never serve an entry with a 0 generation. The
-    /// tag epoch comes with them (0 while no tag of the tenant was ever invalidated).
+    /// tenant's tag epoch comes with them, made the same way (a tagged entry is stored only
+    /// when the epoch had a value before its upstream ran, and still has it).
     pub(super) async fn generations(
         &self,
         key: &CacheKey,
         read: Option<Generations>,
     ) -> Generations {
-        if let Some(g) = read.filter(|g| !g.entry.contains(&0)) {
+        let whole = |g: &Generations| !g.entry.contains(&0) && g.tag_epoch != 0;
+        if let Some(g) = read.filter(whole) {
             return g;
         }
         let [t, c] = &key.gens;
@@ -244,10 +263,11 @@ impl Inner {
         let Ok(current) = self.store.get_many(&keys).await.map(Generations::read) else {
             return Generations::NONE;
         };
-        if !current.entry.contains(&0) {
+        if whole(&current) {
             return current;
         }
-        for (k, g) in [t, c].into_iter().zip(current.entry) {
+        let [gt, gc] = current.entry;
+        for (k, g) in keys.into_iter().zip([gt, gc, current.tag_epoch]) {
             if g == 0 {
                 let first = first_generation().to_string();
                 if self

@@ -83,7 +83,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::watch;
 
 pub use config::CacheConfig;
 pub(crate) use entry::Entry;
@@ -103,7 +102,7 @@ use crate::keys::{Keys, RedisKey};
 use crate::metrics::Metrics;
 use crate::tenant::TenantId;
 pub(crate) use engine::{Computed, Served};
-use flight::{Flight, SharedFailure};
+use flight::SharedFailure;
 
 /// A fully built cache key: tenant, category, hash and the Redis key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +132,7 @@ struct Inner {
     l1: Option<moka::sync::Cache<String, Arc<Entry>>>,
     /// Bumped by every invalidation applied here (local or received) and every L1 flush.
     generation: AtomicU64,
-    flights: Mutex<HashMap<String, watch::Receiver<Option<Flight>>>>,
+    flights: Mutex<HashMap<String, flight::Registered>>,
     metrics: Metrics,
     channel: String,
     subscribed: AtomicBool,

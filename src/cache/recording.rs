@@ -10,6 +10,13 @@ use tokio::sync::watch;
 
 use super::entry::Entry;
 
+/// What a recorded chunk costs beyond its bytes (its `Bytes` handle and its place in the
+/// list), counted against the cap.
+const CHUNK_OVERHEAD: usize = 32;
+
+/// Chunks smaller than this are copied out of the buffer they were read into.
+const COPY_BELOW: usize = 4096;
+
 /// What runs when the recorded stream is over: with the entry to store (a complete
 /// stream within the cap), or `None` (it failed, was cut short, or outgrew the cap). Set by
 /// the engine (it stores, ends the flight and gives the lease back).
@@ -103,13 +110,22 @@ impl Recording {
             if s.end.is_some() {
                 return None;
             }
-            if s.size.saturating_add(data.len()) > self.cap {
+            // Each chunk is charged its handle too, and a small one is copied (it would
+            // otherwise keep the whole read buffer it is a slice of): an upstream that
+            // sends one byte at a time cannot make a recording hold more than the cap.
+            let cost = data.len().saturating_add(CHUNK_OVERHEAD);
+            if s.size.saturating_add(cost) > self.cap {
                 s.end = Some(End::Overflow);
                 s.size = 0;
                 Some(std::mem::take(&mut s.chunks))
             } else {
-                s.size += data.len();
-                s.chunks.push(data.clone());
+                s.size += cost;
+                let kept = if data.len() < COPY_BELOW {
+                    Bytes::copy_from_slice(data)
+                } else {
+                    data.clone()
+                };
+                s.chunks.push(kept);
                 None
             }
         };
@@ -179,7 +195,7 @@ impl Recording {
         if matches!(s.end, Some(End::Failed | End::Overflow)) {
             return None;
         }
-        let mut body = BytesMut::with_capacity(s.size);
+        let mut body = BytesMut::with_capacity(s.chunks.iter().map(Bytes::len).sum());
         for c in &s.chunks {
             body.extend_from_slice(c);
         }
@@ -214,7 +230,7 @@ mod tests {
 
     #[test]
     fn readers_see_chunks_then_the_end_and_the_cap_ends_it() {
-        let r = Recording::new(200, vec![], vec![], 10);
+        let r = Recording::new(200, vec![], vec![], 50);
         assert_eq!(r.next(0), Next::Wait);
         assert_eq!(r.push(&Bytes::from_static(b"data: a")), None);
         assert_eq!(r.next(0), Next::Chunk(Bytes::from_static(b"data: a")));
@@ -223,7 +239,7 @@ mod tests {
         assert_eq!(r.next(1), Next::Ended(End::Complete));
         assert_eq!(&r.entry().expect("complete").body[..], b"data: a");
         // Past the cap: what it held is handed back, readers told at once, no entry.
-        let r = Recording::new(200, vec![], vec![], 10);
+        let r = Recording::new(200, vec![], vec![], 50);
         r.push(&Bytes::from_static(b"data: a"));
         assert_eq!(
             r.push(&Bytes::from_static(b"data: b")),
@@ -234,10 +250,21 @@ mod tests {
         assert_eq!(r.ended(), Some(End::Overflow), "the first end counts");
         assert!(r.entry().is_none());
         // A failure: readers stop at once, no entry.
-        let r = Recording::new(200, vec![], vec![], 10);
+        let r = Recording::new(200, vec![], vec![], 50);
         r.push(&Bytes::from_static(b"x"));
         r.end(End::Failed);
         assert_eq!(r.next(0), Next::Ended(End::Failed));
         assert!(r.entry().is_none());
+    }
+
+    #[test]
+    fn one_byte_chunks_are_charged_their_handle() {
+        let r = Recording::new(200, vec![], vec![], 1000);
+        let mut kept = 0;
+        while r.push(&Bytes::from_static(b"x")).is_none() {
+            kept += 1;
+        }
+        assert_eq!(kept, 1000 / (1 + CHUNK_OVERHEAD));
+        assert_eq!(r.ended(), Some(End::Overflow));
     }
 }

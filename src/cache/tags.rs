@@ -211,11 +211,21 @@ impl Inner {
     }
 
     /// Fills in the generations of a tagged entry about to be stored (tag keys that do not
-    /// exist yet are made). False — do not store — when a tag of the tenant was
-    /// invalidated since `epoch` was read (before the upstream ran), or Redis fails.
-    pub(super) async fn stamp_tags(&self, ck: &CacheKey, e: &mut Entry, epoch: u64) -> bool {
+    /// exist yet are made, to live as long as the entry: `lifetime`). False — do not
+    /// store — when a tag of the tenant was invalidated since `epoch` was read (before the
+    /// upstream ran), when there was no epoch to read, or when Redis fails.
+    pub(super) async fn stamp_tags(
+        &self,
+        ck: &CacheKey,
+        e: &mut Entry,
+        epoch: u64,
+        lifetime: Duration,
+    ) -> bool {
         if e.tags.is_empty() {
             return true;
+        }
+        if epoch == 0 {
+            return false;
         }
         let tag_keys: Vec<RedisKey> = e
             .tags
@@ -246,8 +256,12 @@ impl Inner {
             for (k, g) in tag_keys.iter().zip(gens) {
                 if g == 0 {
                     let first = first_generation().to_string();
-                    let ttl = self.generation_ttl(Duration::ZERO);
-                    if self.store.set_nx(k, first.as_bytes(), ttl).await.is_err() {
+                    if self
+                        .store
+                        .set_nx(k, first.as_bytes(), lifetime)
+                        .await
+                        .is_err()
+                    {
                         return false;
                     }
                 }
@@ -280,7 +294,8 @@ impl Inner {
                 .all(|((_, g), n)| *g != 0 && generation(n.as_ref()) == *g))
     }
 
-    /// The tag keys of an entry, kept at least as long as it lives.
+    /// The tag keys of an entry, kept as long as it lives (a tag key that expires before an
+    /// older entry carrying it only makes that entry a miss).
     pub(super) async fn keep_tags(&self, ck: &CacheKey, e: &Entry, ttl: Duration) {
         let keys: Vec<RedisKey> = e
             .tags
