@@ -71,6 +71,8 @@ pub mod cache;
 pub mod clock;
 pub mod concurrency;
 pub mod config;
+#[cfg(feature = "axum")]
+pub mod guard;
 pub mod keys;
 pub mod metrics;
 #[cfg(feature = "axum")]
@@ -83,4 +85,6 @@ pub mod session;
 pub mod tenant;
 pub mod tokens;
 
+#[cfg(feature = "axum")]
+pub use guard::TenantGuard;
 pub use parse::InvalidValue;

@@ -29,18 +29,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use tenant_guard::backend::{Backend, BackendError};
+use tenant_guard::backend::BackendError;
 use tenant_guard::cache::{valid_tag, Cache, CacheLayer, CacheTags};
-use tenant_guard::concurrency::{ConcurrencyLayer, ConcurrencyLimiter};
 use tenant_guard::config::{Config, Secret};
-use tenant_guard::keys::Keys;
-use tenant_guard::metrics::Metrics;
+use tenant_guard::guard::GuardError;
 use tenant_guard::ops;
 use tenant_guard::problem::Problem;
-use tenant_guard::ratelimit::{Decision, LimitStore, RateLimitLayer, RateLimiter};
-use tenant_guard::session::{Session, SessionError, SessionLayer, SessionStore};
-use tenant_guard::tenant::{TenantId, TenantLayer};
-use tenant_guard::tokens::{TokenBudget, TokenLayer};
+use tenant_guard::ratelimit::Decision;
+use tenant_guard::session::{Session, SessionError};
+use tenant_guard::tenant::TenantId;
+use tenant_guard::TenantGuard;
 
 /// Simulated latency of the reports "database".
 pub const REPORT_LATENCY: Duration = Duration::from_millis(3);
@@ -109,23 +107,18 @@ pub fn usage(body: &str) -> (u64, u64) {
 /// # }
 /// ```
 pub fn app(config: &Config) -> Result<Router, BackendError> {
-    let metrics = Metrics::new();
-    let backend = Backend::from_config(config, &metrics)?;
+    let guard = TenantGuard::from_config(config.clone()).map_err(|e| match e {
+        GuardError::Backend(b) => b,
+        // Config::from_vars validated the budgets; only one built in code can fail here.
+        _ => BackendError::Unsupported("invalid configuration"),
+    })?;
     // Logs deployment warnings (an evicting maxmemory-policy) at start-up when Redis is up;
     // /health/ready retries otherwise.
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        let check = backend.clone();
+        let check = guard.backend().clone();
         rt.spawn(async move { check.check_deployment().await });
     }
-    let limiter = RateLimiter::from_config(config, backend.clone(), &metrics);
-    // Tenants' limits changed at runtime (`tenant-guard limits set`), applied within a
-    // second; the watch lives as long as the router.
-    let watch = backend.is_shared().then(|| {
-        let store = LimitStore::new(backend.clone(), &Keys::new(config.key_prefix.clone()));
-        std::sync::Arc::new(limiter.watch_limits(store, Duration::from_millis(500)))
-    });
-    let sessions = SessionStore::from_config(config, backend.clone(), &metrics);
-    let cache = Cache::from_config(config, backend.clone(), &metrics);
+    let cache = guard.cache().clone();
     let routes = Router::new()
         .route("/api/items", get(items))
         .route(
@@ -160,38 +153,16 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/me", get(me));
-    // Requests in flight, when capped (RATE_LIMIT_CONCURRENCY_*): inside the rate limit, so
-    // a request it refuses takes no lease, and counted as the identity it resolved.
-    let routes = if config.concurrency.is_enabled() {
-        routes.layer(ConcurrencyLayer::new(ConcurrencyLimiter::from_config(
-            config,
-            backend.clone(),
-            &metrics,
-        )))
-    } else {
-        routes
-    };
-    // Token budgets (RATE_LIMIT_TOKENS): outside the concurrency cap (a request without
-    // tokens takes no lease) and the cache (hits are refunded), inside the rate limit.
-    let routes = if config.tokens.is_enabled() {
-        let budget = TokenBudget::from_config(config, backend.clone(), &metrics)
-            // Config::from_vars validated the budgets; only one built in code can fail here.
-            .map_err(|_| BackendError::Unsupported("invalid token budgets"))?;
-        routes.layer(TokenLayer::new(budget))
-    } else {
-        routes
-    };
+    // Tenant, session (the logged-in user in front of the rate limiter), rate limit, token
+    // budgets (RATE_LIMIT_TOKENS: outside the cache, whose hits are refunded) and
+    // concurrency caps (RATE_LIMIT_CONCURRENCY_*: a request the rate limit refuses takes
+    // no lease): one layer. The guard (and its watch of runtime limits, `tenant-guard
+    // limits set`) lives as long as the router.
     Ok(routes
-        .layer(RateLimitLayer::from_config(config, limiter))
-        .layer(SessionLayer::from_config(&config.session, sessions).expose_user(true))
-        .layer(TenantLayer::from_config(&config.tenant))
+        .layer(guard.layer())
         .layer(Extension(cache))
-        .layer(Extension(watch))
-        .merge(ops::router_with_token(
-            backend,
-            metrics,
-            config.ops.token.clone(),
-        ))
+        .merge(guard.ops_router())
+        .layer(Extension(guard))
         // Turn handlers into routes once, here, rather than on every in-process call
         // (`into_make_service` does the same for served routers).
         .with_state(()))

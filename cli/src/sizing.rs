@@ -5,9 +5,10 @@
 //! a rate-limit check against three rules (per-tenant, per-user, per-endpoint: three
 //! compact counters), one session (user id plus three small values, and its entry in the
 //! user's index) and one cached query result (1 KiB of JSON, with the tenant's and the
-//! category's cache generation keys its first fill makes). It then reads `INFO memory`
-//! and `MEMORY USAGE` of sampled keys of each kind, and computes how the tenants spread
-//! over the 16 384 hash slots and over three masters holding equal slot ranges.
+//! category's cache generation keys and the tenant's tag epoch its first fill makes). It
+//! then reads `INFO memory` and `MEMORY USAGE` of sampled keys of each kind, and computes
+//! how the tenants spread over the 16 384 hash slots and over three masters holding equal
+//! slot ranges.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -225,8 +226,8 @@ pub async fn run(
         (KeyKind::Query, "cached query result (1 KiB JSON)", 1),
         (
             KeyKind::CacheGen,
-            "cache generations (tenant + category)",
-            2,
+            "cache generations (tenant + category + tag epoch)",
+            3,
         ),
     ];
     let prefixes: Vec<String> = kinds_wanted

@@ -13,8 +13,9 @@ async fn sizing_run_writes_every_kind_and_measures_it() {
         concurrency: 16,
     };
     let report = tenant_guard_cli::sizing::run(&plan, |_| {}).await.unwrap();
-    // 3 counters + session + index + cached query + 2 cache generations per tenant.
-    assert_eq!(report.keys, 8 * 2_000, "{report:?}");
+    // 3 counters + session + index + cached query + 3 cache generations per tenant (the
+    // tenant's, the category's, the tag epoch).
+    assert_eq!(report.keys, 9 * 2_000, "{report:?}");
     assert_eq!(report.kinds.len(), 5);
     for k in &report.kinds {
         assert!(k.bytes_per_key > 50.0, "{k:?}");

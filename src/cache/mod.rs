@@ -307,6 +307,21 @@ impl Cache {
         })
     }
 
+    /// Stops the invalidation subscription and flushes L1 (at shutdown).
+    pub(crate) fn stop_subscription(&self) {
+        if let Some(h) = self
+            .inner
+            .subscriber
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            h.abort();
+        }
+        self.inner.subscribed.store(false, Ordering::SeqCst);
+        self.inner.apply(&invalidation::Invalidation::Flush);
+    }
+
     pub(crate) fn event(&self, category: &str, event: &'static str) {
         self.inner.event(category, event);
     }

@@ -47,6 +47,13 @@ impl<B: HttpBody> ConcurrencyBody<B> {
     }
 }
 
+/// A body of its own (a problem an outer layer answers with): no lease to give back.
+impl<B: HttpBody + From<String>> From<String> for ConcurrencyBody<B> {
+    fn from(s: String) -> Self {
+        Self::new(B::from(s), None)
+    }
+}
+
 impl<B: HttpBody + std::fmt::Debug> std::fmt::Debug for ConcurrencyBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConcurrencyBody")

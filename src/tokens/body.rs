@@ -110,6 +110,13 @@ impl<B: HttpBody> TokenBody<B> {
     }
 }
 
+/// A body of its own (a problem an outer layer answers with): nothing to settle.
+impl<B: HttpBody + From<String>> From<String> for TokenBody<B> {
+    fn from(s: String) -> Self {
+        Self::new(B::from(s), None)
+    }
+}
+
 impl<B: HttpBody + std::fmt::Debug> std::fmt::Debug for TokenBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenBody")
