@@ -41,6 +41,7 @@ mod limiter;
 mod limits;
 mod outage;
 mod policy;
+mod quick;
 mod quota;
 pub mod rules;
 mod service;

@@ -14,36 +14,12 @@
 
 use axum::routing::get;
 use axum::Router;
-use tenant_guard::backend::{Backend, MemoryStore};
-use tenant_guard::keys::Keys;
-use tenant_guard::metrics::Metrics;
-use tenant_guard::ratelimit::{
-    LimiterOptions, Policy, Quota, RateLimitLayer, RateLimiter, Rule, Scope,
-};
+use tenant_guard::ratelimit::RateLimitLayer;
 
 /// The app: `GET /hello` and `GET /slow`, each limited per client IP.
 pub fn app() -> Router {
-    let policy = Policy::builder()
-        .rule(
-            Rule::new(
-                "per-ip",
-                Scope::User,
-                Quota::parse("5/10s").expect("valid quota"),
-            )
-            .per_endpoint(),
-        )
-        .build()
-        .expect("valid policy");
-    let backend = Backend::Memory(MemoryStore::new(Default::default()));
-    let limiter = RateLimiter::new(
-        backend,
-        Keys::default(),
-        policy,
-        LimiterOptions::default(),
-        &Metrics::new(),
-    );
     Router::new()
         .route("/hello", get(|| async { "hello\n" }))
         .route("/slow", get(|| async { "slow\n" }))
-        .layer(RateLimitLayer::new(limiter))
+        .layer(RateLimitLayer::per_ip_and_endpoint("5/10s").expect("a valid quota"))
 }

@@ -18,12 +18,9 @@ use std::path::Path;
 
 use axum::routing::get;
 use axum::Router;
-use tenant_guard::backend::Backend;
 use tenant_guard::config::{Config, ConfigError};
-use tenant_guard::metrics::Metrics;
-use tenant_guard::ops;
-use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
-use tenant_guard::tenant::{TenantId, TenantLayer};
+use tenant_guard::tenant::TenantId;
+use tenant_guard::TenantGuard;
 
 /// Errors of loading the configuration.
 #[derive(Debug)]
@@ -63,11 +60,10 @@ pub fn load(
     Config::from_vars(vars).map_err(LoadError::Config)
 }
 
-/// The app: two tenant-scoped routes plus the ops routes, all configured by `config`.
+/// The app: two tenant-scoped routes plus the ops routes, all configured by `config`:
+/// one [`TenantGuard`] (tenant, session, limits) around the routes.
 pub fn app(config: &Config) -> Router {
-    let metrics = Metrics::new();
-    let backend = Backend::from_config(config, &metrics).expect("the backend of a valid config");
-    let limiter = RateLimiter::from_config(config, backend.clone(), &metrics);
+    let guard = TenantGuard::from_config(config.clone()).expect("the parts of a valid config");
     Router::new()
         .route(
             "/api/items",
@@ -77,11 +73,6 @@ pub fn app(config: &Config) -> Router {
             "/api/reports/{day}",
             get(|t: TenantId| async move { format!("report of {t}\n") }),
         )
-        .layer(RateLimitLayer::from_config(config, limiter))
-        .layer(TenantLayer::from_config(&config.tenant))
-        .merge(ops::router_with_token(
-            backend,
-            metrics,
-            config.ops.token.clone(),
-        ))
+        .layer(guard.layer())
+        .merge(guard.ops_router())
 }
