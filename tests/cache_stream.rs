@@ -187,7 +187,65 @@ on_each_backend!(
     an_oversized_stream_is_not_stored,
     a_leader_that_stops_reading_holds_no_one_back,
     followers_finish_when_the_leader_leaves,
+    streamed_and_whole_answers_never_cross,
 );
+
+/// `"stream": true` gets an event stream and `"stream": false` a JSON body, whichever was
+/// cached first: the two are different keys.
+async fn streamed_and_whole_answers_never_cross(vars: Vec<(&str, String)>) {
+    let app = Router::new()
+        .route(
+            "/api/ai/complete",
+            post(|body: String| async move {
+                if body.contains(r#""stream":true"#) {
+                    (
+                        [("content-type", "text/event-stream")],
+                        "data: hi\n\n".to_string(),
+                    )
+                } else {
+                    (
+                        [("content-type", "application/json")],
+                        r#"{"text":"hi"}"#.to_string(),
+                    )
+                }
+            }),
+        )
+        .route_layer(CacheLayer::ai(cache(&vars)))
+        .layer(TenantLayer::from_config(&Default::default()));
+    let ask = |stream: bool| {
+        http::Request::post("/api/ai/complete")
+            .header("x-tenant-id", "acme")
+            .header("content-type", "application/json")
+            .body(Body::from(format!(
+                r#"{{"model":"m","prompt":"p","stream":{stream}}}"#
+            )))
+            .unwrap()
+    };
+    for round in 0..2 {
+        for stream in [true, false] {
+            let res = app.clone().oneshot(ask(stream)).await.unwrap();
+            let x = res.headers()["x-cache"].to_str().unwrap().to_string();
+            assert_eq!(
+                x,
+                if round == 0 { "MISS" } else { "HIT" },
+                "stream {stream}"
+            );
+            let want = if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            assert_eq!(res.headers()["content-type"], want, "stream {stream}");
+            let body = rest(res.into_body()).await.unwrap();
+            let want: &[u8] = if stream {
+                b"data: hi\n\n"
+            } else {
+                br#"{"text":"hi"}"#
+            };
+            assert_eq!(&body[..], want, "stream {stream}, round {round}");
+        }
+    }
+}
 
 async fn a_miss_streams_and_a_hit_replays_it(vars: Vec<(&str, String)>) {
     let up = Upstream::new(Ending::Complete);

@@ -41,14 +41,10 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tenant_guard::backend::{Backend, BackendError};
-use tenant_guard::cache::{Cache, CacheLayer};
-use tenant_guard::concurrency::{ConcurrencyLayer, ConcurrencyLimiter};
+use tenant_guard::cache::CacheLayer;
 use tenant_guard::config::Config;
-use tenant_guard::metrics::Metrics;
-use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
-use tenant_guard::tenant::TenantLayer;
-use tenant_guard::tokens::{TokenBudget, TokenLayer};
+use tenant_guard::guard::GuardError;
+use tenant_guard::TenantGuard;
 
 /// Settings this example uses unless the environment says otherwise.
 pub const DEFAULTS: &[(&str, &str)] = &[
@@ -80,29 +76,20 @@ pub fn config(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config
 }
 
 /// The gateway. Must be called inside a Tokio runtime.
-pub fn app(config: &Config) -> Result<Router, BackendError> {
-    let metrics = Metrics::new();
-    let backend = Backend::from_config(config, &metrics)?;
-    let cache = Cache::from_config(config, backend.clone(), &metrics);
-    let concurrency = ConcurrencyLimiter::from_config(config, backend.clone(), &metrics);
-    let budget = TokenBudget::from_config(config, backend.clone(), &metrics)
-        .map_err(|_| BackendError::Unsupported("invalid token budgets"))?;
-    let limiter = RateLimiter::from_config(config, backend, &metrics);
+pub fn app(config: &Config) -> Result<Router, GuardError> {
+    // Tenant, rate limit (costs), token budget and concurrency cap, in that order: one
+    // guard, one layer. The token budget sits outside the cache (hits are refunded) and the
+    // cap inside the rate limit (a refused request takes no place in flight).
+    let guard = TenantGuard::from_config(config.clone())?;
     let calls = Arc::new(AtomicU64::new(0));
     Ok(Router::new()
         .route(
             "/v1/chat/completions",
-            post(complete).layer(CacheLayer::ai(cache)),
+            post(complete).layer(CacheLayer::ai(guard.cache().clone())),
         )
         .route("/upstream-calls", get(upstream_calls))
         .with_state(calls)
-        // Inside the rate limit: a request it refuses takes no place in flight and reserves
-        // no tokens; the token budget outside the cache (hits are refunded) and the cap (a
-        // request without tokens takes no place).
-        .layer(ConcurrencyLayer::new(concurrency))
-        .layer(TokenLayer::new(budget))
-        .layer(RateLimitLayer::from_config(config, limiter))
-        .layer(TenantLayer::from_config(&config.tenant)))
+        .layer(guard.layer()))
 }
 
 /// The "model": slow, and counted.

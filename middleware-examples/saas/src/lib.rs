@@ -31,14 +31,13 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tenant_guard::backend::{Backend, BackendError};
 use tenant_guard::config::Config;
-use tenant_guard::metrics::Metrics;
-use tenant_guard::ops;
+use tenant_guard::guard::GuardError;
 use tenant_guard::problem::Problem;
-use tenant_guard::ratelimit::{Decision, RateLimitLayer, RateLimiter};
-use tenant_guard::session::{Session, SessionError, SessionLayer, SessionStore};
-use tenant_guard::tenant::{TenantId, TenantLayer};
+use tenant_guard::ratelimit::Decision;
+use tenant_guard::session::{Session, SessionError, SessionStore};
+use tenant_guard::tenant::TenantId;
+use tenant_guard::TenantGuard;
 
 /// Settings this example uses unless the environment says otherwise.
 pub const DEFAULTS: &[(&str, &str)] = &[
@@ -63,11 +62,10 @@ pub fn config(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config
 }
 
 /// The app. Must be called inside a Tokio runtime.
-pub fn app(config: &Config) -> Result<Router, BackendError> {
-    let metrics = Metrics::new();
-    let backend = Backend::from_config(config, &metrics)?;
-    let sessions = SessionStore::from_config(config, backend.clone(), &metrics);
-    let limiter = RateLimiter::from_config(config, backend.clone(), &metrics);
+pub fn app(config: &Config) -> Result<Router, GuardError> {
+    // Tenant (from the subdomain), session (its user handed to the limiter), limits: one
+    // guard, one layer.
+    let guard = TenantGuard::from_config(config.clone())?;
     Ok(Router::new()
         .route("/login", post(login))
         .route("/logout", post(logout))
@@ -75,16 +73,9 @@ pub fn app(config: &Config) -> Result<Router, BackendError> {
         .route("/sessions", get(list_sessions))
         .route("/me", get(me))
         .route("/api/projects", get(projects))
-        // Innermost first: the limiter sees the user the session layer found.
-        .layer(RateLimitLayer::from_config(config, limiter))
-        .layer(SessionLayer::from_config(&config.session, sessions.clone()).expose_user(true))
-        .layer(TenantLayer::from_config(&config.tenant))
-        .layer(Extension(sessions))
-        .merge(ops::router_with_token(
-            backend,
-            metrics,
-            config.ops.token.clone(),
-        )))
+        .layer(guard.layer())
+        .layer(Extension(guard.sessions().clone()))
+        .merge(guard.ops_router()))
 }
 
 #[derive(Deserialize)]
