@@ -55,6 +55,7 @@ mod config;
 mod cookie;
 mod handle;
 mod layer;
+mod quick;
 mod service;
 mod store;
 
