@@ -6,6 +6,7 @@
 //! reading holds no follower back, and one that leaves lets its followers finish; a second
 //! instance waits on the lease and is served the stored stream.
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -159,24 +160,6 @@ fn whole() -> Vec<u8> {
         all.extend_from_slice(c);
     }
     all
-}
-
-macro_rules! on_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(Vec::new()).await;
-            })*
-        }
-        mod redis_single {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let server = crate::common::RedisServer::start();
-                super::$name(vec![("REDIS_URL", server.url())]).await;
-            })*
-        }
-    };
 }
 
 on_each_backend!(

@@ -3,6 +3,7 @@
 //! (`X-Cache: STALE`) while one refresh runs in the background — one per key, here and
 //! across instances — and the refreshed answer replaces it; past the window it is a miss.
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,24 +91,6 @@ async fn until(app: &Router, want: &str) -> CacheStatus {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-macro_rules! on_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(Vec::new()).await;
-            })*
-        }
-        mod redis_single {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let server = crate::common::RedisServer::start();
-                super::$name(vec![("REDIS_URL", server.url())]).await;
-            })*
-        }
-    };
 }
 
 on_each_backend!(

@@ -4,6 +4,7 @@
 //! those, in every category, here and in another instance's L1; a fill that ran across an
 //! invalidation is not stored; invalid tag lists are never stored.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -124,24 +125,6 @@ async fn send_with(
 
 fn hit(s: CacheStatus) -> bool {
     matches!(s, CacheStatus::HitL1 | CacheStatus::HitL2)
-}
-
-macro_rules! on_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(Vec::new()).await;
-            })*
-        }
-        mod redis_single {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let server = crate::common::RedisServer::start();
-                super::$name(vec![("REDIS_URL", server.url())]).await;
-            })*
-        }
-    };
 }
 
 on_each_backend!(

@@ -4,6 +4,7 @@
 //! with `RateLimit` headers and 429 problem bodies naming the rule, the logged-in user
 //! limited on its own — and `ops_router()` answers without a tenant.
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -76,24 +77,6 @@ fn header(reply: &common::HttpReply, name: &str) -> Option<String> {
 
 fn tenant(t: &str) -> Vec<(&'static str, String)> {
     vec![("X-Tenant-ID", t.to_string())]
-}
-
-macro_rules! on_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(Vec::new()).await;
-            })*
-        }
-        mod redis_single {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let server = crate::common::RedisServer::start();
-                super::$name(vec![("REDIS_URL", server.url())]).await;
-            })*
-        }
-    };
 }
 
 on_each_backend!(

@@ -11,7 +11,35 @@
 //! lock file before use, and a server counts as started only when the process answering on
 //! the port is the one this harness spawned (`INFO server` names its pid).
 
-#![allow(dead_code, unreachable_pub, missing_docs, unused_imports)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    unused_imports,
+    unused_macros
+)]
+
+/// `on_each_backend!(a, b)`: for each `async fn a(vars: Vec<(&str, String)>)` of the test
+/// file, a test `memory::a` (no variables: the memory backend) and a test
+/// `redis_single::a` (`REDIS_URL` of a redis-server started for it). Needs
+/// `#[macro_use] mod common;`.
+macro_rules! on_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(Vec::new()).await;
+            })*
+        }
+        mod redis_single {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let server = crate::common::RedisServer::start();
+                super::$name(vec![("REDIS_URL", server.url())]).await;
+            })*
+        }
+    };
+}
 
 mod cluster;
 mod fixtures;
