@@ -180,8 +180,12 @@ async fn pump(rec: Arc<Recording>, start: Start) {
     loop {
         let step = if leader {
             tokio::select! {
-                f = frame(&mut upstream) => Step::Frame(f),
+                // The leader's leaving first: with both ready (a client gone as the rest of
+                // the stream arrives), a random pick could read the stream to its end and
+                // store an answer nobody took whole.
+                biased;
                 _ = &mut gone => Step::LeaderGone,
+                f = frame(&mut upstream) => Step::Frame(f),
             }
         } else {
             Step::Frame(frame(&mut upstream).await)
@@ -193,7 +197,9 @@ async fn pump(rec: Arc<Recording>, start: Start) {
             }
             Step::Frame(f) => Some(f),
         };
-        if !leader && rec.readers() == 0 {
+        // The leader's body is a reader too: none left means nobody takes the answer,
+        // whichever the select saw first.
+        if rec.readers() == 0 {
             // Nobody reads it any more: never stored.
             rec.end(End::Failed);
             finish(&rec, None).await;
