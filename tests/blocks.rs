@@ -252,7 +252,7 @@ fn tenant_rules_and_unbounded_blocks_are_refused() {
         max: Duration::MAX,
     };
     let err = Policy::builder()
-        .rule(Rule::new("per-user", Scope::User, Quota::parse("5/1m").unwrap()).block(unbounded))
+        .rule(Rule::new("per-user", Scope::Caller, Quota::parse("5/1m").unwrap()).block(unbounded))
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("block"), "{err}");

@@ -117,7 +117,7 @@ proptest! {
             if let (Ok(c), Ok(r)) = (check, rule) {
                 prop_assert_eq!(&c.name, &r.name);
                 prop_assert_eq!((c.limit, c.window), (r.quota.limit.get(), r.quota.window));
-                prop_assert_eq!(c.per_user, r.scope == Scope::User);
+                prop_assert_eq!(c.per_user, r.scope == Scope::Caller);
                 prop_assert_eq!(c.endpoints, r.endpoint.into_iter().collect::<Vec<_>>());
             }
         }

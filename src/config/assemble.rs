@@ -73,7 +73,7 @@ impl RateLimiter {
     ) -> Option<Self> {
         let quota = config.rate_limit.per_ip?;
         let policy = Policy::builder()
-            .rule(Rule::new("per-ip", Scope::User, quota))
+            .rule(Rule::new("per-ip", Scope::Caller, quota))
             .build()
             .ok()?;
         Some(Self::new(

@@ -170,13 +170,13 @@ pub(super) fn read_rate_limit(r: &mut Reader) -> RateLimitConfig {
             rules.push(Rule::new("per-tenant", Scope::Tenant, q));
         }
         if let Some(q) = user {
-            rules.push(Rule::new("per-user", Scope::User, q));
+            rules.push(Rule::new("per-user", Scope::Caller, q));
         }
         if let Some((n, p)) = quota_tenant {
             rules.push(Rule::calendar("quota-tenant", Scope::Tenant, n.get(), p));
         }
         if let Some((n, p)) = quota_user {
-            rules.push(Rule::calendar("quota-user", Scope::User, n.get(), p));
+            rules.push(Rule::calendar("quota-user", Scope::Caller, n.get(), p));
         }
         rules.extend(endpoints);
         rules.push(default_rule(max, window));
@@ -381,7 +381,7 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
         .map(|r| {
             let scope = match r.scope {
                 Scope::Tenant => "tenant",
-                Scope::User => "user",
+                Scope::Caller => "user",
             };
             // The form `tenant-guard load --rule` reads (a RATE_LIMIT_ENDPOINTS entry for
             // endpoint rules, unnamed if named after its pattern), with whose requests count.

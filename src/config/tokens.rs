@@ -80,7 +80,7 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
         .map(|r| {
             let scope = match r.scope {
                 crate::ratelimit::Scope::Tenant => "tenant",
-                crate::ratelimit::Scope::User => "user",
+                crate::ratelimit::Scope::Caller => "user",
             };
             let pattern = r
                 .endpoint

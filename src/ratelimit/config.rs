@@ -78,5 +78,5 @@ impl Default for RateLimitConfig {
 }
 
 pub(crate) fn default_rule(max: NonZeroU32, window: Duration) -> Rule {
-    Rule::new("per-endpoint", Scope::User, Quota { limit: max, window }).per_endpoint()
+    Rule::new("per-endpoint", Scope::Caller, Quota { limit: max, window }).per_endpoint()
 }

@@ -17,9 +17,9 @@ use crate::tenant::TenantId;
 ///
 /// let policy = Policy::builder()
 ///     .rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("1000/1m").unwrap()))
-///     .rule(Rule::new("per-user", Scope::User, Quota::parse("100/15m").unwrap()))
+///     .rule(Rule::new("per-user", Scope::Caller, Quota::parse("100/15m").unwrap()))
 ///     .rule(
-///         Rule::new("ai", Scope::User, Quota::parse("10/1m").unwrap())
+///         Rule::new("ai", Scope::Caller, Quota::parse("10/1m").unwrap())
 ///             .for_endpoint(EndpointPattern::parse("POST /api/ai/{*rest}").unwrap()),
 ///     )
 ///     .cost(EndpointPattern::parse("POST /api/ai/complete").unwrap(), 5)
@@ -147,7 +147,7 @@ impl PolicyBuilder {
     ///
     /// let q = Quota::parse("10/1m").unwrap();
     /// let err = Policy::builder()
-    ///     .rule(Rule::new("per-user", Scope::User, q))
+    ///     .rule(Rule::new("per-user", Scope::Caller, q))
     ///     .shadow("nope")
     ///     .tenant_plan("acme", "gold")
     ///     .build()
@@ -374,7 +374,7 @@ pub enum PolicyProblem {
 /// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
 /// let q = Quota::parse("1/1s").unwrap();
 /// let err = Policy::builder()
-///     .rule(Rule::new("a", Scope::User, q))
+///     .rule(Rule::new("a", Scope::Caller, q))
 ///     .rule(Rule::new("a", Scope::Tenant, q))
 ///     .build()
 ///     .unwrap_err();
@@ -505,6 +505,6 @@ impl Policy {
 
     /// Whether any rule counts per user (then requests need an identity).
     pub fn has_user_rules(&self) -> bool {
-        self.rules.iter().any(|r| r.scope == Scope::User)
+        self.rules.iter().any(|r| r.scope == Scope::Caller)
     }
 }

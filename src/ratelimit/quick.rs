@@ -33,13 +33,13 @@ impl RateLimitLayer {
     /// # }
     /// ```
     pub fn per_ip(quota: &str) -> Result<Self, InvalidValue> {
-        Self::in_process(Rule::new("per-ip", Scope::User, Quota::parse(quota)?))
+        Self::in_process(Rule::new("per-ip", Scope::Caller, Quota::parse(quota)?))
     }
 
     /// Like [`per_ip`](Self::per_ip), each endpoint (method and route template) counted
     /// on its own.
     pub fn per_ip_and_endpoint(quota: &str) -> Result<Self, InvalidValue> {
-        Self::in_process(Rule::new("per-ip", Scope::User, Quota::parse(quota)?).per_endpoint())
+        Self::in_process(Rule::new("per-ip", Scope::Caller, Quota::parse(quota)?).per_endpoint())
     }
 
     /// Each tenant may make `quota` requests, all its clients and endpoints together. The

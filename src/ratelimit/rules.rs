@@ -43,7 +43,7 @@ pub const COMPACT_BUCKETS: u64 = 30;
 ///
 /// assert_eq!("gcra".parse::<Algorithm>().unwrap(), Algorithm::Gcra);
 /// // 10 requests per second with bursts of 20, for one rule (others keep the default).
-/// let rule = Rule::new("search", Scope::User, Quota::parse("20/2s").unwrap())
+/// let rule = Rule::new("search", Scope::Caller, Quota::parse("20/2s").unwrap())
 ///     .algorithm(Algorithm::Gcra);
 /// assert_eq!(rule.algorithm, Some(Algorithm::Gcra));
 /// ```
@@ -72,13 +72,26 @@ pub enum Algorithm {
 }
 
 /// Whose usage a rule counts.
+///
+/// ```
+/// use tenant_guard::ratelimit::{Quota, Rule, Scope};
+/// // One counter for the whole tenant, and one per caller within it.
+/// let tenant = Rule::new("per-tenant", Scope::Tenant, Quota::parse("1000/1m").unwrap());
+/// let caller = Rule::new("per-user", Scope::Caller, Quota::parse("100/15m").unwrap());
+/// assert_eq!(serde_json::to_string(&caller.scope).unwrap(), "\"user\"");
+/// # let _ = tenant;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// All requests of the tenant together.
+    #[serde(rename = "tenant")]
     Tenant,
-    /// Each user (authenticated id, else client IP) within the tenant.
-    User,
+    /// Each caller within the tenant: the authenticated user id when a session or an
+    /// upstream layer published one, else the client IP (so an anonymous client is counted
+    /// by address, and a rule of this scope doubles as a per-IP rule). Named `User` until
+    /// 0.1.0; the environment and JSON vocabulary keep `user` (`per-user`, `"scope": "user"`).
+    #[serde(rename = "user")]
+    Caller,
 }
 
 /// Matches requests by method and route template.
@@ -268,7 +281,7 @@ impl Rule {
     ///
     /// ```
     /// use tenant_guard::ratelimit::{Quota, Rule, Scope};
-    /// let r = Rule::new("per-user", Scope::User, Quota::parse("100/15m").unwrap());
+    /// let r = Rule::new("per-user", Scope::Caller, Quota::parse("100/15m").unwrap());
     /// assert!(!r.shadow);
     /// ```
     pub fn new(name: impl Into<String>, scope: Scope, quota: Quota) -> Self {
@@ -316,7 +329,7 @@ impl Rule {
     /// ```
     /// use tenant_guard::ratelimit::{Rule, Scope};
     /// let r = Rule::parse_endpoint("ai: POST /api/ai/{*rest} = 5/5s").unwrap();
-    /// assert_eq!((r.name.as_str(), r.scope, r.quota.to_string().as_str()), ("ai", Scope::User, "5/5s"));
+    /// assert_eq!((r.name.as_str(), r.scope, r.quota.to_string().as_str()), ("ai", Scope::Caller, "5/5s"));
     /// assert!(r.applies(&http::Method::POST, "/api/ai/complete"));
     /// assert_eq!(Rule::parse_endpoint("GET /api/reports/{day} = 30/1m").unwrap().name, "GET /api/reports/{day}");
     /// let err = Rule::parse_endpoint("GET:/api/items = 5/5s").unwrap_err();
@@ -342,7 +355,7 @@ impl Rule {
         };
         let pattern = EndpointPattern::parse(pat).map_err(|e| format!("`{part}`: {e}"))?;
         let name = name.map_or_else(|| pattern.to_string(), str::to_string);
-        Ok(Rule::new(name, Scope::User, quota).for_endpoint(pattern))
+        Ok(Rule::new(name, Scope::Caller, quota).for_endpoint(pattern))
     }
 
     /// Counts only requests matching `pattern`.

@@ -18,7 +18,7 @@ use crate::ratelimit::{Algorithm, Policy, PolicyError, Rule, Scope};
 /// assert_eq!(r.quota.to_string(), "100000/1m");
 /// assert!(r.applies(&http::Method::POST, "/api/ai/complete"));
 /// let named = parse_token_rule("user: embed: POST /api/embed = 5000/1m").unwrap();
-/// assert_eq!((named.name.as_str(), named.scope), ("embed", Scope::User));
+/// assert_eq!((named.name.as_str(), named.scope), ("embed", Scope::Caller));
 /// assert!(parse_token_rule("POST /api/ai/{*rest} = 10/1m").is_err());
 /// ```
 pub fn parse_token_rule(s: &str) -> Result<Rule, InvalidValue> {
@@ -28,7 +28,7 @@ pub fn parse_token_rule(s: &str) -> Result<Rule, InvalidValue> {
         .ok_or_else(|| format!("`{s}` names no `tenant:` or `user:` scope"))?;
     let scope = match scope.trim() {
         "tenant" => Scope::Tenant,
-        "user" => Scope::User,
+        "user" => Scope::Caller,
         other => return Err(format!("`{s}`: unknown scope `{other}` (`tenant` or `user`)").into()),
     };
     let mut rule = Rule::parse_endpoint(rest)?;
@@ -36,7 +36,7 @@ pub fn parse_token_rule(s: &str) -> Result<Rule, InvalidValue> {
     if pattern.as_deref() == Some(rule.name.as_str()) {
         rule.name = match scope {
             Scope::Tenant => "tokens-tenant".into(),
-            Scope::User => "tokens-user".into(),
+            Scope::Caller => "tokens-user".into(),
         };
     }
     rule.scope = scope;

@@ -99,7 +99,7 @@ fn ai_summary(policy: &Policy) -> String {
         .iter()
         .filter(|r| !r.shadow && r.endpoint.is_some() && r.applies(&Method::POST, AI_ROUTE))
         .map(|r| {
-            let scope = if r.scope == Scope::User {
+            let scope = if r.scope == Scope::Caller {
                 " per user"
             } else {
                 ""

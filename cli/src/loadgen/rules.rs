@@ -93,7 +93,7 @@ impl RuleCheck {
             name,
             limit: quota.limit.get(),
             window: quota.window,
-            per_user: scope.unwrap_or(rule_scope) == Scope::User,
+            per_user: scope.unwrap_or(rule_scope) == Scope::Caller,
             per_endpoint,
             endpoints,
             tenant: None,
@@ -117,7 +117,7 @@ impl RuleCheck {
             name: rule.name,
             limit: rule.quota.limit.get(),
             window: rule.quota.window,
-            per_user: rule.scope == Scope::User,
+            per_user: rule.scope == Scope::Caller,
             per_endpoint: false,
             endpoints: rule.endpoint.into_iter().collect(),
             tenant: None,
@@ -187,7 +187,7 @@ impl RuleCheck {
                 name: rule.name.clone(),
                 limit: quota.limit.get(),
                 window: quota.window,
-                per_user: rule.scope == Scope::User,
+                per_user: rule.scope == Scope::Caller,
                 per_endpoint: rule.per_endpoint,
                 endpoints: endpoints.clone(),
                 tenant: tenant.map(str::to_string),
@@ -264,7 +264,7 @@ fn split_scope(s: &str) -> (&str, Option<Scope>, bool) {
             per_endpoint = true;
             rest = rest[..n].trim_end();
         } else if let Some(n) = strip(rest, "user").filter(|_| scope.is_none()) {
-            scope = Some(Scope::User);
+            scope = Some(Scope::Caller);
             rest = rest[..n].trim_end();
         } else if let Some(n) = strip(rest, "tenant").filter(|_| scope.is_none()) {
             scope = Some(Scope::Tenant);
@@ -598,7 +598,7 @@ mod tests {
                 (rule.quota.limit.get(), rule.quota.window),
                 "{text}"
             );
-            assert_eq!(check.per_user, rule.scope == Scope::User, "{text}");
+            assert_eq!(check.per_user, rule.scope == Scope::Caller, "{text}");
             assert_eq!(check.per_endpoint, rule.per_endpoint, "{text}");
             assert_eq!(check.endpoints.first(), rule.endpoint.as_ref(), "{text}");
         }

@@ -18,7 +18,7 @@ impl RateLimiter {
     pub(super) fn identity_parts<'a>(rule: &Rule, c: &'a Check<'_>) -> (&'static str, &'a str) {
         match rule.scope {
             Scope::Tenant => ("tenant", "all"),
-            Scope::User => c.identity.parts(),
+            Scope::Caller => c.identity.parts(),
         }
     }
 
@@ -71,7 +71,7 @@ impl RateLimiter {
         let mut h = seed.build_hasher();
         match rule.scope {
             Scope::Tenant => h.write_u64(p.tenant),
-            Scope::User => h.write_u64(p.user),
+            Scope::Caller => h.write_u64(p.user),
         }
         h.write_u8(rule.scope as u8);
         h.write_u64(rule_hash);

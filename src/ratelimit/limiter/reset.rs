@@ -29,14 +29,14 @@ impl RateLimiter {
             let parts = self.key_parts(&check, false);
             let owners: Vec<u64> = rules
                 .zip(&self.inner.rule_hashes)
-                .filter(|((r, _), _)| r.scope == Scope::User)
+                .filter(|((r, _), _)| r.scope == Scope::Caller)
                 .map(|((r, _), &hash)| self.mem_key(r, hash, &parts).1)
                 .collect();
             return Ok(mem.reset_owners(&owners));
         }
         let mut n = 0;
         let keys = &self.inner.keys;
-        for (r, name) in rules.filter(|(r, _)| r.scope == Scope::User) {
+        for (r, name) in rules.filter(|(r, _)| r.scope == Scope::Caller) {
             // A calendar quota's counter of the current period.
             let name = &*self.counter_name(r, name, tenant);
             // The counters, and their blocks (not counted in `n`).
