@@ -104,6 +104,19 @@ pub struct ConcurrencyConfig {
     pub routes: Vec<RouteCap>,
 }
 
+impl ConcurrencyConfig {
+    /// Whether no cap is set: the layer then lets every request through untouched.
+    ///
+    /// ```
+    /// use tenant_guard::concurrency::ConcurrencyConfig;
+    /// assert!(ConcurrencyConfig::default().is_empty());
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.tenant.is_none() && self.user.is_none() && self.routes.is_empty()
+    }
+}
+
 impl Default for ConcurrencyConfig {
     fn default() -> Self {
         Self {

@@ -72,6 +72,11 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        if self.limiter.config().is_empty() {
+            // No cap configured: the inner call alone, no state of this layer to carry.
+            let call = inner.call(req);
+            return Box::pin(async move { Ok(call.await?.map(|b| ConcurrencyBody::new(b, None))) });
+        }
         let limiter = self.limiter.clone();
         Box::pin(async move {
             let tenant = req

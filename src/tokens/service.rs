@@ -132,9 +132,22 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let req = req.map(Body::new);
+        let applies = {
+            let route = req
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or(UNMATCHED_ROUTE, |m| m.as_str());
+            self.budget.applies(req.method(), route)
+        };
+        if !applies {
+            // No budget for this route: the inner call alone, nothing of this layer's
+            // state carried along.
+            let call = inner.call(req);
+            return Box::pin(async move { Ok(call.await?.map(|b| TokenBody::new(b, None))) });
+        }
         let budget = self.budget.clone();
         let estimate = self.estimate.clone();
-        let req = req.map(Body::new);
         Box::pin(async move {
             let plain = |b: ResBody| TokenBody::new(b, None);
             let route = req
