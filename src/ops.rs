@@ -7,11 +7,12 @@
 //! | `GET /cache/health` | the seed deployments' check: `{"healthy": true, "backend": "redis", "message": "Cache is healthy using redis backend"}`, 200 when the backend is usable, 503 (`healthy: false`) when not |
 //! | `GET /cache/status` | backend in use (`redis` / `redis-cluster` / `memory`), state (`ok` / `degraded`), key counts, breaker state, last latency and error, cache hits (L1/L2/stale), misses and hit ratio; and the seeds' fields: `type`, `available`, `redisInfo.connected`, `redisInfo.keys`, `latencyMs`, `hitRatio` |
 //! | `GET /metrics` | Prometheus / OpenMetrics text |
+//! | `GET /ops/top?minutes=5&rows=10` | the tenants with the most throttled and admitted requests over the last minutes (1-15), from a bounded top-k ([`Metrics::tenant_top`]): who is being throttled, without a tenant label |
 //!
 //! These routes sit outside any tenant: merge them next to (not under) the
 //! [`TenantLayer`](crate::tenant::TenantLayer).
 //!
-//! `/cache/status` and `/metrics` show the Redis target, its last error and traffic
+//! `/cache/status`, `/metrics` and `/ops/top` show the Redis target, its last error and traffic
 //! figures: with a token ([`router_with_token`], `TG_OPS_TOKEN`) they answer 401 without
 //! `Authorization: Bearer <token>`. `/health` and `/health/ready` stay open for probes and
 //! never show an address, a credential or an error text.
@@ -139,6 +140,7 @@ pub fn router_with_token<S>(
         .route("/cache/health", get(cache_health))
         .route("/cache/status", get(status))
         .route("/metrics", get(render_metrics))
+        .route("/ops/top", get(top))
         .with_state(OpsState {
             backend,
             metrics,
@@ -236,4 +238,45 @@ async fn render_metrics(State(st): State<OpsState>, headers: http::HeaderMap) ->
         st.metrics.render(),
     )
         .into_response()
+}
+
+/// `GET /ops/top?minutes=5&rows=10`: the tenants with the most throttled and admitted
+/// requests over the last minutes (1 to 15, default 5; rows 1 to 50, default 10), from the
+/// bounded structure behind [`Metrics::tenant_top`]. Behind `TG_OPS_TOKEN` like `/metrics`.
+async fn top(State(st): State<OpsState>, headers: http::HeaderMap, uri: http::Uri) -> Response {
+    if !allowed(&st, &headers) {
+        return unauthorized();
+    }
+    let (mut minutes, mut rows) = (5u64, 10usize);
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let ok = match k {
+            "minutes" => v
+                .parse()
+                .ok()
+                .filter(|m| (1..=crate::metrics::TOP_MINUTES).contains(m))
+                .map(|m| minutes = m),
+            "rows" => v
+                .parse()
+                .ok()
+                .filter(|r| (1..=crate::metrics::TOP_MAX_ROWS).contains(r))
+                .map(|r| rows = r),
+            _ => None,
+        };
+        if ok.is_none() {
+            return Problem::new(StatusCode::BAD_REQUEST, "Bad query")
+                .detail(format!(
+                    "`/ops/top` takes `minutes` (1 to {}) and `rows` (1 to {})",
+                    crate::metrics::TOP_MINUTES,
+                    crate::metrics::TOP_MAX_ROWS
+                ))
+                .into_response();
+        }
+    }
+    Json(st.metrics.tenant_top().report(minutes, rows)).into_response()
 }

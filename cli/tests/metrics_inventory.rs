@@ -56,7 +56,7 @@ const INVENTORY: &[(&str, &str, &[&str])] = &[
 
 /// Registered too, but shown only once they have a sample, which this traffic does not
 /// give (Redis errors and refusals by an open breaker, shadow rules, concurrency caps):
-/// (family, type, label names) from their label types in `src/metrics.rs`.
+/// (family, type, label names) from their label types in `src/metrics/mod.rs`.
 const SAMPLED_ON_FAULTS: &[(&str, &str, &[&str])] = &[
     ("tenant_guard_concurrency_denied", "counter", &["scope"]),
     ("tenant_guard_ratelimit_shadow_denied", "counter", &["rule"]),

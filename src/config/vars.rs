@@ -154,7 +154,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc {
         names: &["TG_OPS_TOKEN"],
         default: "— (open)",
-        meaning: "bearer token required by `/metrics` and `/cache/status` (≥ 32 bytes)",
+        meaning: "bearer token required by `/metrics`, `/cache/status` and `/ops/top` (≥ 32 bytes)",
     },
     VarDoc {
         names: &["TG_ADMIN_TOKEN"],

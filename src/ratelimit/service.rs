@@ -159,6 +159,11 @@ where
                 };
                 let d = per_client.check(&check).await;
                 if !d.allowed {
+                    layer
+                        .limiter
+                        .metrics()
+                        .tenant_top
+                        .record(tenant.as_str(), false);
                     return Ok(headers::denied(&d, layer.legacy_headers));
                 }
             }
@@ -179,6 +184,11 @@ where
                 plan: None,
             };
             let decision = layer.limiter.check(&check).await;
+            layer
+                .limiter
+                .metrics()
+                .tenant_top
+                .record(tenant.as_str(), decision.allowed);
             if !decision.allowed {
                 return Ok(headers::denied(&decision, layer.legacy_headers));
             }

@@ -12,6 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
 
+mod top;
+pub use top::{TenantTop, TopReport, TopRow, TOP_MAX_ROWS, TOP_MINUTES};
+
 /// Labels of Redis command metrics: the operation (bounded set of names).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
@@ -154,6 +157,9 @@ pub struct Metrics {
     pub(crate) cache_events: Family<CacheLabels, Counter>,
     /// Cache totals for the hit ratio.
     pub(crate) cache_totals: Arc<CacheTotals>,
+    /// The tenants with the most admitted and throttled requests of the last minutes
+    /// (bounded: no tenant id is ever a label).
+    pub(crate) tenant_top: Arc<TenantTop>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -196,6 +202,7 @@ impl Metrics {
             session_events: Family::default(),
             cache_events: Family::default(),
             cache_totals: Arc::default(),
+            tenant_top: Arc::default(),
         };
         registry.register(
             "redis_command_duration_seconds",
@@ -338,6 +345,19 @@ impl Metrics {
     /// Cache totals (hit ratio) of every cache using this registry.
     pub fn cache_totals(&self) -> &CacheTotals {
         &self.cache_totals
+    }
+
+    /// The tenants with the most admitted and throttled requests of the last minutes, as
+    /// the rate-limit layers using this registry saw them (`GET /ops/top`).
+    ///
+    /// ```
+    /// use tenant_guard::metrics::Metrics;
+    /// let metrics = Metrics::new();
+    /// let report = metrics.tenant_top().report(5, 10);
+    /// assert!(report.throttled.is_empty() && report.admitted.is_empty());
+    /// ```
+    pub fn tenant_top(&self) -> &TenantTop {
+        &self.tenant_top
     }
 
     /// The OpenMetrics text exposition.
