@@ -10,13 +10,12 @@ mod common;
 
 use std::convert::Infallible;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::routing::get;
 use axum::Router;
@@ -48,17 +47,7 @@ fn report() -> String {
     format!("[{}]", rows.join(","))
 }
 
-/// A request from 127.0.0.1 (the address per-IP rules count) with `headers`.
-fn request(path: &str, headers: &[(&str, &str)]) -> Request {
-    let mut b = http::Request::get(path);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let mut req = b.body(Body::empty()).unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
-    req
-}
+use common::loopback_get as request;
 
 async fn send<S>(svc: &S, req: Request) -> (StatusCode, HeaderMap, Vec<u8>)
 where

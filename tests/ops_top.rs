@@ -6,10 +6,6 @@
 #[macro_use]
 mod common;
 
-use std::net::SocketAddr;
-
-use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::Router;
 use http::StatusCode;
@@ -23,13 +19,7 @@ const TOKEN: &str = "ops-top-token-0123456789abcdef0123456789abcd";
 on_each_backend!(the_throttled_tenant_tops_the_list_among_invented_ones);
 
 async fn call(app: &Router, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
-    let mut b = http::Request::get(path);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let mut req = b.body(Body::empty()).unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
+    let req = common::loopback_get(path, headers);
     let res = app.clone().oneshot(req).await.unwrap();
     let status = res.status();
     let body = res.into_body().collect().await.unwrap().to_bytes();

@@ -110,3 +110,19 @@ pub fn max_in_window(times: &[Duration], window: Duration) -> usize {
         .max()
         .unwrap_or(0)
 }
+
+/// A GET of `path` with `headers` from 127.0.0.1 (axum's `ConnectInfo`: the address
+/// per-IP rules count), for services driven in process with `oneshot`.
+pub fn loopback_get(path: &str, headers: &[(&str, &str)]) -> axum::extract::Request {
+    let mut b = http::Request::get(path);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let mut req = b.body(axum::body::Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            40_000,
+        ))));
+    req
+}

@@ -49,7 +49,8 @@ mod server;
 
 pub use cluster::{shared_cluster, ClusterInfo, RedisCluster};
 pub use fixtures::{
-    build_limiter, get_check, max_in_window, strict_on_redis, target_vars, unique_tenant, Target,
+    build_limiter, get_check, loopback_get, max_in_window, strict_on_redis, target_vars,
+    unique_tenant, Target,
 };
 pub use ports::{
     die_with_parent, free_port, port_free, raw_command, require_redis, reserve, INSTALL_HINT,
