@@ -32,6 +32,7 @@ const INVENTORY: &[(&str, &str, &[&str])] = &[
         &["outcome", "source"],
     ),
     ("tenant_guard_ratelimit_denied", "counter", &["rule"]),
+    ("tenant_guard_ratelimit_deny_cache_evicted", "counter", &[]),
     ("tenant_guard_ratelimit_lease_reserved", "counter", &[]),
     ("tenant_guard_ratelimit_lease_returned", "counter", &[]),
     (

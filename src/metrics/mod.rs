@@ -140,6 +140,8 @@ pub struct Metrics {
     /// Units reserved for leases of hot counters, and unused units given back.
     pub(crate) ratelimit_lease_reserved: Counter,
     pub(crate) ratelimit_lease_returned: Counter,
+    /// Denials the deny cache forgot while still in force because it was full.
+    pub(crate) ratelimit_deny_cache_evicted: Counter,
     /// Requests refused by a concurrency cap, by scope.
     pub(crate) concurrency_denied: Family<ScopeLabels, Counter>,
     /// Leases this instance holds (requests in flight under a concurrency cap).
@@ -192,6 +194,7 @@ impl Metrics {
             ratelimit_memory_overflow: Family::default(),
             ratelimit_lease_reserved: Counter::default(),
             ratelimit_lease_returned: Counter::default(),
+            ratelimit_deny_cache_evicted: Counter::default(),
             concurrency_denied: Family::default(),
             concurrency_in_flight: Gauge::default(),
             tokens_reserved: Counter::default(),
@@ -266,6 +269,12 @@ impl Metrics {
             "ratelimit_lease_returned",
             "Leased units unused when their lease ended, given back to Redis",
             m.ratelimit_lease_returned.clone(),
+        );
+        registry.register(
+            "ratelimit_deny_cache_evicted",
+            "Denials the deny cache (RATE_LIMIT_DENY_CACHE) dropped while still in force \
+             because it was full: their repeats go to Redis again",
+            m.ratelimit_deny_cache_evicted.clone(),
         );
         registry.register(
             "concurrency_denied",

@@ -8,6 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::algo::Outcome;
 
 /// Counter-key hash -> the instant its first unit frees.
@@ -17,13 +19,20 @@ pub(crate) struct DenyCache {
 }
 
 impl DenyCache {
-    /// A cache of at most `capacity` counters.
-    pub(crate) fn new(capacity: u64) -> Self {
+    /// A cache of at most `capacity` counters; `evicted` counts the denials it drops
+    /// for room while they are still in force (it is too small for the identities
+    /// being denied: their repeats reach Redis again).
+    pub(crate) fn new(capacity: u64, evicted: Counter) -> Self {
         Self {
             entries: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 // Entries hold their own deadline; this only bounds stale ones.
                 .time_to_live(Duration::from_secs(3600))
+                .eviction_listener(move |_, until: Instant, cause| {
+                    if cause == moka::notification::RemovalCause::Size && until > Instant::now() {
+                        evicted.inc();
+                    }
+                })
                 .build(),
         }
     }
@@ -83,7 +92,7 @@ mod tests {
 
     #[test]
     fn only_full_counters_are_remembered_until_their_first_unit_frees() {
-        let cache = DenyCache::new(10);
+        let cache = DenyCache::new(10, Counter::default());
         let sent = Instant::now();
         cache.learn(1, &outcome(0, 500), sent);
         cache.learn(2, &outcome(3, 500), sent); // units left: not full
@@ -94,5 +103,25 @@ mod tests {
         assert_eq!(cache.denied_for(1, sent + Duration::from_millis(500)), None);
         cache.clear();
         assert_eq!(cache.denied_for(1, sent), None);
+    }
+
+    #[test]
+    fn live_denials_dropped_for_room_are_counted() {
+        let evicted = Counter::<u64>::default();
+        let cache = DenyCache::new(100, evicted.clone());
+        let sent = Instant::now();
+        // Stale ones (their unit freed) are not a loss.
+        for h in 0..300 {
+            cache.learn(h, &outcome(0, 1), sent - Duration::from_secs(1));
+        }
+        cache.entries.run_pending_tasks();
+        assert_eq!(evicted.get(), 0);
+        // A flood of distinct identities denied for a minute: most are forgotten.
+        for h in 1000..2000 {
+            cache.learn(h, &outcome(0, 60_000), sent);
+        }
+        cache.entries.run_pending_tasks();
+        assert!(evicted.get() >= 800, "{}", evicted.get());
+        assert!(cache.entries.entry_count() <= 100);
     }
 }

@@ -270,8 +270,12 @@ impl RateLimiter {
             .burst
             .and_then(|q| governor_quota(q.limit.get(), q.window))
             .map(Burst::new);
-        let deny = (options.deny_cache > 0 && memory.is_none())
-            .then(|| DenyCache::new(options.deny_cache));
+        let deny = (options.deny_cache > 0 && memory.is_none()).then(|| {
+            DenyCache::new(
+                options.deny_cache,
+                metrics.ratelimit_deny_cache_evicted.clone(),
+            )
+        });
         let outage_mem = (options.outage == OutageMode::Local && memory.is_none())
             .then(|| OutageMemory::new(options.outage_keys));
         let rule_names = policy.rules().iter().map(|r| intern(&r.name)).collect();
