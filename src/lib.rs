@@ -29,6 +29,8 @@
 //!   an L1 in front of Redis kept coherent by pub/sub invalidation, and an HTTP layer.
 //! * [`session`] — server-side sessions behind a signed cookie, bound to the tenant, lazy,
 //!   with per-field storage, absolute expiry and "log out everywhere".
+//! * [`trace`] — one span per layer per request with what it decided, tied by a request
+//!   id; `otel` (feature `otel`) exports them and the metrics over OTLP.
 //!
 //! The `tenant-guard` command (demo app, open-loop load generator, Redis sizing) is another
 //! crate of the workspace, `tenant-guard-cli`: none of its dependencies are built with this
@@ -61,8 +63,12 @@
 //! | `redis` | yes | the Redis backend (single node and cluster) |
 //! | `axum` | yes | the axum extractor and the ops router |
 //! | `tls` | no | `rediss://` / `REDIS_USE_TLS` through native-tls |
+//! | `otel` | no | `otel::Otel`: spans and metrics exported over OTLP (HTTP) |
 //!
 //! The memory backend is always built: it is the fallback that needs no setup.
+
+// docs.rs builds with every feature and marks feature-gated items with their feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod macros;
 
@@ -77,6 +83,8 @@ pub mod keys;
 pub mod metrics;
 #[cfg(feature = "axum")]
 pub mod ops;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub(crate) mod parse;
 pub mod problem;
 pub mod ratelimit;
@@ -84,6 +92,7 @@ pub mod secret;
 pub mod session;
 pub mod tenant;
 pub mod tokens;
+pub mod trace;
 
 #[cfg(feature = "axum")]
 pub use guard::TenantGuard;

@@ -33,6 +33,7 @@ use tenant_guard::backend::BackendError;
 use tenant_guard::cache::{valid_tag, Cache, CacheLayer, CacheTags};
 use tenant_guard::config::{Config, Secret};
 use tenant_guard::guard::GuardError;
+use tenant_guard::metrics::Metrics;
 use tenant_guard::ops;
 use tenant_guard::problem::Problem;
 use tenant_guard::ratelimit::Decision;
@@ -107,11 +108,30 @@ pub fn usage(body: &str) -> (u64, u64) {
 /// # }
 /// ```
 pub fn app(config: &Config) -> Result<Router, BackendError> {
-    let guard = TenantGuard::from_config(config.clone()).map_err(|e| match e {
-        GuardError::Backend(b) => b,
-        // Config::from_vars validated the budgets; only one built in code can fail here.
-        _ => BackendError::Unsupported("invalid configuration"),
-    })?;
+    app_with(config, Metrics::new())
+}
+
+/// Like [`app`], reporting to `metrics` (to export them elsewhere too, e.g. over OTLP).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let metrics = tenant_guard::metrics::Metrics::new();
+/// let config = tenant_guard::config::Config::default();
+/// let app = tenant_guard_cli::demo::app_with(&config, metrics.clone()).unwrap();
+/// assert!(metrics.render().contains("tenant_guard_ratelimit_decisions"));
+/// # }
+/// ```
+pub fn app_with(config: &Config, metrics: Metrics) -> Result<Router, BackendError> {
+    let guard = TenantGuard::builder()
+        .config(config.clone())
+        .metrics(metrics)
+        .build()
+        .map_err(|e| match e {
+            GuardError::Backend(b) => b,
+            // Config::from_vars validated the budgets; only one built in code can fail here.
+            _ => BackendError::Unsupported("invalid configuration"),
+        })?;
     // Logs deployment warnings (an evicting maxmemory-policy) at start-up when Redis is up;
     // /health/ready retries otherwise.
     if let Ok(rt) = tokio::runtime::Handle::try_current() {

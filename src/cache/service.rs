@@ -15,6 +15,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
+use tracing::Instrument;
 
 use super::entry::{now_ms, Entry};
 use super::fill::{AnyBody, Fill};
@@ -306,8 +307,19 @@ where
         let settings = self.shared.clone();
         let clone = self.inner.clone();
         let mut inner = AnyBody(std::mem::replace(&mut self.inner, clone));
-        let req = req.map(Body::new);
-        Box::pin(async move {
+        let span = tracing::info_span!(
+            "tenant_guard.cache",
+            request_id = tracing::field::Empty,
+            category = match &self.shared.kind {
+                Kind::Fixed(c) => c.name(),
+                Kind::Ai => "ai",
+            },
+            status = tracing::field::Empty,
+        );
+        let (mut parts, body) = req.into_parts();
+        crate::trace::record_request_id(&mut parts, &span);
+        let req = Request::from_parts(parts, body).map(Body::new);
+        let fut = async move {
             let (parts, body) = req.into_parts();
             let req_cc = directives(&parts.headers);
             let read = !req_cc.iter().any(|d| d == "no-cache");
@@ -444,6 +456,18 @@ where
                     Ok(bypass(res))
                 }
             }
-        })
+        };
+        Box::pin(
+            async move {
+                let res = fut.await;
+                if let Ok(r) = &res {
+                    if let Some(status) = r.extensions().get::<CacheStatus>() {
+                        tracing::Span::current().record("status", status.label());
+                    }
+                }
+                res
+            }
+            .instrument(span),
+        )
     }
 }

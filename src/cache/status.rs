@@ -31,6 +31,25 @@ impl CacheStatus {
             Self::Bypass => "BYPASS",
         }
     }
+
+    /// A name for logs and spans: `hit-l1`, `hit-l2`, `stale`, `miss`, `coalesced` or
+    /// `bypass`.
+    ///
+    /// ```
+    /// use tenant_guard::cache::CacheStatus;
+    /// assert_eq!(CacheStatus::HitL2.label(), "hit-l2");
+    /// assert_eq!(CacheStatus::Coalesced.header(), "MISS");
+    /// ```
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::HitL1 => "hit-l1",
+            Self::HitL2 => "hit-l2",
+            Self::Stale => "stale",
+            Self::Miss => "miss",
+            Self::Coalesced => "coalesced",
+            Self::Bypass => "bypass",
+        }
+    }
 }
 
 /// A value and where it came from.

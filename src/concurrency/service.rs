@@ -7,6 +7,8 @@ use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use tower_service::Service;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use super::{ConcurrencyBody, ConcurrencyDenied, ConcurrencyLimiter};
 use crate::problem::Problem;
@@ -78,7 +80,16 @@ where
             return Box::pin(async move { Ok(call.await?.map(|b| ConcurrencyBody::new(b, None))) });
         }
         let limiter = self.limiter.clone();
-        Box::pin(async move {
+        let span = tracing::info_span!(
+            "tenant_guard.concurrency",
+            request_id = Empty,
+            outcome = Empty
+        );
+        let (mut parts, body) = req.into_parts();
+        crate::trace::record_request_id(&mut parts, &span);
+        let req = Request::from_parts(parts, body);
+        let here = span.clone();
+        let fut = async move {
             let tenant = req
                 .extensions()
                 .get::<TenantId>()
@@ -92,6 +103,7 @@ where
                 .get::<Decision>()
                 .is_some_and(|d| d.source == Source::Exempt);
             if exempt {
+                here.record("outcome", "exempt");
                 let res = inner.call(req).await?;
                 return Ok(res.map(|b| ConcurrencyBody::new(b, None)));
             }
@@ -104,11 +116,18 @@ where
                 .acquire_for(&tenant, &who, req.method(), route)
                 .await;
             let lease = match acquired {
-                Ok(lease) => lease,
-                Err(d) => return Ok(refused::<ResBody>(&d).map(|b| ConcurrencyBody::new(b, None))),
+                Ok(lease) => {
+                    here.record("outcome", "admitted");
+                    lease
+                }
+                Err(d) => {
+                    here.record("outcome", "refused");
+                    return Ok(refused::<ResBody>(&d).map(|b| ConcurrencyBody::new(b, None)));
+                }
             };
             let res = inner.call(req).await?;
             Ok(res.map(|b| ConcurrencyBody::new(b, Some(lease))))
-        })
+        };
+        Box::pin(fut.instrument(span))
     }
 }

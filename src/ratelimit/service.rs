@@ -10,12 +10,14 @@ use std::task::{Context, Poll};
 use http::request::Parts;
 use http::{Request, Response};
 use tower_service::Service;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use super::decision::listed;
 use super::identity::ClientAddr;
 use super::layer::{client_bucket, Settings};
 use super::limiter::Check;
-use super::{headers, Source, UNMATCHED_ROUTE};
+use super::{headers, Decision, Source, UNMATCHED_ROUTE};
 use crate::problem::Problem;
 use crate::tenant::{Identity, TenantId};
 
@@ -76,6 +78,19 @@ fn refused_by_list<B: From<String>>(kind: &str) -> Response<B> {
         .into_response()
 }
 
+/// Records a decision on the layer's span (`decision`: what the span says happened).
+fn record(span: &Span, decision: &'static str, d: &Decision) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("decision", decision);
+    span.record("source", d.source.label());
+    if let Some(r) = d.denied_by().or_else(|| d.most_restrictive()) {
+        span.record("rule", r.name);
+        span.record("remaining", r.remaining);
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -96,8 +111,18 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.shared.clone();
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
+        let span = tracing::info_span!(
+            "tenant_guard.rate_limit",
+            request_id = Empty,
+            decision = Empty,
+            source = Empty,
+            rule = Empty,
+            remaining = Empty,
+        );
+        let (mut parts, body) = req.into_parts();
+        crate::trace::record_request_id(&mut parts, &span);
+        let here = span.clone();
+        let fut = async move {
             let tenant = parts
                 .extensions
                 .get::<TenantId>()
@@ -134,7 +159,9 @@ where
                     .matches(&tenant, &identity, client)
                     .or(runtime_deny)
                 {
-                    layer.limiter.record_listed(&listed(Source::DenyList));
+                    let decision = listed(Source::DenyList);
+                    layer.limiter.record_listed(&decision);
+                    record(&here, "deny-list", &decision);
                     return Ok(refused_by_list(kind));
                 }
                 exempt = layer
@@ -164,12 +191,14 @@ where
                         .metrics()
                         .tenant_top
                         .record(tenant.as_str(), false);
+                    record(&here, "denied", &d);
                     return Ok(headers::denied(&d, layer.legacy_headers));
                 }
             }
             if exempt.is_some() {
                 let decision = listed(Source::Exempt);
                 layer.limiter.record_listed(&decision);
+                record(&here, "exempt", &decision);
                 parts.extensions.insert(decision);
                 parts.extensions.insert(identity);
                 return inner.call(Request::from_parts(parts, body)).await;
@@ -189,6 +218,12 @@ where
                 .metrics()
                 .tenant_top
                 .record(tenant.as_str(), decision.allowed);
+            let said = if decision.allowed {
+                "allowed"
+            } else {
+                "denied"
+            };
+            record(&here, said, &decision);
             if !decision.allowed {
                 return Ok(headers::denied(&decision, layer.legacy_headers));
             }
@@ -201,6 +236,7 @@ where
             let mut res = inner.call(Request::from_parts(parts, body)).await?;
             headers::merge(res.headers_mut(), rate_headers);
             Ok(res)
-        })
+        };
+        Box::pin(fut.instrument(span))
     }
 }

@@ -7,6 +7,8 @@ use std::task::{Context, Poll};
 use futures_util::future::BoxFuture;
 use http::{header, HeaderValue, Request, Response};
 use tower_service::Service;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use super::cookie::CookieState;
 use super::handle::{CookieAction, Session};
@@ -37,7 +39,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let span = tracing::info_span!(
+            "tenant_guard.session",
+            request_id = Empty,
+            cookie = Empty,
+            saved = Empty,
+        );
+        let (mut parts, body) = req.into_parts();
+        crate::trace::record_request_id(&mut parts, &span);
+        let mut req = Request::from_parts(parts, body);
         let settings = self.shared.clone();
         let tenant = req
             .extensions()
@@ -46,6 +57,15 @@ where
             .unwrap_or_else(|| settings.global.clone());
         let cookie = settings.codec.decode(req.headers(), &tenant);
         let session = Session::new(tenant, settings.store.clone(), cookie);
+        span.record(
+            "cookie",
+            match session.cookie() {
+                CookieState::Absent => "none",
+                CookieState::Valid(_) => "valid",
+                CookieState::Invalid => "invalid",
+                CookieState::OtherTenant => "other-tenant",
+            },
+        );
         req.extensions_mut().insert(session.clone());
         // Only a request with cookies needs telling apart by them: without any, "no
         // credential" is what every reader concludes anyway (and the insert is saved).
@@ -60,7 +80,8 @@ where
         // The inner service was made ready by poll_ready: call that one, leave a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
+        let here = span.clone();
+        let fut = async move {
             if settings.expose_user && matches!(session.cookie(), CookieState::Valid(_)) {
                 match session.user_id().await {
                     Ok(Some(user)) => {
@@ -75,13 +96,24 @@ where
             let mut res = inner.call(req).await?;
             if res.status().is_server_error() {
                 // Never persist what a failing handler left behind.
+                here.record("saved", "skipped");
                 return Ok(res);
             }
             let set_cookie: Option<HeaderValue> = match session.commit().await {
-                Ok(CookieAction::Keep) => None,
-                Ok(CookieAction::Set(id)) => Some(settings.codec.encode(session.tenant(), &id)),
-                Ok(CookieAction::Remove) => Some(settings.codec.removal()),
+                Ok(CookieAction::Keep) => {
+                    here.record("saved", "kept");
+                    None
+                }
+                Ok(CookieAction::Set(id)) => {
+                    here.record("saved", "set");
+                    Some(settings.codec.encode(session.tenant(), &id))
+                }
+                Ok(CookieAction::Remove) => {
+                    here.record("saved", "removed");
+                    Some(settings.codec.removal())
+                }
                 Err(e) => {
+                    here.record("saved", "failed");
                     tracing::warn!(error = %e, "session not saved");
                     return Ok(e.to_problem().into_response());
                 }
@@ -90,6 +122,7 @@ where
                 res.headers_mut().append(header::SET_COOKIE, v);
             }
             Ok(res)
-        })
+        };
+        Box::pin(fut.instrument(span))
     }
 }

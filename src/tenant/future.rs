@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use futures_util::future::BoxFuture;
 use http::Response;
 use pin_project_lite::pin_project;
+use tracing::instrument::Instrumented;
 
 pin_project! {
     /// Response future of [`TenantService`].
@@ -20,14 +21,14 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F, B, E> {
-        Inner { #[pin] fut: F },
+        Inner { #[pin] fut: Instrumented<F> },
         Ready { res: Option<Response<B>> },
         Boxed { fut: BoxFuture<'static, Result<Response<B>, E>> },
     }
 }
 
 impl<F, B, E> ResponseFuture<F, B, E> {
-    pub(super) fn inner(fut: F) -> Self {
+    pub(super) fn inner(fut: Instrumented<F>) -> Self {
         Self {
             kind: Kind::Inner { fut },
         }

@@ -7,6 +7,8 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use super::future::ResponseFuture;
 use super::layer::Settings;
@@ -28,25 +30,45 @@ pub(super) fn unknown(tenant: &TenantId) -> Problem {
         .detail(format!("tenant `{tenant}` is not served here"))
 }
 
+/// Records the outcome (and, when there is one, the validated tenant) on the layer's span.
+fn record(span: &Span, outcome: &'static str, tenant: Option<&TenantId>) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("outcome", outcome);
+    if let Some(t) = tenant {
+        span.record("tenant", t.as_str());
+    }
+}
+
 pub(super) fn decide(
     layer: &Settings,
     result: Result<Option<TenantId>, TenantError>,
+    span: &Span,
 ) -> Result<TenantId, Problem> {
     let expected = layer.resolver.expectation();
     match result {
         Ok(Some(t)) => Ok(t),
         Ok(None) | Err(TenantError::Missing) => layer.default.clone().ok_or_else(|| {
+            record(span, "missing", None);
             Problem::new(StatusCode::BAD_REQUEST, "Missing tenant")
                 .detail(format!("expected {expected}"))
                 .with("expected", expected.clone())
         }),
         Err(TenantError::Invalid(why)) => {
             tracing::debug!(reason = %why, "rejected tenant");
+            record(span, "invalid", None);
             Err(Problem::new(StatusCode::BAD_REQUEST, "Invalid tenant")
                 .detail(format!("{why}; expected {expected} ({})", TenantId::FORM))
                 .with("expected", expected.clone()))
         }
     }
+}
+
+/// Whether `tenant` is served, recorded on the span: `ok` (with the tenant) or `unknown`.
+fn known(span: &Span, tenant: &TenantId, known: bool) -> bool {
+    record(span, if known { "ok" } else { "unknown" }, Some(tenant));
+    known
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TenantService<S>
@@ -65,26 +87,46 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let span = tracing::info_span!(
+            "tenant_guard.tenant",
+            request_id = Empty,
+            tenant = Empty,
+            outcome = Empty,
+        );
         let (mut parts, body) = req.into_parts();
+        crate::trace::record_request_id(&mut parts, &span);
         match self.shared.resolver.resolve_now(&mut parts) {
-            Some(result) => match decide(&self.shared, result) {
+            Some(result) => match decide(&self.shared, result, &span) {
                 Ok(tenant) => match self.shared.known_now(&tenant) {
                     Some(true) => {
+                        known(&span, &tenant, true);
                         parts.extensions.insert(tenant);
-                        ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)))
+                        // Inside the span: the inner layers' spans are its children.
+                        let fut = {
+                            let _in = span.enter();
+                            self.inner.call(Request::from_parts(parts, body))
+                        };
+                        ResponseFuture::inner(fut.instrument(span))
                     }
-                    Some(false) => ResponseFuture::ready(unknown(&tenant).into_response()),
+                    Some(false) => {
+                        known(&span, &tenant, false);
+                        ResponseFuture::ready(unknown(&tenant).into_response())
+                    }
                     None => {
                         let clone = self.inner.clone();
                         let mut inner = std::mem::replace(&mut self.inner, clone);
                         let layer = self.shared.clone();
-                        ResponseFuture::boxed(Box::pin(async move {
-                            if !layer.known(&tenant).await {
-                                return Ok(unknown(&tenant).into_response());
+                        let here = span.clone();
+                        ResponseFuture::boxed(Box::pin(
+                            async move {
+                                if !known(&here, &tenant, layer.known(&tenant).await) {
+                                    return Ok(unknown(&tenant).into_response());
+                                }
+                                parts.extensions.insert(tenant);
+                                inner.call(Request::from_parts(parts, body)).await
                             }
-                            parts.extensions.insert(tenant);
-                            inner.call(Request::from_parts(parts, body)).await
-                        }))
+                            .instrument(span),
+                        ))
                     }
                 },
                 Err(problem) => ResponseFuture::ready(problem.into_response()),
@@ -95,19 +137,23 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let layer = self.shared.clone();
-                ResponseFuture::boxed(Box::pin(async move {
-                    let result = layer.resolver.resolve(&mut parts).await;
-                    match decide(&layer, result) {
-                        Ok(tenant) if !layer.known(&tenant).await => {
-                            Ok(unknown(&tenant).into_response())
+                let here = span.clone();
+                ResponseFuture::boxed(Box::pin(
+                    async move {
+                        let result = layer.resolver.resolve(&mut parts).await;
+                        match decide(&layer, result, &here) {
+                            Ok(tenant) if !known(&here, &tenant, layer.known(&tenant).await) => {
+                                Ok(unknown(&tenant).into_response())
+                            }
+                            Ok(tenant) => {
+                                parts.extensions.insert(tenant);
+                                inner.call(Request::from_parts(parts, body)).await
+                            }
+                            Err(problem) => Ok(problem.into_response()),
                         }
-                        Ok(tenant) => {
-                            parts.extensions.insert(tenant);
-                            inner.call(Request::from_parts(parts, body)).await
-                        }
-                        Err(problem) => Ok(problem.into_response()),
                     }
-                }))
+                    .instrument(span),
+                ))
             }
         }
     }

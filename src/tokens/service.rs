@@ -11,6 +11,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use super::body::Settlement;
 use super::{CacheHits, TokenBody, TokenBudget, UsageScan};
@@ -148,7 +150,17 @@ where
         }
         let budget = self.budget.clone();
         let estimate = self.estimate.clone();
-        Box::pin(async move {
+        let span = tracing::info_span!(
+            "tenant_guard.token_budget",
+            request_id = Empty,
+            tokens = Empty,
+            outcome = Empty,
+        );
+        let (mut parts, body) = req.into_parts();
+        crate::trace::record_request_id(&mut parts, &span);
+        let req = Request::from_parts(parts, body);
+        let here = span.clone();
+        let fut = async move {
             let plain = |b: ResBody| TokenBody::new(b, None);
             let route = req
                 .extensions()
@@ -161,6 +173,7 @@ where
                 .get::<Decision>()
                 .is_some_and(|d| d.source == Source::Exempt);
             if exempt || !budget.applies(req.method(), &route) {
+                here.record("outcome", "exempt");
                 return Ok(inner.call(req).await?.map(plain));
             }
             let tenant = req
@@ -181,6 +194,7 @@ where
             if encoded {
                 let p = Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Compressed request body")
                     .detail("requests to token-budgeted routes are estimated from their bytes: send them uncompressed");
+                here.record("outcome", "rejected");
                 return Ok(p.into_response().map(plain));
             }
             let declared = parts
@@ -188,11 +202,15 @@ where
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if declared.is_some_and(|n| n > config.max_body as u64) {
+                here.record("outcome", "rejected");
                 return Ok(too_large(config.max_body).map(plain));
             }
             let bytes = match read_body(body, config.max_body).await {
                 Ok(b) => b,
-                Err(res) => return Ok(res.map(plain)),
+                Err(res) => {
+                    here.record("outcome", "rejected");
+                    return Ok(res.map(plain));
+                }
             };
             let tokens = match &estimate {
                 Some(f) => f(&parts, &bytes),
@@ -203,16 +221,22 @@ where
                             .detail(format!(
                                 "{e}: the token budget cannot tell what this request may use"
                             ));
+                        here.record("outcome", "rejected");
                         return Ok(p.into_response().map(plain));
                     }
                 },
             };
+            here.record("tokens", tokens);
             let mut reservation = match budget
                 .reserve(&tenant, &who, &parts.method, &route, tokens)
                 .await
             {
-                Ok(r) => r,
+                Ok(r) => {
+                    here.record("outcome", "reserved");
+                    r
+                }
                 Err(d) => {
+                    here.record("outcome", "refused");
                     let res: Response<ResBody> = crate::ratelimit::headers::denied(&d, false);
                     return Ok(res.map(plain));
                 }
@@ -243,6 +267,7 @@ where
                 head,
                 TokenBody::new(body, Some(settlement)),
             ))
-        })
+        };
+        Box::pin(fut.instrument(span))
     }
 }

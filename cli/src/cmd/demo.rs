@@ -230,7 +230,10 @@ async fn demo(duration: Duration, mut out: Outputs) -> ExitCode {
         per_tenant.map(|r| policy.quota(r, plan.as_deref()))
     };
     let mix = mix();
-    let app = match tenant_guard_cli::demo::app(&cfg) {
+    // RUST_LOG=tenant_guard=info prints each layer's span as it closes (on stderr).
+    let metrics = tenant_guard::metrics::Metrics::new();
+    let _telemetry = super::logs::init(false, None, &metrics);
+    let app = match tenant_guard_cli::demo::app_with(&cfg, metrics) {
         Ok(app) => app,
         Err(e) => {
             eprintln!("error: {e}");

@@ -6,6 +6,7 @@ pub(crate) mod config;
 pub(crate) mod demo;
 pub(crate) mod limits;
 pub(crate) mod load;
+mod logs;
 mod report;
 pub(crate) mod serve;
 pub(crate) mod size;

@@ -23,17 +23,6 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     super::runtime(serve(args.addr, args.json_logs))
 }
 
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -57,7 +46,8 @@ async fn shutdown_signal() {
 }
 
 async fn serve(addr: SocketAddr, json_logs: bool) -> ExitCode {
-    init_logs(json_logs);
+    let metrics = tenant_guard::metrics::Metrics::new();
+    let _telemetry = super::logs::init(json_logs, Some("info"), &metrics);
     let cfg = match Config::from_env() {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -68,7 +58,7 @@ async fn serve(addr: SocketAddr, json_logs: bool) -> ExitCode {
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
-    let app = match tenant_guard_cli::demo::app(&cfg) {
+    let app = match tenant_guard_cli::demo::app_with(&cfg, metrics) {
         Ok(app) => app,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,0 +1,198 @@
+//! Tracing: the span each layer opens for a request, and the [`RequestId`] that ties a
+//! request's spans together.
+//!
+//! Every layer opens one `INFO` span per request on its module's target (so
+//! `RUST_LOG=tenant_guard=info` selects them all) and records what it decided:
+//!
+//! | span | fields |
+//! |------|--------|
+//! | `tenant_guard.tenant` | `request_id`, `tenant`, `outcome` (`ok`, `missing`, `invalid`, `unknown`) |
+//! | `tenant_guard.session` | `request_id`, `cookie` (`none`, `valid`, `invalid`), `saved` (`kept`, `set`, `removed`, `failed`, `skipped`) |
+//! | `tenant_guard.rate_limit` | `request_id`, `decision` (`allowed`, `denied`, `exempt`, `deny-list`), `source`, `rule`, `remaining` |
+//! | `tenant_guard.token_budget` | `request_id`, `budget`, `reserved` |
+//! | `tenant_guard.concurrency` | `request_id`, `outcome` (`admitted`, `refused`) |
+//! | `tenant_guard.cache` | `request_id`, `category`, `status` (`hit`, `stale`, `miss`, `bypass`, ...) |
+//!
+//! `rule` is the rule that refused the request (or, when it was allowed, the one with the
+//! fewest units left). No field ever holds a value a client sent unchecked: the tenant is
+//! recorded once validated, and no user id, cookie or path is recorded at all.
+//!
+//! The outermost of these layers that a request meets records its `request_id`: the
+//! request's `x-request-id` header when it is a plausible id (1 to
+//! [`MAX_REQUEST_ID`] bytes of letters, digits, `-`, `_`, `.`, `:`; what tower-http's
+//! `SetRequestIdLayer` or a load balancer sets), otherwise one it makes up and writes to that
+//! header (replacing an implausible one), so the handler and the layers inside log the same
+//! id. The id is also in the request's extensions ([`RequestId`]). When no subscriber wants
+//! these spans, no id is made and the header is left as it came.
+//!
+//! ```
+//! use http::HeaderValue;
+//! use tenant_guard::trace::RequestId;
+//!
+//! let id = RequestId::parse(&HeaderValue::from_static("req-42")).unwrap();
+//! assert_eq!(id.as_str(), "req-42");
+//! assert!(RequestId::parse(&HeaderValue::from_static("a b")).is_none());
+//! assert_eq!(RequestId::generate().as_str().len(), 16);
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use http::header::HeaderName;
+use http::request::Parts;
+use http::HeaderValue;
+use tracing::Span;
+
+/// The request header that carries a request's id.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest `x-request-id` taken as the request's id (longer ones are replaced).
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// A request's id (see the [module docs](self)); in the request's extensions once a layer
+/// recorded it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// `value` as a request id, if it is 1 to [`MAX_REQUEST_ID`] bytes of ASCII letters,
+    /// digits, `-`, `_`, `.` or `:`.
+    ///
+    /// ```
+    /// use http::HeaderValue;
+    /// use tenant_guard::trace::RequestId;
+    /// assert!(RequestId::parse(&HeaderValue::from_static("7f3c:1")).is_some());
+    /// assert!(RequestId::parse(&HeaderValue::from_static("")).is_none());
+    /// let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
+    /// assert!(RequestId::parse(&long).is_none());
+    /// ```
+    pub fn parse(value: &HeaderValue) -> Option<Self> {
+        let b = value.as_bytes();
+        let plausible = (1..=MAX_REQUEST_ID).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'));
+        plausible.then(|| Self(value.clone()))
+    }
+
+    /// A new id: 16 hex digits, distinct for every call in this process (a counter from
+    /// a random start, mixed by a bijection), not guessable from the previous one.
+    ///
+    /// ```
+    /// use tenant_guard::trace::RequestId;
+    /// assert_ne!(RequestId::generate(), RequestId::generate());
+    /// ```
+    pub fn generate() -> Self {
+        static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+        let next = NEXT.get_or_init(|| {
+            let mut b = [0u8; 8];
+            // Without the OS generator the ids are still distinct, only guessable.
+            let _ = getrandom::fill(&mut b);
+            AtomicU64::new(u64::from_le_bytes(b))
+        });
+        let n = mix(next.fetch_add(1, Ordering::Relaxed));
+        let mut hex = [0u8; 16];
+        for (i, h) in hex.iter_mut().enumerate() {
+            *h = b"0123456789abcdef"[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        Self(HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value"))
+    }
+
+    /// The id as text.
+    ///
+    /// ```
+    /// use tenant_guard::trace::RequestId;
+    /// assert!(RequestId::generate().as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+    /// ```
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever accepted or generated.
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+/// Whether a subscriber records `span`. A span is enabled, yet goes to no one, on a thread
+/// without a subscriber while another thread has one of its own (`set_default`): that
+/// thread's no-op dispatcher is asked last.
+fn listened(span: &Span) -> bool {
+    !span.is_disabled()
+        && !tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>())
+}
+
+/// SplitMix64's finalizer: a bijection of u64, so distinct counters give distinct ids.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestId({})", self.as_str())
+    }
+}
+
+/// Records the request's id on `span` if this layer is the first of the crate's to see the
+/// request (no [`RequestId`] in its extensions yet): the plausible `x-request-id` it came
+/// with, else a new one written to that header. Nothing when `span` is disabled.
+pub(crate) fn record_request_id(parts: &mut Parts, span: &Span) {
+    if !listened(span) || parts.extensions.get::<RequestId>().is_some() {
+        return;
+    }
+    let id = match parts
+        .headers
+        .get(&REQUEST_ID_HEADER)
+        .and_then(RequestId::parse)
+    {
+        Some(id) => id,
+        None => {
+            let id = RequestId::generate();
+            parts.headers.insert(REQUEST_ID_HEADER, id.0.clone());
+            id
+        }
+    };
+    span.record("request_id", id.as_str());
+    parts.extensions.insert(id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_distinct_and_plausible() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let id = RequestId::generate();
+            assert!(RequestId::parse(&id.0).is_some());
+            assert!(seen.insert(id));
+        }
+    }
+
+    #[test]
+    fn hostile_ids_are_not_taken() {
+        for bad in ["", "a b", "a\"b", "<script>", "a/b", "ä"] {
+            if let Ok(v) = HeaderValue::from_str(bad) {
+                assert!(RequestId::parse(&v).is_none(), "{bad:?}");
+            }
+        }
+        let long = HeaderValue::from_str(&"x".repeat(MAX_REQUEST_ID + 1)).unwrap();
+        assert!(RequestId::parse(&long).is_none());
+        let max = HeaderValue::from_str(&"x".repeat(MAX_REQUEST_ID)).unwrap();
+        assert!(RequestId::parse(&max).is_some());
+    }
+
+    #[test]
+    fn a_disabled_span_leaves_the_request_alone() {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        record_request_id(&mut parts, &Span::none());
+        assert!(parts.headers.is_empty());
+        assert!(parts.extensions.get::<RequestId>().is_none());
+    }
+}
