@@ -4,12 +4,13 @@
 //! * Spans: [`Otel::layer`] is a `tracing-opentelemetry` layer to add to your
 //!   `tracing_subscriber` registry; every span the layers open (and yours) is exported in
 //!   batches, with its fields as attributes.
-//! * Metrics: [`Otel::export_metrics`] reports every counter and gauge family of a
-//!   [`Metrics`] registry, with the same names (counters without their `_total`, which
-//!   OTLP-to-Prometheus bridges add back) and labels as attributes, read from the registry
-//!   at each export (every 10 s unless [`OtelBuilder::metrics_every`] says otherwise).
-//!   Histograms stay on the Prometheus route (`GET /metrics`): OTLP has no instrument that
-//!   observes a histogram kept elsewhere.
+//! * Metrics: [`Otel::export_metrics`] reports every family of a [`Metrics`] registry,
+//!   with the same names (counters without their `_total`, which OTLP-to-Prometheus
+//!   bridges add back) and labels as attributes, read from the registry at each export
+//!   (every 10 s unless [`OtelBuilder::metrics_every`] says otherwise). OTLP has no
+//!   instrument that observes a histogram kept elsewhere, so a histogram goes as three
+//!   cumulative counters, `<name>_bucket` (attribute `le`), `<name>_sum` and
+//!   `<name>_count`: `histogram_quantile` works on the first as on the original.
 //!
 //! Plain `http://` only (a collector beside the service); the exporter runs on threads of
 //! its own, so it needs no Tokio runtime and never blocks a request.
@@ -42,7 +43,7 @@ use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::metrics::Metrics;
+use crate::metrics::{MetricKind, Metrics};
 
 /// Why the exporters could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -182,12 +183,12 @@ impl Otel {
         tracing_opentelemetry::layer().with_tracer(self.tracer.clone())
     }
 
-    /// Reports the counter and gauge families of `metrics` at every metrics export (see the
-    /// [module docs](self)). The families are those registered now.
+    /// Reports the families of `metrics` at every metrics export (see the [module
+    /// docs](self)): those registered now, with a sample yet or not.
     pub fn export_metrics(&self, metrics: &Metrics) {
         let meter = self.meter_provider.meter("tenant-guard");
         let snapshot = Arc::new(Snapshot::new(metrics.clone()));
-        for (name, kind) in families(&metrics.render()) {
+        for (name, kind) in families(metrics) {
             let read = snapshot.clone();
             let series = name.clone();
             let observe = move |o: &dyn AsyncInstrument<f64>| {
@@ -233,25 +234,24 @@ enum Kind {
     Gauge,
 }
 
-/// The counter and gauge families of an OpenMetrics text, by name (`# TYPE` lines).
-fn families(text: &str) -> Vec<(String, Kind)> {
-    text.lines()
-        .filter_map(|l| {
-            let mut w = l.strip_prefix("# TYPE ")?.split(' ');
-            let name = w.next()?;
-            let kind = match w.next()? {
-                "counter" => Kind::Counter,
-                "gauge" => Kind::Gauge,
-                _ => return None,
-            };
-            // A counter's samples are `<family>_total`.
-            let series = match kind {
-                Kind::Counter => format!("{name}_total"),
-                Kind::Gauge => name.to_owned(),
-            };
-            Some((series, kind))
-        })
-        .collect()
+/// The series of `metrics`' families, each with the kind of instrument that reports it: a
+/// counter's `<family>_total`, a gauge's `<family>`, a histogram's `_bucket`, `_sum` and
+/// `_count` (cumulative: counters).
+fn families(metrics: &Metrics) -> Vec<(String, Kind)> {
+    let mut out = Vec::new();
+    for (name, kind) in metrics.families() {
+        match kind {
+            MetricKind::Counter => out.push((format!("{name}_total"), Kind::Counter)),
+            MetricKind::Gauge => out.push((name, Kind::Gauge)),
+            MetricKind::Histogram => {
+                for part in ["_bucket", "_sum", "_count"] {
+                    out.push((format!("{name}{part}"), Kind::Counter));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// One sample line: `name{a="x",b="y"} value` or `name value`.
@@ -328,6 +328,11 @@ mod tests {
         assert_eq!(kv[0], KeyValue::new("op", "get"));
         assert_eq!(kv[1], KeyValue::new("why", "a \"b\"\\c"));
         assert_eq!(sample("tg_up 1").unwrap().2, 1.0);
+        let (n, kv, v) = sample(r#"tg_h_bucket{op="get",le="+Inf"} 4"#).unwrap();
+        assert_eq!(
+            (n, v, kv[1].clone()),
+            ("tg_h_bucket", 4.0, KeyValue::new("le", "+Inf"))
+        );
         assert!(sample("# HELP tg_up up").is_none());
         assert!(sample(r#"tg_x{op="unterminated} 1"#).is_none());
     }
@@ -335,11 +340,15 @@ mod tests {
     #[test]
     fn families_of_the_registry() {
         let m = Metrics::new();
-        let f = families(&m.render());
+        let f = families(&m);
         assert!(f
             .iter()
             .any(|(n, k)| n.ends_with("_total") && *k == Kind::Counter));
         assert!(f.iter().any(|(_, k)| *k == Kind::Gauge));
+        let h = "tenant_guard_redis_command_duration_seconds";
+        for part in ["_bucket", "_sum", "_count"] {
+            assert!(f.contains(&(format!("{h}{part}"), Kind::Counter)), "{f:?}");
+        }
         assert!(
             f.iter().all(|(n, _)| n.starts_with("tenant_guard_")),
             "{f:?}"

@@ -58,9 +58,19 @@ fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
 async fn spans_and_metrics_reach_an_otlp_collector() {
     let (url, got) = collector().await;
     let otel = Arc::new(Otel::builder("tg-test").endpoint(&url).build().unwrap());
-    let guard = TenantGuard::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_TENANT", "1/1m")])
+    // Exported before any family has a sample: a family is exported from its first one on.
+    let metrics = tenant_guard::metrics::Metrics::new();
+    otel.export_metrics(&metrics);
+    let config = tenant_guard::config::Config::from_vars([
+        ("REDIS_ENABLED", "false"),
+        ("RATE_LIMIT_TENANT", "1/1m"),
+    ])
+    .unwrap();
+    let guard = TenantGuard::builder()
+        .config(config)
+        .metrics(metrics)
+        .build()
         .unwrap();
-    otel.export_metrics(guard.metrics());
     let app: Router = Router::new()
         .route("/api/items", get(|| async { "items" }))
         .layer(guard.layer());

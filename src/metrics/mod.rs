@@ -162,6 +162,41 @@ pub struct Metrics {
     /// The tenants with the most admitted and throttled requests of the last minutes
     /// (bounded: no tenant id is ever a label).
     pub(crate) tenant_top: Arc<TenantTop>,
+    /// What was registered (a family shows in the text only once it has a sample).
+    families: Arc<RwLock<Vec<(String, MetricKind)>>>,
+}
+
+/// The kind of a registered metric family ([`Metrics::families`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricKind {
+    /// A counter (exported as `<name>_total`).
+    Counter,
+    /// A gauge.
+    Gauge,
+    /// A histogram (`<name>_bucket`, `_sum`, `_count`).
+    Histogram,
+    /// Another OpenMetrics type.
+    Other,
+}
+
+/// Registers `metric` as `name` (prefixed) and notes its family and kind.
+fn register(
+    registry: &mut Registry,
+    families: &mut Vec<(String, MetricKind)>,
+    name: &str,
+    help: &str,
+    metric: impl Metric,
+) {
+    use prometheus_client::metrics::MetricType;
+    let kind = match metric.metric_type() {
+        MetricType::Counter => MetricKind::Counter,
+        MetricType::Gauge => MetricKind::Gauge,
+        MetricType::Histogram => MetricKind::Histogram,
+        _ => MetricKind::Other,
+    };
+    families.push((format!("tenant_guard_{name}"), kind));
+    registry.register(name, help, metric);
 }
 
 impl std::fmt::Debug for Metrics {
@@ -180,6 +215,7 @@ impl Metrics {
     /// A registry with the foundation's metrics registered under the `tenant_guard` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tenant_guard");
+        let mut families = Vec::new();
         let m = Self {
             registry: Arc::new(RwLock::new(Registry::default())),
             redis_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -206,122 +242,167 @@ impl Metrics {
             cache_events: Family::default(),
             cache_totals: Arc::default(),
             tenant_top: Arc::default(),
+            families: Arc::default(),
         };
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "redis_command_duration_seconds",
             "Latency of Redis commands, by operation",
             m.redis_latency.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "redis_command_errors",
             "Failed Redis commands (errors and timeouts), by operation",
             m.redis_errors.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "redis_short_circuited",
             "Redis commands refused at once because the circuit breaker was open",
             m.redis_short_circuited.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "redis_circuit_open",
             "1 while the Redis circuit breaker is open (Redis considered down)",
             m.breaker_open.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "redis_circuit_opened",
             "Times the Redis circuit breaker opened",
             m.breaker_opened.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "backend",
             "The configured backend (value 1)",
             m.backend.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "ratelimit_decisions",
             "Rate-limit decisions by outcome and by who decided",
             m.ratelimit_decisions.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "ratelimit_denied",
             "Requests denied, by the enforced rule that denied them",
             m.ratelimit_rule_denied.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "ratelimit_shadow_denied",
             "Requests a shadow (dry-run) rule would have denied",
             m.ratelimit_shadow_denied.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "ratelimit_memory_overflow",
             "Checks of new identities decided by their rule's shared overflow counter, \
              because the memory backend's counter table was full of live counters \
              (TG_MEMORY_MAX_COUNTERS), by rule",
             m.ratelimit_memory_overflow.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "ratelimit_lease_reserved",
             "Units of hot counters reserved in Redis for leases (RATE_LIMIT_LEASE), admitted \
              in process from then on",
             m.ratelimit_lease_reserved.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "ratelimit_lease_returned",
             "Leased units unused when their lease ended, given back to Redis",
             m.ratelimit_lease_returned.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "ratelimit_deny_cache_evicted",
             "Denials the deny cache (RATE_LIMIT_DENY_CACHE) dropped while still in force \
              because it was full: their repeats go to Redis again",
             m.ratelimit_deny_cache_evicted.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "concurrency_denied",
             "Requests refused by a concurrency cap (RATE_LIMIT_CONCURRENCY_*), by scope \
              (tenant or user)",
             m.concurrency_denied.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "concurrency_in_flight",
             "Requests in flight holding a concurrency lease on this instance",
             m.concurrency_in_flight.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "tokens_reserved",
             "Tokens reserved by token budgets (RATE_LIMIT_TOKENS) when requests were admitted",
             m.tokens_reserved.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "tokens_used",
             "Tokens admitted requests used, as settled after their responses",
             m.tokens_used.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "tokens_refunded",
             "Reserved tokens given back when responses used fewer (or failed, were aborted, \
              or came from the cache)",
             m.tokens_refunded.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "tokens_overshoot",
             "Tokens responses used beyond their reservation (charged after the fact: the \
              bound by which a token window may exceed its limit)",
             m.tokens_overshoot.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "tokens_settle_failed",
             "Token settlements the store did not take (Redis unusable): the reservation \
              stays counted until its window passes",
             m.tokens_settle_failed.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "session_events",
             "Session loads, misses, creations, saves, renewals, id cycles, destroys, \
              expirations, invalid cookies, store errors and outage fallbacks",
             m.session_events.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "cache_events",
             "Cache hits (L1, L2), misses, stale serves, bypasses, coalesced waits, stores, \
              L1 evictions, invalidations and upstream errors, by category",
@@ -329,6 +410,7 @@ impl Metrics {
         );
         Self {
             registry: Arc::new(RwLock::new(registry)),
+            families: Arc::new(RwLock::new(families)),
             ..m
         }
     }
@@ -345,10 +427,31 @@ impl Metrics {
     /// assert!(metrics.render().contains("tenant_guard_example_hits_total 1"));
     /// ```
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
-        self.registry
+        let mut registry = self
+            .registry
             .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut families = self
+            .families
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        register(&mut registry, &mut families, name, help, metric);
+    }
+
+    /// Every family registered, by its exported name (`tenant_guard_...`, without a
+    /// counter's `_total`), whether or not it has a sample yet.
+    ///
+    /// ```
+    /// use tenant_guard::metrics::{MetricKind, Metrics};
+    /// let families = Metrics::new().families();
+    /// assert!(families.contains(&("tenant_guard_ratelimit_decisions".into(), MetricKind::Counter)));
+    /// assert!(families.contains(&("tenant_guard_redis_command_duration_seconds".into(), MetricKind::Histogram)));
+    /// ```
+    pub fn families(&self) -> Vec<(String, MetricKind)> {
+        self.families
+            .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .register(name, help, metric);
+            .clone()
     }
 
     /// Cache totals (hit ratio) of every cache using this registry.
