@@ -29,6 +29,7 @@
 //! # Ok::<(), tenant_guard::otel::OtelError>(())
 //! ```
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -168,6 +169,12 @@ impl Otel {
 
     /// The exporters `OTEL_EXPORTER_OTLP_ENDPOINT` describes, or `None` when it is unset
     /// (nothing to export to).
+    ///
+    /// ```
+    /// // Unset here: nothing to export to.
+    /// # std::env::remove_var("OTEL_EXPORTER_OTLP_ENDPOINT");
+    /// assert!(tenant_guard::otel::Otel::from_env("svc").unwrap().is_none());
+    /// ```
     pub fn from_env(service: impl Into<String>) -> Result<Option<Self>, OtelError> {
         match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
             Ok(base) if !base.is_empty() => Self::builder(service).endpoint(base).build().map(Some),
@@ -176,6 +183,14 @@ impl Otel {
     }
 
     /// A `tracing` layer that exports every span it sees.
+    ///
+    /// ```
+    /// use tracing_subscriber::layer::SubscriberExt;
+    /// let otel = tenant_guard::otel::Otel::builder("svc").endpoint("http://127.0.0.1:4318").build().unwrap();
+    /// let subscriber = tracing_subscriber::registry().with(otel.layer());
+    /// tracing::subscriber::with_default(subscriber, || tracing::info_span!("work").in_scope(|| ()));
+    /// otel.shutdown();
+    /// ```
     pub fn layer<S>(&self) -> OpenTelemetryLayer<S, Tracer>
     where
         S: Subscriber + for<'span> LookupSpan<'span>,
@@ -185,6 +200,12 @@ impl Otel {
 
     /// Reports the families of `metrics` at every metrics export (see the [module
     /// docs](self)): those registered now, with a sample yet or not.
+    ///
+    /// ```
+    /// let otel = tenant_guard::otel::Otel::builder("svc").endpoint("http://127.0.0.1:4318").build().unwrap();
+    /// otel.export_metrics(&tenant_guard::metrics::Metrics::new());
+    /// otel.shutdown();
+    /// ```
     pub fn export_metrics(&self, metrics: &Metrics) {
         let meter = self.meter_provider.meter("tenant-guard");
         let snapshot = Arc::new(Snapshot::new(metrics.clone()));
@@ -198,7 +219,7 @@ impl Otel {
             };
             match kind {
                 Kind::Counter => {
-                    let n = name.trim_end_matches("_total").to_owned();
+                    let n = name.strip_suffix("_total").unwrap_or(&name).to_owned();
                     meter
                         .f64_observable_counter(n)
                         .with_callback(observe)
@@ -214,14 +235,23 @@ impl Otel {
         }
     }
 
-    /// Sends what is buffered now (spans, then metrics).
+    /// Sends what is buffered now (spans, then metrics); an error when the collector could
+    /// not be reached.
+    ///
+    /// ```
+    /// // Nothing listens on port 9 here: the metrics export fails and says so.
+    /// let otel = tenant_guard::otel::Otel::builder("svc").endpoint("http://127.0.0.1:9").build().unwrap();
+    /// otel.export_metrics(&tenant_guard::metrics::Metrics::new());
+    /// assert!(otel.flush().is_err());
+    /// otel.shutdown();
+    /// ```
     pub fn flush(&self) -> Result<(), OtelError> {
         let err = |e: opentelemetry_sdk::error::OTelSdkError| OtelError::Exporter(e.to_string());
         self.tracer_provider.force_flush().map_err(err)?;
         self.meter_provider.force_flush().map_err(err)
     }
 
-    /// Sends what is buffered and stops the exporters' threads.
+    /// Sends what is buffered and stops the exporters' threads (see [`layer`](Self::layer)).
     pub fn shutdown(&self) {
         let _ = self.tracer_provider.shutdown();
         let _ = self.meter_provider.shutdown();
@@ -287,33 +317,35 @@ fn sample(line: &str) -> Option<(&str, Vec<KeyValue>, f64)> {
     Some((name, kv, value))
 }
 
-/// The registry's text, read at most once per export round (every instrument's callback
-/// asks for it) rather than once per family.
+/// The registry's samples by series, read at most once a second (every instrument's
+/// callback of an export round asks for its series) rather than once per family.
 struct Snapshot {
     metrics: Metrics,
-    text: Mutex<(Option<Instant>, String)>,
+    parsed: Mutex<(Option<Instant>, Series)>,
 }
+
+/// Series name -> its samples (labels, value).
+type Series = HashMap<String, Vec<(Vec<KeyValue>, f64)>>;
 
 impl Snapshot {
     fn new(metrics: Metrics) -> Self {
         Self {
             metrics,
-            text: Mutex::new((None, String::new())),
+            parsed: Mutex::new((None, HashMap::new())),
         }
     }
 
-    /// The samples of series `name` now (rendered again when the last rendering is older
-    /// than a second).
+    /// The samples of series `name` now.
     fn series(&self, name: &str) -> Vec<(Vec<KeyValue>, f64)> {
-        let mut t = self.text.lock().unwrap_or_else(PoisonError::into_inner);
-        if t.0.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
-            *t = (Some(Instant::now()), self.metrics.render());
+        let mut p = self.parsed.lock().unwrap_or_else(PoisonError::into_inner);
+        if p.0.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
+            let mut by_name: Series = HashMap::new();
+            for (n, kv, v) in self.metrics.render().lines().filter_map(sample) {
+                by_name.entry(n.to_owned()).or_default().push((kv, v));
+            }
+            *p = (Some(Instant::now()), by_name);
         }
-        t.1.lines()
-            .filter_map(sample)
-            .filter(|(n, _, _)| *n == name)
-            .map(|(_, kv, v)| (kv, v))
-            .collect()
+        p.1.get(name).cloned().unwrap_or_default()
     }
 }
 
@@ -335,6 +367,21 @@ mod tests {
         );
         assert!(sample("# HELP tg_up up").is_none());
         assert!(sample(r#"tg_x{op="unterminated} 1"#).is_none());
+    }
+
+    #[test]
+    fn label_values_with_spaces_braces_commas_and_quotes_survive() {
+        use prometheus_client::metrics::counter::Counter;
+        use prometheus_client::metrics::family::Family;
+        let m = Metrics::new();
+        let f: Family<Vec<(String, String)>, Counter> = Family::default();
+        m.register("odd", "odd labels", f.clone());
+        let odd = "a b{c},d=\"e\" \\ 1";
+        f.get_or_create(&vec![("rule".into(), odd.into())])
+            .inc_by(7);
+        let snap = Snapshot::new(m);
+        let got = snap.series("tenant_guard_odd_total");
+        assert_eq!(got, vec![(vec![KeyValue::new("rule", odd)], 7.0)]);
     }
 
     #[test]

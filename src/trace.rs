@@ -6,24 +6,27 @@
 //!
 //! | span | fields |
 //! |------|--------|
-//! | `tenant_guard.tenant` | `request_id`, `tenant`, `outcome` (`ok`, `missing`, `invalid`, `unknown`) |
-//! | `tenant_guard.session` | `request_id`, `cookie` (`none`, `valid`, `invalid`), `saved` (`kept`, `set`, `removed`, `failed`, `skipped`) |
-//! | `tenant_guard.rate_limit` | `request_id`, `decision` (`allowed`, `denied`, `exempt`, `deny-list`), `source`, `rule`, `remaining` |
-//! | `tenant_guard.token_budget` | `request_id`, `budget`, `reserved` |
-//! | `tenant_guard.concurrency` | `request_id`, `outcome` (`admitted`, `refused`) |
-//! | `tenant_guard.cache` | `request_id`, `category`, `status` (`hit`, `stale`, `miss`, `bypass`, ...) |
+//! | `tenant_guard.tenant` | `request_id`, `tenant` (once served: never a name a client made up), `outcome` (`ok`, `missing`, `invalid`, `unknown`) |
+//! | `tenant_guard.session` | `cookie` (`none`, `valid`, `invalid`, `other-tenant`), `saved` (`kept`, `set`, `removed`, `failed`, `skipped`) |
+//! | `tenant_guard.rate_limit` | `decision` (`allowed`, `denied`, `exempt`, `deny-list`), `source`, `rule`, `remaining` |
+//! | `tenant_guard.token_budget` | `tokens` (the estimate), `outcome` (`reserved`, `refused`, `rejected`, `exempt`); routes with a budget only |
+//! | `tenant_guard.concurrency` | `outcome` (`admitted`, `refused`, `exempt`); when a cap is configured only |
+//! | `tenant_guard.cache` | `category`, `status` (`hit-l1`, `hit-l2`, `stale`, `miss`, `coalesced`, `bypass`, `error`) |
 //!
 //! `rule` is the rule that refused the request (or, when it was allowed, the one with the
 //! fewest units left). No field ever holds a value a client sent unchecked: the tenant is
 //! recorded once validated, and no user id, cookie or path is recorded at all.
 //!
 //! The outermost of these layers that a request meets records its `request_id`: the
-//! request's `x-request-id` header when it is a plausible id (1 to
+//! request's `x-request-id` header when there is exactly one and it is a plausible id (1 to
 //! [`MAX_REQUEST_ID`] bytes of letters, digits, `-`, `_`, `.`, `:`; what tower-http's
 //! `SetRequestIdLayer` or a load balancer sets), otherwise one it makes up and writes to that
-//! header (replacing an implausible one), so the handler and the layers inside log the same
+//! header (replacing what was there), so the handler and the layers inside log the same
 //! id. The id is also in the request's extensions ([`RequestId`]). When no subscriber wants
-//! these spans, no id is made and the header is left as it came.
+//! these spans, no id is made and the header is left as it came. An id is for following a
+//! request in the logs, never for deciding anything: a client that reaches the service
+//! without a proxy that sets its own may choose it (and name another's request). A cache
+//! never stores `x-request-id` with an answer.
 //!
 //! ```
 //! use http::HeaderValue;
@@ -41,7 +44,7 @@ use std::sync::OnceLock;
 
 use http::header::HeaderName;
 use http::request::Parts;
-use http::HeaderValue;
+use http::{Extensions, HeaderMap, HeaderValue, Request};
 use tracing::Span;
 
 /// The request header that carries a request's id.
@@ -75,22 +78,20 @@ impl RequestId {
         plausible.then(|| Self(value.clone()))
     }
 
-    /// A new id: 16 hex digits, distinct for every call in this process (a counter from
-    /// a random start, mixed by a bijection), not guessable from the previous one.
+    /// A new id: 16 hex digits, a keyed hash (SipHash, with a key drawn at random once per
+    /// process) of a counter — distinct in practice, and one id tells nothing of the next.
     ///
     /// ```
     /// use tenant_guard::trace::RequestId;
     /// assert_ne!(RequestId::generate(), RequestId::generate());
     /// ```
     pub fn generate() -> Self {
-        static NEXT: OnceLock<AtomicU64> = OnceLock::new();
-        let next = NEXT.get_or_init(|| {
-            let mut b = [0u8; 8];
-            // Without the OS generator the ids are still distinct, only guessable.
-            let _ = getrandom::fill(&mut b);
-            AtomicU64::new(u64::from_le_bytes(b))
-        });
-        let n = mix(next.fetch_add(1, Ordering::Relaxed));
+        use std::hash::BuildHasher;
+        static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = KEY
+            .get_or_init(std::collections::hash_map::RandomState::new)
+            .hash_one(NEXT.fetch_add(1, Ordering::Relaxed));
         let mut hex = [0u8; 16];
         for (i, h) in hex.iter_mut().enumerate() {
             *h = b"0123456789abcdef"[((n >> (60 - 4 * i)) & 0xf) as usize];
@@ -118,14 +119,6 @@ fn listened(span: &Span) -> bool {
         && !tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>())
 }
 
-/// SplitMix64's finalizer: a bijection of u64, so distinct counters give distinct ids.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -140,25 +133,43 @@ impl fmt::Debug for RequestId {
 
 /// Records the request's id on `span` if this layer is the first of the crate's to see the
 /// request (no [`RequestId`] in its extensions yet): the plausible `x-request-id` it came
-/// with, else a new one written to that header. Nothing when `span` is disabled.
-pub(crate) fn record_request_id(parts: &mut Parts, span: &Span) {
-    if !listened(span) || parts.extensions.get::<RequestId>().is_some() {
+/// with (exactly one such header), else a new one written to that header, replacing
+/// whatever was there. Nothing when no subscriber listens.
+fn record(headers: &mut HeaderMap, extensions: &mut Extensions, span: &Span) {
+    if !listened(span) || extensions.get::<RequestId>().is_some() {
         return;
     }
-    let id = match parts
-        .headers
-        .get(&REQUEST_ID_HEADER)
-        .and_then(RequestId::parse)
-    {
+    let mut sent = headers.get_all(&REQUEST_ID_HEADER).iter();
+    // Two ids (a client's, then a proxy's appended) name no one request: neither is taken.
+    let adopted = match (sent.next(), sent.next()) {
+        (Some(v), None) => RequestId::parse(v),
+        _ => None,
+    };
+    let id = match adopted {
         Some(id) => id,
         None => {
             let id = RequestId::generate();
-            parts.headers.insert(REQUEST_ID_HEADER, id.0.clone());
+            headers.insert(REQUEST_ID_HEADER, id.0.clone());
             id
         }
     };
     span.record("request_id", id.as_str());
-    parts.extensions.insert(id);
+    extensions.insert(id);
+}
+
+/// [`record`] for a request in parts.
+pub(crate) fn record_request_id_parts(parts: &mut Parts, span: &Span) {
+    record(&mut parts.headers, &mut parts.extensions, span);
+}
+
+/// [`record`] for a whole request.
+pub(crate) fn record_request_id<B>(req: &mut Request<B>, span: &Span) {
+    if !listened(span) {
+        return;
+    }
+    let mut extensions = std::mem::take(req.extensions_mut());
+    record(req.headers_mut(), &mut extensions, span);
+    *req.extensions_mut() = extensions;
 }
 
 #[cfg(test)]
@@ -191,7 +202,7 @@ mod tests {
     #[test]
     fn a_disabled_span_leaves_the_request_alone() {
         let (mut parts, ()) = http::Request::new(()).into_parts();
-        record_request_id(&mut parts, &Span::none());
+        record_request_id_parts(&mut parts, &Span::none());
         assert!(parts.headers.is_empty());
         assert!(parts.extensions.get::<RequestId>().is_none());
     }

@@ -213,6 +213,33 @@ async fn spans_follow_each_request(mut vars: Vec<(&str, String)>) {
         assert_eq!(recorded.len(), 16);
         assert_ne!(recorded, bad);
     }
+    // Two ids (a client's and a proxy's appended): neither is taken, one is made up, and
+    // the handler sees that one alone.
+    let two = [
+        acme,
+        ("x-request-id", "client-1"),
+        ("x-request-id", "proxy-1"),
+    ];
+    let (status, _, seen) = get_of(&app2, "/api/items", &two).await;
+    assert_eq!(status, 200);
+    let spans = by_name(&capture.take());
+    let recorded = spans["tenant_guard.tenant"].field("request_id").unwrap();
+    assert_eq!((recorded, recorded.len()), (seen.as_str(), 16));
+
+    // A tenant not served: its made-up name is not recorded (any number may come).
+    let guard3 =
+        TenantGuard::from_vars([("REDIS_ENABLED", "false"), ("TG_TENANTS", "acme")]).unwrap();
+    let app3: Router = Router::new()
+        .route("/api/items", get(echo))
+        .layer(guard3.layer());
+    let (status, _, _) = get_of(&app3, "/api/items", &[("x-tenant-id", "invented-42")]).await;
+    assert_eq!(status, 404);
+    let spans = by_name(&capture.take());
+    assert_eq!(
+        spans["tenant_guard.tenant"].field("outcome"),
+        Some("unknown")
+    );
+    assert_eq!(spans["tenant_guard.tenant"].field("tenant"), None);
 
     // No tenant: the tenant span says why, and no layer inside ran.
     let (status, _, _) = get_of(&app, "/api/items", &[]).await;
@@ -244,8 +271,38 @@ async fn spans_follow_each_request(mut vars: Vec<(&str, String)>) {
         let got = cache.field("status").unwrap();
         assert!(got.starts_with(want), "{got}");
     }
+
+    // A handler that echoes the request id: the cache never hands one client's id to the
+    // next (the entry is stored without it).
+    let echoing: Router = Router::new()
+        .route(
+            "/api/echo",
+            get(|h: HeaderMap| async move {
+                let id = h.get("x-request-id").cloned().unwrap();
+                ([("x-request-id", id)], "[1]")
+            })
+            .route_layer(CacheLayer::query(guard.cache().clone())),
+        )
+        .layer(guard.layer());
+    let (status, _, _) = get_of(
+        &echoing,
+        "/api/echo",
+        &[("x-tenant-id", "gamma"), ("x-request-id", "first-1")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, second, _) = get_of(
+        &echoing,
+        "/api/echo",
+        &[("x-tenant-id", "gamma"), ("x-request-id", "second-2")],
+    )
+    .await;
+    assert_eq!(second.get("x-cache").unwrap(), "HIT");
+    assert!(second.get("x-request-id").is_none(), "{second:?}");
+    capture.take();
     guard.shutdown().await;
     guard2.shutdown().await;
+    guard3.shutdown().await;
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -281,6 +281,8 @@ pub(super) fn stored_header(name: &HeaderName) -> bool {
     .contains(name)
         && name.as_str() != "x-cache"
         && name.as_str() != super::TAGS_HEADER
+        // A handler that echoes the request id must not hand one client's id to the next.
+        && *name != crate::trace::REQUEST_ID_HEADER
 }
 
 /// Any request body in (it is read into the key), any response body from the inner
@@ -316,9 +318,9 @@ where
             },
             status = tracing::field::Empty,
         );
-        let (mut parts, body) = req.into_parts();
-        crate::trace::record_request_id(&mut parts, &span);
-        let req = Request::from_parts(parts, body).map(Body::new);
+        let mut req = req;
+        crate::trace::record_request_id(&mut req, &span);
+        let req = req.map(Body::new);
         let fut = async move {
             let (parts, body) = req.into_parts();
             let req_cc = directives(&parts.headers);
@@ -432,6 +434,11 @@ where
                     if let (true, Some((head, body))) = (start, again) {
                         let (cache, mut inner) = (cache.clone(), AnyBody(inner.0.clone()));
                         tokio::spawn(async move {
+                            let mut head = head;
+                            // The refresh is not the request that started it (which has
+                            // ended): it logs under an id of its own, if any.
+                            head.headers.remove(crate::trace::REQUEST_ID_HEADER);
+                            head.extensions.remove::<crate::trace::RequestId>();
                             let req = Request::from_parts(head, Body::from(body));
                             fill.refresh(&cache, &key, &mut inner, req).await;
                         });
@@ -460,11 +467,14 @@ where
         Box::pin(
             async move {
                 let res = fut.await;
-                if let Ok(r) = &res {
-                    if let Some(status) = r.extensions().get::<CacheStatus>() {
-                        tracing::Span::current().record("status", status.label());
-                    }
-                }
+                let status = match &res {
+                    Ok(r) => r
+                        .extensions()
+                        .get::<CacheStatus>()
+                        .map_or("error", |s| s.label()),
+                    Err(_) => "error",
+                };
+                tracing::Span::current().record("status", status);
                 res
             }
             .instrument(span),

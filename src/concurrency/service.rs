@@ -85,9 +85,8 @@ where
             request_id = Empty,
             outcome = Empty
         );
-        let (mut parts, body) = req.into_parts();
-        crate::trace::record_request_id(&mut parts, &span);
-        let req = Request::from_parts(parts, body);
+        let mut req = req;
+        crate::trace::record_request_id(&mut req, &span);
         let here = span.clone();
         let fut = async move {
             let tenant = req

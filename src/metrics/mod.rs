@@ -140,7 +140,8 @@ pub struct Metrics {
     /// Units reserved for leases of hot counters, and unused units given back.
     pub(crate) ratelimit_lease_reserved: Counter,
     pub(crate) ratelimit_lease_returned: Counter,
-    /// Denials the deny cache forgot while still in force because it was full.
+    /// Denials still in force the deny cache did not keep because it was full (evicted, or
+    /// refused by its admission policy).
     pub(crate) ratelimit_deny_cache_evicted: Counter,
     /// Requests refused by a concurrency cap, by scope.
     pub(crate) concurrency_denied: Family<ScopeLabels, Counter>,
@@ -335,8 +336,9 @@ impl Metrics {
             &mut registry,
             &mut families,
             "ratelimit_deny_cache_evicted",
-            "Denials the deny cache (RATE_LIMIT_DENY_CACHE) dropped while still in force \
-             because it was full: their repeats go to Redis again",
+            "Denials still in force that the deny cache (RATE_LIMIT_DENY_CACHE) did not keep \
+             because it was full (dropped for room, or not admitted over the counters it \
+             sees more often): their repeats go to Redis",
             m.ratelimit_deny_cache_evicted.clone(),
         );
         register(

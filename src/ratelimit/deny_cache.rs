@@ -19,9 +19,10 @@ pub(crate) struct DenyCache {
 }
 
 impl DenyCache {
-    /// A cache of at most `capacity` counters; `evicted` counts the denials it drops
-    /// for room while they are still in force (it is too small for the identities
-    /// being denied: their repeats reach Redis again).
+    /// A cache of at most `capacity` counters; `evicted` counts the denials still in force
+    /// it does not keep for lack of room — dropped, or not admitted because the counters it
+    /// holds are seen more often (moka's TinyLFU reports both as size evictions): more
+    /// identities are denied than it holds, so some repeats reach Redis.
     pub(crate) fn new(capacity: u64, evicted: Counter) -> Self {
         Self {
             entries: moka::sync::Cache::builder()

@@ -120,7 +120,7 @@ where
             remaining = Empty,
         );
         let (mut parts, body) = req.into_parts();
-        crate::trace::record_request_id(&mut parts, &span);
+        crate::trace::record_request_id_parts(&mut parts, &span);
         let here = span.clone();
         let fut = async move {
             let tenant = parts

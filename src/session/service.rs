@@ -46,9 +46,8 @@ where
             cookie = Empty,
             saved = Empty,
         );
-        let (mut parts, body) = req.into_parts();
-        crate::trace::record_request_id(&mut parts, &span);
-        let mut req = Request::from_parts(parts, body);
+        let mut req = req;
+        crate::trace::record_request_id(&mut req, &span);
         let settings = self.shared.clone();
         let tenant = req
             .extensions()

@@ -65,9 +65,14 @@ pub(super) fn decide(
     }
 }
 
-/// Whether `tenant` is served, recorded on the span: `ok` (with the tenant) or `unknown`.
+/// Whether `tenant` is served, recorded on the span: `ok` with the tenant, or `unknown`
+/// without it (a name a client made up is not recorded: any number of them may come).
 fn known(span: &Span, tenant: &TenantId, known: bool) -> bool {
-    record(span, if known { "ok" } else { "unknown" }, Some(tenant));
+    if known {
+        record(span, "ok", Some(tenant));
+    } else {
+        record(span, "unknown", None);
+    }
     known
 }
 
@@ -94,7 +99,7 @@ where
             outcome = Empty,
         );
         let (mut parts, body) = req.into_parts();
-        crate::trace::record_request_id(&mut parts, &span);
+        crate::trace::record_request_id_parts(&mut parts, &span);
         match self.shared.resolver.resolve_now(&mut parts) {
             Some(result) => match decide(&self.shared, result, &span) {
                 Ok(tenant) => match self.shared.known_now(&tenant) {

@@ -156,9 +156,8 @@ where
             tokens = Empty,
             outcome = Empty,
         );
-        let (mut parts, body) = req.into_parts();
-        crate::trace::record_request_id(&mut parts, &span);
-        let req = Request::from_parts(parts, body);
+        let mut req = req;
+        crate::trace::record_request_id(&mut req, &span);
         let here = span.clone();
         let fut = async move {
             let plain = |b: ResBody| TokenBody::new(b, None);
