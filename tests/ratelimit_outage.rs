@@ -13,6 +13,9 @@ fn limiter(server: &common::RedisServer, vars: &[(&str, &str)]) -> (RateLimiter,
         ("REDIS_URL".into(), server.url()),
         ("REDIS_COMMAND_TIMEOUT".into(), "300ms".into()),
         ("TG_BREAKER_PROBE_INTERVAL".into(), "100ms".into()),
+        // Two connections: a probe that reconnected only one of them let one check in two
+        // fail after the breaker closed.
+        ("REDIS_POOL_SIZE".into(), "2".into()),
     ];
     all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let (limiter, backend, _) = common::build_limiter(all);
