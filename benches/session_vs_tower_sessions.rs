@@ -11,7 +11,8 @@
 //! memory of one session holding the same value (`MEMORY USAGE`).
 //!
 //! Run: `cargo bench --bench session_vs_tower_sessions` (needs redis-server and redis-cli).
-//! `TG_BENCH_ROUNDS` (default 6) and `TG_BENCH_ROUND_SECS` (default 2) set its length.
+//! `TG_BENCH_ROUNDS` (default 6) and `TG_BENCH_ROUND_SECS` (default 2) set its length;
+//! `REDIS_POOL_SIZE`, when set, tenant-guard's connections (default: one per core, 2-8).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -36,15 +37,20 @@ const CLIENTS: usize = 32;
 const VALUE: &str = "alice@example.com";
 
 fn tenant_guard_app(url: &str) -> Router {
-    let config = Config::from_vars([
+    // `REDIS_POOL_SIZE` from the bench's environment when set, to compare pool sizes.
+    let pool = std::env::var("REDIS_POOL_SIZE").ok();
+    let mut vars = vec![
         ("REDIS_URL", url),
         (
             "SESSION_SECRET",
             "session-bench-secret-0123456789abcdef0123",
         ),
         ("SESSION_COOKIE_SECURE", "false"),
-    ])
-    .expect("config");
+    ];
+    if let Some(pool) = &pool {
+        vars.push(("REDIS_POOL_SIZE", pool));
+    }
+    let config = Config::from_vars(vars).expect("config");
     let metrics = Metrics::new();
     let backend = Backend::from_config(&config, &metrics).expect("backend");
     let store = SessionStore::from_config(&config, backend, &metrics);

@@ -505,6 +505,57 @@ mod checks {
         assert_eq!(f.events("save"), 0);
     }
 
+    /// Writes move the inactivity TTL as reads do, at most once per renew interval: a
+    /// write soon after the last renewal leaves the expiry where it was (the session ends
+    /// one TTL after that renewal), writes spaced past the interval keep it alive.
+    pub(super) async fn writes_renew_at_most_once_per_interval(kind: Kind) {
+        let f = fixture(
+            kind,
+            &[("SESSION_TTL", "1s"), ("SESSION_RENEW_INTERVAL", "500ms")],
+        );
+        let t = common::unique_tenant("wrenew");
+        let mut c = Client::new(&f, &t);
+        c.send("POST", "/set/a/0").await;
+        // 300 ms after the save: not due, the TTL stays (the session ends at 1 s).
+        f.advance(Duration::from_millis(300)).await;
+        assert_eq!(c.send("POST", "/set/a/1").await.body, "set");
+        f.advance(Duration::from_millis(850)).await;
+        assert_eq!(
+            c.send("GET", "/get/a").await.body,
+            "",
+            "a write within the renew interval moved the TTL"
+        );
+        // Writes every 600 ms (past the interval): each renews, the session outlives its TTL.
+        let mut c = Client::new(&f, &t);
+        c.send("POST", "/set/a/0").await;
+        for i in 1..=4 {
+            f.advance(Duration::from_millis(600)).await;
+            assert_eq!(c.send("POST", &format!("/set/a/{i}")).await.body, "set");
+        }
+        assert_eq!(c.send("GET", "/get/a").await.body, "4");
+    }
+
+    /// A renew interval longer than the TTL is taken as half the TTL: a session in use
+    /// (reads or writes every 400 ms, TTL 1 s, interval 1 h) outlives its TTL.
+    pub(super) async fn renew_interval_is_at_most_half_the_ttl(kind: Kind) {
+        let f = fixture(
+            kind,
+            &[("SESSION_TTL", "1s"), ("SESSION_RENEW_INTERVAL", "1h")],
+        );
+        let t = common::unique_tenant("halfttl");
+        let mut c = Client::new(&f, &t);
+        c.send("POST", "/set/a/0").await;
+        for i in 1..=5 {
+            f.advance(Duration::from_millis(400)).await;
+            if i % 2 == 0 {
+                assert_eq!(c.send("GET", "/get/a").await.body, "0", "read {i}");
+            } else {
+                assert_eq!(c.send("POST", "/set/b/1").await.body, "set", "write {i}");
+            }
+        }
+        assert_eq!(c.send("GET", "/get/a").await.body, "0");
+    }
+
     pub(super) async fn absolute_expiry(kind: Kind) {
         let f = fixture(
             kind,
@@ -563,5 +614,7 @@ conformance!(
     oversized_data_is_refused,
     inactivity_expiry_and_renewal,
     renewal_at_most_once_per_interval,
+    writes_renew_at_most_once_per_interval,
+    renew_interval_is_at_most_half_the_ttl,
     absolute_expiry,
 );

@@ -330,23 +330,26 @@ async fn outage_local_falls_back_to_memory_and_says_so() {
     );
 }
 
-/// A plain update (a field written, nothing else) is one transaction of plain commands, no
-/// script, and Redis still holds both lifetimes on its own clock: the idle TTL is renewed,
-/// the absolute deadline (`PEXPIREAT .. LT`) caps it, and the user's index outlives the
-/// session.
+/// A plain update (a field written, nothing else) of a session due for renewal is one
+/// transaction of plain commands, no script, and Redis still holds both lifetimes on its
+/// own clock: the idle TTL is renewed, the absolute deadline (`PEXPIREAT .. LT`) would cap
+/// it, and the user's index outlives the session. (A session whose deadline comes before
+/// its idle TTL is never due: renewing cannot move it.)
 #[tokio::test]
 async fn plain_update_is_one_transaction_and_keeps_both_lifetimes() {
     let server = common::RedisServer::start();
     let (app, _) = app(&[
         ("REDIS_URL", server.url()),
-        ("SESSION_TTL", "1h".into()),
-        ("SESSION_MAX_LIFETIME", "60s".into()),
-        ("SESSION_RENEW_INTERVAL", "1h".into()),
+        ("SESSION_TTL", "60s".into()),
+        ("SESSION_MAX_LIFETIME", "1h".into()),
+        ("SESSION_RENEW_INTERVAL", "0".into()),
     ]);
     let (_, _, cookie) = send(&app, "POST", "/login", None).await;
     let cookie = cookie.unwrap();
     send(&app, "GET", "/a", Some(&cookie)).await;
     let mut monitor = Monitor::start(server.port);
+    // Renewal due (interval 0, and time has passed since the last save).
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let (status, _, _) = send(&app, "POST", "/a", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     let indexed = [
@@ -365,8 +368,8 @@ async fn plain_update_is_one_transaction_and_keeps_both_lifetimes() {
     assert_eq!(server.cli(&["HGET", key, "f:a"]).trim(), "\"1\"");
     let ttl: i64 = server.cli(&["PTTL", key]).trim().parse().unwrap();
     assert!(
-        (50_000..=60_000).contains(&ttl),
-        "the absolute deadline must cap the idle TTL: {ttl}"
+        (55_000..=60_000).contains(&ttl),
+        "idle TTL not renewed: {ttl}"
     );
     let index = server.cli(&["--scan", "--pattern", "tg:session-index:{acme}:*"]);
     let index_ttl: i64 = server.cli(&["PTTL", index.trim()]).trim().parse().unwrap();
@@ -374,6 +377,48 @@ async fn plain_update_is_one_transaction_and_keeps_both_lifetimes() {
         index_ttl >= ttl,
         "index {index_ttl} expires before its session {ttl}"
     );
+    assert_eq!(send(&app, "GET", "/me", Some(&cookie)).await.1, "erin");
+}
+
+/// A plain update of a session renewed less than a renew interval ago writes only the
+/// fields: `HSET` and `PEXPIRE .. NX` in one transaction (no `_r`, no `PEXPIREAT`, no index
+/// command); the TTL is not moved, the index is untouched, the field lands.
+#[tokio::test]
+async fn plain_update_within_the_renew_interval_keeps_the_ttl() {
+    let server = common::RedisServer::start();
+    let (app, _) = app(&[
+        ("REDIS_URL", server.url()),
+        ("SESSION_TTL", "1h".into()),
+        ("SESSION_RENEW_INTERVAL", "1h".into()),
+    ]);
+    let (_, _, cookie) = send(&app, "POST", "/login", None).await;
+    let cookie = cookie.unwrap();
+    let key = server.cli(&["--scan", "--pattern", "tg:session:{acme}:*"]);
+    let key = key.trim().to_string();
+    let index = server.cli(&["--scan", "--pattern", "tg:session-index:{acme}:*"]);
+    let index = index.trim().to_string();
+    // Lower both TTLs a little by hand (less than the renew interval, here half the TTL):
+    // a renewing write would raise them again.
+    server.cli(&["PEXPIRE", &key, "3500000"]);
+    server.cli(&["PEXPIRE", &index, "3550000"]);
+    let saved = server.cli(&["HGET", &key, "_r"]);
+    let mut monitor = Monitor::start(server.port);
+    let (status, _, _) = send(&app, "POST", "/a", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        monitor.take(),
+        ["hgetall", "multi", "hset", "pexpire", "exec"]
+    );
+    assert_eq!(server.cli(&["HGET", &key, "f:a"]).trim(), "\"1\"");
+    assert_eq!(server.cli(&["HGET", &key, "_r"]), saved, "_r moved");
+    let ttl: i64 = server.cli(&["PTTL", &key]).trim().parse().unwrap();
+    assert!((1..=3_500_000).contains(&ttl), "the TTL moved: {ttl}");
+    let index_ttl: i64 = server.cli(&["PTTL", &index]).trim().parse().unwrap();
+    assert!(
+        (1..=3_550_000).contains(&index_ttl),
+        "the index TTL moved: {index_ttl}"
+    );
+    assert_eq!(send(&app, "GET", "/a", Some(&cookie)).await.1, "1");
     assert_eq!(send(&app, "GET", "/me", Some(&cookie)).await.1, "erin");
 }
 
@@ -432,7 +477,9 @@ async fn plain_update_of_a_destroyed_session_leaves_nothing() {
 }
 
 /// On a server that refuses the plain update (here an ACL without `PEXPIREAT`, as a server
-/// before 7.0 refuses its `LT`), a field write falls back to the save script: nothing lost.
+/// before 7.0 refuses its `LT`; an update that keeps the TTL takes the same way when such a
+/// server refuses `PEXPIRE .. NX`), a field write falls back to the save script: nothing
+/// lost.
 #[tokio::test]
 async fn plain_update_refused_falls_back_to_the_script() {
     let server = common::RedisServer::start();
@@ -448,9 +495,11 @@ async fn plain_update_refused_falls_back_to_the_script() {
         "-pexpireat",
     ]);
     let url = format!("redis://tg:tg-pass@127.0.0.1:{}", server.port);
-    let (app, _) = app(&[("REDIS_URL", url), ("SESSION_RENEW_INTERVAL", "1h".into())]);
+    // Interval 0: the update renews (the way that sends `PEXPIREAT`).
+    let (app, _) = app(&[("REDIS_URL", url), ("SESSION_RENEW_INTERVAL", "0".into())]);
     let (_, _, cookie) = send(&app, "POST", "/login", None).await;
     let cookie = cookie.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let scripts = |stats: &str| -> u64 {
         stats
             .lines()
@@ -461,14 +510,14 @@ async fn plain_update_refused_falls_back_to_the_script() {
     let before = scripts(&server.cli(&["INFO", "commandstats"]));
     let (status, _, _) = send(&app, "POST", "/a", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(send(&app, "GET", "/a", Some(&cookie)).await.1, "1");
-    assert_eq!(send(&app, "GET", "/me", Some(&cookie)).await.1, "erin");
     let after = scripts(&server.cli(&["INFO", "commandstats"]));
     assert_eq!(
         after,
         before + 1,
         "the refused update was not saved by the script"
     );
+    assert_eq!(send(&app, "GET", "/a", Some(&cookie)).await.1, "1");
+    assert_eq!(send(&app, "GET", "/me", Some(&cookie)).await.1, "erin");
 }
 
 /// An id rotation that lands after the session was destroyed and a plain update left a

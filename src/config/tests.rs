@@ -548,7 +548,9 @@ fn string_enums_round_trip_through_the_environment() {
 
 #[test]
 fn redis_pool_size_is_one_to_sixty_four() {
-    assert_eq!(cfg(&[]).unwrap().redis.pool_size.get(), 4);
+    // Default: one connection per core, 2 to 8.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(cfg(&[]).unwrap().redis.pool_size.get(), cores.clamp(2, 8));
     assert_eq!(
         cfg(&[("REDIS_POOL_SIZE", "1")])
             .unwrap()

@@ -93,7 +93,7 @@ pub const VARS: &[VarDoc] = &[
     },
     VarDoc {
         names: &["REDIS_POOL_SIZE"],
-        default: "`4`",
+        default: "one per CPU core, 2-8",
         meaning: "connections to a single node, used in turn (1-64)",
     },
     VarDoc {
@@ -174,7 +174,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc {
         names: &["SESSION_RENEW_INTERVAL"],
         default: "`60s`",
-        meaning: "a read-only request renews the inactivity TTL (one `PEXPIRE`) at most this often",
+        meaning: "a session's inactivity TTL is renewed (by a read or a write) at most this often (taken as at most half of `SESSION_TTL`)",
     },
     VarDoc {
         names: &["SESSION_SECRET"],

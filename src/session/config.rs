@@ -40,9 +40,12 @@ pub struct SessionConfig {
     /// Absolute expiry counted from creation, however active the session is
     /// (`SESSION_MAX_LIFETIME`, default 7 days).
     pub max_lifetime: Duration,
-    /// A session that is read but not changed has its inactivity TTL renewed (one
-    /// `PEXPIRE`, no data rewritten) at most once per this interval
-    /// (`SESSION_RENEW_INTERVAL`, default 60 s).
+    /// A session in use has its inactivity TTL renewed at most once per this interval
+    /// (`SESSION_RENEW_INTERVAL`, default 60 s): a read renews it (no data rewritten) when
+    /// the TTL has run down by this much, a field write within the interval leaves it as
+    /// it is (on Redis: no TTL command but the one that expires a fragment of a session
+    /// destroyed meanwhile). Taken as at most half of `ttl`, so that a session in use
+    /// never expires.
     pub renew_interval: Duration,
     /// Cookie signing secret (`SESSION_SECRET`, at least 32 bytes); `None` means a random
     /// per-process secret, so sessions do not survive a restart.

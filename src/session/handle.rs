@@ -67,6 +67,26 @@ struct Stored {
     pttl_ms: Option<u64>,
 }
 
+impl Stored {
+    /// Whether the inactivity TTL has run down by a renew interval since it was last set
+    /// (`false` when the store gives no time left: it never renews).
+    fn renewal_due(&self, store: &SessionStore) -> bool {
+        let Some(pttl) = self.pttl_ms else {
+            return false;
+        };
+        let ttl = ms(store.ttl());
+        let deadline = self
+            .created_ms
+            .saturating_add(ms(store.max_lifetime()))
+            .saturating_sub(self.now_ms);
+        let full = ttl.min(deadline);
+        // Never more than half the TTL: an interval as long as the TTL would let a session
+        // in use expire.
+        let interval = ms(store.renew_interval()).min(ttl / 2).max(1);
+        full.saturating_sub(pttl) >= interval
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     loaded: bool,
@@ -129,11 +149,39 @@ impl Session {
 
     /// A session handle with no cookie, outside any request (tests, background jobs that
     /// prepare a session). Changes are saved by [`Session::save`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// session.insert("prepared", &true).await?;
+    /// let id = session.save().await?.expect("created");
+    /// assert_eq!(id.as_str().len(), 32);
+    /// # Ok(()) }
+    /// ```
     pub fn detached(tenant: TenantId, store: SessionStore) -> Self {
         Self::new(tenant, store, CookieState::Absent)
     }
 
     /// The tenant this session belongs to.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// assert_eq!(session.tenant().as_str(), "acme");
+    /// # Ok(()) }
+    /// ```
     pub fn tenant(&self) -> &TenantId {
         &self.shared.tenant
     }
@@ -184,6 +232,22 @@ impl Session {
     }
 
     /// The value under `key`, if any.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// session.insert("cart", &vec!["apple", "pear"]).await?;
+    /// let cart: Option<Vec<String>> = session.get("cart").await?;
+    /// assert_eq!(cart.unwrap(), ["apple", "pear"]);
+    /// assert_eq!(session.get::<u32>("missing").await?, None);
+    /// # Ok(()) }
+    /// ```
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         let st = self.loaded().await?;
         st.fields
@@ -199,6 +263,24 @@ impl Session {
 
     /// Stores `value` under `key` (creating the session if there is none). Refused with
     /// [`SessionError::TooLarge`] if the session would exceed `SESSION_MAX_BYTES`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// session.insert("theme", "dark").await?;
+    /// assert_eq!(session.get::<String>("theme").await?.as_deref(), Some("dark"));
+    /// // Past SESSION_MAX_BYTES (64 KiB by default): refused, nothing stored.
+    /// let big = "x".repeat(100_000);
+    /// assert!(session.insert("big", &big).await.is_err());
+    /// assert_eq!(session.get::<String>("big").await?, None);
+    /// # Ok(()) }
+    /// ```
     pub async fn insert<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -227,6 +309,21 @@ impl Session {
     }
 
     /// Removes `key`, returning its value.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// session.insert("flash", "saved!").await?;
+    /// assert_eq!(session.remove::<String>("flash").await?.as_deref(), Some("saved!"));
+    /// assert_eq!(session.remove::<String>("flash").await?, None); // shown once
+    /// # Ok(()) }
+    /// ```
     pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         let mut st = self.loaded().await?;
         let Some(raw) = st.fields.remove(key) else {
@@ -246,6 +343,23 @@ impl Session {
     }
 
     /// Removes every value (the session, its id and its user stay).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// session.insert("a", &1).await?;
+    /// session.set_user_id(Some("alice")).await?;
+    /// session.clear().await?;
+    /// assert!(session.keys().await?.is_empty());
+    /// assert_eq!(session.user_id().await?.as_deref(), Some("alice"));
+    /// # Ok(()) }
+    /// ```
     pub async fn clear(&self) -> Result<(), SessionError> {
         let mut st = self.loaded().await?;
         st.fields.clear();
@@ -257,6 +371,23 @@ impl Session {
     }
 
     /// The keys present.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// session.insert("b", &2).await?;
+    /// session.insert("a", &1).await?;
+    /// let mut keys = session.keys().await?;
+    /// keys.sort();
+    /// assert_eq!(keys, ["a", "b"]);
+    /// # Ok(()) }
+    /// ```
     pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
         let st = self.loaded().await?;
         let mut keys: Vec<String> = st.fields.keys().cloned().collect();
@@ -267,6 +398,24 @@ impl Session {
     /// Gives the session a new id and keeps its data: call it on login and on any
     /// privilege change, so an id known before (session fixation) is worthless after.
     /// The old id stops working when the response is sent.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// session.insert("cart", &3).await?;
+    /// let before = session.save().await?.expect("created");
+    /// session.cycle_id().await?; // on login
+    /// let after = session.save().await?.expect("kept");
+    /// assert_ne!(before, after);
+    /// assert_eq!(session.get::<u32>("cart").await?, Some(3));
+    /// # Ok(()) }
+    /// ```
     pub async fn cycle_id(&self) -> Result<(), SessionError> {
         let mut st = self.loaded().await?;
         if st.create {
@@ -282,6 +431,22 @@ impl Session {
 
     /// Ends the session: its data is deleted and the cookie removed when the response is
     /// sent. Values inserted afterwards start a fresh session with a fresh id.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// session.insert("a", &1).await?;
+    /// session.save().await?;
+    /// session.destroy().await?; // on logout
+    /// assert_eq!(session.get::<u32>("a").await?, None);
+    /// # Ok(()) }
+    /// ```
     pub async fn destroy(&self) -> Result<(), SessionError> {
         let mut st = self.loaded().await?;
         let destroyed = st.stored.take().or_else(|| st.destroyed.take());
@@ -294,6 +459,21 @@ impl Session {
     }
 
     /// The user this session belongs to, once [`set_user_id`](Self::set_user_id) ran.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// assert_eq!(session.user_id().await?, None); // anonymous
+    /// session.set_user_id(Some("alice")).await?;
+    /// assert_eq!(session.user_id().await?.as_deref(), Some("alice"));
+    /// # Ok(()) }
+    /// ```
     pub async fn user_id(&self) -> Result<Option<String>, SessionError> {
         Ok(self.loaded().await?.user.clone())
     }
@@ -301,6 +481,24 @@ impl Session {
     /// Binds the session to a user (login; `None` unbinds it). The session is listed in
     /// the user's index, for [`SessionStore::list_user_sessions`] and
     /// [`SessionStore::revoke_user_sessions`]. Call [`cycle_id`](Self::cycle_id) too.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// session.cycle_id().await?;
+    /// session.set_user_id(Some("alice")).await?; // login
+    /// session.save().await?;
+    /// let acme = TenantId::new("acme")?;
+    /// assert_eq!(session.set_user_id(None).await?, ()); // logout, keeping the data
+    /// # let _ = acme;
+    /// # Ok(()) }
+    /// ```
     pub async fn set_user_id(&self, user: Option<&str>) -> Result<(), SessionError> {
         let mut st = self.loaded().await?;
         if st.user.as_deref() == user {
@@ -315,12 +513,42 @@ impl Session {
     }
 
     /// The session's id, if it has one (after loading; a new session has its id at once).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// assert_eq!(session.id().await?, None); // nothing stored yet
+    /// session.insert("a", &1).await?;
+    /// assert!(session.id().await?.is_some()); // a new session has its id at once
+    /// # Ok(()) }
+    /// ```
     pub async fn id(&self) -> Result<Option<SessionId>, SessionError> {
         Ok(self.loaded().await?.id.clone())
     }
 
     /// Saves pending changes now (the layer does this after the handler; call it yourself
     /// only for [`detached`](Self::detached) sessions). Returns the session id, if any.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::{Session, SessionStore};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// session.insert("a", &1).await?;
+    /// let id = session.save().await?;
+    /// assert!(id.is_some());
+    /// # Ok(()) }
+    /// ```
     pub async fn save(&self) -> Result<Option<SessionId>, SessionError> {
         self.commit().await?;
         self.id().await
@@ -344,6 +572,7 @@ impl Session {
                 set: Vec::new(),
                 del: Vec::new(),
                 created_ms: None,
+                keep_ttl: false,
             };
             store.save(tenant, &op).await?;
             store.event("destroy");
@@ -375,6 +604,7 @@ impl Session {
                     set,
                     del: Vec::new(),
                     created_ms: None,
+                    keep_ttl: false,
                 };
                 match store.save(tenant, &op).await? {
                     SaveOutcome::Written => {
@@ -437,6 +667,9 @@ impl Session {
                     set,
                     del: st.del.iter().map(String::as_str).collect(),
                     created_ms: Some(stored.created_ms),
+                    // Field writes move the inactivity TTL as reads do: at most once per
+                    // renew interval.
+                    keep_ttl: stored.pttl_ms.is_some() && !stored.renewal_due(store),
                 };
                 match store.save(tenant, &op).await? {
                     SaveOutcome::Written => {
@@ -476,32 +709,25 @@ impl Session {
             return Err(SessionError::IdCollision);
         }
         // Read only: renew the inactivity TTL if it has run down by a renew interval.
-        if let Some(pttl) = stored.pttl_ms {
-            let ttl = ms(store.ttl());
-            let deadline = stored
-                .created_ms
-                .saturating_add(ms(store.max_lifetime()))
-                .saturating_sub(stored.now_ms);
-            let full = ttl.min(deadline);
-            if full.saturating_sub(pttl) >= ms(store.renew_interval()).max(1) {
-                let op = SessionWrite {
-                    mode: WriteMode::Update,
-                    id: &stored.id,
-                    rename_from: None,
-                    user_before: None,
-                    user_after: stored.user.as_deref(),
-                    user: UserChange::Keep,
-                    clear: false,
-                    set: Vec::new(),
-                    del: Vec::new(),
-                    created_ms: Some(stored.created_ms),
-                };
-                if store.save(tenant, &op).await? == SaveOutcome::Written {
-                    store.event("renew");
-                    // Renew at most once per interval even if the handle is committed again.
-                    if let Some(s) = st.stored.as_mut() {
-                        s.pttl_ms = None;
-                    }
+        if stored.renewal_due(store) {
+            let op = SessionWrite {
+                mode: WriteMode::Update,
+                id: &stored.id,
+                rename_from: None,
+                user_before: None,
+                user_after: stored.user.as_deref(),
+                user: UserChange::Keep,
+                clear: false,
+                set: Vec::new(),
+                del: Vec::new(),
+                created_ms: Some(stored.created_ms),
+                keep_ttl: false,
+            };
+            if store.save(tenant, &op).await? == SaveOutcome::Written {
+                store.event("renew");
+                // Renew at most once per interval even if the handle is committed again.
+                if let Some(s) = st.stored.as_mut() {
+                    s.pttl_ms = None;
                 }
             }
         }

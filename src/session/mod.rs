@@ -14,8 +14,9 @@
 //!
 //! * **Lazy.** Nothing is read unless the handler touches the session (one round trip: one
 //!   `HGETALL` on Redis); nothing is written unless something changed, and never after a
-//!   5xx. A session that was only read gets its inactivity TTL renewed at most once per
-//!   `SESSION_RENEW_INTERVAL`, never by rewriting its data.
+//!   5xx. A session in use gets its inactivity TTL renewed at most once per
+//!   `SESSION_RENEW_INTERVAL` (by a read, never rewriting its data, or by a write), so a
+//!   busy session costs no TTL command per request.
 //! * **Expiry.** Inactivity (`SESSION_TTL`) and absolute (`SESSION_MAX_LIFETIME`, counted
 //!   from creation): every TTL written is capped by the absolute deadline, on the Redis
 //!   clock.

@@ -36,7 +36,8 @@ pub use crate::backend::StoreFuture;
 ///   is [`SaveOutcome::Gone`]; with `rename_from`, the record moves to the new key (missing
 ///   source -> `Gone`, taken target -> `Collision`); `Destroy` deletes. Then `clear` drops
 ///   every field, `set`/`del` change the named ones, `user` changes the owner, the record
-///   expires after `idle` (never past `created + max`), and the user index
+///   expires after `idle` (never past `created + max`; with [`SessionWrite::keep_ttl`] a
+///   plain update may keep its current expiry), and the user index
 ///   ([`SessionKeys::index_after`] / `index_before`) gains or loses the id.
 /// - **user_sessions**: the live sessions in an index; with `revoke`, deletes them and the
 ///   index and returns how many.
@@ -169,6 +170,11 @@ pub struct SessionWrite<'a> {
     /// TTL at the absolute deadline without reading the record again; `None` when not
     /// loaded (create, destroy).
     pub created_ms: Option<u64>,
+    /// The record's inactivity TTL was set less than a renew interval ago
+    /// (`SESSION_RENEW_INTERVAL`): a plain field update may leave it as it is, as a read
+    /// does (the Redis store then sends no TTL command but the one that expires a fragment
+    /// of a session destroyed meanwhile). Renewing anyway is correct too.
+    pub keep_ttl: bool,
 }
 
 /// The keys one save touches, tenant-prefixed.

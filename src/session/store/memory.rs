@@ -156,7 +156,18 @@ fn save(
                 None => return Ok(SaveOutcome::Gone),
             }
         };
-        let ttl = idle_ms.min(rec.c.saturating_add(max_ms).saturating_sub(now));
+        // A plain field update of a session renewed less than a renew interval ago keeps
+        // its expiry (as on Redis); anything else sets it again.
+        let plain = op.mode == WriteMode::Update
+            && op.rename_from.is_none()
+            && matches!(op.user, UserChange::Keep)
+            && !op.clear;
+        let kept = match tx.ttl(key) {
+            KeyTtl::Expires(left) if op.keep_ttl && plain => Some(ms(left)),
+            _ => None,
+        };
+        let ttl =
+            kept.unwrap_or_else(|| idle_ms.min(rec.c.saturating_add(max_ms).saturating_sub(now)));
         if ttl == 0 {
             tx.delete(key);
             remove_from_index(tx, old_member)?;

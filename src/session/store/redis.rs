@@ -1,6 +1,7 @@
 //! Sessions on Redis: one hash per session and a sorted set per user. A read is one
 //! `HGETALL`; a plain update (fields written or deleted, nothing else) is one `MULTI`/`EXEC`
-//! of plain commands; everything that must decide atomically (create, rename, user change,
+//! of plain commands (with no TTL change when the session was renewed less than a renew
+//! interval ago); everything that must decide atomically (create, rename, user change,
 //! clear, destroy, renewal) runs a Lua script (`lua/session_*.lua`) with Redis `TIME`.
 
 use std::time::Duration;
@@ -70,10 +71,9 @@ fn index_script() -> &'static LuaScript {
 /// Loads a session with one `HGETALL`, no script: what a tower-sessions read costs Redis
 /// (one command). Nothing here needs deciding atomically: the inactivity TTL is Redis's
 /// own and every save caps it at the absolute deadline (on the Redis clock), so an expired
-/// session is simply gone. The time left before it expires is derived from the last save
-/// (`_r`, written by every save, Redis clock) and decides renewals only; this process's
-/// clock serves here, so a skew between it and Redis shifts when a read renews, never the
-/// TTL the save script sets. The absolute lifetime is checked again (it catches a
+/// session is simply gone. The time left before it expires is derived from the last
+/// renewal (`_r`) and this process's clock, and decides renewals only: a skew shifts when a
+/// request renews, never the TTL a save sets, and a clock behind the stamp renews at once. The absolute lifetime is checked again (it catches a
 /// `SESSION_MAX_LIFETIME` lowered since the session was saved; such a session is deleted).
 async fn load(
     r: &RedisStore,
@@ -109,11 +109,18 @@ async fn load(
         r.delete(key).await?;
         return Ok(None);
     }
-    // The TTL the last save set, run down since (a session saved before `_r` existed: as
-    // if saved at creation, so a read renews it soon).
+    // The TTL the last renewal set, run down since (a session saved before `_r` existed:
+    // as if saved at creation, so it is renewed soon). A renewal stamped later than this
+    // process's clock says it is now (its clock lags the one that stamped it: Redis's or
+    // another instance's) tells nothing of the time left: taken as run out, so the request
+    // renews (a write per request only while the clocks disagree), rather than letting a
+    // session in use expire.
     let saved = saved.unwrap_or(created);
     let set = ms(lifetimes.idle).min(deadline.saturating_sub(saved));
-    loaded.pttl_ms = Some(set.saturating_sub(now_ms.saturating_sub(saved)));
+    loaded.pttl_ms = Some(match now_ms.checked_sub(saved) {
+        Some(elapsed) => set.saturating_sub(elapsed),
+        None => 0,
+    });
     loaded.created_ms = created;
     Ok(Some(loaded))
 }
@@ -169,6 +176,9 @@ async fn plain_update(
     lifetimes: Lifetimes,
     created: u64,
 ) -> Result<SaveOutcome, BackendError> {
+    if op.keep_ttl {
+        return field_update(r, keys, op, lifetimes).await;
+    }
     let (idle_ms, max_ms) = (ms(lifetimes.idle), ms(lifetimes.max));
     let now = super::backend::now_ms();
     let deadline = created.saturating_add(max_ms);
@@ -232,6 +242,61 @@ async fn plain_update(
     }
     // Drop the fragment just written (best effort; it expires anyway).
     let _ = r.delete(key).await;
+    Ok(SaveOutcome::Gone)
+}
+
+/// A plain update whose session had its TTL set less than a renew interval ago
+/// ([`SessionWrite::keep_ttl`]): only the fields, in one `MULTI`/`EXEC` — `HSET` (and
+/// `HDEL`), then `PEXPIRE idle NX`. The TTL, the absolute deadline cap, `_r` and the user's
+/// index stay as the last renewal left them. Every live session has a TTL, so `NX` setting
+/// one means `HSET` just made the key: the session was destroyed or renamed meanwhile, and
+/// the fragment (no creation time: no read accepts it; now expiring) is removed. With
+/// nothing to set, `EXISTS` tells the same.
+async fn field_update(
+    r: &RedisStore,
+    keys: &SessionKeys,
+    op: &SessionWrite<'_>,
+    lifetimes: Lifetimes,
+) -> Result<SaveOutcome, BackendError> {
+    let key = &keys.session;
+    let mut p = ::redis::pipe();
+    p.atomic();
+    if !op.set.is_empty() {
+        let mut hset = ::redis::cmd("HSET");
+        hset.arg(key);
+        for (k, v) in &op.set {
+            hset.arg(format!("f:{k}")).arg(*v);
+        }
+        p.add_command(hset).ignore();
+    }
+    if !op.del.is_empty() {
+        let mut hdel = ::redis::cmd("HDEL");
+        hdel.arg(key);
+        for k in &op.del {
+            hdel.arg(format!("f:{k}"));
+        }
+        p.add_command(hdel).ignore();
+    }
+    let made = !op.set.is_empty();
+    if made {
+        p.cmd("PEXPIRE").arg(key).arg(ms(lifetimes.idle)).arg("NX");
+    } else {
+        p.cmd("EXISTS").arg(key);
+    }
+    let (signal,): (u8,) = r
+        .run("session_save", |mut c| async move {
+            p.query_async(&mut c).await
+        })
+        .await?;
+    // `PEXPIRE NX` set a TTL: the key was new; `EXISTS` 0: no key.
+    let gone = if made { signal == 1 } else { signal == 0 };
+    if !gone {
+        return Ok(SaveOutcome::Written);
+    }
+    if made {
+        // Drop the fragment just written (best effort; it expires anyway).
+        let _ = r.delete(key).await;
+    }
     Ok(SaveOutcome::Gone)
 }
 
