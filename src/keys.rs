@@ -49,6 +49,12 @@ const ESCAPE: &AsciiSet = &CONTROLS
     .add(b'\\');
 
 /// Number of Redis Cluster hash slots.
+///
+/// ```
+/// use tenant_guard::{keys::{Keys, SLOTS}, tenant::TenantId};
+/// let k = Keys::default().query(&TenantId::new("acme").unwrap(), "h");
+/// assert!(k.slot() < SLOTS);
+/// ```
 pub const SLOTS: u16 = 16384;
 
 /// The validated prefix of every key (`TG_KEY_PREFIX`, default `tg`).
@@ -64,10 +70,22 @@ pub struct KeyPrefix(Arc<str>);
 
 impl KeyPrefix {
     /// Accepted form, as shown in errors.
+    ///
+    /// ```
+    /// let err = tenant_guard::keys::KeyPrefix::new("no spaces").unwrap_err();
+    /// assert!(!tenant_guard::keys::KeyPrefix::FORM.is_empty());
+    /// # let _ = err;
+    /// ```
     pub const FORM: &'static str =
         "1-64 ASCII letters, digits, `-`, `_`, `.` or `:`, e.g. `tg` or `myapp:tg`";
 
     /// Validates a prefix.
+    ///
+    /// ```
+    /// use tenant_guard::keys::KeyPrefix;
+    /// assert_eq!(KeyPrefix::new(" app1 ").unwrap().as_str(), "app1"); // trimmed
+    /// assert!(KeyPrefix::new(":tg").is_err());
+    /// ```
     pub fn new(prefix: &str) -> Result<Self, crate::InvalidValue> {
         let p = prefix.trim();
         if p.is_empty() || p.len() > 64 {
@@ -86,6 +104,10 @@ impl KeyPrefix {
     }
 
     /// The prefix.
+    ///
+    /// ```
+    /// assert_eq!(tenant_guard::keys::KeyPrefix::default().as_str(), "tg");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -110,6 +132,11 @@ impl fmt::Debug for KeyPrefix {
 }
 
 /// What a key holds; the second segment of every key.
+///
+/// ```
+/// use tenant_guard::keys::KeyKind;
+/// assert_eq!(KeyKind::Session.as_str(), "session");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum KeyKind {
@@ -174,6 +201,12 @@ impl KeyKind {
     }
 
     /// The segment written in keys.
+    ///
+    /// ```
+    /// use tenant_guard::keys::KeyKind;
+    /// assert_eq!(KeyKind::RateLimit.as_str(), "ratelimit");
+    /// assert_eq!(KeyKind::SessionIndex.as_str(), "session-index");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RateLimit => "ratelimit",
@@ -192,21 +225,48 @@ impl KeyKind {
 }
 
 /// A fully formed Redis key. Only [`Keys`] makes them.
+///
+/// ```
+/// use tenant_guard::{keys::Keys, tenant::TenantId};
+/// let t = TenantId::new("acme").unwrap();
+/// let k = Keys::default().cache(&t, "reports", "7");
+/// assert_eq!(k.to_string(), "tg:cache:{acme}:reports:7");
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RedisKey(String);
 
 impl RedisKey {
     /// The key.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// assert_eq!(Keys::default().query(&t, "abc").as_str(), "tg:query:{acme}:abc");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The key's bytes.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// assert_eq!(Keys::default().query(&t, "abc").as_bytes(), b"tg:query:{acme}:abc");
+    /// ```
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
 
     /// The Redis Cluster hash slot of the key (that of its tenant).
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// let keys = Keys::default();
+    /// // Every key of a tenant lives in the tenant's slot: one cluster node, multi-key scripts work.
+    /// assert_eq!(keys.session(&t, "s1").slot(), keys.ratelimit(&t, "per-user", "user", "u", None).slot());
+    /// ```
     pub fn slot(&self) -> u16 {
         hash_slot(self.0.as_bytes())
     }
@@ -226,6 +286,13 @@ impl fmt::Debug for RedisKey {
 
 /// A SCAN `MATCH` pattern confined to one tenant. Only [`Keys`] makes them; the only glob
 /// character in it is the trailing `*`.
+///
+/// ```
+/// use tenant_guard::{keys::Keys, tenant::TenantId};
+/// let t = TenantId::new("acme").unwrap();
+/// let p = Keys::default().tenant_pattern(&t);
+/// assert_eq!(p.as_str(), "tg:*:{acme}*");
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct KeyPattern {
     pattern: String,
@@ -234,11 +301,24 @@ pub struct KeyPattern {
 
 impl KeyPattern {
     /// The pattern.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::{KeyKind, Keys}, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// assert_eq!(Keys::default().kind_pattern(KeyKind::Query, &t).as_str(), "tg:query:{acme}:*");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.pattern
     }
 
     /// The slot every matching key lives in (the tenant's).
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// let keys = Keys::default();
+    /// assert_eq!(keys.tenant_pattern(&t).slot(), keys.query(&t, "h").slot()); // SCAN one node
+    /// ```
     pub fn slot(&self) -> u16 {
         self.slot
     }
@@ -344,6 +424,13 @@ pub fn escape(component: &str) -> String {
 }
 
 /// Formats keys and patterns under one prefix.
+///
+/// ```
+/// use tenant_guard::{keys::Keys, tenant::TenantId};
+/// let t = TenantId::new("acme").unwrap();
+/// let keys = Keys::default(); // prefix `tg` (`TG_KEY_PREFIX`)
+/// assert_eq!(keys.ai(&t, "gpt-4o", "f00d").as_str(), "tg:ai:{acme}:gpt-4o:f00d");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keys {
     prefix: KeyPrefix,
@@ -361,6 +448,11 @@ impl Keys {
     }
 
     /// The prefix.
+    ///
+    /// ```
+    /// use tenant_guard::keys::{KeyPrefix, Keys};
+    /// assert_eq!(Keys::new(KeyPrefix::new("app1").unwrap()).prefix().as_str(), "app1");
+    /// ```
     pub fn prefix(&self) -> &KeyPrefix {
         &self.prefix
     }
@@ -465,31 +557,70 @@ impl Keys {
     }
 
     /// `tg:session:{tenant}:<session-id>`.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// assert_eq!(Keys::default().session(&t, "s1").as_str(), "tg:session:{acme}:s1");
+    /// ```
     pub fn session(&self, tenant: &TenantId, session_id: &str) -> RedisKey {
         self.key(KeyKind::Session, tenant, &[session_id])
     }
 
     /// `tg:session-index:{tenant}:<user-id>`: the set of a user's session ids.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// assert_eq!(Keys::default().session_index(&t, "alice").as_str(), "tg:session-index:{acme}:alice");
+    /// ```
     pub fn session_index(&self, tenant: &TenantId, user_id: &str) -> RedisKey {
         self.key(KeyKind::SessionIndex, tenant, &[user_id])
     }
 
     /// `tg:query:{tenant}:<hash>`.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// assert_eq!(Keys::default().query(&t, "9f2c").as_str(), "tg:query:{acme}:9f2c");
+    /// ```
     pub fn query(&self, tenant: &TenantId, hash: &str) -> RedisKey {
         self.key(KeyKind::Query, tenant, &[hash])
     }
 
     /// `tg:ai:{tenant}:<model>:<hash>`.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// // A hostile model name cannot reach another key space: `:` and `{` are escaped.
+    /// assert_eq!(Keys::default().ai(&t, "m:{x}", "h").as_str(), "tg:ai:{acme}:m%3A%7Bx%7D:h");
+    /// ```
     pub fn ai(&self, tenant: &TenantId, model: &str, hash: &str) -> RedisKey {
         self.key(KeyKind::Ai, tenant, &[model, hash])
     }
 
     /// `tg:cache:{tenant}:<category>:<id>`.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// assert_eq!(Keys::default().cache(&t, "user", "42").as_str(), "tg:cache:{acme}:user:42");
+    /// ```
     pub fn cache(&self, tenant: &TenantId, category: &str, id: &str) -> RedisKey {
         self.key(KeyKind::Cache, tenant, &[category, id])
     }
 
     /// Every key of a tenant: `tg:*:{tenant}:*`.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// let p = Keys::default().tenant_pattern(&t);
+    /// assert!(p.matches(Keys::default().session(&t, "s1").as_str()));
+    /// assert!(!p.matches(Keys::default().session(&TenantId::new("acme2").unwrap(), "s1").as_str()));
+    /// ```
     pub fn tenant_pattern(&self, tenant: &TenantId) -> KeyPattern {
         let mut s = String::new();
         s.push_str(&self.prefix.0);
@@ -500,6 +631,13 @@ impl Keys {
     }
 
     /// Every key of one kind of a tenant: `tg:<kind>:{tenant}:*`.
+    ///
+    /// ```
+    /// use tenant_guard::{keys::{KeyKind, Keys}, tenant::TenantId};
+    /// let t = TenantId::new("acme").unwrap();
+    /// let p = Keys::default().kind_pattern(KeyKind::Session, &t);
+    /// assert_eq!(p.as_str(), "tg:session:{acme}:*");
+    /// ```
     pub fn kind_pattern(&self, kind: KeyKind, tenant: &TenantId) -> KeyPattern {
         let mut s = self.head(kind, tenant, 2);
         s.push_str(":*");

@@ -31,6 +31,9 @@
 //!   with per-field storage, absolute expiry and "log out everywhere".
 //! * [`trace`] — one span per layer per request with what it decided, tied by a request
 //!   id; `otel` (feature `otel`) exports them and the metrics over OTLP.
+//! * [`guard`] — [`TenantGuard`]: all of the above from the environment, one layer.
+//! * [`recipes`] — runnable set-ups: a SaaS app, an AI gateway, a plain tower service, a
+//!   custom tenant resolver, a custom store.
 //!
 //! The `tenant-guard` command (demo app, open-loop load generator, Redis sizing) is another
 //! crate of the workspace, `tenant-guard-cli`: none of its dependencies are built with this
@@ -38,23 +41,34 @@
 //!
 //! ## Quick start
 //!
+//! One guard built from the environment (`REDIS_URL`, `RATE_LIMIT_*`, `SESSION_*`, ... —
+//! the README lists them; with no `REDIS_URL` it runs on memory), one layer, the ops routes:
+//!
 //! ```
 //! use axum::{routing::get, Router};
-//! use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, ops, tenant::{TenantId, TenantLayer}};
+//! use tenant_guard::{tenant::TenantId, TenantGuard};
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-//! # let _guard = rt.enter();
-//! let config = Config::from_vars([("TG_DEFAULT_TENANT", "public")])?; // or Config::from_env()?
-//! let metrics = Metrics::new();
-//! let backend = Backend::from_config(&config, &metrics)?;
-//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # /*
+//! let guard = TenantGuard::from_env()?;
+//! # */
+//! # let guard = TenantGuard::from_vars([("REDIS_ENABLED", "false")])?; // whatever this machine's env says
 //! let app: Router = Router::new()
 //!     .route("/hello", get(|t: TenantId| async move { format!("hello, {t}") }))
-//!     .layer(TenantLayer::from_config(&config.tenant))
-//!     .merge(ops::router(backend, metrics));
+//!     .layer(guard.layer())
+//!     .merge(guard.ops_router());
+//!
+//! use tower::ServiceExt;
+//! let req = http::Request::get("/hello").header("x-tenant-id", "acme").body(axum::body::Body::empty())?;
+//! assert_eq!(app.oneshot(req).await?.status(), 200);
+//! guard.shutdown().await;
 //! # Ok(()) }
 //! ```
+//!
+//! Each layer also stands alone ([`tenant::TenantLayer`], [`session::SessionLayer`],
+//! [`ratelimit::RateLimitLayer`], [`cache::CacheLayer`], ...), with quick constructors such
+//! as [`RateLimitLayer::per_ip`](ratelimit::RateLimitLayer::per_ip); [`recipes`] has more.
 //!
 //! ## Feature flags
 //!
@@ -88,6 +102,8 @@ pub mod otel;
 pub(crate) mod parse;
 pub mod problem;
 pub mod ratelimit;
+#[cfg(feature = "axum")]
+pub mod recipes;
 pub mod secret;
 pub mod session;
 pub mod tenant;
