@@ -382,7 +382,12 @@ async fn an_oversized_stream_is_not_stored(mut vars: Vec<(&str, String)>) {
     got.extend_from_slice(&rest(leader).await.unwrap());
     assert_eq!(got, whole(), "the leader gets all of it past the cap");
     let (x, _, body) = send(&app).await;
-    assert_eq!(x, "Miss", "a stream over the cap was stored");
+    // Not stored: a miss, or (when it arrives while the first recording is still being
+    // wound up, as on a loaded machine) a caller told to send its own request: a bypass.
+    assert!(
+        x == "Miss" || x == "Bypass",
+        "a stream over the cap was stored: {x}"
+    );
     assert_eq!(rest(body).await.unwrap(), whole());
 }
 
