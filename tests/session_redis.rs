@@ -569,3 +569,36 @@ async fn rotation_refuses_a_record_without_a_creation_time() {
     assert_eq!(left.lines().count(), 1, "{left}");
     assert_eq!(server.cli(&["HEXISTS", left.trim(), "_c"]), "0");
 }
+
+/// A handle that creates a session and saves it, then changes it and saves again (a
+/// detached session, or a handler calling `save()` before its last change): the second
+/// save keeps the session. It used to send a creation time of 0 (unknown to the handle),
+/// from which the plain update's `PEXPIREAT created+max LT` made a 1970 deadline and Redis
+/// deleted the session while the save reported success.
+#[tokio::test]
+async fn second_save_of_a_new_session_keeps_it() {
+    let server = common::RedisServer::start();
+    let config = Config::from_vars([
+        ("REDIS_URL", server.url()),
+        ("SESSION_SECRET", SECRET.to_string()),
+    ])
+    .unwrap();
+    let metrics = Metrics::new();
+    let backend = Backend::from_config(&config, &metrics).unwrap();
+    let store = SessionStore::from_config(&config, backend, &metrics);
+    let acme = tenant_guard::tenant::TenantId::new("acme").unwrap();
+    let session = Session::detached(acme, store);
+    session.insert("a", &1).await.unwrap();
+    let id = session.save().await.unwrap().expect("created");
+    session.insert("b", &2).await.unwrap();
+    assert_eq!(session.save().await.unwrap(), Some(id.clone()));
+    let key = format!("tg:session:{{acme}}:{}", id.as_str());
+    assert_eq!(
+        server.cli(&["EXISTS", &key]).trim(),
+        "1",
+        "the session is gone"
+    );
+    assert_eq!(server.cli(&["HGET", &key, "f:b"]).trim(), "2");
+    let ttl: i64 = server.cli(&["PTTL", &key]).trim().parse().unwrap();
+    assert!(ttl > 0, "no TTL: {ttl}");
+}

@@ -68,6 +68,12 @@ struct Stored {
 }
 
 impl Stored {
+    /// The creation time as loaded; `None` for a session this handle created (its time is
+    /// Redis's, unknown here: stored as 0), so a later save has the store read it.
+    fn created(&self) -> Option<u64> {
+        (self.created_ms > 0).then_some(self.created_ms)
+    }
+
     /// Whether the inactivity TTL has run down by a renew interval since it was last set
     /// (`false` when the store gives no time left: it never renews).
     fn renewal_due(&self, store: &SessionStore) -> bool {
@@ -666,7 +672,7 @@ impl Session {
                     clear: st.cleared,
                     set,
                     del: st.del.iter().map(String::as_str).collect(),
-                    created_ms: Some(stored.created_ms),
+                    created_ms: stored.created(),
                     // Field writes move the inactivity TTL as reads do: at most once per
                     // renew interval.
                     keep_ttl: stored.pttl_ms.is_some() && !stored.renewal_due(store),
@@ -678,9 +684,12 @@ impl Session {
                         if renamed {
                             store.event("cycle");
                         }
+                        let kept = op.keep_ttl;
                         st.stored = Some(Stored {
                             id: id.clone(),
                             user: st.user.clone(),
+                            // Renewed by this save: not again from this handle.
+                            pttl_ms: stored.pttl_ms.filter(|_| kept),
                             ..stored
                         });
                         reset_changes(&mut st);
@@ -720,7 +729,7 @@ impl Session {
                 clear: false,
                 set: Vec::new(),
                 del: Vec::new(),
-                created_ms: Some(stored.created_ms),
+                created_ms: stored.created(),
                 keep_ttl: false,
             };
             if store.save(tenant, &op).await? == SaveOutcome::Written {

@@ -112,13 +112,16 @@ async fn load(
     // The TTL the last renewal set, run down since (a session saved before `_r` existed:
     // as if saved at creation, so it is renewed soon). A renewal stamped later than this
     // process's clock says it is now (its clock lags the one that stamped it: Redis's or
-    // another instance's) tells nothing of the time left: taken as run out, so the request
-    // renews (a write per request only while the clocks disagree), rather than letting a
-    // session in use expire.
+    // another instance's): up to a quarter of the idle TTL, taken as just renewed (renewals
+    // come that much later, still well before the TTL runs out); beyond, it tells nothing
+    // of the time left: taken as run out, so the request renews rather than let a session
+    // in use expire (on a clock that far off, a logged-in session renews on every request).
     let saved = saved.unwrap_or(created);
-    let set = ms(lifetimes.idle).min(deadline.saturating_sub(saved));
+    let idle = ms(lifetimes.idle);
+    let set = idle.min(deadline.saturating_sub(saved));
     loaded.pttl_ms = Some(match now_ms.checked_sub(saved) {
         Some(elapsed) => set.saturating_sub(elapsed),
+        None if saved - now_ms <= idle / 4 => set,
         None => 0,
     });
     loaded.created_ms = created;
