@@ -602,3 +602,31 @@ async fn second_save_of_a_new_session_keeps_it() {
     let ttl: i64 = server.cli(&["PTTL", &key]).trim().parse().unwrap();
     assert!(ttl > 0, "no TTL: {ttl}");
 }
+
+/// A renewal stamped a little ahead of this process's clock (ordinary skew against
+/// Redis's `TIME`, here 5 s on a 1 h TTL) is taken as just renewed: reads send one
+/// `HGETALL` each, not a renewal each (a client cannot make every request a write).
+#[tokio::test]
+async fn a_renewal_stamp_slightly_ahead_renews_nothing() {
+    let server = common::RedisServer::start();
+    let (app, _) = app(&[
+        ("REDIS_URL", server.url()),
+        ("SESSION_TTL", "1h".into()),
+        ("SESSION_RENEW_INTERVAL", "1m".into()),
+    ]);
+    let (_, _, cookie) = send(&app, "POST", "/login", None).await;
+    let cookie = cookie.unwrap();
+    let key = server.cli(&["--scan", "--pattern", "tg:session:{acme}:*"]);
+    let key = key.trim().to_string();
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 5_000;
+    server.cli(&["HSET", &key, "_r", &ahead.to_string()]);
+    let mut monitor = Monitor::start(server.port);
+    for _ in 0..5 {
+        assert_eq!(send(&app, "GET", "/me", Some(&cookie)).await.1, "erin");
+    }
+    assert_eq!(monitor.take(), ["hgetall"; 5]);
+}

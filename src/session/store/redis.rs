@@ -190,18 +190,7 @@ async fn plain_update(
     p.atomic();
     let mut hset = ::redis::cmd("HSET");
     hset.arg(key).arg("_r").arg(now);
-    for (k, v) in &op.set {
-        hset.arg(format!("f:{k}")).arg(*v);
-    }
-    p.add_command(hset);
-    if !op.del.is_empty() {
-        let mut hdel = ::redis::cmd("HDEL");
-        hdel.arg(key);
-        for k in &op.del {
-            hdel.arg(format!("f:{k}"));
-        }
-        p.add_command(hdel).ignore();
-    }
+    push_fields(&mut p, hset, key, op, false);
     p.cmd("PEXPIRE").arg(key).arg(idle_ms).ignore();
     p.cmd("PEXPIREAT").arg(key).arg(deadline).arg("LT").ignore();
     if let Some(idx) = &keys.index_after {
@@ -264,22 +253,9 @@ async fn field_update(
     let key = &keys.session;
     let mut p = ::redis::pipe();
     p.atomic();
-    if !op.set.is_empty() {
-        let mut hset = ::redis::cmd("HSET");
-        hset.arg(key);
-        for (k, v) in &op.set {
-            hset.arg(format!("f:{k}")).arg(*v);
-        }
-        p.add_command(hset).ignore();
-    }
-    if !op.del.is_empty() {
-        let mut hdel = ::redis::cmd("HDEL");
-        hdel.arg(key);
-        for k in &op.del {
-            hdel.arg(format!("f:{k}"));
-        }
-        p.add_command(hdel).ignore();
-    }
+    let mut hset = ::redis::cmd("HSET");
+    hset.arg(key);
+    push_fields(&mut p, hset, key, op, true);
     let made = !op.set.is_empty();
     if made {
         p.cmd("PEXPIRE").arg(key).arg(ms(lifetimes.idle)).arg("NX");
@@ -301,6 +277,34 @@ async fn field_update(
         let _ = r.delete(key).await;
     }
     Ok(SaveOutcome::Gone)
+}
+
+/// Adds `hset` (the key and any fields of its own already given) with the request's fields
+/// to `p`, then `HDEL` of the deleted ones; `HSET`'s reply is kept unless `ignore`. An
+/// `HSET` with nothing to write is left out (only possible with `ignore`).
+fn push_fields(
+    p: &mut ::redis::Pipeline,
+    mut hset: ::redis::Cmd,
+    key: &RedisKey,
+    op: &SessionWrite<'_>,
+    ignore: bool,
+) {
+    for (k, v) in &op.set {
+        hset.arg(format!("f:{k}")).arg(*v);
+    }
+    if !ignore {
+        p.add_command(hset);
+    } else if !op.set.is_empty() {
+        p.add_command(hset).ignore();
+    }
+    if !op.del.is_empty() {
+        let mut hdel = ::redis::cmd("HDEL");
+        hdel.arg(key);
+        for k in &op.del {
+            hdel.arg(format!("f:{k}"));
+        }
+        p.add_command(hdel).ignore();
+    }
 }
 
 /// Logs once that Redis refused a plain update (a server before 7.0, or an ACL): those
