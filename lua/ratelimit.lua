@@ -43,6 +43,10 @@
 --     process (a lease, shorter than what is left of the current bucket: every window that
 --     holds a leased admission holds its reservation). Reserved units count as admitted.
 --     The reply of such a request ends with the units reserved per rule (0 for the rest).
+--   A request may instead be the one value "=": the previous request again (its rules,
+--   mode, cost and nonce, no charge-backs) on its own keys. The client sends it for a check
+--   after a check of the same rules and cost when none of them is an exact log (whose
+--   members are named by the nonce).
 --   Mode "refund": the values take units back instead, from compact counters only (token
 --   budgets settled after the response: the estimate charged at admission was more than
 --   the real usage), each from the bucket that held time ARGV[a+3] (here the store's time
@@ -70,15 +74,19 @@
 -- retry_ms, free1_ms, where reset_ms = time until all counted usage has left the window,
 -- retry_ms = time until this request's cost would fit (-1: never, cost > limit),
 -- free1_ms = time until one unit frees (0 when one is free now); then, for a request in
--- mode "lease", the units reserved per rule.
+-- mode "lease", the units reserved per rule. The common answer is shorter: all_allowed 3
+-- (every rule allowed, with a unit to spare), now_ms, then per rule remaining and
+-- reset_ms only (allowed 1, retry_ms 0, free1_ms 0).
 
+-- Globals read once (a local is cheaper to reach than a global on every use).
+local KEYS, ARGV = KEYS, ARGV
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- Compact buckets use microseconds (exact in a double: ~1.8e15 < 2^53), and the same
 -- millisecond clock as the log (now * 1000), as the in-process implementation does.
 local now_us = now * 1000
 local floor, ceil = math.floor, math.ceil
-local upk, pk = struct.unpack, struct.pack
+local upk, pk, sub = struct.unpack, struct.pack, string.sub
 local WRAP = 4294967296
 
 -- Compact counter layout (fixed width, so that a check reads and rewrites only what it
@@ -96,6 +104,11 @@ local WRAP = 4294967296
 -- The common path is written inline, without helper closures or tables per rule (each
 -- costs the script time on every call); the rest comes from slow() on first need.
 local FMT1, FMT2, FMT4 = 'B', '<H', '<I4'
+-- By width: a count's format, what a count must stay under, and a whole counter (tag,
+-- newest index, total, the older counts as one string, the newest count).
+local FMTW = { [1] = FMT1, [2] = FMT2, [4] = FMT4 }
+local CAPW = { [1] = 256, [2] = 65536, [4] = WRAP }
+local WHOLE = { [1] = '<BI4I4c0B', [2] = '<BI4I4c0H', [4] = '<BI4I4c0I4' }
 
 -- Per-rule state, positional: [1] algo (1 log, 2 gcra, 3 win), [2] count, [3] allowed,
 -- [4] retry, [5] free1, then
@@ -107,7 +120,7 @@ local helpers
 local function slow()
   if helpers then return helpers end
   local h = {}
-  local fmts = { [1] = FMT1, [2] = FMT2, [4] = FMT4 }
+  local fmts = FMTW
   h.fmts = fmts
   -- The counts of a compact window as an array: counts[n + 1] is bucket cur, counts[1]
   -- the oldest still overlapping the window.
@@ -178,14 +191,15 @@ local function slow()
   return h
 end
 
--- A compact counter at this call's bucket: the state table (see above) with the counts
--- that left the window since the last write subtracted (O(buckets passed)).
-local function win_state(raw, bucket_us, n)
-  local cur = floor(now_us / bucket_us)
+-- A compact counter at this call's bucket `cur`: the state table (see above; `r`, filled in
+-- place, so that a call reuses its tables) with the counts that left the window since the
+-- last write subtracted (O(buckets passed)).
+local function win_state(r, raw, cur, n)
+  r[12], r.blocked = nil, nil
   if raw and #raw >= 9 then
-    local w = raw:byte(1) - 128
+    local tag, base, total = upk('<BI4I4', raw)
+    local w = tag - 128
     if (w == 1 or w == 2 or w == 4) and (#raw - 9) % w == 0 then
-      local base, total = upk('<I4I4', raw, 2)
       local shift = (cur % WRAP - base) % WRAP
       if shift >= WRAP / 2 then
         -- The newest bucket is ahead of this node's clock: the counter was written by a
@@ -201,17 +215,20 @@ local function win_state(raw, bucket_us, n)
         -- Stored counts at buckets older than cur - n have left the window.
         local d = m - (n + 1 - shift)
         if d > 0 then
-          local fmt = FMT4
-          if w == 1 then fmt = FMT1 elseif w == 2 then fmt = FMT2 end
+          local fmt = FMTW[w]
           for j = 0, d - 1 do total = total - upk(fmt, raw, off + j * w) end
           off = off + d * w
           m = m - d
         end
-        return { 3, total, false, 0, 0, cur, m, shift, w, off, raw }
+        r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11] =
+          3, total, false, 0, 0, cur, m, shift, w, off, raw
+        return r
       end
     end
   end
-  return { 3, 0, false, 0, 0, cur, 0, 0, 0, 10, '' }
+  r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11] =
+    3, 0, false, 0, 0, cur, 0, 0, 0, 10, ''
+  return r
 end
 
 -- Adds `units` to bucket cur and writes the counter with its TTL: after (n + 1) buckets
@@ -219,32 +236,27 @@ end
 local function win_charge(key, r, units, limit, bucket_us, n)
   local total = r[2] + units
   local w, m, off, raw = r[9], r[7], r[10], r[11]
-  local fmt = FMT4
-  if w == 1 then fmt = FMT1 elseif w == 2 then fmt = FMT2 end
+  local fmt = FMTW[w]
   local out
-  if m > 0 and r[8] == 0 and off == 10 then
-    -- Same bucket as the last write: the key's deadline has not moved, so the total and
-    -- the newest count are rewritten in place (SETRANGE keeps the TTL, and costs Redis
-    -- less than a SET with PX).
+  if m > 0 and r[8] == 0 then
     local at = off + (m - 1) * w
     local v = upk(fmt, raw, at) + units
-    if v < 256 ^ w then
-      local tail = pk('<I4', total) .. raw:sub(off, at - 1) .. pk(fmt, v)
-      redis.call('SETRANGE', key, 5, tail)
-      r[2], r[11] = total, raw:sub(1, 5) .. tail
-      if r[12] then r[12][n + 1] = r[12][n + 1] + units end
-      return
-    end
-  elseif m > 0 and r[8] == 0 then
-    local at = off + (m - 1) * w
-    local v = upk(fmt, raw, at) + units
-    if v < 256 ^ w then
-      out = pk('<BI4I4', 128 + w, r[6] % WRAP, total) .. raw:sub(off, at - 1) .. pk(fmt, v)
+    if v < CAPW[w] then
+      out = pk(WHOLE[w], 128 + w, r[6] % WRAP, total, raw:sub(off, at - 1), v)
+      if off == 10 then
+        -- Same bucket as the last write and nothing left the window: the key's deadline
+        -- has not moved, so the counter is rewritten in place (SETRANGE keeps the TTL,
+        -- and costs Redis less than a SET with PX).
+        redis.call('SETRANGE', key, '0', out)
+        r[2], r[11] = total, out
+        if r[12] then r[12][n + 1] = r[12][n + 1] + units end
+        return
+      end
     end
   elseif m > 0 then
-    if units < 256 ^ w then
-      out = pk('<BI4I4', 128 + w, r[6] % WRAP, total) .. raw:sub(off, off + m * w - 1)
-        .. string.rep('\0', (r[8] - 1) * w) .. pk(fmt, units)
+    if units < CAPW[w] then
+      out = pk(WHOLE[w], 128 + w, r[6] % WRAP, total,
+        raw:sub(off, off + m * w - 1) .. string.rep('\0', (r[8] - 1) * w), units)
     end
   else
     -- As narrow as the count allows: wider when a count outgrows it (rare: slow().rewrite).
@@ -261,62 +273,59 @@ local function win_charge(key, r, units, limit, bucket_us, n)
   r[2], r[7], r[8], r[9], r[10], r[11] = total, (#out - 9) / w, 0, w, 10, out
 end
 
--- The values of every string counter (compact, gcra) of the call, fetched in one MGET
--- and kept up to date as requests write them: key -> value, or false.
+-- The values of the call's keys, fetched in one MGET (a key holding another type, such as
+-- an exact log's sorted set, reads as false) and kept up to date as requests write them:
+-- key -> value, or false.
 local cache = {}
-local nreq = tonumber(ARGV[1])
+local nreq = ARGV[1] + 0
 -- The call's distinct rules, parsed once: algo, limit, window, bucket, nbuckets, shadow,
--- block, longest block.
-local SA, SL, SW, SB, SN, SS, SK, SKM = {}, {}, {}, {}, {}, {}, {}, {}
-local first = 3 + tonumber(ARGV[2]) * 8
-local anyblock = false
-for j = 1, tonumber(ARGV[2]) do
+-- block, longest block. (Numbers are read with `+ 0`: one conversion, where tonumber
+-- takes two.)
+-- (Tables made with four slots: most calls have at most four distinct rules, and a table
+-- that grows is reallocated at each power of two.)
+local SA, SL, SW, SB = { 0, 0, 0, 0 }, { 0, 0, 0, 0 }, { 0, 0, 0, 0 }, { 0, 0, 0, 0 }
+local SN, SS, SK, SKM = { 0, 0, 0, 0 }, { 0, 0, 0, 0 }, { 0, 0, 0, 0 }, { 0, 0, 0, 0 }
+local SCUR, SCURW, SRESET, STTL = { 0, 0, 0, 0 }, { 0, 0, 0, 0 }, { 0, 0, 0, 0 }, { 0, 0, 0, 0 }
+local nrd = ARGV[2] + 0
+local first = 3 + nrd * 8
+local anyblock, anylog = false, false
+for j = 1, nrd do
   local b = 3 + (j - 1) * 8
-  SA[j], SL[j], SW[j] = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
-  SB[j], SN[j], SS[j] = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5] == '1'
-  SK[j], SKM[j] = tonumber(ARGV[b + 6]) or 0, tonumber(ARGV[b + 7]) or 0
+  SA[j], SL[j], SW[j] = ARGV[b], ARGV[b + 1] + 0, ARGV[b + 2] + 0
+  SB[j], SN[j], SS[j] = ARGV[b + 3] + 0, ARGV[b + 4] + 0, ARGV[b + 5] == '1'
+  SK[j], SKM[j] = ARGV[b + 6] + 0, ARGV[b + 7] + 0
   if SK[j] > 0 then anyblock = true end
+  if SA[j] == 'log' then anylog = true end
+  -- A compact rule's bucket now, the time until a counter charged in it has emptied, and
+  -- the TTL a counter gets when its newest bucket moves.
+  if SA[j] == 'win' then
+    SCUR[j] = floor(now_us / SB[j])
+    SCURW[j] = SCUR[j] % WRAP
+    SRESET[j] = ceil(((SCUR[j] + SN[j] + 1) * SB[j] - now_us) / 1000)
+    STTL[j] = ceil((SN[j] + 1) * SB[j] / 1000)
+  end
 end
--- The block keys of a request whose rules start at ARGV[sb] and counters at KEYS[k + 1]:
--- rule position -> key (false when no rule blocks), and how many there are.
-local function block_keys(nrules, sb, k)
-  if not anyblock then return false, 0 end
+-- The rule numbers of the request being decided (rj[i]: rule i's number in the list above),
+-- one table reused by every request of the call.
+local rj = { 0, 0, 0, 0 }
+-- The compact state tables of a request's rules (by position), reused by the next request:
+-- a request's tables are not read once it is answered.
+local pool = {}
+-- The block keys of a request whose counters start at KEYS[k + 1] (rules in rj), when a
+-- rule of the call blocks: rule position -> key, and how many there are.
+local function block_keys(nrules, k)
   local bk, nb = {}, 0
   for i = 1, nrules do
-    if SK[tonumber(ARGV[sb + i - 1])] > 0 then
+    if SK[rj[i]] > 0 then
       nb = nb + 1
       bk[i] = KEYS[k + nrules + nb]
     end
   end
   return bk, nb
 end
-do
-  local strkeys = {}
-  local a, k = first, 0
-  for _ = 1, nreq do
-    local nk = tonumber(ARGV[a])
-    for i = 1, nk do
-      local key = KEYS[k + i]
-      if SA[tonumber(ARGV[a + 4 + i])] ~= 'log' and cache[key] == nil then
-        cache[key] = false
-        strkeys[#strkeys + 1] = key
-      end
-    end
-    local bk, nb = block_keys(nk, a + 5, k)
-    if nb > 0 then
-      for _, key in pairs(bk) do
-        if cache[key] == nil then
-          cache[key] = false
-          strkeys[#strkeys + 1] = key
-        end
-      end
-    end
-    a, k = a + 5 + nk + tonumber(ARGV[a + 4]), k + nk + nb
-  end
-  if #strkeys > 0 then
-    local got = redis.call('MGET', unpack(strkeys))
-    for j = 1, #strkeys do cache[strkeys[j]] = got[j] end
-  end
+if #KEYS > 0 then
+  local got = redis.call('MGET', unpack(KEYS))
+  for j = 1, #KEYS do cache[KEYS[j]] = got[j] end
 end
 local function cached(key)
   local v = cache[key]
@@ -324,53 +333,144 @@ local function cached(key)
   return v
 end
 
-local out = {}
+local out, no = {}, 0
+
+-- The common check, inline: mode "check", no charge-backs, no blocking rule, every rule
+-- compact and leaving at least one unit after this request's cost (so retry and free1
+-- are 0 and no bucket list is scanned). Then it charges every rule, answers, and returns
+-- true. Anything else returns false before anything is written, and the general path
+-- below decides the request; both compute the same answer (tests/ratelimit_mirror.rs runs
+-- sequences that take either).
+local FS, FI, FT = { 0, 0, 0, 0 }, { 0, 0, 0, 0 }, { 0, 0, 0, 0 }
+local function fast_check(nrules, cost, k)
+  for i = 1, nrules do
+    local j = rj[i]
+    if SA[j] ~= 'win' then return false end
+    local raw, n, w = cache[KEYS[k + i]], SN[j], 1
+    local total, s, inplace = cost, nil, false
+    if raw then
+      local len = #raw
+      if len < 9 then return false end
+      local tag, base, t = upk('<BI4I4', raw)
+      w = tag - 128
+      if not CAPW[w] or (len - 9) % w ~= 0 then return false end
+      local m = (len - 9) / w
+      local shift = (SCURW[j] - base) % WRAP
+      -- The newest bucket ahead of this clock (a failover): the general path's case.
+      if shift >= WRAP / 2 then return false end
+      if shift == 0 then
+        -- Same bucket: the newest count and the total grow in place.
+        if m == 0 or m > n + 1 then return false end
+        local at = 10 + (m - 1) * w
+        local v = upk(FMTW[w], raw, at) + cost
+        if v >= CAPW[w] then return false end
+        total = t + cost
+        s, inplace = pk(WHOLE[w], tag, base, total, sub(raw, 10, at - 1), v), true
+      elseif shift <= n then
+        -- A later bucket: the counts that left the window dropped, empty buckets between.
+        if m == 0 or cost >= CAPW[w] then return false end
+        local off, d = 10, m - (n + 1 - shift)
+        if d > 0 then
+          local fmt = FMTW[w]
+          for q = 0, d - 1 do t = t - upk(fmt, raw, off + q * w) end
+          off = off + d * w
+        end
+        total = t + cost
+        local mid = sub(raw, off)
+        if shift > 1 then mid = mid .. string.rep('\0', (shift - 1) * w) end
+        s = pk(WHOLE[w], tag, SCURW[j], total, mid, cost)
+      else
+        raw = nil
+      end
+    end
+    if total > SL[j] - 1 then return false end
+    if not raw then
+      -- A new counter (or one whose every count has left the window).
+      w = 4
+      if cost <= 255 then w = 1 elseif cost <= 65535 then w = 2 end
+      s = pk(WHOLE[w], 128 + w, SCURW[j], cost, '', cost)
+    end
+    FS[i], FI[i], FT[i] = s, inplace, total
+  end
+  -- The short answer (all_allowed 3): per rule only remaining and reset_ms (allowed 1,
+  -- retry_ms 0, free1_ms 0 implied).
+  out[no + 1], out[no + 2] = 3, now
+  no = no + 2
+  for i = 1, nrules do
+    local j, key, s = rj[i], KEYS[k + i], FS[i]
+    if FI[i] then
+      redis.call('SETRANGE', key, '0', s)
+    else
+      redis.call('SET', key, s, 'PX', STTL[j])
+    end
+    cache[key] = s
+    out[no + 1], out[no + 2] = SL[j] - FT[i], SRESET[j]
+    no = no + 2
+  end
+  return true
+end
+
 local a, k = first, 0
+local nrules, mode, cost, nonce, ncharges, cbase = 0, 'check', 1, '', 0, 0
 for _ = 1, nreq do
-  local nrules, mode, cost, nonce = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local step = 1
+  if ARGV[a] == '=' then
+    -- The previous request again (see the header): its rules, mode and cost stay.
+    ncharges = 0
+  else
+    nrules, mode, cost, nonce = ARGV[a] + 0, ARGV[a + 1], ARGV[a + 2] + 0, ARGV[a + 3]
+    ncharges = ARGV[a + 4] + 0
+    local sb = a + 5
+    cbase = sb + nrules
+    for i = 1, nrules do rj[i] = ARGV[sb + i - 1] + 0 end
+    step = 5 + nrules + ncharges
+  end
   local leasing = (mode == 'lease')
   local checking = (mode == 'check' or leasing)
-  local sb = a + 5
-  local cbase = sb + nrules
+  local bkeys, nblock = false, 0
+  if anyblock then bkeys, nblock = block_keys(nrules, k) end
+  if not (mode == 'check' and ncharges == 0 and nblock == 0 and fast_check(nrules, cost, k)) then
   local st = {}
-  local bkeys, nblock = block_keys(nrules, sb, k)
 
   -- An exact log's counter must be a sorted set (or absent): a key left in another type by
   -- an algorithm change would fail the script half-way, after earlier requests of the call
   -- wrote, and lose their answers. Such a request is answered -1 and writes nothing.
   local broken = false
-  for i = 1, nrules do
-    if SA[tonumber(ARGV[sb + i - 1])] == 'log' then
-      local ty = redis.call('TYPE', KEYS[k + i])['ok']
-      if ty ~= 'zset' and ty ~= 'none' then broken = true end
+  if anylog then
+    for i = 1, nrules do
+      if SA[rj[i]] == 'log' then
+        local ty = redis.call('TYPE', KEYS[k + i])['ok']
+        if ty ~= 'zset' and ty ~= 'none' then broken = true end
+      end
     end
   end
   if broken then
-    out[#out + 1] = -1
-    out[#out + 1] = now
-    for _ = 1, nrules * 5 do out[#out + 1] = 0 end
-    if leasing then
-      for _ = 1, nrules do out[#out + 1] = 0 end
+    out[no + 1], out[no + 2] = -1, now
+    no = no + 2
+    local zeros = nrules * 5
+    if leasing then zeros = zeros + nrules end
+    for _ = 1, zeros do
+      no = no + 1
+      out[no] = 0
     end
   else
-    if mode == 'refund' and tonumber(ARGV[a + 4]) > 0 then
+    if mode == 'refund' and ncharges > 0 then
       -- Units taken back from the bucket that held time `nonce` (see the header).
       local at_us = tonumber(nonce) * 1000
       for i = 1, nrules do
         local c = tonumber(ARGV[cbase + i - 1]) or 0
-        local j = tonumber(ARGV[sb + i - 1])
+        local j = rj[i]
         if c > 0 and SA[j] == 'win' then
           local bucket_us, n = SB[j], SN[j]
           local key = KEYS[k + i]
-          local r = win_state(cached(key), bucket_us, n)
+          local r = win_state({}, cached(key), SCUR[j], n)
           local back = r[6] - floor(at_us / bucket_us)
           if r[7] > 0 and back == 0 and r[8] == 0 and r[10] == 10 then
             -- The reservation's bucket is the newest stored one and nothing has left the
             -- window since: the total and that count are rewritten in place (as a check
             -- in the same bucket does; SETRANGE keeps the TTL).
             local w, raw = r[9], r[11]
-            local fmt = FMT4
-            if w == 1 then fmt = FMT1 elseif w == 2 then fmt = FMT2 end
+            local fmt = FMTW[w]
             local at = 10 + (r[7] - 1) * w
             local v = upk(fmt, raw, at)
             if c > v then c = v end
@@ -392,11 +492,11 @@ for _ = 1, nreq do
           end
         end
       end
-    elseif mode ~= 'lease' and tonumber(ARGV[a + 4]) > 0 then
+    elseif mode ~= 'lease' and ncharges > 0 then
       -- Charge-back of units admitted elsewhere while Redis was unusable (see the header).
       for i = 1, nrules do
         local c = tonumber(ARGV[cbase + i - 1]) or 0
-        local j = tonumber(ARGV[sb + i - 1])
+        local j = rj[i]
         local algo, limit = SA[j], SL[j]
         local window, bucket_us, n = SW[j], SB[j], SN[j]
         local key = KEYS[k + i]
@@ -419,7 +519,7 @@ for _ = 1, nreq do
             redis.call('SET', key, v, 'PX', ttl)
             cache[key] = v
           else
-            local r = win_state(cached(key), bucket_us, n)
+            local r = win_state({}, cached(key), SCUR[j], n)
             -- A window never holds more than twice its limit (nor more than a 4-byte
             -- count): the charge stops there.
             local room = math.min(2 * limit, 4294967295) - r[2]
@@ -435,7 +535,7 @@ for _ = 1, nreq do
 
     local all_allowed = 1
     for i = 1, nrules do
-      local j = tonumber(ARGV[sb + i - 1])
+      local j = rj[i]
       local algo, limit = SA[j], SL[j]
       local key = KEYS[k + i]
       local r
@@ -449,7 +549,12 @@ for _ = 1, nreq do
         r = { 4, limit, false, left, left, left }
       elseif algo == 'win' then
         local bucket_us, n = SB[j], SN[j]
-        r = win_state(cached(key), bucket_us, n)
+        r = pool[i]
+        if not r then
+          r = {}
+          pool[i] = r
+        end
+        win_state(r, cache[key] or nil, SCUR[j], n)
         local total = r[2]
         r[3] = (total + cost <= limit)
         if cost > limit then
@@ -507,7 +612,7 @@ for _ = 1, nreq do
       for i = 1, nrules do
         local r, bk = st[i], bkeys[i]
         if bk and r[1] ~= 4 and not r[3] then
-          local j = tonumber(ARGV[sb + i - 1])
+          local j = rj[i]
           -- A repeat: the previous block ended less than block_max ago (by this clock, not
           -- the key's TTL, which may outlive it).
           local strikes = 1
@@ -529,11 +634,11 @@ for _ = 1, nreq do
       end
     end
 
-    out[#out + 1] = all_allowed
-    out[#out + 1] = now
-    local reserved = {}
+    out[no + 1], out[no + 2] = all_allowed, now
+    no = no + 2
+    local reserved = leasing and {}
     for i = 1, nrules do
-      local j = tonumber(ARGV[sb + i - 1])
+      local j = rj[i]
       local limit = SL[j]
       local r = st[i]
       local key = KEYS[k + i]
@@ -546,13 +651,13 @@ for _ = 1, nreq do
         if charged then
           -- Mode "lease": up to the asked units more, at most what is left after the cost.
           local extra = 0
-          if leasing and tonumber(ARGV[a + 4]) > 0 then
+          if leasing and ncharges > 0 then
             extra = tonumber(ARGV[cbase + i - 1]) or 0
             local room = limit - r[2] - cost
             if extra > room then extra = room end
             if extra < 0 then extra = 0 end
           end
-          reserved[i] = extra
+          if reserved then reserved[i] = extra end
           win_charge(key, r, cost + extra, limit, bucket_us, n)
           cache[key] = r[11]
           reset = ceil(((r[6] + n + 1) * bucket_us - now_us) / 1000)
@@ -609,16 +714,17 @@ for _ = 1, nreq do
       if remaining < 0 then remaining = 0 end
       local allowed = 0
       if r[3] then allowed = 1 elseif r[1] == 4 or r.blocked then allowed = 2 end
-      out[#out + 1] = allowed
-      out[#out + 1] = remaining
-      out[#out + 1] = reset
-      out[#out + 1] = r[4]
-      out[#out + 1] = r[5]
+      out[no + 1], out[no + 2], out[no + 3], out[no + 4], out[no + 5] = allowed, remaining, reset, r[4], r[5]
+      no = no + 5
     end
     if leasing then
-      for i = 1, nrules do out[#out + 1] = reserved[i] or 0 end
+      for i = 1, nrules do
+        no = no + 1
+        out[no] = reserved[i] or 0
+      end
     end
   end
-  a, k = cbase + tonumber(ARGV[a + 4]), k + nrules + nblock
+  end
+  a, k = a + step, k + nrules + nblock
 end
 return out

@@ -39,7 +39,7 @@ async fn eval_batch(
 ) -> Result<Vec<Result<Reply, BackendError>>, BackendError> {
     // The call's distinct rules, each sent once; requests name them by number.
     let mut distinct: Vec<&Spec> = Vec::new();
-    let index: Vec<Rules<usize>> = requests
+    let numbers: Vec<Rules<usize>> = requests
         .iter()
         .map(|r| {
             r.specs
@@ -83,7 +83,27 @@ async fn eval_batch(
         args.push(num(s.block_ms));
         args.push(num(s.block_max_ms));
     }
-    for (r, index) in requests.iter().zip(&index) {
+    for (q, (r, nums)) in requests.iter().zip(&numbers).enumerate() {
+        key_refs.extend(r.keys.iter());
+        // A check like the one before it (same rules and cost, no charge-backs, no exact
+        // log naming members by the nonce) is sent as "=": the script takes the previous
+        // request's values.
+        let repeats = q > 0 && {
+            let p = requests[q - 1];
+            r.mode == "check"
+                && p.mode == "check"
+                && r.cost == p.cost
+                && numbers[q - 1] == *nums
+                && !r.charges.iter().any(|&u| u > 0)
+                && !r
+                    .specs
+                    .iter()
+                    .any(|s| s.algo == crate::ratelimit::Algorithm::Exact)
+        };
+        if repeats {
+            args.push(b"=".to_vec());
+            continue;
+        }
         args.push(num(r.specs.len() as u64));
         args.push(r.mode.as_bytes().to_vec());
         args.push(num(u64::from(r.cost)));
@@ -94,54 +114,78 @@ async fn eval_batch(
         });
         let charged = r.charges.iter().any(|&u| u > 0);
         args.push(num(if charged { r.specs.len() as u64 } else { 0 }));
-        args.extend(index.iter().map(|&i| num(i as u64)));
+        args.extend(nums.iter().map(|&i| num(i as u64)));
         if charged {
             args.extend(r.charges.iter().map(|&u| num(u64::from(u))));
         }
-        key_refs.extend(r.keys.iter());
     }
     let arg_refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     let v: Vec<i64> = redis.eval(script(), &key_refs, &arg_refs).await?;
-    // Per request: 2 values, 5 per rule, and (mode `lease`) the units reserved per rule.
-    let len = |r: &Request| 2 + r.specs.len() * if r.mode == "lease" { 6 } else { 5 };
-    let expected: usize = requests.iter().map(|r| len(r)).sum();
-    if v.len() != expected {
-        return Err(BackendError::Unsupported(
-            "unexpected reply from the rate-limit script",
-        ));
-    }
+    decode(requests, &v).ok_or(BackendError::Unsupported(
+        "unexpected reply from the rate-limit script",
+    ))
+}
+
+/// The script's reply, request by request (the header of `lua/ratelimit.lua`): the short
+/// answer (`3`: every rule allowed with a unit to spare; remaining and reset per rule) or
+/// the full one (five values per rule, then for mode `lease` the units reserved per rule).
+/// `None` when the reply does not have that shape.
+fn decode(requests: &[&Request], v: &[i64]) -> Option<Vec<Result<Reply, BackendError>>> {
     let mut at = 0;
-    Ok(requests
-        .iter()
-        .map(|r| {
-            let part = &v[at..at + len(r)];
+    let mut replies = Vec::with_capacity(requests.len());
+    for r in requests {
+        let n = r.specs.len();
+        let head = v.get(at..at + 2)?;
+        let (code, now) = (head[0], head[1].max(0).unsigned_abs());
+        at += 2;
+        if code == 3 {
+            let part = v.get(at..at + 2 * n)?;
             at += part.len();
-            let n = r.specs.len();
-            let reserved = |i: usize| {
-                part.get(2 + n * 5 + i)
-                    .and_then(|&u| u32::try_from(u).ok())
-                    .unwrap_or(0)
-            };
-            let outs = part[2..2 + n * 5]
-                .chunks(5)
-                .enumerate()
-                .map(|(i, x)| Outcome {
-                    allowed: x[0] == 1,
-                    blocked: x[0] == 2,
-                    remaining: u32::try_from(x[1].max(0)).unwrap_or(u32::MAX),
-                    reset_ms: x[2].max(0).unsigned_abs(),
-                    retry_ms: (x[3] >= 0).then(|| x[3].unsigned_abs()),
-                    free1_ms: x[4].max(0).unsigned_abs(),
+            let outs = part
+                .chunks(2)
+                .map(|x| Outcome {
+                    allowed: true,
+                    blocked: false,
+                    remaining: u32::try_from(x[0].max(0)).unwrap_or(u32::MAX),
+                    reset_ms: x[1].max(0).unsigned_abs(),
+                    retry_ms: Some(0),
+                    free1_ms: 0,
                     overflow: false,
-                    reserved: if r.mode == "lease" { reserved(i) } else { 0 },
+                    reserved: 0,
                 })
                 .collect();
-            if part[0] < 0 {
-                return Err(BackendError::Unsupported(
-                    "a rate-limit counter holds another type (left by an algorithm change?)",
-                ));
-            }
-            Ok((part[0] == 1, outs, part[1].max(0).unsigned_abs()))
-        })
-        .collect())
+            replies.push(Ok((true, outs, now)));
+            continue;
+        }
+        let lease = r.mode == "lease";
+        let part = v.get(at..at + n * if lease { 6 } else { 5 })?;
+        at += part.len();
+        if code < 0 {
+            replies.push(Err(BackendError::Unsupported(
+                "a rate-limit counter holds another type (left by an algorithm change?)",
+            )));
+            continue;
+        }
+        let reserved = |i: usize| {
+            part.get(n * 5 + i)
+                .and_then(|&u| u32::try_from(u).ok())
+                .unwrap_or(0)
+        };
+        let outs = part[..n * 5]
+            .chunks(5)
+            .enumerate()
+            .map(|(i, x)| Outcome {
+                allowed: x[0] == 1,
+                blocked: x[0] == 2,
+                remaining: u32::try_from(x[1].max(0)).unwrap_or(u32::MAX),
+                reset_ms: x[2].max(0).unsigned_abs(),
+                retry_ms: (x[3] >= 0).then(|| x[3].unsigned_abs()),
+                free1_ms: x[4].max(0).unsigned_abs(),
+                overflow: false,
+                reserved: if lease { reserved(i) } else { 0 },
+            })
+            .collect();
+        replies.push(Ok((code == 1, outs, now)));
+    }
+    (at == v.len()).then_some(replies)
 }
