@@ -206,7 +206,7 @@ local function win_state(r, raw, cur, n)
         -- node whose clock is ahead (a failover). Never read that as a wrap (it would wipe
         -- the counter and restore the quota): stay on the stored bucket, as the in-process
         -- store never lets a counter's time go back.
-        cur = cur - (WRAP - shift)
+        cur = cur + (WRAP - shift)
         shift = 0
       end
       if shift <= n then
@@ -383,7 +383,8 @@ local function fast_check(nrules, cost, k)
         raw = nil
       end
     end
-    if total > SL[j] - 1 then return false end
+    -- (cost > limit: only a corrupt total lets it fit; the general path answers retry -1.)
+    if total > SL[j] - 1 or cost > SL[j] then return false end
     if not raw then
       -- A new counter (or one whose every count has left the window).
       w = 4

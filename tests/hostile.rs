@@ -235,6 +235,64 @@ async fn compact_counter_survives_a_clock_step_back() {
     assert_eq!(d.rules[0].remaining, 0);
 }
 
+/// A counter written by a node whose clock is ahead, then charged here: the script stays on
+/// the counter's (later) bucket. It once moved to as many buckets *before* this clock
+/// instead, and since the in-place write rewrites the bucket index, the next check found
+/// the counts out of the window: 11 of 20 admitted where 5 units were left.
+#[tokio::test]
+async fn an_admission_on_a_counter_ahead_of_the_clock_keeps_its_counts() {
+    use tenant_guard::ratelimit::{Identity, Source};
+    let server = common::RedisServer::start();
+    let (limiter, _backend, _metrics) = common::build_limiter(vec![
+        ("REDIS_URL".into(), server.url()),
+        ("RATE_LIMIT_MAX".into(), "10".into()),
+        ("RATE_LIMIT_WINDOW".into(), "1m".into()),
+        ("RATE_LIMIT_ALGORITHM".into(), "compact".into()),
+        ("RATE_LIMIT_OUTAGE".into(), "closed".into()),
+        ("RATE_LIMIT_DENY_CACHE".into(), "0".into()),
+    ]);
+    let t = tenant_guard::tenant::TenantId::new("ahead").unwrap();
+    let who = Identity::User("u-1".into());
+    let check = common::get_check(&t, &who, "/x", None);
+    for _ in 0..5 {
+        assert!(limiter.check(&check).await.allowed);
+    }
+    let key = "tg:ratelimit:{ahead}:per-endpoint:user:u-1:GET /x";
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let raw: Vec<u8> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // 2 s buckets: 40 buckets (80 s) ahead, beyond the whole 60 s window.
+    let base = u32::from_le_bytes(raw[1..5].try_into().unwrap());
+    let ahead = base.wrapping_add(40);
+    let mut moved = raw.clone();
+    moved[1..5].copy_from_slice(&ahead.to_le_bytes());
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(moved)
+        .arg("KEEPTTL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut admitted = 0;
+    for _ in 0..20 {
+        let d = limiter.check(&check).await;
+        assert_eq!(d.source, Source::Redis);
+        admitted += usize::from(d.allowed);
+    }
+    assert_eq!(admitted, 5, "10 per window, 5 counted before");
+    let raw: Vec<u8> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stored = u32::from_le_bytes(raw[1..5].try_into().unwrap());
+    assert_eq!(stored, ahead, "the counter stays on its own bucket");
+}
+
 /// Finding 4: `REDIS_URL=unix:///...sock?pass=...` printed the password in `config`,
 /// `config --json` and `/cache/status`.
 #[tokio::test]

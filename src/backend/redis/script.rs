@@ -64,15 +64,26 @@ impl RedisStore {
         keys: &[&RedisKey],
         args: &[&[u8]],
     ) -> Result<T, BackendError> {
+        // The command is written once, each key and value copied straight into it.
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.sha1()).arg(keys.len());
+        for k in keys {
+            cmd.arg(*k);
+        }
+        for a in args {
+            cmd.arg(*a);
+        }
         self.run("eval", |mut c| async move {
-            let mut inv = script.script().prepare_invoke();
-            for k in keys {
-                inv.key(*k);
+            match cmd.query_async(&mut c).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    // SCRIPT LOAD goes to every primary of a cluster.
+                    script.script().load_async(&mut c).await?;
+                    cmd.query_async(&mut c).await
+                }
+                other => other,
             }
-            for a in args {
-                inv.arg(*a);
-            }
-            inv.invoke_async(&mut c).await
         })
         .await
     }

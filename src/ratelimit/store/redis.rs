@@ -1,12 +1,16 @@
 //! The Redis store of the limiter: `lua/ratelimit.lua` and its wire format, the only
 //! place that encodes the script's ARGV and decodes its reply.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use super::{Reply, Request, SharedCounters};
 use crate::backend::{BackendError, RedisStore, StoreFuture};
 use crate::keys::RedisKey;
 use crate::ratelimit::algo::{Outcome, Rules, Spec};
+
+/// The values 0 to 9 as the script reads them.
+const DIGITS: [&[u8]; 10] = [b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"];
 
 /// `lua/ratelimit.lua`.
 fn script() -> &'static crate::backend::LuaScript {
@@ -60,26 +64,28 @@ async fn eval_batch(
             .iter()
             .map(|r| 5 + r.specs.len() * 2)
             .sum::<usize>();
-    let mut args: Vec<Vec<u8>> = Vec::with_capacity(nargs);
+    // Most values are single digits or fixed words: those are not allocated.
+    let mut args: Vec<Cow<'static, [u8]>> = Vec::with_capacity(nargs);
     let mut key_refs: Vec<&RedisKey> = Vec::new();
-    let num = |n: u64| -> Vec<u8> { itoa::Buffer::new().format(n).as_bytes().to_vec() };
+    let num = |n: u64| -> Cow<'static, [u8]> {
+        match DIGITS.get(n as usize) {
+            Some(d) => Cow::Borrowed(*d),
+            None => Cow::Owned(itoa::Buffer::new().format(n).as_bytes().to_vec()),
+        }
+    };
     args.push(num(requests.len() as u64));
     args.push(num(distinct.len() as u64));
     for s in &distinct {
-        args.push(match s.algo {
-            crate::ratelimit::Algorithm::Exact => b"log".to_vec(),
-            crate::ratelimit::Algorithm::Compact => b"win".to_vec(),
-            crate::ratelimit::Algorithm::Gcra => b"gcra".to_vec(),
-        });
+        args.push(Cow::Borrowed(match s.algo {
+            crate::ratelimit::Algorithm::Exact => b"log",
+            crate::ratelimit::Algorithm::Compact => b"win",
+            crate::ratelimit::Algorithm::Gcra => b"gcra",
+        }));
         args.push(num(u64::from(s.limit)));
         args.push(num(s.window_ms));
         args.push(num(s.bucket_us));
         args.push(num(s.n));
-        args.push(if s.shadow {
-            b"1".to_vec()
-        } else {
-            b"0".to_vec()
-        });
+        args.push(num(u64::from(s.shadow)));
         args.push(num(s.block_ms));
         args.push(num(s.block_max_ms));
     }
@@ -101,16 +107,16 @@ async fn eval_batch(
                     .any(|s| s.algo == crate::ratelimit::Algorithm::Exact)
         };
         if repeats {
-            args.push(b"=".to_vec());
+            args.push(Cow::Borrowed(b"="));
             continue;
         }
         args.push(num(r.specs.len() as u64));
-        args.push(r.mode.as_bytes().to_vec());
+        args.push(Cow::Borrowed(r.mode.as_bytes()));
         args.push(num(u64::from(r.cost)));
         args.push(if r.mode == "refund" {
             num(r.nonce)
         } else {
-            format!("{:016x}", r.nonce).into_bytes()
+            Cow::Owned(format!("{:016x}", r.nonce).into_bytes())
         });
         let charged = r.charges.iter().any(|&u| u > 0);
         args.push(num(if charged { r.specs.len() as u64 } else { 0 }));
@@ -119,7 +125,7 @@ async fn eval_batch(
             args.extend(r.charges.iter().map(|&u| num(u64::from(u))));
         }
     }
-    let arg_refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    let arg_refs: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
     let v: Vec<i64> = redis.eval(script(), &key_refs, &arg_refs).await?;
     decode(requests, &v).ok_or(BackendError::Unsupported(
         "unexpected reply from the rate-limit script",
