@@ -5,6 +5,12 @@ use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::{Map, Value};
 
 /// Media type of problem details.
+///
+/// ```
+/// use tenant_guard::problem::{Problem, PROBLEM_JSON};
+/// let res: http::Response<String> = Problem::new(http::StatusCode::NOT_FOUND, "Not found").into_response();
+/// assert_eq!(res.headers()["content-type"], PROBLEM_JSON);
+/// ```
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An RFC 9457 problem details object.
@@ -31,6 +37,12 @@ pub struct Problem {
 
 impl Problem {
     /// A problem with a status and a short, human-readable title.
+    ///
+    /// ```
+    /// use tenant_guard::problem::Problem;
+    /// let p = Problem::new(http::StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+    /// assert_eq!(p.status(), 429);
+    /// ```
     pub fn new(status: StatusCode, title: impl Into<String>) -> Self {
         let mut fields = Map::new();
         fields.insert("type".into(), Value::from("about:blank"));
@@ -40,6 +52,13 @@ impl Problem {
     }
 
     /// Sets the `type` URI identifying the kind of problem.
+    ///
+    /// ```
+    /// use tenant_guard::problem::Problem;
+    /// let p = Problem::new(http::StatusCode::FORBIDDEN, "Refused").type_uri("https://example.com/problems/refused");
+    /// let body: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+    /// assert_eq!(body["type"], "https://example.com/problems/refused");
+    /// ```
     #[must_use]
     pub fn type_uri(mut self, uri: impl Into<String>) -> Self {
         self.fields.insert("type".into(), Value::from(uri.into()));
@@ -47,6 +66,13 @@ impl Problem {
     }
 
     /// Sets the `detail`: what happened in this occurrence and how to fix it.
+    ///
+    /// ```
+    /// use tenant_guard::problem::Problem;
+    /// let p = Problem::new(http::StatusCode::BAD_REQUEST, "Bad tenant").detail("tenant ids are 1 to 64 characters");
+    /// let body: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+    /// assert_eq!(body["detail"], "tenant ids are 1 to 64 characters");
+    /// ```
     #[must_use]
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.fields
@@ -55,6 +81,13 @@ impl Problem {
     }
 
     /// Adds an extension member.
+    ///
+    /// ```
+    /// use tenant_guard::problem::Problem;
+    /// let p = Problem::new(http::StatusCode::TOO_MANY_REQUESTS, "Too many requests").with("rule", "per-user").with("limit", 100);
+    /// let body: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+    /// assert_eq!((body["rule"].as_str(), body["limit"].as_u64()), (Some("per-user"), Some(100)));
+    /// ```
     #[must_use]
     pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         self.fields.insert(key.into(), value.into());
@@ -62,17 +95,36 @@ impl Problem {
     }
 
     /// The HTTP status.
+    ///
+    /// ```
+    /// use tenant_guard::problem::Problem;
+    /// assert_eq!(Problem::new(http::StatusCode::BAD_REQUEST, "Bad").status(), http::StatusCode::BAD_REQUEST);
+    /// ```
     pub fn status(&self) -> StatusCode {
         self.status
     }
 
     /// The JSON body.
+    ///
+    /// ```
+    /// use tenant_guard::problem::Problem;
+    /// let json = Problem::new(http::StatusCode::BAD_REQUEST, "Bad").to_json();
+    /// let body: serde_json::Value = serde_json::from_str(&json).unwrap();
+    /// assert_eq!((body["status"].as_u64(), body["title"].as_str()), (Some(400), Some("Bad")));
+    /// ```
     pub fn to_json(&self) -> String {
         Value::Object(self.fields.clone()).to_string()
     }
 
     /// Builds the response, for any body type that can be made from a `String`
     /// (`axum::body::Body`, `http_body_util::Full<Bytes>`, `String`, ...).
+    ///
+    /// ```
+    /// use tenant_guard::problem::Problem;
+    /// let res: http::Response<String> = Problem::new(http::StatusCode::BAD_REQUEST, "Bad").into_response();
+    /// assert_eq!(res.status(), 400);
+    /// assert!(res.body().contains("Bad"));
+    /// ```
     pub fn into_response<B: From<String>>(self) -> Response<B> {
         let mut res = Response::new(B::from(self.to_json()));
         *res.status_mut() = self.status;

@@ -6,6 +6,20 @@ use std::time::Duration;
 use super::algo::{Outcome, Spec};
 
 /// Who decided.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+/// use tenant_guard::ratelimit::{Check, Identity, RateLimiter, Source};
+/// let config = Config::from_vars([("RATE_LIMIT_MAX", "5")]).unwrap();
+/// let metrics = Metrics::new();
+/// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+/// let (tenant, who) = (TenantId::new("acme").unwrap(), Identity::from_ip("192.0.2.7".parse().unwrap()));
+/// let check = Check { tenant: &tenant, identity: &who, method: &http::Method::GET, route: "/items", cost: None, plan: None };
+/// assert_eq!(limiter.check(&check).await.source, Source::Memory);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
@@ -72,6 +86,24 @@ impl Source {
 }
 
 /// One rule's part of a decision.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+/// use tenant_guard::ratelimit::{Check, Identity, RateLimiter};
+/// let config = Config::from_vars([("RATE_LIMIT_MAX", "5"), ("RATE_LIMIT_WINDOW", "1m")]).unwrap();
+/// let metrics = Metrics::new();
+/// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+/// let (tenant, who) = (TenantId::new("acme").unwrap(), Identity::from_ip("192.0.2.7".parse().unwrap()));
+/// let check = Check { tenant: &tenant, identity: &who, method: &http::Method::GET, route: "/items", cost: None, plan: None };
+/// let d = limiter.check(&check).await;
+/// let rule = &d.rules[0];
+/// assert_eq!((rule.name, rule.limit, rule.remaining), ("per-endpoint", 5, 4));
+/// assert_eq!(rule.window, std::time::Duration::from_secs(60));
+/// assert!(rule.allowed && rule.retry_after.is_none());
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RuleDecision {
     /// Rule name (interned: rule names come from configuration, a bounded set).
@@ -121,6 +153,21 @@ pub struct Decision {
 impl Decision {
     /// The enforced rule with the least quota left (ties: the longest reset) — the one
     /// reported in `RateLimit` headers.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// use tenant_guard::ratelimit::{Check, Identity, RateLimiter};
+    /// let config = Config::from_vars([("RATE_LIMIT_TENANT", "100/1m"), ("RATE_LIMIT_MAX", "3")]).unwrap();
+    /// let metrics = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+    /// let (tenant, who) = (TenantId::new("acme").unwrap(), Identity::from_ip("192.0.2.7".parse().unwrap()));
+    /// let check = Check { tenant: &tenant, identity: &who, method: &http::Method::GET, route: "/items", cost: None, plan: None };
+    /// let d = limiter.check(&check).await;
+    /// assert_eq!(d.most_restrictive().unwrap().name, "per-endpoint");
+    /// # }
+    /// ```
     pub fn most_restrictive(&self) -> Option<&RuleDecision> {
         self.rules
             .iter()
@@ -129,6 +176,21 @@ impl Decision {
     }
 
     /// The enforced rule that denied, waiting longest if several did.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// use tenant_guard::ratelimit::{Check, Identity, RateLimiter};
+    /// let config = Config::from_vars([("RATE_LIMIT_MAX", "1")]).unwrap();
+    /// let metrics = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+    /// let (tenant, who) = (TenantId::new("acme").unwrap(), Identity::from_ip("192.0.2.7".parse().unwrap()));
+    /// let check = Check { tenant: &tenant, identity: &who, method: &http::Method::GET, route: "/items", cost: None, plan: None };
+    /// assert!(limiter.check(&check).await.denied_by().is_none());
+    /// assert_eq!(limiter.check(&check).await.denied_by().unwrap().name, "per-endpoint");
+    /// # }
+    /// ```
     pub fn denied_by(&self) -> Option<&RuleDecision> {
         self.rules
             .iter()
@@ -138,6 +200,22 @@ impl Decision {
 
     /// How long until the request would be allowed (longest wait of the denying rules);
     /// `None` if allowed or never.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// use tenant_guard::ratelimit::{Check, Identity, RateLimiter};
+    /// let config = Config::from_vars([("RATE_LIMIT_MAX", "1"), ("RATE_LIMIT_WINDOW", "1m")]).unwrap();
+    /// let metrics = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+    /// let (tenant, who) = (TenantId::new("acme").unwrap(), Identity::from_ip("192.0.2.7".parse().unwrap()));
+    /// let check = Check { tenant: &tenant, identity: &who, method: &http::Method::GET, route: "/items", cost: None, plan: None };
+    /// assert_eq!(limiter.check(&check).await.retry_after(), None);
+    /// let wait = limiter.check(&check).await.retry_after().unwrap();
+    /// assert!(wait > std::time::Duration::ZERO);
+    /// # }
+    /// ```
     pub fn retry_after(&self) -> Option<Duration> {
         if self.allowed {
             return None;

@@ -40,6 +40,15 @@ pub struct Policy {
 }
 
 /// Builds a [`Policy`]; [`build`](PolicyBuilder::build) validates it.
+///
+/// ```
+/// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
+/// let policy = Policy::builder()
+///     .rule(Rule::new("per-user", Scope::Caller, Quota::parse("100/15m").unwrap()))
+///     .build()
+///     .unwrap();
+/// assert_eq!(policy.rules()[0].name, "per-user");
+/// ```
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct PolicyBuilder {
@@ -51,12 +60,33 @@ pub struct PolicyBuilder {
 
 impl PolicyBuilder {
     /// Adds a rule.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
+    /// let q = Quota::parse("100/1m").unwrap();
+    /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-tenant", Scope::Tenant, q))
+    ///     .rule(Rule::new("per-user", Scope::Caller, q))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.rules().len(), 2);
+    /// ```
     pub fn rule(mut self, rule: Rule) -> Self {
         self.policy.rules.push(rule);
         self
     }
 
     /// Default algorithm of rules that do not pick one.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Algorithm, Policy, Quota, Rule, Scope};
+    /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-user", Scope::Caller, Quota::parse("100/1m").unwrap()))
+    ///     .algorithm(Algorithm::Exact)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.algorithm(), Algorithm::Exact);
+    /// ```
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
         self.policy.algorithm = algorithm;
         self
@@ -66,6 +96,18 @@ impl PolicyBuilder {
     ///
     /// # Panics
     /// If `cost` is 0.
+    ///
+    /// ```
+    /// use http::Method;
+    /// use tenant_guard::ratelimit::{EndpointPattern, Policy, Quota, Rule, Scope};
+    /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-user", Scope::Caller, Quota::parse("100/1m").unwrap()))
+    ///     .cost(EndpointPattern::parse("POST /api/ai/{*rest}").unwrap(), 5)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.cost(&Method::POST, "/api/ai/complete"), 5);
+    /// assert_eq!(policy.cost(&Method::GET, "/api/items"), 1);
+    /// ```
     pub fn cost(mut self, pattern: EndpointPattern, cost: u32) -> Self {
         let cost = NonZeroU32::new(cost).expect("cost must be at least 1");
         self.policy.costs.push((pattern, cost));
@@ -87,6 +129,19 @@ impl PolicyBuilder {
     }
 
     /// Puts a tenant on a plan. (For many tenants, pass a plan with each check instead.)
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
+    /// use tenant_guard::tenant::TenantId;
+    /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("100/1m").unwrap()))
+    ///     .plan("pro", [("per-tenant", Quota::parse("5000/1m").unwrap())])
+    ///     .tenant_plan("acme", "pro")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.plan_of(&TenantId::new("acme").unwrap()), Some("pro"));
+    /// assert_eq!(policy.plan_of(&TenantId::new("other").unwrap()), None);
+    /// ```
     pub fn tenant_plan(mut self, tenant: &str, plan: &str) -> Self {
         self.policy
             .tenant_plans
@@ -95,6 +150,16 @@ impl PolicyBuilder {
     }
 
     /// Makes a named rule shadow-only (dry run).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
+    /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-user", Scope::Caller, Quota::parse("100/1m").unwrap()))
+    ///     .shadow("per-user")
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(policy.rules()[0].shadow);
+    /// ```
     pub fn shadow(mut self, rule: &str) -> Self {
         self.shadow.push(rule.to_string());
         self
@@ -102,6 +167,18 @@ impl PolicyBuilder {
 
     /// Where the periods of calendar quotas fall ([`Rule::calendar`]): time zone and
     /// billing anchor days (default: UTC, months from the 1st).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Policy, Quota, QuotaCalendar, Rule, Scope};
+    /// let calendar = QuotaCalendar::new("America/New_York").unwrap().anchor("acme", 15).unwrap();
+    /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-user", Scope::Caller, Quota::parse("100/1m").unwrap()))
+    ///     .quota_calendar(calendar)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.quota_calendar().time_zone(), "America/New_York");
+    /// assert_eq!(policy.quota_calendar().anchor_of("acme"), 15);
+    /// ```
     pub fn quota_calendar(mut self, calendar: super::QuotaCalendar) -> Self {
         self.policy.calendar = calendar;
         self
@@ -109,6 +186,17 @@ impl PolicyBuilder {
 
     /// Makes a named rule keep refusing an identity it denied, for `block`
     /// (`RATE_LIMIT_BLOCK`).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Block, Policy, Quota, Rule, Scope};
+    /// let block = Block::parse("1m..1h").unwrap();
+    /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-user", Scope::Caller, Quota::parse("100/1m").unwrap()))
+    ///     .block("per-user", block)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.rules()[0].block, Some(block));
+    /// ```
     pub fn block(mut self, rule: &str, block: Block) -> Self {
         self.blocks.push((rule.to_string(), block));
         self
@@ -283,6 +371,16 @@ impl PolicyBuilder {
 }
 
 /// One thing wrong with a rule set, found by [`PolicyBuilder::build`].
+///
+/// ```
+/// use tenant_guard::ratelimit::{Policy, PolicyProblem, Quota, Rule, Scope};
+/// let err = Policy::builder()
+///     .rule(Rule::new("per-user", Scope::Caller, Quota::parse("1/1s").unwrap()))
+///     .tenant_plan("acme", "gold")
+///     .build()
+///     .unwrap_err();
+/// assert!(matches!(&err.problems()[0], PolicyProblem::UnknownTenantPlan { plan, .. } if plan == "gold"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyProblem {
@@ -387,6 +485,18 @@ pub struct PolicyError {
 
 impl PolicyError {
     /// The problems, in the order they were checked.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
+    /// let q = Quota::parse("1/1s").unwrap();
+    /// let err = Policy::builder()
+    ///     .rule(Rule::new("a", Scope::Caller, q))
+    ///     .rule(Rule::new("a", Scope::Caller, q))
+    ///     .shadow("b")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.problems().len(), 2);
+    /// ```
     pub fn problems(&self) -> &[PolicyProblem] {
         &self.problems
     }
@@ -406,6 +516,11 @@ impl std::fmt::Display for PolicyError {
 
 impl Policy {
     /// A builder.
+    ///
+    /// ```
+    /// let policy = tenant_guard::ratelimit::Policy::builder().build().unwrap();
+    /// assert!(policy.rules().is_empty());
+    /// ```
     pub fn builder() -> PolicyBuilder {
         PolicyBuilder::default()
     }
@@ -424,21 +539,51 @@ impl Policy {
     }
 
     /// Where the periods of calendar quotas fall.
+    ///
+    /// ```
+    /// let policy = tenant_guard::ratelimit::Policy::builder().build().unwrap();
+    /// assert_eq!(policy.quota_calendar().time_zone(), "UTC");
+    /// ```
     pub fn quota_calendar(&self) -> &super::QuotaCalendar {
         &self.calendar
     }
 
     /// The rules.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
+    /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("1000/1m").unwrap()))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.rules()[0].quota.to_string(), "1000/1m");
+    /// ```
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
 
     /// The default algorithm.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Algorithm, Policy};
+    /// assert_eq!(Policy::builder().build().unwrap().algorithm(), Algorithm::default());
+    /// ```
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
 
     /// Cost of a request (first matching cost pattern, else 1).
+    ///
+    /// ```
+    /// use http::Method;
+    /// use tenant_guard::ratelimit::{EndpointPattern, Policy};
+    /// let policy = Policy::builder()
+    ///     .cost(EndpointPattern::parse("POST /api/reports").unwrap(), 10)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.cost(&Method::POST, "/api/reports"), 10);
+    /// assert_eq!(policy.cost(&Method::GET, "/api/reports"), 1);
+    /// ```
     pub fn cost(&self, method: &Method, template: &str) -> u32 {
         self.costs
             .iter()
@@ -447,6 +592,15 @@ impl Policy {
     }
 
     /// The request weights, in the order they are matched.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{EndpointPattern, Policy};
+    /// let policy = Policy::builder()
+    ///     .cost(EndpointPattern::parse("POST /api/reports").unwrap(), 10)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.costs()[0].1.get(), 10);
+    /// ```
     pub fn costs(&self) -> &[(EndpointPattern, NonZeroU32)] {
         &self.costs
     }
@@ -480,6 +634,17 @@ impl Policy {
     }
 
     /// The plan assigned to each tenant by configuration, sorted by tenant.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
+    /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("100/1m").unwrap()))
+    ///     .plan("pro", [("per-tenant", Quota::parse("5000/1m").unwrap())])
+    ///     .tenant_plan("acme", "pro")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.tenant_plans()["acme"], "pro");
+    /// ```
     pub fn tenant_plans(&self) -> BTreeMap<&str, &str> {
         self.tenant_plans
             .iter()
@@ -488,6 +653,18 @@ impl Policy {
     }
 
     /// The plan configured for a tenant, if any.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
+    /// use tenant_guard::tenant::TenantId;
+    /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("100/1m").unwrap()))
+    ///     .plan("pro", [("per-tenant", Quota::parse("5000/1m").unwrap())])
+    ///     .tenant_plan("acme", "pro")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.plan_of(&TenantId::new("acme").unwrap()), Some("pro"));
+    /// ```
     pub fn plan_of(&self, tenant: &TenantId) -> Option<&str> {
         if self.tenant_plans.is_empty() {
             return None;
@@ -496,6 +673,18 @@ impl Policy {
     }
 
     /// The quota of `rule` under `plan`.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
+    /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("100/1m").unwrap()))
+    ///     .plan("pro", [("per-tenant", Quota::parse("5000/1m").unwrap())])
+    ///     .build()
+    ///     .unwrap();
+    /// let rule = &policy.rules()[0];
+    /// assert_eq!(policy.quota(rule, Some("pro")).to_string(), "5000/1m");
+    /// assert_eq!(policy.quota(rule, None).to_string(), "100/1m");
+    /// ```
     pub fn quota(&self, rule: &Rule, plan: Option<&str>) -> Quota {
         plan.and_then(|p| self.plans.get(p))
             .and_then(|o| o.get(&rule.name))
@@ -504,6 +693,15 @@ impl Policy {
     }
 
     /// Whether any rule counts per user (then requests need an identity).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Policy, Quota, Rule, Scope};
+    /// let q = Quota::parse("100/1m").unwrap();
+    /// let tenant_only = Policy::builder().rule(Rule::new("t", Scope::Tenant, q)).build().unwrap();
+    /// assert!(!tenant_only.has_user_rules());
+    /// let per_user = Policy::builder().rule(Rule::new("u", Scope::Caller, q)).build().unwrap();
+    /// assert!(per_user.has_user_rules());
+    /// ```
     pub fn has_user_rules(&self) -> bool {
         self.rules.iter().any(|r| r.scope == Scope::Caller)
     }

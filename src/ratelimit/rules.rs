@@ -29,11 +29,24 @@ pub use super::lease::Lease;
 pub use super::quota::Quota;
 
 /// Largest limit of an exact-log rule: its sorted set holds one member per admitted unit.
+///
+/// ```
+/// use tenant_guard::ratelimit::{Algorithm, Policy, Quota, Rule, Scope, MAX_EXACT_LIMIT};
+/// let big = Quota::parse(&format!("{}/1m", MAX_EXACT_LIMIT + 1)).unwrap();
+/// let err = Policy::builder()
+///     .rule(Rule::new("per-tenant", Scope::Tenant, big).algorithm(Algorithm::Exact))
+///     .build();
+/// assert!(err.is_err());
+/// ```
 pub const MAX_EXACT_LIMIT: u32 = 100_000;
 
 /// Sub-windows of the compact algorithm (microsecond resolution). With `N` buckets the
 /// compact window admits about `N / (N + 1)` of what the exact log admits under steady
 /// overload: 96.8% for 30 (at least 95% for windows of 30 ms and more).
+///
+/// ```
+/// assert_eq!(tenant_guard::ratelimit::COMPACT_BUCKETS, 30);
+/// ```
 pub const COMPACT_BUCKETS: u64 = 30;
 
 /// How a rule counts.
@@ -50,6 +63,14 @@ pub const COMPACT_BUCKETS: u64 = 30;
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, strum::EnumString, strum::Display,
 )]
+///
+/// ```
+/// use tenant_guard::ratelimit::Algorithm;
+/// assert_eq!("compact".parse::<Algorithm>().unwrap(), Algorithm::Compact);
+/// assert_eq!("log".parse::<Algorithm>().unwrap(), Algorithm::Exact);
+/// assert_eq!(Algorithm::Gcra.to_string(), "gcra");
+/// assert_eq!(Algorithm::default(), Algorithm::Compact);
+/// ```
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
 pub enum Algorithm {
@@ -95,6 +116,15 @@ pub enum Scope {
 }
 
 /// Matches requests by method and route template.
+///
+/// ```
+/// use http::Method;
+/// use tenant_guard::ratelimit::EndpointPattern;
+/// let p = EndpointPattern::parse("POST /api/ai/{*rest}").unwrap();
+/// assert!(p.matches(&Method::POST, "/api/ai/complete"));
+/// assert!(!p.matches(&Method::GET, "/api/ai/complete"));
+/// assert_eq!(p.to_string(), "POST /api/ai/{*rest}");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointPattern {
     method: Option<Method>,
@@ -120,6 +150,11 @@ impl EndpointPattern {
     }
 
     /// Accepted form, for error messages.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::EndpointPattern;
+    /// assert!(EndpointPattern::FORM.starts_with("METHOD /route/template"));
+    /// ```
     pub const FORM: &'static str =
         "METHOD /route/template (`*` for any method), e.g. `POST /api/ai/{*rest}`, `GET /users/{id}` or `* /health`";
 
@@ -221,6 +256,15 @@ impl EndpointPattern {
     }
 
     /// Whether a request with `method` whose matched route is `template` matches.
+    ///
+    /// ```
+    /// use http::Method;
+    /// use tenant_guard::ratelimit::EndpointPattern;
+    /// let any = EndpointPattern::parse("* /health").unwrap();
+    /// assert!(any.matches(&Method::GET, "/health"));
+    /// assert!(any.matches(&Method::HEAD, "/health"));
+    /// assert!(!any.matches(&Method::GET, "/healthz"));
+    /// ```
     pub fn matches(&self, method: &Method, template: &str) -> bool {
         if self.method.as_ref().is_some_and(|m| m != method) {
             return false;
@@ -248,6 +292,13 @@ impl fmt::Display for EndpointPattern {
 }
 
 /// One rule.
+///
+/// ```
+/// use tenant_guard::ratelimit::{Quota, Rule, Scope};
+/// let rule = Rule::new("per-user", Scope::Caller, Quota::parse("100/15m").unwrap()).per_endpoint();
+/// assert_eq!(rule.name, "per-user");
+/// assert!(rule.per_endpoint);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// Name in headers, problem bodies, metrics and keys (`per-user`).
@@ -359,6 +410,15 @@ impl Rule {
     }
 
     /// Counts only requests matching `pattern`.
+    ///
+    /// ```
+    /// use http::Method;
+    /// use tenant_guard::ratelimit::{EndpointPattern, Quota, Rule, Scope};
+    /// let ai = Rule::new("ai", Scope::Caller, Quota::parse("10/1m").unwrap())
+    ///     .for_endpoint(EndpointPattern::parse("POST /api/ai/{*rest}").unwrap());
+    /// assert!(ai.applies(&Method::POST, "/api/ai/complete"));
+    /// assert!(!ai.applies(&Method::GET, "/api/items"));
+    /// ```
     #[must_use]
     pub fn for_endpoint(mut self, pattern: EndpointPattern) -> Self {
         self.endpoint = Some(pattern);
@@ -366,6 +426,12 @@ impl Rule {
     }
 
     /// Keeps one counter per endpoint (method + route template).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Quota, Rule, Scope};
+    /// let rule = Rule::new("per-endpoint", Scope::Caller, Quota::parse("20/1m").unwrap()).per_endpoint();
+    /// assert!(rule.per_endpoint);
+    /// ```
     #[must_use]
     pub fn per_endpoint(mut self) -> Self {
         self.per_endpoint = true;
@@ -373,6 +439,12 @@ impl Rule {
     }
 
     /// Uses a specific algorithm.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Algorithm, Quota, Rule, Scope};
+    /// let rule = Rule::new("burst", Scope::Caller, Quota::parse("20/1s").unwrap()).algorithm(Algorithm::Gcra);
+    /// assert_eq!(rule.algorithm, Some(Algorithm::Gcra));
+    /// ```
     #[must_use]
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
         self.algorithm = Some(algorithm);
@@ -380,6 +452,12 @@ impl Rule {
     }
 
     /// Dry-run: record, never block.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Quota, Rule, Scope};
+    /// let rule = Rule::new("trial", Scope::Caller, Quota::parse("5/1m").unwrap()).shadow(true);
+    /// assert!(rule.shadow);
+    /// ```
     #[must_use]
     pub fn shadow(mut self, shadow: bool) -> Self {
         self.shadow = shadow;
@@ -387,6 +465,13 @@ impl Rule {
     }
 
     /// Keeps refusing an identity for `block` once this rule has denied it.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Block, Quota, Rule, Scope};
+    /// let block = Block::parse("5m").unwrap();
+    /// let rule = Rule::new("login", Scope::Caller, Quota::parse("5/1m").unwrap()).block(block);
+    /// assert_eq!(rule.block, Some(block));
+    /// ```
     #[must_use]
     pub fn block(mut self, block: Block) -> Self {
         self.block = Some(block);
