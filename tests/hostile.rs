@@ -182,6 +182,43 @@ fn forwarded_header_variable_is_validated() {
         .any(|(k, v)| k == "RATE_LIMIT_FORWARDED_HEADER" && v == "x-real-ip"));
 }
 
+/// A compact limiter of `max` per minute on `server`, every answer from the script (no
+/// local deny cache).
+fn compact_limiter(server: &common::RedisServer, max: u32) -> tenant_guard::ratelimit::RateLimiter {
+    let (limiter, _backend, _metrics) = common::build_limiter(vec![
+        ("REDIS_URL".into(), server.url()),
+        ("RATE_LIMIT_MAX".into(), max.to_string()),
+        ("RATE_LIMIT_WINDOW".into(), "1m".into()),
+        ("RATE_LIMIT_ALGORITHM".into(), "compact".into()),
+        ("RATE_LIMIT_OUTAGE".into(), "closed".into()),
+        ("RATE_LIMIT_DENY_CACHE".into(), "0".into()),
+    ]);
+    limiter
+}
+
+/// Rewrites the compact counter at `key` as a node whose clock is `buckets` buckets ahead
+/// would have written it (layout in lua/ratelimit.lua: a width byte, then the newest
+/// bucket's index, u32 LE); returns that index.
+async fn move_counter_ahead(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    buckets: u32,
+) -> u32 {
+    let raw: Vec<u8> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
+    assert!(raw.len() >= 9, "compact counter layout: {raw:?}");
+    let ahead = u32::from_le_bytes(raw[1..5].try_into().unwrap()).wrapping_add(buckets);
+    let mut moved = raw.clone();
+    moved[1..5].copy_from_slice(&ahead.to_le_bytes());
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(moved)
+        .arg("KEEPTTL")
+        .query_async(conn)
+        .await
+        .unwrap();
+    ahead
+}
+
 /// Finding 11: a Redis clock step backwards (failover to a node whose clock is behind)
 /// wrapped the compact counter's bucket shift and wiped the counter. The test writes the
 /// counter as a node with a clock 10 s ahead would have, then checks on this node.
@@ -189,15 +226,7 @@ fn forwarded_header_variable_is_validated() {
 async fn compact_counter_survives_a_clock_step_back() {
     use tenant_guard::ratelimit::{Identity, Source};
     let server = common::RedisServer::start();
-    let (limiter, _backend, _metrics) = common::build_limiter(vec![
-        ("REDIS_URL".into(), server.url()),
-        ("RATE_LIMIT_MAX".into(), "3".into()),
-        ("RATE_LIMIT_WINDOW".into(), "1m".into()),
-        ("RATE_LIMIT_ALGORITHM".into(), "compact".into()),
-        ("RATE_LIMIT_OUTAGE".into(), "closed".into()),
-        // Every answer from the script, none from the local deny cache.
-        ("RATE_LIMIT_DENY_CACHE".into(), "0".into()),
-    ]);
+    let limiter = compact_limiter(&server, 3);
     let t = tenant_guard::tenant::TenantId::new("clock").unwrap();
     let who = Identity::User("u-1".into());
     let check = common::get_check(&t, &who, "/x", None);
@@ -208,27 +237,15 @@ async fn compact_counter_survives_a_clock_step_back() {
     }
     assert!(!limiter.check(&check).await.allowed);
 
-    let key = "tg:ratelimit:{clock}:per-endpoint:user:u-1:GET /x";
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let raw: Vec<u8> = redis::cmd("GET")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    // Layout (lua/ratelimit.lua): a width byte, then the newest bucket's index (u32 LE).
-    assert!(raw.len() >= 9, "compact counter layout: {raw:?}");
     // 60 s / 30 buckets = 2 s a bucket: five buckets = 10 s ahead.
-    let base = u32::from_le_bytes(raw[1..5].try_into().unwrap());
-    let mut ahead = raw.clone();
-    ahead[1..5].copy_from_slice(&base.wrapping_add(5).to_le_bytes());
-    let _: () = redis::cmd("SET")
-        .arg(key)
-        .arg(ahead)
-        .arg("KEEPTTL")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    move_counter_ahead(
+        &mut conn,
+        "tg:ratelimit:{clock}:per-endpoint:user:u-1:GET /x",
+        5,
+    )
+    .await;
     let d = limiter.check(&check).await;
     assert_eq!(d.source, Source::Redis);
     assert!(!d.allowed, "the clock step restored the quota: {d:?}");
@@ -243,14 +260,7 @@ async fn compact_counter_survives_a_clock_step_back() {
 async fn an_admission_on_a_counter_ahead_of_the_clock_keeps_its_counts() {
     use tenant_guard::ratelimit::{Identity, Source};
     let server = common::RedisServer::start();
-    let (limiter, _backend, _metrics) = common::build_limiter(vec![
-        ("REDIS_URL".into(), server.url()),
-        ("RATE_LIMIT_MAX".into(), "10".into()),
-        ("RATE_LIMIT_WINDOW".into(), "1m".into()),
-        ("RATE_LIMIT_ALGORITHM".into(), "compact".into()),
-        ("RATE_LIMIT_OUTAGE".into(), "closed".into()),
-        ("RATE_LIMIT_DENY_CACHE".into(), "0".into()),
-    ]);
+    let limiter = compact_limiter(&server, 10);
     let t = tenant_guard::tenant::TenantId::new("ahead").unwrap();
     let who = Identity::User("u-1".into());
     let check = common::get_check(&t, &who, "/x", None);
@@ -260,23 +270,8 @@ async fn an_admission_on_a_counter_ahead_of_the_clock_keeps_its_counts() {
     let key = "tg:ratelimit:{ahead}:per-endpoint:user:u-1:GET /x";
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let raw: Vec<u8> = redis::cmd("GET")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     // 2 s buckets: 40 buckets (80 s) ahead, beyond the whole 60 s window.
-    let base = u32::from_le_bytes(raw[1..5].try_into().unwrap());
-    let ahead = base.wrapping_add(40);
-    let mut moved = raw.clone();
-    moved[1..5].copy_from_slice(&ahead.to_le_bytes());
-    let _: () = redis::cmd("SET")
-        .arg(key)
-        .arg(moved)
-        .arg("KEEPTTL")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let ahead = move_counter_ahead(&mut conn, key, 40).await;
     let mut admitted = 0;
     for _ in 0..20 {
         let d = limiter.check(&check).await;
