@@ -84,6 +84,7 @@
 // docs.rs builds with every feature and marks feature-gated items with their feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod future;
 mod macros;
 
 pub mod backend;
@@ -110,6 +111,7 @@ pub mod tenant;
 pub mod tokens;
 pub mod trace;
 
+pub use future::ResponseFuture;
 #[cfg(feature = "axum")]
 pub use guard::TenantGuard;
 pub use parse::InvalidValue;

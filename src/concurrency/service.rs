@@ -1,8 +1,6 @@
 //! [`ConcurrencyService`]: takes a lease per request, answers 429 (or 503) when a cap is
 //! full, and hands the lease to the response body.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -11,6 +9,7 @@ use tracing::field::Empty;
 use tracing::Instrument;
 
 use super::{ConcurrencyBody, ConcurrencyDenied, ConcurrencyLimiter};
+use crate::future::{MapBody, ResponseFuture};
 use crate::problem::Problem;
 use crate::ratelimit::{Decision, Source, GLOBAL_TENANT};
 use crate::tenant::TenantId;
@@ -65,20 +64,26 @@ where
 {
     type Response = Response<ConcurrencyBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = ResponseFuture<
+        S::Future,
+        ConcurrencyBody<ResBody>,
+        S::Error,
+        MapBody<ResBody, ConcurrencyBody<ResBody>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if self.limiter.config().is_empty() {
+            // No cap configured: the inner call alone, unboxed.
+            let plain = MapBody(|b| ConcurrencyBody::new(b, None));
+            return ResponseFuture::inner(self.inner.call(req), plain);
+        }
+        // The inner service was made ready by poll_ready: call that one, leave a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if self.limiter.config().is_empty() {
-            // No cap configured: the inner call alone, no state of this layer to carry.
-            let call = inner.call(req);
-            return Box::pin(async move { Ok(call.await?.map(|b| ConcurrencyBody::new(b, None))) });
-        }
         let limiter = self.limiter.clone();
         let span = tracing::info_span!(
             "tenant_guard.concurrency",
@@ -127,6 +132,6 @@ where
             let res = inner.call(req).await?;
             Ok(res.map(|b| ConcurrencyBody::new(b, Some(lease))))
         };
-        Box::pin(fut.instrument(span))
+        ResponseFuture::boxed(Box::pin(fut.instrument(span)))
     }
 }

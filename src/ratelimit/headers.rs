@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
+use smallvec::SmallVec;
+
 use super::decision::{Decision, RuleDecision, Source};
+use crate::future::{Finish, Step};
 use crate::problem::Problem;
 
 /// Whole seconds, rounded up (a client waiting the floor would come back too early).
@@ -13,51 +16,94 @@ fn secs_ceil(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-fn value(s: String) -> Option<HeaderValue> {
-    HeaderValue::try_from(s).ok()
+/// The rate-limit fields of one rule: `RateLimit-Policy`, `RateLimit` and, with `legacy`,
+/// the three `X-RateLimit-*` (on the heap: they are opt-in, and this value is moved with the
+/// request's future).
+type Fields = SmallVec<[(HeaderName, HeaderValue); 2]>;
+
+const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// The rate-limit headers of an allowed request, made before the inner call (its
+/// [`Decision`] then moves into the request's extensions) and put on the response after
+/// it: `RateLimit-Policy: "per-user";q=100;w=900` and `RateLimit: "per-user";r=42;t=17` for
+/// the most restrictive enforced rule; with `legacy`, also `X-RateLimit-*`.
+pub struct RateHeaders {
+    fields: Fields,
 }
 
-/// `RateLimit-Policy: "per-user";q=100;w=900` and `RateLimit: "per-user";r=42;t=17` for
-/// the most restrictive enforced rule; with `legacy`, also `X-RateLimit-*`.
-pub(crate) fn apply(headers: &mut HeaderMap, decision: &Decision, legacy: bool) {
-    let Some(r) = decision.most_restrictive() else {
-        return;
-    };
-    write_rule(headers, r, legacy);
+impl RateHeaders {
+    pub(crate) fn of(decision: &Decision, legacy: bool) -> Self {
+        Self {
+            fields: decision
+                .most_restrictive()
+                .map_or_else(Fields::new, |r| rule_headers(r, legacy)),
+        }
+    }
+
+    /// No headers (an exempt request).
+    pub(crate) fn none() -> Self {
+        Self {
+            fields: Fields::new(),
+        }
+    }
+
+    /// Puts them on `res`: they replace any of the same name, except that the
+    /// `RateLimit-Policy` and `RateLimit` items an inner layer added (token budgets) stay
+    /// in the lists, after ours.
+    pub(crate) fn put_on(self, res: &mut HeaderMap) {
+        for (name, v) in self.fields {
+            let theirs: SmallVec<[HeaderValue; 2]> = if name == POLICY || name == RATELIMIT {
+                res.get_all(&name).iter().cloned().collect()
+            } else {
+                SmallVec::new()
+            };
+            res.insert(name.clone(), v);
+            for t in theirs {
+                res.append(name.clone(), t);
+            }
+        }
+    }
+}
+
+impl<B, E> Finish<Response<B>, B, E> for RateHeaders {
+    fn finish(self, mut res: Response<B>) -> Step<B, E> {
+        self.put_on(res.headers_mut());
+        Step::Done(res)
+    }
 }
 
 /// `"<name>";<a>=<x>;<b>=<y>` without the formatting machinery (this runs on every
-/// allowed request).
-fn rule_value(name: &str, a: char, x: u64, b: char, y: u64) -> Option<HeaderValue> {
+/// allowed request), written on the stack and copied once into the value.
+fn rule_value(name: &str, a: u8, x: u64, b: u8, y: u64) -> Option<HeaderValue> {
     let mut ints = itoa::Buffer::new();
-    let mut s = String::with_capacity(name.len() + 32);
-    s.push('"');
-    s.push_str(name);
-    s.push_str("\";");
-    s.push(a);
-    s.push('=');
-    s.push_str(ints.format(x));
-    s.push(';');
-    s.push(b);
-    s.push('=');
-    s.push_str(ints.format(y));
-    value(s)
+    let mut s: SmallVec<[u8; 96]> = SmallVec::new();
+    s.push(b'"');
+    s.extend_from_slice(name.as_bytes());
+    s.extend_from_slice(b"\";");
+    s.extend_from_slice(&[a, b'=']);
+    s.extend_from_slice(ints.format(x).as_bytes());
+    s.extend_from_slice(&[b';', b, b'=']);
+    s.extend_from_slice(ints.format(y).as_bytes());
+    HeaderValue::from_bytes(&s).ok()
 }
 
 /// The `RateLimit-Policy` and `RateLimit` values of one rule.
-fn rule_fields(r: &RuleDecision) -> [(HeaderName, Option<HeaderValue>); 2] {
+fn rule_fields(r: &RuleDecision) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
     // Rule names were validated: no quotes, backslashes or control characters.
     let name = r.name;
     [
         (
-            HeaderName::from_static("ratelimit-policy"),
-            rule_value(name, 'q', u64::from(r.limit), 'w', secs_ceil(r.window)),
+            POLICY,
+            rule_value(name, b'q', u64::from(r.limit), b'w', secs_ceil(r.window)),
         ),
         (
-            HeaderName::from_static("ratelimit"),
-            rule_value(name, 'r', u64::from(r.remaining), 't', secs_ceil(r.reset)),
+            RATELIMIT,
+            rule_value(name, b'r', u64::from(r.remaining), b't', secs_ceil(r.reset)),
         ),
     ]
+    .into_iter()
+    .filter_map(|(name, v)| Some((name, v?)))
 }
 
 /// Adds the most restrictive rule of a second limiter's `decision` (token budgets) to the
@@ -69,45 +115,34 @@ pub(crate) fn append(headers: &mut HeaderMap, decision: &Decision) {
         return;
     };
     for (name, v) in rule_fields(r) {
-        if let Some(v) = v {
-            headers.append(name, v);
-        }
+        headers.append(name, v);
     }
 }
 
-/// Puts a response's rate-limit headers (`ours`, from [`apply`]) on `res`: they replace
-/// any of the same name, except that the `RateLimit-Policy` and `RateLimit` items an inner
-/// layer added (token budgets) stay in the lists, after ours.
-pub(crate) fn merge(res: &mut HeaderMap, mut ours: HeaderMap) {
-    for name in ["ratelimit-policy", "ratelimit"] {
-        if res.contains_key(name) && ours.contains_key(name) {
-            for v in res.get_all(name) {
-                ours.append(name, v.clone());
-            }
-        }
+fn rule_headers(r: &RuleDecision, legacy: bool) -> Fields {
+    let mut out: Fields = rule_fields(r).collect();
+    if legacy {
+        out.extend([
+            (
+                HeaderName::from_static("x-ratelimit-limit"),
+                HeaderValue::from(r.limit),
+            ),
+            (
+                HeaderName::from_static("x-ratelimit-remaining"),
+                HeaderValue::from(r.remaining),
+            ),
+            (
+                HeaderName::from_static("x-ratelimit-reset"),
+                HeaderValue::from(secs_ceil(r.reset)),
+            ),
+        ]);
     }
-    res.extend(ours);
+    out
 }
 
 fn write_rule(headers: &mut HeaderMap, r: &RuleDecision, legacy: bool) {
-    for (name, v) in rule_fields(r) {
-        if let Some(v) = v {
-            headers.insert(name, v);
-        }
-    }
-    if legacy {
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-limit"),
-            HeaderValue::from(r.limit),
-        );
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderValue::from(r.remaining),
-        );
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-reset"),
-            HeaderValue::from(secs_ceil(r.reset)),
-        );
+    for (name, v) in rule_headers(r, legacy) {
+        headers.insert(name, v);
     }
 }
 

@@ -560,6 +560,23 @@ impl Session {
         self.id().await
     }
 
+    /// [`commit`](Self::commit) when it has nothing to write — the handler never loaded
+    /// the session nor destroyed one — which is most requests: no future, no lock wait.
+    /// `None` when there is something to save (or another task holds the handle's lock).
+    pub(crate) fn commit_now(&self) -> Option<CookieAction> {
+        let st = self.shared.state.try_lock().ok()?;
+        (!st.loaded && st.destroyed.is_none()).then(|| self.unloaded(CookieAction::Keep))
+    }
+
+    /// The cookie of a session never loaded: removed if it was tampered with.
+    fn unloaded(&self, action: CookieAction) -> CookieAction {
+        if self.shared.cookie == CookieState::Invalid {
+            self.shared.store.event("invalid_cookie");
+            return CookieAction::Remove;
+        }
+        action
+    }
+
     /// Writes what changed; tells the layer what to do with the cookie.
     pub(crate) async fn commit(&self) -> Result<CookieAction, SessionError> {
         let store = &self.shared.store;
@@ -585,11 +602,7 @@ impl Session {
             action = CookieAction::Remove;
         }
         if !st.loaded {
-            if self.shared.cookie == CookieState::Invalid {
-                store.event("invalid_cookie");
-                return Ok(CookieAction::Remove);
-            }
-            return Ok(action);
+            return Ok(self.unloaded(action));
         }
         if st.create {
             for _ in 0..ID_ATTEMPTS {

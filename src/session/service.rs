@@ -4,15 +4,17 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
 use http::{header, HeaderValue, Request, Response};
 use tower_service::Service;
 use tracing::field::Empty;
-use tracing::Instrument;
+use tracing::instrument::Instrumented;
+use tracing::{Instrument, Span};
 
 use super::cookie::CookieState;
 use super::handle::{CookieAction, Session};
 use super::layer::Settings;
+use super::SessionError;
+use crate::future::{Finish, ResponseFuture, Step};
 use crate::tenant::{SessionCredential, TenantId, UserId};
 
 /// The service made by [`SessionLayer`](super::SessionLayer).
@@ -24,6 +26,71 @@ pub struct SessionService<S> {
 
 crate::macros::inner_service_accessors!(SessionService);
 
+/// The session layer's step on a response: saves what the handler changed and sets or
+/// clears the cookie. Nothing to wait for when the session was not touched.
+pub struct Save {
+    session: Session,
+    settings: Arc<Settings>,
+    span: Span,
+}
+
+impl Save {
+    fn respond<B: From<String>>(
+        &self,
+        mut res: Response<B>,
+        committed: Result<CookieAction, SessionError>,
+    ) -> Response<B> {
+        let set_cookie: Option<HeaderValue> = match committed {
+            Ok(CookieAction::Keep) => {
+                self.span.record("saved", "kept");
+                None
+            }
+            Ok(CookieAction::Set(id)) => {
+                self.span.record("saved", "set");
+                Some(self.settings.codec.encode(self.session.tenant(), &id))
+            }
+            Ok(CookieAction::Remove) => {
+                self.span.record("saved", "removed");
+                Some(self.settings.codec.removal())
+            }
+            Err(e) => {
+                self.span.record("saved", "failed");
+                tracing::warn!(error = %e, "session not saved");
+                return e.to_problem().into_response();
+            }
+        };
+        if let Some(v) = set_cookie {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+        res
+    }
+}
+
+impl<B, E> Finish<Response<B>, B, E> for Save
+where
+    B: From<String> + Send + 'static,
+    E: 'static,
+{
+    fn finish(self, res: Response<B>) -> Step<B, E> {
+        if res.status().is_server_error() {
+            // Never persist what a failing handler left behind.
+            self.span.record("saved", "skipped");
+            return Step::Done(res);
+        }
+        if let Some(action) = self.session.commit_now() {
+            return Step::Done(self.respond(res, Ok(action)));
+        }
+        let span = self.span.clone();
+        Step::Wait(Box::pin(
+            async move {
+                let committed = self.session.commit().await;
+                Ok(self.respond(res, committed))
+            }
+            .instrument(span),
+        ))
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -33,7 +100,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<ResBody>, S::Error>>;
+    type Future = ResponseFuture<Instrumented<S::Future>, ResBody, S::Error, Save>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -48,7 +115,7 @@ where
         );
         let mut req = req;
         crate::trace::record_request_id(&mut req, &span);
-        let settings = self.shared.clone();
+        let settings = &self.shared;
         let tenant = req
             .extensions()
             .get::<TenantId>()
@@ -76,13 +143,25 @@ where
                 });
             req.extensions_mut().insert(credential);
         }
+        let save = Save {
+            session,
+            settings: settings.clone(),
+            span: span.clone(),
+        };
+        if !(settings.expose_user && matches!(save.session.cookie(), CookieState::Valid(_))) {
+            // No user to look up first: the inner call unboxed.
+            let fut = {
+                let _in = span.enter();
+                self.inner.call(req)
+            };
+            return ResponseFuture::inner(fut.instrument(span), save);
+        }
         // The inner service was made ready by poll_ready: call that one, leave a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let here = span.clone();
-        let fut = async move {
-            if settings.expose_user && matches!(session.cookie(), CookieState::Valid(_)) {
-                match session.user_id().await {
+        ResponseFuture::boxed(Box::pin(
+            async move {
+                match save.session.user_id().await {
                     Ok(Some(user)) => {
                         req.extensions_mut().insert(UserId::new(user));
                     }
@@ -91,37 +170,13 @@ where
                     // rate limiter falls back to the client IP.
                     Err(e) => tracing::debug!(error = %e, "session user not available"),
                 }
+                let res = inner.call(req).await?;
+                match save.finish(res) {
+                    Step::Done(res) => Ok(res),
+                    Step::Wait(fut) => fut.await,
+                }
             }
-            let mut res = inner.call(req).await?;
-            if res.status().is_server_error() {
-                // Never persist what a failing handler left behind.
-                here.record("saved", "skipped");
-                return Ok(res);
-            }
-            let set_cookie: Option<HeaderValue> = match session.commit().await {
-                Ok(CookieAction::Keep) => {
-                    here.record("saved", "kept");
-                    None
-                }
-                Ok(CookieAction::Set(id)) => {
-                    here.record("saved", "set");
-                    Some(settings.codec.encode(session.tenant(), &id))
-                }
-                Ok(CookieAction::Remove) => {
-                    here.record("saved", "removed");
-                    Some(settings.codec.removal())
-                }
-                Err(e) => {
-                    here.record("saved", "failed");
-                    tracing::warn!(error = %e, "session not saved");
-                    return Ok(e.to_problem().into_response());
-                }
-            };
-            if let Some(v) = set_cookie {
-                res.headers_mut().append(header::SET_COOKIE, v);
-            }
-            Ok(res)
-        };
-        Box::pin(fut.instrument(span))
+            .instrument(span),
+        ))
     }
 }

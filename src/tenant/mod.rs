@@ -10,7 +10,6 @@
 //! (`:`, `{`, `}`, `*`, `?`, `[`, `]`, whitespace, control or non-ASCII bytes) does.
 
 mod config;
-mod future;
 mod identity;
 #[cfg(feature = "axum")]
 pub(crate) use identity::of_request as request_identity;
@@ -19,7 +18,6 @@ mod resolver;
 mod service;
 
 pub use config::{TenantConfig, TenantSource};
-pub use future::ResponseFuture;
 pub use identity::{Identity, SessionCredential, UserId, GLOBAL_TENANT};
 pub use layer::{TenantLayer, VALIDATION_CACHE_ENTRIES, VALIDATION_CACHE_TTL};
 pub use resolver::TenantResolver;

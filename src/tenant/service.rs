@@ -8,11 +8,12 @@ use std::task::{Context, Poll};
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 use tracing::field::Empty;
+use tracing::instrument::Instrumented;
 use tracing::{Instrument, Span};
 
-use super::future::ResponseFuture;
 use super::layer::Settings;
 use super::{TenantError, TenantId};
+use crate::future::{ResponseFuture, Unchanged};
 use crate::problem::Problem;
 
 /// The service made by [`TenantLayer`](super::TenantLayer).
@@ -46,21 +47,23 @@ pub(super) fn decide(
     result: Result<Option<TenantId>, TenantError>,
     span: &Span,
 ) -> Result<TenantId, Problem> {
-    let expected = layer.resolver.expectation();
     match result {
         Ok(Some(t)) => Ok(t),
         Ok(None) | Err(TenantError::Missing) => layer.default.clone().ok_or_else(|| {
+            // Built only for a refusal: it allocates, and most requests name a tenant.
+            let expected = layer.resolver.expectation();
             record(span, "missing", None);
             Problem::new(StatusCode::BAD_REQUEST, "Missing tenant")
                 .detail(format!("expected {expected}"))
-                .with("expected", expected.clone())
+                .with("expected", expected)
         }),
         Err(TenantError::Invalid(why)) => {
+            let expected = layer.resolver.expectation();
             tracing::debug!(reason = %why, "rejected tenant");
             record(span, "invalid", None);
             Err(Problem::new(StatusCode::BAD_REQUEST, "Invalid tenant")
                 .detail(format!("{why}; expected {expected} ({})", TenantId::FORM))
-                .with("expected", expected.clone()))
+                .with("expected", expected))
         }
     }
 }
@@ -85,7 +88,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+    type Future = ResponseFuture<Instrumented<S::Future>, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -111,7 +114,7 @@ where
                             let _in = span.enter();
                             self.inner.call(Request::from_parts(parts, body))
                         };
-                        ResponseFuture::inner(fut.instrument(span))
+                        ResponseFuture::inner(fut.instrument(span), Unchanged)
                     }
                     Some(false) => {
                         known(&span, &tenant, false);

@@ -1,8 +1,6 @@
 //! [`TokenService`]: reads the request body (bounded), reserves its estimated tokens,
 //! answers 429 when a budget has no room, and hands the reservation to the response body.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,6 +14,7 @@ use tracing::Instrument;
 
 use super::body::Settlement;
 use super::{CacheHits, TokenBody, TokenBudget, UsageScan};
+use crate::future::{MapBody, ResponseFuture};
 use crate::problem::Problem;
 use crate::ratelimit::{Decision, Source, GLOBAL_TENANT, UNMATCHED_ROUTE};
 use crate::tenant::TenantId;
@@ -125,15 +124,18 @@ where
 {
     type Response = Response<TokenBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = ResponseFuture<
+        S::Future,
+        TokenBody<ResBody>,
+        S::Error,
+        MapBody<ResBody, TokenBody<ResBody>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let req = req.map(Body::new);
         let applies = {
             let route = req
@@ -143,11 +145,15 @@ where
             self.budget.applies(req.method(), route)
         };
         if !applies {
-            // No budget for this route: the inner call alone, nothing of this layer's
-            // state carried along.
-            let call = inner.call(req);
-            return Box::pin(async move { Ok(call.await?.map(|b| TokenBody::new(b, None))) });
+            // No budget for this route: the inner call alone, unboxed.
+            return ResponseFuture::inner(
+                self.inner.call(req),
+                MapBody(|b| TokenBody::new(b, None)),
+            );
         }
+        // The inner service was made ready by poll_ready: call that one, leave a clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let budget = self.budget.clone();
         let estimate = self.estimate.clone();
         let span = tracing::info_span!(
@@ -171,7 +177,7 @@ where
                 .extensions()
                 .get::<Decision>()
                 .is_some_and(|d| d.source == Source::Exempt);
-            if exempt || !budget.applies(req.method(), &route) {
+            if exempt {
                 here.record("outcome", "exempt");
                 return Ok(inner.call(req).await?.map(plain));
             }
@@ -267,6 +273,6 @@ where
                 TokenBody::new(body, Some(settlement)),
             ))
         };
-        Box::pin(fut.instrument(span))
+        ResponseFuture::boxed(Box::pin(fut.instrument(span)))
     }
 }

@@ -398,6 +398,12 @@ impl RateLimiter {
             .hash_one((std::time::Instant::now(), std::thread::current().id(), salt))
     }
 
+    /// Whether every check is decided in process (the memory backend): [`check`](Self::check)
+    /// then never waits.
+    pub(crate) fn in_process(&self) -> bool {
+        self.inner.memory.is_some()
+    }
+
     /// The backend.
     pub fn backend(&self) -> &Backend {
         &self.inner.backend
