@@ -14,6 +14,15 @@ use super::BreakerConfig;
 use crate::metrics::Metrics;
 
 /// State of the circuit breaker.
+///
+/// ```
+/// use tenant_guard::backend::{BreakerState, Health};
+///
+/// let health = Health::new(Default::default(), Default::default());
+/// assert_eq!(health.state(), BreakerState::Closed);
+/// // As `/health` reports it.
+/// assert_eq!(serde_json::to_string(&BreakerState::Open).unwrap(), r#""open""#);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BreakerState {
@@ -58,6 +67,18 @@ struct Inner {
 
 impl Health {
     /// Fresh state: breaker closed.
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use tenant_guard::{backend::Health, config::BreakerConfig, metrics::Metrics};
+    ///
+    /// let mut config = BreakerConfig::default();
+    /// config.failure_threshold = NonZeroU32::new(1).unwrap();
+    /// let health = Health::new(config, Metrics::new());
+    /// assert!(health.allows());
+    /// assert!(health.record_failure("connection refused")); // one failure is enough now
+    /// assert!(!health.allows());
+    /// ```
     pub fn new(config: BreakerConfig, metrics: Metrics) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -74,6 +95,17 @@ impl Health {
     }
 
     /// The breaker's state.
+    ///
+    /// ```
+    /// use tenant_guard::backend::{BreakerState, Health};
+    ///
+    /// let health = Health::new(Default::default(), Default::default());
+    /// assert_eq!(health.state(), BreakerState::Closed);
+    /// for _ in 0..3 {
+    ///     health.record_failure("timed out");
+    /// }
+    /// assert_eq!(health.state(), BreakerState::Open);
+    /// ```
     pub fn state(&self) -> BreakerState {
         if self.inner.open.load(Ordering::Acquire) {
             BreakerState::Open
@@ -83,11 +115,33 @@ impl Health {
     }
 
     /// Whether commands may go to Redis now.
+    ///
+    /// ```
+    /// use tenant_guard::backend::Health;
+    ///
+    /// let health = Health::new(Default::default(), Default::default());
+    /// assert!(health.allows());
+    /// for _ in 0..3 {
+    ///     health.record_failure("connection refused");
+    /// }
+    /// assert!(!health.allows()); // commands now fail fast with `BackendError::Unavailable`
+    /// ```
     pub fn allows(&self) -> bool {
         !self.inner.open.load(Ordering::Acquire)
     }
 
     /// Records a successful command (or probe); closes the breaker.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::backend::Health;
+    ///
+    /// let health = Health::new(Default::default(), Default::default());
+    /// health.record_failure("timed out");
+    /// health.record_success(Duration::from_micros(250));
+    /// assert_eq!(health.consecutive_failures(), 0);
+    /// assert_eq!(health.last_latency(), Some(Duration::from_micros(250)));
+    /// ```
     pub fn record_success(&self, latency: Duration) {
         self.inner.last_latency_us.store(
             u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
@@ -101,6 +155,17 @@ impl Health {
     }
 
     /// Records a failed command; returns true if this failure opened the breaker.
+    ///
+    /// ```
+    /// use tenant_guard::backend::Health;
+    ///
+    /// // The default threshold: three consecutive failures.
+    /// let health = Health::new(Default::default(), Default::default());
+    /// assert!(!health.record_failure("timed out"));
+    /// assert!(!health.record_failure("timed out"));
+    /// assert!(health.record_failure("timed out")); // this one opened the breaker
+    /// assert!(!health.record_failure("timed out")); // already open
+    /// ```
     pub fn record_failure(&self, error: &str) -> bool {
         *self
             .inner
@@ -133,6 +198,16 @@ impl Health {
     }
 
     /// Latency of the last successful command or probe.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::backend::Health;
+    ///
+    /// let health = Health::new(Default::default(), Default::default());
+    /// assert_eq!(health.last_latency(), None);
+    /// health.record_success(Duration::from_millis(2));
+    /// assert_eq!(health.last_latency(), Some(Duration::from_millis(2)));
+    /// ```
     pub fn last_latency(&self) -> Option<Duration> {
         match self.inner.last_latency_us.load(Ordering::Relaxed) {
             0 => None,
@@ -141,6 +216,15 @@ impl Health {
     }
 
     /// The last error seen, if any.
+    ///
+    /// ```
+    /// use tenant_guard::backend::Health;
+    ///
+    /// let health = Health::new(Default::default(), Default::default());
+    /// assert_eq!(health.last_error(), None);
+    /// health.record_failure("connection refused");
+    /// assert_eq!(health.last_error().as_deref(), Some("connection refused"));
+    /// ```
     pub fn last_error(&self) -> Option<String> {
         self.inner
             .last_error
@@ -151,11 +235,32 @@ impl Health {
     }
 
     /// Consecutive failures so far.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::backend::Health;
+    ///
+    /// let health = Health::new(Default::default(), Default::default());
+    /// health.record_failure("timed out");
+    /// health.record_failure("timed out");
+    /// assert_eq!(health.consecutive_failures(), 2);
+    /// health.record_success(Duration::from_millis(1));
+    /// assert_eq!(health.consecutive_failures(), 0);
+    /// ```
     pub fn consecutive_failures(&self) -> u32 {
         self.inner.consecutive_failures.load(Ordering::Relaxed)
     }
 
     /// The breaker settings.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::{backend::Health, config::BreakerConfig};
+    ///
+    /// let health = Health::new(BreakerConfig::default(), Default::default());
+    /// assert_eq!(health.config().failure_threshold.get(), 3);
+    /// assert_eq!(health.config().probe_interval, Duration::from_millis(500));
+    /// ```
     pub fn config(&self) -> BreakerConfig {
         self.inner.config
     }

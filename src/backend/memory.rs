@@ -144,6 +144,20 @@ impl MemoryStore {
     }
 
     /// A store on the given clock (a [`ManualClock`](crate::clock::ManualClock) in tests).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::{backend::MemoryStore, clock::ManualClock, keys::Keys, tenant::TenantId};
+    ///
+    /// let clock = ManualClock::new();
+    /// let store = MemoryStore::with_clock(Default::default(), clock.clone());
+    /// let key = Keys::default().query(&TenantId::new("acme").unwrap(), "h");
+    /// store.set(&key, "rows".into(), Some(Duration::from_millis(100))).unwrap();
+    /// clock.advance(Duration::from_millis(99));
+    /// assert!(store.get(&key).is_some());
+    /// clock.advance(Duration::from_millis(1));
+    /// assert!(store.get(&key).is_none());
+    /// ```
     pub fn with_clock(config: MemoryConfig, clock: impl Clock) -> Self {
         let shutdown = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
@@ -180,6 +194,16 @@ impl MemoryStore {
     }
 
     /// The clock this store runs on.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::{backend::MemoryStore, clock::{Clock, ManualClock}};
+    ///
+    /// let clock = ManualClock::new();
+    /// let store = MemoryStore::with_clock(Default::default(), clock.clone());
+    /// clock.advance(Duration::from_secs(3));
+    /// assert_eq!(store.clock().now_ms(), 3000);
+    /// ```
     pub fn clock(&self) -> &dyn Clock {
         &*self.inner.clock
     }
@@ -189,6 +213,16 @@ impl MemoryStore {
     }
 
     /// Reads a value.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::MemoryStore, keys::Keys, tenant::TenantId};
+    ///
+    /// let store = MemoryStore::new(Default::default());
+    /// let key = Keys::default().cache(&TenantId::new("acme").unwrap(), "reports", "1");
+    /// assert_eq!(store.get(&key), None);
+    /// store.set(&key, "pdf".into(), None).unwrap();
+    /// assert_eq!(store.get(&key).as_deref(), Some(&b"pdf"[..]));
+    /// ```
     pub fn get(&self, key: &RedisKey) -> Option<Bytes> {
         let now = self.now();
         let mut st = self.state();
@@ -203,6 +237,19 @@ impl MemoryStore {
     ///
     /// Fails with [`BackendError::Full`] for a new session while every session is live
     /// (or sessions alone fill the byte bound).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::backend::{KeyTtl, MemoryStore};
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    ///
+    /// let store = MemoryStore::new(Default::default());
+    /// let key = Keys::default().query(&TenantId::new("acme").unwrap(), "h");
+    /// store.set(&key, "old".into(), Some(Duration::from_secs(60))).unwrap();
+    /// store.set(&key, "new".into(), None).unwrap(); // value and TTL replaced
+    /// assert_eq!(store.get(&key).as_deref(), Some(&b"new"[..]));
+    /// assert_eq!(store.ttl(&key), KeyTtl::Persistent);
+    /// ```
     pub fn set(
         &self,
         key: &RedisKey,
@@ -223,6 +270,16 @@ impl MemoryStore {
 
     /// Writes only if the key does not exist (`SET key value NX [PX ttl]`); returns whether
     /// it wrote.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::MemoryStore, keys::Keys, tenant::TenantId};
+    ///
+    /// let store = MemoryStore::new(Default::default());
+    /// let key = Keys::default().cache(&TenantId::new("acme").unwrap(), "locks", "report-1");
+    /// assert!(store.set_nx(&key, "a".into(), None).unwrap());
+    /// assert!(!store.set_nx(&key, "b".into(), None).unwrap());
+    /// assert_eq!(store.get(&key).as_deref(), Some(&b"a"[..]));
+    /// ```
     pub fn set_nx(
         &self,
         key: &RedisKey,
@@ -247,6 +304,17 @@ impl MemoryStore {
 
     /// Deletes a key if its value equals `expected` (the compare-and-delete used to release
     /// leases); returns whether it deleted.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::MemoryStore, keys::Keys, tenant::TenantId};
+    ///
+    /// let store = MemoryStore::new(Default::default());
+    /// let key = Keys::default().cache(&TenantId::new("acme").unwrap(), "locks", "report-1");
+    /// store.set(&key, "lease-a".into(), None).unwrap();
+    /// assert!(!store.delete_if_eq(&key, b"lease-b")); // someone else's lease: kept
+    /// assert!(store.delete_if_eq(&key, b"lease-a"));
+    /// assert!(store.is_empty());
+    /// ```
     pub fn delete_if_eq(&self, key: &RedisKey, expected: &[u8]) -> bool {
         let now = self.now();
         let mut st = self.state();
@@ -260,6 +328,16 @@ impl MemoryStore {
     }
 
     /// Deletes a key; returns whether it existed.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::MemoryStore, keys::Keys, tenant::TenantId};
+    ///
+    /// let store = MemoryStore::new(Default::default());
+    /// let key = Keys::default().query(&TenantId::new("acme").unwrap(), "h");
+    /// store.set(&key, "rows".into(), None).unwrap();
+    /// assert!(store.delete(&key));
+    /// assert!(!store.delete(&key));
+    /// ```
     pub fn delete(&self, key: &RedisKey) -> bool {
         let now = self.now();
         let mut st = self.state();
@@ -269,6 +347,19 @@ impl MemoryStore {
     }
 
     /// Sets a key's TTL; returns false if the key does not exist (`PEXPIRE`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::backend::{KeyTtl, MemoryStore};
+    /// use tenant_guard::{clock::ManualClock, keys::Keys, tenant::TenantId};
+    ///
+    /// let store = MemoryStore::with_clock(Default::default(), ManualClock::new());
+    /// let key = Keys::default().query(&TenantId::new("acme").unwrap(), "h");
+    /// assert!(!store.expire(&key, Duration::from_secs(30)));
+    /// store.set(&key, "rows".into(), None).unwrap();
+    /// assert!(store.expire(&key, Duration::from_secs(30)));
+    /// assert_eq!(store.ttl(&key), KeyTtl::Expires(Duration::from_secs(30)));
+    /// ```
     pub fn expire(&self, key: &RedisKey, ttl: Duration) -> bool {
         let now = self.now();
         let mut st = self.state();
@@ -317,12 +408,39 @@ impl MemoryStore {
     }
 
     /// A key's remaining time to live (`PTTL`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::backend::{KeyTtl, MemoryStore};
+    /// use tenant_guard::{clock::ManualClock, keys::Keys, tenant::TenantId};
+    ///
+    /// let clock = ManualClock::new();
+    /// let store = MemoryStore::with_clock(Default::default(), clock.clone());
+    /// let key = Keys::default().query(&TenantId::new("acme").unwrap(), "h");
+    /// assert_eq!(store.ttl(&key), KeyTtl::Missing);
+    /// store.set(&key, "rows".into(), Some(Duration::from_secs(10))).unwrap();
+    /// clock.advance(Duration::from_secs(4));
+    /// assert_eq!(store.ttl(&key), KeyTtl::Expires(Duration::from_secs(6)));
+    /// ```
     pub fn ttl(&self, key: &RedisKey) -> KeyTtl {
         let now = self.now();
         self.state().ttl(key.as_str(), now)
     }
 
     /// Deletes every key matching a tenant-confined pattern; returns how many.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::MemoryStore, keys::Keys, tenant::TenantId};
+    ///
+    /// let store = MemoryStore::new(Default::default());
+    /// let keys = Keys::default();
+    /// let (acme, globex) = (TenantId::new("acme").unwrap(), TenantId::new("globex").unwrap());
+    /// store.set(&keys.query(&acme, "a"), "1".into(), None).unwrap();
+    /// store.set(&keys.query(&acme, "b"), "2".into(), None).unwrap();
+    /// store.set(&keys.query(&globex, "a"), "3".into(), None).unwrap();
+    /// assert_eq!(store.delete_matching(&keys.tenant_pattern(&acme)), 2);
+    /// assert_eq!(store.len(), 1);
+    /// ```
     pub fn delete_matching(&self, pattern: &KeyPattern) -> u64 {
         let mut st = self.state();
         let doomed: Vec<Arc<str>> = st
@@ -381,6 +499,20 @@ impl MemoryStore {
     }
 
     /// Removes expired entries now; returns how many. The background task calls this.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::{backend::MemoryStore, clock::ManualClock, keys::Keys, tenant::TenantId};
+    ///
+    /// let clock = ManualClock::new();
+    /// let store = MemoryStore::with_clock(Default::default(), clock.clone());
+    /// let key = Keys::default().query(&TenantId::new("acme").unwrap(), "h");
+    /// store.set(&key, "rows".into(), Some(Duration::from_secs(1))).unwrap();
+    /// clock.advance(Duration::from_secs(2));
+    /// assert_eq!(store.len(), 1); // expired, still held until purged
+    /// assert_eq!(store.purge_expired(), 1);
+    /// assert_eq!(store.len(), 0);
+    /// ```
     pub fn purge_expired(&self) -> usize {
         let mut total = 0;
         loop {
@@ -394,21 +526,64 @@ impl MemoryStore {
     }
 
     /// Entries held, including expired ones not yet purged.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::MemoryStore, keys::Keys, tenant::TenantId};
+    ///
+    /// let store = MemoryStore::new(Default::default());
+    /// let acme = TenantId::new("acme").unwrap();
+    /// store.set(&Keys::default().query(&acme, "a"), "1".into(), None).unwrap();
+    /// store.set(&Keys::default().query(&acme, "b"), "2".into(), None).unwrap();
+    /// assert_eq!(store.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.state().len()
     }
 
     /// Whether the store holds no entries.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::MemoryStore, keys::Keys, tenant::TenantId};
+    ///
+    /// let store = MemoryStore::new(Default::default());
+    /// assert!(store.is_empty());
+    /// store.set(&Keys::default().query(&TenantId::new("acme").unwrap(), "h"), "1".into(), None).unwrap();
+    /// assert!(!store.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Bytes of keys and values held.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::MemoryStore, keys::Keys, tenant::TenantId};
+    ///
+    /// let store = MemoryStore::new(Default::default());
+    /// let key = Keys::default().query(&TenantId::new("acme").unwrap(), "h");
+    /// store.set(&key, "rows".into(), None).unwrap();
+    /// assert_eq!(store.bytes(), (key.as_str().len() + 4) as u64);
+    /// ```
     pub fn bytes(&self) -> u64 {
         self.state().bytes
     }
 
     /// Live cache entries evicted to stay within bounds since the store was made.
+    ///
+    /// ```
+    /// use std::num::NonZeroU64;
+    /// use tenant_guard::{backend::MemoryStore, config::MemoryConfig, keys::Keys, tenant::TenantId};
+    ///
+    /// let mut bounds = MemoryConfig::default();
+    /// bounds.max_entries = NonZeroU64::new(2).unwrap();
+    /// let store = MemoryStore::new(bounds);
+    /// let acme = TenantId::new("acme").unwrap();
+    /// for h in ["a", "b", "c"] {
+    ///     store.set(&Keys::default().query(&acme, h), "v".into(), None).unwrap();
+    /// }
+    /// assert_eq!(store.evictions(), 1); // "a", the least recently used, made room for "c"
+    /// assert_eq!(store.get(&Keys::default().query(&acme, "a")), None);
+    /// ```
     pub fn evictions(&self) -> u64 {
         self.state().evictions
     }

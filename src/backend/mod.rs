@@ -28,10 +28,40 @@ use crate::keys::{KeyPattern, RedisKey};
 use crate::metrics::{BackendLabels, Metrics};
 
 /// The future a store method returns (the storage traits of the session and cache layers).
+///
+/// ```
+/// use tenant_guard::backend::{Backend, MemoryStore, StoreFuture};
+/// use tenant_guard::{keys::{Keys, RedisKey}, tenant::TenantId};
+///
+/// // A store method written as a trait object would write it: a boxed future.
+/// fn load<'a>(backend: &'a Backend, key: &'a RedisKey) -> StoreFuture<'a, Option<bytes::Bytes>> {
+///     Box::pin(backend.get(key))
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+/// let key = Keys::default().query(&TenantId::new("acme")?, "h");
+/// backend.set(&key, b"rows", None).await?;
+/// assert_eq!(load(&backend, &key).await?.as_deref(), Some(&b"rows"[..]));
+/// # Ok(()) }
+/// ```
 pub type StoreFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, BackendError>> + Send + 'a>>;
 
 /// Errors of backend operations.
+///
+/// ```
+/// use std::num::NonZeroU64;
+/// use tenant_guard::backend::{BackendError, MemoryStore};
+/// use tenant_guard::{config::MemoryConfig, keys::Keys, tenant::TenantId};
+///
+/// let mut bounds = MemoryConfig::default();
+/// bounds.max_bytes = NonZeroU64::new(64).unwrap();
+/// let store = MemoryStore::new(bounds);
+/// let key = Keys::default().query(&TenantId::new("acme").unwrap(), "h");
+/// let err = store.set(&key, vec![0; 100].into(), None).unwrap_err();
+/// assert!(matches!(err, BackendError::TooLarge { limit: 64, .. }));
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
@@ -70,6 +100,15 @@ pub enum BackendError {
 impl BackendError {
     /// Whether the error means the backend is unreachable (as opposed to a rejected
     /// command), i.e. whether an outage policy should apply.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::backend::BackendError;
+    ///
+    /// assert!(BackendError::Timeout(Duration::from_secs(1)).is_outage());
+    /// assert!(BackendError::Unavailable("connection refused".into()).is_outage());
+    /// assert!(!BackendError::TooLarge { size: 100, limit: 64 }.is_outage());
+    /// ```
     pub fn is_outage(&self) -> bool {
         match self {
             Self::Unavailable(_) | Self::Timeout(_) => true,
@@ -87,6 +126,21 @@ impl BackendError {
 }
 
 /// Remaining lifetime of a key (`PTTL`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use tenant_guard::backend::{Backend, KeyTtl, MemoryStore};
+/// use tenant_guard::{keys::Keys, tenant::TenantId};
+///
+/// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+/// let key = Keys::default().query(&TenantId::new("acme")?, "h");
+/// assert_eq!(backend.ttl(&key).await?, KeyTtl::Missing);
+/// backend.set(&key, b"rows", None).await?;
+/// assert_eq!(backend.ttl(&key).await?, KeyTtl::Persistent);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyTtl {
     /// The key does not exist.
@@ -98,6 +152,17 @@ pub enum KeyTtl {
 }
 
 /// Which backend is configured.
+///
+/// ```
+/// use tenant_guard::backend::{Backend, BackendKind};
+/// use tenant_guard::{config::Config, metrics::Metrics};
+///
+/// let config = Config::from_vars([("REDIS_ENABLED", "false")]).unwrap();
+/// let backend = Backend::from_config(&config, &Metrics::new()).unwrap();
+/// assert_eq!(backend.kind(), BackendKind::Memory);
+/// // As `/health` reports it.
+/// assert_eq!(serde_json::to_string(&BackendKind::RedisCluster).unwrap(), r#""redis-cluster""#);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
@@ -174,6 +239,12 @@ impl Backend {
     }
 
     /// Which backend this is.
+    ///
+    /// ```
+    /// use tenant_guard::backend::{Backend, BackendKind, MemoryStore};
+    /// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+    /// assert_eq!(backend.kind(), BackendKind::Memory);
+    /// ```
     pub fn kind(&self) -> BackendKind {
         match self {
             Self::Memory(_) => BackendKind::Memory,
@@ -196,6 +267,13 @@ impl Backend {
     }
 
     /// Redis health, if this is Redis.
+    ///
+    /// ```
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// // Memory has no connection to watch; Redis returns its circuit breaker.
+    /// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+    /// assert!(backend.health().is_none());
+    /// ```
     pub fn health(&self) -> Option<&Health> {
         match self {
             Self::Memory(_) => None,
@@ -225,6 +303,19 @@ impl Backend {
     }
 
     /// Reads a value.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::{Backend, MemoryStore}, keys::Keys, tenant::TenantId};
+    ///
+    /// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+    /// let key = Keys::default().cache(&TenantId::new("acme")?, "reports", "1");
+    /// assert_eq!(backend.get(&key).await?, None);
+    /// backend.set(&key, b"pdf", None).await?;
+    /// assert_eq!(backend.get(&key).await?.as_deref(), Some(&b"pdf"[..]));
+    /// # Ok(()) }
+    /// ```
     pub async fn get(&self, key: &RedisKey) -> Result<Option<Bytes>, BackendError> {
         match self {
             Self::Memory(m) => Ok(m.get(key)),
@@ -234,6 +325,21 @@ impl Backend {
     }
 
     /// Reads several keys of one tenant (one `MGET`: they share the tenant's slot).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::{Backend, MemoryStore}, keys::Keys, tenant::TenantId};
+    ///
+    /// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+    /// let acme = TenantId::new("acme")?;
+    /// let (a, b) = (Keys::default().query(&acme, "a"), Keys::default().query(&acme, "b"));
+    /// backend.set(&a, b"1", None).await?;
+    /// let values = backend.get_many(&[&a, &b]).await?;
+    /// assert_eq!(values[0].as_deref(), Some(&b"1"[..]));
+    /// assert_eq!(values[1], None);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_many(&self, keys: &[&RedisKey]) -> Result<Vec<Option<Bytes>>, BackendError> {
         match self {
             Self::Memory(m) => Ok(keys.iter().map(|k| m.get(k)).collect()),
@@ -243,6 +349,19 @@ impl Backend {
     }
 
     /// Adds one to an integer key (absent: 0), keeping its TTL; returns the new value.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::{Backend, MemoryStore}, keys::Keys, tenant::TenantId};
+    ///
+    /// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+    /// let key = Keys::default().cache(&TenantId::new("acme")?, "counters", "logins");
+    /// assert_eq!(backend.incr(&key).await?, 1);
+    /// assert_eq!(backend.incr(&key).await?, 2);
+    /// assert_eq!(backend.get(&key).await?.as_deref(), Some(&b"2"[..]));
+    /// # Ok(()) }
+    /// ```
     pub async fn incr(&self, key: &RedisKey) -> Result<u64, BackendError> {
         match self {
             Self::Memory(m) => m.incr(key),
@@ -252,6 +371,22 @@ impl Backend {
     }
 
     /// Writes a value with an optional TTL, replacing any previous value and TTL.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tenant_guard::backend::{Backend, KeyTtl, MemoryStore};
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    ///
+    /// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+    /// let key = Keys::default().query(&TenantId::new("acme")?, "h");
+    /// backend.set(&key, b"old", Some(Duration::from_secs(60))).await?;
+    /// backend.set(&key, b"new", None).await?; // replaces the value and drops the TTL
+    /// assert_eq!(backend.get(&key).await?.as_deref(), Some(&b"new"[..]));
+    /// assert_eq!(backend.ttl(&key).await?, KeyTtl::Persistent);
+    /// # Ok(()) }
+    /// ```
     pub async fn set(
         &self,
         key: &RedisKey,
@@ -266,6 +401,19 @@ impl Backend {
     }
 
     /// Writes only if the key is absent; returns whether it wrote.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::{Backend, MemoryStore}, keys::Keys, tenant::TenantId};
+    ///
+    /// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+    /// let key = Keys::default().cache(&TenantId::new("acme")?, "locks", "report-1");
+    /// assert!(backend.set_nx(&key, b"instance-a", None).await?);
+    /// assert!(!backend.set_nx(&key, b"instance-b", None).await?);
+    /// assert_eq!(backend.get(&key).await?.as_deref(), Some(&b"instance-a"[..]));
+    /// # Ok(()) }
+    /// ```
     pub async fn set_nx(
         &self,
         key: &RedisKey,
@@ -280,6 +428,20 @@ impl Backend {
     }
 
     /// Deletes a key if it holds `expected`; returns whether it did (atomic on both).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::{Backend, MemoryStore}, keys::Keys, tenant::TenantId};
+    ///
+    /// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+    /// let key = Keys::default().cache(&TenantId::new("acme")?, "locks", "report-1");
+    /// backend.set(&key, b"instance-a", None).await?;
+    /// assert!(!backend.delete_if_eq(&key, b"instance-b").await?); // not its lock
+    /// assert!(backend.delete_if_eq(&key, b"instance-a").await?);
+    /// assert_eq!(backend.get(&key).await?, None);
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_if_eq(
         &self,
         key: &RedisKey,
@@ -293,6 +455,19 @@ impl Backend {
     }
 
     /// Deletes a key; returns whether it existed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::{Backend, MemoryStore}, keys::Keys, tenant::TenantId};
+    ///
+    /// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+    /// let key = Keys::default().query(&TenantId::new("acme")?, "h");
+    /// backend.set(&key, b"rows", None).await?;
+    /// assert!(backend.delete(&key).await?);
+    /// assert!(!backend.delete(&key).await?);
+    /// # Ok(()) }
+    /// ```
     pub async fn delete(&self, key: &RedisKey) -> Result<bool, BackendError> {
         match self {
             Self::Memory(m) => Ok(m.delete(key)),
@@ -302,6 +477,23 @@ impl Backend {
     }
 
     /// Sets a key's TTL; false if the key does not exist.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tenant_guard::backend::{Backend, KeyTtl, MemoryStore};
+    /// use tenant_guard::{clock::ManualClock, keys::Keys, tenant::TenantId};
+    ///
+    /// let store = MemoryStore::with_clock(Default::default(), ManualClock::new());
+    /// let backend = Backend::Memory(store);
+    /// let key = Keys::default().query(&TenantId::new("acme")?, "h");
+    /// assert!(!backend.expire(&key, Duration::from_secs(30)).await?); // no such key
+    /// backend.set(&key, b"rows", None).await?;
+    /// assert!(backend.expire(&key, Duration::from_secs(30)).await?);
+    /// assert_eq!(backend.ttl(&key).await?, KeyTtl::Expires(Duration::from_secs(30)));
+    /// # Ok(()) }
+    /// ```
     pub async fn expire(&self, key: &RedisKey, ttl: Duration) -> Result<bool, BackendError> {
         match self {
             Self::Memory(m) => Ok(m.expire(key, ttl)),
@@ -311,6 +503,24 @@ impl Backend {
     }
 
     /// A key's remaining lifetime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tenant_guard::backend::{Backend, KeyTtl, MemoryStore};
+    /// use tenant_guard::{clock::ManualClock, keys::Keys, tenant::TenantId};
+    ///
+    /// let clock = ManualClock::new();
+    /// let backend = Backend::Memory(MemoryStore::with_clock(Default::default(), clock.clone()));
+    /// let key = Keys::default().query(&TenantId::new("acme")?, "h");
+    /// backend.set(&key, b"rows", Some(Duration::from_secs(10))).await?;
+    /// clock.advance(Duration::from_secs(4));
+    /// assert_eq!(backend.ttl(&key).await?, KeyTtl::Expires(Duration::from_secs(6)));
+    /// clock.advance(Duration::from_secs(6));
+    /// assert_eq!(backend.ttl(&key).await?, KeyTtl::Missing);
+    /// # Ok(()) }
+    /// ```
     pub async fn ttl(&self, key: &RedisKey) -> Result<KeyTtl, BackendError> {
         match self {
             Self::Memory(m) => Ok(m.ttl(key)),
@@ -320,6 +530,22 @@ impl Backend {
     }
 
     /// Deletes every key matching a tenant-confined pattern (SCAN + UNLINK on Redis).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::{Backend, MemoryStore}, keys::Keys, tenant::TenantId};
+    ///
+    /// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+    /// let keys = Keys::default();
+    /// let (acme, globex) = (TenantId::new("acme")?, TenantId::new("globex")?);
+    /// backend.set(&keys.query(&acme, "a"), b"1", None).await?;
+    /// backend.set(&keys.query(&acme, "b"), b"2", None).await?;
+    /// backend.set(&keys.query(&globex, "a"), b"3", None).await?;
+    /// assert_eq!(backend.delete_matching(&keys.tenant_pattern(&acme)).await?, 2);
+    /// assert_eq!(backend.key_count().await?, 1); // globex's key is untouched
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64, BackendError> {
         match self {
             Self::Memory(m) => Ok(m.delete_matching(pattern)),
@@ -329,6 +555,19 @@ impl Backend {
     }
 
     /// Number of keys: exact for memory; `DBSIZE` for Redis (all keys of the database).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::{Backend, MemoryStore}, keys::Keys, tenant::TenantId};
+    ///
+    /// let backend = Backend::Memory(MemoryStore::new(Default::default()));
+    /// let acme = TenantId::new("acme")?;
+    /// backend.set(&Keys::default().query(&acme, "a"), b"1", None).await?;
+    /// backend.set(&Keys::default().query(&acme, "b"), b"2", None).await?;
+    /// assert_eq!(backend.key_count().await?, 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn key_count(&self) -> Result<u64, BackendError> {
         match self {
             Self::Memory(m) => Ok(m.len() as u64),
