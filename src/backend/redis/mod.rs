@@ -154,6 +154,23 @@ fn is_outage(e: &RedisError) -> bool {
 impl RedisStore {
     /// Builds the store from configuration without connecting: the first command (or
     /// readiness probe) connects. Fails only on configuration that cannot work at all.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // (Inside a Tokio runtime: the Redis client spawns a task of its own at once.)
+    /// use tenant_guard::backend::{BackendError, Health, RedisStore};
+    /// use tenant_guard::config::{Config, RedisConfig};
+    ///
+    /// // Nothing is connected yet: this succeeds whether or not the server is up.
+    /// let config = Config::from_vars([("REDIS_URL", "redis://redis.invalid:6379")]).unwrap();
+    /// let store = RedisStore::new(&config.redis, Health::new(config.breaker, Default::default()));
+    /// assert!(store.is_ok());
+    /// // Redis disabled is a configuration this store cannot serve.
+    /// let disabled = RedisStore::new(&RedisConfig::default(), Health::new(Default::default(), Default::default()));
+    /// assert!(matches!(disabled, Err(BackendError::Unsupported(_))));
+    /// # }
+    /// ```
     pub fn new(config: &RedisConfig, health: Health) -> Result<Self, BackendError> {
         let mut pubsub_clients = Vec::new();
         let (conn, description, label) = match &config.mode {
@@ -220,6 +237,18 @@ impl RedisStore {
     }
 
     /// Where the store points (credentials redacted).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // (Inside a Tokio runtime: the Redis client spawns a task of its own at once.)
+    /// use tenant_guard::{backend::{Health, RedisStore}, config::Config};
+    ///
+    /// let config = Config::from_vars([("REDIS_URL", "redis://:s3cret@redis.invalid:6380/2")]).unwrap();
+    /// let store = RedisStore::new(&config.redis, Health::new(config.breaker, Default::default())).unwrap();
+    /// assert_eq!(store.description(), "redis://:[redacted]@redis.invalid:6380/2");
+    /// # }
+    /// ```
     pub fn description(&self) -> &str {
         &self.inner.description
     }
@@ -232,6 +261,19 @@ impl RedisStore {
     }
 
     /// The result of [`check_deployment`](Self::check_deployment), if it has run.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // (Inside a Tokio runtime: the Redis client spawns a task of its own at once.)
+    /// use tenant_guard::{backend::{Health, RedisStore}, config::Config};
+    ///
+    /// let config = Config::from_vars([("REDIS_URL", "redis://redis.invalid:6379")]).unwrap();
+    /// let store = RedisStore::new(&config.redis, Health::new(config.breaker, Default::default())).unwrap();
+    /// // Nothing known until `check_deployment` got an answer from the server.
+    /// assert!(store.deployment().is_none());
+    /// # }
+    /// ```
     pub fn deployment(&self) -> Option<&Deployment> {
         self.inner.deployment.get()
     }
@@ -247,11 +289,45 @@ impl RedisStore {
     }
 
     /// Whether this is a cluster.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // (Inside a Tokio runtime: the Redis client spawns a task of its own at once.)
+    /// use tenant_guard::{backend::{Health, RedisStore}, config::Config};
+    ///
+    /// let health = || Health::new(Default::default(), Default::default());
+    /// let single = Config::from_vars([("REDIS_URL", "redis://redis.invalid:6379")]).unwrap();
+    /// assert!(!RedisStore::new(&single.redis, health()).unwrap().is_cluster());
+    /// let cluster = Config::from_vars([(
+    ///     "REDIS_CLUSTER_NODES",
+    ///     "redis://node-1.invalid:6379,redis://node-2.invalid:6379",
+    /// )])
+    /// .unwrap();
+    /// assert!(RedisStore::new(&cluster.redis, health()).unwrap().is_cluster());
+    /// # }
+    /// ```
     pub fn is_cluster(&self) -> bool {
         matches!(self.inner.conn, Conn::Cluster(_))
     }
 
     /// The shared health state.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // (Inside a Tokio runtime: the Redis client spawns a task of its own at once.)
+    /// use tenant_guard::backend::{BreakerState, Health, RedisStore};
+    /// use tenant_guard::config::Config;
+    ///
+    /// let config = Config::from_vars([("REDIS_URL", "redis://redis.invalid:6379")]).unwrap();
+    /// let health = Health::new(config.breaker, Default::default());
+    /// let store = RedisStore::new(&config.redis, health.clone()).unwrap();
+    /// assert_eq!(store.health().state(), BreakerState::Closed);
+    /// health.record_failure("connection refused");
+    /// assert_eq!(store.health().consecutive_failures(), 1); // the same shared state
+    /// # }
+    /// ```
     pub fn health(&self) -> &Health {
         &self.inner.health
     }
@@ -406,6 +482,19 @@ impl RedisStore {
     }
 
     /// `PING`; returns the round-trip time.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::{Health, RedisStore}, config::Config};
+    /// # let config = Config::from_vars([("REDIS_URL", std::env::var("REDIS_URL")?)])?;
+    /// # let store = RedisStore::new(&config.redis, Health::new(config.breaker, Default::default()))?;
+    /// // `store`: a `RedisStore` on a live server (needs one: not run here).
+    /// let rtt = store.ping().await?;
+    /// assert!(rtt < config.redis.command_timeout);
+    /// assert_eq!(store.health().last_latency().is_some(), true);
+    /// # Ok(()) }
+    /// ```
     pub async fn ping(&self) -> Result<Duration, BackendError> {
         let start = Instant::now();
         self.run("ping", |mut c| async move {

@@ -11,6 +11,23 @@ impl RedisStore {
     /// Deletes every key matching a tenant-confined pattern with SCAN + UNLINK in batches
     /// (never KEYS). On a cluster only the node that owns the tenant's slot is scanned: every
     /// key of a tenant lives there. Returns how many keys were deleted.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::{Health, RedisStore}, config::Config};
+    /// # let config = Config::from_vars([("REDIS_URL", std::env::var("REDIS_URL")?)])?;
+    /// # let store = RedisStore::new(&config.redis, Health::new(config.breaker, Default::default()))?;
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// // `store`: a `RedisStore` on a live server (needs one: not run here).
+    /// let keys = Keys::default();
+    /// let (acme, globex) = (TenantId::new("acme")?, TenantId::new("globex")?);
+    /// store.set(&keys.query(&acme, "a"), b"1", None).await?;
+    /// store.set(&keys.query(&globex, "a"), b"2", None).await?;
+    /// assert!(store.delete_matching(&keys.tenant_pattern(&acme)).await? >= 1);
+    /// assert!(store.get(&keys.query(&globex, "a")).await?.is_some()); // other tenants untouched
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64, BackendError> {
         let slot = pattern.slot();
         // Every key of a tenant lives in the tenant's slot, so the slot's master holds them

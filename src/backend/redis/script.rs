@@ -22,6 +22,15 @@ pub struct LuaScript {
 
 impl LuaScript {
     /// A script with a name (for metrics and errors) and its source.
+    ///
+    /// ```
+    /// use tenant_guard::backend::LuaScript;
+    ///
+    /// // The same source always has the same SHA1: EVALSHA needs no upload once loaded.
+    /// let a = LuaScript::new("echo", "return ARGV[1]");
+    /// let b = LuaScript::new("echo-again", "return ARGV[1]");
+    /// assert_eq!(a.sha1(), b.sha1());
+    /// ```
     pub fn new(name: &'static str, source: &str) -> Self {
         Self {
             name,
@@ -30,11 +39,24 @@ impl LuaScript {
     }
 
     /// The script's name.
+    ///
+    /// ```
+    /// use tenant_guard::backend::LuaScript;
+    /// let script = LuaScript::new("compare_and_delete", "return 0");
+    /// assert_eq!(script.name(), "compare_and_delete");
+    /// ```
     pub fn name(&self) -> &'static str {
         self.name
     }
 
     /// The SHA1 Redis knows the script by.
+    ///
+    /// ```
+    /// use tenant_guard::backend::LuaScript;
+    /// let script = LuaScript::new("one", "return 1");
+    /// // The digest `SCRIPT LOAD "return 1"` answers.
+    /// assert_eq!(script.sha1(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    /// ```
     pub fn sha1(&self) -> &str {
         self.script.get_hash()
     }
@@ -58,6 +80,21 @@ pub(crate) fn compare_and_delete_script() -> &'static LuaScript {
 impl RedisStore {
     /// Runs a Lua script by EVALSHA (loading it on NOSCRIPT). All keys must share the
     /// tenant's hash tag, which every key from [`Keys`](crate::keys::Keys) does.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::{Health, RedisStore}, config::Config};
+    /// # let config = Config::from_vars([("REDIS_URL", std::env::var("REDIS_URL")?)])?;
+    /// # let store = RedisStore::new(&config.redis, Health::new(config.breaker, Default::default()))?;
+    /// use tenant_guard::{backend::LuaScript, keys::Keys, tenant::TenantId};
+    /// // `store`: a `RedisStore` on a live server (needs one: not run here).
+    /// let script = LuaScript::new("set_and_len", "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('STRLEN', KEYS[1])");
+    /// let key = Keys::default().query(&TenantId::new("acme")?, "h");
+    /// let len: i64 = store.eval(&script, &[&key], &[b"rows"]).await?;
+    /// assert_eq!(len, 4);
+    /// # Ok(()) }
+    /// ```
     pub async fn eval<T: FromRedisValue>(
         &self,
         script: &LuaScript,
