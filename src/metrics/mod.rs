@@ -16,6 +16,18 @@ mod top;
 pub use top::{TenantTop, TopReport, TopRow, TOP_MAX_ROWS, TOP_MINUTES};
 
 /// Labels of Redis command metrics: the operation (bounded set of names).
+///
+/// ```
+/// use prometheus_client::metrics::{counter::Counter, family::Family};
+/// use tenant_guard::metrics::{Metrics, OpLabels};
+///
+/// // A component of its own counting per operation, with the same label as the Redis metrics.
+/// let metrics = Metrics::new();
+/// let calls: Family<OpLabels, Counter> = Family::default();
+/// metrics.register("example_calls", "Example calls by operation", calls.clone());
+/// calls.get_or_create(&OpLabels { op: "get" }).inc();
+/// assert!(metrics.render().contains(r#"tenant_guard_example_calls_total{op="get"} 1"#));
+/// ```
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     /// `get`, `set`, `eval`, `scan`, `ping`, ...
@@ -23,6 +35,15 @@ pub struct OpLabels {
 }
 
 /// Labels of the backend gauge.
+///
+/// ```
+/// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+///
+/// let metrics = Metrics::new();
+/// let config = Config::from_vars([("REDIS_ENABLED", "false")]).unwrap();
+/// let _backend = Backend::from_config(&config, &metrics).unwrap();
+/// assert!(metrics.render().contains(r#"tenant_guard_backend{backend="memory"} 1"#));
+/// ```
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
     /// `redis`, `redis-cluster` or `memory`.
@@ -30,6 +51,19 @@ pub struct BackendLabels {
 }
 
 /// Labels of rate-limit decisions.
+///
+/// ```
+/// use prometheus_client::metrics::{counter::Counter, family::Family};
+/// use tenant_guard::metrics::{DecisionLabels, Metrics};
+///
+/// let metrics = Metrics::new();
+/// let decisions: Family<DecisionLabels, Counter> = Family::default();
+/// metrics.register("example_decisions", "Example decisions", decisions.clone());
+/// decisions.get_or_create(&DecisionLabels { outcome: "denied", source: "memory" }).inc();
+/// assert!(metrics
+///     .render()
+///     .contains(r#"tenant_guard_example_decisions_total{outcome="denied",source="memory"} 1"#));
+/// ```
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// `allowed` or `denied`.
@@ -39,6 +73,17 @@ pub struct DecisionLabels {
 }
 
 /// Labels naming a concurrency scope (`tenant` or `user`: a bounded set).
+///
+/// ```
+/// use prometheus_client::metrics::{counter::Counter, family::Family};
+/// use tenant_guard::metrics::{Metrics, ScopeLabels};
+///
+/// let metrics = Metrics::new();
+/// let refused: Family<ScopeLabels, Counter> = Family::default();
+/// metrics.register("example_refused", "Example refusals by scope", refused.clone());
+/// refused.get_or_create(&ScopeLabels { scope: "tenant" }).inc();
+/// assert!(metrics.render().contains(r#"tenant_guard_example_refused_total{scope="tenant"} 1"#));
+/// ```
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScopeLabels {
     /// `tenant` or `user`.
@@ -46,6 +91,17 @@ pub struct ScopeLabels {
 }
 
 /// Labels naming a rate-limit rule (names come from configuration: a bounded set).
+///
+/// ```
+/// use prometheus_client::metrics::{counter::Counter, family::Family};
+/// use tenant_guard::metrics::{Metrics, RuleLabels};
+///
+/// let metrics = Metrics::new();
+/// let denied: Family<RuleLabels, Counter> = Family::default();
+/// metrics.register("example_denied", "Example denials by rule", denied.clone());
+/// denied.get_or_create(&RuleLabels { rule: "per-tenant".into() }).inc();
+/// assert!(metrics.render().contains(r#"tenant_guard_example_denied_total{rule="per-tenant"} 1"#));
+/// ```
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabels {
     /// Rule name.
@@ -53,6 +109,19 @@ pub struct RuleLabels {
 }
 
 /// Labels of session events.
+///
+/// ```
+/// use prometheus_client::metrics::{counter::Counter, family::Family};
+/// use tenant_guard::metrics::{Metrics, SessionEventLabels};
+///
+/// let metrics = Metrics::new();
+/// let events: Family<SessionEventLabels, Counter> = Family::default();
+/// metrics.register("example_session_events", "Example session events", events.clone());
+/// events.get_or_create(&SessionEventLabels { event: "create" }).inc();
+/// assert!(metrics
+///     .render()
+///     .contains(r#"tenant_guard_example_session_events_total{event="create"} 1"#));
+/// ```
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SessionEventLabels {
     /// `load`, `miss`, `create`, `save`, `renew`, `cycle`, `destroy`, `expired`,
@@ -62,6 +131,19 @@ pub struct SessionEventLabels {
 }
 
 /// Labels of cache events.
+///
+/// ```
+/// use prometheus_client::metrics::{counter::Counter, family::Family};
+/// use tenant_guard::metrics::{CacheLabels, Metrics};
+///
+/// let metrics = Metrics::new();
+/// let events: Family<CacheLabels, Counter> = Family::default();
+/// metrics.register("example_cache_events", "Example cache events", events.clone());
+/// events.get_or_create(&CacheLabels { category: "reports".into(), event: "hit_l1" }).inc();
+/// assert!(metrics
+///     .render()
+///     .contains(r#"tenant_guard_example_cache_events_total{category="reports",event="hit_l1"} 1"#));
+/// ```
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
     /// `query`, `ai` or a named category (from configuration or code: a bounded set).
@@ -72,6 +154,17 @@ pub struct CacheLabels {
 }
 
 /// Running totals behind the hit ratio of `/cache/status`.
+///
+/// ```
+/// use std::sync::atomic::Ordering::Relaxed;
+/// use tenant_guard::metrics::CacheTotals;
+///
+/// let totals = CacheTotals::default();
+/// totals.hits_l1.store(2, Relaxed);
+/// totals.hits_l2.store(1, Relaxed);
+/// totals.misses.store(1, Relaxed);
+/// assert_eq!(totals.hit_ratio(), Some(0.75));
+/// ```
 #[derive(Debug, Default)]
 pub struct CacheTotals {
     /// Hits served from the in-process L1.
@@ -168,6 +261,15 @@ pub struct Metrics {
 }
 
 /// The kind of a registered metric family ([`Metrics::families`]).
+///
+/// ```
+/// use tenant_guard::metrics::{MetricKind, Metrics};
+///
+/// let families = Metrics::new().families();
+/// let kind_of = |name: &str| families.iter().find(|(n, _)| n == name).map(|(_, k)| *k);
+/// assert_eq!(kind_of("tenant_guard_redis_circuit_open"), Some(MetricKind::Gauge));
+/// assert_eq!(kind_of("tenant_guard_session_events"), Some(MetricKind::Counter));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MetricKind {
@@ -214,6 +316,15 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A registry with the foundation's metrics registered under the `tenant_guard` prefix.
+    ///
+    /// ```
+    /// use tenant_guard::metrics::Metrics;
+    ///
+    /// let metrics = Metrics::new();
+    /// let text = metrics.render();
+    /// assert!(text.contains("# TYPE tenant_guard_redis_circuit_open gauge"));
+    /// assert!(text.contains("tenant_guard_redis_circuit_open 0"));
+    /// ```
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tenant_guard");
         let mut families = Vec::new();
@@ -457,6 +568,14 @@ impl Metrics {
     }
 
     /// Cache totals (hit ratio) of every cache using this registry.
+    ///
+    /// ```
+    /// use tenant_guard::metrics::Metrics;
+    ///
+    /// // No cache has looked anything up yet.
+    /// let metrics = Metrics::new();
+    /// assert_eq!(metrics.cache_totals().hit_ratio(), None);
+    /// ```
     pub fn cache_totals(&self) -> &CacheTotals {
         &self.cache_totals
     }
@@ -475,6 +594,20 @@ impl Metrics {
     }
 
     /// The OpenMetrics text exposition.
+    ///
+    /// ```
+    /// use tenant_guard::backend::Health;
+    /// use tenant_guard::metrics::Metrics;
+    ///
+    /// let metrics = Metrics::new();
+    /// let health = Health::new(Default::default(), metrics.clone());
+    /// for _ in 0..3 {
+    ///     health.record_failure("connection refused");
+    /// }
+    /// let text = metrics.render();
+    /// assert!(text.contains("tenant_guard_redis_circuit_open 1"));
+    /// assert!(text.ends_with("# EOF\n"));
+    /// ```
     pub fn render(&self) -> String {
         let mut out = String::new();
         let reg = self

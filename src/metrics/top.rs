@@ -14,8 +14,20 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Minutes a report can look back over.
+///
+/// ```
+/// use tenant_guard::metrics::{Metrics, TOP_MINUTES};
+/// // Asked for more, a report looks back over the minutes it keeps.
+/// assert_eq!(Metrics::new().tenant_top().report(60, 10).minutes, TOP_MINUTES);
+/// ```
 pub const TOP_MINUTES: u64 = 15;
 /// Most rows a report lists per ranking.
+///
+/// ```
+/// use tenant_guard::metrics::{Metrics, TOP_MAX_ROWS};
+/// let report = Metrics::new().tenant_top().report(5, 1_000); // clamped to TOP_MAX_ROWS
+/// assert!(report.admitted.len() <= TOP_MAX_ROWS);
+/// ```
 pub const TOP_MAX_ROWS: usize = 50;
 /// Tenants each minute's summary keeps (per ranking).
 pub(crate) const CAPACITY: usize = 64;
@@ -67,6 +79,26 @@ struct Slot {
 }
 
 /// The bounded per-tenant usage of the last minutes ([`Metrics::tenant_top`](super::Metrics::tenant_top)).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{routing::get, Router};
+/// use tower::ServiceExt;
+/// use tenant_guard::TenantGuard;
+///
+/// let guard = TenantGuard::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_MAX", "1")])?;
+/// let app: Router = Router::new().route("/items", get(|| async { "ok" })).layer(guard.layer());
+/// for _ in 0..3 {
+///     let req = http::Request::get("/items").header("x-tenant-id", "acme").body(axum::body::Body::empty())?;
+///     app.clone().oneshot(req).await?;
+/// }
+/// let report = guard.metrics().tenant_top().report(1, 10);
+/// assert_eq!((report.admitted[0].tenant.as_str(), report.admitted[0].count), ("acme", 1));
+/// assert_eq!((report.throttled[0].tenant.as_str(), report.throttled[0].count), ("acme", 2));
+/// guard.shutdown().await;
+/// # Ok(()) }
+/// ```
 pub struct TenantTop {
     slots: Mutex<Vec<Slot>>,
 }
@@ -92,6 +124,17 @@ impl std::fmt::Debug for TenantTop {
 }
 
 /// One tenant of a ranking.
+///
+/// ```
+/// use tenant_guard::metrics::TopRow;
+///
+/// // A row as `GET /ops/top` lists it: 120 requests, of which at most 3 may be overcount.
+/// let row = TopRow { tenant: "acme".into(), count: 120, error: 3 };
+/// assert_eq!(
+///     serde_json::to_value(&row).unwrap(),
+///     serde_json::json!({ "tenant": "acme", "count": 120, "error": 3 })
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TopRow {
     /// The tenant.
@@ -103,6 +146,16 @@ pub struct TopRow {
 }
 
 /// The tenants with the most admitted and throttled requests ([`TenantTop::report`]).
+///
+/// ```
+/// use tenant_guard::metrics::Metrics;
+///
+/// let report = Metrics::new().tenant_top().report(5, 10);
+/// assert_eq!(
+///     serde_json::to_value(&report).unwrap(),
+///     serde_json::json!({ "minutes": 5, "throttled": [], "admitted": [] })
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TopReport {
     /// Minutes looked back over (the current one included).
