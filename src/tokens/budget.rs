@@ -62,6 +62,21 @@ impl TokenBudget {
     /// after the budgets). `options` says what happens while Redis is unusable (the outage
     /// mode); its burst cap and deny cache are not used (a refund frees tokens before a
     /// cached denial would expire).
+    ///
+    /// ```
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::tokens::{parse_token_rule, TokenBudget, TokenConfig};
+    /// use tenant_guard::{keys::Keys, metrics::Metrics};
+    ///
+    /// let memory = || Backend::Memory(MemoryStore::new(Default::default()));
+    /// let one = TokenConfig::default().rule(parse_token_rule("tenant: POST /api/ai/{*rest} = 100000/1m").unwrap());
+    /// assert!(TokenBudget::new(memory(), Keys::default(), one, Default::default(), &Metrics::new()).is_ok());
+    /// // Two unnamed budgets of one scope would share a name: refused.
+    /// let two = TokenConfig::default()
+    ///     .rule(parse_token_rule("user: POST /api/ai/{*rest} = 1000/1m").unwrap())
+    ///     .rule(parse_token_rule("user: POST /api/embed = 5000/1m").unwrap());
+    /// assert!(TokenBudget::new(memory(), Keys::default(), two, Default::default(), &Metrics::new()).is_err());
+    /// ```
     pub fn new(
         backend: Backend,
         keys: Keys,
@@ -85,11 +100,40 @@ impl TokenBudget {
     }
 
     /// The settings.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tokens::TokenBudget};
+    ///
+    /// let config = Config::from_vars([
+    ///     ("REDIS_ENABLED", "false"),
+    ///     ("RATE_LIMIT_TOKENS", "tenant: POST /api/ai/{*rest} = 100000/1m"),
+    ///     ("RATE_LIMIT_TOKENS_DEFAULT_MAX", "512"),
+    /// ])
+    /// .unwrap();
+    /// let metrics = Metrics::new();
+    /// let budget = TokenBudget::new(Backend::from_config(&config, &metrics).unwrap(), Default::default(),
+    ///     config.tokens.clone(), Default::default(), &metrics).unwrap();
+    /// assert_eq!(budget.config().default_max_tokens, 512);
+    /// assert_eq!(budget.config().rules[0].name, "tokens-tenant");
+    /// ```
     pub fn config(&self) -> &TokenConfig {
         &self.inner.config
     }
 
     /// Whether any budget counts requests to `method` + route `template`.
+    ///
+    /// ```
+    /// use http::Method;
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::tokens::{parse_token_rule, TokenBudget, TokenConfig};
+    ///
+    /// let config = TokenConfig::default().rule(parse_token_rule("user: POST /api/ai/{*rest} = 1000/1m").unwrap());
+    /// let budget = TokenBudget::new(Backend::Memory(MemoryStore::new(Default::default())),
+    ///     Default::default(), config, Default::default(), &Default::default()).unwrap();
+    /// assert!(budget.applies(&Method::POST, "/api/ai/{*rest}"));
+    /// assert!(!budget.applies(&Method::GET, "/api/ai/{*rest}"));
+    /// assert!(!budget.applies(&Method::POST, "/api/users"));
+    /// ```
     pub fn applies(&self, method: &Method, template: &str) -> bool {
         self.inner
             .config
@@ -101,6 +145,25 @@ impl TokenBudget {
     /// Reserves `estimate` tokens (at least 1) on every budget that applies, all or none:
     /// the reservation counts as used until it is settled. `Err` is the decision that
     /// refused it (the budget that denied, when it frees up).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use tenant_guard::backend::{Backend, MemoryStore};
+    /// # use tenant_guard::tokens::{parse_token_rule, TokenBudget, TokenConfig};
+    /// use tenant_guard::{ratelimit::Identity, tenant::TenantId};
+    /// // `budget`: "user: POST /api/ai/{*rest} = 1000/1m", on memory.
+    /// # let config = TokenConfig::default().rule(parse_token_rule("user: POST /api/ai/{*rest} = 1000/1m").unwrap());
+    /// # let budget = TokenBudget::new(Backend::Memory(MemoryStore::new(Default::default())),
+    /// #     Default::default(), config, Default::default(), &Default::default()).unwrap();
+    /// let (acme, who, post) = (TenantId::new("acme").unwrap(), Identity::User("u-1".into()), http::Method::POST);
+    /// let first = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 600).await.unwrap();
+    /// let refused = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 600).await.unwrap_err();
+    /// assert_eq!(refused.denied_by().unwrap().name, "tokens-user");
+    /// assert!(refused.retry_after().is_some());
+    /// first.refund().await.unwrap();
+    /// # }
+    /// ```
     pub async fn reserve(
         &self,
         tenant: &TenantId,
@@ -142,6 +205,24 @@ impl TokenBudget {
 /// Tokens reserved for one request, until it is settled: [`settle`](Self::settle) with
 /// the real usage, or [`refund`](Self::refund). Dropped unsettled (the request failed or
 /// its client went away), it is refunded in the background.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use tenant_guard::backend::{Backend, MemoryStore};
+/// # use tenant_guard::tokens::{parse_token_rule, TokenBudget, TokenConfig};
+/// use tenant_guard::{ratelimit::Identity, tenant::TenantId};
+/// // `budget`: "user: POST /api/ai/{*rest} = 1000/1m", on memory.
+/// # let config = TokenConfig::default().rule(parse_token_rule("user: POST /api/ai/{*rest} = 1000/1m").unwrap());
+/// # let budget = TokenBudget::new(Backend::Memory(MemoryStore::new(Default::default())),
+/// #     Default::default(), config, Default::default(), &Default::default()).unwrap();
+/// let (acme, who, post) = (TenantId::new("acme").unwrap(), Identity::User("u-1".into()), http::Method::POST);
+/// let reservation = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 1000).await.unwrap();
+/// drop(reservation); // the request failed before the model ran: refunded in the background
+/// tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+/// assert!(budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 1000).await.is_ok());
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "a reservation dropped unsettled is refunded"]
 pub struct Reservation {
@@ -161,6 +242,23 @@ struct Pending {
 }
 
 /// What a settlement did.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use tenant_guard::backend::{Backend, MemoryStore};
+/// # use tenant_guard::tokens::{parse_token_rule, TokenBudget, TokenConfig};
+/// use tenant_guard::{ratelimit::Identity, tenant::TenantId};
+/// // `budget`: "user: POST /api/ai/{*rest} = 1000/1m", on memory.
+/// # let config = TokenConfig::default().rule(parse_token_rule("user: POST /api/ai/{*rest} = 1000/1m").unwrap());
+/// # let budget = TokenBudget::new(Backend::Memory(MemoryStore::new(Default::default())),
+/// #     Default::default(), config, Default::default(), &Default::default()).unwrap();
+/// let (acme, who, post) = (TenantId::new("acme").unwrap(), Identity::User("u-1".into()), http::Method::POST);
+/// let r = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 800).await.unwrap();
+/// let settled = r.settle(300).await.unwrap();
+/// assert_eq!((settled.reserved, settled.used), (800, 300));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Settled {
@@ -172,6 +270,24 @@ pub struct Settled {
 
 impl Settled {
     /// Tokens used beyond the reservation (charged after the fact).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use tenant_guard::backend::{Backend, MemoryStore};
+    /// # use tenant_guard::tokens::{parse_token_rule, TokenBudget, TokenConfig};
+    /// use tenant_guard::{ratelimit::Identity, tenant::TenantId};
+    /// // `budget`: "user: POST /api/ai/{*rest} = 1000/1m", on memory.
+    /// # let config = TokenConfig::default().rule(parse_token_rule("user: POST /api/ai/{*rest} = 1000/1m").unwrap());
+    /// # let budget = TokenBudget::new(Backend::Memory(MemoryStore::new(Default::default())),
+    /// #     Default::default(), config, Default::default(), &Default::default()).unwrap();
+    /// let (acme, who, post) = (TenantId::new("acme").unwrap(), Identity::User("u-1".into()), http::Method::POST);
+    /// let r = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 100).await.unwrap();
+    /// assert_eq!(r.settle(150).await.unwrap().overshoot(), 50); // charged after the fact
+    /// let r = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 100).await.unwrap();
+    /// assert_eq!(r.settle(40).await.unwrap().overshoot(), 0);
+    /// # }
+    /// ```
     pub fn overshoot(&self) -> u64 {
         self.used.saturating_sub(u64::from(self.reserved))
     }
@@ -179,6 +295,24 @@ impl Settled {
 
 impl Reservation {
     /// The decision that admitted the request (each budget's state after the reservation).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use tenant_guard::backend::{Backend, MemoryStore};
+    /// # use tenant_guard::tokens::{parse_token_rule, TokenBudget, TokenConfig};
+    /// use tenant_guard::{ratelimit::Identity, tenant::TenantId};
+    /// // `budget`: "user: POST /api/ai/{*rest} = 1000/1m", on memory.
+    /// # let config = TokenConfig::default().rule(parse_token_rule("user: POST /api/ai/{*rest} = 1000/1m").unwrap());
+    /// # let budget = TokenBudget::new(Backend::Memory(MemoryStore::new(Default::default())),
+    /// #     Default::default(), config, Default::default(), &Default::default()).unwrap();
+    /// let (acme, who, post) = (TenantId::new("acme").unwrap(), Identity::User("u-1".into()), http::Method::POST);
+    /// let r = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 800).await.unwrap();
+    /// let rule = &r.decision().rules[0];
+    /// assert_eq!((rule.name, rule.limit, rule.remaining), ("tokens-user", 1000, 200));
+    /// r.settle(800).await.unwrap();
+    /// # }
+    /// ```
     pub fn decision(&self) -> &Decision {
         &self
             .pending
@@ -188,6 +322,26 @@ impl Reservation {
     }
 
     /// Tokens reserved.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use tenant_guard::backend::{Backend, MemoryStore};
+    /// # use tenant_guard::tokens::{parse_token_rule, TokenBudget, TokenConfig};
+    /// use tenant_guard::{ratelimit::Identity, tenant::TenantId};
+    /// // `budget`: "user: POST /api/ai/{*rest} = 1000/1m", on memory.
+    /// # let config = TokenConfig::default().rule(parse_token_rule("user: POST /api/ai/{*rest} = 1000/1m").unwrap());
+    /// # let budget = TokenBudget::new(Backend::Memory(MemoryStore::new(Default::default())),
+    /// #     Default::default(), config, Default::default(), &Default::default()).unwrap();
+    /// let (acme, who, post) = (TenantId::new("acme").unwrap(), Identity::User("u-1".into()), http::Method::POST);
+    /// let r = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 250).await.unwrap();
+    /// assert_eq!(r.reserved(), 250);
+    /// let empty = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 0).await.unwrap();
+    /// assert_eq!(empty.reserved(), 1); // every request reserves at least one token
+    /// # r.refund().await.unwrap();
+    /// # empty.refund().await.unwrap();
+    /// # }
+    /// ```
     pub fn reserved(&self) -> u32 {
         self.decision().cost
     }
@@ -196,12 +350,49 @@ impl Reservation {
     /// reserved beyond it is given back; usage beyond the reservation is charged at once,
     /// past the limit if need be (it happened) but never leaving a window more than twice
     /// its limit, and reported in `tenant_guard_tokens_overshoot_total`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use tenant_guard::backend::{Backend, MemoryStore};
+    /// # use tenant_guard::tokens::{parse_token_rule, TokenBudget, TokenConfig};
+    /// use tenant_guard::{ratelimit::Identity, tenant::TenantId};
+    /// // `budget`: "user: POST /api/ai/{*rest} = 1000/1m", on memory.
+    /// # let config = TokenConfig::default().rule(parse_token_rule("user: POST /api/ai/{*rest} = 1000/1m").unwrap());
+    /// # let budget = TokenBudget::new(Backend::Memory(MemoryStore::new(Default::default())),
+    /// #     Default::default(), config, Default::default(), &Default::default()).unwrap();
+    /// let (acme, who, post) = (TenantId::new("acme").unwrap(), Identity::User("u-1".into()), http::Method::POST);
+    /// let r = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 900).await.unwrap();
+    /// r.settle(400).await.unwrap(); // 500 of the 900 given back
+    /// let next = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 600).await.unwrap();
+    /// assert_eq!(next.decision().rules[0].remaining, 0);
+    /// # next.refund().await.unwrap();
+    /// # }
+    /// ```
     pub async fn settle(mut self, used: u64) -> Result<Settled, BackendError> {
         let p = self.pending.take().expect("pending until settled");
         p.settle(used).await
     }
 
     /// Gives the whole reservation back (the request used nothing).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use tenant_guard::backend::{Backend, MemoryStore};
+    /// # use tenant_guard::tokens::{parse_token_rule, TokenBudget, TokenConfig};
+    /// use tenant_guard::{ratelimit::Identity, tenant::TenantId};
+    /// // `budget`: "user: POST /api/ai/{*rest} = 1000/1m", on memory.
+    /// # let config = TokenConfig::default().rule(parse_token_rule("user: POST /api/ai/{*rest} = 1000/1m").unwrap());
+    /// # let budget = TokenBudget::new(Backend::Memory(MemoryStore::new(Default::default())),
+    /// #     Default::default(), config, Default::default(), &Default::default()).unwrap();
+    /// let (acme, who, post) = (TenantId::new("acme").unwrap(), Identity::User("u-1".into()), http::Method::POST);
+    /// let r = budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 1000).await.unwrap();
+    /// assert_eq!(r.refund().await.unwrap().used, 0);
+    /// // All 1000 are free again.
+    /// assert!(budget.reserve(&acme, &who, &post, "/api/ai/{*rest}", 1000).await.is_ok());
+    /// # }
+    /// ```
     pub async fn refund(self) -> Result<Settled, BackendError> {
         self.settle(0).await
     }

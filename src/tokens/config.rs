@@ -59,6 +59,15 @@ pub fn parse_token_rules(s: &str) -> Result<Vec<Rule>, InvalidValue> {
 }
 
 /// Whether a response the cache answered (`X-Cache: HIT` or `STALE`) costs tokens.
+///
+/// ```
+/// use tenant_guard::{config::Config, tokens::CacheHits};
+///
+/// assert_eq!("charged".parse::<CacheHits>().unwrap(), CacheHits::Charged);
+/// assert_eq!(CacheHits::Free.to_string(), "free");
+/// let c = Config::from_vars([("RATE_LIMIT_TOKENS_CACHE_HITS", "charged")]).unwrap();
+/// assert_eq!(c.tokens.cache_hits, CacheHits::Charged);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::Display)]
 #[strum(serialize_all = "lowercase")]
 pub enum CacheHits {
@@ -106,6 +115,15 @@ impl Default for TokenConfig {
 
 impl TokenConfig {
     /// With one more budget (see [`parse_token_rule`]); its algorithm is set to compact.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Algorithm, Rule, Scope, Quota};
+    /// use tenant_guard::tokens::TokenConfig;
+    ///
+    /// let rule = Rule::new("tokens-tenant", Scope::Tenant, Quota::parse("100000/1m").unwrap());
+    /// let c = TokenConfig::default().rule(rule);
+    /// assert_eq!(c.rules[0].algorithm, Some(Algorithm::Compact));
+    /// ```
     #[must_use]
     pub fn rule(mut self, rule: Rule) -> Self {
         self.rules.push(rule.algorithm(Algorithm::Compact));
@@ -113,11 +131,30 @@ impl TokenConfig {
     }
 
     /// Whether any budget is set.
+    ///
+    /// ```
+    /// use tenant_guard::tokens::{parse_token_rule, TokenConfig};
+    ///
+    /// assert!(!TokenConfig::default().is_enabled());
+    /// let c = TokenConfig::default().rule(parse_token_rule("tenant: POST /api/ai/{*rest} = 100000/1m").unwrap());
+    /// assert!(c.is_enabled());
+    /// ```
     pub fn is_enabled(&self) -> bool {
         !self.rules.is_empty()
     }
 
     /// The budgets as a rate-limit policy (every rule compact).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::Algorithm;
+    /// use tenant_guard::tokens::{parse_token_rules, TokenConfig};
+    ///
+    /// let mut c = TokenConfig::default();
+    /// c.rules = parse_token_rules("tenant: POST /api/ai/{*rest} = 100000/1m; user: POST /api/ai/{*rest} = 20000/1m").unwrap();
+    /// let policy = c.policy().unwrap();
+    /// assert_eq!(policy.rules().len(), 2);
+    /// assert_eq!(policy.algorithm(), Algorithm::Compact);
+    /// ```
     pub fn policy(&self) -> Result<Policy, PolicyError> {
         self.rules
             .iter()
