@@ -111,6 +111,17 @@ pub struct SessionRecord {
 
 impl SessionRecord {
     /// An empty record created at `created_ms`, loaded at `now_ms`.
+    ///
+    /// ```
+    /// use tenant_guard::session::SessionRecord;
+    ///
+    /// // A store of your own builds the record it read back from its table.
+    /// let mut r = SessionRecord::new(1_700_000_060_000, 1_700_000_000_000);
+    /// r.pttl_ms = Some(86_340_000);
+    /// r.user = Some("alice".into());
+    /// assert!(r.fields.is_empty());
+    /// assert_eq!(r.now_ms - r.created_ms, 60_000); // created a minute ago
+    /// ```
     pub fn new(now_ms: u64, created_ms: u64) -> Self {
         Self {
             now_ms,
@@ -123,6 +134,65 @@ impl SessionRecord {
 }
 
 /// What a save does to the record.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use std::sync::{Arc, Mutex};
+/// # use tenant_guard::{backend::MemoryStore, keys::{Keys, RedisKey}, metrics::Metrics, tenant::TenantId};
+/// # use tenant_guard::session::*;
+/// # #[derive(Clone)]
+/// # struct Spy { memory: MemoryStore, log: Arc<Mutex<Vec<String>>> }
+/// # impl Spy {
+/// #     fn note(&self, s: String) { self.log.lock().unwrap().push(s) }
+/// #     fn seen(&self, what: &str) -> Vec<String> {
+/// #         let log = self.log.lock().unwrap();
+/// #         log.iter().filter_map(|l| l.strip_prefix(what)).map(String::from).collect()
+/// #     }
+/// # }
+/// # impl SessionBackend for Spy {
+/// #     fn name(&self) -> &'static str { "spy" }
+/// #     fn load<'a>(&'a self, key: &'a RedisKey, l: Lifetimes) -> StoreFuture<'a, Option<SessionRecord>> {
+/// #         SessionBackend::load(&self.memory, key, l)
+/// #     }
+/// #     fn save<'a>(&'a self, keys: &'a SessionKeys, w: &'a SessionWrite<'a>, l: Lifetimes) -> StoreFuture<'a, SaveOutcome> {
+/// #         self.note(format!("mode={:?}", w.mode));
+/// #         self.note(format!("user={:?}", w.user));
+/// #         self.note(format!("set={:?}", w.set));
+/// #         self.note(format!("session={}", keys.session));
+/// #         self.note(format!("index_after={:?}", keys.index_after.as_ref().map(|k| k.to_string())));
+/// #         self.note(format!("lifetimes={:?}/{:?}", l.idle, l.max));
+/// #         Box::pin(async move {
+/// #             let out = SessionBackend::save(&self.memory, keys, w, l).await?;
+/// #             self.note(format!("outcome={out:?}"));
+/// #             Ok(out)
+/// #         })
+/// #     }
+/// #     fn user_sessions<'a>(&'a self, index: &'a UserIndex<'a>, revoke: bool) -> StoreFuture<'a, (Vec<SessionInfo>, u64)> {
+/// #         self.note(format!("index={}", index.key));
+/// #         Box::pin(async move {
+/// #             let r = SessionBackend::user_sessions(&self.memory, index, revoke).await?;
+/// #             for s in &r.0 { self.note(format!("listed={}", index.session_key(&s.id))); }
+/// #             Ok(r)
+/// #         })
+/// #     }
+/// #     fn delete<'a>(&'a self, key: &'a RedisKey) -> StoreFuture<'a, bool> {
+/// #         SessionBackend::delete(&self.memory, key)
+/// #     }
+/// # }
+/// # let spy = Spy { memory: MemoryStore::new(Default::default()), log: Default::default() };
+/// # let store = SessionStore::with_backend(spy.clone(), &SessionConfig::default(), Keys::default(), &Metrics::new());
+/// // `spy`: a `SessionBackend` that notes what it is given, then defers to a `MemoryStore`.
+/// let session = Session::detached(TenantId::new("acme")?, store.clone());
+/// session.insert("theme", "dark").await?;
+/// session.save().await?;
+/// session.insert("theme", "light").await?;
+/// session.save().await?;
+/// session.destroy().await?;
+/// session.save().await?;
+/// assert_eq!(spy.seen("mode="), ["Create", "Update", "Destroy"]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
     /// A new session: refused when the id is taken.
@@ -134,6 +204,63 @@ pub enum WriteMode {
 }
 
 /// What a save does to the session's user.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use std::sync::{Arc, Mutex};
+/// # use tenant_guard::{backend::MemoryStore, keys::{Keys, RedisKey}, metrics::Metrics, tenant::TenantId};
+/// # use tenant_guard::session::*;
+/// # #[derive(Clone)]
+/// # struct Spy { memory: MemoryStore, log: Arc<Mutex<Vec<String>>> }
+/// # impl Spy {
+/// #     fn note(&self, s: String) { self.log.lock().unwrap().push(s) }
+/// #     fn seen(&self, what: &str) -> Vec<String> {
+/// #         let log = self.log.lock().unwrap();
+/// #         log.iter().filter_map(|l| l.strip_prefix(what)).map(String::from).collect()
+/// #     }
+/// # }
+/// # impl SessionBackend for Spy {
+/// #     fn name(&self) -> &'static str { "spy" }
+/// #     fn load<'a>(&'a self, key: &'a RedisKey, l: Lifetimes) -> StoreFuture<'a, Option<SessionRecord>> {
+/// #         SessionBackend::load(&self.memory, key, l)
+/// #     }
+/// #     fn save<'a>(&'a self, keys: &'a SessionKeys, w: &'a SessionWrite<'a>, l: Lifetimes) -> StoreFuture<'a, SaveOutcome> {
+/// #         self.note(format!("mode={:?}", w.mode));
+/// #         self.note(format!("user={:?}", w.user));
+/// #         self.note(format!("set={:?}", w.set));
+/// #         self.note(format!("session={}", keys.session));
+/// #         self.note(format!("index_after={:?}", keys.index_after.as_ref().map(|k| k.to_string())));
+/// #         self.note(format!("lifetimes={:?}/{:?}", l.idle, l.max));
+/// #         Box::pin(async move {
+/// #             let out = SessionBackend::save(&self.memory, keys, w, l).await?;
+/// #             self.note(format!("outcome={out:?}"));
+/// #             Ok(out)
+/// #         })
+/// #     }
+/// #     fn user_sessions<'a>(&'a self, index: &'a UserIndex<'a>, revoke: bool) -> StoreFuture<'a, (Vec<SessionInfo>, u64)> {
+/// #         self.note(format!("index={}", index.key));
+/// #         Box::pin(async move {
+/// #             let r = SessionBackend::user_sessions(&self.memory, index, revoke).await?;
+/// #             for s in &r.0 { self.note(format!("listed={}", index.session_key(&s.id))); }
+/// #             Ok(r)
+/// #         })
+/// #     }
+/// #     fn delete<'a>(&'a self, key: &'a RedisKey) -> StoreFuture<'a, bool> {
+/// #         SessionBackend::delete(&self.memory, key)
+/// #     }
+/// # }
+/// # let spy = Spy { memory: MemoryStore::new(Default::default()), log: Default::default() };
+/// # let store = SessionStore::with_backend(spy.clone(), &SessionConfig::default(), Keys::default(), &Metrics::new());
+/// // `spy`: a `SessionBackend` that notes what it is given, then defers to a `MemoryStore`.
+/// let session = Session::detached(TenantId::new("acme")?, store.clone());
+/// session.set_user_id(Some("alice")).await?; // login
+/// session.save().await?;
+/// session.set_user_id(None).await?; // logout
+/// session.save().await?;
+/// assert_eq!(spy.seen("user="), [r#"Set("alice")"#, "Unset"]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserChange<'a> {
     /// Leaves it as it is.
@@ -145,6 +272,62 @@ pub enum UserChange<'a> {
 }
 
 /// The changes of one request, as [`SessionBackend::save`] receives them.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use std::sync::{Arc, Mutex};
+/// # use tenant_guard::{backend::MemoryStore, keys::{Keys, RedisKey}, metrics::Metrics, tenant::TenantId};
+/// # use tenant_guard::session::*;
+/// # #[derive(Clone)]
+/// # struct Spy { memory: MemoryStore, log: Arc<Mutex<Vec<String>>> }
+/// # impl Spy {
+/// #     fn note(&self, s: String) { self.log.lock().unwrap().push(s) }
+/// #     fn seen(&self, what: &str) -> Vec<String> {
+/// #         let log = self.log.lock().unwrap();
+/// #         log.iter().filter_map(|l| l.strip_prefix(what)).map(String::from).collect()
+/// #     }
+/// # }
+/// # impl SessionBackend for Spy {
+/// #     fn name(&self) -> &'static str { "spy" }
+/// #     fn load<'a>(&'a self, key: &'a RedisKey, l: Lifetimes) -> StoreFuture<'a, Option<SessionRecord>> {
+/// #         SessionBackend::load(&self.memory, key, l)
+/// #     }
+/// #     fn save<'a>(&'a self, keys: &'a SessionKeys, w: &'a SessionWrite<'a>, l: Lifetimes) -> StoreFuture<'a, SaveOutcome> {
+/// #         self.note(format!("mode={:?}", w.mode));
+/// #         self.note(format!("user={:?}", w.user));
+/// #         self.note(format!("set={:?}", w.set));
+/// #         self.note(format!("session={}", keys.session));
+/// #         self.note(format!("index_after={:?}", keys.index_after.as_ref().map(|k| k.to_string())));
+/// #         self.note(format!("lifetimes={:?}/{:?}", l.idle, l.max));
+/// #         Box::pin(async move {
+/// #             let out = SessionBackend::save(&self.memory, keys, w, l).await?;
+/// #             self.note(format!("outcome={out:?}"));
+/// #             Ok(out)
+/// #         })
+/// #     }
+/// #     fn user_sessions<'a>(&'a self, index: &'a UserIndex<'a>, revoke: bool) -> StoreFuture<'a, (Vec<SessionInfo>, u64)> {
+/// #         self.note(format!("index={}", index.key));
+/// #         Box::pin(async move {
+/// #             let r = SessionBackend::user_sessions(&self.memory, index, revoke).await?;
+/// #             for s in &r.0 { self.note(format!("listed={}", index.session_key(&s.id))); }
+/// #             Ok(r)
+/// #         })
+/// #     }
+/// #     fn delete<'a>(&'a self, key: &'a RedisKey) -> StoreFuture<'a, bool> {
+/// #         SessionBackend::delete(&self.memory, key)
+/// #     }
+/// # }
+/// # let spy = Spy { memory: MemoryStore::new(Default::default()), log: Default::default() };
+/// # let store = SessionStore::with_backend(spy.clone(), &SessionConfig::default(), Keys::default(), &Metrics::new());
+/// // `spy`: a `SessionBackend` that notes what it is given, then defers to a `MemoryStore`.
+/// let session = Session::detached(TenantId::new("acme")?, store.clone());
+/// session.insert("theme", "dark").await?;
+/// session.save().await?;
+/// // Fields arrive as JSON text.
+/// assert_eq!(spy.seen("set="), [r#"[("theme", "\"dark\"")]"#]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct SessionWrite<'a> {
@@ -178,6 +361,62 @@ pub struct SessionWrite<'a> {
 }
 
 /// The keys one save touches, tenant-prefixed.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use std::sync::{Arc, Mutex};
+/// # use tenant_guard::{backend::MemoryStore, keys::{Keys, RedisKey}, metrics::Metrics, tenant::TenantId};
+/// # use tenant_guard::session::*;
+/// # #[derive(Clone)]
+/// # struct Spy { memory: MemoryStore, log: Arc<Mutex<Vec<String>>> }
+/// # impl Spy {
+/// #     fn note(&self, s: String) { self.log.lock().unwrap().push(s) }
+/// #     fn seen(&self, what: &str) -> Vec<String> {
+/// #         let log = self.log.lock().unwrap();
+/// #         log.iter().filter_map(|l| l.strip_prefix(what)).map(String::from).collect()
+/// #     }
+/// # }
+/// # impl SessionBackend for Spy {
+/// #     fn name(&self) -> &'static str { "spy" }
+/// #     fn load<'a>(&'a self, key: &'a RedisKey, l: Lifetimes) -> StoreFuture<'a, Option<SessionRecord>> {
+/// #         SessionBackend::load(&self.memory, key, l)
+/// #     }
+/// #     fn save<'a>(&'a self, keys: &'a SessionKeys, w: &'a SessionWrite<'a>, l: Lifetimes) -> StoreFuture<'a, SaveOutcome> {
+/// #         self.note(format!("mode={:?}", w.mode));
+/// #         self.note(format!("user={:?}", w.user));
+/// #         self.note(format!("set={:?}", w.set));
+/// #         self.note(format!("session={}", keys.session));
+/// #         self.note(format!("index_after={:?}", keys.index_after.as_ref().map(|k| k.to_string())));
+/// #         self.note(format!("lifetimes={:?}/{:?}", l.idle, l.max));
+/// #         Box::pin(async move {
+/// #             let out = SessionBackend::save(&self.memory, keys, w, l).await?;
+/// #             self.note(format!("outcome={out:?}"));
+/// #             Ok(out)
+/// #         })
+/// #     }
+/// #     fn user_sessions<'a>(&'a self, index: &'a UserIndex<'a>, revoke: bool) -> StoreFuture<'a, (Vec<SessionInfo>, u64)> {
+/// #         self.note(format!("index={}", index.key));
+/// #         Box::pin(async move {
+/// #             let r = SessionBackend::user_sessions(&self.memory, index, revoke).await?;
+/// #             for s in &r.0 { self.note(format!("listed={}", index.session_key(&s.id))); }
+/// #             Ok(r)
+/// #         })
+/// #     }
+/// #     fn delete<'a>(&'a self, key: &'a RedisKey) -> StoreFuture<'a, bool> {
+/// #         SessionBackend::delete(&self.memory, key)
+/// #     }
+/// # }
+/// # let spy = Spy { memory: MemoryStore::new(Default::default()), log: Default::default() };
+/// # let store = SessionStore::with_backend(spy.clone(), &SessionConfig::default(), Keys::default(), &Metrics::new());
+/// // `spy`: a `SessionBackend` that notes what it is given, then defers to a `MemoryStore`.
+/// let session = Session::detached(TenantId::new("acme")?, store.clone());
+/// session.set_user_id(Some("alice")).await?;
+/// let id = session.save().await?.unwrap();
+/// assert_eq!(spy.seen("session="), [format!("tg:session:{{acme}}:{}", id.as_str())]);
+/// assert_eq!(spy.seen("index_after="), [r#"Some("tg:session-index:{acme}:alice")"#]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct SessionKeys {
@@ -192,6 +431,62 @@ pub struct SessionKeys {
 }
 
 /// How long a record may live.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use std::sync::{Arc, Mutex};
+/// # use tenant_guard::{backend::MemoryStore, keys::{Keys, RedisKey}, metrics::Metrics, tenant::TenantId};
+/// # use tenant_guard::session::*;
+/// # #[derive(Clone)]
+/// # struct Spy { memory: MemoryStore, log: Arc<Mutex<Vec<String>>> }
+/// # impl Spy {
+/// #     fn note(&self, s: String) { self.log.lock().unwrap().push(s) }
+/// #     fn seen(&self, what: &str) -> Vec<String> {
+/// #         let log = self.log.lock().unwrap();
+/// #         log.iter().filter_map(|l| l.strip_prefix(what)).map(String::from).collect()
+/// #     }
+/// # }
+/// # impl SessionBackend for Spy {
+/// #     fn name(&self) -> &'static str { "spy" }
+/// #     fn load<'a>(&'a self, key: &'a RedisKey, l: Lifetimes) -> StoreFuture<'a, Option<SessionRecord>> {
+/// #         SessionBackend::load(&self.memory, key, l)
+/// #     }
+/// #     fn save<'a>(&'a self, keys: &'a SessionKeys, w: &'a SessionWrite<'a>, l: Lifetimes) -> StoreFuture<'a, SaveOutcome> {
+/// #         self.note(format!("mode={:?}", w.mode));
+/// #         self.note(format!("user={:?}", w.user));
+/// #         self.note(format!("set={:?}", w.set));
+/// #         self.note(format!("session={}", keys.session));
+/// #         self.note(format!("index_after={:?}", keys.index_after.as_ref().map(|k| k.to_string())));
+/// #         self.note(format!("lifetimes={:?}/{:?}", l.idle, l.max));
+/// #         Box::pin(async move {
+/// #             let out = SessionBackend::save(&self.memory, keys, w, l).await?;
+/// #             self.note(format!("outcome={out:?}"));
+/// #             Ok(out)
+/// #         })
+/// #     }
+/// #     fn user_sessions<'a>(&'a self, index: &'a UserIndex<'a>, revoke: bool) -> StoreFuture<'a, (Vec<SessionInfo>, u64)> {
+/// #         self.note(format!("index={}", index.key));
+/// #         Box::pin(async move {
+/// #             let r = SessionBackend::user_sessions(&self.memory, index, revoke).await?;
+/// #             for s in &r.0 { self.note(format!("listed={}", index.session_key(&s.id))); }
+/// #             Ok(r)
+/// #         })
+/// #     }
+/// #     fn delete<'a>(&'a self, key: &'a RedisKey) -> StoreFuture<'a, bool> {
+/// #         SessionBackend::delete(&self.memory, key)
+/// #     }
+/// # }
+/// # let spy = Spy { memory: MemoryStore::new(Default::default()), log: Default::default() };
+/// # let store = SessionStore::with_backend(spy.clone(), &SessionConfig::default(), Keys::default(), &Metrics::new());
+/// // `spy`: a `SessionBackend` that notes what it is given, then defers to a `MemoryStore`.
+/// let session = Session::detached(TenantId::new("acme")?, store.clone());
+/// session.insert("theme", "dark").await?;
+/// session.save().await?;
+/// // `SessionConfig::default()`: 24 h idle, 7 days at most.
+/// assert_eq!(spy.seen("lifetimes="), ["86400s/604800s"]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Lifetimes {
@@ -208,6 +503,62 @@ impl Lifetimes {
 }
 
 /// One user's session index, and how to name the sessions it lists.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use std::sync::{Arc, Mutex};
+/// # use tenant_guard::{backend::MemoryStore, keys::{Keys, RedisKey}, metrics::Metrics, tenant::TenantId};
+/// # use tenant_guard::session::*;
+/// # #[derive(Clone)]
+/// # struct Spy { memory: MemoryStore, log: Arc<Mutex<Vec<String>>> }
+/// # impl Spy {
+/// #     fn note(&self, s: String) { self.log.lock().unwrap().push(s) }
+/// #     fn seen(&self, what: &str) -> Vec<String> {
+/// #         let log = self.log.lock().unwrap();
+/// #         log.iter().filter_map(|l| l.strip_prefix(what)).map(String::from).collect()
+/// #     }
+/// # }
+/// # impl SessionBackend for Spy {
+/// #     fn name(&self) -> &'static str { "spy" }
+/// #     fn load<'a>(&'a self, key: &'a RedisKey, l: Lifetimes) -> StoreFuture<'a, Option<SessionRecord>> {
+/// #         SessionBackend::load(&self.memory, key, l)
+/// #     }
+/// #     fn save<'a>(&'a self, keys: &'a SessionKeys, w: &'a SessionWrite<'a>, l: Lifetimes) -> StoreFuture<'a, SaveOutcome> {
+/// #         self.note(format!("mode={:?}", w.mode));
+/// #         self.note(format!("user={:?}", w.user));
+/// #         self.note(format!("set={:?}", w.set));
+/// #         self.note(format!("session={}", keys.session));
+/// #         self.note(format!("index_after={:?}", keys.index_after.as_ref().map(|k| k.to_string())));
+/// #         self.note(format!("lifetimes={:?}/{:?}", l.idle, l.max));
+/// #         Box::pin(async move {
+/// #             let out = SessionBackend::save(&self.memory, keys, w, l).await?;
+/// #             self.note(format!("outcome={out:?}"));
+/// #             Ok(out)
+/// #         })
+/// #     }
+/// #     fn user_sessions<'a>(&'a self, index: &'a UserIndex<'a>, revoke: bool) -> StoreFuture<'a, (Vec<SessionInfo>, u64)> {
+/// #         self.note(format!("index={}", index.key));
+/// #         Box::pin(async move {
+/// #             let r = SessionBackend::user_sessions(&self.memory, index, revoke).await?;
+/// #             for s in &r.0 { self.note(format!("listed={}", index.session_key(&s.id))); }
+/// #             Ok(r)
+/// #         })
+/// #     }
+/// #     fn delete<'a>(&'a self, key: &'a RedisKey) -> StoreFuture<'a, bool> {
+/// #         SessionBackend::delete(&self.memory, key)
+/// #     }
+/// # }
+/// # let spy = Spy { memory: MemoryStore::new(Default::default()), log: Default::default() };
+/// # let store = SessionStore::with_backend(spy.clone(), &SessionConfig::default(), Keys::default(), &Metrics::new());
+/// // `spy`: a `SessionBackend` that notes what it is given, then defers to a `MemoryStore`.
+/// let session = Session::detached(TenantId::new("acme")?, store.clone());
+/// session.set_user_id(Some("alice")).await?;
+/// session.save().await?;
+/// assert_eq!(store.list_user_sessions(&TenantId::new("acme")?, "alice").await?.len(), 1);
+/// assert_eq!(spy.seen("index="), ["tg:session-index:{acme}:alice"]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct UserIndex<'a> {
     /// The index key.
@@ -226,12 +577,124 @@ impl<'a> UserIndex<'a> {
     }
 
     /// The record key of session `id` in this index's tenant.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use tenant_guard::{backend::MemoryStore, keys::{Keys, RedisKey}, metrics::Metrics, tenant::TenantId};
+    /// # use tenant_guard::session::*;
+    /// # #[derive(Clone)]
+    /// # struct Spy { memory: MemoryStore, log: Arc<Mutex<Vec<String>>> }
+    /// # impl Spy {
+    /// #     fn note(&self, s: String) { self.log.lock().unwrap().push(s) }
+    /// #     fn seen(&self, what: &str) -> Vec<String> {
+    /// #         let log = self.log.lock().unwrap();
+    /// #         log.iter().filter_map(|l| l.strip_prefix(what)).map(String::from).collect()
+    /// #     }
+    /// # }
+    /// # impl SessionBackend for Spy {
+    /// #     fn name(&self) -> &'static str { "spy" }
+    /// #     fn load<'a>(&'a self, key: &'a RedisKey, l: Lifetimes) -> StoreFuture<'a, Option<SessionRecord>> {
+    /// #         SessionBackend::load(&self.memory, key, l)
+    /// #     }
+    /// #     fn save<'a>(&'a self, keys: &'a SessionKeys, w: &'a SessionWrite<'a>, l: Lifetimes) -> StoreFuture<'a, SaveOutcome> {
+    /// #         self.note(format!("mode={:?}", w.mode));
+    /// #         self.note(format!("user={:?}", w.user));
+    /// #         self.note(format!("set={:?}", w.set));
+    /// #         self.note(format!("session={}", keys.session));
+    /// #         self.note(format!("index_after={:?}", keys.index_after.as_ref().map(|k| k.to_string())));
+    /// #         self.note(format!("lifetimes={:?}/{:?}", l.idle, l.max));
+    /// #         Box::pin(async move {
+    /// #             let out = SessionBackend::save(&self.memory, keys, w, l).await?;
+    /// #             self.note(format!("outcome={out:?}"));
+    /// #             Ok(out)
+    /// #         })
+    /// #     }
+    /// #     fn user_sessions<'a>(&'a self, index: &'a UserIndex<'a>, revoke: bool) -> StoreFuture<'a, (Vec<SessionInfo>, u64)> {
+    /// #         self.note(format!("index={}", index.key));
+    /// #         Box::pin(async move {
+    /// #             let r = SessionBackend::user_sessions(&self.memory, index, revoke).await?;
+    /// #             for s in &r.0 { self.note(format!("listed={}", index.session_key(&s.id))); }
+    /// #             Ok(r)
+    /// #         })
+    /// #     }
+    /// #     fn delete<'a>(&'a self, key: &'a RedisKey) -> StoreFuture<'a, bool> {
+    /// #         SessionBackend::delete(&self.memory, key)
+    /// #     }
+    /// # }
+    /// # let spy = Spy { memory: MemoryStore::new(Default::default()), log: Default::default() };
+    /// # let store = SessionStore::with_backend(spy.clone(), &SessionConfig::default(), Keys::default(), &Metrics::new());
+    /// // `spy`: a `SessionBackend` that notes what it is given, then defers to a `MemoryStore`.
+    /// let acme = TenantId::new("acme")?;
+    /// let session = Session::detached(acme.clone(), store.clone());
+    /// session.set_user_id(Some("alice")).await?;
+    /// let id = session.save().await?.unwrap();
+    /// store.list_user_sessions(&acme, "alice").await?;
+    /// assert_eq!(spy.seen("listed="), [Keys::default().session(&acme, id.as_str()).to_string()]);
+    /// # Ok(()) }
+    /// ```
     pub fn session_key(&self, id: &SessionId) -> RedisKey {
         self.keys.session(self.tenant, id.as_str())
     }
 }
 
 /// How a save ended.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use std::sync::{Arc, Mutex};
+/// # use tenant_guard::{backend::MemoryStore, keys::{Keys, RedisKey}, metrics::Metrics, tenant::TenantId};
+/// # use tenant_guard::session::*;
+/// # #[derive(Clone)]
+/// # struct Spy { memory: MemoryStore, log: Arc<Mutex<Vec<String>>> }
+/// # impl Spy {
+/// #     fn note(&self, s: String) { self.log.lock().unwrap().push(s) }
+/// #     fn seen(&self, what: &str) -> Vec<String> {
+/// #         let log = self.log.lock().unwrap();
+/// #         log.iter().filter_map(|l| l.strip_prefix(what)).map(String::from).collect()
+/// #     }
+/// # }
+/// # impl SessionBackend for Spy {
+/// #     fn name(&self) -> &'static str { "spy" }
+/// #     fn load<'a>(&'a self, key: &'a RedisKey, l: Lifetimes) -> StoreFuture<'a, Option<SessionRecord>> {
+/// #         SessionBackend::load(&self.memory, key, l)
+/// #     }
+/// #     fn save<'a>(&'a self, keys: &'a SessionKeys, w: &'a SessionWrite<'a>, l: Lifetimes) -> StoreFuture<'a, SaveOutcome> {
+/// #         self.note(format!("mode={:?}", w.mode));
+/// #         self.note(format!("user={:?}", w.user));
+/// #         self.note(format!("set={:?}", w.set));
+/// #         self.note(format!("session={}", keys.session));
+/// #         self.note(format!("index_after={:?}", keys.index_after.as_ref().map(|k| k.to_string())));
+/// #         self.note(format!("lifetimes={:?}/{:?}", l.idle, l.max));
+/// #         Box::pin(async move {
+/// #             let out = SessionBackend::save(&self.memory, keys, w, l).await?;
+/// #             self.note(format!("outcome={out:?}"));
+/// #             Ok(out)
+/// #         })
+/// #     }
+/// #     fn user_sessions<'a>(&'a self, index: &'a UserIndex<'a>, revoke: bool) -> StoreFuture<'a, (Vec<SessionInfo>, u64)> {
+/// #         self.note(format!("index={}", index.key));
+/// #         Box::pin(async move {
+/// #             let r = SessionBackend::user_sessions(&self.memory, index, revoke).await?;
+/// #             for s in &r.0 { self.note(format!("listed={}", index.session_key(&s.id))); }
+/// #             Ok(r)
+/// #         })
+/// #     }
+/// #     fn delete<'a>(&'a self, key: &'a RedisKey) -> StoreFuture<'a, bool> {
+/// #         SessionBackend::delete(&self.memory, key)
+/// #     }
+/// # }
+/// # let spy = Spy { memory: MemoryStore::new(Default::default()), log: Default::default() };
+/// # let store = SessionStore::with_backend(spy.clone(), &SessionConfig::default(), Keys::default(), &Metrics::new());
+/// // `spy`: a `SessionBackend` that notes what it is given, then defers to a `MemoryStore`.
+/// let session = Session::detached(TenantId::new("acme")?, store.clone());
+/// session.insert("theme", "dark").await?;
+/// session.save().await?;
+/// assert_eq!(spy.seen("outcome="), ["Written"]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaveOutcome {
     /// Written.

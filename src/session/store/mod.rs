@@ -25,6 +25,25 @@ pub use backend::{
 };
 
 /// One live session of a user, as listed by [`SessionStore::list_user_sessions`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+/// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+/// # let metrics = Metrics::new();
+/// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+/// use tenant_guard::{session::{Session, SessionStore}, tenant::TenantId};
+/// // `store`: a `SessionStore` on memory, default settings (24 h idle timeout).
+/// let acme = TenantId::new("acme")?;
+/// let session = Session::detached(acme.clone(), store.clone());
+/// session.set_user_id(Some("alice")).await?;
+/// let id = session.save().await?.unwrap();
+/// let listed = store.list_user_sessions(&acme, "alice").await?;
+/// assert_eq!(listed[0].id, id);
+/// assert!(listed[0].expires_in <= std::time::Duration::from_secs(24 * 3600));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionInfo {
@@ -36,6 +55,16 @@ pub struct SessionInfo {
 
 impl SessionInfo {
     /// A listed session (for [`SessionBackend::user_sessions`] implementations).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::session::{SessionId, SessionInfo};
+    ///
+    /// // What a store of your own lists, from its index and each record's time left.
+    /// let id = SessionId::parse("0123456789abcdef0123456789abcdef").unwrap();
+    /// let info = SessionInfo::new(id.clone(), Duration::from_secs(3600));
+    /// assert_eq!((info.id, info.expires_in), (id, Duration::from_secs(3600)));
+    /// ```
     pub fn new(id: SessionId, expires_in: Duration) -> Self {
         Self { id, expires_in }
     }
@@ -90,6 +119,27 @@ impl std::fmt::Debug for SessionStore {
 
 impl SessionStore {
     /// A store on `backend` with the given settings and key prefix.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tenant_guard::{backend::{Backend, MemoryStore}, keys::{KeyPrefix, Keys}, metrics::Metrics};
+    /// use tenant_guard::{session::{Session, SessionConfig, SessionStore}, tenant::TenantId};
+    ///
+    /// let mut config = SessionConfig::default();
+    /// config.ttl = Duration::from_secs(1800);
+    /// let memory = MemoryStore::new(Default::default());
+    /// let keys = Keys::new(KeyPrefix::new("app1")?);
+    /// let store = SessionStore::new(Backend::Memory(memory.clone()), &config, keys, &Metrics::new());
+    /// let session = Session::detached(TenantId::new("acme")?, store);
+    /// session.insert("theme", "dark").await?;
+    /// let id = session.save().await?.unwrap();
+    /// let key = Keys::new(KeyPrefix::new("app1")?).session(&TenantId::new("acme")?, id.as_str());
+    /// assert!(memory.get(&key).is_some()); // under the prefix, with the configured TTL
+    /// assert!(matches!(memory.ttl(&key), tenant_guard::backend::KeyTtl::Expires(t) if t <= Duration::from_secs(1800)));
+    /// # Ok(()) }
+    /// ```
     pub fn new(backend: Backend, config: &SessionConfig, keys: Keys, metrics: &Metrics) -> Self {
         let store: Arc<dyn SessionBackend> = match backend {
             Backend::Memory(m) => Arc::new(m),
@@ -257,6 +307,26 @@ impl SessionStore {
 
     /// The live sessions of `user` in `tenant`. Index entries of sessions that expired or
     /// were destroyed are dropped on the way, so the index stays consistent with expiry.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// use tenant_guard::{session::{Session, SessionStore}, tenant::TenantId};
+    /// // `store`: a `SessionStore` on memory.
+    /// let acme = TenantId::new("acme")?;
+    /// for _device in ["laptop", "phone"] {
+    ///     let session = Session::detached(acme.clone(), store.clone());
+    ///     session.set_user_id(Some("alice")).await?;
+    ///     session.save().await?;
+    /// }
+    /// assert_eq!(store.list_user_sessions(&acme, "alice").await?.len(), 2);
+    /// assert!(store.list_user_sessions(&TenantId::new("globex")?, "alice").await?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub async fn list_user_sessions(
         &self,
         tenant: &TenantId,
@@ -266,6 +336,26 @@ impl SessionStore {
     }
 
     /// Deletes every session of `user` in `tenant` ("log out everywhere"); returns how many.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// use tenant_guard::{session::{Session, SessionStore}, tenant::TenantId};
+    /// // `store`: a `SessionStore` on memory.
+    /// let acme = TenantId::new("acme")?;
+    /// for _device in ["laptop", "phone"] {
+    ///     let session = Session::detached(acme.clone(), store.clone());
+    ///     session.set_user_id(Some("alice")).await?;
+    ///     session.save().await?;
+    /// }
+    /// assert_eq!(store.revoke_user_sessions(&acme, "alice").await?, 2); // log out everywhere
+    /// assert!(store.list_user_sessions(&acme, "alice").await?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub async fn revoke_user_sessions(
         &self,
         tenant: &TenantId,
@@ -296,6 +386,25 @@ impl SessionStore {
 
     /// Deletes one session; returns whether it existed. Its index entry goes at the next
     /// listing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// use tenant_guard::{session::{Session, SessionStore}, tenant::TenantId};
+    /// // `store`: a `SessionStore` on memory.
+    /// let acme = TenantId::new("acme")?;
+    /// let session = Session::detached(acme.clone(), store.clone());
+    /// session.set_user_id(Some("alice")).await?;
+    /// let id = session.save().await?.unwrap();
+    /// assert!(store.revoke(&acme, &id).await?);
+    /// assert!(!store.revoke(&acme, &id).await?); // already gone
+    /// assert!(store.list_user_sessions(&acme, "alice").await?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub async fn revoke(&self, tenant: &TenantId, id: &SessionId) -> Result<bool, SessionError> {
         let key = self.session_key(tenant, id);
         let existed = match self.inner.store.delete(&key).await {
