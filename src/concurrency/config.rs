@@ -9,6 +9,14 @@ use crate::parse::InvalidValue;
 use crate::ratelimit::EndpointPattern;
 
 /// Who a concurrency cap counts together.
+///
+/// ```
+/// use tenant_guard::concurrency::{CapScope, RouteCap};
+///
+/// let cap = RouteCap::parse("tenant: GET /api/reports/{day} = 5").unwrap();
+/// assert_eq!(cap.scope, CapScope::Tenant);
+/// assert_eq!(RouteCap::parse("user: GET /export = 1").unwrap().scope, CapScope::User);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CapScope {
     /// Every request of a tenant.
@@ -19,6 +27,13 @@ pub enum CapScope {
 
 impl CapScope {
     /// `tenant` or `user`.
+    ///
+    /// ```
+    /// use tenant_guard::concurrency::CapScope;
+    /// // The word of `RATE_LIMIT_CONCURRENCY_ENDPOINTS` and of a refusal's `scope`.
+    /// assert_eq!(CapScope::Tenant.as_str(), "tenant");
+    /// assert_eq!(CapScope::User.as_str(), "user");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Tenant => "tenant",
@@ -28,6 +43,23 @@ impl CapScope {
 }
 
 /// A cap on the requests in flight to the endpoints a pattern matches.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use http::Method;
+/// use tenant_guard::concurrency::{CapScope, ConcurrencyConfig, RouteCap};
+/// use tenant_guard::ratelimit::EndpointPattern;
+///
+/// let cap = RouteCap {
+///     scope: CapScope::User,
+///     pattern: EndpointPattern::parse("POST /api/ai/{*rest}").unwrap(),
+///     limit: NonZeroU32::new(2).unwrap(),
+/// };
+/// assert!(cap.pattern.matches(&Method::POST, "/api/ai/{*rest}"));
+/// assert_eq!(cap, RouteCap::parse("user: POST /api/ai/{*rest} = 2").unwrap());
+/// let config = ConcurrencyConfig::default().route(cap);
+/// assert!(config.is_enabled());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteCap {
     /// Whose requests count together.
@@ -69,6 +101,15 @@ impl RouteCap {
     }
 
     /// Parses `;`-separated caps (`RATE_LIMIT_CONCURRENCY_ENDPOINTS`).
+    ///
+    /// ```
+    /// use tenant_guard::concurrency::RouteCap;
+    ///
+    /// let caps = RouteCap::parse_list("user: POST /api/ai/{*rest} = 2; tenant: GET /export = 1").unwrap();
+    /// assert_eq!(caps.len(), 2);
+    /// assert_eq!(caps[1].limit.get(), 1);
+    /// assert!(RouteCap::parse_list("user: POST /api/ai/{*rest} = none").is_err());
+    /// ```
     pub fn parse_list(s: &str) -> Result<Vec<Self>, InvalidValue> {
         s.split(';')
             .map(str::trim)
@@ -130,6 +171,15 @@ impl Default for ConcurrencyConfig {
 
 impl ConcurrencyConfig {
     /// With a cap per tenant.
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use tenant_guard::concurrency::ConcurrencyConfig;
+    ///
+    /// let c = ConcurrencyConfig::default().per_tenant(NonZeroU32::new(50).unwrap());
+    /// assert_eq!(c.tenant.map(NonZeroU32::get), Some(50));
+    /// assert_eq!(c.user, None);
+    /// ```
     #[must_use]
     pub fn per_tenant(mut self, limit: NonZeroU32) -> Self {
         self.tenant = Some(limit);
@@ -137,6 +187,15 @@ impl ConcurrencyConfig {
     }
 
     /// With a cap per user (or client address).
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use tenant_guard::concurrency::ConcurrencyConfig;
+    ///
+    /// let c = ConcurrencyConfig::default().per_user(NonZeroU32::new(4).unwrap());
+    /// assert_eq!(c.user.map(NonZeroU32::get), Some(4));
+    /// assert!(c.is_enabled());
+    /// ```
     #[must_use]
     pub fn per_user(mut self, limit: NonZeroU32) -> Self {
         self.user = Some(limit);
@@ -144,6 +203,16 @@ impl ConcurrencyConfig {
     }
 
     /// With leases of `lease` (at least 1 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::concurrency::ConcurrencyConfig;
+    ///
+    /// let c = ConcurrencyConfig::default().lease(Duration::from_secs(10));
+    /// assert_eq!(c.lease, Duration::from_secs(10));
+    /// // Never under a second.
+    /// assert_eq!(ConcurrencyConfig::default().lease(Duration::from_millis(10)).lease, Duration::from_secs(1));
+    /// ```
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_secs(1));
@@ -151,6 +220,16 @@ impl ConcurrencyConfig {
     }
 
     /// With a cap on some endpoints.
+    ///
+    /// ```
+    /// use tenant_guard::concurrency::{ConcurrencyConfig, RouteCap};
+    ///
+    /// let c = ConcurrencyConfig::default()
+    ///     .route(RouteCap::parse("user: POST /api/ai/{*rest} = 2").unwrap())
+    ///     .route(RouteCap::parse("tenant: GET /export = 1").unwrap());
+    /// assert_eq!(c.routes.len(), 2);
+    /// assert!(c.tenant.is_none() && c.user.is_none());
+    /// ```
     #[must_use]
     pub fn route(mut self, cap: RouteCap) -> Self {
         self.routes.push(cap);
@@ -158,6 +237,14 @@ impl ConcurrencyConfig {
     }
 
     /// Whether any cap is set.
+    ///
+    /// ```
+    /// use tenant_guard::config::Config;
+    ///
+    /// let c = Config::from_vars([("RATE_LIMIT_CONCURRENCY_TENANT", "20")]).unwrap();
+    /// assert!(c.concurrency.is_enabled());
+    /// assert!(!Config::from_vars([("REDIS_ENABLED", "false")]).unwrap().concurrency.is_enabled());
+    /// ```
     pub fn is_enabled(&self) -> bool {
         self.tenant.is_some() || self.user.is_some() || !self.routes.is_empty()
     }

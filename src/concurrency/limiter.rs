@@ -67,6 +67,26 @@ impl std::fmt::Debug for ConcurrencyLimiter {
 
 /// A request refused by a concurrency cap (or, with `RATE_LIMIT_OUTAGE=closed`, because
 /// the lease store is unreachable).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::num::NonZeroU32;
+/// use tenant_guard::backend::{Backend, MemoryStore};
+/// use tenant_guard::concurrency::{ConcurrencyConfig, ConcurrencyLimiter};
+/// use tenant_guard::{ratelimit::OutageMode, tenant::{Identity, TenantId}};
+///
+/// let config = ConcurrencyConfig::default().per_tenant(NonZeroU32::new(1).unwrap());
+/// let limiter = ConcurrencyLimiter::new(Backend::Memory(MemoryStore::new(Default::default())),
+///     config, Default::default(), OutageMode::Open, &Default::default());
+/// let acme = TenantId::new("acme").unwrap();
+/// let _running = limiter.acquire(&acme, &Identity::User("ann".into())).await.unwrap();
+/// let denied = limiter.acquire(&acme, &Identity::User("bob".into())).await.unwrap_err();
+/// assert_eq!((denied.scope, denied.endpoint.as_deref(), denied.limit), ("tenant", None, 1));
+/// assert_eq!(denied.retry_after, std::time::Duration::from_secs(1));
+/// assert!(!denied.unavailable); // a 429, not a 503
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConcurrencyDenied {
@@ -93,6 +113,24 @@ struct Scope {
 impl ConcurrencyLimiter {
     /// A limiter on `backend`; `outage` decides a request while Redis is unreachable
     /// (`open`: admitted uncounted, `closed`: refused, `local`: counted in this process).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// use tenant_guard::concurrency::ConcurrencyLimiter;
+    /// use tenant_guard::{keys::Keys, ratelimit::OutageMode, tenant::{Identity, TenantId}};
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_CONCURRENCY_USER", "2")])?;
+    /// let metrics = Metrics::new();
+    /// let limiter = ConcurrencyLimiter::new(Backend::from_config(&config, &metrics)?,
+    ///     config.concurrency.clone(), Keys::default(), OutageMode::Closed, &metrics);
+    /// let (acme, ann) = (TenantId::new("acme")?, Identity::User("ann".into()));
+    /// let _a = limiter.acquire(&acme, &ann).await.unwrap();
+    /// let _b = limiter.acquire(&acme, &ann).await.unwrap();
+    /// assert!(limiter.acquire(&acme, &ann).await.is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn new(
         backend: Backend,
         config: ConcurrencyConfig,
@@ -116,6 +154,19 @@ impl ConcurrencyLimiter {
     }
 
     /// The caps.
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::concurrency::{ConcurrencyConfig, ConcurrencyLimiter};
+    /// use tenant_guard::ratelimit::OutageMode;
+    ///
+    /// let config = ConcurrencyConfig::default().per_user(NonZeroU32::new(3).unwrap());
+    /// let limiter = ConcurrencyLimiter::new(Backend::Memory(MemoryStore::new(Default::default())),
+    ///     config.clone(), Default::default(), OutageMode::Open, &Default::default());
+    /// assert_eq!(limiter.config(), &config);
+    /// assert_eq!(limiter.config().user.map(NonZeroU32::get), Some(3));
+    /// ```
     pub fn config(&self) -> &ConcurrencyConfig {
         &self.inner.config
     }
@@ -178,6 +229,26 @@ impl ConcurrencyLimiter {
     /// Takes a lease for one request under the caps on every request (per tenant, per
     /// user): in every capped scope at once, or in none. Hold the [`Lease`] while the
     /// request runs (the layer holds it until the response body ends or is dropped).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::num::NonZeroU32;
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::concurrency::{ConcurrencyConfig, ConcurrencyLimiter};
+    /// use tenant_guard::{ratelimit::OutageMode, tenant::{Identity, TenantId}};
+    ///
+    /// let config = ConcurrencyConfig::default().per_user(NonZeroU32::new(1).unwrap());
+    /// let limiter = ConcurrencyLimiter::new(Backend::Memory(MemoryStore::new(Default::default())),
+    ///     config, Default::default(), OutageMode::Open, &Default::default());
+    /// let acme = TenantId::new("acme").unwrap();
+    /// let ann = limiter.acquire(&acme, &Identity::User("ann".into())).await.unwrap();
+    /// assert!(ann.is_held());
+    /// // One user's request in flight does not hold back another's.
+    /// assert!(limiter.acquire(&acme, &Identity::User("bob".into())).await.is_ok());
+    /// assert!(limiter.acquire(&acme, &Identity::User("ann".into())).await.is_err());
+    /// # }
+    /// ```
     pub async fn acquire(
         &self,
         tenant: &TenantId,
@@ -188,6 +259,26 @@ impl ConcurrencyLimiter {
 
     /// Like [`acquire`](Self::acquire), with the per-route caps that match `method` on the
     /// matched route template `route` (e.g. `/api/reports/{day}`) too.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use http::Method;
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::concurrency::{ConcurrencyConfig, ConcurrencyLimiter, RouteCap};
+    /// use tenant_guard::{ratelimit::OutageMode, tenant::{Identity, TenantId}};
+    ///
+    /// let config = ConcurrencyConfig::default().route(RouteCap::parse("user: POST /api/ai/{*rest} = 1").unwrap());
+    /// let limiter = ConcurrencyLimiter::new(Backend::Memory(MemoryStore::new(Default::default())),
+    ///     config, Default::default(), OutageMode::Open, &Default::default());
+    /// let (acme, ann) = (TenantId::new("acme").unwrap(), Identity::User("ann".into()));
+    /// let _running = limiter.acquire_for(&acme, &ann, &Method::POST, "/api/ai/{*rest}").await.unwrap();
+    /// let denied = limiter.acquire_for(&acme, &ann, &Method::POST, "/api/ai/{*rest}").await.unwrap_err();
+    /// assert_eq!(denied.endpoint.as_deref(), Some("POST /api/ai/{*rest}"));
+    /// // Other routes are not capped.
+    /// assert!(!limiter.acquire_for(&acme, &ann, &Method::GET, "/api/items").await.unwrap().is_held());
+    /// # }
+    /// ```
     pub async fn acquire_for(
         &self,
         tenant: &TenantId,
@@ -371,6 +462,26 @@ impl Drop for Pending {
 /// a short task, or when the lease expires if that fails), or, by the layer, before the
 /// response's last frame goes out. While held on Redis it is renewed every third of its
 /// lifetime.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::num::NonZeroU32;
+/// use tenant_guard::backend::{Backend, MemoryStore};
+/// use tenant_guard::concurrency::{ConcurrencyConfig, ConcurrencyLimiter};
+/// use tenant_guard::{ratelimit::OutageMode, tenant::{Identity, TenantId}};
+///
+/// let config = ConcurrencyConfig::default().per_tenant(NonZeroU32::new(1).unwrap());
+/// let limiter = ConcurrencyLimiter::new(Backend::Memory(MemoryStore::new(Default::default())),
+///     config, Default::default(), OutageMode::Open, &Default::default());
+/// let (acme, ann) = (TenantId::new("acme").unwrap(), Identity::User("ann".into()));
+/// {
+///     let _lease = limiter.acquire(&acme, &ann).await.unwrap();
+///     assert!(limiter.acquire(&acme, &ann).await.is_err()); // the place is taken...
+/// }
+/// assert!(limiter.acquire(&acme, &ann).await.is_ok()); // ...and free once the lease is dropped
+/// # }
+/// ```
 #[must_use = "the request counts as in flight only while its lease is held"]
 pub struct Lease {
     held: Option<Held>,
@@ -432,6 +543,26 @@ impl Lease {
 
     /// Whether this lease counts in a store (false when no cap applies or the store was
     /// down with `RATE_LIMIT_OUTAGE=open`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::num::NonZeroU32;
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::concurrency::{ConcurrencyConfig, ConcurrencyLimiter};
+    /// use tenant_guard::{ratelimit::OutageMode, tenant::{Identity, TenantId}};
+    ///
+    /// let memory = || Backend::Memory(MemoryStore::new(Default::default()));
+    /// let (acme, ann) = (TenantId::new("acme").unwrap(), Identity::User("ann".into()));
+    /// let capped = ConcurrencyConfig::default().per_user(NonZeroU32::new(5).unwrap());
+    /// let limiter = ConcurrencyLimiter::new(memory(), capped, Default::default(), OutageMode::Open, &Default::default());
+    /// assert!(limiter.acquire(&acme, &ann).await.unwrap().is_held());
+    /// // No cap applies: a lease of nothing.
+    /// let uncapped = ConcurrencyLimiter::new(memory(), ConcurrencyConfig::default(), Default::default(),
+    ///     OutageMode::Open, &Default::default());
+    /// assert!(!uncapped.acquire(&acme, &ann).await.unwrap().is_held());
+    /// # }
+    /// ```
     pub fn is_held(&self) -> bool {
         self.held.is_some()
     }
