@@ -20,21 +20,48 @@ pub struct Secret(String);
 
 impl Secret {
     /// Wraps a secret value.
+    ///
+    /// ```
+    /// use tenant_guard::config::Secret;
+    /// let s = Secret::new(String::from("hunter2"));
+    /// assert_eq!(s, Secret::new("hunter2"));
+    /// assert_eq!(format!("password={s}"), "password=[redacted]");
+    /// ```
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
 
     /// Returns the secret itself. Call this only where the value is used, never to log it.
+    ///
+    /// ```
+    /// use tenant_guard::config::Secret;
+    /// let s = Secret::new("hunter2");
+    /// // Only where the value is used: here, to compare a submitted password.
+    /// assert_eq!(s.expose().as_bytes(), b"hunter2");
+    /// ```
     pub fn expose(&self) -> &str {
         &self.0
     }
 
     /// Length of the secret in bytes (safe to print).
+    ///
+    /// ```
+    /// use tenant_guard::config::Config;
+    /// // A session secret's length may be checked and printed; its value never is.
+    /// let c = Config::from_vars([("SESSION_SECRET", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")]).unwrap();
+    /// assert_eq!(c.session.secret.as_ref().map(|s| s.len()), Some(64));
+    /// ```
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     /// Whether the secret is empty.
+    ///
+    /// ```
+    /// use tenant_guard::config::Secret;
+    /// assert!(Secret::new("").is_empty());
+    /// assert!(!Secret::new("hunter2").is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -75,6 +102,15 @@ pub struct RedisUrl {
 
 impl RedisUrl {
     /// Parses and validates a `redis://`, `rediss://` or `unix://` URL.
+    ///
+    /// ```
+    /// use tenant_guard::config::RedisUrl;
+    /// assert!(RedisUrl::parse("redis://cache.internal:6380/2").is_ok());
+    /// assert!(RedisUrl::parse("unix:///run/redis.sock").is_ok());
+    /// let err = RedisUrl::parse("http://cache.internal").unwrap_err();
+    /// assert_eq!(err.reason(), "unsupported scheme `http`");
+    /// assert!(RedisUrl::parse("redis://cache.internal/reports").is_err()); // not a database number
+    /// ```
     pub fn parse(s: &str) -> Result<Self, crate::InvalidValue> {
         let url = url::Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
         match url.scheme() {
@@ -94,16 +130,36 @@ impl RedisUrl {
     }
 
     /// Whether the URL asks for TLS (`rediss://`).
+    ///
+    /// ```
+    /// use tenant_guard::config::RedisUrl;
+    /// assert!(RedisUrl::parse("rediss://cache.internal:6380").unwrap().is_tls());
+    /// assert!(!RedisUrl::parse("redis://cache.internal:6379").unwrap().is_tls());
+    /// ```
     pub fn is_tls(&self) -> bool {
         self.url.scheme() == "rediss"
     }
 
     /// The full URL including the password, for handing to the Redis client only.
+    ///
+    /// ```
+    /// use tenant_guard::config::RedisUrl;
+    /// let url = RedisUrl::parse("redis://:s3cret@cache.internal:6379").unwrap();
+    /// // For the Redis client only: it carries the password.
+    /// assert_eq!(url.expose(), "redis://:s3cret@cache.internal:6379");
+    /// ```
     pub fn expose(&self) -> &str {
         self.url.as_str()
     }
 
     /// Host and port, for logs and status output (no credentials).
+    ///
+    /// ```
+    /// use tenant_guard::config::RedisUrl;
+    /// assert_eq!(RedisUrl::parse("redis://:s3cret@cache.internal:6380/2").unwrap().host_port(), "cache.internal:6380");
+    /// assert_eq!(RedisUrl::parse("redis://cache.internal").unwrap().host_port(), "cache.internal:6379");
+    /// assert_eq!(RedisUrl::parse("unix:///run/redis.sock").unwrap().host_port(), "/run/redis.sock");
+    /// ```
     pub fn host_port(&self) -> String {
         match (self.url.host_str(), self.url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),

@@ -4,6 +4,14 @@
 use super::TenantId;
 
 /// Where the tenant of a request comes from (`TG_TENANT_SOURCE`).
+///
+/// ```
+/// use tenant_guard::config::{Config, TenantSource};
+/// let c = Config::from_vars([("TG_TENANT_SOURCE", "subdomain:example.com")]).unwrap();
+/// assert_eq!(c.tenant.source, TenantSource::Subdomain("example.com".into()));
+/// let c = Config::from_vars([("TG_TENANT_SOURCE", "header:X-Org-Id")]).unwrap();
+/// assert_eq!(c.tenant.source, TenantSource::Header("X-Org-Id".into()));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantSource {
     /// A request header (`header` or `header:X-Org-Id`).
@@ -15,6 +23,16 @@ pub enum TenantSource {
 }
 
 /// Tenant resolution settings.
+///
+/// ```
+/// use tenant_guard::config::{Config, TenantConfig, TenantSource};
+/// use tenant_guard::tenant::TenantId;
+///
+/// let c = Config::from_vars([("TG_DEFAULT_TENANT", "acme"), ("TG_TENANTS", "acme,globex")]).unwrap();
+/// assert_eq!(c.tenant.default_tenant, Some(TenantId::new("acme").unwrap()));
+/// assert_eq!(c.tenant.known.as_ref().map(Vec::len), Some(2));
+/// assert_eq!(TenantConfig::default().source, TenantSource::Header("X-Tenant-ID".into()));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TenantConfig {

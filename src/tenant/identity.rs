@@ -8,6 +8,28 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 /// Tenant used when no [`TenantLayer`](super::TenantLayer) ran (single-tenant apps).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{routing::get, Router};
+/// use tower::ServiceExt;
+/// use tenant_guard::{backend::{Backend, MemoryStore}, config::SessionConfig, keys::Keys, metrics::Metrics};
+/// use tenant_guard::session::{Session, SessionLayer, SessionStore};
+/// use tenant_guard::tenant::{TenantId, GLOBAL_TENANT};
+///
+/// let memory = MemoryStore::new(Default::default());
+/// let config = SessionConfig::default();
+/// let store = SessionStore::new(Backend::Memory(memory.clone()), &config, Keys::default(), &Metrics::new());
+/// // No `TenantLayer` outside: the session is kept under the tenant `global`.
+/// let app: Router = Router::new()
+///     .route("/", get(|s: Session| async move { s.insert("seen", &true).await.map(|()| "ok") }))
+///     .layer(SessionLayer::from_config(&config, store));
+/// app.oneshot(http::Request::get("/").body(axum::body::Body::empty())?).await?;
+/// let global = TenantId::new(GLOBAL_TENANT)?;
+/// assert_eq!(memory.delete_matching(&Keys::default().tenant_pattern(&global)), 1);
+/// # Ok(()) }
+/// ```
 pub const GLOBAL_TENANT: &str = "global";
 
 /// An authenticated user id, put into request extensions by the session layer or by the
@@ -22,11 +44,26 @@ pub struct UserId(Arc<str>);
 
 impl UserId {
     /// Wraps a user id (any string: key components are escaped).
+    ///
+    /// ```
+    /// use tenant_guard::tenant::UserId;
+    /// let id = UserId::new(String::from("u-42"));
+    /// assert_eq!(id, UserId::new("u-42"));
+    /// // Any string: escaped where it becomes part of a key.
+    /// assert_eq!(UserId::new("alice@example.com").as_str(), "alice@example.com");
+    /// ```
     pub fn new(id: impl AsRef<str>) -> Self {
         Self(Arc::from(id.as_ref()))
     }
 
     /// The id.
+    ///
+    /// ```
+    /// use tenant_guard::tenant::UserId;
+    /// let mut req = http::Request::new(());
+    /// req.extensions_mut().insert(UserId::new("u-42"));
+    /// assert_eq!(req.extensions().get::<UserId>().map(UserId::as_str), Some("u-42"));
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -38,6 +75,16 @@ impl UserId {
 }
 
 /// The identity a user-scoped rule counts against.
+///
+/// ```
+/// use tenant_guard::tenant::Identity;
+///
+/// let user = Identity::User("u-42".into());
+/// let ip = Identity::from_ip("192.0.2.7".parse().unwrap());
+/// assert_eq!(user.to_string(), "user:u-42");
+/// assert_eq!(ip.to_string(), "ip:192.0.2.7");
+/// assert_eq!(Identity::Unknown.to_string(), "ip:unknown");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Identity {
     /// An authenticated user.
@@ -54,6 +101,12 @@ pub enum Identity {
 
 impl Identity {
     /// `(kind, value)` as written in keys.
+    ///
+    /// ```
+    /// use tenant_guard::tenant::Identity;
+    /// assert_eq!(Identity::User("u-42".into()).parts(), ("user", "u-42"));
+    /// assert_eq!(Identity::InvalidForwarding.parts(), ("ip", "invalid-forwarding"));
+    /// ```
     pub fn parts(&self) -> (&'static str, &str) {
         match self {
             Self::User(u) => ("user", u),
@@ -118,16 +171,39 @@ pub struct SessionCredential(Option<Arc<str>>);
 
 impl SessionCredential {
     /// A verified session id.
+    ///
+    /// ```
+    /// use tenant_guard::tenant::SessionCredential;
+    /// let c = SessionCredential::new("Zm9vYmFyYmF6");
+    /// assert_eq!(c.id(), Some("Zm9vYmFyYmF6"));
+    /// assert_eq!(format!("{c:?}"), "SessionCredential([redacted])");
+    /// ```
     pub fn new(id: impl AsRef<str>) -> Self {
         Self(Some(Arc::from(id.as_ref())))
     }
 
     /// No usable session cookie.
+    ///
+    /// ```
+    /// use tenant_guard::tenant::SessionCredential;
+    /// // Cookies were looked at, none carried a usable session.
+    /// let c = SessionCredential::none();
+    /// assert_eq!(c.id(), None);
+    /// assert_eq!(format!("{c:?}"), "SessionCredential(None)");
+    /// ```
     pub fn none() -> Self {
         Self(None)
     }
 
     /// The session id, if the cookie carried a valid one.
+    ///
+    /// ```
+    /// use tenant_guard::tenant::SessionCredential;
+    /// let mut req = http::Request::new(());
+    /// req.extensions_mut().insert(SessionCredential::new("Zm9vYmFyYmF6"));
+    /// let id = req.extensions().get::<SessionCredential>().and_then(SessionCredential::id);
+    /// assert_eq!(id, Some("Zm9vYmFyYmF6"));
+    /// ```
     pub fn id(&self) -> Option<&str> {
         self.0.as_deref()
     }

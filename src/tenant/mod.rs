@@ -27,6 +27,13 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Longest tenant id accepted, in bytes.
+///
+/// ```
+/// use tenant_guard::tenant::{InvalidTenant, TenantId, MAX_TENANT_LEN};
+/// assert!(TenantId::new(&"a".repeat(MAX_TENANT_LEN)).is_ok());
+/// let err = TenantId::new(&"a".repeat(MAX_TENANT_LEN + 1)).unwrap_err();
+/// assert_eq!(err, InvalidTenant::TooLong { len: 65 });
+/// ```
 pub const MAX_TENANT_LEN: usize = 64;
 
 /// A validated tenant id. Cheap to clone.
@@ -47,10 +54,24 @@ pub struct TenantId(Arc<str>);
 
 impl TenantId {
     /// Accepted form, as shown in errors.
+    ///
+    /// ```
+    /// use tenant_guard::tenant::TenantId;
+    /// // The sentence error messages and `tenant-guard config` show.
+    /// assert!(TenantId::FORM.starts_with("1-64 ASCII letters"));
+    /// ```
     pub const FORM: &'static str =
         "1-64 ASCII letters, digits, `-` or `_`, starting with a letter or digit";
 
     /// Validates and wraps a tenant id.
+    ///
+    /// ```
+    /// use tenant_guard::tenant::{InvalidTenant, TenantId};
+    /// assert_eq!(TenantId::new("Acme")?.as_str(), "Acme"); // case is kept
+    /// assert_ne!(TenantId::new("Acme")?, TenantId::new("acme")?);
+    /// assert_eq!(TenantId::new(""), Err(InvalidTenant::Empty));
+    /// # Ok::<(), InvalidTenant>(())
+    /// ```
     pub fn new(id: &str) -> Result<Self, InvalidTenant> {
         validate(id.as_bytes())?;
         Ok(Self(Arc::from(id)))
@@ -74,6 +95,13 @@ impl TenantId {
     }
 
     /// The id as a string slice.
+    ///
+    /// ```
+    /// use tenant_guard::tenant::TenantId;
+    /// let t: TenantId = "acme".parse().unwrap();
+    /// assert_eq!(t.as_str(), "acme");
+    /// assert_eq!(format!("tenant {t}"), "tenant acme");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -142,6 +170,15 @@ impl<'de> serde::Deserialize<'de> for TenantId {
 
 /// A byte shown in an error message: printable ASCII as itself, anything else by kind, so a
 /// hostile value never reaches a log or response verbatim.
+///
+/// ```
+/// use tenant_guard::tenant::{InvalidTenant, TenantId};
+/// // How a rejected byte is shown: never verbatim when it is not printable.
+/// let Err(InvalidTenant::BadByte { byte, .. }) = TenantId::new("acme\u{7}") else { panic!() };
+/// assert_eq!(byte.to_string(), "a control or non-ASCII byte");
+/// let Err(InvalidTenant::BadByte { byte, .. }) = TenantId::new("ac me") else { panic!() };
+/// assert_eq!(byte.to_string(), "a space");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Printable(Option<char>);
 
@@ -162,6 +199,15 @@ impl fmt::Display for Printable {
 }
 
 /// Why a value is not a tenant id.
+///
+/// ```
+/// use tenant_guard::tenant::{InvalidTenant, TenantId};
+/// let err = TenantId::new("acme:prod").unwrap_err();
+/// assert!(matches!(err, InvalidTenant::BadByte { position: 4, .. }));
+/// assert_eq!(err.to_string(), "the tenant id contains `:` at position 4");
+/// assert_eq!(TenantId::new("-acme").unwrap_err().to_string(),
+///     "the tenant id starts with `-` (must start with a letter or digit)");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidTenant {
     /// Empty string.
@@ -190,6 +236,20 @@ pub enum InvalidTenant {
 }
 
 /// Why no tenant could be taken from a request.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tenant_guard::tenant::{TenantError, TenantResolver};
+///
+/// let resolver = TenantResolver::header("x-tenant-id");
+/// let (mut parts, ()) = http::Request::get("/").header("x-tenant-id", "a:b").body(()).unwrap().into_parts();
+/// let err = resolver.resolve(&mut parts).await.unwrap_err();
+/// assert_eq!(err, TenantError::Invalid("the tenant id contains `:` at position 1".into()));
+/// // What a request without a tenant gets where one is required.
+/// assert_eq!(TenantError::Missing.to_string(), "the request names no tenant");
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TenantError {
     /// The request names no tenant.

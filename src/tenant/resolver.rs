@@ -186,6 +186,12 @@ impl TenantResolver {
     }
 
     /// What a request must carry, for error messages ("expected ...").
+    ///
+    /// ```
+    /// use tenant_guard::tenant::TenantResolver;
+    /// assert_eq!(TenantResolver::header("x-org-id").expectation(), "a tenant id in the `x-org-id` header");
+    /// assert_eq!(TenantResolver::path_prefix("/t").expectation(), "a path starting with `/t/<tenant>/`");
+    /// ```
     pub fn expectation(&self) -> String {
         match &self.kind {
             Kind::Header(h) => format!("a tenant id in the `{}` header", canonical_header(h)),
@@ -200,6 +206,20 @@ impl TenantResolver {
     }
 
     /// Resolves the tenant of a request. May rewrite the URI (stripping path resolver).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tenant_guard::tenant::TenantResolver;
+    ///
+    /// let resolver = TenantResolver::path_prefix_stripped("/t");
+    /// let (mut parts, ()) = http::Request::get("/t/acme/items").body(()).unwrap().into_parts();
+    /// assert_eq!(resolver.resolve(&mut parts).await.unwrap().unwrap().as_str(), "acme");
+    /// assert_eq!(parts.uri.path(), "/items"); // the prefix and tenant were stripped
+    /// let (mut parts, ()) = http::Request::get("/items").body(()).unwrap().into_parts();
+    /// assert_eq!(resolver.resolve(&mut parts).await.unwrap(), None); // names no tenant
+    /// # }
+    /// ```
     pub async fn resolve(&self, parts: &mut Parts) -> Result<Option<TenantId>, TenantError> {
         match &self.kind {
             Kind::Header(name) => from_header(parts, name),
