@@ -47,6 +47,14 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::metrics::{MetricKind, Metrics};
 
 /// Why the exporters could not be built.
+///
+/// ```
+/// use tenant_guard::otel::{Otel, OtelError};
+///
+/// let err = Otel::builder("svc").endpoint("https://collector:4318").build().unwrap_err();
+/// assert!(matches!(&err, OtelError::Endpoint(url) if url == "https://collector:4318"));
+/// assert!(err.to_string().contains("expected an http:// URL"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum OtelError {
     /// The endpoint is not an `http://` URL.
@@ -58,6 +66,19 @@ pub enum OtelError {
 }
 
 /// Builds an [`Otel`] ([`Otel::builder`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use tenant_guard::otel::Otel;
+///
+/// let otel = Otel::builder("billing-api")
+///     .endpoint("http://127.0.0.1:4318")
+///     .metrics_every(Duration::from_secs(30))
+///     .timeout(Duration::from_secs(2))
+///     .build()
+///     .unwrap();
+/// otel.shutdown();
+/// ```
 #[derive(Debug, Clone)]
 pub struct OtelBuilder {
     service: String,
@@ -70,18 +91,42 @@ impl OtelBuilder {
     /// The collector's base URL (`http://host:4318`): spans go to `/v1/traces`, metrics
     /// to `/v1/metrics`. Default: `OTEL_EXPORTER_OTLP_ENDPOINT` (and the other standard
     /// `OTEL_EXPORTER_OTLP_*` variables), else `http://localhost:4318`.
+    ///
+    /// ```
+    /// use tenant_guard::otel::Otel;
+    /// // A base URL: `/v1/traces` and `/v1/metrics` are added to it.
+    /// assert!(Otel::builder("svc").endpoint("http://otel-collector:4318/").build().is_ok());
+    /// assert!(Otel::builder("svc").endpoint("otel-collector:4318").build().is_err()); // no http://
+    /// ```
     pub fn endpoint(mut self, base: impl Into<String>) -> Self {
         self.endpoint = Some(base.into());
         self
     }
 
     /// How often metrics are exported (default 10 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::otel::Otel;
+    /// let builder = Otel::builder("svc").metrics_every(Duration::from_secs(60));
+    /// assert!(format!("{builder:?}").contains("metrics_every: 60s"));
+    /// ```
     pub fn metrics_every(mut self, every: Duration) -> Self {
         self.metrics_every = every;
         self
     }
 
     /// The longest one export may take (default 5 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::otel::Otel;
+    /// // Nothing listens on port 9 here: a flush gives up within the timeout and says so.
+    /// let otel = Otel::builder("svc").endpoint("http://127.0.0.1:9").timeout(Duration::from_millis(500)).build().unwrap();
+    /// otel.export_metrics(&tenant_guard::metrics::Metrics::new());
+    /// assert!(otel.flush().is_err());
+    /// otel.shutdown();
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -144,6 +189,19 @@ impl OtelBuilder {
 }
 
 /// The OTLP exporters of spans and metrics (see the [module docs](self)).
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt;
+/// use tenant_guard::{metrics::Metrics, otel::Otel};
+///
+/// let otel = Otel::builder("billing-api").endpoint("http://127.0.0.1:4318").build().unwrap();
+/// otel.export_metrics(&Metrics::new());
+/// let subscriber = tracing_subscriber::registry().with(otel.layer());
+/// tracing::subscriber::with_default(subscriber, || {
+///     tracing::info_span!("checkout").in_scope(|| tracing::info!("paid"));
+/// });
+/// otel.shutdown();
+/// ```
 #[derive(Debug)]
 pub struct Otel {
     tracer_provider: SdkTracerProvider,
@@ -252,6 +310,14 @@ impl Otel {
     }
 
     /// Sends what is buffered and stops the exporters' threads (see [`layer`](Self::layer)).
+    ///
+    /// ```
+    /// use tenant_guard::otel::Otel;
+    /// let otel = Otel::builder("svc").endpoint("http://127.0.0.1:4318").build().unwrap();
+    /// otel.shutdown();
+    /// // The exporters are stopped: nothing more can be flushed.
+    /// assert!(otel.flush().is_err());
+    /// ```
     pub fn shutdown(&self) {
         let _ = self.tracer_provider.shutdown();
         let _ = self.meter_provider.shutdown();
