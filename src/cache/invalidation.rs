@@ -107,6 +107,24 @@ pub(super) fn generation(raw: Option<&Bytes>) -> u64 {
 impl Cache {
     /// Removes one entry (here, in Redis, and in every instance's L1). Returns whether it
     /// existed in Redis / the store.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::Backend, cache::{Cache, CacheStatus, Category}, config::Config, metrics::Metrics};
+    /// use tenant_guard::tenant::TenantId;
+    ///
+    /// let (config, metrics) = (Config::from_vars([("REDIS_ENABLED", "false")])?, Metrics::new());
+    /// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let acme = TenantId::new("acme")?;
+    /// let reports = Category::named("reports");
+    /// let report = || cache.get_or_compute(&acme, &reports, &"r-1", || async { Ok::<_, String>("pdf".to_string()) });
+    /// report().await?;
+    /// assert!(cache.invalidate(&acme, &reports, &"r-1").await?);
+    /// assert_eq!(report().await?.status, CacheStatus::Miss); // computed again
+    /// assert!(!cache.invalidate(&acme, &reports, &"never-cached").await?);
+    /// # Ok(()) }
+    /// ```
     pub async fn invalidate(
         &self,
         tenant: &TenantId,
@@ -133,6 +151,29 @@ impl Cache {
     /// and every read compares; every instance's L1 follows by pub/sub. The old entries
     /// are never served again and leave Redis at their TTL (no SCAN). Returns the
     /// category's new generation.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::Backend, cache::{Cache, CacheStatus, Category}, config::Config, metrics::Metrics};
+    /// use tenant_guard::tenant::TenantId;
+    ///
+    /// let (config, metrics) = (Config::from_vars([("REDIS_ENABLED", "false")])?, Metrics::new());
+    /// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let acme = TenantId::new("acme")?;
+    /// let get = |c: Category, k: &'static str| {
+    ///     let cache = cache.clone();
+    ///     let acme = acme.clone();
+    ///     async move { cache.get_or_compute(&acme, &c, &k, || async { Ok::<_, String>(1) }).await }
+    /// };
+    /// get(Category::named("reports"), "a").await?;
+    /// get(Category::query(), "a").await?;
+    /// let new_generation = cache.invalidate_category(&acme, &Category::named("reports")).await?;
+    /// assert!(new_generation > 0);
+    /// assert_eq!(get(Category::named("reports"), "a").await?.status, CacheStatus::Miss);
+    /// assert_eq!(get(Category::query(), "a").await?.status, CacheStatus::HitL2); // other categories kept
+    /// # Ok(()) }
+    /// ```
     pub async fn invalidate_category(
         &self,
         tenant: &TenantId,
@@ -147,6 +188,29 @@ impl Cache {
     /// Invalidates every cache entry of one tenant (query, AI and named categories) in
     /// O(1), like [`invalidate_category`](Self::invalidate_category) with the tenant's
     /// generation. Returns the tenant's new generation.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::Backend, cache::{Cache, CacheStatus, Category}, config::Config, metrics::Metrics};
+    /// use tenant_guard::tenant::TenantId;
+    ///
+    /// let (config, metrics) = (Config::from_vars([("REDIS_ENABLED", "false")])?, Metrics::new());
+    /// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let get = |t: &'static str| {
+    ///     let cache = cache.clone();
+    ///     async move {
+    ///         let t = TenantId::new(t).unwrap();
+    ///         cache.get_or_compute(&t, &Category::query(), &"q", || async { Ok::<_, String>(1) }).await
+    ///     }
+    /// };
+    /// get("acme").await?;
+    /// get("globex").await?;
+    /// cache.invalidate_tenant(&TenantId::new("acme")?).await?;
+    /// assert_eq!(get("acme").await?.status, CacheStatus::Miss);
+    /// assert_eq!(get("globex").await?.status, CacheStatus::HitL2); // other tenants kept
+    /// # Ok(()) }
+    /// ```
     pub async fn invalidate_tenant(&self, tenant: &TenantId) -> Result<u64, BackendError> {
         let gen_key = self.inner.keys.key(KeyKind::CacheGen, tenant, &[]);
         let patterns = [KeyKind::Query, KeyKind::Ai, KeyKind::Cache]

@@ -27,21 +27,50 @@ pub enum Category {
 
 impl Category {
     /// The query category.
+    ///
+    /// ```
+    /// use tenant_guard::cache::Category;
+    /// assert_eq!(Category::query(), Category::Query);
+    /// assert_eq!(Category::query().name(), "query"); // its TTL: QUERY_CACHE_TTL
+    /// ```
     pub fn query() -> Self {
         Self::Query
     }
 
     /// The AI category for one model.
+    ///
+    /// ```
+    /// use tenant_guard::cache::Category;
+    /// // One category per model, all named `ai` for TTLs and metrics.
+    /// assert_eq!(Category::ai("gpt-4o"), Category::Ai("gpt-4o".into()));
+    /// assert_ne!(Category::ai("gpt-4o"), Category::ai("claude-3.5"));
+    /// ```
     pub fn ai(model: impl Into<String>) -> Self {
         Self::Ai(model.into())
     }
 
     /// A named category (`reports`, `user-profile`, ...); names are lowercased.
+    ///
+    /// ```
+    /// use tenant_guard::cache::Category;
+    /// assert_eq!(Category::named("Reports"), Category::Named("reports".into()));
+    /// assert_eq!(Category::named("User-Profile").name(), "user-profile");
+    /// ```
     pub fn named(name: impl Into<String>) -> Self {
         Self::Named(name.into().to_ascii_lowercase())
     }
 
     /// The name used for TTLs and metrics: `query`, `ai` or the category's name.
+    ///
+    /// ```
+    /// use tenant_guard::cache::Category;
+    /// use tenant_guard::config::Config;
+    ///
+    /// // The name picks the TTL: CACHE_TTL_<NAME>, else CACHE_TTL.
+    /// let c = Config::from_vars([("CACHE_TTL_REPORTS", "10m")]).unwrap();
+    /// assert_eq!(Category::named("reports").name(), "reports");
+    /// assert_eq!(c.cache.ttl_for(Category::named("reports").name()), std::time::Duration::from_secs(600));
+    /// ```
     pub fn name(&self) -> &str {
         match self {
             Self::Query => "query",
@@ -78,6 +107,13 @@ impl Category {
 }
 
 /// Longest model name written into a key as it is.
+///
+/// ```
+/// use tenant_guard::cache::{model_component, MAX_MODEL_IN_KEY};
+/// let longest = "m".repeat(MAX_MODEL_IN_KEY);
+/// assert_eq!(model_component(&longest), longest.as_str());
+/// assert!(model_component(&format!("{longest}m")).starts_with("h-")); // one more: hashed
+/// ```
 pub const MAX_MODEL_IN_KEY: usize = 128;
 
 /// The model as written into AI keys: as it is when short and made of `A-Z a-z 0-9 . _ -
@@ -135,6 +171,12 @@ pub enum CacheScope {
 
 impl CacheScope {
     /// Accepted values, for error messages.
+    ///
+    /// ```
+    /// use tenant_guard::{cache::CacheScope, config::Config};
+    /// let err = Config::from_vars([("CACHE_SCOPE", "everyone")]).unwrap_err();
+    /// assert!(err.problems().iter().any(|p| p.var == "CACHE_SCOPE" && p.expected == CacheScope::FORM));
+    /// ```
     pub const FORM: &'static str = "`auto`, `tenant` or `user`";
 }
 
@@ -214,6 +256,19 @@ pub(crate) fn material_hash(material: &Value) -> String {
 }
 
 /// What the HTTP layer hashes for one request (see [`http_key`]).
+///
+/// ```
+/// use tenant_guard::cache::{http_key, HttpKeyInput};
+///
+/// let get = |query: Option<&'static str>, caller: Option<&'static [u8]>| HttpKeyInput {
+///     method: "GET", route: "/reports/{day}", query, vary: vec![("accept-language", b"en")],
+///     body: b"", json: false, excluded_fields: &[], caller,
+/// };
+/// // Query pairs are sorted: the same request either way.
+/// assert_eq!(http_key(&get(Some("a=1&b=2"), None)).0, http_key(&get(Some("b=2&a=1"), None)).0);
+/// // Scoped per caller: another entry.
+/// assert_ne!(http_key(&get(None, None)).0, http_key(&get(None, Some(b"user:u-42"))).0);
+/// ```
 #[derive(Debug, Clone)]
 pub struct HttpKeyInput<'a> {
     /// `GET`, `POST`, ...
