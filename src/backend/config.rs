@@ -8,6 +8,16 @@ use std::time::Duration;
 use crate::secret::RedisUrl;
 
 /// Where Redis is, if anywhere.
+///
+/// ```
+/// use tenant_guard::config::{Config, RedisMode};
+///
+/// assert_eq!(Config::from_vars([("REDIS_ENABLED", "false")]).unwrap().redis.mode, RedisMode::Disabled);
+/// let single = Config::from_vars([("REDIS_URL", "redis://cache:6379")]).unwrap();
+/// assert!(matches!(&single.redis.mode, RedisMode::Single(url) if url.host_port() == "cache:6379"));
+/// let cluster = Config::from_vars([("REDIS_CLUSTER_NODES", "node-1:6379,node-2:6379,node-3:6379")]).unwrap();
+/// assert!(matches!(&cluster.redis.mode, RedisMode::Cluster(nodes) if nodes.len() == 3));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisMode {
     /// No Redis: everything runs on the in-memory backend.
@@ -19,6 +29,19 @@ pub enum RedisMode {
 }
 
 /// Redis connection settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use tenant_guard::config::{Config, RedisConfig, RedisMode};
+///
+/// let c = Config::from_vars([("REDIS_URL", "redis://cache:6379"), ("REDIS_COMMAND_TIMEOUT", "250ms")]).unwrap();
+/// assert_eq!(c.redis.command_timeout, Duration::from_millis(250));
+/// assert_eq!(c.redis.connect_timeout, Duration::from_secs(5)); // the default
+/// // Built in code.
+/// let mut redis = RedisConfig::default();
+/// assert_eq!(redis.mode, RedisMode::Disabled);
+/// redis.max_retries = 5;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisConfig {
@@ -117,6 +140,15 @@ impl TlsCa {
     }
 
     /// Wraps PEM text already in memory; `path` only names it in messages.
+    ///
+    /// ```
+    /// use tenant_guard::config::TlsCa;
+    /// let pem = b"-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n".to_vec();
+    /// let ca = TlsCa::from_pem("ca.pem", pem).unwrap();
+    /// assert_eq!(ca.path().to_str(), Some("ca.pem"));
+    /// let err = TlsCa::from_pem("ca.pem", b"hello".to_vec()).unwrap_err();
+    /// assert!(err.reason().contains("holds no PEM certificate"));
+    /// ```
     pub fn from_pem(
         path: impl Into<std::path::PathBuf>,
         pem: Vec<u8>,
@@ -132,11 +164,28 @@ impl TlsCa {
     }
 
     /// The file it was read from.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use tenant_guard::config::TlsCa;
+    /// let pem = b"-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n".to_vec();
+    /// let ca = TlsCa::from_pem("/etc/redis/ca.pem", pem).unwrap();
+    /// assert_eq!(ca.path(), Path::new("/etc/redis/ca.pem"));
+    /// ```
     pub fn path(&self) -> &std::path::Path {
         &self.path
     }
 
     /// The PEM bytes.
+    ///
+    /// ```
+    /// use tenant_guard::config::TlsCa;
+    /// let pem = b"-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n".to_vec();
+    /// let ca = TlsCa::from_pem("ca.pem", pem.clone()).unwrap();
+    /// assert_eq!(ca.pem(), pem.as_slice());
+    /// // Debug shows the size, not the certificates.
+    /// assert_eq!(format!("{ca:?}"), format!(r#"TlsCa {{ path: "ca.pem", bytes: {} }}"#, pem.len()));
+    /// ```
     pub fn pem(&self) -> &[u8] {
         &self.pem
     }
@@ -209,6 +258,16 @@ impl Default for MemoryConfig {
 }
 
 /// Circuit breaker settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use tenant_guard::config::{BreakerConfig, Config};
+///
+/// let c = Config::from_vars([("TG_BREAKER_THRESHOLD", "5"), ("TG_BREAKER_PROBE_INTERVAL", "2s")]).unwrap();
+/// assert_eq!(c.breaker.failure_threshold.get(), 5);
+/// assert_eq!(c.breaker.probe_interval, Duration::from_secs(2));
+/// assert_eq!(BreakerConfig::default().failure_threshold.get(), 3);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BreakerConfig {

@@ -21,6 +21,20 @@ use super::Config;
 impl Backend {
     /// The backend the configuration asks for. Redis is connected lazily: this succeeds
     /// while Redis is down.
+    ///
+    /// ```
+    /// use tenant_guard::backend::{Backend, BackendKind};
+    /// use tenant_guard::{config::Config, metrics::Metrics};
+    ///
+    /// let metrics = Metrics::new();
+    /// let memory = Config::from_vars([("REDIS_ENABLED", "false")]).unwrap();
+    /// assert_eq!(Backend::from_config(&memory, &metrics).unwrap().kind(), BackendKind::Memory);
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let _in_runtime = rt.enter();
+    /// // Redis is not connected yet: this succeeds while it is down.
+    /// let redis = Config::from_vars([("REDIS_URL", "redis://redis.invalid:6379")]).unwrap();
+    /// assert_eq!(Backend::from_config(&redis, &metrics).unwrap().kind(), BackendKind::Redis);
+    /// ```
     pub fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, BackendError> {
         Self::new(&config.redis, config.memory, config.breaker, metrics)
     }
@@ -42,6 +56,22 @@ fn options_of(config: &Config) -> LimiterOptions {
 
 impl RateLimiter {
     /// The limiter described by configuration.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// use tenant_guard::ratelimit::{Check, Identity, RateLimiter};
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_MAX", "3"), ("RATE_LIMIT_WINDOW", "1m")])?;
+    /// let metrics = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let (acme, who) = (TenantId::new("acme")?, Identity::User("u-1".into()));
+    /// let check = Check { tenant: &acme, identity: &who, method: &http::Method::GET, route: "/items", cost: None, plan: None };
+    /// let d = limiter.check(&check).await;
+    /// assert_eq!((d.rules[0].limit, d.rules[0].remaining), (3, 2));
+    /// # Ok(()) }
+    /// ```
     pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
         Self::new(
             backend,
@@ -92,6 +122,31 @@ impl RateLimiter {
 
 impl RateLimitLayer {
     /// A layer with the identity and header settings of `config`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use axum::{routing::get, Router};
+    /// use tower::ServiceExt;
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_MAX", "1")])?;
+    /// let metrics = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let app = Router::new().route("/items", get(|| async { "ok" })).layer(RateLimitLayer::from_config(&config, limiter));
+    /// let ask = || {
+    ///     let mut req = http::Request::get("/items").body(axum::body::Body::empty()).unwrap();
+    ///     let peer: std::net::SocketAddr = "192.0.2.1:5000".parse().unwrap();
+    ///     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    ///     req
+    /// };
+    /// assert_eq!(app.clone().oneshot(ask()).await?.status(), 200);
+    /// let denied = app.clone().oneshot(ask()).await?;
+    /// assert_eq!(denied.status(), 429);
+    /// assert!(denied.headers().contains_key("retry-after"));
+    /// # Ok(()) }
+    /// ```
     pub fn from_config(config: &Config, limiter: RateLimiter) -> Self {
         let rl = &config.rate_limit;
         let identity = IdentityConfig {
@@ -187,6 +242,24 @@ impl Cache {
     /// A cache configured from `config.cache` and `config.key_prefix`. The user header of
     /// a trusted gateway (`RATE_LIMIT_USER_HEADER`) counts as a caller's credential for the
     /// HTTP layer's [`CacheScope`](crate::cache::CacheScope).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::Backend, cache::{Cache, CacheStatus, Category}, config::Config, metrics::Metrics};
+    /// use tenant_guard::tenant::TenantId;
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("QUERY_CACHE_TTL", "5m")])?;
+    /// let metrics = Metrics::new();
+    /// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// assert_eq!(cache.config().ttl_for("query"), std::time::Duration::from_secs(300));
+    /// let acme = TenantId::new("acme")?;
+    /// let query = Category::query();
+    /// let rows = || cache.get_or_compute(&acme, &query, &"select 1", || async { Ok::<_, String>(1) });
+    /// assert_eq!(rows().await?.status, CacheStatus::Miss);
+    /// assert_eq!(rows().await?.status, CacheStatus::HitL2);
+    /// # Ok(()) }
+    /// ```
     pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
         Self::on_backend(
             backend,
@@ -204,6 +277,25 @@ impl Cache {
 
 impl SessionStore {
     /// A store configured from `config.session` and `config.key_prefix`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// use tenant_guard::session::{Session, SessionStore};
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("SESSION_TTL", "30m")])?;
+    /// let metrics = Metrics::new();
+    /// let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let acme = TenantId::new("acme")?;
+    /// let session = Session::detached(acme.clone(), store.clone());
+    /// session.set_user_id(Some("alice")).await?;
+    /// session.save().await?;
+    /// let listed = store.list_user_sessions(&acme, "alice").await?;
+    /// assert!(listed[0].expires_in <= Duration::from_secs(1800));
+    /// # Ok(()) }
+    /// ```
     pub fn from_config(config: &Config, backend: Backend, metrics: &Metrics) -> Self {
         Self::new(
             backend,

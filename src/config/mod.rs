@@ -60,9 +60,32 @@ pub use ops::OpsConfig;
 pub use vars::{vars_markdown, VarDoc, VARS};
 
 /// Minimum length of `SESSION_SECRET`, in bytes.
+///
+/// ```
+/// use tenant_guard::config::{Config, MIN_SESSION_SECRET_LEN};
+/// let short = "s".repeat(MIN_SESSION_SECRET_LEN - 1);
+/// let err = Config::from_vars([("SESSION_SECRET", short.as_str())]).unwrap_err();
+/// assert_eq!(err.problems()[0].var, "SESSION_SECRET");
+/// assert_eq!(err.problems()[0].value, None); // a secret is never echoed
+/// let long_enough = "s".repeat(MIN_SESSION_SECRET_LEN);
+/// assert!(Config::from_vars([("SESSION_SECRET", long_enough.as_str())]).is_ok());
+/// ```
 pub const MIN_SESSION_SECRET_LEN: usize = 32;
 
 /// The whole configuration of tenant-guard.
+///
+/// ```
+/// use std::time::Duration;
+/// use tenant_guard::config::{Config, RedisMode};
+///
+/// let c = Config::from_vars([("REDIS_ENABLED", "false"), ("SESSION_TTL", "30m"), ("TG_KEY_PREFIX", "app1")]).unwrap();
+/// assert_eq!(c.redis.mode, RedisMode::Disabled);
+/// assert_eq!(c.session.ttl, Duration::from_secs(1800));
+/// assert_eq!(c.key_prefix.as_str(), "app1");
+/// // In code: start from the defaults and change fields.
+/// let mut c = Config::default();
+/// c.session.ttl = Duration::from_secs(600);
+/// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
 pub struct Config {
@@ -92,6 +115,14 @@ pub struct Config {
 }
 
 /// One invalid environment value.
+///
+/// ```
+/// use tenant_guard::config::Config;
+/// let err = Config::from_vars([("RATE_LIMIT_WINDOW", "soon")]).unwrap_err();
+/// let p = &err.problems()[0];
+/// assert_eq!((p.var.as_str(), p.value.as_deref()), ("RATE_LIMIT_WINDOW", Some("soon")));
+/// assert!(p.to_string().starts_with(r#"RATE_LIMIT_WINDOW="soon": "#));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VarProblem {
     /// The variable, e.g. `RATE_LIMIT_WINDOW`.
@@ -122,6 +153,15 @@ impl fmt::Display for VarProblem {
 }
 
 /// Every problem found in a configuration, reported together.
+///
+/// ```
+/// use tenant_guard::config::Config;
+/// // Every invalid value at once, not the first one only.
+/// let err = Config::from_vars([("RATE_LIMIT_WINDOW", "soon"), ("SESSION_TTL", "-1")]).unwrap_err();
+/// assert_eq!(err.problems().len(), 2);
+/// let text = err.to_string();
+/// assert!(text.contains("RATE_LIMIT_WINDOW") && text.contains("SESSION_TTL"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
     problems: Vec<VarProblem>,
@@ -129,6 +169,13 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// The individual problems, in the order the variables were checked.
+    ///
+    /// ```
+    /// use tenant_guard::config::Config;
+    /// let err = Config::from_vars([("TG_MEMORY_MAX_ENTRIES", "0"), ("REDIS_PORT", "http")]).unwrap_err();
+    /// let vars: Vec<&str> = err.problems().iter().map(|p| p.var.as_str()).collect();
+    /// assert!(vars.contains(&"TG_MEMORY_MAX_ENTRIES") && vars.contains(&"REDIS_PORT"));
+    /// ```
     pub fn problems(&self) -> &[VarProblem] {
         &self.problems
     }
@@ -353,6 +400,13 @@ impl Config {
 
     /// Things that are valid but probably not what was meant (e.g. `REDIS_HOST` ignored
     /// because `REDIS_URL` is set). `tenant-guard config` prints them; apps should log them.
+    ///
+    /// ```
+    /// use tenant_guard::config::Config;
+    /// let c = Config::from_vars([("REDIS_URL", "redis://cache:6379"), ("REDIS_HOST", "other")]).unwrap();
+    /// assert!(c.warnings().iter().any(|w| w == "REDIS_URL is set, so REDIS_HOST is ignored"));
+    /// assert!(Config::default().warnings().is_empty());
+    /// ```
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }

@@ -26,6 +26,15 @@ pub struct VarDoc {
 impl VarDoc {
     /// Whether `var` is one of this row's names, or matches its pattern
     /// (`CACHE_TTL_<NAME>` matches `CACHE_TTL_REPORTS`).
+    ///
+    /// ```
+    /// use tenant_guard::config::VARS;
+    /// let ttl = VARS.iter().find(|v| v.names.contains(&"CACHE_TTL_<NAME>")).unwrap();
+    /// assert!(ttl.matches("CACHE_TTL_REPORTS"));
+    /// assert!(!ttl.matches("CACHE_TTL_")); // the pattern needs a name
+    /// let host = VARS.iter().find(|v| v.matches("REDIS_PORT")).unwrap();
+    /// assert_eq!(host.names, ["REDIS_HOST", "REDIS_PORT"]);
+    /// ```
     pub fn matches(&self, var: &str) -> bool {
         self.names.iter().any(|n| match n.split_once('<') {
             Some((prefix, _)) => var.len() > prefix.len() && var.starts_with(prefix),
@@ -35,6 +44,14 @@ impl VarDoc {
 }
 
 /// The table, in the order the README shows it.
+///
+/// ```
+/// use tenant_guard::config::VARS;
+/// // Every variable read is documented once: e.g. whether a name is one at all.
+/// let known = |var: &str| VARS.iter().any(|v| v.matches(var));
+/// assert!(known("REDIS_URL") && known("SESSION_SECRET") && known("CACHE_TTL_REPORTS"));
+/// assert!(!known("REDIS_URI"));
+/// ```
 pub const VARS: &[VarDoc] = &[
     VarDoc {
         names: &["REDIS_URL"],
