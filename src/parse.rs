@@ -19,6 +19,13 @@ pub struct InvalidValue {
 
 impl InvalidValue {
     /// Why the value was refused.
+    ///
+    /// ```
+    /// use tenant_guard::keys::KeyPrefix;
+    /// let err = KeyPrefix::new("bad{prefix}").unwrap_err();
+    /// assert_eq!(err.reason(), err.to_string()); // the text a caller puts after the variable's name
+    /// assert!(!err.reason().is_empty());
+    /// ```
     pub fn reason(&self) -> &str {
         &self.reason
     }

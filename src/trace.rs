@@ -48,13 +48,71 @@ use http::{Extensions, HeaderMap, HeaderValue, Request};
 use tracing::Span;
 
 /// The request header that carries a request's id.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{body::Body, routing::get, Router};
+/// use tower::ServiceExt;
+/// use tenant_guard::tenant::{TenantLayer, TenantResolver};
+/// use tenant_guard::trace::REQUEST_ID_HEADER;
+///
+/// // With a subscriber listening, the layers keep a plausible id the request came with.
+/// let _listening = tracing::subscriber::set_default(tracing_subscriber::registry());
+/// let app: Router = Router::new()
+///     .route("/", get(|req: http::Request<Body>| async move { req.headers()[REQUEST_ID_HEADER].to_str().unwrap().to_string() }))
+///     .layer(TenantLayer::new(TenantResolver::header("x-tenant-id")));
+/// let req = http::Request::get("/").header("x-tenant-id", "acme").header(REQUEST_ID_HEADER, "lb-7f3c").body(Body::empty())?;
+/// let body = axum::body::to_bytes(app.oneshot(req).await?.into_body(), 1024).await?;
+/// assert_eq!(&body[..], b"lb-7f3c");
+/// # Ok(()) }
+/// ```
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest `x-request-id` taken as the request's id (longer ones are replaced).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{body::Body, routing::get, Router};
+/// use tower::ServiceExt;
+/// use tenant_guard::tenant::{TenantLayer, TenantResolver};
+/// use tenant_guard::trace::{MAX_REQUEST_ID, REQUEST_ID_HEADER};
+///
+/// let _listening = tracing::subscriber::set_default(tracing_subscriber::registry());
+/// let app: Router = Router::new()
+///     .route("/", get(|req: http::Request<Body>| async move { req.headers()[REQUEST_ID_HEADER].to_str().unwrap().to_string() }))
+///     .layer(TenantLayer::new(TenantResolver::header("x-tenant-id")));
+/// // One byte too long: replaced by an id of the layer's own.
+/// let long = "a".repeat(MAX_REQUEST_ID + 1);
+/// let req = http::Request::get("/").header("x-tenant-id", "acme").header(REQUEST_ID_HEADER, long.as_str()).body(Body::empty())?;
+/// let body = axum::body::to_bytes(app.oneshot(req).await?.into_body(), 1024).await?;
+/// assert_eq!(body.len(), 16);
+/// # Ok(()) }
+/// ```
 pub const MAX_REQUEST_ID: usize = 128;
 
 /// A request's id (see the [module docs](self)); in the request's extensions once a layer
 /// recorded it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{body::Body, routing::get, Extension, Router};
+/// use tower::ServiceExt;
+/// use tenant_guard::tenant::{TenantLayer, TenantResolver};
+/// use tenant_guard::trace::RequestId;
+///
+/// // A handler logs with the id the layers' spans carry.
+/// let _listening = tracing::subscriber::set_default(tracing_subscriber::registry());
+/// let app: Router = Router::new()
+///     .route("/", get(|Extension(id): Extension<RequestId>| async move { id.to_string() }))
+///     .layer(TenantLayer::new(TenantResolver::header("x-tenant-id")));
+/// let req = http::Request::get("/").header("x-tenant-id", "acme").header("x-request-id", "req-42").body(Body::empty())?;
+/// let body = axum::body::to_bytes(app.oneshot(req).await?.into_body(), 1024).await?;
+/// assert_eq!(&body[..], b"req-42");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct RequestId(HeaderValue);
 

@@ -10,6 +10,31 @@ use std::time::Duration;
 use super::{Backend, BackendError};
 
 /// What a subscription reports to its handler.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tenant_guard::backend::{Backend, PubSubEvent};
+/// use tenant_guard::{config::Config, metrics::Metrics};
+///
+/// // Nothing listens on port 9 here: the subscription says it cannot connect.
+/// let config = Config::from_vars([("REDIS_URL", "redis://127.0.0.1:9")]).unwrap();
+/// let backend = Backend::from_config(&config, &Metrics::new()).unwrap();
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// let task = backend.subscribe("news".into(), move |event| {
+///     let text = match event {
+///         PubSubEvent::Live => "live".to_string(),
+///         PubSubEvent::Message(m) => format!("message {m}"),
+///         PubSubEvent::Lost => "lost".to_string(),
+///         PubSubEvent::Unreachable => "unreachable".to_string(),
+///     };
+///     let _ = tx.send(text);
+///     false // stop after the first event
+/// }).unwrap();
+/// assert_eq!(rx.recv().await.as_deref(), Some("unreachable"));
+/// task.abort();
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PubSubEvent<'a> {
     /// Subscribed (first time, or again after a drop): messages published while it was
@@ -78,6 +103,25 @@ impl super::RedisStore {
     /// Subscribes to `channel` in a background task (inside a Tokio runtime; `None`
     /// otherwise) that calls `handler` with every [`PubSubEvent`] until it returns false
     /// or the task is aborted through the returned handle.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tenant_guard::backend::{Health, PubSubEvent, RedisStore};
+    /// use tenant_guard::config::Config;
+    ///
+    /// // Nothing listens on port 9 here: the handler hears of each failed attempt.
+    /// let config = Config::from_vars([("REDIS_URL", "redis://127.0.0.1:9")]).unwrap();
+    /// let store = RedisStore::new(&config.redis, Health::new(config.breaker, Default::default())).unwrap();
+    /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    /// let task = store.subscribe("news".into(), move |event| {
+    ///     let _ = tx.send(event == PubSubEvent::Unreachable);
+    ///     false // one event is enough here
+    /// }).unwrap();
+    /// assert_eq!(rx.recv().await, Some(true));
+    /// task.abort();
+    /// # }
+    /// ```
     pub fn subscribe<F>(&self, channel: String, handler: F) -> Option<tokio::task::AbortHandle>
     where
         F: FnMut(PubSubEvent<'_>) -> bool + Send + 'static,
