@@ -32,10 +32,27 @@ pub struct Block {
 
 impl Block {
     /// Accepted form, for error messages.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::Block;
+    /// // For messages: why the value was refused, then what is accepted.
+    /// let err = Block::parse("forever").unwrap_err();
+    /// let message = format!("RATE_LIMIT_BLOCK: {}; expected {}", err.reason(), Block::FORM);
+    /// assert!(message.ends_with("(`1m..1h`)"));
+    /// ```
     pub const FORM: &'static str =
         "a duration (`5m`), or FIRST..MAX to double on each repeat up to MAX (`1m..1h`)";
 
     /// Parses `5m` or `1m..1h` (each between 1 ms and 10 years).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::ratelimit::Block;
+    /// assert_eq!(Block::parse("5m").unwrap(), Block { first: Duration::from_secs(300), max: Duration::from_secs(300) });
+    /// assert_eq!(Block::parse("1m..1h").unwrap().max, Duration::from_secs(3600));
+    /// assert!(Block::parse("0s").is_err()); // at least 1 ms
+    /// assert!(Block::parse("1h..1m").is_err()); // the longest is shorter than the first
+    /// ```
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let dur = |v: &str| -> Result<Duration, InvalidValue> {
             let d = crate::parse::duration(v).map_err(|e| format!("`{}`: {e}", v.trim()))?;
@@ -62,6 +79,15 @@ impl Block {
     }
 
     /// The length of the `strike`-th block in a row (1 for the first).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::ratelimit::Block;
+    /// let b = Block::parse("30s..10m").unwrap();
+    /// let minutes: Vec<u64> = (1..=6).map(|n| b.duration(n).as_secs()).collect();
+    /// assert_eq!(minutes, [30, 60, 120, 240, 480, 600]); // doubled, up to 10 minutes
+    /// assert_eq!(b.duration(0), Duration::from_secs(30));
+    /// ```
     pub fn duration(&self, strike: u32) -> Duration {
         let doubled = self
             .first

@@ -21,6 +21,24 @@ use crate::clock::Clock;
 use crate::parse::InvalidValue;
 
 /// The calendar period of a quota.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+/// use tenant_guard::ratelimit::{Check, Identity, Period, RateLimiter};
+///
+/// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_QUOTA_TENANT", "10000/month")])?;
+/// let metrics = Metrics::new();
+/// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+/// let (acme, who) = (TenantId::new("acme")?, Identity::User("u-1".into()));
+/// let check = Check { tenant: &acme, identity: &who, method: &http::Method::GET, route: "/items", cost: None, plan: None };
+/// let d = limiter.check(&check).await;
+/// let quota = d.rules.iter().find(|r| r.period.is_some()).unwrap();
+/// assert_eq!((quota.period, quota.limit, quota.remaining), (Some(Period::Month), 10000, 9999));
+/// assert_eq!(Period::Month.to_string(), "month");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Period {
@@ -121,6 +139,13 @@ impl Default for QuotaCalendar {
 
 impl QuotaCalendar {
     /// Periods in UTC, months from the 1st.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::QuotaCalendar;
+    /// let c = QuotaCalendar::utc();
+    /// assert_eq!(c.time_zone(), "UTC");
+    /// assert_eq!(c, QuotaCalendar::default());
+    /// ```
     pub fn utc() -> Self {
         Self {
             tz_name: "UTC".into(),
@@ -130,6 +155,17 @@ impl QuotaCalendar {
     }
 
     /// Periods in the IANA time zone `tz` (e.g. `America/New_York`).
+    ///
+    /// ```
+    /// use tenant_guard::config::Config;
+    /// use tenant_guard::ratelimit::QuotaCalendar;
+    ///
+    /// assert_eq!(QuotaCalendar::new("America/New_York").unwrap().time_zone(), "America/New_York");
+    /// assert!(QuotaCalendar::new("EST5EDT-ish").is_err());
+    /// // From the environment: RATE_LIMIT_QUOTA_TZ.
+    /// let c = Config::from_vars([("RATE_LIMIT_QUOTA_TENANT", "100/day"), ("RATE_LIMIT_QUOTA_TZ", "Asia/Tokyo")]).unwrap();
+    /// assert_eq!(c.rate_limit.policy.quota_calendar().time_zone(), "Asia/Tokyo");
+    /// ```
     pub fn new(tz: &str) -> Result<Self, InvalidValue> {
         let zone = TimeZone::get(tz.trim())
             .map_err(|e| format!("`{}` is not a known time zone: {e}", tz.trim()))?;
@@ -141,6 +177,14 @@ impl QuotaCalendar {
     }
 
     /// Monthly periods of `tenant` start on `day` (1 to 31; in a shorter month, its last day).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::QuotaCalendar;
+    /// // acme is billed from the 15th, globex from the 31st (the last day of shorter months).
+    /// let c = QuotaCalendar::utc().anchor("acme", 15).unwrap().anchor("globex", 31).unwrap();
+    /// assert_eq!((c.anchor_of("acme"), c.anchor_of("globex")), (15, 31));
+    /// assert!(QuotaCalendar::utc().anchor("acme", 0).is_err());
+    /// ```
     pub fn anchor(mut self, tenant: &str, day: u8) -> Result<Self, InvalidValue> {
         if !(1..=31).contains(&day) {
             return Err(format!("anchor day {day} of `{tenant}` is not between 1 and 31").into());
@@ -151,11 +195,24 @@ impl QuotaCalendar {
     }
 
     /// The time zone's name.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::QuotaCalendar;
+    /// assert_eq!(QuotaCalendar::new(" Europe/Paris ").unwrap().time_zone(), "Europe/Paris");
+    /// ```
     pub fn time_zone(&self) -> &str {
         &self.tz_name
     }
 
     /// The tenants' anchor days.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::QuotaCalendar;
+    /// let c = QuotaCalendar::utc().anchor("acme", 15).unwrap().anchor("globex", 3).unwrap();
+    /// let mut anchors: Vec<(&str, u8)> = c.anchors().collect();
+    /// anchors.sort();
+    /// assert_eq!(anchors, [("acme", 15), ("globex", 3)]);
+    /// ```
     pub fn anchors(&self) -> impl Iterator<Item = (&str, u8)> {
         self.anchors
             .iter()
@@ -163,6 +220,14 @@ impl QuotaCalendar {
     }
 
     /// The billing anchor day of `tenant` (1 unless set).
+    ///
+    /// ```
+    /// use tenant_guard::config::Config;
+    /// let c = Config::from_vars([("RATE_LIMIT_QUOTA_TENANT", "10000/month"), ("RATE_LIMIT_QUOTA_ANCHORS", "acme=15")]).unwrap();
+    /// let calendar = c.rate_limit.policy.quota_calendar();
+    /// assert_eq!(calendar.anchor_of("acme"), 15);
+    /// assert_eq!(calendar.anchor_of("globex"), 1); // months from the 1st unless set
+    /// ```
     pub fn anchor_of(&self, tenant: &str) -> u8 {
         self.anchors.get(tenant).map_or(1, |d| d.unsigned_abs())
     }

@@ -38,13 +38,35 @@ pub struct Lease {
 
 impl Lease {
     /// Accepted form, for error messages.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::Lease;
+    /// let err = Lease::parse("lots").unwrap_err();
+    /// let message = format!("RATE_LIMIT_LEASE: {}; expected {}", err.reason(), Lease::FORM);
+    /// assert!(message.contains("e.g. `50/100ms`"));
+    /// ```
     pub const FORM: &'static str =
         "UNITS/DURATION: most units one reservation takes, held at most DURATION (1ms..10s), e.g. `50/100ms`";
 
     /// Longest lease.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::Lease;
+    /// assert_eq!(Lease::parse("50/10s").unwrap().ttl, Lease::MAX_TTL);
+    /// assert!(Lease::parse("50/11s").is_err());
+    /// ```
     pub const MAX_TTL: Duration = Duration::from_secs(10);
 
     /// Parses `50/100ms`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::ratelimit::Lease;
+    /// let l = Lease::parse(" 200/50ms ").unwrap();
+    /// assert_eq!((l.units.get(), l.ttl), (200, Duration::from_millis(50)));
+    /// assert!(Lease::parse("200").is_err()); // no duration
+    /// assert!(Lease::parse("-1/50ms").is_err());
+    /// ```
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let s = s.trim();
         let (u, d) = s

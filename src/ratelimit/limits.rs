@@ -34,10 +34,25 @@ pub struct TenantLimits {
 
 impl TenantLimits {
     /// Accepted form, for error messages.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::TenantLimits;
+    /// let err = TenantLimits::parse("per-tenant").unwrap_err();
+    /// let message = format!("{}; expected {}", err.reason(), TenantLimits::FORM);
+    /// assert!(message.starts_with("`per-tenant` is not RULE=LIMIT/WINDOW or plan=NAME; expected"));
+    /// ```
     pub const FORM: &'static str =
         "`RULE=LIMIT/WINDOW` and `plan=NAME` entries separated by spaces or commas, e.g. `per-tenant=5000/1m plan=pro`";
 
     /// Parses `RULE=LIMIT/WINDOW` and `plan=NAME` entries, separated by spaces or commas.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::TenantLimits;
+    /// let l = TenantLimits::parse("per-tenant=100/1m, per-tenant=200/1m").unwrap();
+    /// assert_eq!(l.quotas.len(), 1); // the last one given counts
+    /// assert_eq!(l.quotas[0].1.limit.get(), 200);
+    /// assert_eq!(TenantLimits::parse("plan=").unwrap_err().reason(), "`plan=` names no plan");
+    /// ```
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let mut out = Self::default();
         for part in s
@@ -62,6 +77,13 @@ impl TenantLimits {
     }
 
     /// With the plan tier `plan`.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::TenantLimits;
+    /// let l = TenantLimits::default().plan("enterprise");
+    /// assert_eq!(l.plan.as_deref(), Some("enterprise"));
+    /// assert_eq!(l, TenantLimits::parse("plan=enterprise").unwrap());
+    /// ```
     #[must_use]
     pub fn plan(mut self, plan: &str) -> Self {
         self.plan = Some(plan.to_string());
@@ -69,6 +91,14 @@ impl TenantLimits {
     }
 
     /// With `rule`'s quota replaced by `quota`.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::{Quota, TenantLimits};
+    /// let l = TenantLimits::default()
+    ///     .quota("per-tenant", Quota::parse("100/1m").unwrap())
+    ///     .quota("per-tenant", Quota::parse("5000/1m").unwrap()); // replaces the first
+    /// assert_eq!(l.to_string(), "per-tenant=5000/60s");
+    /// ```
     #[must_use]
     pub fn quota(mut self, rule: &str, quota: Quota) -> Self {
         self.quotas.retain(|(r, _)| r != rule);
@@ -77,6 +107,12 @@ impl TenantLimits {
     }
 
     /// Whether nothing is changed.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::TenantLimits;
+    /// assert!(TenantLimits::default().is_empty());
+    /// assert!(!TenantLimits::default().plan("pro").is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.plan.is_none() && self.quotas.is_empty()
     }

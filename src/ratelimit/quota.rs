@@ -7,6 +7,16 @@ use std::time::Duration;
 use crate::parse::InvalidValue;
 
 /// `limit` units per sliding `window`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tenant_guard::ratelimit::Quota;
+///
+/// let q = Quota::parse("100/15m").unwrap();
+/// assert_eq!((q.limit.get(), q.window), (100, Duration::from_secs(900)));
+/// assert_eq!(q, Quota::new(100, Duration::from_secs(900)));
+/// assert_eq!(Quota::parse(&q.to_string()).unwrap(), q); // written back, it reads the same
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
     /// Units (requests, or cost) allowed in any window.
@@ -17,6 +27,13 @@ pub struct Quota {
 
 impl Quota {
     /// Accepted form, for error messages.
+    ///
+    /// ```
+    /// use tenant_guard::config::Config;
+    /// use tenant_guard::ratelimit::Quota;
+    /// let err = Config::from_vars([("RATE_LIMIT_TENANT", "lots")]).unwrap_err();
+    /// assert_eq!(err.problems()[0].expected, Quota::FORM);
+    /// ```
     pub const FORM: &'static str =
         "LIMIT/WINDOW with a whole LIMIT >= 1 and a duration WINDOW, e.g. `100/15m`, `1000/60`, `10/1s`";
 
