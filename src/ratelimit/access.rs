@@ -57,6 +57,14 @@ pub(crate) const ACCESS_LIST_FORM: &str =
 impl AccessList {
     /// Parses a comma list of `tenant:NAME`, `user:ID` and `ip:CIDR` entries (blank
     /// entries are skipped).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::AccessList;
+    /// let list = AccessList::parse("tenant:acme, , ip:192.0.2.7").unwrap(); // blank entries skipped
+    /// assert_eq!(list.to_env(), "ip:192.0.2.7/32, tenant:acme");
+    /// assert!(AccessList::parse("acme").is_err()); // no kind
+    /// assert!(AccessList::parse("tenant:a:b").is_err()); // not a tenant id
+    /// ```
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let mut list = Self::default();
         for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -86,16 +94,40 @@ impl AccessList {
     }
 
     /// Whether the list has no entry.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::AccessList;
+    /// assert!(AccessList::parse("").unwrap().is_empty());
+    /// assert!(!AccessList::parse("user:ops-bot").unwrap().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.tenants.is_empty() && self.users.is_empty() && self.nets.is_empty()
     }
 
     /// Whether any `ip:` entry is listed (only then is the client address needed).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::AccessList;
+    /// assert!(AccessList::parse("tenant:acme, ip:10.0.0.0/8").unwrap().has_addresses());
+    /// assert!(!AccessList::parse("tenant:acme, user:ops-bot").unwrap().has_addresses());
+    /// ```
     pub fn has_addresses(&self) -> bool {
         !self.nets.is_empty()
     }
 
     /// The kind of the first entry that matches (`tenant`, `user` or `ip`), if any.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::AccessList;
+    /// use tenant_guard::tenant::{Identity, TenantId};
+    ///
+    /// let deny = AccessList::parse("user:scraper-9, ip:198.51.100.0/24").unwrap();
+    /// let acme = TenantId::new("acme").unwrap();
+    /// assert_eq!(deny.matches(&acme, &Identity::User("scraper-9".into()), None), Some("user"));
+    /// let anon = Identity::Ip("198.51.100.20".into());
+    /// assert_eq!(deny.matches(&acme, &anon, Some("198.51.100.20".parse().unwrap())), Some("ip"));
+    /// assert_eq!(deny.matches(&acme, &Identity::User("alice".into()), None), None);
+    /// ```
     pub fn matches(
         &self,
         tenant: &TenantId,
@@ -118,6 +150,14 @@ impl AccessList {
     }
 
     /// The list written back (sorted), as `tenant-guard config` prints it.
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::AccessList;
+    /// let list = AccessList::parse("user:ops-bot, tenant:globex, ip:10.1.2.3/8, tenant:acme").unwrap();
+    /// // Sorted, ranges written from their network address: it parses back to the same list.
+    /// assert_eq!(list.to_env(), "ip:10.0.0.0/8, tenant:acme, tenant:globex, user:ops-bot");
+    /// assert_eq!(AccessList::parse(&list.to_env()).unwrap(), list);
+    /// ```
     pub fn to_env(&self) -> String {
         let mut out: Vec<String> = self
             .tenants

@@ -26,6 +26,17 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 /// Longest user id accepted from a header (longer ones are ignored, and the IP is used).
+///
+/// ```
+/// use tenant_guard::ratelimit::{IdentityConfig, MAX_HEADER_USER_LEN};
+/// let cfg = IdentityConfig { user_header: Some(http::HeaderName::from_static("x-user-id")), ..Default::default() };
+/// let ask = |user: &str| http::Request::get("/").header("x-user-id", user).body(()).unwrap().into_parts().0;
+/// let peer = "192.0.2.7:4000".parse().ok();
+/// let longest = "u".repeat(MAX_HEADER_USER_LEN);
+/// assert_eq!(cfg.identify(&ask(&longest), peer).parts().0, "user");
+/// // One byte more: the header is ignored and the address counts.
+/// assert_eq!(cfg.identify(&ask(&format!("{longest}u")), peer).parts(), ("ip", "192.0.2.7"));
+/// ```
 pub const MAX_HEADER_USER_LEN: usize = 256;
 
 /// The one forwarding header believed from trusted proxies (`RATE_LIMIT_FORWARDED_HEADER`).
@@ -56,10 +67,34 @@ pub enum ForwardedHeader {
 
 impl ForwardedHeader {
     /// The accepted values, for error messages.
+    ///
+    /// ```
+    /// use tenant_guard::config::Config;
+    /// use tenant_guard::ratelimit::ForwardedHeader;
+    /// let err = Config::from_vars([("RATE_LIMIT_FORWARDED_HEADER", "via")]).unwrap_err();
+    /// assert_eq!(err.problems()[0].expected, ForwardedHeader::FORM);
+    /// ```
     pub const FORM: &'static str = "`x-forwarded-for`, `forwarded` or `x-real-ip`";
 }
 
 /// How the identity of a request is found (see the module docs).
+///
+/// ```
+/// use tenant_guard::ratelimit::{ForwardedHeader, IdentityConfig};
+/// use tenant_guard::tenant::UserId;
+///
+/// let cfg = IdentityConfig {
+///     trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+///     forwarded_header: ForwardedHeader::XRealIp,
+///     ..Default::default()
+/// };
+/// let (mut parts, ()) = http::Request::get("/").header("x-real-ip", "203.0.113.9").body(()).unwrap().into_parts();
+/// let proxy = "10.0.0.1:5555".parse().ok();
+/// assert_eq!(cfg.identify(&parts, proxy).to_string(), "ip:203.0.113.9");
+/// // An authenticated user wins over any address.
+/// parts.extensions.insert(UserId::new("u-42"));
+/// assert_eq!(cfg.identify(&parts, proxy).to_string(), "user:u-42");
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct IdentityConfig {
     /// Header carrying a user id set by a trusted gateway.
@@ -85,6 +120,16 @@ impl IdentityConfig {
 }
 
 /// Where a request comes from, as far as the trusted proxies tell.
+///
+/// ```
+/// use tenant_guard::ratelimit::{ClientAddr, IdentityConfig};
+/// let cfg = IdentityConfig { trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()], ..Default::default() };
+/// let request = |xff: &str| http::Request::get("/").header("x-forwarded-for", xff).body(()).unwrap().into_parts().0;
+/// let proxy = "10.0.0.1:5555".parse().ok();
+/// assert_eq!(cfg.client(&request("203.0.113.9"), proxy), ClientAddr::Ip("203.0.113.9".parse().unwrap()));
+/// assert_eq!(cfg.client(&request("garbage"), proxy), ClientAddr::InvalidForwarding);
+/// assert_eq!(cfg.client(&request("203.0.113.9"), None), ClientAddr::Unknown); // no peer known
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAddr {
     /// A usable address.
@@ -143,6 +188,15 @@ impl IdentityConfig {
     }
 
     /// The client address, if there is a usable one (see [`client`](Self::client)).
+    ///
+    /// ```
+    /// use tenant_guard::ratelimit::IdentityConfig;
+    /// let cfg = IdentityConfig { trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()], ..Default::default() };
+    /// let (parts, ()) = http::Request::get("/").header("x-forwarded-for", "203.0.113.9, 10.0.0.7").body(()).unwrap().into_parts();
+    /// assert_eq!(cfg.client_ip(&parts, "10.0.0.1:5555".parse().ok()), "203.0.113.9".parse().ok());
+    /// let (parts, ()) = http::Request::get("/").header("x-forwarded-for", "unknown").body(()).unwrap().into_parts();
+    /// assert_eq!(cfg.client_ip(&parts, "10.0.0.1:5555".parse().ok()), None);
+    /// ```
     pub fn client_ip(&self, parts: &Parts, peer: Option<SocketAddr>) -> Option<IpAddr> {
         match self.client(parts, peer) {
             ClientAddr::Ip(ip) => Some(ip),

@@ -60,6 +60,18 @@ impl RateLimiter {
 
     /// Sets the exempt and deny lists that apply on top of the rate-limit layer's
     /// (`RATE_LIMIT_EXEMPT` / `RATE_LIMIT_DENY`), here; logged when they change.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// use tenant_guard::ratelimit::{AccessList, RateLimiter};
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_TENANT", "100/1m")]).unwrap();
+    /// let m = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &m).unwrap(), &m);
+    /// limiter.set_access_lists(AccessList::parse("tenant:acme").unwrap(), AccessList::parse("user:scraper-9").unwrap());
+    /// let (exempt, deny) = limiter.access_lists();
+    /// assert_eq!((exempt.to_env(), deny.to_env()), ("tenant:acme".into(), "user:scraper-9".into()));
+    /// ```
     pub fn set_access_lists(&self, exempt: AccessList, deny: AccessList) {
         let inner = &*self.inner;
         let mut l = inner
@@ -76,6 +88,19 @@ impl RateLimiter {
     }
 
     /// The runtime exempt and deny lists in force here.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// use tenant_guard::ratelimit::{AccessList, RateLimiter};
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_TENANT", "100/1m")]).unwrap();
+    /// let m = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &m).unwrap(), &m);
+    /// let (exempt, deny) = limiter.access_lists();
+    /// assert!(exempt.is_empty() && deny.is_empty()); // none set at runtime yet
+    /// limiter.set_access_lists(AccessList::default(), AccessList::parse("ip:198.51.100.0/24").unwrap());
+    /// assert!(limiter.access_lists().1.has_addresses());
+    /// ```
     pub fn access_lists(&self) -> (AccessList, AccessList) {
         let l = self
             .inner
@@ -119,6 +144,19 @@ impl RateLimiter {
     }
 
     /// The runtime limits of `tenant` in force here.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// use tenant_guard::ratelimit::{RateLimiter, TenantLimits};
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_TENANT", "100/1m")]).unwrap();
+    /// let m = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &m).unwrap(), &m);
+    /// let acme = TenantId::new("acme").unwrap();
+    /// assert_eq!(limiter.tenant_limits(&acme), None);
+    /// limiter.set_tenant_limits(&acme, Some(TenantLimits::parse("per-tenant=5000/1m").unwrap())).unwrap();
+    /// assert_eq!(limiter.tenant_limits(&acme).unwrap().to_string(), "per-tenant=5000/60s");
+    /// ```
     pub fn tenant_limits(&self, tenant: &TenantId) -> Option<TenantLimits> {
         let o = self
             .inner
@@ -157,6 +195,26 @@ impl RateLimiter {
     /// Sets (or, with `None` or empty limits, clears) one tenant's runtime limits here.
     /// Each change is logged with what changed. Refused (nothing changes) if `limits`
     /// names a rule or plan the policy does not have.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// use tenant_guard::ratelimit::{Check, Identity, RateLimiter, TenantLimits};
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_TENANT", "100/1m")])?;
+    /// let m = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &m)?, &m);
+    /// let (acme, who) = (TenantId::new("acme")?, Identity::User("u-1".into()));
+    /// limiter.set_tenant_limits(&acme, Some(TenantLimits::parse("per-tenant=5000/1m")?))?;
+    /// let check = Check { tenant: &acme, identity: &who, method: &http::Method::GET, route: "/items", cost: None, plan: None };
+    /// assert_eq!(limiter.check(&check).await.rules[0].limit, 5000);
+    /// // A rule the policy does not have: refused, nothing changes.
+    /// assert!(limiter.set_tenant_limits(&acme, Some(TenantLimits::parse("nope=1/1s")?)).is_err());
+    /// limiter.set_tenant_limits(&acme, None)?; // back to the configured 100/1m
+    /// assert_eq!(limiter.check(&check).await.rules[0].limit, 100);
+    /// # Ok(()) }
+    /// ```
     pub fn set_tenant_limits(
         &self,
         tenant: &TenantId,
@@ -193,6 +251,22 @@ impl RateLimiter {
     /// Replaces every tenant's runtime limits with `table` (what the store holds), logging
     /// each tenant whose limits changed; entries that name unknown rules or plans are
     /// skipped (and logged). Returns how many tenants' limits changed.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// use tenant_guard::ratelimit::{RateLimiter, TenantLimits};
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_TENANT", "100/1m")]).unwrap();
+    /// let m = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &m).unwrap(), &m);
+    /// let (acme, globex) = (TenantId::new("acme").unwrap(), TenantId::new("globex").unwrap());
+    /// limiter.set_tenant_limits(&acme, Some(TenantLimits::parse("per-tenant=5000/1m").unwrap())).unwrap();
+    /// // The table now lists globex only: acme's limits go, globex's come.
+    /// let table = [(globex.clone(), TenantLimits::parse("per-tenant=10/1m").unwrap())];
+    /// assert_eq!(limiter.replace_tenant_limits(&table), 2);
+    /// assert_eq!(limiter.tenant_limits(&acme), None);
+    /// assert!(limiter.tenant_limits(&globex).is_some());
+    /// ```
     pub fn replace_tenant_limits(&self, table: &[(TenantId, TenantLimits)]) -> usize {
         self.replace_keeping(table, &[])
     }
@@ -275,6 +349,27 @@ fn specs_for(
 }
 
 /// A running watch of a [`LimitStore`] ([`RateLimiter::watch_limits`]): stops when dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::time::Duration;
+/// use tenant_guard::{backend::Backend, config::Config, keys::Keys, metrics::Metrics, tenant::TenantId};
+/// use tenant_guard::ratelimit::{LimitStore, RateLimiter, TenantLimits};
+///
+/// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_TENANT", "100/1m")]).unwrap();
+/// let metrics = Metrics::new();
+/// let backend = Backend::from_config(&config, &metrics).unwrap();
+/// let limiter = RateLimiter::from_config(&config, backend.clone(), &metrics);
+/// let store = LimitStore::new(backend, &Keys::default());
+/// let watch = limiter.watch_limits(store.clone(), Duration::from_millis(20));
+/// drop(watch); // stops watching: later changes in the store are not applied here
+/// let acme = TenantId::new("acme").unwrap();
+/// store.set(&acme, &TenantLimits::parse("per-tenant=5000/1m").unwrap()).await.unwrap();
+/// tokio::time::sleep(Duration::from_millis(100)).await;
+/// assert_eq!(limiter.tenant_limits(&acme), None);
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct LimitWatch {
     task: tokio::task::JoinHandle<()>,
