@@ -6,6 +6,14 @@ use std::fmt;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 /// Why a request's completion limit could not be read (the layer answers 400).
+///
+/// ```
+/// use tenant_guard::tokens::{estimate, EstimateError};
+/// assert_eq!(estimate(br#"{"max_tokens":10,"max_tokens":20}"#, 256), Err(EstimateError::Duplicate("max_tokens")));
+/// let err = estimate(br#"{"max_tokens":"5000"}"#, 256).unwrap_err();
+/// assert_eq!(err, EstimateError::NotAWholeNumber("max_tokens"));
+/// assert_eq!(err.to_string(), "`max_tokens` is not a whole number of tokens");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EstimateError {

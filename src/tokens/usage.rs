@@ -79,11 +79,26 @@ impl Default for UsageScan {
 
 impl UsageScan {
     /// A scanner of one JSON body (`application/json`).
+    ///
+    /// ```
+    /// use tenant_guard::tokens::UsageScan;
+    /// let mut s = UsageScan::for_json();
+    /// s.feed(br#"{"id":"c-1","choices":[{"text":"hi"}],"usage":{"prompt_tokens":5,"total_tokens":17}}"#);
+    /// assert_eq!(s.finish(), Some(17));
+    /// ```
     pub fn for_json() -> Self {
         Self::default()
     }
 
     /// A scanner of server-sent events (`text/event-stream`), each event read on its own.
+    ///
+    /// ```
+    /// use tenant_guard::tokens::UsageScan;
+    /// let mut s = UsageScan::for_events();
+    /// s.feed(b"data: {\"delta\":\"Hel\"}\n\ndata: {\"delta\":\"lo\"}\n\n");
+    /// s.feed(b"data: {\"usage\":{\"total_tokens\":9}}\n\ndata: [DONE]\n\n");
+    /// assert_eq!(s.finish(), Some(9));
+    /// ```
     pub fn for_events() -> Self {
         Self {
             events: true,
@@ -116,6 +131,17 @@ impl UsageScan {
     }
 
     /// Reads one more chunk of the body.
+    ///
+    /// ```
+    /// use tenant_guard::tokens::UsageScan;
+    /// // Chunks may split anywhere: inside a key, a number or an escape.
+    /// let body = br#"{"note":"say \"usage\"","usage":{"total_tokens":1234}}"#;
+    /// let mut s = UsageScan::for_json();
+    /// for chunk in body.chunks(3) {
+    ///     s.feed(chunk);
+    /// }
+    /// assert_eq!(s.finish(), Some(1234));
+    /// ```
     pub fn feed(&mut self, chunk: &[u8]) {
         for &b in chunk {
             if self.in_string {
@@ -207,6 +233,16 @@ impl UsageScan {
 
     /// The usage found: the shallowest `usage.total_tokens` (ties: the last). A number
     /// still being read when the body ended does not count (it may have been cut).
+    ///
+    /// ```
+    /// use tenant_guard::tokens::UsageScan;
+    /// let mut s = UsageScan::for_json();
+    /// s.feed(br#"{"choices":[]}"#);
+    /// assert_eq!(s.finish(), None); // no usage reported: the layer settles with its estimate
+    /// let mut cut = UsageScan::for_json();
+    /// cut.feed(br#"{"usage":{"total_tokens":12"#); // the body ended mid-number
+    /// assert_eq!(cut.finish(), None);
+    /// ```
     pub fn finish(&self) -> Option<u64> {
         self.best.map(|(_, v)| v)
     }
