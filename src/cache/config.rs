@@ -5,6 +5,20 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Cache TTLs.
+///
+/// ```
+/// use std::time::Duration;
+/// use tenant_guard::cache::CacheConfig;
+/// use tenant_guard::config::Config;
+///
+/// let c = Config::from_vars([("CACHE_TTL_REPORTS", "10m"), ("CACHE_STALE_TTL", "30s")]).unwrap();
+/// assert_eq!(c.cache.categories["reports"], Duration::from_secs(600));
+/// assert_eq!(c.cache.stale, Duration::from_secs(30));
+/// // In code: start from the defaults.
+/// let mut cache = CacheConfig::default();
+/// cache.ai_ttl = Duration::from_secs(6 * 3600);
+/// assert_eq!(cache.ttl_for("ai"), Duration::from_secs(6 * 3600));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheConfig {

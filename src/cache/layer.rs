@@ -136,11 +136,61 @@ impl CacheLayer {
     }
 
     /// Caches in a named category (`cache:{tenant}:<name>:<hash>`, `CACHE_TTL_<NAME>`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use axum::{body::Body, routing::{get, post}, Router};
+    /// # use tower::ServiceExt;
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # use tenant_guard::cache::{Cache, CacheLayer, Category};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # async fn x_cache(app: &Router, req: http::Request<Body>) -> String {
+    /// #     let res = app.clone().oneshot(req).await.unwrap();
+    /// #     res.headers().get("x-cache").map_or("-".into(), |v| v.to_str().unwrap().to_string())
+    /// # }
+    /// # let get_ = |path: &str| http::Request::get(path).body(Body::empty()).unwrap();
+    /// // `cache`: a `Cache` on memory; `x_cache` sends a request and returns its `X-Cache`.
+    /// let app = Router::new()
+    ///     .route("/reports/{day}", get(|| async { "rows" }))
+    ///     .route_layer(CacheLayer::new(cache, Category::named("reports")));
+    /// assert_eq!(x_cache(&app, get_("/reports/2026-12-07")).await, "MISS");
+    /// assert_eq!(x_cache(&app, get_("/reports/2026-12-07")).await, "HIT");
+    /// assert_eq!(x_cache(&app, get_("/reports/2026-12-06")).await, "MISS"); // another path
+    /// # Ok(()) }
+    /// ```
     pub fn new(cache: Cache, category: Category) -> Self {
         Self::with_kind(cache, Kind::Fixed(category))
     }
 
     /// Caches in the query category (`QUERY_CACHE_TTL`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use axum::{body::Body, routing::{get, post}, Router};
+    /// # use tower::ServiceExt;
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # use tenant_guard::cache::{Cache, CacheLayer, Category};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # async fn x_cache(app: &Router, req: http::Request<Body>) -> String {
+    /// #     let res = app.clone().oneshot(req).await.unwrap();
+    /// #     res.headers().get("x-cache").map_or("-".into(), |v| v.to_str().unwrap().to_string())
+    /// # }
+    /// # let get_ = |path: &str| http::Request::get(path).body(Body::empty()).unwrap();
+    /// // `cache`: a `Cache` on memory; `x_cache` sends a request and returns its `X-Cache`.
+    /// let app = Router::new()
+    ///     .route("/items", get(|| async { "rows" }))
+    ///     .route_layer(CacheLayer::query(cache.clone()));
+    /// assert_eq!(x_cache(&app, get_("/items?page=1&size=10")).await, "MISS");
+    /// assert_eq!(x_cache(&app, get_("/items?size=10&page=1")).await, "HIT"); // same pairs, sorted
+    /// assert_eq!(cache.config().ttl_for("query"), std::time::Duration::from_secs(300)); // QUERY_CACHE_TTL
+    /// # Ok(()) }
+    /// ```
     pub fn query(cache: Cache) -> Self {
         Self::new(cache, Category::Query)
     }
@@ -148,11 +198,66 @@ impl CacheLayer {
     /// Caches AI responses (`AI_CACHE_TTL`): the model (JSON field `model`) and every
     /// generation parameter are part of the key, except [`exclude_fields`](Self::exclude_fields)
     /// (default `request_id`). `stream: true` and a whole answer are always kept apart.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use axum::{body::Body, routing::{get, post}, Router};
+    /// # use tower::ServiceExt;
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # use tenant_guard::cache::{Cache, CacheLayer, Category};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # async fn x_cache(app: &Router, req: http::Request<Body>) -> String {
+    /// #     let res = app.clone().oneshot(req).await.unwrap();
+    /// #     res.headers().get("x-cache").map_or("-".into(), |v| v.to_str().unwrap().to_string())
+    /// # }
+    /// # let get_ = |path: &str| http::Request::get(path).body(Body::empty()).unwrap();
+    /// // `cache`: a `Cache` on memory; `x_cache` sends a request and returns its `X-Cache`.
+    /// let app = Router::new()
+    ///     .route("/api/ai/complete", post(|| async { r#"{"text":"hello"}"# }))
+    ///     .route_layer(CacheLayer::ai(cache));
+    /// let ask = |body: &'static str| {
+    ///     http::Request::post("/api/ai/complete").header("content-type", "application/json").body(Body::from(body)).unwrap()
+    /// };
+    /// assert_eq!(x_cache(&app, ask(r#"{"model":"m1","prompt":"hi"}"#)).await, "MISS");
+    /// assert_eq!(x_cache(&app, ask(r#"{ "prompt": "hi", "model": "m1" }"#)).await, "HIT");
+    /// assert_eq!(x_cache(&app, ask(r#"{"model":"m2","prompt":"hi"}"#)).await, "MISS"); // another model
+    /// # Ok(()) }
+    /// ```
     pub fn ai(cache: Cache) -> Self {
         Self::with_kind(cache, Kind::Ai)
     }
 
     /// Request headers whose values are part of the key (e.g. `Accept-Language`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use axum::{body::Body, routing::{get, post}, Router};
+    /// # use tower::ServiceExt;
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # use tenant_guard::cache::{Cache, CacheLayer, Category};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # async fn x_cache(app: &Router, req: http::Request<Body>) -> String {
+    /// #     let res = app.clone().oneshot(req).await.unwrap();
+    /// #     res.headers().get("x-cache").map_or("-".into(), |v| v.to_str().unwrap().to_string())
+    /// # }
+    /// # let get_ = |path: &str| http::Request::get(path).body(Body::empty()).unwrap();
+    /// // `cache`: a `Cache` on memory; `x_cache` sends a request and returns its `X-Cache`.
+    /// use http::header::ACCEPT_LANGUAGE;
+    /// let app = Router::new()
+    ///     .route("/help", get(|| async { "text" }))
+    ///     .route_layer(CacheLayer::new(cache, Category::named("help")).vary([ACCEPT_LANGUAGE]));
+    /// let in_lang = |lang: &str| http::Request::get("/help").header(ACCEPT_LANGUAGE, lang).body(Body::empty()).unwrap();
+    /// assert_eq!(x_cache(&app, in_lang("en")).await, "MISS");
+    /// assert_eq!(x_cache(&app, in_lang("en")).await, "HIT");
+    /// assert_eq!(x_cache(&app, in_lang("fr")).await, "MISS"); // an entry per language
+    /// # Ok(()) }
+    /// ```
     pub fn vary(self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
         let headers: Vec<HeaderName> = headers.into_iter().collect();
         self.edit(|s| s.vary = headers)
@@ -176,12 +281,65 @@ impl CacheLayer {
     }
 
     /// Response statuses that may be stored (default only `200`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use axum::{body::Body, routing::{get, post}, Router};
+    /// # use tower::ServiceExt;
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # use tenant_guard::cache::{Cache, CacheLayer, Category};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # async fn x_cache(app: &Router, req: http::Request<Body>) -> String {
+    /// #     let res = app.clone().oneshot(req).await.unwrap();
+    /// #     res.headers().get("x-cache").map_or("-".into(), |v| v.to_str().unwrap().to_string())
+    /// # }
+    /// # let get_ = |path: &str| http::Request::get(path).body(Body::empty()).unwrap();
+    /// // `cache`: a `Cache` on memory; `x_cache` sends a request and returns its `X-Cache`.
+    /// use http::StatusCode;
+    /// let missing = || async { (StatusCode::NOT_FOUND, "no such item") };
+    /// let app = Router::new()
+    ///     .route("/items/{id}", get(missing))
+    ///     .route_layer(CacheLayer::query(cache).statuses([StatusCode::OK, StatusCode::NOT_FOUND]));
+    /// assert_eq!(x_cache(&app, get_("/items/9")).await, "MISS");
+    /// assert_eq!(x_cache(&app, get_("/items/9")).await, "HIT"); // the 404 was stored too
+    /// # Ok(()) }
+    /// ```
     pub fn statuses(self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
         let statuses: Vec<StatusCode> = statuses.into_iter().collect();
         self.edit(|s| s.statuses = statuses)
     }
 
     /// Top-level JSON body fields left out of the key.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use axum::{body::Body, routing::{get, post}, Router};
+    /// # use tower::ServiceExt;
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # use tenant_guard::cache::{Cache, CacheLayer, Category};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # async fn x_cache(app: &Router, req: http::Request<Body>) -> String {
+    /// #     let res = app.clone().oneshot(req).await.unwrap();
+    /// #     res.headers().get("x-cache").map_or("-".into(), |v| v.to_str().unwrap().to_string())
+    /// # }
+    /// # let get_ = |path: &str| http::Request::get(path).body(Body::empty()).unwrap();
+    /// // `cache`: a `Cache` on memory; `x_cache` sends a request and returns its `X-Cache`.
+    /// let app = Router::new()
+    ///     .route("/api/ai/complete", post(|| async { r#"{"text":"hello"}"# }))
+    ///     .route_layer(CacheLayer::ai(cache).exclude_fields(["trace_id", "user"]));
+    /// let ask = |body: &'static str| {
+    ///     http::Request::post("/api/ai/complete").header("content-type", "application/json").body(Body::from(body)).unwrap()
+    /// };
+    /// assert_eq!(x_cache(&app, ask(r#"{"model":"m","prompt":"hi","trace_id":"t-1"}"#)).await, "MISS");
+    /// assert_eq!(x_cache(&app, ask(r#"{"model":"m","prompt":"hi","trace_id":"t-2"}"#)).await, "HIT");
+    /// # Ok(()) }
+    /// ```
     pub fn exclude_fields(self, fields: impl IntoIterator<Item = impl Into<String>>) -> Self {
         let fields: Vec<String> = fields.into_iter().map(Into::into).collect();
         self.edit(|s| s.excluded_fields = fields)
@@ -189,6 +347,37 @@ impl CacheLayer {
 
     /// Chooses the TTL per request (e.g. from the path: today's report 15 s, older ones
     /// 10 min); `None` falls back to the category's TTL.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use axum::{body::Body, routing::{get, post}, Router};
+    /// # use tower::ServiceExt;
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # use tenant_guard::cache::{Cache, CacheLayer, Category};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # async fn x_cache(app: &Router, req: http::Request<Body>) -> String {
+    /// #     let res = app.clone().oneshot(req).await.unwrap();
+    /// #     res.headers().get("x-cache").map_or("-".into(), |v| v.to_str().unwrap().to_string())
+    /// # }
+    /// # let get_ = |path: &str| http::Request::get(path).body(Body::empty()).unwrap();
+    /// // `cache`: a `Cache` on memory; `x_cache` sends a request and returns its `X-Cache`.
+    /// use std::time::Duration;
+    /// let app = Router::new()
+    ///     .route("/reports/{day}", get(|| async { "rows" }))
+    ///     .route_layer(CacheLayer::new(cache, Category::named("reports")).ttl_with(|parts, _status| {
+    ///         // Today's report changes: 50 ms. Older ones: the category's TTL.
+    ///         parts.uri.path().ends_with("/today").then(|| Duration::from_millis(50))
+    ///     }));
+    /// x_cache(&app, get_("/reports/today")).await;
+    /// x_cache(&app, get_("/reports/2026-01-01")).await;
+    /// tokio::time::sleep(Duration::from_millis(120)).await;
+    /// assert_eq!(x_cache(&app, get_("/reports/today")).await, "MISS"); // expired
+    /// assert_eq!(x_cache(&app, get_("/reports/2026-01-01")).await, "HIT");
+    /// # Ok(()) }
+    /// ```
     pub fn ttl_with(
         self,
         f: impl Fn(&Parts, StatusCode) -> Option<Duration> + Send + Sync + 'static,
@@ -198,6 +387,33 @@ impl CacheLayer {
     }
 
     /// Largest body (request or response) cached; larger ones pass through uncached.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use axum::{body::Body, routing::{get, post}, Router};
+    /// # use tower::ServiceExt;
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # use tenant_guard::cache::{Cache, CacheLayer, Category};
+    /// # let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// # let metrics = Metrics::new();
+    /// # let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # async fn x_cache(app: &Router, req: http::Request<Body>) -> String {
+    /// #     let res = app.clone().oneshot(req).await.unwrap();
+    /// #     res.headers().get("x-cache").map_or("-".into(), |v| v.to_str().unwrap().to_string())
+    /// # }
+    /// # let get_ = |path: &str| http::Request::get(path).body(Body::empty()).unwrap();
+    /// // `cache`: a `Cache` on memory; `x_cache` sends a request and returns its `X-Cache`.
+    /// let app = Router::new()
+    ///     .route("/small", get(|| async { "ok" }))
+    ///     .route("/large", get(|| async { "x".repeat(100) }))
+    ///     .route_layer(CacheLayer::query(cache).max_body(16));
+    /// x_cache(&app, get_("/small")).await;
+    /// x_cache(&app, get_("/large")).await;
+    /// assert_eq!(x_cache(&app, get_("/small")).await, "HIT");
+    /// assert_ne!(x_cache(&app, get_("/large")).await, "HIT"); // 100 bytes: passed through uncached
+    /// # Ok(()) }
+    /// ```
     pub fn max_body(self, bytes: usize) -> Self {
         self.edit(|s| s.max_body = bytes)
     }

@@ -118,6 +118,24 @@ pub(crate) struct CacheKey {
 }
 
 /// The cache. Cheap to clone; clones share L1, flights and the subscription.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tenant_guard::{backend::Backend, cache::{Cache, CacheStatus, Category}, config::Config, metrics::Metrics};
+/// use tenant_guard::tenant::TenantId;
+///
+/// let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+/// let metrics = Metrics::new();
+/// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+/// let acme = TenantId::new("acme")?;
+/// let profile = Category::named("user-profile");
+/// let load = || async { Ok::<_, String>(serde_json::json!({ "name": "Ann" })) };
+/// assert_eq!(cache.get_or_compute(&acme, &profile, &("user", 42), load).await?.status, CacheStatus::Miss);
+/// let again = cache.clone(); // clones share everything
+/// assert_eq!(again.get_or_compute(&acme, &profile, &("user", 42), load).await?.value["name"], "Ann");
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
@@ -167,6 +185,25 @@ impl std::fmt::Debug for Cache {
 impl Cache {
     /// A cache on `backend`. With Redis (and `l1_max_bytes > 0`) it keeps an L1 and, when
     /// called inside a Tokio runtime, subscribes to the invalidation channel.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::cache::{Cache, CacheConfig, Category};
+    /// use tenant_guard::{keys::{KeyPrefix, Keys}, metrics::Metrics, tenant::TenantId};
+    ///
+    /// let mut config = CacheConfig::default();
+    /// config.query_ttl = Duration::from_secs(60);
+    /// let memory = MemoryStore::new(Default::default());
+    /// let cache = Cache::new(Backend::Memory(memory.clone()), config, Keys::new(KeyPrefix::new("app1")?), &Metrics::new());
+    /// let acme = TenantId::new("acme")?;
+    /// cache.get_or_compute(&acme, &Category::query(), &"select 1", || async { Ok::<_, String>(1) }).await?;
+    /// // The entry is in the store, under the prefix.
+    /// assert_eq!(memory.delete_matching(&Keys::new(KeyPrefix::new("app1")?).kind_pattern(tenant_guard::keys::KeyKind::Query, &acme)), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn new(backend: Backend, config: CacheConfig, keys: Keys, metrics: &Metrics) -> Self {
         Self::on_backend(backend, config, keys, metrics, None)
     }
@@ -262,6 +299,16 @@ impl Cache {
     }
 
     /// The settings.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenant_guard::{backend::Backend, cache::Cache, config::Config, metrics::Metrics};
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("CACHE_TTL", "10m"), ("AI_CACHE_TTL", "1h")]).unwrap();
+    /// let metrics = Metrics::new();
+    /// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+    /// assert_eq!(cache.config().ttl_for("reports"), Duration::from_secs(600)); // CACHE_TTL
+    /// assert_eq!(cache.config().ttl_for("ai"), Duration::from_secs(3600));
+    /// ```
     pub fn config(&self) -> &CacheConfig {
         &self.inner.config
     }
@@ -286,11 +333,34 @@ impl Cache {
     }
 
     /// Whether the invalidation subscription is live (always false without Redis or L1).
+    ///
+    /// ```
+    /// use tenant_guard::{backend::Backend, cache::Cache, config::Config, metrics::Metrics};
+    /// // On memory there is one process: nothing to subscribe to.
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false")]).unwrap();
+    /// let metrics = Metrics::new();
+    /// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+    /// assert!(!cache.is_subscribed());
+    /// ```
     pub fn is_subscribed(&self) -> bool {
         self.inner.subscribed.load(Ordering::SeqCst)
     }
 
     /// Entries in L1 (0 without L1). Pending maintenance is run first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::Backend, cache::{Cache, Category}, config::Config, metrics::Metrics};
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// let metrics = Metrics::new();
+    /// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let acme = tenant_guard::tenant::TenantId::new("acme")?;
+    /// cache.get_or_compute(&acme, &Category::query(), &"q", || async { Ok::<_, String>(1) }).await?;
+    /// // No L1 in front of the memory store: the store itself is in process.
+    /// assert_eq!(cache.l1_len(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn l1_len(&self) -> u64 {
         self.inner.l1.as_ref().map_or(0, |l1| {
             l1.run_pending_tasks();
@@ -300,6 +370,15 @@ impl Cache {
 
     /// Bytes L1 holds by its own weighing (keys, headers and bodies; 0 without L1), the
     /// figure `CACHE_L1_MAX_BYTES` bounds. Pending maintenance is run first.
+    ///
+    /// ```
+    /// use tenant_guard::{backend::Backend, cache::Cache, config::Config, metrics::Metrics};
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("CACHE_L1_MAX_BYTES", "1048576")]).unwrap();
+    /// let metrics = Metrics::new();
+    /// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+    /// assert_eq!(cache.config().l1_max_bytes, 1 << 20); // the bound of L1 in front of Redis
+    /// assert_eq!(cache.l1_weighted_bytes(), 0); // on memory there is no L1
+    /// ```
     pub fn l1_weighted_bytes(&self) -> u64 {
         self.inner.l1.as_ref().map_or(0, |l1| {
             l1.run_pending_tasks();
@@ -352,6 +431,28 @@ impl Cache {
     /// `compute` once. The key is the SHA-256 of the material's canonical JSON, so field
     /// order does not matter. The error type is `Clone` because a failure is handed to
     /// every waiter (wrap non-`Clone` errors in an `Arc`); it is never cached.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use tenant_guard::{backend::Backend, cache::{Cache, CacheStatus, Category}, config::Config, metrics::Metrics};
+    /// use tenant_guard::tenant::TenantId;
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// let metrics = Metrics::new();
+    /// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let (acme, query) = (TenantId::new("acme")?, Category::query());
+    /// let calls = AtomicU32::new(0);
+    /// let orders = || async { calls.fetch_add(1, Ordering::SeqCst); Ok::<_, String>(vec![1, 2, 3]) };
+    /// // Key material as JSON: field order does not matter.
+    /// let a = serde_json::json!({ "table": "orders", "status": "open" });
+    /// let b = serde_json::json!({ "status": "open", "table": "orders" });
+    /// assert_eq!(cache.get_or_compute(&acme, &query, &a, orders).await?.status, CacheStatus::Miss);
+    /// assert_eq!(cache.get_or_compute(&acme, &query, &b, orders).await?.value, [1, 2, 3]);
+    /// assert_eq!(calls.load(Ordering::SeqCst), 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_or_compute<T, E, F, Fut>(
         &self,
         tenant: &TenantId,
@@ -372,6 +473,31 @@ impl Cache {
 
     /// Like [`get_or_compute`](Self::get_or_compute), with the TTL chosen from the value
     /// (e.g. today's report 15 s, last week's 3 min).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::cache::{Cache, CacheStatus, Category};
+    /// use tenant_guard::{clock::ManualClock, keys::Keys, metrics::Metrics, tenant::TenantId};
+    ///
+    /// let clock = ManualClock::new();
+    /// let memory = MemoryStore::with_clock(Default::default(), clock.clone());
+    /// let cache = Cache::new(Backend::Memory(memory), Default::default(), Keys::default(), &Metrics::new());
+    /// let (acme, reports) = (TenantId::new("acme")?, Category::named("reports"));
+    /// let report = |day: &'static str| move || async move { Ok::<_, String>(format!("report of {day}")) };
+    /// // Today's report for 15 s, older ones for 3 minutes.
+    /// let ttl = |r: &String| if r.ends_with("2026-12-07") { Duration::from_secs(15) } else { Duration::from_secs(180) };
+    /// cache.get_or_compute_with_ttl(&acme, &reports, &"2026-12-07", report("2026-12-07"), ttl).await?;
+    /// cache.get_or_compute_with_ttl(&acme, &reports, &"2026-12-01", report("2026-12-01"), ttl).await?;
+    /// clock.advance(Duration::from_secs(20));
+    /// let today = cache.get_or_compute_with_ttl(&acme, &reports, &"2026-12-07", report("2026-12-07"), ttl).await?;
+    /// assert_eq!(today.status, CacheStatus::Miss); // expired, computed again
+    /// let older = cache.get_or_compute_with_ttl(&acme, &reports, &"2026-12-01", report("2026-12-01"), ttl).await?;
+    /// assert_eq!(older.status, CacheStatus::HitL2);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_or_compute_with_ttl<T, E, F, Fut, TtlFn>(
         &self,
         tenant: &TenantId,
@@ -400,6 +526,29 @@ impl Cache {
 
     /// Like [`get_or_compute`](Self::get_or_compute), the value stored with `tags`:
     /// [`invalidate_tag`](Self::invalidate_tag) of any of them drops it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::cache::{Cache, CacheStatus, CacheTags, Category};
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+    /// let metrics = Metrics::new();
+    /// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let acme = TenantId::new("acme")?;
+    /// let q = Category::query();
+    /// let floor = || async { Ok::<_, String>(vec![301, 302]) };
+    /// let lobby = || async { Ok::<_, String>(vec![1]) };
+    /// cache.get_or_compute_tagged(&acme, &q, &"floor-3", &CacheTags::new(["rooms", "floor:3"])?, floor).await?;
+    /// cache.get_or_compute_tagged(&acme, &q, &"lobby", &CacheTags::new(["rooms", "floor:0"])?, lobby).await?;
+    /// cache.invalidate_tag(&acme, "floor:3").await?;
+    /// let tags = CacheTags::new(["rooms", "floor:3"])?;
+    /// assert_eq!(cache.get_or_compute_tagged(&acme, &q, &"floor-3", &tags, floor).await?.status, CacheStatus::Miss);
+    /// let tags = CacheTags::new(["rooms", "floor:0"])?;
+    /// assert_eq!(cache.get_or_compute_tagged(&acme, &q, &"lobby", &tags, lobby).await?.status, CacheStatus::HitL2);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_or_compute_tagged<T, E, F, Fut>(
         &self,
         tenant: &TenantId,

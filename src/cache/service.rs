@@ -29,6 +29,26 @@ use crate::problem::Problem;
 use crate::tenant::TenantId;
 
 /// The service made by [`CacheLayer`](super::CacheLayer).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tenant_guard::{backend::Backend, cache::{Cache, CacheLayer}, config::Config, metrics::Metrics};
+///
+/// let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+/// let metrics = Metrics::new();
+/// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+/// // A plain tower service, no router.
+/// let upstream = service_fn(|_req: http::Request<axum::body::Body>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::from("rows")))
+/// });
+/// let svc = CacheLayer::query(cache).layer(upstream);
+/// let ask = || http::Request::get("/items").body(axum::body::Body::empty()).unwrap();
+/// assert_eq!(svc.clone().oneshot(ask()).await?.headers()["x-cache"], "MISS");
+/// assert_eq!(svc.clone().oneshot(ask()).await?.headers()["x-cache"], "HIT");
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct CacheService<S> {
     pub(super) inner: S,

@@ -16,6 +16,29 @@ use crate::tenant::TenantId;
 
 /// The response header a handler (or an upstream behind a proxy) tags a response with:
 /// a comma-separated list, stripped by the layer whatever it holds.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{body::Body, routing::get, Router};
+/// use tower::ServiceExt;
+/// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+/// use tenant_guard::cache::{Cache, CacheLayer, TAGS_HEADER};
+///
+/// let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+/// let metrics = Metrics::new();
+/// let cache = Cache::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+/// let app = Router::new()
+///     .route("/rooms", get(|| async { ([(TAGS_HEADER, "rooms, floor:3")], "301, 302") }))
+///     .route_layer(CacheLayer::query(cache.clone()));
+/// let ask = || http::Request::get("/rooms").body(Body::empty()).unwrap();
+/// let first = app.clone().oneshot(ask()).await?;
+/// assert!(first.headers().get(TAGS_HEADER).is_none()); // stripped: clients never see it
+/// assert_eq!(app.clone().oneshot(ask()).await?.headers()["x-cache"], "HIT");
+/// cache.invalidate_tag(&tenant_guard::tenant::TenantId::new("global")?, "floor:3").await?;
+/// assert_eq!(app.clone().oneshot(ask()).await?.headers()["x-cache"], "MISS");
+/// # Ok(()) }
+/// ```
 pub const TAGS_HEADER: &str = "x-cache-tags";
 
 /// The tags a cached response or value carries, for [`Cache::invalidate_tag`]: at most
@@ -36,6 +59,14 @@ pub const TAGS_HEADER: &str = "x-cache-tags";
 pub struct CacheTags(Vec<String>);
 
 /// Why tags were refused (the response is then not cached).
+///
+/// ```
+/// use tenant_guard::cache::{CacheTags, InvalidTags};
+/// assert_eq!(CacheTags::new(["a b"]), Err(InvalidTags::Tag("a b".into())));
+/// let many = CacheTags::new((0..20).map(|i| format!("t{i}")));
+/// assert_eq!(many, Err(InvalidTags::TooMany(20)));
+/// assert_eq!(InvalidTags::TooMany(20).to_string(), "20 cache tags; at most 16");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidTags {
     /// A tag is empty, too long, or holds a byte outside `A-Z a-z 0-9 . _ : / -`.
@@ -48,11 +79,30 @@ pub enum InvalidTags {
 
 impl CacheTags {
     /// Most tags one entry carries (each costs a generation read on every L2 hit).
+    ///
+    /// ```
+    /// use tenant_guard::cache::CacheTags;
+    /// assert!(CacheTags::new((0..CacheTags::MAX_TAGS).map(|i| format!("t{i}"))).is_ok());
+    /// assert!(CacheTags::new((0..=CacheTags::MAX_TAGS).map(|i| format!("t{i}"))).is_err());
+    /// ```
     pub const MAX_TAGS: usize = 16;
     /// Longest tag, in bytes.
+    ///
+    /// ```
+    /// use tenant_guard::cache::CacheTags;
+    /// assert!(CacheTags::new(["x".repeat(CacheTags::MAX_TAG_LEN)]).is_ok());
+    /// assert!(CacheTags::new(["x".repeat(CacheTags::MAX_TAG_LEN + 1)]).is_err());
+    /// ```
     pub const MAX_TAG_LEN: usize = 64;
 
     /// Tags from names (duplicates merged).
+    ///
+    /// ```
+    /// use tenant_guard::cache::CacheTags;
+    /// let tags = CacheTags::new(vec!["report/2026-12".to_string(), "tenant-wide".to_string()]).unwrap();
+    /// assert_eq!(tags.iter().count(), 2);
+    /// assert!(CacheTags::new(["café"]).is_err()); // ASCII only
+    /// ```
     pub fn new<I, S>(tags: I) -> Result<Self, InvalidTags>
     where
         I: IntoIterator<Item = S>,
@@ -87,6 +137,13 @@ impl CacheTags {
     }
 
     /// Tags from a header value: names separated by commas, blanks around them ignored.
+    ///
+    /// ```
+    /// use tenant_guard::cache::CacheTags;
+    /// let tags = CacheTags::parse("floor:3, rooms,,rooms").unwrap();
+    /// assert_eq!(tags.iter().collect::<Vec<_>>(), ["floor:3", "rooms"]);
+    /// assert!(CacheTags::parse("").unwrap().is_empty());
+    /// ```
     pub fn parse(value: &str) -> Result<Self, InvalidTags> {
         Self::new(
             value
@@ -98,11 +155,23 @@ impl CacheTags {
     }
 
     /// The tags, sorted.
+    ///
+    /// ```
+    /// use tenant_guard::cache::CacheTags;
+    /// let tags = CacheTags::new(["rooms", "floor:3", "building:a"]).unwrap();
+    /// assert_eq!(tags.iter().collect::<Vec<_>>().join(","), "building:a,floor:3,rooms"); // sorted
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(String::as_str)
     }
 
     /// Whether there are none.
+    ///
+    /// ```
+    /// use tenant_guard::cache::CacheTags;
+    /// assert!(CacheTags::default().is_empty());
+    /// assert!(!CacheTags::new(["rooms"]).unwrap().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

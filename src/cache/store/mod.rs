@@ -94,6 +94,22 @@ pub trait CacheBus: Send + Sync + 'static {
 }
 
 /// What [`CacheBus::subscribe`] calls with each event; `false` ends the subscription.
+///
+/// ```
+/// use tenant_guard::backend::PubSubEvent;
+/// use tenant_guard::cache::BusHandler;
+///
+/// // A handler that counts messages and ends the subscription at `stop`.
+/// let mut seen = 0;
+/// let mut handler: BusHandler = Box::new(move |event| match event {
+///     PubSubEvent::Message("stop") => false,
+///     PubSubEvent::Message(_) => { seen += 1; true }
+///     PubSubEvent::Live | PubSubEvent::Lost | PubSubEvent::Unreachable => true,
+/// });
+/// assert!(handler(PubSubEvent::Live));
+/// assert!(handler(PubSubEvent::Message("k tg:query:{acme}:abc")));
+/// assert!(!handler(PubSubEvent::Message("stop")));
+/// ```
 pub type BusHandler = Box<dyn FnMut(PubSubEvent<'_>) -> bool + Send + 'static>;
 
 /// The cache's store and bus on `backend` (the only place the cache looks inside it).
