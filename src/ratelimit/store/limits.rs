@@ -41,6 +41,24 @@ static MEMORY_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl LimitStore {
     /// The store on `backend`, under `keys`' prefix.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{AccessList, LimitStore, TenantLimits};
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let store = LimitStore::new(Backend::Memory(MemoryStore::new(Default::default())), &Keys::default());
+    /// # let _ = AccessList::default();
+    /// // The same backend and prefix: every instance sees the same table.
+    /// let memory = MemoryStore::new(Default::default());
+    /// let a = LimitStore::new(Backend::Memory(memory.clone()), &Keys::default());
+    /// let b = LimitStore::new(Backend::Memory(memory), &Keys::default());
+    /// a.set(&TenantId::new("acme")?, &TenantLimits::parse("plan=pro")?).await?;
+    /// assert_eq!(b.all().await?.len(), 1);
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
     pub fn new(backend: Backend, keys: &Keys) -> Self {
         let global = TenantId::new(GLOBAL_TENANT).expect("the global tenant is valid");
         Self {
@@ -51,6 +69,22 @@ impl LimitStore {
     }
 
     /// Sets `tenant`'s limits (replacing what it had), and bumps the version.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{AccessList, LimitStore, TenantLimits};
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let store = LimitStore::new(Backend::Memory(MemoryStore::new(Default::default())), &Keys::default());
+    /// # let _ = AccessList::default();
+    /// let acme = TenantId::new("acme")?;
+    /// store.set(&acme, &TenantLimits::parse("per-tenant=100/1m")?).await?;
+    /// store.set(&acme, &TenantLimits::parse("plan=pro")?).await?; // replaces what it had
+    /// assert_eq!(store.get(&acme).await?.unwrap().to_string(), "plan=pro");
+    /// assert_eq!(store.version().await?, 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn set(&self, tenant: &TenantId, limits: &TenantLimits) -> Result<(), BackendError> {
         self.write(tenant, Some(limits.to_string()))
             .await
@@ -58,12 +92,43 @@ impl LimitStore {
     }
 
     /// Removes `tenant`'s limits; whether it had some.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{AccessList, LimitStore, TenantLimits};
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let store = LimitStore::new(Backend::Memory(MemoryStore::new(Default::default())), &Keys::default());
+    /// # let _ = AccessList::default();
+    /// let acme = TenantId::new("acme")?;
+    /// store.set(&acme, &TenantLimits::parse("plan=pro")?).await?;
+    /// assert!(store.clear(&acme).await?);
+    /// assert!(!store.clear(&acme).await?); // had none any more
+    /// assert_eq!(store.get(&acme).await?, None);
+    /// # Ok(()) }
+    /// ```
     pub async fn clear(&self, tenant: &TenantId) -> Result<bool, BackendError> {
         self.write(tenant, None).await
     }
 
     /// Sets the exempt and deny lists every watching instance applies on top of its
     /// layer's (empty lists: none), and bumps the version.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{AccessList, LimitStore, TenantLimits};
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let store = LimitStore::new(Backend::Memory(MemoryStore::new(Default::default())), &Keys::default());
+    /// # let _ = AccessList::default();
+    /// store.set_lists(&AccessList::parse("tenant:internal")?, &AccessList::parse("ip:198.51.100.0/24")?).await?;
+    /// let (exempt, deny) = store.lists().await?;
+    /// assert_eq!((exempt.to_env(), deny.to_env()), ("tenant:internal".into(), "ip:198.51.100.0/24".into()));
+    /// assert!(store.all().await?.is_empty()); // the lists are not a tenant's limits
+    /// # Ok(()) }
+    /// ```
     pub async fn set_lists(
         &self,
         exempt: &AccessList,
@@ -76,6 +141,21 @@ impl LimitStore {
     }
 
     /// The exempt and deny lists in the store (empty when unset). Unreadable is an error.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{AccessList, LimitStore, TenantLimits};
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let store = LimitStore::new(Backend::Memory(MemoryStore::new(Default::default())), &Keys::default());
+    /// # let _ = AccessList::default();
+    /// let (exempt, deny) = store.lists().await?;
+    /// assert!(exempt.is_empty() && deny.is_empty()); // unset: none
+    /// store.set_lists(&AccessList::default(), &AccessList::parse("user:scraper-9")?).await?;
+    /// assert_eq!(store.lists().await?.1.to_env(), "user:scraper-9");
+    /// # Ok(()) }
+    /// ```
     pub async fn lists(&self) -> Result<(AccessList, AccessList), BackendError> {
         let raw = self.raw().await?;
         let list = |name: &str| -> Result<AccessList, BackendError> {
@@ -89,6 +169,21 @@ impl LimitStore {
     }
 
     /// `tenant`'s limits, if it has some.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{AccessList, LimitStore, TenantLimits};
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let store = LimitStore::new(Backend::Memory(MemoryStore::new(Default::default())), &Keys::default());
+    /// # let _ = AccessList::default();
+    /// let (acme, globex) = (TenantId::new("acme")?, TenantId::new("globex")?);
+    /// store.set(&acme, &TenantLimits::parse("per-tenant=5000/1m")?).await?;
+    /// assert_eq!(store.get(&acme).await?.unwrap().quotas[0].1.limit.get(), 5000);
+    /// assert_eq!(store.get(&globex).await?, None);
+    /// # Ok(()) }
+    /// ```
     pub async fn get(&self, tenant: &TenantId) -> Result<Option<TenantLimits>, BackendError> {
         Ok(self
             .all()
@@ -99,6 +194,22 @@ impl LimitStore {
     }
 
     /// Every tenant's limits (entries that no longer parse are left out).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{AccessList, LimitStore, TenantLimits};
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let store = LimitStore::new(Backend::Memory(MemoryStore::new(Default::default())), &Keys::default());
+    /// # let _ = AccessList::default();
+    /// store.set(&TenantId::new("globex")?, &TenantLimits::parse("plan=free")?).await?;
+    /// store.set(&TenantId::new("acme")?, &TenantLimits::parse("plan=pro")?).await?;
+    /// let all = store.all().await?;
+    /// let tenants: Vec<&str> = all.iter().map(|(t, _)| t.as_str()).collect();
+    /// assert_eq!(tenants, ["acme", "globex"]); // sorted by tenant
+    /// # Ok(()) }
+    /// ```
     pub async fn all(&self) -> Result<Vec<(TenantId, TenantLimits)>, BackendError> {
         self.table().await.map(|(ok, _)| ok)
     }
@@ -137,6 +248,21 @@ impl LimitStore {
     }
 
     /// How many changes the store has seen (0: none).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{AccessList, LimitStore, TenantLimits};
+    /// use tenant_guard::{keys::Keys, tenant::TenantId};
+    /// let store = LimitStore::new(Backend::Memory(MemoryStore::new(Default::default())), &Keys::default());
+    /// # let _ = AccessList::default();
+    /// assert_eq!(store.version().await?, 0); // no change yet
+    /// store.set(&TenantId::new("acme")?, &TenantLimits::parse("plan=pro")?).await?;
+    /// store.clear(&TenantId::new("acme")?).await?;
+    /// assert_eq!(store.version().await?, 2); // watchers re-read the table when it moves
+    /// # Ok(()) }
+    /// ```
     pub async fn version(&self) -> Result<u64, BackendError> {
         let v = self.backend.get(&self.version).await?;
         Ok(v.and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
