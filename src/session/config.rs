@@ -6,6 +6,14 @@ use std::time::Duration;
 use crate::secret::Secret;
 
 /// `SameSite` attribute of the session cookie.
+///
+/// ```
+/// use tenant_guard::config::{Config, SameSite, SessionConfig};
+/// assert_eq!("strict".parse::<SameSite>().unwrap(), SameSite::Strict);
+/// assert_eq!(SessionConfig::default().cookie_same_site, SameSite::Lax);
+/// let c = Config::from_vars([("SESSION_COOKIE_SAMESITE", "Strict")]).unwrap();
+/// assert_eq!(c.session.cookie_same_site, SameSite::Strict);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::Display)]
 #[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
 pub enum SameSite {
@@ -19,6 +27,14 @@ pub enum SameSite {
 }
 
 /// What the session layer does while Redis is unusable.
+///
+/// ```
+/// use tenant_guard::config::{Config, SessionOutage};
+/// assert_eq!(Config::default().session.outage, SessionOutage::Closed);
+/// let c = Config::from_vars([("SESSION_OUTAGE", "local")]).unwrap();
+/// assert_eq!(c.session.outage, SessionOutage::Local);
+/// assert_eq!(SessionOutage::Local.to_string(), "local");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::Display)]
 #[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
 pub enum SessionOutage {
@@ -32,6 +48,19 @@ pub enum SessionOutage {
 }
 
 /// Session settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use tenant_guard::config::{Config, SessionConfig};
+///
+/// let c = Config::from_vars([("SESSION_TTL", "2h"), ("SESSION_MAX_LIFETIME", "1d")]).unwrap();
+/// assert_eq!((c.session.ttl, c.session.max_lifetime), (Duration::from_secs(7200), Duration::from_secs(86400)));
+/// assert!(!format!("{:?}", c.session).contains("SESSION_SECRET"));
+/// // In code: start from the defaults.
+/// let mut s = SessionConfig::default();
+/// s.cookie_name = "app_session".into();
+/// assert!(s.cookie_secure && s.cookie_host_prefix);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionConfig {

@@ -81,6 +81,22 @@ impl std::fmt::Debug for CookieCodec {
 impl CookieCodec {
     /// The codec the session configuration describes. Without `SESSION_SECRET` a random
     /// per-process key is used (sessions then end when the process does).
+    ///
+    /// ```
+    /// use tenant_guard::config::Config;
+    /// use tenant_guard::session::{CookieCodec, SessionId};
+    /// use tenant_guard::tenant::TenantId;
+    ///
+    /// let config = Config::from_vars([
+    ///     ("SESSION_SECRET", "0123456789abcdef0123456789abcdef"),
+    ///     ("SESSION_COOKIE_NAME", "app_session"),
+    ///     ("SESSION_COOKIE_SAMESITE", "strict"),
+    /// ]).unwrap();
+    /// let codec = CookieCodec::from_config(&config.session);
+    /// let cookie = codec.encode(&TenantId::new("acme").unwrap(), &SessionId::generate());
+    /// assert!(cookie.to_str().unwrap().starts_with("__Host-app_session="));
+    /// assert!(cookie.to_str().unwrap().contains("SameSite=Strict"));
+    /// ```
     pub fn from_config(config: &SessionConfig) -> Self {
         let signing = config
             .secret
@@ -120,6 +136,17 @@ impl CookieCodec {
     }
 
     /// The cookie name (with the `__Host-` prefix when configured).
+    ///
+    /// ```
+    /// use tenant_guard::config::SessionConfig;
+    /// use tenant_guard::session::CookieCodec;
+    ///
+    /// let mut config = SessionConfig::default();
+    /// assert_eq!(CookieCodec::from_config(&config).name(), "__Host-sid");
+    /// // A Domain rules out the `__Host-` prefix.
+    /// config.cookie_domain = Some("example.com".into());
+    /// assert_eq!(CookieCodec::from_config(&config).name(), "sid");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -198,6 +225,20 @@ impl CookieCodec {
 
     /// The `Set-Cookie` value carrying `tenant`'s session `id`, signed (or encrypted) with
     /// the current key.
+    ///
+    /// ```
+    /// use tenant_guard::config::SessionConfig;
+    /// use tenant_guard::session::{CookieCodec, SessionId};
+    /// use tenant_guard::tenant::TenantId;
+    ///
+    /// let codec = CookieCodec::from_config(&SessionConfig::default());
+    /// let id = SessionId::generate();
+    /// let set_cookie = codec.encode(&TenantId::new("acme").unwrap(), &id);
+    /// let text = set_cookie.to_str().unwrap();
+    /// // Signed: the value carries the tenant and id plus an HMAC, and lasts the session's lifetime.
+    /// assert!(text.contains(&format!("acme.{}", id.as_str())));
+    /// assert!(text.contains("Max-Age=604800")); // SESSION_MAX_LIFETIME: 7 days
+    /// ```
     pub fn encode(&self, tenant: &TenantId, id: &SessionId) -> HeaderValue {
         let mut jar = CookieJar::new();
         let cookie = self.base(format!("{tenant}.{}", id.as_str()));
@@ -217,6 +258,17 @@ impl CookieCodec {
     }
 
     /// The `Set-Cookie` value that removes the cookie.
+    ///
+    /// ```
+    /// use tenant_guard::config::SessionConfig;
+    /// use tenant_guard::session::CookieCodec;
+    ///
+    /// let codec = CookieCodec::from_config(&SessionConfig::default());
+    /// let removal = codec.removal();
+    /// let text = removal.to_str().unwrap();
+    /// assert!(text.starts_with("__Host-sid=;"));
+    /// assert!(text.contains("Max-Age=0"));
+    /// ```
     pub fn removal(&self) -> HeaderValue {
         let mut c = self.base(String::new());
         c.set_max_age(cookie::time::Duration::ZERO);
