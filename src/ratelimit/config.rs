@@ -9,6 +9,19 @@ use super::{OutageMode, Policy, Quota, Rule, Scope};
 /// Rate-limit settings. `RATE_LIMIT_MAX` per `RATE_LIMIT_WINDOW` is the default rule of
 /// existing deployments (per user and endpoint); the other variables add rules, plans, costs
 /// and the outage behaviour. The parsed rules are in [`policy`](Self::policy).
+///
+/// ```
+/// use std::time::Duration;
+/// use tenant_guard::config::Config;
+/// use tenant_guard::ratelimit::OutageMode;
+///
+/// let c = Config::from_vars([("RATE_LIMIT_MAX", "50"), ("RATE_LIMIT_WINDOW", "30s"), ("RATE_LIMIT_TENANT", "1000/1m")]).unwrap();
+/// let rl = &c.rate_limit;
+/// assert_eq!((rl.max.get(), rl.window), (50, Duration::from_secs(30)));
+/// assert_eq!(rl.outage, OutageMode::Local);
+/// let names: Vec<&str> = rl.policy.rules().iter().map(|r| r.name.as_str()).collect();
+/// assert!(names.contains(&"per-tenant"));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RateLimitConfig {

@@ -130,6 +130,24 @@ pub struct RuleDecision {
 }
 
 /// The outcome of a check; also put into request extensions by the layer.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+/// use tenant_guard::ratelimit::{Check, Identity, RateLimiter, Source};
+///
+/// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_MAX", "10")]).unwrap();
+/// let metrics = Metrics::new();
+/// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics).unwrap(), &metrics);
+/// let (acme, who) = (TenantId::new("acme").unwrap(), Identity::User("u-1".into()));
+/// let check = Check { tenant: &acme, identity: &who, method: &http::Method::POST, route: "/import", cost: Some(4), plan: None };
+/// let d = limiter.check(&check).await;
+/// assert!(d.allowed);
+/// assert_eq!((d.source, d.cost, d.rules[0].remaining), (Source::Memory, 4, 6));
+/// assert_eq!(serde_json::to_value(&d).unwrap()["source"], "memory");
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Decision {
     /// Whether the request may proceed.

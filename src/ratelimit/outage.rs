@@ -29,6 +29,15 @@ use std::time::{Duration, Instant};
 use nohash_hasher::BuildNoHashHasher;
 
 /// What the limiter does while Redis is unusable (errors, timeouts, breaker open).
+///
+/// ```
+/// use tenant_guard::config::Config;
+/// use tenant_guard::ratelimit::OutageMode;
+/// assert_eq!(OutageMode::default(), OutageMode::Local);
+/// assert_eq!("open".parse::<OutageMode>().unwrap(), OutageMode::Open);
+/// let c = Config::from_vars([("RATE_LIMIT_OUTAGE", "closed")]).unwrap();
+/// assert_eq!(c.rate_limit.outage, OutageMode::Closed);
+/// ```
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, strum::EnumString, strum::Display,
 )]

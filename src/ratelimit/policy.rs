@@ -115,6 +115,27 @@ impl PolicyBuilder {
     }
 
     /// A plan tier: quotas that replace the named rules' quotas for tenants on the plan.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{Check, Identity, Policy, Quota, RateLimiter, Rule, Scope};
+    /// use tenant_guard::{keys::Keys, metrics::Metrics, tenant::TenantId};
+    ///
+    /// let policy = Policy::builder()
+    ///     .rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("100/1m").unwrap()))
+    ///     .plan("pro", [("per-tenant", Quota::parse("5000/1m").unwrap())])
+    ///     .build()
+    ///     .unwrap();
+    /// let limiter = RateLimiter::new(Backend::Memory(MemoryStore::new(Default::default())), Keys::default(),
+    ///     policy, Default::default(), &Metrics::new());
+    /// let (acme, who) = (TenantId::new("acme").unwrap(), Identity::Unknown);
+    /// let check = |plan| Check { tenant: &acme, identity: &who, method: &http::Method::GET, route: "/", cost: None, plan };
+    /// assert_eq!(limiter.check(&check(None)).await.rules[0].limit, 100);
+    /// assert_eq!(limiter.check(&check(Some("pro"))).await.rules[0].limit, 5000);
+    /// # }
+    /// ```
     pub fn plan<'a>(
         mut self,
         name: &str,

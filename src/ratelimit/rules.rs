@@ -503,6 +503,17 @@ impl Rule {
     }
 
     /// Whether the rule applies to a request.
+    ///
+    /// ```
+    /// use http::Method;
+    /// use tenant_guard::ratelimit::{Quota, Rule, Scope};
+    ///
+    /// let all = Rule::new("per-user", Scope::Caller, Quota::parse("100/1m").unwrap());
+    /// assert!(all.applies(&Method::DELETE, "/anything")); // no endpoint: every request
+    /// let ai = Rule::parse_endpoint("ai: POST /api/ai/{*rest} = 20/1m").unwrap();
+    /// assert!(ai.applies(&Method::POST, "/api/ai/{*rest}"));
+    /// assert!(!ai.applies(&Method::GET, "/api/items"));
+    /// ```
     pub fn applies(&self, method: &Method, template: &str) -> bool {
         self.endpoint
             .as_ref()

@@ -12,6 +12,25 @@ impl RateLimiter {
     /// Forgets one identity's usage of every user-scoped rule of a tenant, and its blocks
     /// (`RATE_LIMIT_BLOCK`; e.g. after a support agent unblocks a user). Returns how many
     /// counters were removed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+    /// use tenant_guard::ratelimit::{Check, Identity, RateLimiter};
+    ///
+    /// let config = Config::from_vars([("REDIS_ENABLED", "false"), ("RATE_LIMIT_MAX", "1")])?;
+    /// let metrics = Metrics::new();
+    /// let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let (acme, ann) = (TenantId::new("acme")?, Identity::User("ann".into()));
+    /// let check = Check { tenant: &acme, identity: &ann, method: &http::Method::GET, route: "/items", cost: None, plan: None };
+    /// assert!(limiter.check(&check).await.allowed);
+    /// assert!(!limiter.check(&check).await.allowed);
+    /// // A support agent lets ann in again.
+    /// assert!(limiter.reset(&acme, &ann).await? >= 1);
+    /// assert!(limiter.check(&check).await.allowed);
+    /// # Ok(()) }
+    /// ```
     pub async fn reset(&self, tenant: &TenantId, identity: &Identity) -> Result<u64, BackendError> {
         let (kind, id) = identity.parts();
         let rules = self.inner.policy.rules().iter().zip(&self.inner.rule_names);
