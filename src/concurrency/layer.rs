@@ -36,6 +36,15 @@ pub struct ConcurrencyLayer {
 
 impl ConcurrencyLayer {
     /// A layer over `limiter`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let guard = tenant_guard::TenantGuard::from_vars([("REDIS_ENABLED", "false")])?;
+    /// let layer = tenant_guard::concurrency::ConcurrencyLayer::new(guard.concurrency().clone());
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
     pub fn new(limiter: ConcurrencyLimiter) -> Self {
         Self { limiter }
     }

@@ -15,6 +15,19 @@ use crate::ratelimit::{Decision, Source, GLOBAL_TENANT};
 use crate::tenant::TenantId;
 
 /// The service made by [`ConcurrencyLayer`](super::ConcurrencyLayer).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower::Layer;
+/// # let guard = tenant_guard::TenantGuard::from_vars([("REDIS_ENABLED", "false"), ("SESSION_SECRET", "0123456789abcdef0123456789abcdef")])?;
+/// let inner = tower::service_fn(|_req: http::Request<axum::body::Body>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::empty()))
+/// });
+/// let svc: tenant_guard::concurrency::ConcurrencyService<_> = tenant_guard::concurrency::ConcurrencyLayer::new(guard.concurrency().clone()).layer(inner);
+/// let _inner = svc.get_ref(); // get_mut, into_inner: as tower's middleware
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ConcurrencyService<S> {
     pub(super) inner: S,

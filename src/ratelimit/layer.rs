@@ -19,6 +19,10 @@ pub(super) type CostFn = dyn Fn(&Parts) -> Option<u32> + Send + Sync;
 
 /// Route used for requests whose matched route template is unknown (no axum
 /// `MatchedPath`): they share one counter per method, never one per raw path.
+///
+/// ```
+/// assert_eq!(tenant_guard::ratelimit::UNMATCHED_ROUTE, "<unmatched>");
+/// ```
 pub const UNMATCHED_ROUTE: &str = "<unmatched>";
 
 /// Rate-limits requests: 429 `application/problem+json` with `Retry-After` when a rule
@@ -92,6 +96,25 @@ impl std::fmt::Debug for Settings {
 
 impl RateLimitLayer {
     /// A layer around `limiter`, identities from [`UserId`](super::UserId) or the peer IP.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # let config = Config::from_vars([("RATE_LIMIT_MAX", "5"), ("RATE_LIMIT_WINDOW", "60")])?;
+    /// # let metrics = Metrics::new();
+    /// # let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # let ok = || tower::service_fn(|_req: http::Request<String>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    /// # });
+    /// use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
+    /// use tower::{Layer, ServiceExt};
+    /// let svc = RateLimitLayer::new(limiter).layer(ok());
+    /// let res = svc.oneshot(http::Request::new(String::new())).await?;
+    /// assert_eq!(res.status(), 200);
+    /// assert!(res.headers().contains_key("ratelimit"));
+    /// # Ok(()) }
+    /// ```
     pub fn new(limiter: RateLimiter) -> Self {
         Self {
             shared: Arc::new(Settings {
@@ -136,6 +159,25 @@ impl RateLimitLayer {
     }
 
     /// How identities are found (user header, trusted proxies).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # let config = Config::from_vars([("RATE_LIMIT_MAX", "5"), ("RATE_LIMIT_WINDOW", "60")])?;
+    /// # let metrics = Metrics::new();
+    /// # let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # let ok = || tower::service_fn(|_req: http::Request<String>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    /// # });
+    /// use tenant_guard::ratelimit::{IdentityConfig, RateLimitLayer, RateLimiter};
+    /// use tower::{Layer, ServiceExt};
+    /// let identity = IdentityConfig { user_header: Some(http::HeaderName::from_static("x-user-id")), ..Default::default() };
+    /// let svc = RateLimitLayer::new(limiter).identity(identity).layer(ok());
+    /// let req = http::Request::get("/").header("x-user-id", "alice").body(String::new())?;
+    /// assert_eq!(svc.oneshot(req).await?.status(), 200);
+    /// # Ok(()) }
+    /// ```
     pub fn identity(mut self, identity: IdentityConfig) -> Self {
         self.settings().identity = identity;
         self
@@ -143,6 +185,31 @@ impl RateLimitLayer {
 
     /// An async function giving the identity (e.g. from an API key); `None` falls back to
     /// the default rules (user id, header, client IP).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # let config = Config::from_vars([("RATE_LIMIT_MAX", "5"), ("RATE_LIMIT_WINDOW", "60")])?;
+    /// # let metrics = Metrics::new();
+    /// # let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # let ok = || tower::service_fn(|_req: http::Request<String>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    /// # });
+    /// use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
+    /// use tenant_guard::tenant::Identity;
+    /// use tower::{Layer, ServiceExt};
+    /// let svc = RateLimitLayer::new(limiter)
+    ///     .identify_with(|parts: &http::request::Parts| {
+    ///         let key = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    ///         async move { key.map(|k| Identity::User(k.into())) }
+    ///     })
+    ///     .layer(ok());
+    /// let req = http::Request::get("/").header("x-api-key", "k-1").body(String::new())?;
+    /// let res = svc.oneshot(req).await?;
+    /// assert!(res.headers()["ratelimit"].to_str()?.starts_with(r#""per-endpoint";r=4;"#));
+    /// # Ok(()) }
+    /// ```
     pub fn identify_with<F, Fut>(mut self, f: F) -> Self
     where
         F: Fn(&Parts) -> Fut + Send + Sync + 'static,
@@ -154,6 +221,28 @@ impl RateLimitLayer {
 
     /// A function giving a request's cost (e.g. from a header or the body size); `None`
     /// falls back to the policy's costs.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # let config = Config::from_vars([("RATE_LIMIT_MAX", "5"), ("RATE_LIMIT_WINDOW", "60")])?;
+    /// # let metrics = Metrics::new();
+    /// # let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # let ok = || tower::service_fn(|_req: http::Request<String>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    /// # });
+    /// use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
+    /// use tower::{Layer, ServiceExt};
+    /// let svc = RateLimitLayer::new(limiter)
+    ///     .cost_with(|parts: &http::request::Parts| parts.headers.contains_key("x-bulk").then_some(3))
+    ///     .layer(ok());
+    /// let req = http::Request::get("/").header("x-bulk", "1").body(String::new())?;
+    /// // 5 per minute, this request cost 3: 2 left.
+    /// let res = svc.oneshot(req).await?;
+    /// assert!(res.headers()["ratelimit"].to_str()?.starts_with(r#""per-endpoint";r=2;"#));
+    /// # Ok(()) }
+    /// ```
     pub fn cost_with<F>(mut self, f: F) -> Self
     where
         F: Fn(&Parts) -> Option<u32> + Send + Sync + 'static,
@@ -185,12 +274,52 @@ impl RateLimitLayer {
 
     /// Tenants, users and client address ranges refused with 403 problem+json, before any
     /// limit is checked (a listed identity that is also exempt is refused).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # let config = Config::from_vars([("RATE_LIMIT_MAX", "5"), ("RATE_LIMIT_WINDOW", "60")])?;
+    /// # let metrics = Metrics::new();
+    /// # let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # let ok = || tower::service_fn(|_req: http::Request<String>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    /// # });
+    /// use tenant_guard::ratelimit::{AccessList, RateLimitLayer, RateLimiter};
+    /// use tower::{Layer, ServiceExt};
+    /// let svc = RateLimitLayer::new(limiter)
+    ///     .identity(tenant_guard::ratelimit::IdentityConfig { user_header: Some(http::HeaderName::from_static("x-user-id")), ..Default::default() })
+    ///     .deny(AccessList::parse("user:spammer")?)
+    ///     .layer(ok());
+    /// let req = http::Request::get("/").header("x-user-id", "spammer").body(String::new())?;
+    /// assert_eq!(svc.oneshot(req).await?.status(), 403);
+    /// # Ok(()) }
+    /// ```
     pub fn deny(mut self, list: AccessList) -> Self {
         self.settings().deny = list;
         self
     }
 
     /// Also send `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// # let config = Config::from_vars([("RATE_LIMIT_MAX", "5"), ("RATE_LIMIT_WINDOW", "60")])?;
+    /// # let metrics = Metrics::new();
+    /// # let limiter = RateLimiter::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// # let ok = || tower::service_fn(|_req: http::Request<String>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    /// # });
+    /// use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
+    /// use tower::{Layer, ServiceExt};
+    /// let svc = RateLimitLayer::new(limiter).legacy_headers(true).layer(ok());
+    /// let res = svc.oneshot(http::Request::new(String::new())).await?;
+    /// assert_eq!(res.headers()["x-ratelimit-limit"], "5");
+    /// assert_eq!(res.headers()["x-ratelimit-remaining"], "4");
+    /// # Ok(()) }
+    /// ```
     pub fn legacy_headers(mut self, on: bool) -> Self {
         self.settings().legacy_headers = on;
         self

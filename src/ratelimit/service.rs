@@ -24,6 +24,19 @@ use crate::problem::Problem;
 use crate::tenant::{Identity, TenantId};
 
 /// The service made by [`RateLimitLayer`](super::RateLimitLayer).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower::Layer;
+/// # let guard = tenant_guard::TenantGuard::from_vars([("REDIS_ENABLED", "false"), ("SESSION_SECRET", "0123456789abcdef0123456789abcdef")])?;
+/// let inner = tower::service_fn(|_req: http::Request<axum::body::Body>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::empty()))
+/// });
+/// let svc: tenant_guard::ratelimit::RateLimitService<_> = tenant_guard::ratelimit::RateLimitLayer::new(guard.limiter().clone()).layer(inner);
+/// let _inner = svc.get_ref(); // get_mut, into_inner: as tower's middleware
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct RateLimitService<S> {
     pub(super) inner: S,

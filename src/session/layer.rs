@@ -54,11 +54,43 @@ pub(super) struct Settings {
 
 impl SessionLayer {
     /// A layer over `store` with the cookie settings of `config`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::session::{SessionLayer, SessionStore};
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// let config = Config::from_vars([("SESSION_SECRET", "0123456789abcdef0123456789abcdef")])?;
+    /// # let metrics = Metrics::new();
+    /// let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let layer = SessionLayer::from_config(&config.session, store);
+    /// use tower::{Layer, ServiceExt};
+    /// let svc = layer.layer(tower::service_fn(|_req: http::Request<String>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    /// }));
+    /// let res = svc.oneshot(http::Request::new(String::new())).await?;
+    /// assert!(!res.headers().contains_key("set-cookie")); // an untouched session sets none
+    /// # Ok(()) }
+    /// ```
     pub fn from_config(config: &SessionConfig, store: SessionStore) -> Self {
         Self::new(store, CookieCodec::from_config(config))
     }
 
     /// A layer over `store` with an explicit cookie codec.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::session::{SessionLayer, SessionStore};
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// let config = Config::from_vars([("SESSION_SECRET", "0123456789abcdef0123456789abcdef")])?;
+    /// # let metrics = Metrics::new();
+    /// let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// use tenant_guard::session::CookieCodec;
+    /// let layer = SessionLayer::new(store, CookieCodec::from_config(&config.session));
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
     pub fn new(store: SessionStore, codec: CookieCodec) -> Self {
         Self {
             shared: Arc::new(Settings {
@@ -74,6 +106,19 @@ impl SessionLayer {
     /// service runs and puts its user in the extensions as a [`UserId`](crate::tenant::UserId) (for per-user rate
     /// limits). Costs one store round trip on those requests, which otherwise happens only
     /// when the handler touches the session.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::session::{SessionLayer, SessionStore};
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// let config = Config::from_vars([("SESSION_SECRET", "0123456789abcdef0123456789abcdef")])?;
+    /// # let metrics = Metrics::new();
+    /// let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let layer = SessionLayer::from_config(&config.session, store).expose_user(true);
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
     pub fn expose_user(self, on: bool) -> Self {
         let s = &*self.shared;
         Self {
@@ -87,6 +132,20 @@ impl SessionLayer {
     }
 
     /// The store behind this layer (for listing and revoking sessions).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::session::{SessionLayer, SessionStore};
+    /// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics};
+    /// let config = Config::from_vars([("SESSION_SECRET", "0123456789abcdef0123456789abcdef")])?;
+    /// # let metrics = Metrics::new();
+    /// let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+    /// let layer = SessionLayer::from_config(&config.session, store.clone());
+    /// let same: &SessionStore = layer.store();
+    /// # let _ = same;
+    /// # Ok(()) }
+    /// ```
     pub fn store(&self) -> &SessionStore {
         &self.shared.store
     }

@@ -103,6 +103,13 @@ impl SessionId {
     ///
     /// If the OS has no entropy source at all (`getrandom` fails), which no supported
     /// platform does once booted; a session id must never come from a weaker source.
+    ///
+    /// ```
+    /// use tenant_guard::session::SessionId;
+    /// let (a, b) = (SessionId::generate(), SessionId::generate());
+    /// assert_ne!(a, b);
+    /// assert_eq!(a.as_str().len(), 32);
+    /// ```
     pub fn generate() -> Self {
         let mut bytes = [0u8; ID_BYTES];
         getrandom::fill(&mut bytes).expect("the OS random number generator failed");
@@ -110,6 +117,13 @@ impl SessionId {
     }
 
     /// Accepts a string of the exact id form (32 characters of `A-Z a-z 0-9 - _`).
+    ///
+    /// ```
+    /// use tenant_guard::session::SessionId;
+    /// let id = SessionId::generate();
+    /// assert_eq!(SessionId::parse(id.as_str()), Some(id));
+    /// assert_eq!(SessionId::parse("too-short"), None);
+    /// ```
     pub fn parse(s: &str) -> Option<Self> {
         (s.len() == ID_LEN
             && s.bytes()
@@ -118,6 +132,11 @@ impl SessionId {
     }
 
     /// The full id.
+    ///
+    /// ```
+    /// let id = tenant_guard::session::SessionId::parse("abcdefghijklmnopqrstuvwxyz012345").unwrap();
+    /// assert_eq!(id.as_str(), "abcdefghijklmnopqrstuvwxyz012345");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -18,6 +18,19 @@ use crate::future::{Finish, ResponseFuture, Step};
 use crate::tenant::{SessionCredential, TenantId, UserId};
 
 /// The service made by [`SessionLayer`](super::SessionLayer).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower::Layer;
+/// # let guard = tenant_guard::TenantGuard::from_vars([("REDIS_ENABLED", "false"), ("SESSION_SECRET", "0123456789abcdef0123456789abcdef")])?;
+/// let inner = tower::service_fn(|_req: http::Request<axum::body::Body>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::empty()))
+/// });
+/// let svc: tenant_guard::session::SessionService<_> = tenant_guard::session::SessionLayer::memory("0123456789abcdef0123456789abcdef")?.layer(inner);
+/// let _inner = svc.get_ref(); // get_mut, into_inner: as tower's middleware
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SessionService<S> {
     pub(super) inner: S,

@@ -108,12 +108,38 @@ impl std::fmt::Debug for Validator {
 }
 
 /// Answers of [`TenantLayer::validate_with`] kept by default.
+///
+/// ```
+/// assert_eq!(tenant_guard::tenant::VALIDATION_CACHE_ENTRIES, 10_000);
+/// ```
 pub const VALIDATION_CACHE_ENTRIES: u64 = 10_000;
 /// How long an answer of [`TenantLayer::validate_with`] is kept by default.
+///
+/// ```
+/// assert_eq!(tenant_guard::tenant::VALIDATION_CACHE_TTL.as_secs(), 60);
+/// ```
 pub const VALIDATION_CACHE_TTL: Duration = Duration::from_secs(60);
 
 impl TenantLayer {
     /// A layer using `resolver`, with no default tenant.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::tenant::{TenantId, TenantLayer, TenantResolver};
+    /// use tower::{Layer, ServiceExt};
+    /// let svc = TenantLayer::new(TenantResolver::header("x-tenant-id")).layer(tower::service_fn(
+    ///     |req: http::Request<String>| async move {
+    ///         let t = req.extensions().get::<TenantId>().unwrap().to_string();
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(t))
+    ///     },
+    /// ));
+    /// let res = svc.clone().oneshot(http::Request::get("/").header("x-tenant-id", "acme").body(String::new())?).await?;
+    /// assert_eq!(res.into_body(), "acme");
+    /// let none = svc.oneshot(http::Request::new(String::new())).await?;
+    /// assert_eq!(none.status(), 400); // no default tenant
+    /// # Ok(()) }
+    /// ```
     pub fn new(resolver: TenantResolver) -> Self {
         Self {
             shared: Arc::new(Settings {
@@ -224,6 +250,21 @@ impl TenantLayer {
     }
 
     /// Tenant used for requests that name none.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::tenant::{TenantId, TenantLayer, TenantResolver};
+    /// use tower::{Layer, ServiceExt};
+    /// let layer = TenantLayer::new(TenantResolver::header("x-tenant-id"))
+    ///     .default_tenant(TenantId::new("public")?);
+    /// let svc = layer.layer(tower::service_fn(|req: http::Request<String>| async move {
+    ///     let t = req.extensions().get::<TenantId>().unwrap().to_string();
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(t))
+    /// }));
+    /// assert_eq!(svc.oneshot(http::Request::new(String::new())).await?.into_body(), "public");
+    /// # Ok(()) }
+    /// ```
     pub fn default_tenant(mut self, tenant: TenantId) -> Self {
         self.settings().default = Some(tenant);
         self

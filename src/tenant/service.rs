@@ -17,6 +17,19 @@ use crate::future::{ResponseFuture, Unchanged};
 use crate::problem::Problem;
 
 /// The service made by [`TenantLayer`](super::TenantLayer).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower::Layer;
+/// # let guard = tenant_guard::TenantGuard::from_vars([("REDIS_ENABLED", "false"), ("SESSION_SECRET", "0123456789abcdef0123456789abcdef")])?;
+/// let inner = tower::service_fn(|_req: http::Request<axum::body::Body>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::empty()))
+/// });
+/// let svc: tenant_guard::tenant::TenantService<_> = tenant_guard::tenant::TenantLayer::new(tenant_guard::tenant::TenantResolver::header("x-tenant-id")).layer(inner);
+/// let _inner = svc.get_ref(); // get_mut, into_inner: as tower's middleware
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct TenantService<S> {
     pub(super) inner: S,

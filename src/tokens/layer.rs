@@ -53,6 +53,15 @@ impl std::fmt::Debug for TokenLayer {
 
 impl TokenLayer {
     /// A layer over `budget`, estimating with [`estimate`](super::estimate).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let guard = tenant_guard::TenantGuard::from_vars([("REDIS_ENABLED", "false")])?;
+    /// let layer = tenant_guard::tokens::TokenLayer::new(guard.tokens().clone());
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
     pub fn new(budget: TokenBudget) -> Self {
         Self {
             budget,
@@ -62,6 +71,16 @@ impl TokenLayer {
 
     /// Estimates with `f(request head, request body)` instead (the body as read, at most
     /// `RATE_LIMIT_TOKENS_MAX_BODY` bytes).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let guard = tenant_guard::TenantGuard::from_vars([("REDIS_ENABLED", "false")])?;
+    /// let layer = tenant_guard::tokens::TokenLayer::new(guard.tokens().clone())
+    ///     .estimate_with(|_head, body| (body.len() / 4) as u32); // ~4 bytes a token
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn estimate_with(
         mut self,

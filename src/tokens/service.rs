@@ -21,12 +21,36 @@ use crate::tenant::TenantId;
 
 /// The response header a handler sets to report the tokens a request used
 /// (`X-Usage-Tokens: 1234`); it wins over the body's `usage`.
+///
+/// ```
+/// assert_eq!(tenant_guard::tokens::USAGE_HEADER, "x-usage-tokens");
+/// ```
 pub const USAGE_HEADER: &str = "x-usage-tokens";
 
 /// Estimates a request's tokens from its head and body.
+///
+/// ```
+/// use std::sync::Arc;
+/// let by_length: tenant_guard::tokens::EstimateFn = Arc::new(|_head, body| (body.len() / 4) as u32);
+/// let head = http::Request::new(()).into_parts().0;
+/// assert_eq!(by_length(&head, b"12345678"), 2);
+/// ```
 pub type EstimateFn = Arc<dyn Fn(&http::request::Parts, &[u8]) -> u32 + Send + Sync>;
 
 /// The service made by [`TokenLayer`](super::TokenLayer).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower::Layer;
+/// # let guard = tenant_guard::TenantGuard::from_vars([("REDIS_ENABLED", "false"), ("SESSION_SECRET", "0123456789abcdef0123456789abcdef")])?;
+/// let inner = tower::service_fn(|_req: http::Request<axum::body::Body>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::empty()))
+/// });
+/// let svc: tenant_guard::tokens::TokenService<_> = tenant_guard::tokens::TokenLayer::new(guard.tokens().clone()).layer(inner);
+/// let _inner = svc.get_ref(); // get_mut, into_inner: as tower's middleware
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct TokenService<S> {
     pub(super) inner: S,

@@ -40,6 +40,21 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 /// One request to check.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tenant_guard::backend::{Backend, MemoryStore};
+/// use tenant_guard::ratelimit::{Check, Identity, Policy, Quota, RateLimiter, Rule, Scope};
+/// use tenant_guard::{keys::Keys, metrics::Metrics, tenant::TenantId};
+/// # let policy = Policy::builder().rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("2/1m")?)).build()?;
+/// # let limiter = RateLimiter::new(Backend::Memory(MemoryStore::new(Default::default())), Keys::default(),
+/// #     policy, Default::default(), &Metrics::new());
+/// let (acme, who) = (TenantId::new("acme")?, Identity::Unknown);
+/// let check = Check { tenant: &acme, identity: &who, method: &http::Method::GET, route: "/", cost: None, plan: None };
+/// assert!(limiter.check(&check).await.allowed);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Check<'a> {
     /// The tenant.
@@ -88,6 +103,12 @@ fn as_get<'a>(c: &Check<'a>) -> Check<'a> {
 }
 
 /// Options of a limiter beyond its rules.
+///
+/// ```
+/// let options = tenant_guard::ratelimit::LimiterOptions::default();
+/// assert_eq!(options.outage, tenant_guard::ratelimit::OutageMode::Local);
+/// assert_eq!(options.memory_max_keys, 1_000_000);
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LimiterOptions {
@@ -127,6 +148,13 @@ impl Default for LimiterOptions {
 
 impl LimiterOptions {
     /// With calendar quotas' periods taken from `clock` (tests move it across a boundary).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tenant_guard::{clock::ManualClock, ratelimit::LimiterOptions};
+    /// let options = LimiterOptions::default().with_clock(Arc::new(ManualClock::new()));
+    /// assert!(options.clock.is_some());
+    /// ```
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
         self.clock = Some(clock);
@@ -258,6 +286,23 @@ impl Applied<'_> {
 
 impl RateLimiter {
     /// A limiter over `backend` with `policy`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{Check, Identity, Policy, Quota, RateLimiter, Rule, Scope};
+    /// use tenant_guard::{keys::Keys, metrics::Metrics, tenant::TenantId};
+    /// # let policy = Policy::builder().rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("2/1m")?)).build()?;
+    /// # let limiter = RateLimiter::new(Backend::Memory(MemoryStore::new(Default::default())), Keys::default(),
+    /// #     policy, Default::default(), &Metrics::new());
+    /// let (acme, who) = (TenantId::new("acme")?, Identity::Unknown);
+    /// let check = Check { tenant: &acme, identity: &who, method: &http::Method::GET, route: "/", cost: None, plan: None };
+    /// assert!(limiter.check(&check).await.allowed);
+    /// assert!(limiter.check(&check).await.allowed);
+    /// assert!(!limiter.check(&check).await.allowed); // 2 per minute
+    /// # Ok(()) }
+    /// ```
     pub fn new(
         backend: Backend,
         keys: Keys,
@@ -386,6 +431,22 @@ impl RateLimiter {
     }
 
     /// The policy.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{Check, Identity, Policy, Quota, RateLimiter, Rule, Scope};
+    /// use tenant_guard::{keys::Keys, metrics::Metrics, tenant::TenantId};
+    /// # let policy = Policy::builder().rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("2/1m")?)).build()?;
+    /// # let limiter = RateLimiter::new(Backend::Memory(MemoryStore::new(Default::default())), Keys::default(),
+    /// #     policy, Default::default(), &Metrics::new());
+    /// let (acme, who) = (TenantId::new("acme")?, Identity::Unknown);
+    /// let check = Check { tenant: &acme, identity: &who, method: &http::Method::GET, route: "/", cost: None, plan: None };
+    /// assert_eq!(limiter.policy().rules()[0].name, "per-tenant");
+    /// # let _ = check;
+    /// # Ok(()) }
+    /// ```
     pub fn policy(&self) -> &Policy {
         &self.inner.policy
     }
@@ -405,6 +466,21 @@ impl RateLimiter {
     }
 
     /// The backend.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{Check, Identity, Policy, Quota, RateLimiter, Rule, Scope};
+    /// use tenant_guard::{keys::Keys, metrics::Metrics, tenant::TenantId};
+    /// # let policy = Policy::builder().rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("2/1m")?)).build()?;
+    /// # let limiter = RateLimiter::new(Backend::Memory(MemoryStore::new(Default::default())), Keys::default(),
+    /// #     policy, Default::default(), &Metrics::new());
+    /// let (acme, who) = (TenantId::new("acme")?, Identity::Unknown);
+    /// let check = Check { tenant: &acme, identity: &who, method: &http::Method::GET, route: "/", cost: None, plan: None };
+    /// assert!(!limiter.backend().is_shared()); // the memory backend
+    /// # Ok(()) }
+    /// ```
     pub fn backend(&self) -> &Backend {
         &self.inner.backend
     }
@@ -449,6 +525,23 @@ impl RateLimiter {
     ///
     /// `HEAD` is checked as `GET` (axum and hyper run the `GET` handler for it), so
     /// `HEAD` requests meet the `GET` endpoint rules and costs and share their counters.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{Check, Identity, Policy, Quota, RateLimiter, Rule, Scope};
+    /// use tenant_guard::{keys::Keys, metrics::Metrics, tenant::TenantId};
+    /// # let policy = Policy::builder().rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("2/1m")?)).build()?;
+    /// # let limiter = RateLimiter::new(Backend::Memory(MemoryStore::new(Default::default())), Keys::default(),
+    /// #     policy, Default::default(), &Metrics::new());
+    /// let (acme, who) = (TenantId::new("acme")?, Identity::Unknown);
+    /// let check = Check { tenant: &acme, identity: &who, method: &http::Method::GET, route: "/", cost: None, plan: None };
+    /// let d = limiter.check(&check).await;
+    /// assert!(d.allowed);
+    /// assert_eq!(d.rules[0].remaining, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn check(&self, c: &Check<'_>) -> Decision {
         let c = &as_get(c);
         // The match ends before the await: only the boxed Redis future lives across it,
@@ -469,6 +562,23 @@ impl RateLimiter {
     }
 
     /// Like [`check`](Self::check) but never charges anything: what would happen now.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenant_guard::backend::{Backend, MemoryStore};
+    /// use tenant_guard::ratelimit::{Check, Identity, Policy, Quota, RateLimiter, Rule, Scope};
+    /// use tenant_guard::{keys::Keys, metrics::Metrics, tenant::TenantId};
+    /// # let policy = Policy::builder().rule(Rule::new("per-tenant", Scope::Tenant, Quota::parse("2/1m")?)).build()?;
+    /// # let limiter = RateLimiter::new(Backend::Memory(MemoryStore::new(Default::default())), Keys::default(),
+    /// #     policy, Default::default(), &Metrics::new());
+    /// let (acme, who) = (TenantId::new("acme")?, Identity::Unknown);
+    /// let check = Check { tenant: &acme, identity: &who, method: &http::Method::GET, route: "/", cost: None, plan: None };
+    /// assert_eq!(limiter.peek(&check).await.rules[0].remaining, 2);
+    /// assert_eq!(limiter.peek(&check).await.rules[0].remaining, 2); // nothing charged
+    /// assert_eq!(limiter.check(&check).await.rules[0].remaining, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn peek(&self, c: &Check<'_>) -> Decision {
         let c = &as_get(c);
         let remote = match self.decide_local(c, false) {
