@@ -9,13 +9,13 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use axum::Router;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use tenant_guard::backend::Backend;
-use tenant_guard::cache::{http_key, Cache, CacheLayer, HttpKeyInput};
+use tenant_guard::cache::{Cache, CacheLayer, HttpKeyInput, http_key};
 use tenant_guard::config::Config;
 use tenant_guard::metrics::Metrics;
 use tower::ServiceExt;

@@ -16,10 +16,10 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Body;
 use axum::routing::post;
-use axum::Router;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -259,7 +259,9 @@ fn bench(c: &mut Criterion) {
 
     // Compression: the same answers stored with it off and on, each read back from Redis.
     let mut g = c.benchmark_group("cache_stream/compression");
-    eprintln!("\nentry (tenant)             body bytes  STRLEN off -> on   MEMORY USAGE off -> on   saved");
+    eprintln!(
+        "\nentry (tenant)             body bytes  STRLEN off -> on   MEMORY USAGE off -> on   saved"
+    );
     for (what, path) in [("ai-stream", "/api/ai/complete"), ("rooms", "/api/rooms")] {
         let mut sizes = Vec::new();
         for min in ["0", "1KiB"] {

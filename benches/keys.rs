@@ -2,9 +2,9 @@
 //!
 //! Run: `cargo bench --bench keys`
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use tenant_guard::keys::{hash_slot, KeyKind, Keys};
+use tenant_guard::keys::{KeyKind, Keys, hash_slot};
 use tenant_guard::tenant::TenantId;
 
 fn keys(c: &mut Criterion) {

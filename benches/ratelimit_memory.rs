@@ -9,7 +9,7 @@
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use governor::{Quota as GQuota, RateLimiter as Governor};
 use std::hint::black_box;

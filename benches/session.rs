@@ -8,10 +8,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use axum::Router;
 use axum::body::Body;
 use axum::routing::{get, post};
-use axum::Router;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use tenant_guard::backend::Backend;
 use tenant_guard::config::Config;

@@ -14,7 +14,7 @@ mod common;
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use tenant_guard::backend::Backend;
 use tenant_guard::config::Config;
 use tenant_guard::metrics::Metrics;

@@ -4,8 +4,8 @@
 //! agree on one clock.
 
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A monotonic clock in milliseconds since an arbitrary origin.

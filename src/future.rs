@@ -6,11 +6,19 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use futures_util::future::BoxFuture;
 use http::Response;
 use pin_project_lite::pin_project;
+
+/// The inner service `poll_ready` made ready, taken out to be called, with a clone left in
+/// its place for the next request (tower's rule: the clone may not be ready, the original
+/// is). Every layer that calls its inner service from a future of its own takes it so.
+pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
 
 /// What a layer does with the inner service's response: done at once, or a future to wait
 /// for (boxed: the rare path, e.g. a session that must be saved).
@@ -144,7 +152,7 @@ where
             KindProj::Ready { res } => {
                 return Poll::Ready(Ok(res
                     .take()
-                    .expect("ResponseFuture polled after completion")))
+                    .expect("ResponseFuture polled after completion")));
             }
             KindProj::Boxed { fut } => return fut.as_mut().poll(cx),
         };

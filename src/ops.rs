@@ -21,7 +21,7 @@
 #![cfg_attr(not(feature = "redis"), allow(unused_imports, dead_code))]
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};

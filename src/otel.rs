@@ -33,13 +33,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use opentelemetry::KeyValue;
 use opentelemetry::metrics::{AsyncInstrument, MeterProvider as _};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
-use opentelemetry_sdk::Resource;
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::registry::LookupSpan;
@@ -228,9 +228,10 @@ impl Otel {
     /// The exporters `OTEL_EXPORTER_OTLP_ENDPOINT` describes, or `None` when it is unset
     /// (nothing to export to).
     ///
-    /// ```
-    /// // Unset here: nothing to export to.
-    /// # std::env::remove_var("OTEL_EXPORTER_OTLP_ENDPOINT");
+    /// ```standalone_crate
+    /// // Unset here: nothing to export to (a process of its own: nothing else reads it).
+    /// # #[allow(unsafe_code)]
+    /// # unsafe { std::env::remove_var("OTEL_EXPORTER_OTLP_ENDPOINT") };
     /// assert!(tenant_guard::otel::Otel::from_env("svc").unwrap().is_none());
     /// ```
     pub fn from_env(service: impl Into<String>) -> Result<Option<Self>, OtelError> {
@@ -454,9 +455,10 @@ mod tests {
     fn families_of_the_registry() {
         let m = Metrics::new();
         let f = families(&m);
-        assert!(f
-            .iter()
-            .any(|(n, k)| n.ends_with("_total") && *k == Kind::Counter));
+        assert!(
+            f.iter()
+                .any(|(n, k)| n.ends_with("_total") && *k == Kind::Counter)
+        );
         assert!(f.iter().any(|(_, k)| *k == Kind::Gauge));
         let h = "tenant_guard_redis_command_duration_seconds";
         for part in ["_bucket", "_sum", "_count"] {

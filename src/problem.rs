@@ -1,7 +1,7 @@
 //! `application/problem+json` (RFC 9457) responses, the body of every error response the
 //! layers produce.
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value};
 
 /// Media type of problem details.

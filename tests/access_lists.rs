@@ -4,9 +4,9 @@
 
 use std::net::SocketAddr;
 
+use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use axum::Router;
 use http_body_util::BodyExt;
 use tenant_guard::backend::Backend;
 use tenant_guard::concurrency::{ConcurrencyLayer, ConcurrencyLimiter};

@@ -4,12 +4,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
+use axum::Router;
 use axum::body::Body;
 use axum::routing::{any, get, post};
-use axum::Router;
 use tower::ServiceExt;
 
 use tenant_guard::backend::Backend;

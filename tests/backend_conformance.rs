@@ -94,11 +94,12 @@ mod checks {
             KeyTtl::Expires(_)
         ));
         let missing = f.keys.query(&t, "nope");
-        assert!(!f
-            .backend
-            .expire(&missing, Duration::from_secs(60))
-            .await
-            .unwrap());
+        assert!(
+            !f.backend
+                .expire(&missing, Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
     }
 
     pub(super) async fn expiry(f: &Fixture) {
@@ -118,16 +119,18 @@ mod checks {
     pub(super) async fn set_nx(f: &Fixture) {
         let t = common::unique_tenant("nx");
         let k = f.keys.key(KeyKind::Lock, &t, &["fill", "abc"]);
-        assert!(f
-            .backend
-            .set_nx(&k, b"a", Some(Duration::from_millis(400)))
-            .await
-            .unwrap());
-        assert!(!f
-            .backend
-            .set_nx(&k, b"b", Some(Duration::from_millis(400)))
-            .await
-            .unwrap());
+        assert!(
+            f.backend
+                .set_nx(&k, b"a", Some(Duration::from_millis(400)))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !f.backend
+                .set_nx(&k, b"b", Some(Duration::from_millis(400)))
+                .await
+                .unwrap()
+        );
         assert_eq!(f.backend.get(&k).await.unwrap().as_deref(), Some(&b"a"[..]));
         tokio::time::sleep(Duration::from_millis(1_200)).await;
         assert!(
@@ -188,30 +191,34 @@ mod checks {
 
         let p = f.keys.prefix_pattern(KeyKind::Cache, &a, &["reports"]);
         assert_eq!(f.backend.delete_matching(&p).await.unwrap(), 1500);
-        assert!(f
-            .backend
-            .get(&f.keys.cache(&a, "reports", "7"))
-            .await
-            .unwrap()
-            .is_none());
-        assert!(f
-            .backend
-            .get(&f.keys.cache(&a, "users", "1"))
-            .await
-            .unwrap()
-            .is_some());
-        assert!(f
-            .backend
-            .get(&f.keys.cache(&a, "reports*", "1"))
-            .await
-            .unwrap()
-            .is_some());
-        assert!(f
-            .backend
-            .get(&f.keys.cache(&b, "reports", "1"))
-            .await
-            .unwrap()
-            .is_some());
+        assert!(
+            f.backend
+                .get(&f.keys.cache(&a, "reports", "7"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            f.backend
+                .get(&f.keys.cache(&a, "users", "1"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            f.backend
+                .get(&f.keys.cache(&a, "reports*", "1"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            f.backend
+                .get(&f.keys.cache(&b, "reports", "1"))
+                .await
+                .unwrap()
+                .is_some()
+        );
 
         // Whole tenant: everything of A, nothing of B.
         assert_eq!(
@@ -221,18 +228,20 @@ mod checks {
                 .unwrap(),
             3
         );
-        assert!(f
-            .backend
-            .get(&f.keys.session(&a, "s1"))
-            .await
-            .unwrap()
-            .is_none());
-        assert!(f
-            .backend
-            .get(&f.keys.cache(&b, "reports", "1"))
-            .await
-            .unwrap()
-            .is_some());
+        assert!(
+            f.backend
+                .get(&f.keys.session(&a, "s1"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            f.backend
+                .get(&f.keys.cache(&b, "reports", "1"))
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     pub(super) async fn tenants_are_isolated(f: &Fixture) {

@@ -8,9 +8,9 @@ mod common;
 
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use axum::Router;
 use http_body_util::BodyExt;
 use tenant_guard::backend::Backend;
 use tenant_guard::config::Config;

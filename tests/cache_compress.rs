@@ -6,9 +6,9 @@
 
 mod common;
 
+use axum::Router;
 use axum::body::Body;
 use axum::routing::{get, post};
-use axum::Router;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 

@@ -9,14 +9,14 @@
 #[macro_use]
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::routing::post;
-use axum::Router;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::watch;

@@ -6,14 +6,14 @@
 #[macro_use]
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::routing::get;
-use axum::Router;
 use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tower::ServiceExt;

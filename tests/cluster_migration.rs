@@ -219,9 +219,11 @@ async fn session_index_during_a_migration_never_drops_a_live_session() {
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0].id, id);
     assert_eq!(store.revoke_user_sessions(&t, "alice").await.unwrap(), 1);
-    assert!(store
-        .list_user_sessions(&t, "alice")
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        store
+            .list_user_sessions(&t, "alice")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

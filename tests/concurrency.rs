@@ -7,10 +7,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
-use axum::Router;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tenant_guard::backend::Backend;
@@ -411,7 +411,9 @@ async fn memory_metrics_count_refusals_and_leases_in_flight() {
         "{text}"
     );
     drop(held);
-    assert!(metrics
-        .render()
-        .contains("tenant_guard_concurrency_in_flight 0"));
+    assert!(
+        metrics
+            .render()
+            .contains("tenant_guard_concurrency_in_flight 0")
+    );
 }

@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::routing::get;
-use axum::Router;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -26,9 +26,9 @@ use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use tenant_guard::TenantGuard;
 use tenant_guard::cache::CacheLayer;
 use tenant_guard::tenant::TenantId;
-use tenant_guard::TenantGuard;
 
 on_each_backend!(
     trace_layer_outside_sees_every_decision,

@@ -14,9 +14,9 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::json;
 
+use tenant_guard::TenantGuard;
 use tenant_guard::session::Session;
 use tenant_guard::tenant::TenantId;
-use tenant_guard::TenantGuard;
 
 async fn login(session: Session, body: String) -> Json<serde_json::Value> {
     session.cycle_id().await.unwrap();

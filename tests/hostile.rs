@@ -7,9 +7,9 @@ mod common;
 
 use std::net::SocketAddr;
 
+use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use axum::Router;
 use tower::ServiceExt;
 
 use tenant_guard::backend::Backend;
@@ -176,10 +176,11 @@ fn forwarded_header_variable_is_validated() {
     assert!(text.contains("RATE_LIMIT_FORWARDED_HEADER"), "{text}");
     assert!(text.contains("x-real-ip"), "{text}");
     let cfg = Config::from_vars([("RATE_LIMIT_FORWARDED_HEADER", "X-Real-IP")]).unwrap();
-    assert!(cfg
-        .effective()
-        .iter()
-        .any(|(k, v)| k == "RATE_LIMIT_FORWARDED_HEADER" && v == "x-real-ip"));
+    assert!(
+        cfg.effective()
+            .iter()
+            .any(|(k, v)| k == "RATE_LIMIT_FORWARDED_HEADER" && v == "x-real-ip")
+    );
 }
 
 /// A compact limiter of `max` per minute on `server`, every answer from the script (no
@@ -385,8 +386,8 @@ async fn readiness_shows_no_address_or_error_text() {
 
 mod tenants {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tenant_guard::tenant::{TenantId, TenantLayer, TenantResolver};
 
     fn tenant_req(tenant: &str) -> http::Request<Body> {

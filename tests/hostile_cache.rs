@@ -4,9 +4,9 @@
 
 mod common;
 
+use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use axum::Router;
 use tower::ServiceExt;
 
 use tenant_guard::backend::Backend;
@@ -182,9 +182,11 @@ mod cache {
             .body(Body::from(r#"{"model":"gpt-4o","prompt":"p"}"#))
             .unwrap();
         send(&app, req).await;
-        assert!(server
-            .cli(&["--scan", "--pattern", "tg:ai:{plain}:gpt-4o:*"])
-            .contains("gpt-4o"));
+        assert!(
+            server
+                .cli(&["--scan", "--pattern", "tg:ai:{plain}:gpt-4o:*"])
+                .contains("gpt-4o")
+        );
     }
 }
 

@@ -6,11 +6,11 @@
 use std::num::NonZeroU64;
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
-use axum::Router;
 use tenant_guard::backend::{Backend, MemoryStore};
 use tenant_guard::cache::{Cache, Category};
 use tenant_guard::clock::ManualClock;

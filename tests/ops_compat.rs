@@ -5,8 +5,8 @@
 
 mod common;
 
-use axum::body::Body;
 use axum::Router;
+use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tenant_guard::backend::Backend;

@@ -6,8 +6,8 @@
 #[macro_use]
 mod common;
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use tower::ServiceExt;

@@ -7,22 +7,22 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::{get, post};
-use axum::Router;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
 
-use tenant_guard::otel::Otel;
 use tenant_guard::TenantGuard;
+use tenant_guard::otel::Otel;
 
 type Received = Arc<Mutex<Vec<(String, Bytes)>>>;
 
@@ -163,9 +163,11 @@ async fn spans_and_metrics_reach_an_otlp_collector() {
             .sum::<f64>()
     };
     assert_eq!((count("allowed"), count("denied")), (1.0, 1.0));
-    assert!(metrics
-        .iter()
-        .any(|m| m.name == "tenant_guard_backend_up" || matches!(m.data, Some(Data::Gauge(_)))));
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m.name == "tenant_guard_backend_up" || matches!(m.data, Some(Data::Gauge(_))))
+    );
     otel.shutdown();
     guard.shutdown().await;
 }

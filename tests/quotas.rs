@@ -9,9 +9,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use axum::Router;
 use http_body_util::BodyExt;
 use tenant_guard::backend::{Backend, MemoryStore};
 use tenant_guard::clock::ManualClock;

@@ -297,10 +297,11 @@ mod checks {
         assert!(d.allowed, "shadow rules never block");
         let shadow = d.rules.iter().find(|r| r.name == "per-user").unwrap();
         assert!(shadow.shadow && !shadow.allowed);
-        assert!(f
-            .metrics
-            .render()
-            .contains("tenant_guard_ratelimit_shadow_denied_total{rule=\"per-user\"} 1"));
+        assert!(
+            f.metrics
+                .render()
+                .contains("tenant_guard_ratelimit_shadow_denied_total{rule=\"per-user\"} 1")
+        );
     }
 
     /// Every key the script wrote has a TTL (Redis only: SCAN the tenant's node).
@@ -387,7 +388,7 @@ conformance!(
 );
 
 mod ttl_on_every_key {
-    use super::{checks::ttl_on_every_key, Kind};
+    use super::{Kind, checks::ttl_on_every_key};
     #[tokio::test]
     async fn redis_compact() {
         ttl_on_every_key(Kind::Redis, "compact").await

@@ -5,9 +5,9 @@ mod common;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use axum::Router;
 use tower::ServiceExt;
 
 use tenant_guard::backend::Backend;

@@ -4,10 +4,10 @@ mod common;
 
 use std::net::SocketAddr;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Extension};
 use axum::routing::{get, post};
-use axum::Router;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;

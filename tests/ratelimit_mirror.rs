@@ -20,7 +20,7 @@ use tenant_guard::backend::{Backend, MemoryStore};
 use tenant_guard::clock::ManualClock;
 use tenant_guard::config::{Config, MemoryConfig};
 use tenant_guard::metrics::Metrics;
-use tenant_guard::ratelimit::{Decision, Identity, RateLimiter, COMPACT_BUCKETS};
+use tenant_guard::ratelimit::{COMPACT_BUCKETS, Decision, Identity, RateLimiter};
 use tenant_guard::tenant::TenantId;
 
 /// 2026-11-26 10:00:00 UTC, ms.
@@ -477,7 +477,7 @@ async fn compact_script_mirrors_memory_with_wide_counts() {
 /// compact counter's total and buckets stay in step through refunds.
 #[tokio::test]
 async fn compact_refunds_and_charges_mirror_memory() {
-    use tenant_guard::tokens::{parse_token_rule, Reservation, TokenBudget, TokenConfig};
+    use tenant_guard::tokens::{Reservation, TokenBudget, TokenConfig, parse_token_rule};
     let rules = [
         Rule {
             name: "tokens-user",
@@ -601,7 +601,7 @@ async fn compact_refunds_and_charges_mirror_memory() {
 /// the same on both sides. (The memory side is a token budget: its reservations settle.)
 #[tokio::test]
 async fn lease_reservations_mirror_memory() {
-    use tenant_guard::tokens::{parse_token_rule, Reservation, TokenBudget, TokenConfig};
+    use tenant_guard::tokens::{Reservation, TokenBudget, TokenConfig, parse_token_rule};
     let rules = [Rule {
         name: "tokens-tenant",
         limit: 60,

@@ -105,7 +105,7 @@ async fn open_mode_allows_during_the_outage() {
 
 #[tokio::test]
 async fn closed_mode_answers_503_through_the_layer() {
-    use axum::{body::Body, routing::get, Router};
+    use axum::{Router, body::Body, routing::get};
     use tower::ServiceExt;
 
     let mut server = common::RedisServer::start();

@@ -5,15 +5,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::Router;
+use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use tenant_guard::backend::{Backend, BackendError, BreakerState};
 use tenant_guard::config::Config;
-use tenant_guard::keys::{hash_slot, KeyKind, Keys};
+use tenant_guard::keys::{KeyKind, Keys, hash_slot};
 use tenant_guard::metrics::Metrics;
 use tenant_guard::ops;
 
@@ -292,10 +292,12 @@ async fn ops_routes_report_redis() {
         .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
         .await
         .unwrap();
-    assert!(res.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("application/openmetrics-text"));
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
     let text =
         String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     assert!(

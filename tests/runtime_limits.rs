@@ -213,9 +213,9 @@ async fn memory_a_corrupt_table_is_an_error() {
 /// on top of the configuration's lists, and can be emptied again.
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_single_runtime_access_lists_reach_every_instance() {
+    use axum::Router;
     use axum::body::Body;
     use axum::routing::get;
-    use axum::Router;
     use tenant_guard::ratelimit::{AccessList, RateLimitLayer};
     use tenant_guard::tenant::{TenantLayer, TenantResolver};
     use tower::ServiceExt;

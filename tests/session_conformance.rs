@@ -5,12 +5,12 @@ mod common;
 
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::Router;
 use http_body_util::BodyExt;
 use tenant_guard::backend::{Backend, MemoryStore};
 use tenant_guard::clock::ManualClock;
@@ -312,12 +312,13 @@ mod checks {
             ..c.clone()
         };
         assert_eq!(replay.send("GET", "/me").await.body, "");
-        assert!(f
-            .store
-            .list_user_sessions(&t, "alice")
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(
+            f.store
+                .list_user_sessions(&t, "alice")
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub(super) async fn logout_everywhere(kind: Kind) {
@@ -345,12 +346,13 @@ mod checks {
         for d in &mut devices {
             assert_eq!(d.send("GET", "/me").await.body, "");
         }
-        assert!(f
-            .store
-            .list_user_sessions(&t, "bob")
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(
+            f.store
+                .list_user_sessions(&t, "bob")
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // Another user of the tenant is untouched.
         assert_eq!(other.send("GET", "/me").await.body, "carol");
         // Revoking one session by id.
@@ -580,12 +582,13 @@ mod checks {
             "",
             "outlived SESSION_MAX_LIFETIME"
         );
-        assert!(f
-            .store
-            .list_user_sessions(&t, "dave")
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(
+            f.store
+                .list_user_sessions(&t, "dave")
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }
 

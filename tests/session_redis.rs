@@ -8,10 +8,10 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
-use axum::Router;
 use http_body_util::BodyExt;
 use tenant_guard::backend::Backend;
 use tenant_guard::config::Config;
@@ -469,11 +469,13 @@ async fn plain_update_of_a_destroyed_session_leaves_nothing() {
         "a destroyed session was resurrected"
     );
     let acme = tenant_guard::tenant::TenantId::new("acme").unwrap();
-    assert!(store
-        .list_user_sessions(&acme, "erin")
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        store
+            .list_user_sessions(&acme, "erin")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// On a server that refuses the plain update (here an ACL without `PEXPIREAT`, as a server

@@ -11,20 +11,20 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use tracing::Subscriber;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::Subscriber;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::Layer;
 
-use tenant_guard::cache::CacheLayer;
 use tenant_guard::TenantGuard;
+use tenant_guard::cache::CacheLayer;
 
 /// A closed span of the crate's: its name, its parent's name and its fields as text.
 #[derive(Debug, Clone)]

@@ -4,9 +4,9 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use axum::Router;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::{Layer, ServiceExt};

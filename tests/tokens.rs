@@ -9,11 +9,11 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tenant_guard::backend::Backend;
@@ -21,7 +21,7 @@ use tenant_guard::config::Config;
 use tenant_guard::metrics::Metrics;
 use tenant_guard::ratelimit::{RateLimitLayer, RateLimiter};
 use tenant_guard::tenant::{Identity, TenantLayer, TenantResolver};
-use tenant_guard::tokens::{estimate, TokenBudget, TokenLayer};
+use tenant_guard::tokens::{TokenBudget, TokenLayer, estimate};
 use tokio::sync::Notify;
 use tower::ServiceExt;
 
@@ -448,13 +448,17 @@ mod checks {
         for r in held {
             r.settle(u64::MAX).await.unwrap();
         }
-        assert!(budget
-            .reserve(&t, &ann, &post, "/ai/{mode}", 1)
-            .await
-            .is_err());
-        assert!(metrics
-            .render()
-            .contains("tenant_guard_tokens_used_total 12884901885"));
+        assert!(
+            budget
+                .reserve(&t, &ann, &post, "/ai/{mode}", 1)
+                .await
+                .is_err()
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("tenant_guard_tokens_used_total 12884901885")
+        );
     }
 
     /// A response that uses more than its reservation is charged the excess (and it is

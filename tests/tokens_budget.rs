@@ -73,10 +73,12 @@ async fn redis_single_crashed_instance_reservation_ends_with_its_window() {
         .unwrap();
     // The instance dies: no settlement, no refund task.
     std::mem::forget(held);
-    assert!(budget
-        .reserve(&t, &ann, &post, "/ai/{mode}", 200)
-        .await
-        .is_err());
+    assert!(
+        budget
+            .reserve(&t, &ann, &post, "/ai/{mode}", 200)
+            .await
+            .is_err()
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if let Ok(r) = budget.reserve(&t, &ann, &post, "/ai/{mode}", 1000).await {
@@ -118,10 +120,12 @@ async fn redis_single_late_refund_takes_nothing_from_newer_usage() {
         .unwrap();
     old.refund().await.unwrap();
     // The newer 900 still count: 200 does not fit.
-    assert!(budget
-        .reserve(&t, &ann, &post, "/ai/{mode}", 200)
-        .await
-        .is_err());
+    assert!(
+        budget
+            .reserve(&t, &ann, &post, "/ai/{mode}", 200)
+            .await
+            .is_err()
+    );
     new.settle(900).await.unwrap();
 }
 

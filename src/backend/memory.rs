@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use state::{ttl_ms, Entry, State};
+use state::{Entry, State, ttl_ms};
 use tokio::sync::Notify;
 
 use super::{BackendError, KeyTtl, MemoryConfig};

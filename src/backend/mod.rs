@@ -18,7 +18,7 @@ use serde::Serialize;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{Deployment, LuaScript, RedisStore};
-pub use config::{default_pool_size, BreakerConfig, MemoryConfig, RedisConfig, RedisMode, TlsCa};
+pub use config::{BreakerConfig, MemoryConfig, RedisConfig, RedisMode, TlsCa, default_pool_size};
 pub use health::{BreakerState, Health};
 pub(crate) use memory::Txn;
 pub use memory::{MemoryStats, MemoryStore};

@@ -1,7 +1,7 @@
 //! What the backend says about itself for the ops routes: readiness (`/health/ready`) and
 //! status (`/cache/status`), as JSON objects whose shape the routes keep stable.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::Backend;
 #[cfg(feature = "redis")]

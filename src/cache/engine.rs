@@ -3,8 +3,8 @@
 //! compare-and-delete; waiters poll with backoff or serve a stale entry), compute, store.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::flight::{self, Flight, FlightGuard, Registered, SharedFailure};
 use super::invalidation::Generations;
 use super::recording::{End, Recording};
-use super::{entry, Cache, CacheKey, CacheStatus, Entry, Inner};
+use super::{Cache, CacheKey, CacheStatus, Entry, Inner, entry};
 use crate::keys::KeyKind;
 use crate::metrics::CacheLabels;
 

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, HttpBody};
 use axum::BoxError;
+use axum::body::{Body, HttpBody};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{self, HeaderName};
@@ -15,7 +15,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::engine::{Mode, Served};
-use super::entry::{now_ms, Entry};
+use super::entry::{Entry, now_ms};
 use super::flight::SharedFailure;
 use super::layer::Settings;
 use super::recording::Recording;

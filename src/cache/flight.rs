@@ -3,8 +3,8 @@
 //! yourself"). Across processes the Redis lease in [`super::engine`] does the same.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 

@@ -4,14 +4,14 @@
 //! a Redis channel for the others' L1s; the subscription flushes L1 whenever it
 //! (re)connects or drops, since messages published meanwhile are lost.
 
-use std::sync::atomic::Ordering;
 use std::sync::Weak;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::{entry, Cache, CacheKey, Category, Inner};
+use super::{Cache, CacheKey, Category, Inner, entry};
 use crate::backend::{BackendError, PubSubEvent};
 use crate::keys::{KeyKind, RedisKey};
 use crate::tenant::TenantId;

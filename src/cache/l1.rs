@@ -2,12 +2,12 @@
 //! entries expire when they stop being fresh, and nothing lands in it after an
 //! invalidation it may predate.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::CacheConfig;
-use super::{entry, Entry, Inner};
+use super::{Entry, Inner, entry};
 use crate::keys::RedisKey;
 use crate::metrics::{CacheLabels, Metrics};
 

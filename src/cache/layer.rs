@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::StatusCode;
 use http::header::HeaderName;
 use http::request::Parts;
-use http::StatusCode;
 use tower_layer::Layer;
 
 use super::service::CacheService;

@@ -81,13 +81,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 pub use config::CacheConfig;
 pub(crate) use entry::Entry;
 pub use key::{
-    canonical_json, http_key, model_component, CacheScope, Category, HttpKeyInput, MAX_MODEL_IN_KEY,
+    CacheScope, Category, HttpKeyInput, MAX_MODEL_IN_KEY, canonical_json, http_key, model_component,
 };
 #[cfg(feature = "axum")]
 pub use layer::CacheLayer;
@@ -95,7 +95,7 @@ pub use layer::CacheLayer;
 pub use service::CacheService;
 pub use status::{CacheError, CacheStatus, Cached};
 pub use store::{BusHandler, CacheBus, CacheStore};
-pub use tags::{valid_tag, CacheTags, InvalidTags, TAGS_HEADER};
+pub use tags::{CacheTags, InvalidTags, TAGS_HEADER, valid_tag};
 
 use crate::backend::Backend;
 use crate::keys::{Keys, RedisKey};
@@ -635,7 +635,7 @@ impl Cache {
                             value,
                             status,
                             age: Duration::from_millis(entry::now_ms().saturating_sub(e.stored_ms)),
-                        })
+                        });
                     }
                     // A value of another shape under this key: treat as a miss.
                     Err(_) if compute.is_some() => {
@@ -650,13 +650,13 @@ impl Cache {
                         value,
                         status: CacheStatus::Miss,
                         age: Duration::ZERO,
-                    })
+                    });
                 }
                 Served::SharedError(failure) => {
                     return Err(match failure.downcast::<E>() {
                         Some(e) => CacheError::Upstream(e),
                         None => CacheError::SharedUpstream(failure.message()),
-                    })
+                    });
                 }
                 Served::Retry => continue,
                 // An HTTP response streaming under this key (not a value of ours): once it

@@ -5,23 +5,23 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::BoxError;
 use axum::body::{Body, HttpBody};
 use axum::extract::MatchedPath;
-use axum::BoxError;
 use bytes::{Bytes, BytesMut};
-use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 use tracing::Instrument;
 
-use super::entry::{now_ms, Entry};
+use super::entry::{Entry, now_ms};
 use super::fill::{AnyBody, Fill};
 use super::flight::SharedFailure;
-use super::key::{http_key, HttpKeyInput};
-use super::layer::{Kind, Settings, MAX_LEARNED_HEADERS, MAX_LEARNED_ROUTES};
+use super::key::{HttpKeyInput, http_key};
+use super::layer::{Kind, MAX_LEARNED_HEADERS, MAX_LEARNED_ROUTES, Settings};
 use super::recording::Recording;
 use super::stream::replay;
 use super::{CacheScope, CacheStatus, Category, Served};
@@ -61,7 +61,10 @@ impl<S> std::fmt::Debug for CacheService<S> {
     }
 }
 
-crate::macros::inner_service_accessors!(CacheService);
+crate::macros::inner_service_accessors!(
+    CacheService,
+    "tenant_guard::cache::CacheLayer::query(guard.cache().clone())"
+);
 
 /// `Cache-Control` directives of a header, lowercased, as a comma list.
 pub(super) fn directives(headers: &http::HeaderMap) -> Vec<String> {
@@ -327,8 +330,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let settings = self.shared.clone();
-        let clone = self.inner.clone();
-        let mut inner = AnyBody(std::mem::replace(&mut self.inner, clone));
+        let mut inner = AnyBody(crate::future::take_ready(&mut self.inner));
         let span = tracing::info_span!(
             "tenant_guard.cache",
             request_id = tracing::field::Empty,

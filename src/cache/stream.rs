@@ -8,8 +8,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use axum::body::{Body, HttpBody};
 use axum::BoxError;
+use axum::body::{Body, HttpBody};
 use bytes::Bytes;
 use http_body::Frame;
 use tokio::sync::{oneshot, watch};

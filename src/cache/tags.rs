@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::invalidation::{first_generation, generation, Invalidation};
+use super::invalidation::{Invalidation, first_generation, generation};
 use super::{Cache, CacheKey, Entry, Inner};
 use crate::backend::BackendError;
 use crate::keys::{KeyKind, RedisKey};

@@ -4,16 +4,45 @@
 //! request once this response is complete finds its place free.
 
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use axum::body::HttpBody;
 use http_body::{Frame, SizeHint};
 
-use super::limiter::ReleaseFuture;
 use super::Lease;
+use super::limiter::ReleaseFuture;
 
 pin_project_lite::pin_project! {
     /// A response body holding the request's [`Lease`] while it is sent.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use axum::body::Body;
+    /// use http_body_util::BodyExt;
+    /// use tower::{Layer, ServiceExt};
+    /// use tenant_guard::{concurrency::{ConcurrencyBody, ConcurrencyLayer}, tenant::TenantId};
+    ///
+    /// let guard = tenant_guard::TenantGuard::from_vars([
+    ///     ("REDIS_ENABLED", "false"), ("RATE_LIMIT_CONCURRENCY_TENANT", "1"),
+    /// ])?;
+    /// let svc = ConcurrencyLayer::new(guard.concurrency().clone()).layer(tower::service_fn(
+    ///     |_req: http::Request<Body>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("answer")))
+    ///     },
+    /// ));
+    /// let ask = || {
+    ///     let mut req = http::Request::new(Body::empty());
+    ///     req.extensions_mut().insert(TenantId::new("acme").unwrap());
+    ///     req
+    /// };
+    /// let first: http::Response<ConcurrencyBody<Body>> = svc.clone().oneshot(ask()).await?;
+    /// // Its body not sent yet: the tenant's one place is taken.
+    /// assert_eq!(svc.clone().oneshot(ask()).await?.status(), 429);
+    /// assert_eq!(first.into_body().collect().await?.to_bytes(), "answer"); // sent: place free
+    /// assert_eq!(svc.clone().oneshot(ask()).await?.status(), 200);
+    /// # Ok(()) }
+    /// ```
     pub struct ConcurrencyBody<B: HttpBody> {
         #[pin]
         inner: B,

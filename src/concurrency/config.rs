@@ -89,7 +89,7 @@ impl RouteCap {
             "tenant" => CapScope::Tenant,
             "user" => CapScope::User,
             other => {
-                return Err(format!("`{s}`: unknown scope `{other}` (`tenant` or `user`)").into())
+                return Err(format!("`{s}`: unknown scope `{other}` (`tenant` or `user`)").into());
             }
         };
         let (pattern, limit) = EndpointPattern::parse_numbered(rest, "limit")?;

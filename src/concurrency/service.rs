@@ -5,13 +5,13 @@ use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use tower_service::Service;
-use tracing::field::Empty;
 use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::{ConcurrencyBody, ConcurrencyDenied, ConcurrencyLimiter};
 use crate::future::{MapBody, ResponseFuture};
 use crate::problem::Problem;
-use crate::ratelimit::{Decision, Source, GLOBAL_TENANT};
+use crate::ratelimit::{Decision, GLOBAL_TENANT, Source};
 use crate::tenant::TenantId;
 
 /// The service made by [`ConcurrencyLayer`](super::ConcurrencyLayer).
@@ -34,7 +34,10 @@ pub struct ConcurrencyService<S> {
     pub(super) limiter: ConcurrencyLimiter,
 }
 
-crate::macros::inner_service_accessors!(ConcurrencyService);
+crate::macros::inner_service_accessors!(
+    ConcurrencyService,
+    "tenant_guard::concurrency::ConcurrencyLayer::new(guard.concurrency().clone())"
+);
 
 fn refused<B: From<String>>(d: &ConcurrencyDenied) -> Response<B> {
     let secs = d.retry_after.as_secs().max(1);
@@ -94,9 +97,7 @@ where
             let plain = MapBody(|b| ConcurrencyBody::new(b, None));
             return ResponseFuture::inner(self.inner.call(req), plain);
         }
-        // The inner service was made ready by poll_ready: call that one, leave a clone.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::future::take_ready(&mut self.inner);
         let limiter = self.limiter.clone();
         let span = tracing::info_span!(
             "tenant_guard.concurrency",

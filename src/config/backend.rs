@@ -4,7 +4,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 
 use super::{BreakerConfig, Config, MemoryConfig, Reader, RedisConfig, RedisMode, TlsCa};
 use crate::parse;
-use crate::parse::{fmt_duration, BOOL_FORM, BYTES_FORM};
+use crate::parse::{BOOL_FORM, BYTES_FORM, fmt_duration};
 use crate::secret::{RedisUrl, Secret};
 
 const URL_FORM: &str =

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::{CacheConfig, Config, Reader};
 use crate::parse;
-use crate::parse::{fmt_duration, BYTES_FORM, DURATION_FORM};
+use crate::parse::{BYTES_FORM, DURATION_FORM, fmt_duration};
 
 pub(super) fn read_cache(r: &mut Reader) -> CacheConfig {
     let d = CacheConfig::default();

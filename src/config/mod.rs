@@ -49,15 +49,15 @@ use crate::keys::KeyPrefix;
 pub use crate::backend::{BreakerConfig, MemoryConfig, RedisConfig, RedisMode, TlsCa};
 pub use crate::cache::CacheConfig;
 pub use crate::concurrency::ConcurrencyConfig;
-use crate::parse::{self, fmt_duration, DURATION_FORM};
-use crate::ratelimit::rules as rl;
+use crate::parse::{self, DURATION_FORM, fmt_duration};
 pub use crate::ratelimit::RateLimitConfig;
+use crate::ratelimit::rules as rl;
 pub use crate::secret::{RedisUrl, Secret};
 pub use crate::session::{SameSite, SessionConfig, SessionOutage};
 pub use crate::tenant::{TenantConfig, TenantSource};
 pub use crate::tokens::TokenConfig;
 pub use ops::OpsConfig;
-pub use vars::{vars_markdown, VarDoc, VARS};
+pub use vars::{VARS, VarDoc, vars_markdown};
 
 /// Minimum length of `SESSION_SECRET`, in bytes.
 ///

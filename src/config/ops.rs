@@ -1,6 +1,6 @@
 //! Reads the variables of access to the ops and admin routes (`TG_OPS_TOKEN`, `TG_ADMIN_TOKEN`).
 
-use super::{read_secret, Config, Reader};
+use super::{Config, Reader, read_secret};
 use crate::secret::Secret;
 
 /// Who may read the ops routes and use the demo's admin route.

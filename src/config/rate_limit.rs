@@ -2,12 +2,12 @@
 
 use std::num::NonZeroU32;
 
-use super::{rl, Config, Reader};
+use super::{Config, Reader, rl};
 use crate::parse;
-use crate::parse::{fmt_duration, BOOL_FORM, DURATION_FORM};
+use crate::parse::{BOOL_FORM, DURATION_FORM, fmt_duration};
 use crate::ratelimit::{
-    default_rule, AccessList, Algorithm, OutageMode, Policy, PolicyProblem, Quota, RateLimitConfig,
-    Rule, Scope, ACCESS_LIST_FORM,
+    ACCESS_LIST_FORM, AccessList, Algorithm, OutageMode, Policy, PolicyProblem, Quota,
+    RateLimitConfig, Rule, Scope, default_rule,
 };
 use crate::tenant::TenantId;
 
@@ -491,11 +491,7 @@ pub(super) fn effective(c: &Config, push: &mut impl FnMut(&str, String)) {
 }
 
 fn none_or(s: String) -> String {
-    if s.is_empty() {
-        "(none)".into()
-    } else {
-        s
-    }
+    if s.is_empty() { "(none)".into() } else { s }
 }
 
 fn parse_quota(raw: &str) -> Result<Quota, String> {

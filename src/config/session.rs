@@ -1,8 +1,8 @@
 //! Reads the variables of sessions (`SESSION_*`).
 
-use super::{read_secret, Config, Reader};
+use super::{Config, Reader, read_secret};
 use crate::parse;
-use crate::parse::{fmt_duration, BOOL_FORM, BYTES_FORM};
+use crate::parse::{BOOL_FORM, BYTES_FORM, fmt_duration};
 use crate::session::{SameSite, SessionConfig, SessionOutage};
 
 pub(super) fn read_session(r: &mut Reader) -> SessionConfig {

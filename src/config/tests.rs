@@ -124,9 +124,10 @@ fn cluster_nodes() {
     let err = cfg(&[("REDIS_CLUSTER_NODES", "a:1,b:notaport")]).unwrap_err();
     assert!(err.to_string().contains("node `b:notaport`"), "{err}");
     let err = cfg(&[("REDIS_CLUSTER_NODES", "a:1"), ("REDIS_URL", "redis://b")]).unwrap_err();
-    assert!(err
-        .to_string()
-        .contains("both REDIS_URL and REDIS_CLUSTER_NODES"));
+    assert!(
+        err.to_string()
+            .contains("both REDIS_URL and REDIS_CLUSTER_NODES")
+    );
 }
 
 #[test]
@@ -342,49 +343,60 @@ fn tls_ca_file_is_read_and_checked() {
         p.reason
     };
     let missing = dir.path().join("missing.pem");
-    assert!(problem(&[
-        ("REDIS_URL", "rediss://h"),
-        ("REDIS_TLS_CA_FILE", missing.to_str().unwrap())
-    ])
-    .contains("cannot read"));
-    assert!(problem(&[
-        ("REDIS_URL", "rediss://h"),
-        ("REDIS_TLS_CA_FILE", "/dev/zero")
-    ])
-    .contains("not a regular file"));
+    assert!(
+        problem(&[
+            ("REDIS_URL", "rediss://h"),
+            ("REDIS_TLS_CA_FILE", missing.to_str().unwrap())
+        ])
+        .contains("cannot read")
+    );
+    assert!(
+        problem(&[
+            ("REDIS_URL", "rediss://h"),
+            ("REDIS_TLS_CA_FILE", "/dev/zero")
+        ])
+        .contains("not a regular file")
+    );
     // A FIFO is refused without opening it (opening would wait for a writer).
     let fifo = dir.path().join("ca.fifo");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status();
     if made.is_ok_and(|s| s.success()) {
-        assert!(problem(&[
-            ("REDIS_URL", "rediss://h"),
-            ("REDIS_TLS_CA_FILE", fifo.to_str().unwrap())
-        ])
-        .contains("not a regular file"));
+        assert!(
+            problem(&[
+                ("REDIS_URL", "rediss://h"),
+                ("REDIS_TLS_CA_FILE", fifo.to_str().unwrap())
+            ])
+            .contains("not a regular file")
+        );
     }
     // A CA with a plain connection means TLS was meant but is not on.
     assert!(problem(&[("REDIS_URL", "redis://h"), ("REDIS_TLS_CA_FILE", pem)]).contains("plain"));
-    assert!(problem(&[
-        ("REDIS_CLUSTER_NODES", "rediss://a:7000,rediss://b:7000"),
-        ("REDIS_TLS_CA_FILE", pem)
-    ])
-    .contains("not supported"));
+    assert!(
+        problem(&[
+            ("REDIS_CLUSTER_NODES", "rediss://a:7000,rediss://b:7000"),
+            ("REDIS_TLS_CA_FILE", pem)
+        ])
+        .contains("not supported")
+    );
     let big = dir.path().join("big.pem");
     std::fs::write(&big, vec![b'x'; (1 << 20) + 1]).unwrap();
-    assert!(problem(&[
-        ("REDIS_URL", "rediss://h"),
-        ("REDIS_TLS_CA_FILE", big.to_str().unwrap())
-    ])
-    .contains("larger than"));
+    assert!(
+        problem(&[
+            ("REDIS_URL", "rediss://h"),
+            ("REDIS_TLS_CA_FILE", big.to_str().unwrap())
+        ])
+        .contains("larger than")
+    );
     if cfg!(feature = "tls") {
         let c = cfg(&[("REDIS_URL", "rediss://h"), ("REDIS_TLS_CA_FILE", pem)]).unwrap();
         let ca = c.redis.tls_ca.as_ref().unwrap();
         assert!(ca.pem().starts_with(b"-----BEGIN CERTIFICATE-----"));
         assert!(!format!("{c:?}").contains("MIIB"), "PEM bytes in Debug");
-        assert!(c
-            .effective()
-            .iter()
-            .any(|(k, v)| k == "REDIS_TLS_CA_FILE" && v == pem));
+        assert!(
+            c.effective()
+                .iter()
+                .any(|(k, v)| k == "REDIS_TLS_CA_FILE" && v == pem)
+        );
     }
 }
 

@@ -5,7 +5,7 @@
 use super::{Config, Reader};
 use crate::parse;
 use crate::ratelimit::{Policy, RateLimitConfig};
-use crate::tokens::{parse_token_rules, TokenConfig};
+use crate::tokens::{TokenConfig, parse_token_rules};
 
 pub(super) fn read_tokens(r: &mut Reader, rate_limit: &RateLimitConfig) -> TokenConfig {
     let d = TokenConfig::default();

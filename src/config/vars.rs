@@ -527,7 +527,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::super::{Config, Reader};
-    use super::{documented, vars_markdown, VARS};
+    use super::{VARS, documented, vars_markdown};
 
     /// Environments that between them take every branch that asks for a variable.
     fn reading_environments() -> Vec<Vec<(&'static str, &'static str)>> {

@@ -9,11 +9,11 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
 mod top;
-pub use top::{TenantTop, TopReport, TopRow, TOP_MAX_ROWS, TOP_MINUTES};
+pub use top::{TOP_MAX_ROWS, TOP_MINUTES, TenantTop, TopReport, TopRow};
 
 /// Labels of Redis command metrics: the operation (bounded set of names).
 ///

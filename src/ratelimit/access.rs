@@ -51,8 +51,7 @@ fn unmapped(net: IpNet) -> IpNet {
 }
 
 /// The accepted form, for configuration errors.
-pub(crate) const ACCESS_LIST_FORM: &str =
-    "a comma list of `tenant:NAME`, `user:ID` and `ip:CIDR` entries, e.g. `tenant:acme, ip:10.0.0.0/8`";
+pub(crate) const ACCESS_LIST_FORM: &str = "a comma list of `tenant:NAME`, `user:ID` and `ip:CIDR` entries, e.g. `tenant:acme, ip:10.0.0.0/8`";
 
 impl AccessList {
     /// Parses a comma list of `tenant:NAME`, `user:ID` and `ip:CIDR` entries (blank

@@ -89,7 +89,7 @@ fn rule_value(name: &str, a: u8, x: u64, b: u8, y: u64) -> Option<HeaderValue> {
 }
 
 /// The `RateLimit-Policy` and `RateLimit` values of one rule.
-fn rule_fields(r: &RuleDecision) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+fn rule_fields(r: &RuleDecision) -> impl Iterator<Item = (HeaderName, HeaderValue)> + use<> {
     // Rule names were validated: no quotes, backslashes or control characters.
     let name = r.name;
     [

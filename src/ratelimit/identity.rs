@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use crate::tenant::{Identity, UserId};
 
-use http::request::Parts;
 use http::HeaderName;
+use http::request::Parts;
 use ipnet::IpNet;
 
 /// Longest user id accepted from a header (longer ones are ignored, and the IP is used).

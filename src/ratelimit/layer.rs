@@ -12,7 +12,7 @@ use super::identity::IdentityConfig;
 use super::limiter::RateLimiter;
 use super::service::RateLimitService;
 use crate::tenant::TenantId;
-use crate::tenant::{Identity, GLOBAL_TENANT};
+use crate::tenant::{GLOBAL_TENANT, Identity};
 
 pub(super) type IdentifyFn = dyn Fn(&Parts) -> BoxFuture<'static, Option<Identity>> + Send + Sync;
 pub(super) type CostFn = dyn Fn(&Parts) -> Option<u32> + Send + Sync;

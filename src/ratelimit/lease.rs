@@ -45,8 +45,7 @@ impl Lease {
     /// let message = format!("RATE_LIMIT_LEASE: {}; expected {}", err.reason(), Lease::FORM);
     /// assert!(message.contains("e.g. `50/100ms`"));
     /// ```
-    pub const FORM: &'static str =
-        "UNITS/DURATION: most units one reservation takes, held at most DURATION (1ms..10s), e.g. `50/100ms`";
+    pub const FORM: &'static str = "UNITS/DURATION: most units one reservation takes, held at most DURATION (1ms..10s), e.g. `50/100ms`";
 
     /// Longest lease.
     ///

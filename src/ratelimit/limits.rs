@@ -41,8 +41,7 @@ impl TenantLimits {
     /// let message = format!("{}; expected {}", err.reason(), TenantLimits::FORM);
     /// assert!(message.starts_with("`per-tenant` is not RULE=LIMIT/WINDOW or plan=NAME; expected"));
     /// ```
-    pub const FORM: &'static str =
-        "`RULE=LIMIT/WINDOW` and `plan=NAME` entries separated by spaces or commas, e.g. `per-tenant=5000/1m plan=pro`";
+    pub const FORM: &'static str = "`RULE=LIMIT/WINDOW` and `plan=NAME` entries separated by spaces or commas, e.g. `per-tenant=5000/1m plan=pro`";
 
     /// Parses `RULE=LIMIT/WINDOW` and `plan=NAME` entries, separated by spaces or commas.
     ///

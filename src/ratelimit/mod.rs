@@ -48,12 +48,12 @@ mod service;
 mod store;
 
 /// Re-exported from [`tenant`](crate::tenant), where the identity types live.
-pub use crate::tenant::{Identity, UserId, GLOBAL_TENANT};
-pub use access::AccessList;
+pub use crate::tenant::{GLOBAL_TENANT, Identity, UserId};
 pub(crate) use access::ACCESS_LIST_FORM;
-pub use calendar::{parse_calendar_quota, Period, QuotaCalendar};
-pub(crate) use config::default_rule;
+pub use access::AccessList;
+pub use calendar::{Period, QuotaCalendar, parse_calendar_quota};
 pub use config::RateLimitConfig;
+pub(crate) use config::default_rule;
 pub use decision::{Decision, RuleDecision, Source};
 pub use identity::{ClientAddr, ForwardedHeader, IdentityConfig, MAX_HEADER_USER_LEN};
 pub use layer::{RateLimitLayer, UNMATCHED_ROUTE};
@@ -63,7 +63,7 @@ pub use limits::TenantLimits;
 pub use outage::OutageMode;
 pub use policy::{Policy, PolicyBuilder, PolicyError, PolicyProblem};
 pub use rules::{
-    Algorithm, Block, EndpointPattern, Lease, Quota, Rule, Scope, COMPACT_BUCKETS, MAX_EXACT_LIMIT,
+    Algorithm, Block, COMPACT_BUCKETS, EndpointPattern, Lease, MAX_EXACT_LIMIT, Quota, Rule, Scope,
 };
 pub use service::RateLimitService;
 pub use store::limits::LimitStore;

@@ -22,8 +22,8 @@
 //! and its uncharged local units are lost (Redis then counts less than was admitted).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nohash_hasher::BuildNoHashHasher;
@@ -93,11 +93,7 @@ impl Entry {
 
     /// The seed's units still counted at `now`.
     fn seed(&self, now: Instant) -> u32 {
-        if now < self.until {
-            self.used
-        } else {
-            0
-        }
+        if now < self.until { self.used } else { 0 }
     }
 }
 

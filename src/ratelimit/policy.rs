@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::rules::{Algorithm, Block, EndpointPattern, Lease, Quota, Rule, Scope, MAX_EXACT_LIMIT};
 use super::RateLimitConfig;
+use super::rules::{Algorithm, Block, EndpointPattern, Lease, MAX_EXACT_LIMIT, Quota, Rule, Scope};
 use crate::tenant::TenantId;
 
 /// All rate-limit rules of an app.
@@ -424,7 +424,9 @@ pub enum PolicyProblem {
         rule: String,
     },
     /// A block on a tenant-wide rule: any client naming the tenant could lock it out.
-    #[error("rule `{rule}` counts a whole tenant: blocking it would let any client lock the tenant out; block user rules")]
+    #[error(
+        "rule `{rule}` counts a whole tenant: blocking it would let any client lock the tenant out; block user rules"
+    )]
     TenantBlock {
         /// The rule.
         rule: String,
@@ -480,7 +482,9 @@ pub enum PolicyProblem {
     },
     /// The exact algorithm keeps one entry per request: limits above
     /// `100000` need the compact one.
-    #[error("rule `{rule}` uses the exact algorithm with a limit above {MAX_EXACT_LIMIT}; use the compact one")]
+    #[error(
+        "rule `{rule}` uses the exact algorithm with a limit above {MAX_EXACT_LIMIT}; use the compact one"
+    )]
     ExactLimitTooHigh {
         /// The rule.
         rule: String,

@@ -2,10 +2,10 @@
 //! configuration — for an app that needs no tenants and no Redis.
 
 use super::{LimiterOptions, Policy, Quota, RateLimitLayer, RateLimiter, Rule, Scope};
+use crate::InvalidValue;
 use crate::backend::{Backend, MemoryStore};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
-use crate::InvalidValue;
 
 impl RateLimitLayer {
     /// Each client — the user a session layer (or your auth middleware) names, else the

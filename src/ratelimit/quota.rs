@@ -34,8 +34,7 @@ impl Quota {
     /// let err = Config::from_vars([("RATE_LIMIT_TENANT", "lots")]).unwrap_err();
     /// assert_eq!(err.problems()[0].expected, Quota::FORM);
     /// ```
-    pub const FORM: &'static str =
-        "LIMIT/WINDOW with a whole LIMIT >= 1 and a duration WINDOW, e.g. `100/15m`, `1000/60`, `10/1s`";
+    pub const FORM: &'static str = "LIMIT/WINDOW with a whole LIMIT >= 1 and a duration WINDOW, e.g. `100/15m`, `1000/60`, `10/1s`";
 
     /// Longest window: 10 years. Longer ones are refused rather than carried into time
     /// arithmetic that has to fit in 64 bits (microseconds, governor's nanoseconds).

@@ -22,10 +22,10 @@ use http::Method;
 
 use crate::parse::InvalidValue;
 
-pub(crate) use super::block::parse_blocks;
 pub use super::block::Block;
-pub(crate) use super::lease::parse_leases;
+pub(crate) use super::block::parse_blocks;
 pub use super::lease::Lease;
+pub(crate) use super::lease::parse_leases;
 pub use super::quota::Quota;
 
 /// Largest limit of an exact-log rule: its sorted set holds one member per admitted unit.
@@ -155,8 +155,7 @@ impl EndpointPattern {
     /// use tenant_guard::ratelimit::EndpointPattern;
     /// assert!(EndpointPattern::FORM.starts_with("METHOD /route/template"));
     /// ```
-    pub const FORM: &'static str =
-        "METHOD /route/template (`*` for any method), e.g. `POST /api/ai/{*rest}`, `GET /users/{id}` or `* /health`";
+    pub const FORM: &'static str = "METHOD /route/template (`*` for any method), e.g. `POST /api/ai/{*rest}`, `GET /users/{id}` or `* /health`";
 
     /// Parses `POST /api/ai/{*rest}`.
     ///

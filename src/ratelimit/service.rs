@@ -16,7 +16,7 @@ use tracing::{Instrument, Span};
 use super::decision::listed;
 use super::headers::{self, RateHeaders};
 use super::identity::ClientAddr;
-use super::layer::{client_bucket, Settings};
+use super::layer::{Settings, client_bucket};
 use super::limiter::Check;
 use super::{Decision, RateLimiter, Source, UNMATCHED_ROUTE};
 use crate::future::ResponseFuture;
@@ -44,7 +44,10 @@ pub struct RateLimitService<S> {
     pub(super) shared: Arc<Settings>,
 }
 
-crate::macros::inner_service_accessors!(RateLimitService);
+crate::macros::inner_service_accessors!(
+    RateLimitService,
+    "tenant_guard::ratelimit::RateLimitLayer::new(guard.limiter().clone())"
+);
 
 pub(super) fn peer(parts: &Parts) -> Option<SocketAddr> {
     #[cfg(feature = "axum")]
@@ -281,9 +284,7 @@ where
                 }
             };
         }
-        // The ready inner service is the one to call; leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::future::take_ready(&mut self.inner);
         let layer = self.shared.clone();
         let here = span.clone();
         ResponseFuture::boxed(Box::pin(

@@ -3,8 +3,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 use super::cookie::CookieState;
@@ -772,8 +772,8 @@ fn reset_changes(st: &mut State) {
 #[cfg(feature = "axum")]
 mod extract {
     use axum::extract::{FromRequestParts, OptionalFromRequestParts};
-    use http::request::Parts;
     use http::StatusCode;
+    use http::request::Parts;
 
     use super::Session;
     use crate::problem::Problem;

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
+use super::SessionConfig;
 use super::cookie::CookieCodec;
 use super::service::SessionService;
 use super::store::SessionStore;
-use super::SessionConfig;
-use crate::tenant::TenantId;
 use crate::tenant::GLOBAL_TENANT;
+use crate::tenant::TenantId;
 
 /// Server-side sessions for the wrapped service.
 ///

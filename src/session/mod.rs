@@ -157,6 +157,25 @@ impl fmt::Display for SessionId {
 /// Errors of session operations.
 ///
 /// As an axum response: `Unavailable` is 503, `TooLarge` 413, the others 500.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tenant_guard::{backend::Backend, config::Config, metrics::Metrics, tenant::TenantId};
+/// use tenant_guard::session::{Session, SessionError, SessionStore};
+///
+/// let config = Config::from_vars([("REDIS_ENABLED", "false")])?;
+/// let metrics = Metrics::new();
+/// let store = SessionStore::from_config(&config, Backend::from_config(&config, &metrics)?, &metrics);
+/// let session = Session::detached(TenantId::new("acme")?, store);
+/// session.insert("count", &3u32).await?;
+/// // A stored value read as a type it is not:
+/// match session.get::<String>("count").await {
+///     Err(SessionError::Serde { key, .. }) => assert_eq!(key, "count"),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {

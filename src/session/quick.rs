@@ -2,11 +2,11 @@
 //! cookie secret.
 
 use super::{SessionConfig, SessionLayer, SessionStore};
+use crate::InvalidValue;
 use crate::backend::{Backend, MemoryStore};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::InvalidValue;
 
 /// The shortest secret accepted, as for `SESSION_SECRET`.
 const MIN_SECRET: usize = 32;

@@ -4,16 +4,16 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{header, HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, header};
 use tower_service::Service;
 use tracing::field::Empty;
 use tracing::instrument::Instrumented;
 use tracing::{Instrument, Span};
 
+use super::SessionError;
 use super::cookie::CookieState;
 use super::handle::{CookieAction, Session};
 use super::layer::Settings;
-use super::SessionError;
 use crate::future::{Finish, ResponseFuture, Step};
 use crate::tenant::{SessionCredential, TenantId, UserId};
 
@@ -37,7 +37,10 @@ pub struct SessionService<S> {
     pub(super) shared: Arc<Settings>,
 }
 
-crate::macros::inner_service_accessors!(SessionService);
+crate::macros::inner_service_accessors!(
+    SessionService,
+    "tenant_guard::session::SessionLayer::memory(\"0123456789abcdef0123456789abcdef\")?"
+);
 
 /// The session layer's step on a response: saves what the handler changed and sets or
 /// clears the cookie. Nothing to wait for when the session was not touched.
@@ -169,9 +172,7 @@ where
             };
             return ResponseFuture::inner(fut.instrument(span), save);
         }
-        // The inner service was made ready by poll_ready: call that one, leave a clone.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::future::take_ready(&mut self.inner);
         ResponseFuture::boxed(Box::pin(
             async move {
                 match save.session.user_id().await {

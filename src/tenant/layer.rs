@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tower_layer::Layer;
 
-use super::service::TenantService;
 use super::TenantConfig;
+use super::service::TenantService;
 use super::{TenantId, TenantResolver};
 
 /// Puts the request's [`TenantId`] into its extensions, or answers

@@ -18,7 +18,7 @@ mod resolver;
 mod service;
 
 pub use config::{TenantConfig, TenantSource};
-pub use identity::{Identity, SessionCredential, UserId, GLOBAL_TENANT};
+pub use identity::{GLOBAL_TENANT, Identity, SessionCredential, UserId};
 pub use layer::{TenantLayer, VALIDATION_CACHE_ENTRIES, VALIDATION_CACHE_TTL};
 pub use resolver::TenantResolver;
 pub use service::TenantService;
@@ -271,8 +271,8 @@ mod extract {
     use super::TenantId;
     use crate::problem::Problem;
     use axum::extract::{FromRequestParts, OptionalFromRequestParts};
-    use http::request::Parts;
     use http::StatusCode;
+    use http::request::Parts;
 
     /// Extracts the tenant that [`TenantLayer`](super::TenantLayer) resolved.
     ///

@@ -36,7 +36,10 @@ pub struct TenantService<S> {
     pub(super) shared: Arc<Settings>,
 }
 
-crate::macros::inner_service_accessors!(TenantService);
+crate::macros::inner_service_accessors!(
+    TenantService,
+    "tenant_guard::tenant::TenantLayer::new(tenant_guard::tenant::TenantResolver::header(\"x-tenant-id\"))"
+);
 
 pub(super) fn unknown(tenant: &TenantId) -> Problem {
     tracing::debug!(%tenant, "unknown tenant");
@@ -134,8 +137,7 @@ where
                         ResponseFuture::ready(unknown(&tenant).into_response())
                     }
                     None => {
-                        let clone = self.inner.clone();
-                        let mut inner = std::mem::replace(&mut self.inner, clone);
+                        let mut inner = crate::future::take_ready(&mut self.inner);
                         let layer = self.shared.clone();
                         let here = span.clone();
                         ResponseFuture::boxed(Box::pin(
@@ -153,10 +155,8 @@ where
                 Err(problem) => ResponseFuture::ready(problem.into_response()),
             },
             None => {
-                // Async resolver: the inner service was made ready by poll_ready, so it is
-                // the one to call; leave a fresh clone in its place (tower's usual dance).
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
+                // Async resolver: the inner service is called from a future.
+                let mut inner = crate::future::take_ready(&mut self.inner);
                 let layer = self.shared.clone();
                 let here = span.clone();
                 ResponseFuture::boxed(Box::pin(

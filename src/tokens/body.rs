@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use axum::body::HttpBody;
 use bytes::Bytes;
@@ -44,11 +44,7 @@ impl Settlement {
         } else if let Some(n) = self.reported {
             n
         } else if !complete {
-            if self.sent {
-                reserved
-            } else {
-                0
-            }
+            if self.sent { reserved } else { 0 }
         } else if !self.success {
             0
         } else {
@@ -74,6 +70,36 @@ type Settling = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pin_project_lite::pin_project! {
     /// A response body that settles the request's token [`Reservation`] when it ends.
+    ///
+    /// Until then the whole estimate stays reserved; at the end only what was used counts.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use axum::{body::Body, routing::post, Router};
+    /// use http_body_util::BodyExt;
+    /// use tower::ServiceExt;
+    /// use tenant_guard::{tenant::TenantId, tokens::TokenLayer};
+    ///
+    /// let guard = tenant_guard::TenantGuard::from_vars([
+    ///     ("REDIS_ENABLED", "false"), ("RATE_LIMIT_TOKENS", "tenant: POST /v1/chat = 1000/1m"),
+    /// ])?;
+    /// // Every request is estimated at 800 tokens; the model reports 120 used.
+    /// let app = Router::new()
+    ///     .route("/v1/chat", post(|| async { ([("x-usage-tokens", "120")], "answer") }))
+    ///     .route_layer(TokenLayer::new(guard.tokens().clone()).estimate_with(|_, _| 800));
+    /// let ask = || {
+    ///     let mut req = http::Request::post("/v1/chat").body(Body::empty()).unwrap();
+    ///     req.extensions_mut().insert(TenantId::new("acme").unwrap());
+    ///     req
+    /// };
+    /// // (the router boxes the `TokenBody` into its own `Body`)
+    /// let first = app.clone().oneshot(ask()).await?;
+    /// assert_eq!(app.clone().oneshot(ask()).await?.status(), 429); // 800 of 1000 held
+    /// first.into_body().collect().await?; // the end: settled at 120
+    /// assert_eq!(app.clone().oneshot(ask()).await?.status(), 200);
+    /// # Ok(()) }
+    /// ```
     pub struct TokenBody<B: HttpBody> {
         #[pin]
         inner: B,

@@ -34,8 +34,8 @@ mod usage;
 #[cfg(feature = "axum")]
 pub use body::TokenBody;
 pub use budget::{Reservation, Settled, TokenBudget};
-pub use config::{parse_token_rule, parse_token_rules, CacheHits, TokenConfig};
-pub use estimate::{estimate, EstimateError};
+pub use config::{CacheHits, TokenConfig, parse_token_rule, parse_token_rules};
+pub use estimate::{EstimateError, estimate};
 #[cfg(feature = "axum")]
 pub use layer::TokenLayer;
 #[cfg(feature = "axum")]

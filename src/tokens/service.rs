@@ -9,14 +9,14 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
-use tracing::field::Empty;
 use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::body::Settlement;
 use super::{CacheHits, TokenBody, TokenBudget, UsageScan};
 use crate::future::{MapBody, ResponseFuture};
 use crate::problem::Problem;
-use crate::ratelimit::{Decision, Source, GLOBAL_TENANT, UNMATCHED_ROUTE};
+use crate::ratelimit::{Decision, GLOBAL_TENANT, Source, UNMATCHED_ROUTE};
 use crate::tenant::TenantId;
 
 /// The response header a handler sets to report the tokens a request used
@@ -67,7 +67,10 @@ impl<S: std::fmt::Debug> std::fmt::Debug for TokenService<S> {
     }
 }
 
-crate::macros::inner_service_accessors!(TokenService);
+crate::macros::inner_service_accessors!(
+    TokenService,
+    "tenant_guard::tokens::TokenLayer::new(guard.tokens().clone())"
+);
 
 /// The body, read whole up to `limit` bytes; else the response to send instead.
 async fn read_body<B: From<String>>(body: Body, limit: usize) -> Result<Bytes, Response<B>> {
@@ -175,9 +178,7 @@ where
                 MapBody(|b| TokenBody::new(b, None)),
             );
         }
-        // The inner service was made ready by poll_ready: call that one, leave a clone.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::future::take_ready(&mut self.inner);
         let budget = self.budget.clone();
         let estimate = self.estimate.clone();
         let span = tracing::info_span!(

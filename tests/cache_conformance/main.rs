@@ -5,14 +5,14 @@
 mod common;
 mod http;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
-use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::json;
 use tenant_guard::backend::Backend;
@@ -227,11 +227,12 @@ mod checks {
         rows(&f.cache, &t, &q1, &calls, 1).await;
         rows(&f.cache, &t, &q2, &calls, 2).await;
         rows(&f.cache, &other, &q1, &calls, 3).await;
-        assert!(f
-            .cache
-            .invalidate(&t, &Category::query(), &q1)
-            .await
-            .unwrap());
+        assert!(
+            f.cache
+                .invalidate(&t, &Category::query(), &q1)
+                .await
+                .unwrap()
+        );
         assert_eq!(
             rows(&f.cache, &t, &q1, &calls, 10).await,
             (10, CacheStatus::Miss)
@@ -325,13 +326,14 @@ mod checks {
             let (v, s) = rows(&f.cache, &t, &q, &calls, 100 + junked).await;
             assert_eq!((v, s), (100 + junked, CacheStatus::Miss), "junk #{junked}");
             // The recomputed value replaced the junk.
-            assert!(f
-                .backend
-                .get(&key)
-                .await
-                .unwrap()
-                .unwrap()
-                .starts_with(b"TGC1"));
+            assert!(
+                f.backend
+                    .get(&key)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .starts_with(b"TGC1")
+            );
             if kind != Kind::Memory {
                 // Drop L1 so the next read goes to the store again.
                 f.cache

@@ -1,7 +1,7 @@
 //! Three masters made into a Redis Cluster, and the one each test binary shares.
 
 use std::process::Command;
-use std::sync::{mpsc, OnceLock};
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use super::*;

@@ -47,13 +47,13 @@ mod ports;
 mod serve;
 mod server;
 
-pub use cluster::{shared_cluster, ClusterInfo, RedisCluster};
+pub use cluster::{ClusterInfo, RedisCluster, shared_cluster};
 pub use fixtures::{
-    build_limiter, get_check, loopback_get, max_in_window, strict_on_redis, target_vars,
-    unique_tenant, Target,
+    Target, build_limiter, get_check, loopback_get, max_in_window, strict_on_redis, target_vars,
+    unique_tenant,
 };
 pub use ports::{
-    die_with_parent, free_port, port_free, raw_command, require_redis, reserve, INSTALL_HINT,
+    INSTALL_HINT, die_with_parent, free_port, port_free, raw_command, require_redis, reserve,
 };
-pub use serve::{http, HttpReply, ServeProcess};
-pub use server::{cli, spawn_redis, wait_ready, RedisServer};
+pub use serve::{HttpReply, ServeProcess, http};
+pub use server::{RedisServer, cli, spawn_redis, wait_ready};

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hashlink::linked_hash_map::RawEntryMut;
 use hashlink::LinkedHashMap;
+use hashlink::linked_hash_map::RawEntryMut;
 
 use super::{Bounds, Part};
 use crate::backend::{BackendError, KeyTtl};

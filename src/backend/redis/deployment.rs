@@ -1,10 +1,10 @@
 //! What the store checks about the Redis deployment it talks to: settings that can break
 //! the crate's guarantees (today, a `maxmemory-policy` that evicts keys).
 
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::Value;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 
-use super::{is_outage, AnyConn};
+use super::{AnyConn, is_outage};
 use crate::backend::{BackendError, RedisStore};
 
 /// What the store found out about the Redis deployment it talks to

@@ -25,16 +25,16 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
 
-use super::health::Health;
 use super::BackendError;
+use super::health::Health;
 
 use super::{RedisConfig, RedisMode, TlsCa};
 use crate::metrics::{BackendLabels, OpLabels};
 pub use deployment::Deployment;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
-pub(crate) use script::compare_and_delete_script;
 pub use script::LuaScript;
+pub(crate) use script::compare_and_delete_script;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -177,7 +177,7 @@ impl RedisStore {
             RedisMode::Disabled => {
                 return Err(BackendError::Unsupported(
                     "Redis is disabled in the configuration",
-                ))
+                ));
             }
             RedisMode::Single(url) => {
                 let client = open_client(url.expose(), config.tls_ca.as_ref())?;

@@ -48,7 +48,7 @@ impl LeaseStore for RedisStore {
                 _ => {
                     return Err(BackendError::Unsupported(
                         "unexpected reply from the concurrency script",
-                    ))
+                    ));
                 }
             })
         })

@@ -3,7 +3,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use super::{counted_method, Applied};
+use super::{Applied, counted_method};
 use crate::keys::RedisKey;
 use crate::ratelimit::{Check, RateLimiter, Rule, Scope};
 

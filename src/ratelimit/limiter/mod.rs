@@ -25,7 +25,7 @@ use crate::tenant::{Identity, TenantId};
 
 use super::algo::Rules;
 use super::algo::{Outcome, Spec};
-use super::decision::{rule_decision, Decision, Source};
+use super::decision::{Decision, Source, rule_decision};
 use super::rules::{Quota, Rule};
 use super::store::batch::Batcher;
 use super::store::memory::MemoryLimiter;

@@ -3,13 +3,13 @@
 //! store's table changes.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::Inner;
 use crate::parse::InvalidValue;
-use crate::ratelimit::algo::Spec;
 use crate::ratelimit::LimitStore;
+use crate::ratelimit::algo::Spec;
 use crate::ratelimit::{AccessList, Identity, RateLimiter, TenantLimits};
 use crate::tenant::TenantId;
 

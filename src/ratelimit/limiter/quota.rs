@@ -55,7 +55,7 @@ impl RateLimiter {
                 .rules()
                 .iter()
                 .zip(&self.inner.rule_names)
-                .find(|(_, &n)| n == r.name)
+                .find(|&(_, &n)| n == r.name)
                 .and_then(|(rule, _)| rule.period)
             else {
                 continue;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::Inner;
-use super::{build, counted_method, Applied};
+use super::{Applied, build, counted_method};
 use crate::backend::BackendError;
 use crate::keys::RedisKey;
 use crate::ratelimit::algo::Rules;
@@ -173,7 +173,7 @@ impl RateLimiter {
                         let used = a.spec.limit.saturating_sub(o.remaining);
                         m.record(h, redis_ms, used, Duration::from_millis(o.reset_ms), now);
                     }
-                    for (&h, _) in hashes.iter().zip(&charges).filter(|(_, &u)| u > 0) {
+                    for (&h, _) in hashes.iter().zip(&charges).filter(|&(_, &u)| u > 0) {
                         m.end_charge(h, true, now);
                     }
                     self.charge_back_soon();
@@ -190,7 +190,7 @@ impl RateLimiter {
             Err(e) => {
                 if let Some(m) = mem {
                     let now = Instant::now();
-                    for (&h, _) in hashes.iter().zip(&charges).filter(|(_, &u)| u > 0) {
+                    for (&h, _) in hashes.iter().zip(&charges).filter(|&(_, &u)| u > 0) {
                         m.end_charge(h, false, now);
                     }
                 }

@@ -5,7 +5,7 @@
 
 use crate::backend::{Backend, BackendError};
 use crate::keys::{KeyKind, Keys, RedisKey};
-use crate::ratelimit::{AccessList, TenantLimits, GLOBAL_TENANT};
+use crate::ratelimit::{AccessList, GLOBAL_TENANT, TenantLimits};
 
 /// The table's fields of the runtime exempt and deny lists (no tenant id starts with `!`).
 const EXEMPT: &str = "!exempt";

@@ -10,8 +10,8 @@ use table::{Granted, Unused};
 pub(super) use table::{LeaseRule, Leases};
 
 use crate::ratelimit::algo::Rules;
-use crate::ratelimit::store::memory::MemRule;
 use crate::ratelimit::store::Request;
+use crate::ratelimit::store::memory::MemRule;
 use crate::ratelimit::{Check, Decision, RateLimiter, RuleDecision, Source};
 
 impl RateLimiter {
@@ -80,7 +80,7 @@ impl RateLimiter {
                     .inner
                     .leases
                     .as_ref()
-                    .and_then(|l| l.end(g.hash, g.gen));
+                    .and_then(|l| l.end(g.hash, g.generation));
                 if let Some(u) = unused {
                     this.give_back_unused(vec![u]).await;
                 }

@@ -18,8 +18,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::keys::RedisKey;
-use crate::ratelimit::algo::{Outcome, Rules, Spec};
 use crate::ratelimit::Lease;
+use crate::ratelimit::algo::{Outcome, Rules, Spec};
 
 /// Most counters the table tracks.
 pub(crate) const MAX_LEASED: usize = 10_000;
@@ -58,13 +58,13 @@ pub(in crate::ratelimit::limiter) struct Unused {
 #[derive(Debug, Clone, Copy)]
 pub(in crate::ratelimit::limiter) struct Granted {
     pub(in crate::ratelimit::limiter) hash: u64,
-    pub(in crate::ratelimit::limiter) gen: u64,
+    pub(in crate::ratelimit::limiter) generation: u64,
     pub(in crate::ratelimit::limiter) until: Instant,
 }
 
 #[derive(Debug)]
 struct Held {
-    gen: u64,
+    generation: u64,
     left: u32,
     granted: u32,
     until: Instant,
@@ -240,7 +240,7 @@ impl Leases {
             if asked.get(i).copied().unwrap_or(0) == 0 {
                 continue;
             }
-            let gen = t.next_gen;
+            let generation = t.next_gen;
             t.next_gen += 1;
             let Some(e) = t.entries.get_mut(&r.hash) else {
                 continue;
@@ -273,7 +273,7 @@ impl Leases {
             let bucket_left = bucket_left(spec, redis_ms);
             let until = sent + r.lease.ttl.min(bucket_left);
             e.held = Some(Held {
-                gen,
+                generation,
                 left: o.reserved,
                 granted: o.reserved,
                 until,
@@ -285,7 +285,7 @@ impl Leases {
             });
             granted.push(Granted {
                 hash: r.hash,
-                gen,
+                generation,
                 until,
             });
         }
@@ -304,11 +304,11 @@ impl Leases {
         }
     }
 
-    /// Ends lease `gen` of counter `hash` if it is still the one held: its unused units.
-    pub(in crate::ratelimit::limiter) fn end(&self, hash: u64, gen: u64) -> Option<Unused> {
+    /// Ends lease `generation` of counter `hash` if it is still the one held: its unused units.
+    pub(in crate::ratelimit::limiter) fn end(&self, hash: u64, generation: u64) -> Option<Unused> {
         let mut t = self.lock();
         let e = t.entries.get_mut(&hash)?;
-        if e.held.as_ref()?.gen != gen {
+        if e.held.as_ref()?.generation != generation {
             return None;
         }
         let old = e.held.take()?;
@@ -470,9 +470,9 @@ mod tests {
             0,
         );
         assert!(leases.take(&rules, 1, now).is_some());
-        let u = leases.end(1, g[0].gen).expect("one unit unused");
+        let u = leases.end(1, g[0].generation).expect("one unit unused");
         assert_eq!(u.units, 1);
-        assert!(leases.end(1, g[0].gen).is_none(), "given back once");
+        assert!(leases.end(1, g[0].generation).is_none(), "given back once");
         assert!(leases.take(&rules, 1, now).is_none(), "ended");
     }
 

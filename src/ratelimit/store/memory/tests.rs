@@ -299,7 +299,7 @@ fn overflow_counter_limits_new_identities_together_per_rule() {
     assert_eq!(l.reset_owners(&[10]), 1);
     assert_consistent(&l);
     assert_eq!(total(&l), 3); // 2 identities + 1 overflow
-                              // The freed place goes to the next new identity.
+    // The freed place goes to the next new identity.
     let (ok, outs) = decide(&l, &[1, 30], &[1, 30], &[tenant, user], 1, true);
     assert!(ok && !outs[1].overflow);
     assert_consistent(&l);
