@@ -4,11 +4,11 @@
 //!
 //! Run: `cargo bench --bench layers_in_process`
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
-use axum::Router;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use std::net::SocketAddr;
 use tower::ServiceExt;
 

@@ -29,8 +29,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use tenant_guard::TenantGuard;
 use tenant_guard::backend::BackendError;
-use tenant_guard::cache::{valid_tag, Cache, CacheLayer, CacheTags};
+use tenant_guard::cache::{Cache, CacheLayer, CacheTags, valid_tag};
 use tenant_guard::config::{Config, Secret};
 use tenant_guard::guard::GuardError;
 use tenant_guard::metrics::Metrics;
@@ -39,7 +40,6 @@ use tenant_guard::problem::Problem;
 use tenant_guard::ratelimit::Decision;
 use tenant_guard::session::{Session, SessionError};
 use tenant_guard::tenant::TenantId;
-use tenant_guard::TenantGuard;
 
 /// Simulated latency of the reports "database".
 pub const REPORT_LATENCY: Duration = Duration::from_millis(3);

@@ -10,8 +10,8 @@
 //! how the tenants spread over the 16 384 hash slots and over three masters holding equal
 //! slot ranges.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -19,7 +19,7 @@ use serde::Serialize;
 use tenant_guard::backend::{Backend, BackendError};
 use tenant_guard::cache::{Cache, Category};
 use tenant_guard::config::Config;
-use tenant_guard::keys::{hash_slot, KeyKind, Keys};
+use tenant_guard::keys::{KeyKind, Keys, hash_slot};
 use tenant_guard::metrics::Metrics;
 use tenant_guard::ratelimit::{Check, Identity, RateLimiter};
 use tenant_guard::session::{Session, SessionStore};

@@ -15,9 +15,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
-use axum::Router;
 use http_body_util::BodyExt;
 use tenant_guard::config::Config;
 use tenant_guard::keys::hash_slot;

@@ -8,8 +8,8 @@ mod common;
 
 use std::net::SocketAddr;
 
-use axum::body::Body;
 use axum::Router;
+use axum::body::Body;
 use tower::ServiceExt;
 
 use tenant_guard::config::Config;

@@ -1,15 +1,15 @@
 //! The open-loop load generator against real loopback servers, and the demo end to end.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use tenant_guard::config::Config;
 use tenant_guard_cli::loadgen::{
-    self, max_in_window, schedule, Endpoint, LoadPlan, Target, TenantLoad,
+    self, Endpoint, LoadPlan, Target, TenantLoad, max_in_window, schedule,
 };
 
 /// A server whose every request takes `delay`; counts requests and peak concurrency.

@@ -11,8 +11,8 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::body::Body;
 use axum::Router;
+use axum::body::Body;
 use tower::ServiceExt;
 
 use tenant_guard::config::Config;

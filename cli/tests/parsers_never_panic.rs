@@ -13,7 +13,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use tenant_guard::ratelimit::{EndpointPattern, Quota, Rule, Scope};
-use tenant_guard_cli::loadgen::{parse_cost, schedule, Endpoint, RuleCheck, Scenario};
+use tenant_guard_cli::loadgen::{Endpoint, RuleCheck, Scenario, parse_cost, schedule};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {

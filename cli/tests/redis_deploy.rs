@@ -14,9 +14,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tenant_guard::config::Config;
@@ -243,9 +243,11 @@ async fn exercise(vars: &[(&str, String)], ports: &[u16]) -> (Value, Router) {
     assert_eq!(store.revoke_user_sessions(&acme, "alice").await.unwrap(), 2);
     let gone = send(app, "GET", "/me", Some(&cookie2), "").await;
     assert_eq!(gone.body["user"], Value::Null, "{}", gone.body);
-    assert!(!keys(ports)
-        .iter()
-        .any(|k| k.starts_with("tg:session:{acme}:")));
+    assert!(
+        !keys(ports)
+            .iter()
+            .any(|k| k.starts_with("tg:session:{acme}:"))
+    );
 
     // Status (DBSIZE) and logout (of a session that is gone: nothing to destroy).
     let status = send(app, "GET", "/cache/status", None, "").await;

@@ -15,7 +15,7 @@ use tenant_guard::ratelimit::{Policy, Scope};
 use tenant_guard::tenant::TenantId;
 use tenant_guard_cli::loadgen::{self, Endpoint, LoadPlan, RuleCheck, Target, TenantLoad};
 
-use super::report::{run_with_progress, Outputs};
+use super::report::{Outputs, run_with_progress};
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
@@ -357,7 +357,9 @@ async fn demo(duration: Duration, mut out: Outputs) -> ExitCode {
             }
         }
         if held && plans_differ {
-            println!("every tenant held to its plan's per-tenant limit in every window (client-side check)");
+            println!(
+                "every tenant held to its plan's per-tenant limit in every window (client-side check)"
+            );
         } else if held {
             println!(
                 "every tenant held to at most {} admissions in any {} window (client-side check)",

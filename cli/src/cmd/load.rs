@@ -11,7 +11,7 @@ use tenant_guard::config::Config;
 use tenant_guard::ratelimit::Quota;
 use tenant_guard_cli::loadgen::{self, Cost, Endpoint, LoadPlan, RuleCheck, Target, TenantLoad};
 
-use super::report::{run_with_progress, Outputs};
+use super::report::{Outputs, run_with_progress};
 
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {

@@ -15,9 +15,9 @@ mod rules;
 mod run;
 mod scenario;
 
-pub use endpoint::{matches_request, parse_cost, Cost};
-pub use plan::{schedule, Endpoint, LoadPlan, Planned, Target, TenantLoad};
-pub use report::{max_in_window, Report, Series, StreamTimes, TenantReport};
-pub use rules::{costs_from_policy, RuleCheck};
-pub use run::{run, run_with, Live, LoadError};
+pub use endpoint::{Cost, matches_request, parse_cost};
+pub use plan::{Endpoint, LoadPlan, Planned, Target, TenantLoad, schedule};
+pub use report::{Report, Series, StreamTimes, TenantReport, max_in_window};
+pub use rules::{RuleCheck, costs_from_policy};
+pub use run::{Live, LoadError, run, run_with};
 pub use scenario::{Scenario, ScenarioEndpoint, ScenarioTenant};

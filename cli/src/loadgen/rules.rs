@@ -6,7 +6,7 @@ use std::time::Duration;
 use tenant_guard::ratelimit::{EndpointPattern, Policy, Quota, Rule, Scope};
 use tenant_guard::tenant::TenantId;
 
-use super::endpoint::{matches_request, Cost};
+use super::endpoint::{Cost, matches_request};
 use super::{Endpoint, Report};
 
 /// A server rule the client checks its admissions against (`load --rule`, and every rule of
@@ -563,9 +563,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(env.contains("write `GET /api/items = 5/5s`"), "{env}");
-        assert!(RuleCheck::parse(old)
-            .unwrap_err()
-            .contains("write `GET /api/items = 5/5s`"));
+        assert!(
+            RuleCheck::parse(old)
+                .unwrap_err()
+                .contains("write `GET /api/items = 5/5s`")
+        );
     }
 
     /// `tenant-guard config` prints each rule as `--rule` reads it: the printed text is

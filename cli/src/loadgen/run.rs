@@ -2,8 +2,8 @@
 //! bounded grace period for stragglers; the outcomes collected into a [`Report`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use super::report::histogram;
-use super::{schedule, LoadPlan, Report, StreamTimes, Target, TenantReport};
+use super::{LoadPlan, Report, StreamTimes, Target, TenantReport, schedule};
 
 /// Errors of a run.
 #[derive(Debug, thiserror::Error)]

@@ -33,18 +33,18 @@
 //! curl -s localhost:3003/upstream-calls
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
+use tenant_guard::TenantGuard;
 use tenant_guard::cache::CacheLayer;
 use tenant_guard::config::Config;
 use tenant_guard::guard::GuardError;
-use tenant_guard::TenantGuard;
 
 /// Settings this example uses unless the environment says otherwise.
 pub const DEFAULTS: &[(&str, &str)] = &[

@@ -12,8 +12,8 @@
 //! for i in 1 2 3 4 5 6; do curl -si localhost:3001/hello | head -1; done
 //! ```
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use tenant_guard::ratelimit::RateLimitLayer;
 
 /// The app: `GET /hello` and `GET /slow`, each limited per client IP.

@@ -1,13 +1,13 @@
 //! The example's own store through the session layer, over HTTP: the contract of
 //! `SessionBackend` as a user's store must keep it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::Router;
-use example_custom_session_store::{app_with, TableStore};
+use axum::body::Body;
+use example_custom_session_store::{TableStore, app_with};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tenant_guard::secret::Secret;

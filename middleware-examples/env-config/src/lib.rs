@@ -16,11 +16,11 @@
 
 use std::path::Path;
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
+use tenant_guard::TenantGuard;
 use tenant_guard::config::{Config, ConfigError};
 use tenant_guard::tenant::TenantId;
-use tenant_guard::TenantGuard;
 
 /// Errors of loading the configuration.
 #[derive(Debug)]

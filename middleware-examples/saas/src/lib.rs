@@ -31,13 +31,13 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use tenant_guard::TenantGuard;
 use tenant_guard::config::Config;
 use tenant_guard::guard::GuardError;
 use tenant_guard::problem::Problem;
 use tenant_guard::ratelimit::Decision;
 use tenant_guard::session::{Session, SessionError, SessionStore};
 use tenant_guard::tenant::TenantId;
-use tenant_guard::TenantGuard;
 
 /// Settings this example uses unless the environment says otherwise.
 pub const DEFAULTS: &[(&str, &str)] = &[

@@ -6,9 +6,9 @@ mod common;
 
 use std::net::SocketAddr;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::Router;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -76,29 +76,34 @@ async fn login_logout_and_cycle_id() {
     let (s, body) = b.send("POST", "/login", r#"{"user":"alice"}"#).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let first = b.cookie.clone().unwrap();
-    assert!(b
-        .send("GET", "/me", "")
-        .await
-        .1
-        .contains(r#""user":"alice""#));
+    assert!(
+        b.send("GET", "/me", "")
+            .await
+            .1
+            .contains(r#""user":"alice""#)
+    );
     // Logging in again (privilege change) gives a new id; the old one is dead.
     b.send("POST", "/login", r#"{"user":"alice"}"#).await;
     assert_ne!(b.cookie.as_ref(), Some(&first));
     let mut stale = Browser::new(&app, "acme");
     stale.cookie = Some(first);
-    assert!(stale
-        .send("GET", "/me", "")
-        .await
-        .1
-        .contains(r#""user":null"#));
+    assert!(
+        stale
+            .send("GET", "/me", "")
+            .await
+            .1
+            .contains(r#""user":null"#)
+    );
     // The same cookie on another tenant's subdomain is nobody there.
     let mut elsewhere = Browser::new(&app, "globex");
     elsewhere.cookie = b.cookie.clone();
-    assert!(elsewhere
-        .send("GET", "/me", "")
-        .await
-        .1
-        .contains(r#""user":null"#));
+    assert!(
+        elsewhere
+            .send("GET", "/me", "")
+            .await
+            .1
+            .contains(r#""user":null"#)
+    );
     // Logout.
     assert_eq!(
         b.send("POST", "/logout", "").await.0,
@@ -147,16 +152,20 @@ async fn logout_everywhere_and_per_user_limits() {
 
     let (_, revoked) = phone.send("POST", "/logout-everywhere", "").await;
     assert!(revoked.contains(r#""revoked":2"#), "{revoked}");
-    assert!(laptop
-        .send("GET", "/me", "")
-        .await
-        .1
-        .contains(r#""user":null"#));
-    assert!(carol
-        .send("GET", "/me", "")
-        .await
-        .1
-        .contains(r#""user":"carol""#));
+    assert!(
+        laptop
+            .send("GET", "/me", "")
+            .await
+            .1
+            .contains(r#""user":null"#)
+    );
+    assert!(
+        carol
+            .send("GET", "/me", "")
+            .await
+            .1
+            .contains(r#""user":"carol""#)
+    );
     // The keys in Redis carry the tenant as a hash tag.
     let keys = redis.cli(&["--scan", "--pattern", "tg:session*"]);
     assert!(keys.lines().all(|k| k.contains("{acme}")), "{keys}");

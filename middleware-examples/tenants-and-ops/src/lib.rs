@@ -20,10 +20,10 @@
 
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
 use tenant_guard::backend::Backend;
 use tenant_guard::config::Config;
 use tenant_guard::keys::Keys;

@@ -24,7 +24,7 @@ use tenant_guard::ratelimit::{
     LimiterOptions, Policy, Quota, RateLimitLayer, RateLimiter, Rule, Scope,
 };
 use tenant_guard::tenant::{TenantId, TenantLayer, TenantResolver};
-use tower::{service_fn, ServiceBuilder};
+use tower::{ServiceBuilder, service_fn};
 
 /// The handler: greets the tenant the layer resolved.
 async fn handle<B>(req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -44,7 +44,7 @@ pub fn service<B: Send + 'static>() -> impl tower::Service<
     Error = Infallible,
     Future = impl std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send,
 > + Clone
-       + Send {
++ Send {
     let policy = Policy::builder()
         .rule(Rule::new(
             "per-tenant",
