@@ -10,11 +10,11 @@
 //! commandstats` (every command, server side), and the ratio to tower-sessions. Then the
 //! memory of one session holding the same value (`MEMORY USAGE`).
 //!
-//! Run: `cargo bench --bench session_vs_tower_sessions` (needs redis-server and redis-cli).
+//! Run: `cargo bench -p tenant-guard-peers --bench session_vs_tower_sessions` (needs redis-server and redis-cli).
 //! `TG_BENCH_ROUNDS` (default 6) and `TG_BENCH_ROUND_SECS` (default 2) set its length;
 //! `REDIS_POOL_SIZE`, when set, tenant-guard's connections (default: one per core, 2-8).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;
